@@ -1,0 +1,353 @@
+/**
+ * The consume command's run. Delivery semantics, decided here: at-least-once from Kafka,
+ * effectively-once in PostgreSQL. For each partition batch: validate, apply in one transaction,
+ * dead-letter what cannot be applied (acked by Kafka), and only then commit the offset. A crash
+ * anywhere re-delivers a suffix of the log, which the idempotent sink absorbs.
+ * @module
+ */
+import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from "kafkajs";
+import type { ConsumeConfig } from "./config.ts";
+import { createTopic } from "./kafka_admin.ts";
+import type { Logger } from "./log.ts";
+import { InvalidEventError, type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "./model.ts";
+import { backoffDelay, classifyDatabaseError, describeError, isDatabaseAuthError, isKafkaOutage, retry, sleep } from "./retry.ts";
+import { applyBatch, ensureSchema, type Sql } from "./sink.ts";
+
+/** Header names on DLQ records. */
+export const DLQ_HEADERS = {
+  reason: "dlq.reason",
+  topic: "dlq.source.topic",
+  partition: "dlq.source.partition",
+  offset: "dlq.source.offset",
+  failedAt: "dlq.failed.at",
+} as const;
+
+/** Counters of a consume run, for progress lines, metrics and the exit summary. */
+export interface ConsumeStats {
+  /** Records applied to PostgreSQL, per topic. */
+  applied: Record<string, number>;
+  /** Records written to the DLQ, per source topic. */
+  deadLettered: Record<string, number>;
+  /** Batches committed. */
+  batches: number;
+  /** Waits for an outage or a missing user. */
+  retries: number;
+  /** Sizes of committed batches and their apply times, for the histograms. */
+  onBatch?: (size: number, applyMs: number) => void;
+  /** Lag per `topic:partition`, refreshed once a second. */
+  lag: Record<string, number>;
+  /** Whether Kafka and PostgreSQL are connected. */
+  connected: { kafka: boolean; database: boolean };
+}
+
+/** Options of {@linkcode runConsumer}. */
+export interface ConsumerRunOptions {
+  /** Kafka client. */
+  kafka: Kafka;
+  /** PostgreSQL pool. */
+  sql: Sql;
+  /** Where progress and warnings go. */
+  logger: Logger;
+  /** Counters to fill. @default fresh counters */
+  stats?: ConsumeStats;
+  /** Resolves when a stop was requested (SIGINT/SIGTERM). */
+  stopRequested: Promise<void>;
+  /** Seconds between progress lines. @default 5 */
+  progressEveryS?: number;
+}
+
+/** Fresh counters for a consume run. */
+export function newConsumeStats(): ConsumeStats {
+  return { applied: {}, deadLettered: {}, batches: 0, retries: 0, lag: {}, connected: { kafka: false, database: false } };
+}
+
+/** The DLQ topic of a source topic. */
+export function dlqTopic(topic: string): string {
+  return `${topic}.dlq`;
+}
+
+/** A record bound for the DLQ, with why. */
+interface DeadLetter {
+  message: KafkaMessage;
+  reason: string;
+}
+
+interface Waiting {
+  offset: string;
+  since: number;
+  attempt: number;
+}
+
+/** Why the run ended. */
+export type StopReason = "signal" | "idle";
+
+/**
+ * Consumes both topics in one group until a stop is requested or, with `idleTimeoutS`, until
+ * the topics are drained and idle; returns why it stopped. Throws on a refused login.
+ */
+export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOptions): Promise<StopReason> {
+  const { kafka, sql, logger, progressEveryS = 5 } = options;
+  const stats = options.stats ?? newConsumeStats();
+  let stopping = false;
+  let stopReason: StopReason = "signal";
+  const stopped = options.stopRequested.then(() => {
+    stopping = true;
+  });
+  const keepGoing = () => !stopping;
+  const waitOutage = (what: string) => ({
+    what,
+    maxAttempts: Infinity,
+    baseMs: 500,
+    capMs: 10_000,
+    keepGoing,
+    onRetry: (error: unknown, attempt: number, delayMs: number) => {
+      stats.retries++;
+      logger.warn(`waiting for ${what}`, { attempt, retryInMs: delayMs, error: describeError(error) });
+    },
+  });
+
+  await retry(async () => {
+    try {
+      await ensureSchema(sql);
+    } catch (error) {
+      if (isDatabaseAuthError(error)) throw Object.assign(error as Error, { fatal: true });
+      throw error;
+    }
+  }, { ...waitOutage("PostgreSQL"), isRetriable: (e) => !(e as { fatal?: boolean }).fatal });
+  stats.connected.database = true;
+
+  const topics = [config.usersTopic, config.ordersTopic];
+  const admin = kafka.admin();
+  await retry(async () => {
+    await admin.connect();
+    await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
+    await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
+    for (const topic of topics) await createTopic(admin, dlqTopic(topic), 1, config.replicationFactor, logger);
+  }, { ...waitOutage("Kafka"), isRetriable: isKafkaOutage });
+
+  const dlqProducer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  await retry(() => dlqProducer.connect(), { ...waitOutage("Kafka (DLQ producer)"), isRetriable: isKafkaOutage });
+  const consumer: Consumer = kafka.consumer({
+    groupId: config.consumerGroup,
+    maxBytesPerPartition: config.maxBatchBytes,
+    maxBytes: config.maxBatchBytes * 8,
+    sessionTimeout: 30_000,
+    heartbeatInterval: 3_000,
+    maxWaitTimeInMs: 500,
+    allowAutoTopicCreation: false,
+    retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
+  });
+  consumer.on(consumer.events.CONNECT, () => (stats.connected.kafka = true));
+  consumer.on(consumer.events.DISCONNECT, () => (stats.connected.kafka = false));
+  consumer.on(consumer.events.CRASH, (event) => {
+    stats.connected.kafka = false;
+    logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
+  });
+
+  const waiting = new Map<string, Waiting>();
+  let lastActivity = Date.now();
+
+  const deadLetter = async (topic: string, partition: number, letters: DeadLetter[]) => {
+    if (letters.length === 0) return;
+    const failedAt = new Date().toISOString();
+    const messages = letters.map(({ message, reason }) => ({
+      key: message.key,
+      value: message.value,
+      headers: {
+        ...(message.headers as IHeaders | undefined),
+        [DLQ_HEADERS.reason]: reason,
+        [DLQ_HEADERS.topic]: topic,
+        [DLQ_HEADERS.partition]: String(partition),
+        [DLQ_HEADERS.offset]: message.offset,
+        [DLQ_HEADERS.failedAt]: failedAt,
+      },
+    }));
+    await retry(() => dlqProducer.send({ topic: dlqTopic(topic), messages, acks: -1 }), {
+      ...waitOutage(`Kafka (DLQ ${dlqTopic(topic)})`),
+      isRetriable: isKafkaOutage,
+    });
+    stats.deadLettered[topic] = (stats.deadLettered[topic] ?? 0) + letters.length;
+    for (const { message, reason } of letters) {
+      logger.warn("dead-lettered", { topic, partition, offset: message.offset, reason });
+    }
+  };
+
+  /** Applies validated changes, waiting out database outages; undefined when stopping. */
+  const applyWaiting = async (changes: UserChange[] | OrderChange[], heartbeat: () => Promise<void>) => {
+    for (let attempt = 1;; attempt++) {
+      try {
+        const started = performance.now();
+        const outcome = await applyBatch(sql, changes);
+        stats.connected.database = true;
+        return { outcome, applyMs: performance.now() - started };
+      } catch (error) {
+        stats.connected.database = classifyDatabaseError(error) !== "outage";
+        if (!keepGoing()) return undefined;
+        const delayMs = backoffDelay(attempt, 500, 10_000);
+        stats.retries++;
+        logger.warn("waiting for PostgreSQL; nothing is committed meanwhile", {
+          attempt,
+          retryInMs: delayMs,
+          error: describeError(error),
+        });
+        await sleep(delayMs);
+        await heartbeat().catch(() => {});
+        if (!keepGoing()) return undefined;
+      }
+    }
+  };
+
+  const eachBatch = async (payload: EachBatchPayload) => {
+    const { batch, resolveOffset, heartbeat, commitOffsetsIfNecessary, pause, isRunning, isStale } = payload;
+    const { topic, partition } = batch;
+    const parse = topic === config.usersTopic ? parseUserEvent : parseOrderEvent;
+    const key = `${topic}:${partition}`;
+    let messages = batch.messages;
+    while (messages.length > 0 && isRunning() && !isStale() && keepGoing()) {
+      lastActivity = Date.now();
+      const valid: { message: KafkaMessage; change: UserChange | OrderChange }[] = [];
+      const invalid: DeadLetter[] = [];
+      for (const message of messages) {
+        try {
+          valid.push({ message, change: parse(message.value) });
+        } catch (error) {
+          if (!(error instanceof InvalidEventError)) throw error;
+          invalid.push({ message, reason: error.message });
+        }
+      }
+      const applied = await applyWaiting(valid.map((v) => v.change) as UserChange[] | OrderChange[], heartbeat);
+      if (!applied) return; // stopping: nothing committed, the batch is re-delivered
+      const { outcome, applyMs } = applied;
+      const rejected: DeadLetter[] = outcome.rejected.map((r) => ({ message: valid[r.index].message, reason: r.reason }));
+      let blockedMessage = outcome.blocked ? valid[outcome.blocked.index].message : undefined;
+      let expired: DeadLetter | undefined;
+      if (blockedMessage && outcome.blocked) {
+        const state = waiting.get(key);
+        const since = state?.offset === blockedMessage.offset ? state.since : Date.now();
+        if (Date.now() - since >= config.orderWaitS * 1000) {
+          expired = {
+            message: blockedMessage,
+            reason: `user ${outcome.blocked.userId} of order ${valid[outcome.blocked.index].change.id} did not exist after waiting ${config.orderWaitS}s`,
+          };
+          blockedMessage = undefined;
+        }
+      }
+      // Everything before the boundary is done: applied, or bound for the DLQ.
+      const boundary = blockedMessage ? BigInt(blockedMessage.offset) : BigInt((expired ?? { message: messages[messages.length - 1] }).message.offset) + 1n;
+      const letters = [
+        ...invalid.filter((d) => BigInt(d.message.offset) < boundary),
+        ...rejected,
+        ...(expired ? [expired] : []),
+      ].sort((a, b) => (BigInt(a.message.offset) < BigInt(b.message.offset) ? -1 : 1));
+      try {
+        await deadLetter(topic, partition, letters);
+      } catch (error) {
+        if (!keepGoing()) return; // stopping while Kafka is away: nothing committed
+        throw error;
+      }
+      const done = messages.filter((m) => BigInt(m.offset) < boundary);
+      if (done.length > 0) {
+        // Commit after the effect: the transaction and the DLQ writes are durable by now.
+        await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: boundary.toString() }] }] });
+        resolveOffset(done[done.length - 1].offset);
+        const appliedCount = done.length - letters.length;
+        stats.applied[topic] = (stats.applied[topic] ?? 0) + appliedCount;
+        stats.batches++;
+        stats.onBatch?.(done.length, applyMs);
+      }
+      if (blockedMessage && outcome.blocked) {
+        const state = waiting.get(key);
+        const attempt = state?.offset === blockedMessage.offset ? state.attempt + 1 : 1;
+        const since = state?.offset === blockedMessage.offset ? state.since : Date.now();
+        waiting.set(key, { offset: blockedMessage.offset, since, attempt });
+        const remainingMs = Math.max(0, since + config.orderWaitS * 1000 - Date.now());
+        const delayMs = Math.min(remainingMs + 10, backoffDelay(attempt, 200, 5_000));
+        stats.retries++;
+        logger.info("order waits for its user; partition paused", {
+          topic,
+          partition,
+          offset: blockedMessage.offset,
+          user: outcome.blocked.userId,
+          retryInMs: delayMs,
+        });
+        const resume = pause();
+        setTimeout(resume, delayMs);
+        return;
+      }
+      waiting.delete(key);
+      messages = messages.filter((m) => BigInt(m.offset) >= boundary);
+      await heartbeat().catch(() => {});
+    }
+  };
+
+  await consumer.connect();
+  await consumer.subscribe({ topics, fromBeginning: true });
+  await consumer.run({
+    autoCommit: false,
+    eachBatchAutoResolve: false,
+    partitionsConsumedConcurrently: config.concurrency,
+    eachBatch,
+  });
+
+  const started = Date.now();
+  let lastProgress = Date.now();
+  let lastApplied = 0;
+  const total = () => Object.values(stats.applied).reduce((a, b) => a + b, 0);
+  const totalDlq = () => Object.values(stats.deadLettered).reduce((a, b) => a + b, 0);
+  try {
+    while (!stopping) {
+      await Promise.race([sleep(1000), stopped]);
+      if (stopping) break;
+      const lag = await measureLag(admin, config.consumerGroup, topics).catch(() => undefined);
+      if (lag) stats.lag = lag;
+      const totalLag = lag ? Object.values(lag).reduce((a, b) => a + b, 0) : -1;
+      if (Date.now() - lastProgress >= progressEveryS * 1000) {
+        const applied = total();
+        logger.info("progress", {
+          applied,
+          deadLettered: totalDlq(),
+          eventsPerS: Math.round((applied - lastApplied) / ((Date.now() - lastProgress) / 1000)),
+          lag: totalLag,
+        });
+        lastApplied = applied;
+        lastProgress = Date.now();
+      }
+      if (
+        config.idleTimeoutS !== undefined && totalLag === 0 && waiting.size === 0 &&
+        Date.now() - lastActivity >= config.idleTimeoutS * 1000
+      ) {
+        logger.info(`drained and idle for ${config.idleTimeoutS}s; stopping`);
+        stopReason = "idle";
+        stopping = true;
+      }
+    }
+  } finally {
+    stopping = true;
+    await consumer.disconnect().catch((e) => logger.warn("consumer disconnect failed", { error: describeError(e) }));
+    await dlqProducer.disconnect().catch(() => {});
+    await admin.disconnect().catch(() => {});
+    logger.info("consumer stopped", { runS: Math.round((Date.now() - started) / 1000) });
+  }
+  return stopReason;
+}
+
+/** Lag per `topic:partition`: high watermark minus the group's committed offset. */
+export async function measureLag(
+  admin: ReturnType<Kafka["admin"]>,
+  groupId: string,
+  topics: string[],
+): Promise<Record<string, number>> {
+  const lag: Record<string, number> = {};
+  const committed = await admin.fetchOffsets({ groupId, topics });
+  for (const topic of topics) {
+    const ends = await admin.fetchTopicOffsets(topic);
+    const byPartition = new Map(
+      (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
+    );
+    for (const end of ends) {
+      const at = Math.max(0, byPartition.get(end.partition) ?? -1, Number(end.low));
+      lag[`${topic}:${end.partition}`] = Math.max(0, Number(end.high) - at);
+    }
+  }
+  return lag;
+}

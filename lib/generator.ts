@@ -1,0 +1,194 @@
+/**
+ * Random User and Order events, users first, then orders of users created in the run, as the
+ * Go original generated them. Streams in constant memory: ids are derived from (seed, index)
+ * rather than remembered, so a million events never hold a million objects.
+ * @module
+ */
+import { en, Faker } from "@faker-js/faker";
+import type { EventType, OrderEvent, UserEvent } from "./model.ts";
+import { STATUS_OF } from "./model.ts";
+
+/** Source of event timestamps, in microseconds since the epoch. */
+export interface Clock {
+  /** The current time in microseconds since 1970-01-01T00:00:00Z. */
+  nowMicros(): number;
+}
+
+/** One event ready to publish: its topic kind, key (the entity id) and value. */
+export type GeneratedEvent =
+  | { entity: "user"; key: string; value: UserEvent }
+  | { entity: "order"; key: string; value: OrderEvent };
+
+/** Options of {@linkcode generateEvents}. */
+export interface GeneratorOptions {
+  /** User events to generate. */
+  users: number;
+  /** Order events to generate; needs at least one user CREATE. */
+  orders: number;
+  /** Seed of the stream; the same seed gives the same bytes. */
+  seed: number;
+  /** Clock of the timestamps. @default a simulated clock derived from the seed */
+  clock?: Clock;
+}
+
+/** Counts kept while generating, for the producer's summary. */
+export interface GenerationStats {
+  /** Events per entity and type, e.g. `user.CREATE`. */
+  byType: Record<string, number>;
+  /** Users created in the run. */
+  usersCreated: number;
+  /** Distinct users that at least one order CREATE refers to. */
+  usersOrderedFor: number;
+}
+
+/** Share of CREATE, then of CREATE + UPDATE; the rest are DELETE. */
+const CREATE_SHARE = 0.6;
+const CREATE_OR_UPDATE_SHARE = 0.9;
+/** Seeded runs start here, so their timestamps repeat too. */
+const SIMULATED_EPOCH_US = Date.UTC(2025, 0, 1) * 1000;
+
+/** A clock that reads the system time, with microseconds from the monotonic timer. */
+export function systemClock(): Clock {
+  const originUs = Math.round((performance.timeOrigin ?? Date.now()) * 1000);
+  return { nowMicros: () => originUs + Math.floor(performance.now() * 1000) };
+}
+
+/** A clock that starts at 2025-01-01 and moves 1..1000 microseconds per reading, from `seed`. */
+export function simulatedClock(seed: number): Clock {
+  const random = mulberry32(seed ^ 0x5bd1e995);
+  let now = SIMULATED_EPOCH_US;
+  return { nowMicros: () => (now += 1 + Math.floor(random() * 1000)) };
+}
+
+/** Formats epoch microseconds as RFC 3339 in UTC with six fraction digits. */
+export function formatMicros(micros: number): string {
+  const millis = Math.floor(micros / 1000);
+  const fraction = String(((micros % 1_000_000) + 1_000_000) % 1_000_000).padStart(6, "0");
+  return new Date(millis).toISOString().replace(/\.\d{3}Z$/, `.${fraction}Z`);
+}
+
+/** A fresh random seed, for runs without `--seed`. */
+export function randomSeed(): number {
+  return crypto.getRandomValues(new Uint32Array(1))[0];
+}
+
+/** Small, fast, seedable PRNG (mulberry32) returning floats in [0, 1). */
+function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function mix32(value: number): number {
+  let h = value >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** The id of the `index`-th entity of a kind in a run: a version-4 UUID derived from the seed. */
+export function entityId(seed: number, kind: "user" | "order", index: number): string {
+  const base = mix32(seed ^ (kind === "user" ? 0x75736572 : 0x6f726472));
+  const words = [0, 1, 2, 3].map((w) => mix32(base ^ mix32(index + 0x9e3779b9 * (w + 1))));
+  const hex = words.map((w) => w.toString(16).padStart(8, "0")).join("");
+  const variant = ((parseInt(hex[16], 16) & 0x3) | 0x8).toString(16);
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
+
+/**
+ * Generates `users` user events, then `orders` order events, lazily. About 60% CREATE, 30%
+ * UPDATE and 10% DELETE; UPDATE and DELETE only target ids created earlier in the run.
+ */
+export function generateEvents(options: GeneratorOptions, stats?: GenerationStats): Iterable<GeneratedEvent> {
+  const { users, orders, seed } = options;
+  const clock = options.clock ?? simulatedClock(seed);
+  const counts = stats ?? newStats();
+  return {
+    *[Symbol.iterator]() {
+      const random = mulberry32(seed);
+      const faker = new Faker({ locale: [en] });
+      faker.seed(seed);
+      const pick = (n: number) => Math.floor(random() * n);
+      const nextType = (created: number): EventType => {
+        if (created === 0) return "CREATE";
+        const r = random();
+        return r < CREATE_SHARE ? "CREATE" : r < CREATE_OR_UPDATE_SHARE ? "UPDATE" : "DELETE";
+      };
+      const count = (key: string) => (counts.byType[key] = (counts.byType[key] ?? 0) + 1);
+
+      let usersCreated = 0;
+      for (let i = 0; i < users; i++) {
+        const type = nextType(usersCreated);
+        const now = formatMicros(clock.nowMicros());
+        let value: UserEvent;
+        if (type === "CREATE") {
+          const id = entityId(seed, "user", usersCreated++);
+          const born = faker.date.between({ from: "1970-01-01T00:00:00Z", to: "2015-12-31T23:59:59Z" });
+          value = {
+            event_type: type,
+            user_id: id,
+            name: [...faker.person.fullName()].slice(0, 50).join(""),
+            dob: born.toISOString().slice(0, 10),
+            created_at: now,
+          };
+          counts.usersCreated = usersCreated;
+        } else if (type === "UPDATE") {
+          const id = entityId(seed, "user", pick(usersCreated));
+          value = { event_type: type, user_id: id, name: [...faker.person.fullName()].slice(0, 50).join(""), modified_at: now };
+        } else {
+          value = { event_type: type, user_id: entityId(seed, "user", pick(usersCreated)), modified_at: now };
+        }
+        count(`user.${type}`);
+        yield { entity: "user", key: value.user_id, value };
+      }
+
+      if (orders > 0 && usersCreated === 0) {
+        throw new RangeError("orders need users: at least one user CREATE must come first (raise --users)");
+      }
+      const orderedFor = new Uint8Array(Math.ceil(usersCreated / 8));
+      let ordersCreated = 0;
+      for (let i = 0; i < orders; i++) {
+        const type = nextType(ordersCreated);
+        const now = formatMicros(clock.nowMicros());
+        let value: OrderEvent;
+        if (type === "CREATE") {
+          const userIndex = pick(usersCreated);
+          if ((orderedFor[userIndex >> 3] & (1 << (userIndex & 7))) === 0) {
+            orderedFor[userIndex >> 3] |= 1 << (userIndex & 7);
+            counts.usersOrderedFor++;
+          }
+          const quantity = 1 + pick(100);
+          const unitPriceCents = 100 + pick(5001);
+          value = {
+            event_type: type,
+            order_id: entityId(seed, "order", ordersCreated++),
+            order_status: STATUS_OF[type],
+            user_id: entityId(seed, "user", userIndex),
+            quantity,
+            order_total: (quantity * unitPriceCents) / 100,
+            placed_at: now,
+          };
+        } else {
+          value = {
+            event_type: type,
+            order_id: entityId(seed, "order", pick(ordersCreated)),
+            order_status: STATUS_OF[type],
+            modified_at: now,
+          };
+        }
+        count(`order.${type}`);
+        yield { entity: "order", key: value.order_id, value };
+      }
+    },
+  };
+}
+
+/** Empty counters for {@linkcode generateEvents}. */
+export function newStats(): GenerationStats {
+  return { byType: {}, usersCreated: 0, usersOrderedFor: 0 };
+}

@@ -1,0 +1,131 @@
+/**
+ * Kafka plumbing shared by both commands: the client (TLS, SASL, logs routed to our logger),
+ * topic administration, and sends retried within a budget.
+ * @module
+ */
+import process from "node:process";
+import { type Admin, Kafka, type KafkaConfig, logLevel, type Message, type Producer } from "kafkajs";
+import type { CommonConfig } from "./config.ts";
+import type { Logger } from "./log.ts";
+import { describeError, isKafkaAuthError, retry } from "./retry.ts";
+
+/** Creates a kafkajs client for `config`, logging through `logger`. */
+export function createKafka(config: CommonConfig, clientId: string, logger: Logger): Kafka {
+  const options: KafkaConfig = {
+    clientId,
+    brokers: config.brokers,
+    ssl: config.kafkaTls,
+    connectionTimeout: 3_000,
+    requestTimeout: 30_000,
+    retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 5_000 },
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ namespace, level, log }) => {
+      const { message, ...fields } = log;
+      delete (fields as Record<string, unknown>).timestamp;
+      delete (fields as Record<string, unknown>).logger;
+      const line = `kafkajs ${namespace}: ${message}`;
+      if (level === logLevel.ERROR) logger.warn(line, fields);
+      else logger.debug(line, fields);
+    },
+  };
+  if (config.kafkaSasl) {
+    const { mechanism, username, password } = config.kafkaSasl;
+    options.sasl = { mechanism, username, password } as KafkaConfig["sasl"];
+  }
+  return new Kafka(options);
+}
+
+/**
+ * Routes process warnings to `logger`, dropping the TimeoutNegativeWarning that kafkajs 2.2.4
+ * triggers on every connection (a negative timer it schedules by design; harmless).
+ */
+export function routeProcessWarnings(logger: Logger): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (warning) => {
+    if (warning.name !== "TimeoutNegativeWarning") logger.warn(`${warning.name}: ${warning.message}`);
+  });
+}
+
+/** Whether `topic` exists on the cluster. */
+export async function topicExists(admin: Admin, topic: string): Promise<boolean> {
+  const topics = await admin.listTopics();
+  return topics.includes(topic);
+}
+
+/**
+ * Creates `topic` unless it exists, and waits for its partitions' leaders. Safe when two
+ * processes race to create it: the loser sees the winner's topic. Returns true when this call
+ * created it.
+ */
+export async function createTopic(
+  admin: Admin,
+  topic: string,
+  partitions: number,
+  replicationFactor: number,
+  logger: Logger,
+): Promise<boolean> {
+  if (await topicExists(admin, topic)) {
+    const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
+    const existing = metadata.topics[0]?.partitions.length ?? 0;
+    if (existing !== partitions) {
+      logger.warn(`topic ${topic} exists with ${existing} partitions; keeping it (wanted ${partitions})`);
+    }
+    return false;
+  }
+  try {
+    const created = await admin.createTopics({
+      topics: [{ topic, numPartitions: partitions, replicationFactor }],
+      waitForLeaders: true,
+    });
+    if (created) logger.info(`created topic ${topic}`, { partitions, replicationFactor });
+    return created;
+  } catch (error) {
+    if ((error as { type?: string }).type === "TOPIC_ALREADY_EXISTS" || hasTopicExists(error)) return false;
+    throw error;
+  }
+}
+
+function hasTopicExists(error: unknown): boolean {
+  const errors = (error as { errors?: { type?: string }[] }).errors;
+  return Array.isArray(errors) && errors.length > 0 && errors.every((e) => e.type === "TOPIC_ALREADY_EXISTS");
+}
+
+/** Records for one topic, as one element of a batch send. */
+export interface TopicMessages {
+  topic: string;
+  messages: Message[];
+}
+
+/** Options of {@linkcode writeWithRetry}. */
+export interface WriteRetryOptions {
+  /** Attempts before giving up. */
+  maxAttempts: number;
+  /** First delay in milliseconds, doubled per attempt with jitter. */
+  backoffMs: number;
+  /** Logger for the retries. */
+  logger: Logger;
+}
+
+/**
+ * Sends one batch with acks from all in-sync replicas, retrying transient failures (leader
+ * elections, a broker that is not up yet) with backoff; throws RetryError once the budget is
+ * spent, or at once for a refused login.
+ */
+export async function writeWithRetry(
+  producer: Producer,
+  topicMessages: TopicMessages[],
+  options: WriteRetryOptions,
+): Promise<void> {
+  await retry(() => producer.sendBatch({ topicMessages, acks: -1 }), {
+    what: `publishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(" and ")}`,
+    maxAttempts: options.maxAttempts,
+    baseMs: options.backoffMs,
+    isRetriable: (error) => !isKafkaAuthError(error),
+    onRetry: (error, attempt, delayMs) =>
+      options.logger.warn(`send failed, retrying in ${delayMs} ms`, {
+        attempt,
+        of: options.maxAttempts,
+        error: describeError(error),
+      }),
+  });
+}

@@ -1,0 +1,89 @@
+/**
+ * Logging to stderr, as human lines or JSON lines, with every known secret masked before a
+ * line is written, whatever the caller passed in.
+ * @module
+ */
+import process from "node:process";
+
+/** Severity of a log line. */
+export type Level = "debug" | "info" | "warn" | "error";
+
+/** Fields attached to a log line. */
+export type Fields = Record<string, unknown>;
+
+/** A logger with one method per level. */
+export interface Logger {
+  /** Detail for debugging; hidden unless LOG_LEVEL=debug. */
+  debug(message: string, fields?: Fields): void;
+  /** Normal progress. */
+  info(message: string, fields?: Fields): void;
+  /** Something is wrong but being handled (waiting, retrying). */
+  warn(message: string, fields?: Fields): void;
+  /** Something failed. */
+  error(message: string, fields?: Fields): void;
+}
+
+/** Options of {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /** `human` or `json`. @default "human" */
+  format?: "human" | "json";
+  /** Name of the component, first on each line. */
+  component: string;
+  /** Strings that must never be written (passwords); each becomes `***`. */
+  secrets?: string[];
+  /** Lowest level written. @default "info" */
+  level?: Level;
+  /** Where lines go. @default stderr */
+  write?: (line: string) => void;
+  /** Time of a line. @default the system clock */
+  now?: () => Date;
+}
+
+const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+/** Creates a logger that masks `secrets` in every line it writes. */
+export function createLogger(options: LoggerOptions): Logger {
+  const {
+    format = "human",
+    component,
+    level = "info",
+    write = (line: string) => process.stderr.write(line + "\n"),
+    now = () => new Date(),
+  } = options;
+  const secrets = (options.secrets ?? []).filter((s) => s.length >= 3);
+  const mask = (text: string) => secrets.reduce((t, secret) => t.split(secret).join("***"), text);
+  const emit = (lvl: Level, message: string, fields: Fields = {}) => {
+    if (ORDER[lvl] < ORDER[level]) return;
+    let line: string;
+    if (format === "json") {
+      line = JSON.stringify({ ts: now().toISOString(), level: lvl, component, msg: message, ...fields }, jsonSafe);
+    } else {
+      const extra = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v, jsonSafe)}`);
+      line = [now().toISOString(), lvl.toUpperCase().padEnd(5), `${component}:`, message, ...extra].join(" ");
+    }
+    write(mask(line));
+  };
+  return {
+    debug: (m, f) => emit("debug", m, f),
+    info: (m, f) => emit("info", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    error: (m, f) => emit("error", m, f),
+  };
+}
+
+function jsonSafe(_key: string, value: unknown): unknown {
+  return typeof value === "bigint" ? value.toString() : value;
+}
+
+/** The secrets found in a configuration: the database password and the SASL password. */
+export function secretsOf(config: { databaseUrl: string; kafkaSasl?: { password: string } }): string[] {
+  const secrets: string[] = [];
+  try {
+    const password = decodeURIComponent(new URL(config.databaseUrl).password);
+    if (password) secrets.push(password);
+  } catch {
+    // an unparsable URL is reported by the connection itself
+  }
+  if (config.kafkaSasl?.password) secrets.push(config.kafkaSasl.password);
+  return secrets;
+}

@@ -1,0 +1,258 @@
+/**
+ * The wire format of CONTRACT.md section 2: event types, validation of what arrives, and the
+ * normalised changes the sink applies. Validation errors name the field, the rule and the
+ * value, and become DLQ reasons verbatim.
+ * @module
+ */
+
+/** What happened to an entity. */
+export type EventType = "CREATE" | "UPDATE" | "DELETE";
+
+/** Status of an order, one per event type. */
+export type OrderStatus = "PLACED" | "SHIPPED" | "CANCELLED";
+
+/** A user event as it travels on the wire (field names fixed by the Go original). */
+export interface UserEvent {
+  event_type: EventType;
+  user_id: string;
+  name?: string;
+  dob?: string;
+  created_at?: string;
+  modified_at?: string;
+}
+
+/** An order event as it travels on the wire. */
+export interface OrderEvent {
+  event_type: EventType;
+  order_id: string;
+  order_status: OrderStatus;
+  user_id?: string;
+  quantity?: number;
+  order_total?: number;
+  placed_at?: string;
+  modified_at?: string;
+}
+
+/** A validated user event, timestamps normalised to UTC with microseconds. */
+export interface UserChange {
+  entity: "user";
+  type: EventType;
+  id: string;
+  name?: string;
+  dob?: string;
+  createdAt?: string;
+  modifiedAt?: string;
+}
+
+/** A validated order event; `total` is a decimal string rounded to cents. */
+export interface OrderChange {
+  entity: "order";
+  type: EventType;
+  id: string;
+  status: OrderStatus;
+  userId?: string;
+  quantity?: number;
+  total?: string;
+  placedAt?: string;
+  modifiedAt?: string;
+}
+
+/** Status an order event of each type carries. */
+export const STATUS_OF: Record<EventType, OrderStatus> = {
+  CREATE: "PLACED",
+  UPDATE: "SHIPPED",
+  DELETE: "CANCELLED",
+};
+
+/** An event that breaks the wire format; `message` is the reason a person reads in the DLQ. */
+export class InvalidEventError extends Error {
+  /** Creates the error with a one-line reason. */
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidEventError";
+  }
+}
+
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
+const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
+const EVENT_TYPES: readonly string[] = ["CREATE", "UPDATE", "DELETE"];
+const ORDER_STATUSES: readonly string[] = ["PLACED", "SHIPPED", "CANCELLED"];
+const MAX_NAME = 50;
+const MAX_INT32 = 2_147_483_647;
+/** DECIMAL(10,2) holds at most 99999999.99, that is 9,999,999,999 cents. */
+const MAX_CENTS = 9_999_999_999n;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function shown(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+function fail(field: string, rule: string, value: unknown): never {
+  throw new InvalidEventError(`${field} must be ${rule}: got ${shown(value)}`);
+}
+
+function daysInMonth(year: number, month: number): number {
+  return [31, isLeap(year) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1];
+}
+
+function isLeap(year: number): boolean {
+  return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+}
+
+function validDate(year: number, month: number, day: number): boolean {
+  return year >= 1 && month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth(year, month);
+}
+
+/**
+ * Parses an RFC 3339 timestamp with any offset and up to nanoseconds, and returns it in UTC at
+ * microsecond precision (`2025-07-03T09:11:12.123456Z`), the database's precision; null when
+ * the text is not such a timestamp.
+ */
+export function normalizeTimestamp(text: string): string | null {
+  const m = TIMESTAMP.exec(text);
+  if (!m) return null;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
+  if (!validDate(year, month, day) || hour > 23 || minute > 59 || second > 59) return null;
+  let offsetMinutes = 0;
+  if (!m[8]) {
+    const offsetHours = Number(m[10]);
+    const offsetMins = Number(m[11]);
+    if (offsetHours > 23 || offsetMins > 59) return null;
+    offsetMinutes = (m[9] === "-" ? -1 : 1) * (offsetHours * 60 + offsetMins);
+  }
+  const instant = new Date(0);
+  instant.setUTCFullYear(year, month - 1, day);
+  instant.setUTCHours(hour, minute - offsetMinutes, second, 0);
+  const utcYear = instant.getUTCFullYear();
+  if (utcYear < 1 || utcYear > 9999) return null;
+  const micros = ((m[7] ?? "") + "000000").slice(0, 6);
+  const pad = (n: number, width = 2) => String(n).padStart(width, "0");
+  return `${pad(utcYear, 4)}-${pad(instant.getUTCMonth() + 1)}-${pad(instant.getUTCDate())}T` +
+    `${pad(instant.getUTCHours())}:${pad(instant.getUTCMinutes())}:${pad(instant.getUTCSeconds())}.${micros}Z`;
+}
+
+/**
+ * Rounds a JSON number to cents, half away from zero on its decimal form (so 1.005 is 1.01,
+ * as PostgreSQL's numeric would round the same text); null when it does not fit DECIMAL(10,2)
+ * or is negative.
+ */
+export function toCents(value: number): string | null {
+  if (!Number.isFinite(value) || value < 0) return null;
+  let text = String(value);
+  if (/e/i.test(text)) {
+    if (value >= 1) return null; // 1e21 and above: far beyond DECIMAL(10,2)
+    text = value.toFixed(20); // below 1e-6: exact enough to round at the third decimal
+  }
+  const [whole, fraction = ""] = text.split(".");
+  let cents = BigInt(whole) * 100n + BigInt((fraction + "00").slice(0, 2));
+  if ((fraction[2] ?? "0") >= "5") cents += 1n;
+  if (cents > MAX_CENTS) return null;
+  return `${cents / 100n}.${String(cents % 100n).padStart(2, "0")}`;
+}
+
+function decode(value: Uint8Array | string | null | undefined): Record<string, unknown> {
+  if (value === null || value === undefined) throw new InvalidEventError("value must be a JSON object: got an empty record");
+  let text: string;
+  if (typeof value === "string") text = value;
+  else {
+    try {
+      text = utf8.decode(value);
+    } catch {
+      throw new InvalidEventError("value must be UTF-8: got invalid byte sequences");
+    }
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new InvalidEventError(`value must be valid JSON: ${(error as Error).message.split("\n")[0]}`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    fail("value", "a JSON object", parsed);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function eventType(record: Record<string, unknown>): EventType {
+  const type = record.event_type;
+  if (typeof type !== "string" || !EVENT_TYPES.includes(type)) fail("event_type", "CREATE, UPDATE or DELETE", type);
+  return type as EventType;
+}
+
+function uuid(record: Record<string, unknown>, field: string): string {
+  const value = record[field];
+  if (typeof value !== "string" || !UUID.test(value)) fail(field, "a UUID string", value);
+  return (value as string).toLowerCase();
+}
+
+function timestamp(record: Record<string, unknown>, field: string): string | undefined {
+  const value = record[field];
+  if (value === undefined || value === null) return undefined;
+  const normalized = typeof value === "string" ? normalizeTimestamp(value) : null;
+  if (normalized === null) fail(field, "an RFC 3339 timestamp", value);
+  return normalized;
+}
+
+function name(record: Record<string, unknown>): string {
+  const value = record.name;
+  if (typeof value !== "string") fail("name", `a string of 1..${MAX_NAME} characters`, value);
+  const length = [...(value as string)].length;
+  if (length < 1 || length > MAX_NAME) {
+    fail("name", `a string of 1..${MAX_NAME} characters (it has ${length})`, value);
+  }
+  if ((value as string).includes("\u0000")) fail("name", "free of NUL characters", value);
+  return value as string;
+}
+
+function dob(record: Record<string, unknown>): string {
+  const value = record.dob;
+  const m = typeof value === "string" ? DATE.exec(value) : null;
+  if (!m || !validDate(Number(m[1]), Number(m[2]), Number(m[3]))) fail("dob", "a calendar date YYYY-MM-DD", value);
+  return value as string;
+}
+
+/** Validates the bytes of a user record; throws InvalidEventError with a readable reason. */
+export function parseUserEvent(value: Uint8Array | string | null | undefined): UserChange {
+  const record = decode(value);
+  const type = eventType(record);
+  const change: UserChange = { entity: "user", type, id: uuid(record, "user_id") };
+  if (type === "CREATE") {
+    change.name = name(record);
+    change.dob = dob(record);
+    change.createdAt = timestamp(record, "created_at");
+  } else {
+    if (type === "UPDATE") change.name = name(record);
+    change.modifiedAt = timestamp(record, "modified_at");
+  }
+  return change;
+}
+
+/** Validates the bytes of an order record; throws InvalidEventError with a readable reason. */
+export function parseOrderEvent(value: Uint8Array | string | null | undefined): OrderChange {
+  const record = decode(value);
+  const type = eventType(record);
+  const status = record.order_status;
+  if (typeof status !== "string" || !ORDER_STATUSES.includes(status)) {
+    fail("order_status", "PLACED, SHIPPED or CANCELLED", status);
+  }
+  const change: OrderChange = { entity: "order", type, id: uuid(record, "order_id"), status: status as OrderStatus };
+  if (type === "CREATE") {
+    change.userId = uuid(record, "user_id");
+    const quantity = record.quantity;
+    if (typeof quantity !== "number" || !Number.isInteger(quantity) || quantity < 1 || quantity > MAX_INT32) {
+      fail("quantity", `an integer in 1..${MAX_INT32}`, quantity);
+    }
+    change.quantity = quantity as number;
+    const total = record.order_total;
+    if (typeof total !== "number") fail("order_total", "a JSON number", total);
+    const cents = toCents(total as number);
+    if (cents === null) fail("order_total", "a non-negative amount that fits DECIMAL(10,2)", total);
+    change.total = cents;
+    change.placedAt = timestamp(record, "placed_at");
+  } else {
+    change.modifiedAt = timestamp(record, "modified_at");
+  }
+  return change;
+}

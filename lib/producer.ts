@@ -1,0 +1,173 @@
+/**
+ * The produce command's run: generate the event stream, then print it (dry run) or publish it
+ * in batches keyed by entity id, with progress lines and a summary.
+ * @module
+ */
+import process from "node:process";
+import type { Message } from "kafkajs";
+import type { ProduceConfig } from "./config.ts";
+import { generateEvents, type GenerationStats, newStats, randomSeed, systemClock } from "./generator.ts";
+import { createKafka, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
+import type { Logger } from "./log.ts";
+import { describeError, isKafkaAuthError, retry } from "./retry.ts";
+
+/** What a produce run did, printed at exit. */
+export interface ProduceSummary {
+  /** Events per topic and type, e.g. `users.CREATE`. */
+  published: Record<string, number>;
+  /** Events in all. */
+  total: number;
+  /** Users created in the run. */
+  usersCreated: number;
+  /** Distinct users that orders were placed for. */
+  usersOrderedFor: number;
+  /** Seed of the stream (repeat it with `--seed`). */
+  seed: number;
+  /** Wall time of the run in seconds. */
+  elapsedS: number;
+  /** Events per second over the run. */
+  eventsPerS: number;
+  /** Whether the run stopped early on SIGINT/SIGTERM. */
+  interrupted: boolean;
+}
+
+/** Options of {@linkcode runProducer}. */
+export interface ProducerRunOptions {
+  /** Where progress and errors go. */
+  logger: Logger;
+  /** Writes dry-run output; resolves once the chunk is taken. @default stdout */
+  writeOut?: (chunk: string) => Promise<void>;
+  /** Returns true once a stop was requested (SIGINT/SIGTERM). */
+  stopRequested?: () => boolean;
+  /** Seconds between progress lines. @default 5 */
+  progressEveryS?: number;
+}
+
+/** Writes to stdout, waiting for the pipe to drain when it is full. */
+export function writeStdout(chunk: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (process.stdout.write(chunk, (error) => (error ? reject(error) : undefined))) resolve();
+    else process.stdout.once("drain", resolve);
+  });
+}
+
+/** Generates and publishes (or prints) the configured events. */
+export async function runProducer(config: ProduceConfig, options: ProducerRunOptions): Promise<ProduceSummary> {
+  const { logger, writeOut = writeStdout, stopRequested = () => false, progressEveryS = 5 } = options;
+  const seed = config.seed ?? randomSeed();
+  const stats = newStats();
+  const clock = config.seed === undefined ? systemClock() : undefined;
+  const events = generateEvents({ users: config.users, orders: config.orders, seed, clock }, stats);
+  const topicOf = { user: config.usersTopic, order: config.ordersTopic };
+  const started = performance.now();
+  const total = config.users + config.orders;
+  let done = 0;
+  let interrupted = false;
+  let lastProgress = started;
+
+  const progress = () => {
+    const now = performance.now();
+    if (now - lastProgress < progressEveryS * 1000) return;
+    lastProgress = now;
+    const rate = Math.round(done / ((now - started) / 1000));
+    logger.info(`${config.dryRun ? "printed" : "published"} ${done}/${total} events`, { eventsPerS: rate });
+  };
+
+  if (config.dryRun) {
+    let buffer = "";
+    for (const event of events) {
+      buffer += JSON.stringify(event.value) + "\n";
+      done++;
+      if (buffer.length >= 65_536) {
+        await writeOut(buffer);
+        buffer = "";
+        progress();
+        if (stopRequested()) {
+          interrupted = true;
+          break;
+        }
+      }
+    }
+    if (buffer) await writeOut(buffer);
+    return summarize(stats, seed, done, started, interrupted, topicOf);
+  }
+
+  const kafka = createKafka(config, "cdc-produce", logger);
+  const admin = kafka.admin();
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  const budget = {
+    maxAttempts: config.maxAttempts,
+    baseMs: config.retryBackoffMs,
+    isRetriable: (error: unknown) => !isKafkaAuthError(error),
+    onRetry: (error: unknown, attempt: number, delayMs: number) =>
+      logger.warn(`Kafka at ${config.brokers.join(",")} not ready, retrying in ${delayMs} ms`, {
+        attempt,
+        of: config.maxAttempts,
+        error: describeError(error),
+      }),
+  };
+  try {
+    await retry(async () => {
+      await admin.connect();
+      await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
+      await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
+    }, { ...budget, what: `preparing topics on ${config.brokers.join(",")}` });
+    await admin.disconnect();
+    await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+
+    const writeOptions = { maxAttempts: config.maxAttempts, backoffMs: config.retryBackoffMs, logger };
+    let batch: { user: Message[]; order: Message[] } = { user: [], order: [] };
+    let inBatch = 0;
+    const flush = async () => {
+      const topicMessages: TopicMessages[] = [];
+      if (batch.user.length) topicMessages.push({ topic: topicOf.user, messages: batch.user });
+      if (batch.order.length) topicMessages.push({ topic: topicOf.order, messages: batch.order });
+      if (topicMessages.length) await writeWithRetry(producer, topicMessages, writeOptions);
+      done += inBatch;
+      batch = { user: [], order: [] };
+      inBatch = 0;
+      progress();
+    };
+    for (const event of events) {
+      batch[event.entity].push({ key: event.key, value: JSON.stringify(event.value) });
+      if (++inBatch >= config.batchSize) {
+        await flush();
+        if (stopRequested()) {
+          interrupted = true;
+          break;
+        }
+      }
+    }
+    if (!interrupted) await flush();
+  } finally {
+    await producer.disconnect().catch(() => {});
+    await admin.disconnect().catch(() => {});
+  }
+  return summarize(stats, seed, done, started, interrupted, topicOf);
+}
+
+function summarize(
+  stats: GenerationStats,
+  seed: number,
+  done: number,
+  started: number,
+  interrupted: boolean,
+  topicOf: { user: string; order: string },
+): ProduceSummary {
+  const elapsedS = (performance.now() - started) / 1000;
+  const published: Record<string, number> = {};
+  for (const [key, count] of Object.entries(stats.byType)) {
+    const [entity, type] = key.split(".") as ["user" | "order", string];
+    published[`${topicOf[entity]}.${type}`] = count;
+  }
+  return {
+    published,
+    total: done,
+    usersCreated: stats.usersCreated,
+    usersOrderedFor: stats.usersOrderedFor,
+    seed,
+    elapsedS: Math.round(elapsedS * 1000) / 1000,
+    eventsPerS: Math.round(done / Math.max(elapsedS, 1e-6)),
+    interrupted,
+  };
+}

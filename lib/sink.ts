@@ -1,0 +1,328 @@
+/**
+ * PostgreSQL side of the consumer: the schema, and applying a partition's batch of validated
+ * changes in one transaction with set-based statements (`unnest` upserts). Applying is an
+ * idempotent upsert: re-applying any suffix of the log leaves the same final state, which is
+ * what makes at-least-once delivery effectively-once.
+ * @module
+ */
+import postgres from "postgres";
+import type { OrderChange, UserChange } from "./model.ts";
+import { classifyDatabaseError, describeError } from "./retry.ts";
+
+/** A postgres.js connection pool. */
+export type Sql = postgres.Sql<Record<string, never>>;
+type Tx = postgres.TransactionSql<Record<string, never>>;
+
+/** A change the database or the log refused; `index` is its position in the batch. */
+export interface Rejection {
+  /** Position of the change in the batch given to {@linkcode applyBatch}. */
+  index: number;
+  /** Why, for a person reading the DLQ. */
+  reason: string;
+}
+
+/** What {@linkcode applyBatch} did. Every change before `blocked.index` (or all) is done. */
+export interface ApplyOutcome {
+  /** Changes that go to the DLQ instead. */
+  rejected: Rejection[];
+  /** The first order whose user does not exist yet; it and what follows were not applied. */
+  blocked?: { index: number; userId: string };
+}
+
+/** Opens a pool to `url` (libpq form; `sslmode` is honoured by postgres.js). */
+export function connectDatabase(url: string, maxConnections: number): Sql {
+  return postgres(url, {
+    max: maxConnections,
+    onnotice: () => {},
+    connect_timeout: 5,
+    idle_timeout: 60,
+    connection: { application_name: "cdc-pipeline" },
+  }) as unknown as Sql;
+}
+
+/** Key of the advisory lock that serialises schema creation between consumers starting at once. */
+const SCHEMA_LOCK = 0x0cdc_5c4e;
+
+/**
+ * Creates the tables, indexes and soft-delete triggers of CONTRACT.md section 3 if missing, in
+ * one transaction under an advisory lock, so two consumers starting at once both succeed.
+ */
+export async function ensureSchema(sql: Sql): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
+    await tx`
+      create table if not exists users (
+        id uuid primary key,
+        name varchar(50) not null,
+        dob date not null,
+        created_at timestamptz,
+        modified_at timestamptz,
+        is_deleted boolean default false
+      )`;
+    await tx`
+      create table if not exists orders (
+        id uuid primary key,
+        status varchar(10) not null,
+        user_id uuid not null references users(id),
+        quantity integer not null,
+        total_amount numeric(10,2) not null,
+        placed_at timestamptz,
+        modified_at timestamptz,
+        is_deleted boolean default false
+      )`;
+    await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
+    // A deleted user's orders are deleted, whenever either arrives: one trigger cascades the
+    // user's delete to existing orders, the other marks orders that arrive afterwards.
+    await tx`
+      create or replace function cdc_cascade_user_delete() returns trigger language plpgsql as $$
+      begin
+        update orders set is_deleted = true where user_id = new.id and is_deleted is not true;
+        return null;
+      end $$`;
+    await tx`
+      create or replace trigger users_cascade_soft_delete
+        after update of is_deleted on users for each row
+        when (new.is_deleted and old.is_deleted is not true)
+        execute function cdc_cascade_user_delete()`;
+    await tx`
+      create or replace function cdc_inherit_user_delete() returns trigger language plpgsql as $$
+      begin
+        if new.is_deleted is not true and exists (select 1 from users where id = new.user_id and is_deleted) then
+          new.is_deleted := true;
+        end if;
+        return new;
+      end $$`;
+    await tx`
+      create or replace trigger orders_inherit_soft_delete
+        before insert or update of user_id on orders for each row
+        execute function cdc_inherit_user_delete()`;
+  });
+}
+
+/** Text array parameter; every column travels as text and is cast in SQL. */
+function texts(sql: Sql | Tx, values: (string | null | undefined)[]) {
+  return sql.array(values.map((v) => v ?? null) as string[], 25);
+}
+
+interface UserPatch {
+  id: string;
+  create?: { name: string; dob: string; createdAt?: string };
+  name?: string;
+  modifiedAt?: string;
+  deleted: boolean;
+}
+
+interface OrderPatch {
+  id: string;
+  create?: { status: string; userId: string; quantity: number; total: string; placedAt?: string };
+  status?: string;
+  modifiedAt?: string;
+  deleted: boolean;
+}
+
+function missingRow(entity: string, type: string, id: string): string {
+  return `${type} of ${entity} ${id}, which does not exist`;
+}
+
+/** Folds a user batch per key in log order into one patch per key. */
+export function planUserBatch(changes: UserChange[], existing: Set<string>): { patches: UserPatch[]; rejected: Rejection[] } {
+  const patches = new Map<string, UserPatch>();
+  const rejected: Rejection[] = [];
+  const exists = new Set(existing);
+  changes.forEach((change, index) => {
+    if (change.type !== "CREATE" && !exists.has(change.id)) {
+      rejected.push({ index, reason: missingRow("user", change.type, change.id) });
+      return;
+    }
+    const patch = patches.get(change.id) ?? { id: change.id, deleted: false };
+    patches.set(change.id, patch);
+    if (change.type === "CREATE") {
+      exists.add(change.id);
+      patch.create = { name: change.name!, dob: change.dob!, createdAt: change.createdAt };
+      patch.name = undefined;
+    } else {
+      if (change.type === "UPDATE") patch.name = change.name;
+      else patch.deleted = true;
+      patch.modifiedAt = change.modifiedAt ?? patch.modifiedAt;
+    }
+  });
+  return { patches: [...patches.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), rejected };
+}
+
+/**
+ * Folds an order batch per key in log order, stopping at the first CREATE whose user does not
+ * exist (it waits; what follows it in the partition waits with it).
+ */
+export function planOrderBatch(
+  changes: OrderChange[],
+  existingOrders: Set<string>,
+  existingUsers: Set<string>,
+): { patches: OrderPatch[]; rejected: Rejection[]; blocked?: { index: number; userId: string } } {
+  const patches = new Map<string, OrderPatch>();
+  const rejected: Rejection[] = [];
+  const exists = new Set(existingOrders);
+  let blocked: { index: number; userId: string } | undefined;
+  for (let index = 0; index < changes.length; index++) {
+    const change = changes[index];
+    if (change.type === "CREATE" && !existingUsers.has(change.userId!)) {
+      blocked = { index, userId: change.userId! };
+      break;
+    }
+    if (change.type !== "CREATE" && !exists.has(change.id)) {
+      rejected.push({ index, reason: missingRow("order", change.type, change.id) });
+      continue;
+    }
+    const patch = patches.get(change.id) ?? { id: change.id, deleted: false };
+    patches.set(change.id, patch);
+    if (change.type === "CREATE") {
+      exists.add(change.id);
+      patch.create = {
+        status: change.status,
+        userId: change.userId!,
+        quantity: change.quantity!,
+        total: change.total!,
+        placedAt: change.placedAt,
+      };
+      patch.status = undefined;
+    } else {
+      patch.status = change.status;
+      patch.modifiedAt = change.modifiedAt ?? patch.modifiedAt;
+      if (change.type === "DELETE") patch.deleted = true;
+    }
+  }
+  return { patches: [...patches.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), rejected, blocked };
+}
+
+async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> {
+  const ids = [...new Set(changes.map((c) => c.id))];
+  const found = await tx<{ id: string }[]>`select id::text as id from users where id = any(${texts(tx, ids)}::uuid[])`;
+  const { patches, rejected } = planUserBatch(changes, new Set(found.map((r) => r.id)));
+  const creates = patches.filter((p) => p.create);
+  const updates = patches.filter((p) => !p.create);
+  if (creates.length) {
+    await tx`
+      insert into users as u (id, name, dob, created_at, modified_at, is_deleted)
+      select * from unnest(
+        ${texts(tx, creates.map((p) => p.id))}::uuid[],
+        ${texts(tx, creates.map((p) => p.name ?? p.create!.name))}::varchar[],
+        ${texts(tx, creates.map((p) => p.create!.dob))}::date[],
+        ${texts(tx, creates.map((p) => p.create!.createdAt))}::timestamptz[],
+        ${texts(tx, creates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${texts(tx, creates.map((p) => String(p.deleted)))}::boolean[])
+      on conflict (id) do update set
+        name = excluded.name,
+        dob = excluded.dob,
+        created_at = excluded.created_at,
+        modified_at = coalesce(excluded.modified_at, u.modified_at),
+        is_deleted = u.is_deleted or excluded.is_deleted`;
+  }
+  if (updates.length) {
+    await tx`
+      update users as u set
+        name = coalesce(p.name, u.name),
+        modified_at = coalesce(p.modified_at, u.modified_at),
+        is_deleted = u.is_deleted or p.is_deleted
+      from unnest(
+        ${texts(tx, updates.map((p) => p.id))}::uuid[],
+        ${texts(tx, updates.map((p) => p.name))}::varchar[],
+        ${texts(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${texts(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, name, modified_at, is_deleted)
+      where u.id = p.id`;
+  }
+  return { rejected };
+}
+
+async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome> {
+  const ids = [...new Set(changes.map((c) => c.id))];
+  const userIds = [...new Set(changes.filter((c) => c.type === "CREATE").map((c) => c.userId!))].sort();
+  // FOR SHARE waits for a concurrent user delete to commit, so its cascade cannot miss these orders.
+  const users = userIds.length
+    ? await tx<{ id: string }[]>`
+        select id::text as id from users where id = any(${texts(tx, userIds)}::uuid[]) order by id for share`
+    : [];
+  const found = await tx<{ id: string }[]>`select id::text as id from orders where id = any(${texts(tx, ids)}::uuid[])`;
+  const plan = planOrderBatch(changes, new Set(found.map((r) => r.id)), new Set(users.map((r) => r.id)));
+  const creates = plan.patches.filter((p) => p.create);
+  const updates = plan.patches.filter((p) => !p.create);
+  if (creates.length) {
+    await tx`
+      insert into orders as o (id, status, user_id, quantity, total_amount, placed_at, modified_at, is_deleted)
+      select * from unnest(
+        ${texts(tx, creates.map((p) => p.id))}::uuid[],
+        ${texts(tx, creates.map((p) => p.status ?? p.create!.status))}::varchar[],
+        ${texts(tx, creates.map((p) => p.create!.userId))}::uuid[],
+        ${texts(tx, creates.map((p) => String(p.create!.quantity)))}::integer[],
+        ${texts(tx, creates.map((p) => p.create!.total))}::numeric[],
+        ${texts(tx, creates.map((p) => p.create!.placedAt))}::timestamptz[],
+        ${texts(tx, creates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${texts(tx, creates.map((p) => String(p.deleted)))}::boolean[])
+      on conflict (id) do update set
+        status = excluded.status,
+        user_id = excluded.user_id,
+        quantity = excluded.quantity,
+        total_amount = excluded.total_amount,
+        placed_at = excluded.placed_at,
+        modified_at = coalesce(excluded.modified_at, o.modified_at),
+        is_deleted = o.is_deleted or excluded.is_deleted`;
+  }
+  if (updates.length) {
+    await tx`
+      update orders as o set
+        status = coalesce(p.status, o.status),
+        modified_at = coalesce(p.modified_at, o.modified_at),
+        is_deleted = o.is_deleted or p.is_deleted
+      from unnest(
+        ${texts(tx, updates.map((p) => p.id))}::uuid[],
+        ${texts(tx, updates.map((p) => p.status))}::varchar[],
+        ${texts(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${texts(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, status, modified_at, is_deleted)
+      where o.id = p.id`;
+  }
+  return { rejected: plan.rejected, blocked: plan.blocked };
+}
+
+async function applyInTransaction(sql: Sql, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
+  if (changes.length === 0) return { rejected: [] };
+  return await sql.begin((tx) =>
+    changes[0].entity === "user" ? applyUsers(tx, changes as UserChange[]) : applyOrders(tx, changes as OrderChange[])
+  ) as ApplyOutcome;
+}
+
+/** Applies `changes`; on an error that belongs to a record, halves the batch until the culprit is alone. */
+async function applyIsolatingCulprits(sql: Sql, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
+  try {
+    return await applyInTransaction(sql, changes);
+  } catch (error) {
+    if (classifyDatabaseError(error) !== "record") throw error;
+    if (changes.length === 1) {
+      return { rejected: [{ index: 0, reason: `PostgreSQL rejected the record: ${describeError(error)}` }] };
+    }
+    const middle = Math.ceil(changes.length / 2);
+    const left = await applyIsolatingCulprits(sql, changes.slice(0, middle) as UserChange[] | OrderChange[]);
+    if (left.blocked) return left;
+    const right = await applyIsolatingCulprits(sql, changes.slice(middle) as UserChange[] | OrderChange[]);
+    return {
+      rejected: [...left.rejected, ...right.rejected.map((r) => ({ ...r, index: r.index + middle }))],
+      blocked: right.blocked && { ...right.blocked, index: right.blocked.index + middle },
+    };
+  }
+}
+
+/** Attempts at a batch that meets serialization failures or deadlocks before they count as an outage. */
+const TRANSIENT_ATTEMPTS = 5;
+
+/**
+ * Applies one partition's batch of validated changes (all users or all orders), in log order
+ * per key, with one transaction per batch (more only while isolating a culprit). Throws on an
+ * outage; the caller waits and calls again with the same batch, which is safe because
+ * applying is idempotent.
+ */
+export async function applyBatch(sql: Sql, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await applyIsolatingCulprits(sql, changes);
+    } catch (error) {
+      if (classifyDatabaseError(error) !== "transient" || attempt >= TRANSIENT_ATTEMPTS) throw error;
+    }
+  }
+}

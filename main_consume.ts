@@ -1,0 +1,89 @@
+/**
+ * `deno task consume`: apply User and Order events from Kafka to PostgreSQL until stopped, or
+ * until drained and idle with `--idle-timeout`. Parses flags, builds the configuration and
+ * wires lib/.
+ * @module
+ */
+import process from "node:process";
+import { ConfigError, databaseLocation, helpText, loadConsumeConfig } from "./lib/config.ts";
+import { newConsumeStats, runConsumer } from "./lib/consumer.ts";
+import { createKafka, routeProcessWarnings } from "./lib/kafka_admin.ts";
+import { createLogger, secretsOf } from "./lib/log.ts";
+import { describeError } from "./lib/retry.ts";
+import { connectDatabase } from "./lib/sink.ts";
+import { VERSION } from "./lib/version.ts";
+
+const SUMMARY = "Reads the users and orders topics in one consumer group and applies the events to\n" +
+  "PostgreSQL: one transaction and one offset commit per partition batch, bad records to <topic>.dlq.\n" +
+  "SIGINT/SIGTERM finish the batch in hand, commit, disconnect and exit 0.\n" +
+  "  --version                  print the version";
+
+async function main(args: string[]): Promise<number> {
+  if (args.includes("--version")) {
+    console.log(`cdc-consume ${VERSION}`);
+    return 0;
+  }
+  let parsed;
+  try {
+    parsed = loadConsumeConfig(args, process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`cdc-consume: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+  if (parsed.help) {
+    console.log(helpText("consume", SUMMARY));
+    return 0;
+  }
+  const config = parsed.config;
+  const logger = createLogger({
+    component: "consume",
+    format: config.logFormat,
+    secrets: secretsOf(config),
+    level: process.env.LOG_LEVEL === "debug" ? "debug" : "info",
+  });
+  routeProcessWarnings(logger);
+  let requestStop = () => {};
+  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      logger.info(`${signal} received: finishing the batch in hand, then exiting`);
+      requestStop();
+    });
+  }
+  logger.info("starting", {
+    brokers: config.brokers.join(","),
+    database: databaseLocation(config.databaseUrl),
+    topics: `${config.usersTopic},${config.ordersTopic}`,
+    group: config.consumerGroup,
+  });
+  const sql = connectDatabase(config.databaseUrl, config.concurrency + 2);
+  const stats = newConsumeStats();
+  const kafka = createKafka(config, "cdc-consume", logger);
+  const started = performance.now();
+  try {
+    const reason = await runConsumer(config, { kafka, sql, logger, stats, stopRequested });
+    const elapsedS = (performance.now() - started) / 1000;
+    const applied = Object.values(stats.applied).reduce((a, b) => a + b, 0);
+    logger.info("done", {
+      stoppedBy: reason,
+      applied: stats.applied,
+      deadLettered: stats.deadLettered,
+      batches: stats.batches,
+      retries: stats.retries,
+      elapsedS: Math.round(elapsedS * 1000) / 1000,
+      eventsPerS: Math.round(applied / Math.max(elapsedS, 1e-6)),
+    });
+    return 0;
+  } catch (error) {
+    logger.error(`failed: ${describeError(error)}`);
+    return 1;
+  } finally {
+    await sql.end({ timeout: 5 }).catch(() => {});
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));
+process.exit();

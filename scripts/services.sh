@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# Local services for cdc-pipeline, no Docker needed: Apache Kafka (KRaft) from Maven Central
+# jars run by the JDK, and PostgreSQL from Debian's packages. Data and logs live in .data/.
+#
+#   scripts/services.sh up [kafka|postgres|cluster]...     start (default: kafka postgres)
+#   scripts/services.sh down [kafka|postgres|cluster]...   stop what this script started
+#   scripts/services.sh status                             one line per service
+#   scripts/services.sh stop-node N / start-node N         one broker of the 3-node cluster
+#
+# A service already reachable at its address is reused and never stopped by `down`.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DATA="${CDC_DATA_DIR:-$ROOT/.data}"
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")"
+KAFKA_LIBS="$ROOT/.cache/kafka-$KAFKA_VERSION/libs"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
+PG_PORT="${PG_PORT:-5432}"
+PG_DB="${PG_DB:-cdc_db}"
+PG_PASSWORD="${PG_PASSWORD:-postgres}"
+# The 3-broker cluster sits beside the single broker, on its own ports.
+CLUSTER_PORTS=(9192 9194 9196)
+START_TIMEOUT_S="${START_TIMEOUT_S:-120}"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# ---------------------------------------------------------------- Kafka
+
+kafka_resolve_jars() {
+  if [[ -f "$KAFKA_LIBS/.complete" ]]; then return; fi
+  command -v mvn >/dev/null || die "mvn not found: Maven is needed to fetch Kafka $KAFKA_VERSION"
+  log "resolving Apache Kafka $KAFKA_VERSION jars with Maven into ${KAFKA_LIBS#"$ROOT"/}"
+  mkdir -p "$KAFKA_LIBS"
+  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_LIBS" >"$KAFKA_LIBS/../mvn.log" 2>&1 ||
+    die "Maven could not resolve Kafka $KAFKA_VERSION; see ${KAFKA_LIBS%/libs}/mvn.log"
+  touch "$KAFKA_LIBS/.complete"
+}
+
+kafka_java() {
+  local heap="$1"; shift
+  java "-Xmx$heap" -Xms128m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j.configuration="file:$ROOT/scripts/kafka/log4j.properties" \
+    -cp "$KAFKA_LIBS/*" "$@"
+}
+
+# Asks the broker for its metadata (the request every client sends first).
+kafka_answers_metadata() {
+  kafka_java 256m org.apache.kafka.tools.TopicCommand --bootstrap-server "localhost:$1" --list \
+    >/dev/null 2>&1
+}
+
+# kafka_node DIR NODE_ID BROKER_PORT CONTROLLER_PORT VOTERS EXTRA_CONFIG
+kafka_write_config() {
+  local dir="$1" id="$2" port="$3" cport="$4" voters="$5" replication="$6"
+  mkdir -p "$dir/data"
+  cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://localhost:$port,CONTROLLER://localhost:$cport
+advertised.listeners=PLAINTEXT://localhost:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+auto.create.topics.enable=false
+offsets.topic.replication.factor=$replication
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$(( replication > 1 ? 2 : 1 ))
+min.insync.replicas=$(( replication > 1 ? 2 : 1 ))
+default.replication.factor=$replication
+group.initial.rebalance.delay.ms=0
+message.max.bytes=4194304
+EOF
+}
+
+kafka_start_node() {
+  local dir="$1" port="$2"
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$(cat "$dir/../cluster.id" 2>/dev/null || true)"
+    if [[ -z "$cluster_id" ]]; then
+      cluster_id="$(kafka_java 256m kafka.tools.StorageTool random-uuid)"
+      echo "$cluster_id" >"$dir/../cluster.id"
+    fi
+    kafka_java 256m kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+      >"$dir/format.log" 2>&1 || die "formatting Kafka storage failed; see $dir/format.log"
+  fi
+  log "starting Kafka $KAFKA_VERSION on localhost:$port (log: ${dir#"$ROOT"/}/kafka.log)"
+  nohup bash -c 'exec "$@"' _ java -Xmx768m -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
+    -Dlog4j.configuration="file:$ROOT/scripts/kafka/log4j.properties" -Dkafka.logs.dir="$dir" \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
+  echo $! >"$dir/pid"
+}
+
+kafka_wait_ready() {
+  local dir="$1" port="$2" deadline=$((SECONDS + START_TIMEOUT_S))
+  until port_open "$port" && kafka_answers_metadata "$port"; do
+    pid_alive "$dir/pid" || die "Kafka on port $port exited while starting; see $dir/kafka.log"
+    ((SECONDS < deadline)) || die "Kafka on port $port did not answer within ${START_TIMEOUT_S}s; see $dir/kafka.log"
+    sleep 1
+  done
+  log "Kafka answers metadata requests on localhost:$port"
+}
+
+stop_pidfile() {
+  local name="$1" pidfile="$2"
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  local pid deadline=$((SECONDS + 60))
+  pid="$(cat "$pidfile")"
+  log "stopping $name (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then log "$name did not stop in 60s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
+    sleep 0.2
+  done
+  rm -f "$pidfile"
+}
+
+kafka_up() {
+  local dir="$DATA/kafka/node1"
+  if pid_alive "$dir/pid"; then kafka_wait_ready "$dir" "$KAFKA_PORT"; return; fi
+  if port_open "$KAFKA_PORT"; then log "reusing the Kafka already listening on localhost:$KAFKA_PORT"; return; fi
+  kafka_resolve_jars
+  kafka_write_config "$dir" 1 "$KAFKA_PORT" $((KAFKA_PORT + 1)) "1@localhost:$((KAFKA_PORT + 1))" 1
+  kafka_start_node "$dir" "$KAFKA_PORT"
+  kafka_wait_ready "$dir" "$KAFKA_PORT"
+}
+
+kafka_down() { stop_pidfile "Kafka on localhost:$KAFKA_PORT" "$DATA/kafka/node1/pid"; }
+
+cluster_voters() {
+  local voters="" i
+  for i in 1 2 3; do voters+="${voters:+,}$i@localhost:$((CLUSTER_PORTS[i - 1] + 1))"; done
+  echo "$voters"
+}
+
+cluster_node_start() {
+  local i="$1" dir="$DATA/kafka-cluster/node$1" port="${CLUSTER_PORTS[$(($1 - 1))]}"
+  pid_alive "$dir/pid" && return 0
+  kafka_write_config "$dir" "$i" "$port" $((port + 1)) "$(cluster_voters)" 3
+  kafka_start_node "$dir" "$port"
+}
+
+cluster_up() {
+  kafka_resolve_jars
+  mkdir -p "$DATA/kafka-cluster"
+  local i
+  for i in 1 2 3; do cluster_node_start "$i"; done
+  for i in 1 2 3; do kafka_wait_ready "$DATA/kafka-cluster/node$i" "${CLUSTER_PORTS[$((i - 1))]}"; done
+}
+
+cluster_down() {
+  local i
+  for i in 1 2 3; do stop_pidfile "cluster broker $i" "$DATA/kafka-cluster/node$i/pid"; done
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+pg_bindir() {
+  local dir
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
+  echo "$dir"
+}
+
+pg_install() {
+  [[ -n "$(pg_bindir)" && -x "$(pg_bindir)/initdb" ]] && return
+  log "installing PostgreSQL from Debian's packages (apt-get install postgresql)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq postgresql >/dev/null
+  # The package may start its own cluster on our port; ours keeps its data in .data/.
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters --no-header 2>/dev/null | awk '$4 == "online" {print $1, $2}' |
+      while read -r version cluster; do pg_ctlcluster "$version" "$cluster" stop || true; done
+  fi
+}
+
+pg_as_owner() {
+  if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_reachable() {
+  PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=3 psql -h localhost -p "$PG_PORT" -U postgres -d postgres \
+    -tAc 'select 1' >/dev/null 2>&1
+}
+
+pg_up() {
+  local dir="$DATA/postgres"
+  if [[ -f "$dir/data/postmaster.pid" ]] && pg_reachable; then pg_ensure_db; return; fi
+  if port_open "$PG_PORT"; then
+    pg_reachable || die "a server on localhost:$PG_PORT refuses user postgres with the configured password; stop it or set DATABASE_URL"
+    log "reusing the PostgreSQL already listening on localhost:$PG_PORT"
+    pg_ensure_db
+    return
+  fi
+  pg_install
+  local bin; bin="$(pg_bindir)"
+  mkdir -p "$dir"
+  if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir"; fi
+  if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+    log "initialising a PostgreSQL cluster in ${dir#"$ROOT"/}/data"
+    local pwfile="$dir/.pw"
+    printf '%s\n' "$PG_PASSWORD" >"$pwfile"
+    if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$pwfile"; fi
+    pg_as_owner "$bin/initdb" -D "$dir/data" -U postgres --pwfile="$pwfile" --auth-local=trust \
+      --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+      die "initdb failed; see $dir/initdb.log"
+    rm -f "$pwfile"
+    mkdir -p "$dir/run"
+    if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir/run"; fi
+    cat >>"$dir/data/postgresql.conf" <<EOF
+# cdc-pipeline local settings
+listen_addresses = 'localhost'
+port = $PG_PORT
+unix_socket_directories = '$dir/run'
+wal_level = logical
+max_connections = 200
+shared_buffers = 256MB
+EOF
+  fi
+  log "starting PostgreSQL on localhost:$PG_PORT (log: ${dir#"$ROOT"/}/postgres.log)"
+  touch "$dir/postgres.log"
+  if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir/postgres.log"; fi
+  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t "$START_TIMEOUT_S" start >/dev/null ||
+    die "PostgreSQL did not start; see $dir/postgres.log"
+  pg_ensure_db
+}
+
+pg_ensure_db() {
+  local exists
+  exists="$(PGPASSWORD="$PG_PASSWORD" psql -h localhost -p "$PG_PORT" -U postgres -d postgres -tAc \
+    "select 1 from pg_database where datname = '$PG_DB'")"
+  if [[ "$exists" != 1 ]]; then
+    PGPASSWORD="$PG_PASSWORD" psql -h localhost -p "$PG_PORT" -U postgres -d postgres -qc \
+      "create database $PG_DB" >/dev/null 2>&1 || pg_reachable
+  fi
+  log "PostgreSQL answers on localhost:$PG_PORT, database $PG_DB"
+}
+
+pg_down() {
+  local dir="$DATA/postgres" bin
+  [[ -f "$dir/data/postmaster.pid" ]] || return 0
+  bin="$(pg_bindir)"
+  log "stopping PostgreSQL on localhost:$PG_PORT"
+  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null || true
+}
+
+# ---------------------------------------------------------------- commands
+
+status() {
+  local name state
+  if pid_alive "$DATA/kafka/node1/pid"; then state="running (started here, pid $(cat "$DATA/kafka/node1/pid"))"
+  elif port_open "$KAFKA_PORT"; then state="reachable (not started here)"
+  else state="stopped"; fi
+  echo "kafka      localhost:$KAFKA_PORT  $state"
+  if [[ -f "$DATA/postgres/data/postmaster.pid" ]]; then state="running (started here)"
+  elif port_open "$PG_PORT"; then state="reachable (not started here)"
+  else state="stopped"; fi
+  echo "postgres   localhost:$PG_PORT  $state"
+  local i
+  for i in 1 2 3; do
+    name="cluster$i"
+    if pid_alive "$DATA/kafka-cluster/node$i/pid"; then state="running"; else state="stopped"; fi
+    echo "$name   localhost:${CLUSTER_PORTS[$((i - 1))]}  $state"
+  done
+}
+
+command="${1:-status}"; shift || true
+services=("$@")
+[[ ${#services[@]} -gt 0 ]] || services=(kafka postgres)
+case "$command" in
+  up)
+    for s in "${services[@]}"; do
+      case "$s" in kafka) kafka_up ;; postgres) pg_up ;; cluster) cluster_up ;; *) die "unknown service: $s" ;; esac
+    done ;;
+  down)
+    for s in "${services[@]}"; do
+      case "$s" in kafka) kafka_down ;; postgres) pg_down ;; cluster) cluster_down ;; *) die "unknown service: $s" ;; esac
+    done ;;
+  status) status ;;
+  stop-node) stop_pidfile "cluster broker $1" "$DATA/kafka-cluster/node$1/pid" ;;
+  start-node) cluster_node_start "$1"; kafka_wait_ready "$DATA/kafka-cluster/node$1" "${CLUSTER_PORTS[$(($1 - 1))]}" ;;
+  *) die "unknown command: $command (use up, down, status, stop-node N, start-node N)" ;;
+esac

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# `deno task test`: starts the local services that are not already running, runs every test,
+# then stops exactly the services it started. Extra arguments go to `deno test`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+started=()
+port_open "${KAFKA_PORT:-9092}" || started+=(kafka)
+port_open "${PG_PORT:-5432}" || started+=(postgres)
+stop_started() {
+  if [[ ${#started[@]} -gt 0 ]]; then scripts/services.sh down "${started[@]}" || true; fi
+  scripts/services.sh down cluster >/dev/null 2>&1 || true
+}
+trap stop_started EXIT
+scripts/services.sh up kafka postgres
+deno test --allow-net --allow-env --allow-read --allow-write --allow-run --allow-sys "$@" tests/
