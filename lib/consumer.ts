@@ -139,6 +139,10 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
   });
   consumer.on(consumer.events.CONNECT, () => (stats.connected.kafka = true));
   consumer.on(consumer.events.DISCONNECT, () => (stats.connected.kafka = false));
+  consumer.on(consumer.events.GROUP_JOIN, (event) => {
+    const assigned = Object.entries(event.payload.memberAssignment).map(([t, ps]) => `${t}[${ps.join(",")}]`);
+    logger.info("joined group", { group: config.consumerGroup, assigned: assigned.join(" ") || "nothing" });
+  });
   consumer.on(consumer.events.CRASH, (event) => {
     stats.connected.kafka = false;
     logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });

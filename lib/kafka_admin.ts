@@ -23,6 +23,7 @@ export function createKafka(config: CommonConfig, clientId: string, logger: Logg
       const { message, ...fields } = log;
       delete (fields as Record<string, unknown>).timestamp;
       delete (fields as Record<string, unknown>).logger;
+      delete (fields as Record<string, unknown>).stack;
       const line = `kafkajs ${namespace}: ${message}`;
       if (level === logLevel.ERROR) logger.warn(line, fields);
       else logger.debug(line, fields);

@@ -1,0 +1,357 @@
+/**
+ * Shared by the integration tests: isolated topics and databases per test, running the real
+ * commands as subprocesses, reading topics back, and an independent reference model of the
+ * final tables.
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import process from "node:process";
+import { Kafka, logLevel } from "kafkajs";
+import postgres from "postgres";
+import type { OrderEvent, UserEvent } from "../lib/model.ts";
+import { normalizeTimestamp, toCents } from "../lib/model.ts";
+
+// kafkajs 2.2.4 schedules negative timers on purpose; keep test output readable.
+process.removeAllListeners("warning");
+
+/** Brokers and database of the local services (or the env's). */
+export const BROKERS = (Deno.env.get("KAFKA_BROKERS") ?? "localhost:9092").split(",");
+/** The admin database URL; each test gets its own database beside it. */
+export const ADMIN_DATABASE_URL = Deno.env.get("DATABASE_URL") ?? "postgres://postgres:postgres@localhost:5432/cdc_db";
+/** The project's root folder. */
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+/** A name no other test run uses. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** A kafkajs client for tests, quiet. */
+export function testKafka(brokers = BROKERS): Kafka {
+  return new Kafka({ clientId: "cdc-tests", brokers, logLevel: logLevel.NOTHING });
+}
+
+/** Waits until `check` returns a truthy value, or throws naming `what` at the deadline. */
+export async function waitFor<T>(what: string, check: () => Promise<T> | T, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      last = error;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+}
+
+/** A fresh database for one test; dropped by `drop()`. */
+export async function createTestDatabase(): Promise<{ url: string; sql: postgres.Sql; drop: () => Promise<void> }> {
+  const name = uniqueName("cdc_test");
+  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  await admin.end();
+  const url = ADMIN_DATABASE_URL.replace(/\/[^/?]*(\?|$)/, `/${name}$1`);
+  const sql = postgres(url, { max: 2, onnotice: () => {} });
+  return {
+    url,
+    sql,
+    drop: async () => {
+      await sql.end({ timeout: 5 });
+      const admin2 = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+      await admin2.unsafe(`drop database if exists ${name} with (force)`);
+      await admin2.end();
+    },
+  };
+}
+
+/** Environment for a command run against test topics, group and database. */
+export interface PipelineEnv {
+  USERS_TOPIC: string;
+  ORDERS_TOPIC: string;
+  CONSUMER_GROUP: string;
+  DATABASE_URL: string;
+  KAFKA_BROKERS?: string;
+  [name: string]: string | undefined;
+}
+
+/** Fresh topic and group names. */
+export function pipelineNames(databaseUrl: string): PipelineEnv {
+  const id = uniqueName("t");
+  return { USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders`, CONSUMER_GROUP: `${id}_group`, DATABASE_URL: databaseUrl };
+}
+
+const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
+
+/** The command line of `main_<name>.ts`, or of the built binary when CDC_BIN_DIR is set. */
+export function commandLine(name: "produce" | "consume", args: string[]): string[] {
+  const binDir = Deno.env.get("CDC_BIN_DIR");
+  if (binDir) return [`${binDir}/cdc-${name}`, ...args];
+  return [Deno.execPath(), "run", ...PERMISSIONS, `${ROOT}main_${name}.ts`, ...args];
+}
+
+/** The outcome of a finished command. */
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `main_<name>.ts` to completion with `env` added to the environment. */
+export async function runCommand(
+  name: "produce" | "consume",
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<RunResult> {
+  const [cmd, ...rest] = commandLine(name, args);
+  const output = await new Deno.Command(cmd, {
+    args: rest,
+    env: definedOnly(env),
+    stdout: "piped",
+    stderr: "piped",
+    cwd: ROOT,
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+}
+
+function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
+}
+
+/** A running command whose stderr is collected as it arrives. */
+export interface Running {
+  process: Deno.ChildProcess;
+  /** Everything written to stderr so far. */
+  stderr: () => string;
+  /** Resolves with the exit code and full output. */
+  done: Promise<RunResult>;
+}
+
+/** Starts `main_<name>.ts` in the background. */
+export function startCommand(name: "produce" | "consume", args: string[], env: Record<string, string | undefined>): Running {
+  const [cmd, ...rest] = commandLine(name, args);
+  const child = new Deno.Command(cmd, { args: rest, env: definedOnly(env), stdout: "piped", stderr: "piped", cwd: ROOT })
+    .spawn();
+  let err = "";
+  let out = "";
+  const decoder = new TextDecoder();
+  const readErr = (async () => {
+    for await (const chunk of child.stderr) err += decoder.decode(chunk, { stream: true });
+  })();
+  const readOut = (async () => {
+    for await (const chunk of child.stdout) out += decoder.decode(chunk, { stream: true });
+  })();
+  const done = (async () => {
+    const status = await child.status;
+    await Promise.all([readErr, readOut]);
+    return { code: status.code, stdout: out, stderr: err };
+  })();
+  return { process: child, stderr: () => err, done };
+}
+
+/** A record read back from a topic. */
+export interface ReadRecord {
+  partition: number;
+  offset: string;
+  key: string | null;
+  value: Uint8Array | null;
+  headers: Record<string, string>;
+}
+
+/** Reads `count` records from the start of `topic` (all partitions), or throws at the deadline. */
+export async function readTopic(topic: string, count: number, timeoutMs = 60_000): Promise<ReadRecord[]> {
+  const kafka = testKafka();
+  const consumer = kafka.consumer({ groupId: uniqueName("reader"), maxWaitTimeInMs: 200 });
+  const records: ReadRecord[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await consumer.run({
+      eachMessage: ({ partition, message }) => {
+        const headers: Record<string, string> = {};
+        for (const [k, v] of Object.entries(message.headers ?? {})) headers[k] = String(v);
+        records.push({
+          partition,
+          offset: message.offset,
+          key: message.key ? message.key.toString() : null,
+          value: message.value ? new Uint8Array(message.value) : null,
+          headers,
+        });
+        return Promise.resolve();
+      },
+    });
+    await waitFor(`${count} records in ${topic} (have ${records.length})`, () => records.length >= count, timeoutMs);
+  } finally {
+    await consumer.disconnect();
+  }
+  return records;
+}
+
+/** Publishes raw values to a topic, keyed as given, and waits for the acks. */
+export async function publishRaw(topic: string, partitions: number, messages: { key: string; value: string | Uint8Array }[]) {
+  const kafka = testKafka();
+  const admin = kafka.admin();
+  await admin.connect();
+  const topics = await admin.listTopics();
+  if (!topics.includes(topic)) await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+  await admin.disconnect();
+  if (messages.length === 0) return;
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  await producer.send({ topic, acks: -1, messages: messages.map((m) => ({ key: m.key, value: typeof m.value === "string" ? m.value : Buffer.from(m.value) })) });
+  await producer.disconnect();
+}
+
+/** A user row as the tests compare it. */
+export interface UserRow {
+  name: string;
+  dob: string;
+  created_at: string | null;
+  modified_at: string | null;
+  is_deleted: boolean;
+}
+
+/** An order row as the tests compare it. */
+export interface OrderRow {
+  status: string;
+  user_id: string;
+  quantity: number;
+  total_amount: string;
+  placed_at: string | null;
+  modified_at: string | null;
+  is_deleted: boolean;
+}
+
+/** The tables' final state, keyed by id, timestamps in UTC with microseconds. */
+export interface TableState {
+  users: Map<string, UserRow>;
+  orders: Map<string, OrderRow>;
+}
+
+/** Reads both tables. */
+export async function readTables(sql: postgres.Sql): Promise<TableState> {
+  const ts = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+  const users = await sql.unsafe(
+    `select id::text, name, dob::text, ${ts("created_at")} as created_at, ${ts("modified_at")} as modified_at, is_deleted
+     from users`,
+  );
+  const orders = await sql.unsafe(
+    `select id::text, status, user_id::text, quantity, total_amount::text, ${ts("placed_at")} as placed_at,
+            ${ts("modified_at")} as modified_at, is_deleted from orders`,
+  );
+  return {
+    users: new Map(users.map((r) => [r.id, { name: r.name, dob: r.dob, created_at: r.created_at, modified_at: r.modified_at, is_deleted: r.is_deleted }])),
+    orders: new Map(orders.map((r) => [r.id, {
+      status: r.status,
+      user_id: r.user_id,
+      quantity: r.quantity,
+      total_amount: r.total_amount,
+      placed_at: r.placed_at,
+      modified_at: r.modified_at,
+      is_deleted: r.is_deleted,
+    }])),
+  };
+}
+
+/**
+ * The reference model: applies events one at a time, per key in log order, the way CONTRACT.md
+ * section 4 states them, independently of the sink's set-based code. Returns the expected
+ * tables and how many events it expects in the DLQ.
+ */
+export function referenceState(users: UserEvent[], orders: OrderEvent[]): TableState & { rejected: number } {
+  const state: TableState = { users: new Map(), orders: new Map() };
+  let rejected = 0;
+  const t = (value: string | undefined) => (value === undefined ? null : normalizeTimestamp(value));
+  for (const e of users) {
+    const id = e.user_id.toLowerCase();
+    const row = state.users.get(id);
+    if (e.event_type === "CREATE") {
+      state.users.set(id, {
+        name: e.name!,
+        dob: e.dob!,
+        created_at: t(e.created_at),
+        modified_at: row?.modified_at ?? null,
+        is_deleted: row?.is_deleted ?? false,
+      });
+    } else if (!row) rejected++;
+    else if (e.event_type === "UPDATE") {
+      row.name = e.name!;
+      row.modified_at = t(e.modified_at) ?? row.modified_at;
+    } else {
+      row.is_deleted = true;
+      row.modified_at = t(e.modified_at) ?? row.modified_at;
+    }
+  }
+  for (const e of orders) {
+    const id = e.order_id.toLowerCase();
+    const row = state.orders.get(id);
+    if (e.event_type === "CREATE") {
+      if (!state.users.has(e.user_id!.toLowerCase())) {
+        rejected++;
+        continue;
+      }
+      state.orders.set(id, {
+        status: e.order_status,
+        user_id: e.user_id!.toLowerCase(),
+        quantity: e.quantity!,
+        total_amount: toCents(e.order_total!)!,
+        placed_at: t(e.placed_at),
+        modified_at: row?.modified_at ?? null,
+        is_deleted: row?.is_deleted ?? false,
+      });
+    } else if (!row) rejected++;
+    else {
+      row.status = e.order_status;
+      row.modified_at = t(e.modified_at) ?? row.modified_at;
+      if (e.event_type === "DELETE") row.is_deleted = true;
+    }
+  }
+  for (const order of state.orders.values()) {
+    if (state.users.get(order.user_id)?.is_deleted) order.is_deleted = true;
+  }
+  return { ...state, rejected };
+}
+
+/** Differences between two table states, as readable lines (empty when equal). */
+export function diffTables(expected: TableState, actual: TableState, limit = 10): string[] {
+  const lines: string[] = [];
+  for (const table of ["users", "orders"] as const) {
+    const want = expected[table] as Map<string, unknown>;
+    const have = actual[table] as Map<string, unknown>;
+    for (const [id, row] of want) {
+      const got = have.get(id);
+      if (!got) lines.push(`${table} ${id}: missing, expected ${JSON.stringify(row)}`);
+      else if (JSON.stringify(got) !== JSON.stringify(row)) {
+        lines.push(`${table} ${id}: expected ${JSON.stringify(row)}, got ${JSON.stringify(got)}`);
+      }
+    }
+    for (const id of have.keys()) if (!want.has(id)) lines.push(`${table} ${id}: unexpected row`);
+  }
+  return lines.slice(0, limit).concat(lines.length > limit ? [`... and ${lines.length - limit} more`] : []);
+}
+
+/** Total lag of `groupId` on `topics`; -1 while the group has committed nothing. */
+export async function groupLag(groupId: string, topics: string[]): Promise<number> {
+  const admin = testKafka().admin();
+  await admin.connect();
+  try {
+    let lag = 0;
+    const committed = await admin.fetchOffsets({ groupId, topics });
+    for (const topic of topics) {
+      const ends = await admin.fetchTopicOffsets(topic);
+      const at = new Map((committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+      for (const end of ends) {
+        if (Number(end.high) === 0) continue;
+        const offset = at.get(end.partition) ?? -1;
+        if (offset < 0) return -1;
+        lag += Number(end.high) - offset;
+      }
+    }
+    return lag;
+  } finally {
+    await admin.disconnect();
+  }
+}

@@ -1,0 +1,214 @@
+/** The consumer against real Kafka and PostgreSQL, checked against an independent reference model. */
+import assert from "node:assert/strict";
+import { DLQ_HEADERS } from "../lib/consumer.ts";
+import { generateEvents } from "../lib/generator.ts";
+import type { OrderEvent, UserEvent } from "../lib/model.ts";
+import {
+  createTestDatabase,
+  diffTables,
+  groupLag,
+  pipelineNames,
+  publishRaw,
+  readTables,
+  readTopic,
+  referenceState,
+  ROOT,
+  runCommand,
+  startCommand,
+  testKafka,
+  waitFor,
+} from "./_helpers.ts";
+
+function seededEvents(seed: number, users: number, orders: number) {
+  const userEvents: UserEvent[] = [];
+  const orderEvents: OrderEvent[] = [];
+  for (const event of generateEvents({ users, orders, seed })) {
+    if (event.entity === "user") userEvents.push(event.value);
+    else orderEvents.push(event.value);
+  }
+  return { userEvents, orderEvents };
+}
+
+function appliedOf(stderr: string): number {
+  const m = /done .*applied=(\{[^}]*\})/.exec(stderr);
+  return m ? Object.values(JSON.parse(m[1]) as Record<string, number>).reduce((a, b) => a + b, 0) : 0;
+}
+
+Deno.test("end to end: a seeded workload lands in PostgreSQL exactly as the reference model says, and a replay changes nothing", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const produced = await runCommand("produce", ["--users", "3000", "--orders", "6000", "--seed", "11"], env);
+    assert.equal(produced.code, 0, produced.stderr);
+    const consumed = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(consumed.code, 0, consumed.stderr);
+    assert.match(consumed.stderr, /drained and idle/);
+
+    const { userEvents, orderEvents } = seededEvents(11, 3000, 6000);
+    const expected = referenceState(userEvents, orderEvents);
+    const actual = await readTables(db.sql);
+    assert.deepEqual(diffTables(expected, actual), []);
+    assert.equal(actual.users.size, expected.users.size);
+    assert.equal(actual.orders.size, expected.orders.size);
+    assert.ok(actual.orders.size > 3000);
+    assert.equal(appliedOf(consumed.stderr), 9000 - expected.rejected);
+
+    // Replay: rewind the group to the beginning and consume everything again.
+    const admin = testKafka().admin();
+    await admin.connect();
+    for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
+      await admin.resetOffsets({ groupId: env.CONSUMER_GROUP, topic, earliest: true });
+    }
+    await admin.disconnect();
+    const replayed = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(replayed.code, 0, replayed.stderr);
+    assert.equal(appliedOf(replayed.stderr), 9000 - expected.rejected, "the replay re-applied every event");
+    assert.deepEqual(diffTables(expected, await readTables(db.sql)), []);
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("two consumers in one group share the partitions and reach the same state as one", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const first = startCommand("consume", ["--max-batch-bytes", "16384"], env);
+    const second = startCommand("consume", ["--max-batch-bytes", "16384"], env);
+    await waitFor("both consumers to join the group", () =>
+      /joined group/.test(first.stderr()) && /joined group/.test(second.stderr()));
+    const produced = await runCommand("produce", ["--users", "4000", "--orders", "8000", "--seed", "12", "--batch-size", "500"], env);
+    assert.equal(produced.code, 0, produced.stderr);
+    await waitFor("the group to drain both topics", async () => (await groupLag(env.CONSUMER_GROUP, [env.USERS_TOPIC, env.ORDERS_TOPIC])) === 0);
+    first.process.kill("SIGTERM");
+    second.process.kill("SIGTERM");
+    const [a, b] = await Promise.all([first.done, second.done]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    assert.match(a.stderr, /SIGTERM received/);
+    const { userEvents, orderEvents } = seededEvents(12, 4000, 8000);
+    const expected = referenceState(userEvents, orderEvents);
+    assert.deepEqual(diffTables(expected, await readTables(db.sql)), []);
+    assert.ok(appliedOf(a.stderr) > 0 && appliedOf(b.stderr) > 0, "both consumers applied a share");
+    assert.ok(appliedOf(a.stderr) + appliedOf(b.stderr) >= 12000 - expected.rejected);
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("records in the Go original's shapes apply as documented, and every bad record lands in the DLQ with a reason", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const lines = (name: string) =>
+      Deno.readTextFileSync(`${ROOT}tests/fixtures/wire/${name}.jsonl`).split("\n").filter((l) => l.length > 0);
+    const keyOf = (line: string, field: string) => /"(?:user_id|order_id)":"([^"]*)"/.exec(line)?.[1] ?? `${field}-cut`;
+    const bad = lines("bad");
+    const badUsers = bad.filter((l) => !l.includes("order_id"));
+    const badOrders = bad.filter((l) => l.includes("order_id"));
+    await publishRaw(env.USERS_TOPIC, 3, [...lines("users"), ...badUsers].map((value) => ({ key: keyOf(value, "user"), value })));
+    await publishRaw(env.ORDERS_TOPIC, 5, [...lines("orders"), ...badOrders].map((value) => ({ key: keyOf(value, "order"), value })));
+    // An invalid UTF-8 value and a 2 MB value are answers too, not crashes.
+    await publishRaw(env.USERS_TOPIC, 3, [
+      { key: "bytes", value: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]) },
+      { key: "big", value: JSON.stringify({ event_type: "CREATE", user_id: "x", name: "y".repeat(2_000_000) }) },
+    ]);
+
+    const consumed = await runCommand("consume", ["--idle-timeout", "2", "--order-wait", "1"], env);
+    assert.equal(consumed.code, 0, consumed.stderr);
+    const rows = await readTables(db.sql);
+    assert.deepEqual(rows.users.get("8f14e45f-ceea-4e7a-9c1b-2d5f3a6b7c80"), {
+      name: "qwjfd renamed",
+      dob: "1987-04-12",
+      created_at: "2025-07-03T09:11:12.123456Z",
+      modified_at: "2025-07-03T09:11:13.000000Z",
+      is_deleted: false,
+    });
+    assert.equal(rows.users.get("c9f0f895-fb98-4b91-8f4c-6a1e2b3c4d5e")?.is_deleted, true);
+    assert.equal(rows.users.get("c9f0f895-fb98-4b91-8f4c-6a1e2b3c4d5e")?.modified_at, "2025-07-03T14:11:14.500000Z");
+    assert.deepEqual(rows.orders.get("45c48cce-2e2d-4fbd-a3f1-0b9e7d6c5a41"), {
+      status: "CANCELLED",
+      user_id: "8f14e45f-ceea-4e7a-9c1b-2d5f3a6b7c80",
+      quantity: 42,
+      total_amount: "1234.57",
+      placed_at: "2025-07-03T09:11:15.000000Z",
+      modified_at: "2025-07-03T09:11:17.000000Z",
+      is_deleted: true,
+    });
+    const d3 = rows.orders.get("d3d94468-02a4-4d1b-8e6f-7a8b9c0d1e2f");
+    assert.equal(d3?.status, "PLACED");
+    assert.equal(d3?.total_amount, "3.14");
+    assert.equal(d3?.is_deleted, true, "the order of a deleted user is deleted");
+    assert.equal(rows.users.size, 2);
+    assert.equal(rows.orders.size, 2);
+
+    const userDlq = await readTopic(`${env.USERS_TOPIC}.dlq`, badUsers.length + 2);
+    const orderDlq = await readTopic(`${env.ORDERS_TOPIC}.dlq`, badOrders.length);
+    const reasons = [...userDlq, ...orderDlq].map((r) => r.headers[DLQ_HEADERS.reason]);
+    assert.deepEqual(reasons.filter((r) => !r), [], "every DLQ record has a reason");
+    for (const pattern of [/user_id must be a UUID/, /event_type must be CREATE, UPDATE or DELETE: got "UPSERT"/, /dob must be a calendar date/, /quantity must be an integer/, /valid JSON/, /UTF-8/, /name must be a string of 1\.\.50 characters|user_id must be a UUID/]) {
+      assert.ok(reasons.some((r) => pattern.test(r)), `a DLQ reason matches ${pattern}: ${reasons.join(" | ")}`);
+    }
+    for (const record of userDlq) {
+      assert.equal(record.headers[DLQ_HEADERS.topic], env.USERS_TOPIC);
+      assert.match(record.headers[DLQ_HEADERS.partition], /^[0-2]$/);
+      assert.match(record.headers[DLQ_HEADERS.offset], /^\d+$/);
+    }
+    const original = userDlq.find((r) => r.key === "bytes");
+    assert.deepEqual([...original!.value!], [0x7b, 0xff, 0xfe, 0x7d], "the DLQ keeps the original bytes");
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("an order published before its user waits, then applies once the user arrives", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const userId = "0b7e3c1a-2f4d-4e5b-8c6d-7e8f9a0b1c2d";
+    const orderId = "1c8f4d2b-3a5e-4f6c-9d7e-8f9a0b1c2d3e";
+    const order = { event_type: "CREATE", order_id: orderId, order_status: "PLACED", user_id: userId, quantity: 2, order_total: 9.5, placed_at: "2025-07-03T10:00:00Z" };
+    const update = { event_type: "UPDATE", order_id: orderId, order_status: "SHIPPED", modified_at: "2025-07-03T11:00:00Z" };
+    await publishRaw(env.USERS_TOPIC, 3, []);
+    await publishRaw(env.ORDERS_TOPIC, 5, [order, update].map((o) => ({ key: orderId, value: JSON.stringify(o) })));
+    const consumer = startCommand("consume", ["--idle-timeout", "2", "--order-wait", "60"], env);
+    await waitFor("the consumer to report the waiting order", () => /order waits for its user/.test(consumer.stderr()));
+    const user = { event_type: "CREATE", user_id: userId, name: "late user", dob: "1990-01-01", created_at: "2025-07-03T09:00:00Z" };
+    await publishRaw(env.USERS_TOPIC, 3, [{ key: userId, value: JSON.stringify(user) }]);
+    const result = await consumer.done;
+    assert.equal(result.code, 0, result.stderr);
+    const rows = await readTables(db.sql);
+    assert.equal(rows.orders.get(orderId)?.status, "SHIPPED", "the order and its later update both applied, in order");
+    assert.equal(rows.orders.get(orderId)?.user_id, userId);
+    assert.doesNotMatch(result.stderr, /dead-lettered/);
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("an order whose user never arrives goes to the DLQ after the deadline, and the partition goes on", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const userId = "2d9a5e3c-4b6f-4a7d-8e8f-9a0b1c2d3e4f";
+    const orphanId = "3e0b6f4d-5c7a-4b8e-9f9a-0b1c2d3e4f50";
+    const user = { event_type: "CREATE", user_id: userId, name: "present", dob: "1990-01-01", created_at: "2025-07-03T09:00:00Z" };
+    const orphan = { event_type: "CREATE", order_id: orphanId, order_status: "PLACED", user_id: "4f1c7a5e-6d8b-4c9f-8a0b-1c2d3e4f5061", quantity: 1, order_total: 1, placed_at: "2025-07-03T10:00:00Z" };
+    const fine = { ...orphan, order_id: "5a2d8b6f-7e9c-4d0a-9b1c-2d3e4f506172", user_id: userId };
+    await publishRaw(env.USERS_TOPIC, 3, [{ key: userId, value: JSON.stringify(user) }]);
+    // One partition, so the good order sits behind the orphan.
+    await publishRaw(env.ORDERS_TOPIC, 1, [orphan, fine].map((o) => ({ key: o.order_id, value: JSON.stringify(o) })));
+    const started = Date.now();
+    const result = await runCommand("consume", ["--idle-timeout", "2", "--order-wait", "3"], env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(Date.now() - started >= 3000, "the orphan waited for the deadline");
+    const dlq = await readTopic(`${env.ORDERS_TOPIC}.dlq`, 1);
+    assert.equal(dlq[0].key, orphanId);
+    assert.match(dlq[0].headers[DLQ_HEADERS.reason], /did not exist after waiting 3s/);
+    const rows = await readTables(db.sql);
+    assert.equal(rows.orders.has(orphanId), false);
+    assert.equal(rows.orders.get(fine.order_id)?.status, "PLACED", "the order behind it applied");
+  } finally {
+    await db.drop();
+  }
+});

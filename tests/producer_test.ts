@@ -1,0 +1,104 @@
+/** The producer against the real broker: counts, keys, partitions, dry runs and retries. */
+import assert from "node:assert/strict";
+import * as net from "node:net";
+import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
+import { readTopic, runCommand, testKafka, uniqueName } from "./_helpers.ts";
+
+async function topicSizes(topic: string): Promise<{ partitions: number; records: number }> {
+  const admin = testKafka().admin();
+  await admin.connect();
+  try {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    return { partitions: offsets.length, records: offsets.reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0) };
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+Deno.test("produce --users 10000 --orders 20000 publishes exactly those counts, keyed by entity id", async () => {
+  const id = uniqueName("p");
+  const env = { USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
+  const run = await runCommand("produce", ["--users", "10000", "--orders", "20000", "--seed", "3"], env);
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /done .*total=30000/);
+  assert.deepEqual(await topicSizes(env.USERS_TOPIC), { partitions: 3, records: 10_000 });
+  assert.deepEqual(await topicSizes(env.ORDERS_TOPIC), { partitions: 5, records: 20_000 });
+
+  const users = await readTopic(env.USERS_TOPIC, 10_000);
+  const partitionOf = new Map<string, number>();
+  for (const record of users) {
+    const change = parseUserEvent(record.value);
+    assert.equal(record.key, change.id, "the key is the user id");
+    const seen = partitionOf.get(record.key!);
+    if (seen !== undefined) assert.equal(record.partition, seen, "one key, one partition");
+    partitionOf.set(record.key!, record.partition);
+  }
+  const orders = await readTopic(env.ORDERS_TOPIC, 20_000);
+  for (const record of orders) assert.equal(record.key, parseOrderEvent(record.value).id, "the key is the order id");
+  assert.equal(new Set(orders.map((r) => r.partition)).size, 5, "orders spread over all partitions");
+});
+
+Deno.test("produce --dry-run --seed 7 prints the same bytes twice and needs no broker", async () => {
+  const env = { KAFKA_BROKERS: "localhost:1" };
+  const first = await runCommand("produce", ["--dry-run", "--seed", "7", "--users", "500", "--orders", "1000"], env);
+  const second = await runCommand("produce", ["--dry-run", "--seed", "7", "--users", "500", "--orders", "1000"], env);
+  assert.equal(first.code, 0, first.stderr);
+  assert.equal(second.code, 0, second.stderr);
+  const lines = first.stdout.trimEnd().split("\n");
+  assert.equal(lines.length, 1500);
+  assert.equal(first.stdout, second.stdout);
+  for (const line of lines.slice(0, 500)) parseUserEvent(line);
+  for (const line of lines.slice(500)) parseOrderEvent(line);
+  const other = await runCommand("produce", ["--dry-run", "--seed", "8", "--users", "500", "--orders", "1000"], env);
+  assert.notEqual(other.stdout, first.stdout);
+});
+
+Deno.test("an unreachable broker gives a one-line error and a non-zero exit within the retry budget", async () => {
+  const started = Date.now();
+  const run = await runCommand("produce", ["--max-attempts", "2", "--retry-backoff-ms", "100"], {
+    KAFKA_BROKERS: "localhost:1",
+    USERS_TOPIC: uniqueName("never"),
+  });
+  assert.equal(run.code, 1);
+  const last = run.stderr.trimEnd().split("\n").at(-1)!;
+  assert.match(last, /ERROR .*failed: RetryError: preparing topics on localhost:1 failed after 2 attempts/);
+  assert.ok(Date.now() - started < 60_000, "gave up within the budget");
+});
+
+Deno.test("a broker that is not there yet, then is: the producer retries and publishes everything", async () => {
+  // The bootstrap address refuses connections until the test opens a proxy to the real broker.
+  const port = await freePort();
+  const id = uniqueName("late");
+  const env = { KAFKA_BROKERS: `localhost:${port}`, USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
+  const run = runCommand("produce", ["--users", "300", "--orders", "300", "--max-attempts", "30", "--retry-backoff-ms", "200"], env);
+  let proxy: net.Server | undefined;
+  const sockets = new Set<net.Socket>();
+  const opened = new Promise<void>((resolve) =>
+    setTimeout(() => {
+      proxy = net.createServer((client) => {
+        const upstream = net.connect(9092, "localhost");
+        sockets.add(client).add(upstream);
+        client.pipe(upstream).pipe(client);
+        client.on("error", () => upstream.destroy());
+        upstream.on("error", () => client.destroy());
+      }).listen(port, "127.0.0.1", () => resolve());
+    }, 6000)
+  );
+  const result = await run;
+  await opened;
+  for (const s of sockets) s.destroy();
+  proxy?.close();
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, /not ready, retrying/);
+  assert.deepEqual(await topicSizes(env.USERS_TOPIC), { partitions: 3, records: 300 });
+  assert.deepEqual(await topicSizes(env.ORDERS_TOPIC), { partitions: 5, records: 300 });
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
