@@ -85,9 +85,8 @@ export function pipelineNames(databaseUrl: string): PipelineEnv {
 
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
 
-/** The command line of `main_<name>.ts`, or of the built binary when CDC_BIN_DIR is set. */
-export function commandLine(name: "produce" | "consume", args: string[]): string[] {
-  const binDir = Deno.env.get("CDC_BIN_DIR");
+/** The command line of `main_<name>.ts` under Deno, or of the built binary in `binDir`. */
+export function commandLine(name: "produce" | "consume", args: string[], binDir?: string): string[] {
   if (binDir) return [`${binDir}/cdc-${name}`, ...args];
   return [Deno.execPath(), "run", ...PERMISSIONS, `${ROOT}main_${name}.ts`, ...args];
 }
@@ -99,13 +98,14 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs `main_<name>.ts` to completion with `env` added to the environment. */
+/** Runs `main_<name>.ts` (or the binary in `binDir`) to completion with `env` added to the environment. */
 export async function runCommand(
   name: "produce" | "consume",
   args: string[],
   env: Record<string, string | undefined>,
+  binDir?: string,
 ): Promise<RunResult> {
-  const [cmd, ...rest] = commandLine(name, args);
+  const [cmd, ...rest] = commandLine(name, args, binDir);
   const output = await new Deno.Command(cmd, {
     args: rest,
     env: definedOnly(env),

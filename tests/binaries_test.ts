@@ -1,0 +1,69 @@
+/**
+ * The standalone binaries built with `bun build --compile`: same flags, same stream as Deno,
+ * and the whole pipeline end to end, run without Deno.
+ */
+import assert from "node:assert/strict";
+import { generateEvents } from "../lib/generator.ts";
+import type { OrderEvent, UserEvent } from "../lib/model.ts";
+import { VERSION } from "../lib/version.ts";
+import { createTestDatabase, diffTables, pipelineNames, readTables, referenceState, ROOT, runCommand } from "./_helpers.ts";
+
+const DIST = `${ROOT}dist`;
+
+async function buildOnce(): Promise<void> {
+  const build = await new Deno.Command(Deno.execPath(), { args: ["task", "-q", "build"], cwd: ROOT, stderr: "piped", stdout: "piped" })
+    .output();
+  assert.equal(build.code, 0, new TextDecoder().decode(build.stderr));
+}
+const built = buildOnce();
+
+Deno.test("the Bun-built binaries print the version from deno.json and their help", async () => {
+  await built;
+  for (const name of ["produce", "consume"] as const) {
+    const version = await runCommand(name, ["--version"], {}, DIST);
+    assert.equal(version.code, 0);
+    assert.equal(version.stdout.trim(), `cdc-${name} ${VERSION}`);
+    const help = await runCommand(name, ["--help"], {}, DIST);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, new RegExp(`^usage: cdc-${name}`));
+    assert.match(help.stdout, /--brokers VALUE .*\[KAFKA_BROKERS\]/);
+    const bad = await runCommand(name, ["--brokers", "no-port"], {}, DIST);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr.trim(), `cdc-${name}: --brokers (or KAFKA_BROKERS) must be host:port[,host:port...]: got "no-port"`);
+  }
+});
+
+Deno.test("--dry-run --seed 42 gives the same bytes under Deno and as the Bun-built binary", async () => {
+  await built;
+  const args = ["--dry-run", "--seed", "42", "--users", "2000", "--orders", "4000"];
+  const underDeno = await runCommand("produce", args, {});
+  const asBinary = await runCommand("produce", args, {}, DIST);
+  assert.equal(underDeno.code, 0, underDeno.stderr);
+  assert.equal(asBinary.code, 0, asBinary.stderr);
+  assert.equal(underDeno.stdout.split("\n").length, 6001);
+  assert.equal(asBinary.stdout, underDeno.stdout);
+});
+
+Deno.test("end to end through the binaries: produce, consume, and the tables equal the reference model", async () => {
+  await built;
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const produced = await runCommand("produce", ["--users", "2000", "--orders", "4000", "--seed", "21"], env, DIST);
+    assert.equal(produced.code, 0, produced.stderr);
+    const consumed = await runCommand("consume", ["--idle-timeout", "2"], env, DIST);
+    assert.equal(consumed.code, 0, consumed.stderr);
+    const users: UserEvent[] = [];
+    const orders: OrderEvent[] = [];
+    for (const e of generateEvents({ users: 2000, orders: 4000, seed: 21 })) {
+      if (e.entity === "user") users.push(e.value);
+      else orders.push(e.value);
+    }
+    const expected = referenceState(users, orders);
+    const actual = await readTables(db.sql);
+    assert.deepEqual(diffTables(expected, actual), []);
+    assert.equal(actual.users.size, expected.users.size);
+  } finally {
+    await db.drop();
+  }
+});
