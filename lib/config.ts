@@ -137,15 +137,35 @@ const PRODUCE_FLAGS: Record<string, FlagSpec> = {
   "batch-size": { type: "string", help: `events per send (default ${DEFAULTS.batchSize})` },
   seed: { type: "string", help: "seed for a repeatable stream" },
   "dry-run": { type: "boolean", help: "print events as JSON lines, publish nothing" },
-  "max-attempts": { env: "PRODUCE_MAX_ATTEMPTS", type: "string", help: `attempts per send (default ${DEFAULTS.maxAttempts})` },
-  "retry-backoff-ms": { env: "PRODUCE_RETRY_BACKOFF_MS", type: "string", help: `first retry delay (default ${DEFAULTS.retryBackoffMs})` },
+  "max-attempts": {
+    env: "PRODUCE_MAX_ATTEMPTS",
+    type: "string",
+    help: `attempts per send (default ${DEFAULTS.maxAttempts})`,
+  },
+  "retry-backoff-ms": {
+    env: "PRODUCE_RETRY_BACKOFF_MS",
+    type: "string",
+    help: `first retry delay (default ${DEFAULTS.retryBackoffMs})`,
+  },
 };
 
 const CONSUME_FLAGS: Record<string, FlagSpec> = {
   "idle-timeout": { env: "IDLE_TIMEOUT", type: "string", help: "exit once drained and idle this many seconds" },
-  "order-wait": { env: "ORDER_WAIT_SECONDS", type: "string", help: `seconds an order waits for its user (default ${DEFAULTS.orderWaitS})` },
-  concurrency: { env: "CONSUMER_CONCURRENCY", type: "string", help: `partitions applied at once (default ${DEFAULTS.concurrency})` },
-  "max-batch-bytes": { env: "MAX_BATCH_BYTES", type: "string", help: `fetch bytes per partition (default ${DEFAULTS.maxBatchBytes})` },
+  "order-wait": {
+    env: "ORDER_WAIT_SECONDS",
+    type: "string",
+    help: `seconds an order waits for its user (default ${DEFAULTS.orderWaitS})`,
+  },
+  concurrency: {
+    env: "CONSUMER_CONCURRENCY",
+    type: "string",
+    help: `partitions applied at once (default ${DEFAULTS.concurrency})`,
+  },
+  "max-batch-bytes": {
+    env: "MAX_BATCH_BYTES",
+    type: "string",
+    help: `fetch bytes per partition (default ${DEFAULTS.maxBatchBytes})`,
+  },
 };
 
 function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): Map<string, string | boolean> {
@@ -193,7 +213,12 @@ function integer(
   return value;
 }
 
-function text(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>, name: string, fallback: string): string {
+function text(
+  values: Map<string, string | boolean>,
+  flags: Record<string, FlagSpec>,
+  name: string,
+  fallback: string,
+): string {
   const raw = values.get(name);
   if (raw === undefined) return fallback;
   const value = String(raw).trim();
@@ -202,15 +227,30 @@ function text(values: Map<string, string | boolean>, flags: Record<string, FlagS
 }
 
 function common(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): CommonConfig {
-  const brokers = text(values, flags, "brokers", DEFAULTS.brokers).split(",").map((b) => b.trim()).filter(Boolean);
+  const brokerList = text(values, flags, "brokers", DEFAULTS.brokers);
+  const brokers = brokerList.split(",").map((b) => b.trim()).filter(Boolean);
+  if (brokers.length === 0) {
+    throw new ConfigError(
+      `${source(flags, "brokers")} must name at least one host:port: got ${JSON.stringify(brokerList)}`,
+    );
+  }
   for (const broker of brokers) {
-    if (!/^[^\s:/]+:\d{1,5}$/.test(broker)) {
-      throw new ConfigError(`${source(flags, "brokers")} must be host:port[,host:port...]: got ${JSON.stringify(broker)}`);
+    const port = Number(/^[^\s:/]+:(\d{1,5})$/.exec(broker)?.[1] ?? 0);
+    if (port < 1 || port > 65_535) {
+      throw new ConfigError(
+        `${source(flags, "brokers")} must be host:port[,host:port...] with a port in 1..65535: got ${
+          JSON.stringify(broker)
+        }`,
+      );
     }
   }
   const databaseUrl = text(values, flags, "database-url", DEFAULTS.databaseUrl);
   if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    throw new ConfigError(`${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${JSON.stringify(redactUrl(databaseUrl))}`);
+    throw new ConfigError(
+      `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
+        JSON.stringify(redactUrl(databaseUrl))
+      }`,
+    );
   }
   const logFormat = text(values, flags, "log-format", "human");
   if (logFormat !== "human" && logFormat !== "json") {
@@ -221,18 +261,24 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
   if (mechanism !== undefined) {
     const m = String(mechanism).toLowerCase();
     if (m !== "plain" && m !== "scram-sha-256" && m !== "scram-sha-512") {
-      throw new ConfigError(`${source(flags, "sasl-mechanism")} must be plain, scram-sha-256 or scram-sha-512: got ${JSON.stringify(m)}`);
+      throw new ConfigError(
+        `${source(flags, "sasl-mechanism")} must be plain, scram-sha-256 or scram-sha-512: got ${JSON.stringify(m)}`,
+      );
     }
     kafkaSasl = {
       mechanism: m,
       username: text(values, flags, "sasl-username", ""),
       password: String(values.get("sasl-password") ?? ""),
     };
-    if (!kafkaSasl.username) throw new ConfigError(`${source(flags, "sasl-username")} is required with a SASL mechanism`);
+    if (!kafkaSasl.username) {
+      throw new ConfigError(`${source(flags, "sasl-username")} is required with a SASL mechanism`);
+    }
   }
   const usersTopic = text(values, flags, "users-topic", DEFAULTS.usersTopic);
   const ordersTopic = text(values, flags, "orders-topic", DEFAULTS.ordersTopic);
-  if (usersTopic === ordersTopic) throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(usersTopic)}`);
+  if (usersTopic === ordersTopic) {
+    throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(usersTopic)}`);
+  }
   return {
     brokers,
     databaseUrl,
@@ -289,7 +335,13 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
 /** The `--help` text of a command: usage line, then every flag with its env variable. */
 export function helpText(command: "produce" | "consume", summary: string): string {
   const flags = { ...COMMON_FLAGS, ...(command === "produce" ? PRODUCE_FLAGS : CONSUME_FLAGS) };
-  const lines = [`usage: cdc-${command} [flags]`, "", summary, "", "flags (each also read from the env variable shown):"];
+  const lines = [
+    `usage: cdc-${command} [flags]`,
+    "",
+    summary,
+    "",
+    "flags (each also read from the env variable shown):",
+  ];
   for (const [name, spec] of Object.entries(flags)) {
     const left = `  --${name}${spec.type === "string" ? " VALUE" : ""}`;
     lines.push(`${left.padEnd(28)} ${spec.help}${spec.env ? ` [${spec.env}]` : ""}`);
@@ -299,7 +351,8 @@ export function helpText(command: "produce" | "consume", summary: string): strin
 
 /** Hides the password of a URL (`postgres://user:***@host/db`) so it can be logged. */
 export function redactUrl(url: string): string {
-  return url.replace(/(\/\/[^:/@]+:)[^@]*@/, "$1***@");
+  // Up to the last "@": a raw "@" in a password must not end the redaction early.
+  return url.replace(/(\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, "$1***@");
 }
 
 /** The host, port and database of a URL, without user or password, for log lines. */

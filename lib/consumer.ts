@@ -10,7 +10,15 @@ import type { ConsumeConfig } from "./config.ts";
 import { createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { InvalidEventError, type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "./model.ts";
-import { backoffDelay, classifyDatabaseError, describeError, isDatabaseAuthError, isKafkaOutage, retry, sleep } from "./retry.ts";
+import {
+  backoffDelay,
+  classifyDatabaseError,
+  describeError,
+  isDatabaseAuthError,
+  isKafkaOutage,
+  retry,
+  sleep,
+} from "./retry.ts";
 import { applyBatch, ensureSchema, type Sql } from "./sink.ts";
 
 /** Header names on DLQ records. */
@@ -58,7 +66,14 @@ export interface ConsumerRunOptions {
 
 /** Fresh counters for a consume run. */
 export function newConsumeStats(): ConsumeStats {
-  return { applied: {}, deadLettered: {}, batches: 0, retries: 0, lag: {}, connected: { kafka: false, database: false } };
+  return {
+    applied: {},
+    deadLettered: {},
+    batches: 0,
+    retries: 0,
+    lag: {},
+    connected: { kafka: false, database: false },
+  };
 }
 
 /** The DLQ topic of a source topic. */
@@ -125,7 +140,11 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     for (const topic of topics) await createTopic(admin, dlqTopic(topic), 1, config.replicationFactor, logger);
   }, { ...waitOutage("Kafka"), isRetriable: isKafkaOutage });
 
-  const dlqProducer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  const dlqProducer: Producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+  });
   await retry(() => dlqProducer.connect(), { ...waitOutage("Kafka (DLQ producer)"), isRetriable: isKafkaOutage });
   const consumer: Consumer = kafka.consumer({
     groupId: config.consumerGroup,
@@ -222,7 +241,10 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
       const applied = await applyWaiting(valid.map((v) => v.change) as UserChange[] | OrderChange[], heartbeat);
       if (!applied) return; // stopping: nothing committed, the batch is re-delivered
       const { outcome, applyMs } = applied;
-      const rejected: DeadLetter[] = outcome.rejected.map((r) => ({ message: valid[r.index].message, reason: r.reason }));
+      const rejected: DeadLetter[] = outcome.rejected.map((r) => ({
+        message: valid[r.index].message,
+        reason: r.reason,
+      }));
       let blockedMessage = outcome.blocked ? valid[outcome.blocked.index].message : undefined;
       let expired: DeadLetter | undefined;
       if (blockedMessage && outcome.blocked) {
@@ -231,13 +253,17 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
         if (Date.now() - since >= config.orderWaitS * 1000) {
           expired = {
             message: blockedMessage,
-            reason: `user ${outcome.blocked.userId} of order ${valid[outcome.blocked.index].change.id} did not exist after waiting ${config.orderWaitS}s`,
+            reason: `user ${outcome.blocked.userId} of order ${
+              valid[outcome.blocked.index].change.id
+            } did not exist after waiting ${config.orderWaitS}s`,
           };
           blockedMessage = undefined;
         }
       }
       // Everything before the boundary is done: applied, or bound for the DLQ.
-      const boundary = blockedMessage ? BigInt(blockedMessage.offset) : BigInt((expired ?? { message: messages[messages.length - 1] }).message.offset) + 1n;
+      const boundary = blockedMessage
+        ? BigInt(blockedMessage.offset)
+        : BigInt((expired ?? { message: messages[messages.length - 1] }).message.offset) + 1n;
       const letters = [
         ...invalid.filter((d) => BigInt(d.message.offset) < boundary),
         ...rejected,
@@ -252,7 +278,9 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
       const done = messages.filter((m) => BigInt(m.offset) < boundary);
       if (done.length > 0) {
         // Commit after the effect: the transaction and the DLQ writes are durable by now.
-        await commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: boundary.toString() }] }] });
+        await commitOffsetsIfNecessary({
+          topics: [{ topic, partitions: [{ partition, offset: boundary.toString() }] }],
+        });
         resolveOffset(done[done.length - 1].offset);
         const appliedCount = done.length - letters.length;
         stats.applied[topic] = (stats.applied[topic] ?? 0) + appliedCount;

@@ -97,7 +97,9 @@ export function entityId(seed: number, kind: "user" | "order", index: number): s
   const words = [0, 1, 2, 3].map((w) => mix32(base ^ mix32(index + 0x9e3779b9 * (w + 1))));
   const hex = words.map((w) => w.toString(16).padStart(8, "0")).join("");
   const variant = ((parseInt(hex[16], 16) & 0x3) | 0x8).toString(16);
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${
+    hex.slice(20, 32)
+  }`;
 }
 
 /**
@@ -139,7 +141,12 @@ export function generateEvents(options: GeneratorOptions, stats?: GenerationStat
           counts.usersCreated = usersCreated;
         } else if (type === "UPDATE") {
           const id = entityId(seed, "user", pick(usersCreated));
-          value = { event_type: type, user_id: id, name: [...faker.person.fullName()].slice(0, 50).join(""), modified_at: now };
+          value = {
+            event_type: type,
+            user_id: id,
+            name: [...faker.person.fullName()].slice(0, 50).join(""),
+            modified_at: now,
+          };
         } else {
           value = { event_type: type, user_id: entityId(seed, "user", pick(usersCreated)), modified_at: now };
         }

@@ -52,13 +52,23 @@ export function createLogger(options: LoggerOptions): Logger {
   } = options;
   const secrets = (options.secrets ?? []).filter((s) => s.length >= 3);
   const mask = (text: string) => secrets.reduce((t, secret) => t.split(secret).join("***"), text);
+  // Masking runs on the raw strings, before JSON escaping could change how a secret is spelled,
+  // and once more on the finished line for anything serialised some other way.
+  const masked = (_key: string, value: unknown): unknown =>
+    typeof value === "bigint" ? value.toString() : typeof value === "string" ? mask(value) : value;
   const emit = (lvl: Level, message: string, fields: Fields = {}) => {
     if (ORDER[lvl] < ORDER[level]) return;
     let line: string;
     if (format === "json") {
-      line = JSON.stringify({ ts: now().toISOString(), level: lvl, component, msg: message, ...fields }, jsonSafe);
+      const entries = Object.entries(fields).map(([k, v]) => [mask(k), v]);
+      line = JSON.stringify(
+        { ts: now().toISOString(), level: lvl, component, msg: message, ...Object.fromEntries(entries) },
+        masked,
+      );
     } else {
-      const extra = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v, jsonSafe)}`);
+      const extra = Object.entries(fields).map(([k, v]) =>
+        `${k}=${typeof v === "string" ? v : JSON.stringify(v, masked)}`
+      );
       line = [now().toISOString(), lvl.toUpperCase().padEnd(5), `${component}:`, message, ...extra].join(" ");
     }
     write(mask(line));
@@ -71,16 +81,15 @@ export function createLogger(options: LoggerOptions): Logger {
   };
 }
 
-function jsonSafe(_key: string, value: unknown): unknown {
-  return typeof value === "bigint" ? value.toString() : value;
-}
-
 /** The secrets found in a configuration: the database password and the SASL password. */
 export function secretsOf(config: { databaseUrl: string; kafkaSasl?: { password: string } }): string[] {
   const secrets: string[] = [];
   try {
-    const password = decodeURIComponent(new URL(config.databaseUrl).password);
+    // URLs carry the password percent-encoded; lines may show either spelling.
+    const encoded = new URL(config.databaseUrl).password;
+    const password = decodeURIComponent(encoded);
     if (password) secrets.push(password);
+    if (encoded && encoded !== password) secrets.push(encoded);
   } catch {
     // an unparsable URL is reported by the connection itself
   }

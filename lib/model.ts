@@ -75,7 +75,8 @@ export class InvalidEventError extends Error {
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
-const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
+const TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
 const EVENT_TYPES: readonly string[] = ["CREATE", "UPDATE", "DELETE"];
 const ORDER_STATUSES: readonly string[] = ["PLACED", "SHIPPED", "CANCELLED"];
 const MAX_NAME = 50;
@@ -153,7 +154,9 @@ export function toCents(value: number): string | null {
 }
 
 function decode(value: Uint8Array | string | null | undefined): Record<string, unknown> {
-  if (value === null || value === undefined) throw new InvalidEventError("value must be a JSON object: got an empty record");
+  if (value === null || value === undefined) {
+    throw new InvalidEventError("value must be a JSON object: got an empty record");
+  }
   let text: string;
   if (typeof value === "string") text = value;
   else {

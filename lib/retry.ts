@@ -41,7 +41,12 @@ export interface RetryOptions {
 }
 
 /** Exponential backoff with "equal jitter": half the step fixed, half random, capped. */
-export function backoffDelay(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  baseMs: number,
+  capMs: number,
+  random: () => number = Math.random,
+): number {
   const step = Math.min(capMs, baseMs * 2 ** Math.max(0, attempt - 1));
   return Math.round(step / 2 + random() * (step / 2));
 }

@@ -125,7 +125,10 @@ function missingRow(entity: string, type: string, id: string): string {
 }
 
 /** Folds a user batch per key in log order into one patch per key. */
-export function planUserBatch(changes: UserChange[], existing: Set<string>): { patches: UserPatch[]; rejected: Rejection[] } {
+export function planUserBatch(
+  changes: UserChange[],
+  existing: Set<string>,
+): { patches: UserPatch[]; rejected: Rejection[] } {
   const patches = new Map<string, UserPatch>();
   const rejected: Rejection[] = [];
   const exists = new Set(existing);

@@ -29,7 +29,12 @@ const DB_URL = ADMIN_URL.replace(/\/[^/?]*(\?|$)/, `/${RUN}$1`);
 const RECORD_BYTES = 200;
 const USERS = Math.round(EVENTS * 0.4);
 const ORDERS = EVENTS - USERS;
-const env = { USERS_TOPIC: `${RUN}_users`, ORDERS_TOPIC: `${RUN}_orders`, CONSUMER_GROUP: `${RUN}_group`, DATABASE_URL: DB_URL };
+const env = {
+  USERS_TOPIC: `${RUN}_users`,
+  ORDERS_TOPIC: `${RUN}_orders`,
+  CONSUMER_GROUP: `${RUN}_group`,
+  DATABASE_URL: DB_URL,
+};
 const kafka = new Kafka({ clientId: "cdc-bench", brokers: BROKERS.split(","), logLevel: logLevel.NOTHING });
 const progress = (line: string) => console.error(`bench: ${line}`);
 
@@ -39,9 +44,19 @@ interface Measured {
 }
 
 /** Runs a command, sampling its resident memory until it exits. */
-async function measure(cmd: string[], extraEnv: Record<string, string>, until?: () => Promise<boolean>): Promise<Measured> {
+async function measure(
+  cmd: string[],
+  extraEnv: Record<string, string>,
+  until?: () => Promise<boolean>,
+): Promise<Measured> {
   const started = performance.now();
-  const child = new Deno.Command(cmd[0], { args: cmd.slice(1), env: extraEnv, stdout: "null", stderr: "piped", cwd: ROOT }).spawn();
+  const child = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    env: extraEnv,
+    stdout: "null",
+    stderr: "piped",
+    cwd: ROOT,
+  }).spawn();
   let peakKb = 0;
   let finished = false;
   let stderr = "";
@@ -73,7 +88,14 @@ async function measure(cmd: string[], extraEnv: Record<string, string>, until?: 
 }
 
 const denoRun = (script: string, args: string[]) => [
-  Deno.execPath(), "run", "--allow-net", "--allow-env", "--allow-read", "--allow-sys", `${ROOT}${script}`, ...args,
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-sys",
+  `${ROOT}${script}`,
+  ...args,
 ];
 
 async function groupLag(groupId: string, topics: string[]): Promise<number> {
@@ -83,8 +105,12 @@ async function groupLag(groupId: string, topics: string[]): Promise<number> {
     let lag = 0;
     const committed = await admin.fetchOffsets({ groupId, topics });
     for (const topic of topics) {
-      const at = new Map((committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
-      for (const end of await admin.fetchTopicOffsets(topic)) lag += Number(end.high) - Math.max(0, at.get(end.partition) ?? 0);
+      const at = new Map(
+        (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
+      );
+      for (const end of await admin.fetchTopicOffsets(topic)) {
+        lag += Number(end.high) - Math.max(0, at.get(end.partition) ?? 0);
+      }
     }
     return lag;
   } finally {
@@ -103,10 +129,25 @@ async function javaProducerPerf(records: number, recordSize: number): Promise<nu
   await admin.disconnect();
   const out = await new Deno.Command("java", {
     args: [
-      "-Xmx512m", "-cp", `${ROOT}.cache/kafka-${version}/libs/*`, `-Dlog4j.configuration=file:${ROOT}scripts/kafka/log4j.properties`,
-      "org.apache.kafka.tools.ProducerPerformance", "--topic", topic, "--num-records", String(records),
-      "--record-size", String(recordSize), "--throughput", "-1", "--producer-props", `bootstrap.servers=${BROKERS}`,
-      "acks=all", "enable.idempotence=true", "linger.ms=5", "batch.size=262144",
+      "-Xmx512m",
+      "-cp",
+      `${ROOT}.cache/kafka-${version}/libs/*`,
+      `-Dlog4j.configuration=file:${ROOT}scripts/kafka/log4j.properties`,
+      "org.apache.kafka.tools.ProducerPerformance",
+      "--topic",
+      topic,
+      "--num-records",
+      String(records),
+      "--record-size",
+      String(recordSize),
+      "--throughput",
+      "-1",
+      "--producer-props",
+      `bootstrap.servers=${BROKERS}`,
+      "acks=all",
+      "enable.idempotence=true",
+      "linger.ms=5",
+      "batch.size=262144",
     ],
     stdout: "piped",
     stderr: "piped",
@@ -137,16 +178,23 @@ async function oneEventPerTransaction(events: number): Promise<number> {
         if (topic === env.USERS_TOPIC) {
           const u = parseUserEvent(message.value);
           if (u.type === "CREATE") {
-            await tx`insert into baseline_users (id, name, dob, created_at) values (${u.id}, ${u.name!}, ${u.dob!}, ${u.createdAt ?? null}) on conflict (id) do nothing`;
+            await tx`insert into baseline_users (id, name, dob, created_at) values (${u.id}, ${u.name!}, ${u.dob!}, ${
+              u.createdAt ?? null
+            }) on conflict (id) do nothing`;
           } else {
-            await tx`update baseline_users set name = coalesce(${u.name ?? null}, name), modified_at = ${u.modifiedAt ?? null}, is_deleted = is_deleted or ${u.type === "DELETE"} where id = ${u.id}`;
+            await tx`update baseline_users set name = coalesce(${u.name ?? null}, name), modified_at = ${
+              u.modifiedAt ?? null
+            }, is_deleted = is_deleted or ${u.type === "DELETE"} where id = ${u.id}`;
           }
         } else {
           const o = parseOrderEvent(message.value);
           if (o.type === "CREATE") {
-            await tx`insert into baseline_orders (id, status, user_id, quantity, total_amount, placed_at) values (${o.id}, ${o.status}, ${o.userId!}, ${o.quantity!}, ${o.total!}, ${o.placedAt ?? null}) on conflict (id) do nothing`;
+            await tx`insert into baseline_orders (id, status, user_id, quantity, total_amount, placed_at) values (${o.id}, ${o.status}, ${o
+              .userId!}, ${o.quantity!}, ${o.total!}, ${o.placedAt ?? null}) on conflict (id) do nothing`;
           } else {
-            await tx`update baseline_orders set status = ${o.status}, modified_at = ${o.modifiedAt ?? null}, is_deleted = is_deleted or ${o.type === "DELETE"} where id = ${o.id}`;
+            await tx`update baseline_orders set status = ${o.status}, modified_at = ${
+              o.modifiedAt ?? null
+            }, is_deleted = is_deleted or ${o.type === "DELETE"} where id = ${o.id}`;
           }
         }
       });
@@ -165,11 +213,15 @@ async function oneEventPerTransaction(events: number): Promise<number> {
 async function copySameRows(): Promise<{ seconds: number; rows: number }> {
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   const users = await sql`select id, name, dob::text, created_at::text, modified_at::text, is_deleted from users`;
-  const orders = await sql`select id, status, user_id, quantity, total_amount::text, placed_at::text, modified_at::text, is_deleted from orders`;
+  const orders =
+    await sql`select id, status, user_id, quantity, total_amount::text, placed_at::text, modified_at::text, is_deleted from orders`;
   await sql`create table copy_users (like users including all)`;
   await sql`create table copy_orders (like orders including all)`;
-  const field = (v: unknown) => (v === null ? "\\N" : String(v).replace(/[\\\t\n]/g, (c) => (c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\\\")));
-  const tsv = (rows: Record<string, unknown>[]) => rows.map((r) => Object.values(r).map(field).join("\t")).join("\n") + "\n";
+  const field = (
+    v: unknown,
+  ) => (v === null ? "\\N" : String(v).replace(/[\\\t\n]/g, (c) => (c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\\\")));
+  const tsv = (rows: Record<string, unknown>[]) =>
+    rows.map((r) => Object.values(r).map(field).join("\t")).join("\n") + "\n";
   const usersText = tsv(users);
   const ordersText = tsv(orders);
   const started = performance.now();
@@ -190,12 +242,28 @@ const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
 await admin.unsafe(`create database ${RUN}`);
 try {
   progress(`producing ${EVENTS} events (${USERS} users, ${ORDERS} orders)`);
-  const produce = await measure(denoRun("main_produce.ts", ["--users", String(USERS), "--orders", String(ORDERS), "--batch-size", "5000", "--seed", "1"]), env);
+  const produce = await measure(
+    denoRun("main_produce.ts", [
+      "--users",
+      String(USERS),
+      "--orders",
+      String(ORDERS),
+      "--batch-size",
+      "5000",
+      "--seed",
+      "1",
+    ]),
+    env,
+  );
   const producerRate = EVENTS / produce.seconds;
 
   progress("draining the backlog with the consumer");
   const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
-  const consume = await measure(denoRun("main_consume.ts", []), env, async () => (await groupLag(env.CONSUMER_GROUP, topics).catch(() => 1)) === 0);
+  const consume = await measure(
+    denoRun("main_consume.ts", []),
+    env,
+    async () => (await groupLag(env.CONSUMER_GROUP, topics).catch(() => 1)) === 0,
+  );
   const consumerRate = EVENTS / consume.seconds;
 
   progress(`the original's design on ${BASELINE_EVENTS} events`);
@@ -213,8 +281,17 @@ try {
     {
       events: EVENTS,
       quick: Boolean(values.quick),
-      machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), os: `${os.type()} ${os.release()}` },
-      versions: { deno: Deno.version.deno, kafka: /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1], postgres: pgVersion },
+      machine: {
+        cpus: os.cpus().length,
+        cpuModel: os.cpus()[0]?.model,
+        memoryGb: Math.round(os.totalmem() / 2 ** 30),
+        os: `${os.type()} ${os.release()}`,
+      },
+      versions: {
+        deno: Deno.version.deno,
+        kafka: /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1],
+        postgres: pgVersion,
+      },
       figures: {
         producerEventsPerS: Math.round(producerRate),
         producerPeakRssMb: produce.peakRssMb,
@@ -231,7 +308,13 @@ try {
         producerVsJavaPerfTool: Math.round((producerRate / javaRate) * 100) / 100,
         consumerVsCopy: Math.round((copy.seconds / consume.seconds) * 100) / 100,
       },
-      targets: { producerEventsPerS: 100_000, consumerEventsPerS: 50_000, consumerVsOneEventPerTx: 30, producerPeakRssMb: 200, consumerPeakRssMb: 300 },
+      targets: {
+        producerEventsPerS: 100_000,
+        consumerEventsPerS: 50_000,
+        consumerVsOneEventPerTx: 30,
+        producerPeakRssMb: 200,
+        consumerPeakRssMb: 300,
+      },
     },
     null,
     2,

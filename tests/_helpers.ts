@@ -32,7 +32,12 @@ export function testKafka(brokers = BROKERS): Kafka {
 }
 
 /** Waits until `check` returns a truthy value, or throws naming `what` at the deadline. */
-export async function waitFor<T>(what: string, check: () => Promise<T> | T, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T> | T,
+  timeoutMs = 60_000,
+  everyMs = 200,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -80,7 +85,12 @@ export interface PipelineEnv {
 /** Fresh topic and group names. */
 export function pipelineNames(databaseUrl: string): PipelineEnv {
   const id = uniqueName("t");
-  return { USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders`, CONSUMER_GROUP: `${id}_group`, DATABASE_URL: databaseUrl };
+  return {
+    USERS_TOPIC: `${id}_users`,
+    ORDERS_TOPIC: `${id}_orders`,
+    CONSUMER_GROUP: `${id}_group`,
+    DATABASE_URL: databaseUrl,
+  };
 }
 
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
@@ -131,9 +141,19 @@ export interface Running {
 }
 
 /** Starts `main_<name>.ts` in the background. */
-export function startCommand(name: "produce" | "consume", args: string[], env: Record<string, string | undefined>): Running {
+export function startCommand(
+  name: "produce" | "consume",
+  args: string[],
+  env: Record<string, string | undefined>,
+): Running {
   const [cmd, ...rest] = commandLine(name, args);
-  const child = new Deno.Command(cmd, { args: rest, env: definedOnly(env), stdout: "piped", stderr: "piped", cwd: ROOT })
+  const child = new Deno.Command(cmd, {
+    args: rest,
+    env: definedOnly(env),
+    stdout: "piped",
+    stderr: "piped",
+    cwd: ROOT,
+  })
     .spawn();
   let err = "";
   let out = "";
@@ -191,17 +211,30 @@ export async function readTopic(topic: string, count: number, timeoutMs = 60_000
 }
 
 /** Publishes raw values to a topic, keyed as given, and waits for the acks. */
-export async function publishRaw(topic: string, partitions: number, messages: { key: string; value: string | Uint8Array }[]) {
+export async function publishRaw(
+  topic: string,
+  partitions: number,
+  messages: { key: string; value: string | Uint8Array }[],
+) {
   const kafka = testKafka();
   const admin = kafka.admin();
   await admin.connect();
   const topics = await admin.listTopics();
-  if (!topics.includes(topic)) await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+  if (!topics.includes(topic)) {
+    await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
+  }
   await admin.disconnect();
   if (messages.length === 0) return;
   const producer = kafka.producer({ allowAutoTopicCreation: false });
   await producer.connect();
-  await producer.send({ topic, acks: -1, messages: messages.map((m) => ({ key: m.key, value: typeof m.value === "string" ? m.value : Buffer.from(m.value) })) });
+  await producer.send({
+    topic,
+    acks: -1,
+    messages: messages.map((m) => ({
+      key: m.key,
+      value: typeof m.value === "string" ? m.value : Buffer.from(m.value),
+    })),
+  });
   await producer.disconnect();
 }
 
@@ -235,7 +268,9 @@ export interface TableState {
 export async function readTables(sql: postgres.Sql): Promise<TableState> {
   const ts = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
   const users = await sql.unsafe(
-    `select id::text, name, dob::text, ${ts("created_at")} as created_at, ${ts("modified_at")} as modified_at, is_deleted
+    `select id::text, name, dob::text, ${ts("created_at")} as created_at, ${
+      ts("modified_at")
+    } as modified_at, is_deleted
      from users`,
   );
   const orders = await sql.unsafe(
@@ -243,7 +278,17 @@ export async function readTables(sql: postgres.Sql): Promise<TableState> {
             ${ts("modified_at")} as modified_at, is_deleted from orders`,
   );
   return {
-    users: new Map(users.map((r) => [r.id, { name: r.name, dob: r.dob, created_at: r.created_at, modified_at: r.modified_at, is_deleted: r.is_deleted }])),
+    users: new Map(
+      users.map((
+        r,
+      ) => [r.id, {
+        name: r.name,
+        dob: r.dob,
+        created_at: r.created_at,
+        modified_at: r.modified_at,
+        is_deleted: r.is_deleted,
+      }]),
+    ),
     orders: new Map(orders.map((r) => [r.id, {
       status: r.status,
       user_id: r.user_id,
@@ -342,7 +387,9 @@ export async function groupLag(groupId: string, topics: string[]): Promise<numbe
     const committed = await admin.fetchOffsets({ groupId, topics });
     for (const topic of topics) {
       const ends = await admin.fetchTopicOffsets(topic);
-      const at = new Map((committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+      const at = new Map(
+        (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
+      );
       for (const end of ends) {
         if (Number(end.high) === 0) continue;
         const offset = at.get(end.partition) ?? -1;

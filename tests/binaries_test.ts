@@ -6,12 +6,25 @@ import assert from "node:assert/strict";
 import { generateEvents } from "../lib/generator.ts";
 import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { VERSION } from "../lib/version.ts";
-import { createTestDatabase, diffTables, pipelineNames, readTables, referenceState, ROOT, runCommand } from "./_helpers.ts";
+import {
+  createTestDatabase,
+  diffTables,
+  pipelineNames,
+  readTables,
+  referenceState,
+  ROOT,
+  runCommand,
+} from "./_helpers.ts";
 
 const DIST = `${ROOT}dist`;
 
 async function buildOnce(): Promise<void> {
-  const build = await new Deno.Command(Deno.execPath(), { args: ["task", "-q", "build"], cwd: ROOT, stderr: "piped", stdout: "piped" })
+  const build = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "build"],
+    cwd: ROOT,
+    stderr: "piped",
+    stdout: "piped",
+  })
     .output();
   assert.equal(build.code, 0, new TextDecoder().decode(build.stderr));
 }
@@ -29,7 +42,10 @@ Deno.test("the Bun-built binaries print the version from deno.json and their hel
     assert.match(help.stdout, /--brokers VALUE .*\[KAFKA_BROKERS\]/);
     const bad = await runCommand(name, ["--brokers", "no-port"], {}, DIST);
     assert.equal(bad.code, 2);
-    assert.equal(bad.stderr.trim(), `cdc-${name}: --brokers (or KAFKA_BROKERS) must be host:port[,host:port...]: got "no-port"`);
+    assert.equal(
+      bad.stderr.trim(),
+      `cdc-${name}: --brokers (or KAFKA_BROKERS) must be host:port[,host:port...]: got "no-port"`,
+    );
   }
 });
 

@@ -482,13 +482,8 @@ Deno.test("databaseLocation gives host, port and database without user or passwo
   assert.equal(databaseLocation("not a url"), "(unparsable URL)");
 });
 
-// ---- known lib bugs -------------------------------------------------------------------------
-// These state the promised behaviour and fail against lib/config.ts as it is; they are ignored
-// so the suite stays green until the fix lands. Remove `ignore` once lib/config.ts is fixed.
-
 Deno.test({
   name: "a broker list with no broker in it is refused",
-  ignore: true, // lib bug: "," passes the non-empty check, then splits to []
   fn: () => {
     assert.match(configError(() => loadConsumeConfig(["--brokers", ","], {})), /--brokers/);
     assert.match(configError(() => loadConsumeConfig([], { KAFKA_BROKERS: " , " })), /KAFKA_BROKERS/);
@@ -497,7 +492,6 @@ Deno.test({
 
 Deno.test({
   name: "a broker port above 65535 is refused",
-  ignore: true, // lib bug: the port is checked as 1..5 digits, not as 1..65535
   fn: () => {
     assert.match(configError(() => loadConsumeConfig(["--brokers", "kafka:99999"], {})), /"kafka:99999"/);
   },
@@ -505,7 +499,6 @@ Deno.test({
 
 Deno.test({
   name: "redactUrl hides the password when the user name is empty or the password holds a raw @",
-  ignore: true, // lib bug: the pattern needs a non-empty user and stops at the first @
   fn: () => {
     assert.ok(!redactUrl("postgres://:hunter22@db/x").includes("hunter22"));
     assert.ok(!redactUrl("postgres://app:hun@ter22@db/x").includes("ter22"));

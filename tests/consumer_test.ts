@@ -75,11 +75,25 @@ Deno.test("two consumers in one group share the partitions and reach the same st
     const env = pipelineNames(db.url);
     const first = startCommand("consume", ["--max-batch-bytes", "16384"], env);
     const second = startCommand("consume", ["--max-batch-bytes", "16384"], env);
-    await waitFor("both consumers to join the group", () =>
-      /joined group/.test(first.stderr()) && /joined group/.test(second.stderr()));
-    const produced = await runCommand("produce", ["--users", "4000", "--orders", "8000", "--seed", "12", "--batch-size", "500"], env);
+    await waitFor(
+      "both consumers to join the group",
+      () => /joined group/.test(first.stderr()) && /joined group/.test(second.stderr()),
+    );
+    const produced = await runCommand("produce", [
+      "--users",
+      "4000",
+      "--orders",
+      "8000",
+      "--seed",
+      "12",
+      "--batch-size",
+      "500",
+    ], env);
     assert.equal(produced.code, 0, produced.stderr);
-    await waitFor("the group to drain both topics", async () => (await groupLag(env.CONSUMER_GROUP, [env.USERS_TOPIC, env.ORDERS_TOPIC])) === 0);
+    await waitFor(
+      "the group to drain both topics",
+      async () => (await groupLag(env.CONSUMER_GROUP, [env.USERS_TOPIC, env.ORDERS_TOPIC])) === 0,
+    );
     first.process.kill("SIGTERM");
     second.process.kill("SIGTERM");
     const [a, b] = await Promise.all([first.done, second.done]);
@@ -106,8 +120,16 @@ Deno.test("records in the Go original's shapes apply as documented, and every ba
     const bad = lines("bad");
     const badUsers = bad.filter((l) => !l.includes("order_id"));
     const badOrders = bad.filter((l) => l.includes("order_id"));
-    await publishRaw(env.USERS_TOPIC, 3, [...lines("users"), ...badUsers].map((value) => ({ key: keyOf(value, "user"), value })));
-    await publishRaw(env.ORDERS_TOPIC, 5, [...lines("orders"), ...badOrders].map((value) => ({ key: keyOf(value, "order"), value })));
+    await publishRaw(
+      env.USERS_TOPIC,
+      3,
+      [...lines("users"), ...badUsers].map((value) => ({ key: keyOf(value, "user"), value })),
+    );
+    await publishRaw(
+      env.ORDERS_TOPIC,
+      5,
+      [...lines("orders"), ...badOrders].map((value) => ({ key: keyOf(value, "order"), value })),
+    );
     // An invalid UTF-8 value and a 2 MB value are answers too, not crashes.
     await publishRaw(env.USERS_TOPIC, 3, [
       { key: "bytes", value: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]) },
@@ -146,7 +168,17 @@ Deno.test("records in the Go original's shapes apply as documented, and every ba
     const orderDlq = await readTopic(`${env.ORDERS_TOPIC}.dlq`, badOrders.length);
     const reasons = [...userDlq, ...orderDlq].map((r) => r.headers[DLQ_HEADERS.reason]);
     assert.deepEqual(reasons.filter((r) => !r), [], "every DLQ record has a reason");
-    for (const pattern of [/user_id must be a UUID/, /event_type must be CREATE, UPDATE or DELETE: got "UPSERT"/, /dob must be a calendar date/, /quantity must be an integer/, /valid JSON/, /UTF-8/, /name must be a string of 1\.\.50 characters|user_id must be a UUID/]) {
+    for (
+      const pattern of [
+        /user_id must be a UUID/,
+        /event_type must be CREATE, UPDATE or DELETE: got "UPSERT"/,
+        /dob must be a calendar date/,
+        /quantity must be an integer/,
+        /valid JSON/,
+        /UTF-8/,
+        /name must be a string of 1\.\.50 characters|user_id must be a UUID/,
+      ]
+    ) {
       assert.ok(reasons.some((r) => pattern.test(r)), `a DLQ reason matches ${pattern}: ${reasons.join(" | ")}`);
     }
     for (const record of userDlq) {
@@ -167,13 +199,32 @@ Deno.test("an order published before its user waits, then applies once the user 
     const env = pipelineNames(db.url);
     const userId = "0b7e3c1a-2f4d-4e5b-8c6d-7e8f9a0b1c2d";
     const orderId = "1c8f4d2b-3a5e-4f6c-9d7e-8f9a0b1c2d3e";
-    const order = { event_type: "CREATE", order_id: orderId, order_status: "PLACED", user_id: userId, quantity: 2, order_total: 9.5, placed_at: "2025-07-03T10:00:00Z" };
-    const update = { event_type: "UPDATE", order_id: orderId, order_status: "SHIPPED", modified_at: "2025-07-03T11:00:00Z" };
+    const order = {
+      event_type: "CREATE",
+      order_id: orderId,
+      order_status: "PLACED",
+      user_id: userId,
+      quantity: 2,
+      order_total: 9.5,
+      placed_at: "2025-07-03T10:00:00Z",
+    };
+    const update = {
+      event_type: "UPDATE",
+      order_id: orderId,
+      order_status: "SHIPPED",
+      modified_at: "2025-07-03T11:00:00Z",
+    };
     await publishRaw(env.USERS_TOPIC, 3, []);
     await publishRaw(env.ORDERS_TOPIC, 5, [order, update].map((o) => ({ key: orderId, value: JSON.stringify(o) })));
     const consumer = startCommand("consume", ["--idle-timeout", "2", "--order-wait", "60"], env);
     await waitFor("the consumer to report the waiting order", () => /order waits for its user/.test(consumer.stderr()));
-    const user = { event_type: "CREATE", user_id: userId, name: "late user", dob: "1990-01-01", created_at: "2025-07-03T09:00:00Z" };
+    const user = {
+      event_type: "CREATE",
+      user_id: userId,
+      name: "late user",
+      dob: "1990-01-01",
+      created_at: "2025-07-03T09:00:00Z",
+    };
     await publishRaw(env.USERS_TOPIC, 3, [{ key: userId, value: JSON.stringify(user) }]);
     const result = await consumer.done;
     assert.equal(result.code, 0, result.stderr);
@@ -192,8 +243,22 @@ Deno.test("an order whose user never arrives goes to the DLQ after the deadline,
     const env = pipelineNames(db.url);
     const userId = "2d9a5e3c-4b6f-4a7d-8e8f-9a0b1c2d3e4f";
     const orphanId = "3e0b6f4d-5c7a-4b8e-9f9a-0b1c2d3e4f50";
-    const user = { event_type: "CREATE", user_id: userId, name: "present", dob: "1990-01-01", created_at: "2025-07-03T09:00:00Z" };
-    const orphan = { event_type: "CREATE", order_id: orphanId, order_status: "PLACED", user_id: "4f1c7a5e-6d8b-4c9f-8a0b-1c2d3e4f5061", quantity: 1, order_total: 1, placed_at: "2025-07-03T10:00:00Z" };
+    const user = {
+      event_type: "CREATE",
+      user_id: userId,
+      name: "present",
+      dob: "1990-01-01",
+      created_at: "2025-07-03T09:00:00Z",
+    };
+    const orphan = {
+      event_type: "CREATE",
+      order_id: orphanId,
+      order_status: "PLACED",
+      user_id: "4f1c7a5e-6d8b-4c9f-8a0b-1c2d3e4f5061",
+      quantity: 1,
+      order_total: 1,
+      placed_at: "2025-07-03T10:00:00Z",
+    };
     const fine = { ...orphan, order_id: "5a2d8b6f-7e9c-4d0a-9b1c-2d3e4f506172", user_id: userId };
     await publishRaw(env.USERS_TOPIC, 3, [{ key: userId, value: JSON.stringify(user) }]);
     // One partition, so the good order sits behind the orphan.

@@ -70,7 +70,16 @@ Deno.test("a broker that is not there yet, then is: the producer retries and pub
   const port = await freePort();
   const id = uniqueName("late");
   const env = { KAFKA_BROKERS: `localhost:${port}`, USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
-  const run = runCommand("produce", ["--users", "300", "--orders", "300", "--max-attempts", "30", "--retry-backoff-ms", "200"], env);
+  const run = runCommand("produce", [
+    "--users",
+    "300",
+    "--orders",
+    "300",
+    "--max-attempts",
+    "30",
+    "--retry-backoff-ms",
+    "200",
+  ], env);
   let proxy: net.Server | undefined;
   const sockets = new Set<net.Socket>();
   const opened = new Promise<void>((resolve) =>

@@ -45,7 +45,11 @@ Deno.test("postgres.js round-trips rows through the real database with unnest", 
         ${tx.array(["2025-07-03T09:11:12.123456Z", "2025-07-03T10:11:12Z"])}::timestamptz[])`;
       return await tx`select id, label, to_char(at at time zone 'UTC', 'HH24:MI:SS.US') as at from roundtrip order by id`;
     });
-    assert.deepEqual(rows.map((r) => [r.id, r.label, r.at]), [[1, "a", "09:11:12.123456"], [2, "b", "10:11:12.000000"]]);
+    assert.deepEqual(rows.map((r) => [r.id, r.label, r.at]), [[1, "a", "09:11:12.123456"], [
+      2,
+      "b",
+      "10:11:12.000000",
+    ]]);
     const [{ wal_level }] = await sql`select current_setting('wal_level') as wal_level`;
     assert.equal(wal_level, "logical");
   } finally {
@@ -75,12 +79,16 @@ Deno.test("compose.yaml offers the services on the ports and credentials of the 
 });
 
 Deno.test("services up is idempotent: a second run reuses the running services", async () => {
-  const run = await new Deno.Command("bash", { args: [`${ROOT}scripts/services.sh`, "up", "kafka", "postgres"], stderr: "piped" })
+  const run = await new Deno.Command("bash", {
+    args: [`${ROOT}scripts/services.sh`, "up", "kafka", "postgres"],
+    stderr: "piped",
+  })
     .output();
   const stderr = new TextDecoder().decode(run.stderr);
   assert.equal(run.code, 0, stderr);
   assert.doesNotMatch(stderr, /starting Kafka|starting PostgreSQL|initialising/);
-  const status = await new Deno.Command("bash", { args: [`${ROOT}scripts/services.sh`, "status"], stdout: "piped" }).output();
+  const status = await new Deno.Command("bash", { args: [`${ROOT}scripts/services.sh`, "status"], stdout: "piped" })
+    .output();
   const lines = new TextDecoder().decode(status.stdout);
   assert.match(lines, /^kafka .*(running|reachable)/m);
   assert.match(lines, /^postgres .*(running|reachable)/m);
