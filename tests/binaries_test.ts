@@ -44,7 +44,7 @@ Deno.test("the Bun-built binaries print the version from deno.json and their hel
     assert.equal(bad.code, 2);
     assert.equal(
       bad.stderr.trim(),
-      `cdc-${name}: --brokers (or KAFKA_BROKERS) must be host:port[,host:port...]: got "no-port"`,
+      `cdc-${name}: --brokers (or KAFKA_BROKERS) must be host:port[,host:port...] with a port in 1..65535: got "no-port"`,
     );
   }
 });
