@@ -3,6 +3,7 @@
  * written once here, then the environment, then a command-line flag, in that order.
  * @module
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 /** Kafka SASL credentials, for brokers that ask for them. */
@@ -33,8 +34,10 @@ export interface CommonConfig {
   replicationFactor: number;
   /** Consumer group id. @default "cdc-pipeline-sink" */
   consumerGroup: string;
-  /** Connect to Kafka over TLS. @default false */
+  /** Connect to Kafka over TLS; implied by `kafkaTlsCa`. @default false */
   kafkaTls: boolean;
+  /** PEM certificates of the CA(s) the brokers' certificates must chain to, instead of the system CAs. */
+  kafkaTlsCa?: string;
   /** SASL credentials, when the broker needs them. */
   kafkaSasl?: SaslConfig;
   /** `human` lines or `json` lines on stderr. @default "human" */
@@ -123,6 +126,7 @@ const COMMON_FLAGS: Record<string, FlagSpec> = {
   "replication-factor": { env: "REPLICATION_FACTOR", type: "string", help: "replication of new topics" },
   group: { env: "CONSUMER_GROUP", type: "string", help: "consumer group id" },
   "kafka-tls": { env: "KAFKA_TLS", type: "boolean", help: "connect to Kafka over TLS" },
+  "kafka-ca-file": { env: "KAFKA_TLS_CA_FILE", type: "string", help: "PEM file of the brokers' CA (implies TLS)" },
   "sasl-mechanism": { env: "KAFKA_SASL_MECHANISM", type: "string", help: "plain, scram-sha-256 or scram-sha-512" },
   "sasl-username": { env: "KAFKA_SASL_USERNAME", type: "string", help: "SASL user" },
   "sasl-password": { env: "KAFKA_SASL_PASSWORD", type: "string", help: "SASL password (prefer the env variable)" },
@@ -273,7 +277,15 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
     if (!kafkaSasl.username) {
       throw new ConfigError(`${source(flags, "sasl-username")} is required with a SASL mechanism`);
     }
+    if (!kafkaSasl.password) {
+      throw new ConfigError(`${source(flags, "sasl-password")} is required with a SASL mechanism`);
+    }
+  } else if (values.has("sasl-username") || values.has("sasl-password")) {
+    throw new ConfigError(
+      `SASL credentials need ${source(flags, "sasl-mechanism")}: plain, scram-sha-256 or scram-sha-512`,
+    );
   }
+  const kafkaTlsCa = readCaFile(values, flags);
   const usersTopic = text(values, flags, "users-topic", DEFAULTS.usersTopic);
   const ordersTopic = text(values, flags, "orders-topic", DEFAULTS.ordersTopic);
   if (usersTopic === ordersTopic) {
@@ -288,11 +300,33 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
     ordersPartitions: integer(values, flags, "orders-partitions", DEFAULTS.ordersPartitions, 1, 10_000)!,
     replicationFactor: integer(values, flags, "replication-factor", DEFAULTS.replicationFactor, 1, 100)!,
     consumerGroup: text(values, flags, "group", DEFAULTS.consumerGroup),
-    kafkaTls: values.get("kafka-tls") === true,
+    kafkaTls: values.get("kafka-tls") === true || kafkaTlsCa !== undefined,
+    kafkaTlsCa,
     kafkaSasl,
     logFormat,
     metricsPort: integer(values, flags, "metrics-port", undefined, 0, 65_535),
   };
+}
+
+function readCaFile(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): string | undefined {
+  if (!values.has("kafka-ca-file")) return undefined;
+  const path = text(values, flags, "kafka-ca-file", "");
+  let pem: string;
+  try {
+    pem = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(
+      `${source(flags, "kafka-ca-file")} cannot be read: ${JSON.stringify(path)}: ${
+        (error as Error).message.split("\n")[0]
+      }`,
+    );
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new ConfigError(
+      `${source(flags, "kafka-ca-file")} must be a PEM file of certificates: got ${JSON.stringify(path)}`,
+    );
+  }
+  return pem;
 }
 
 /** Reads the producer's configuration from the environment, then the flags in `args`. */

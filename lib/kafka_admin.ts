@@ -9,12 +9,32 @@ import type { CommonConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { describeError, isKafkaAuthError, retry } from "./retry.ts";
 
+/**
+ * kafkajs lines that retell a refused login: a login is never retried and the command reports
+ * the refusal as its one failure line, so these are kept for LOG_LEVEL=debug only.
+ */
+const LOGIN_REFUSED_LOG = /SaslAuthenticate|SASL [\w -]{1,30} authentication failed/;
+
+/** The kafkajs `ssl` and `sasl` options of `config`: TLS trusting the system CAs or the given CA, SASL. */
+export function kafkaSecurityOptions(
+  config: Pick<CommonConfig, "kafkaTls" | "kafkaTlsCa" | "kafkaSasl">,
+): Pick<KafkaConfig, "ssl" | "sasl"> {
+  const options: Pick<KafkaConfig, "ssl" | "sasl"> = {
+    ssl: config.kafkaTlsCa === undefined ? config.kafkaTls : { ca: [config.kafkaTlsCa] },
+  };
+  if (config.kafkaSasl) {
+    const { mechanism, username, password } = config.kafkaSasl;
+    options.sasl = { mechanism, username, password } as KafkaConfig["sasl"];
+  }
+  return options;
+}
+
 /** Creates a kafkajs client for `config`, logging through `logger`. */
 export function createKafka(config: CommonConfig, clientId: string, logger: Logger): Kafka {
   const options: KafkaConfig = {
     clientId,
     brokers: config.brokers,
-    ssl: config.kafkaTls,
+    ...kafkaSecurityOptions(config),
     connectionTimeout: 3_000,
     requestTimeout: 30_000,
     retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 5_000 },
@@ -25,14 +45,11 @@ export function createKafka(config: CommonConfig, clientId: string, logger: Logg
       delete (fields as Record<string, unknown>).logger;
       delete (fields as Record<string, unknown>).stack;
       const line = `kafkajs ${namespace}: ${message}`;
-      if (level === logLevel.ERROR) logger.warn(line, fields);
-      else logger.debug(line, fields);
+      if (level === logLevel.ERROR && !LOGIN_REFUSED_LOG.test(line + String(fields.error ?? ""))) {
+        logger.warn(line, fields);
+      } else logger.debug(line, fields);
     },
   };
-  if (config.kafkaSasl) {
-    const { mechanism, username, password } = config.kafkaSasl;
-    options.sasl = { mechanism, username, password } as KafkaConfig["sasl"];
-  }
   return new Kafka(options);
 }
 

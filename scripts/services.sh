@@ -8,6 +8,10 @@
 #   scripts/services.sh stop-node N / start-node N         one broker of the 3-node cluster
 #
 # A service already reachable at its address is reused and never stopped by `down`.
+#
+# The single broker also listens with SASL on localhost:$((KAFKA_PORT + 2)) (9094 by default),
+# SASL_PLAINTEXT with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, for user KAFKA_SASL_USER /
+# KAFKA_SASL_SECRET (cdc / cdc-secret): a local development credential, never a real one.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +22,8 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 PG_PORT="${PG_PORT:-5432}"
 PG_DB="${PG_DB:-cdc_db}"
 PG_PASSWORD="${PG_PASSWORD:-postgres}"
+KAFKA_SASL_USER="${KAFKA_SASL_USER:-cdc}"
+KAFKA_SASL_SECRET="${KAFKA_SASL_SECRET:-cdc-secret}"
 # The 3-broker cluster sits beside the single broker, on its own ports.
 CLUSTER_PORTS=(9192 9194 9196)
 START_TIMEOUT_S="${START_TIMEOUT_S:-120}"
@@ -55,18 +61,24 @@ kafka_answers_metadata() {
     >/dev/null 2>&1
 }
 
-# kafka_node DIR NODE_ID BROKER_PORT CONTROLLER_PORT VOTERS EXTRA_CONFIG
+# kafka_write_config DIR NODE_ID BROKER_PORT CONTROLLER_PORT VOTERS REPLICATION [SASL_PORT]
+# Rewritten at every start, so a data dir formatted before the SASL listener existed gains it.
 kafka_write_config() {
-  local dir="$1" id="$2" port="$3" cport="$4" voters="$5" replication="$6"
+  local dir="$1" id="$2" port="$3" cport="$4" voters="$5" replication="$6" sport="${7:-}"
+  local listeners="PLAINTEXT://localhost:$port" protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [[ -n "$sport" ]]; then
+    listeners+=",SASL_PLAINTEXT://localhost:$sport"
+    protocols+=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+  fi
   mkdir -p "$dir/data"
   cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=$id
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://localhost:$port,CONTROLLER://localhost:$cport
-advertised.listeners=PLAINTEXT://localhost:$port
+listeners=$listeners,CONTROLLER://localhost:$cport
+advertised.listeners=$listeners
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 auto.create.topics.enable=false
@@ -79,6 +91,33 @@ default.replication.factor=$replication
 group.initial.rebalance.delay.ms=0
 message.max.bytes=4194304
 EOF
+  if [[ -n "$sport" ]]; then
+    # Listener-scoped JAAS: PLAIN users live here; SCRAM users are stored in the cluster
+    # metadata by kafka_add_scram_user.
+    cat >>"$dir/server.properties" <<EOF
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_SECRET";
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+  fi
+}
+
+# Stores the SCRAM credentials of the SASL user (idempotent), through the PLAINTEXT listener,
+# so data dirs formatted before SCRAM was configured get them too.
+# The broker refuses two mechanisms for one user in one request, hence one call each.
+kafka_add_scram_user() {
+  local dir="$1" port="$2" mechanism
+  : >"$dir/scram.log"
+  for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+    kafka_java 256m kafka.admin.ConfigCommand --bootstrap-server "localhost:$port" --alter \
+      --entity-type users --entity-name "$KAFKA_SASL_USER" \
+      --add-config "$mechanism=[password=$KAFKA_SASL_SECRET]" >>"$dir/scram.log" 2>&1 || {
+      log "warning: adding the $mechanism user $KAFKA_SASL_USER failed (PLAIN still works); see $dir/scram.log"
+      return 0
+    }
+  done
+  log "Kafka accepts SASL (PLAIN, SCRAM-SHA-256/512) for user $KAFKA_SASL_USER on localhost:$((port + 2))"
 }
 
 kafka_start_node() {
@@ -129,9 +168,10 @@ kafka_up() {
   if pid_alive "$dir/pid"; then kafka_wait_ready "$dir" "$KAFKA_PORT"; return; fi
   if port_open "$KAFKA_PORT"; then log "reusing the Kafka already listening on localhost:$KAFKA_PORT"; return; fi
   kafka_resolve_jars
-  kafka_write_config "$dir" 1 "$KAFKA_PORT" $((KAFKA_PORT + 1)) "1@localhost:$((KAFKA_PORT + 1))" 1
+  kafka_write_config "$dir" 1 "$KAFKA_PORT" $((KAFKA_PORT + 1)) "1@localhost:$((KAFKA_PORT + 1))" 1 $((KAFKA_PORT + 2))
   kafka_start_node "$dir" "$KAFKA_PORT"
   kafka_wait_ready "$dir" "$KAFKA_PORT"
+  kafka_add_scram_user "$dir" "$KAFKA_PORT"
 }
 
 kafka_down() { stop_pidfile "Kafka on localhost:$KAFKA_PORT" "$DATA/kafka/node1/pid"; }

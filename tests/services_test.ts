@@ -65,7 +65,14 @@ Deno.test("compose.yaml offers the services on the ports and credentials of the 
   const [, kafkaPort] = DEFAULTS.brokers.split(":");
   assert.match(compose, new RegExp(`image: apache/kafka:${kafkaVersion.replaceAll(".", "\\.")}\\n`));
   assert.match(compose, new RegExp(`- "${kafkaPort}:${kafkaPort}"`));
-  assert.match(compose, new RegExp(`KAFKA_ADVERTISED_LISTENERS: PLAINTEXT://localhost:${kafkaPort}\\n`));
+  const saslPort = Number(kafkaPort) + 2;
+  assert.match(compose, new RegExp(`- "${saslPort}:${saslPort}"`));
+  assert.match(
+    compose,
+    new RegExp(
+      `KAFKA_ADVERTISED_LISTENERS: PLAINTEXT://localhost:${kafkaPort},SASL_PLAINTEXT://localhost:${saslPort}\\n`,
+    ),
+  );
   assert.match(compose, new RegExp(`- "${url.port}:5432"`));
   assert.match(compose, new RegExp(`POSTGRES_USER: ${url.username}\\n`));
   assert.match(compose, new RegExp(`POSTGRES_PASSWORD: ${url.password}\\n`));
@@ -76,6 +83,13 @@ Deno.test("compose.yaml offers the services on the ports and credentials of the 
   assert.match(services, new RegExp(`KAFKA_PORT="\\$\\{KAFKA_PORT:-${kafkaPort}\\}"`));
   assert.match(services, new RegExp(`PG_PORT="\\$\\{PG_PORT:-${url.port}\\}"`));
   assert.match(services, new RegExp(`PG_DB="\\$\\{PG_DB:-${url.pathname.slice(1)}\\}"`));
+  // The same SASL dev credential in both: PLAIN in the listener's JAAS, SCRAM added at start.
+  const [, user, secret] =
+    /KAFKA_SASL_USER="\$\{KAFKA_SASL_USER:-(\w+)\}"\nKAFKA_SASL_SECRET="\$\{KAFKA_SASL_SECRET:-([^}]+)\}"/
+      .exec(services)!;
+  assert.match(compose, new RegExp(`PlainLoginModule required user_${user}="${secret}";`));
+  assert.match(compose, new RegExp(`--entity-name ${user} --add-config "\\$\\$m=\\[password=${secret}\\]"`));
+  assert.match(compose, /SASL_ENABLED_MECHANISMS: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n/);
 });
 
 Deno.test("services up is idempotent: a second run reuses the running services", async () => {
