@@ -1,14 +1,16 @@
 /**
  * `deno task consume`: apply User and Order events from Kafka to PostgreSQL until stopped, or
- * until drained and idle with `--idle-timeout`. Parses flags, builds the configuration and
- * wires lib/.
+ * until drained and idle with `--idle-timeout`; `dlq list|replay` inspects and replays the
+ * dead-letter topics (lib/dlq.ts). Parses flags, builds the configuration and wires lib/.
  * @module
  */
 import process from "node:process";
 import { ConfigError, databaseLocation, helpText, loadConsumeConfig } from "./lib/config.ts";
 import { newConsumeStats, runConsumer } from "./lib/consumer.ts";
+import { runDlqCommand } from "./lib/dlq.ts";
 import { createKafka, routeProcessWarnings } from "./lib/kafka_admin.ts";
 import { createLogger, secretsOf } from "./lib/log.ts";
+import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
 import { describeError } from "./lib/retry.ts";
 import { connectDatabase } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
@@ -16,9 +18,13 @@ import { VERSION } from "./lib/version.ts";
 const SUMMARY = "Reads the users and orders topics in one consumer group and applies the events to\n" +
   "PostgreSQL: one transaction and one offset commit per partition batch, bad records to <topic>.dlq.\n" +
   "SIGINT/SIGTERM finish the batch in hand, commit, disconnect and exit 0.\n" +
+  "With --metrics-port, serves Prometheus metrics at /metrics and GET /health (200 when connected\n" +
+  "to Kafka and PostgreSQL, else 503 naming what is down); port 0 picks a free port.\n" +
+  "  dlq list|replay            inspect or replay the DLQ topics (cdc-consume dlq --help)\n" +
   "  --version                  print the version";
 
 async function main(args: string[]): Promise<number> {
+  if (args[0] === "dlq") return await runDlqCommand(args.slice(1), process.env, { out: (line) => console.log(line) });
   if (args.includes("--version")) {
     console.log(`cdc-consume ${VERSION}`);
     return 0;
@@ -63,7 +69,16 @@ async function main(args: string[]): Promise<number> {
   const stats = newConsumeStats();
   const kafka = createKafka(config, "cdc-consume", logger);
   const started = performance.now();
+  let metrics: MetricsServer | undefined;
   try {
+    if (config.metricsPort !== undefined) {
+      metrics = await serveMetrics({
+        port: config.metricsPort,
+        registry: consumeMetrics(stats),
+        health: () => ({ ...stats.connected }),
+        logger,
+      });
+    }
     const reason = await runConsumer(config, { kafka, sql, logger, stats, stopRequested });
     const elapsedS = (performance.now() - started) / 1000;
     const applied = Object.values(stats.applied).reduce((a, b) => a + b, 0);
@@ -81,6 +96,7 @@ async function main(args: string[]): Promise<number> {
     logger.error(`failed: ${describeError(error)}`);
     return 1;
   } finally {
+    await metrics?.close();
     await sql.end({ timeout: 5 }).catch(() => {});
   }
 }

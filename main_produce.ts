@@ -7,12 +7,15 @@ import process from "node:process";
 import { ConfigError, helpText, loadProduceConfig } from "./lib/config.ts";
 import { routeProcessWarnings } from "./lib/kafka_admin.ts";
 import { createLogger, secretsOf } from "./lib/log.ts";
-import { runProducer } from "./lib/producer.ts";
+import { type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
+import { newProduceStats, runProducer } from "./lib/producer.ts";
 import { describeError } from "./lib/retry.ts";
 import { VERSION } from "./lib/version.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +
   "to Kafka keyed by entity id, or prints them as JSON lines with --dry-run.\n" +
+  "With --metrics-port, serves Prometheus metrics at /metrics and GET /health (200 when connected\n" +
+  "to Kafka, else 503) while it runs; port 0 picks a free port.\n" +
   "  --version                  print the version";
 
 async function main(args: string[]): Promise<number> {
@@ -49,13 +52,25 @@ async function main(args: string[]): Promise<number> {
   };
   process.on("SIGINT", () => onSignal("SIGINT"));
   process.on("SIGTERM", () => onSignal("SIGTERM"));
+  const stats = newProduceStats();
+  let metrics: MetricsServer | undefined;
   try {
-    const summary = await runProducer(config, { logger, stopRequested: () => stop });
+    if (config.metricsPort !== undefined) {
+      metrics = await serveMetrics({
+        port: config.metricsPort,
+        registry: produceMetrics(stats),
+        health: () => ({ ...stats.connected }),
+        logger,
+      });
+    }
+    const summary = await runProducer(config, { logger, stats, stopRequested: () => stop });
     logger.info(summary.interrupted ? "interrupted" : "done", { ...summary });
     return summary.interrupted ? 130 : 0;
   } catch (error) {
     logger.error(`failed: ${describeError(error)}`);
     return 1;
+  } finally {
+    await metrics?.close();
   }
 }
 

@@ -156,9 +156,13 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     allowAutoTopicCreation: false,
     retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
   });
+  // Health reads these flags: up on every sign of a working broker, down on every sign of none.
   consumer.on(consumer.events.CONNECT, () => (stats.connected.kafka = true));
+  consumer.on(consumer.events.FETCH, () => (stats.connected.kafka = true));
   consumer.on(consumer.events.DISCONNECT, () => (stats.connected.kafka = false));
+  consumer.on(consumer.events.STOP, () => (stats.connected.kafka = false));
   consumer.on(consumer.events.GROUP_JOIN, (event) => {
+    stats.connected.kafka = true;
     const assigned = Object.entries(event.payload.memberAssignment).map(([t, ps]) => `${t}[${ps.join(",")}]`);
     logger.info("joined group", { group: config.consumerGroup, assigned: assigned.join(" ") || "nothing" });
   });
@@ -330,7 +334,10 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     while (!stopping) {
       await Promise.race([sleep(1000), stopped]);
       if (stopping) break;
-      const lag = await measureLag(admin, config.consumerGroup, topics).catch(() => undefined);
+      const lag = await measureLag(admin, config.consumerGroup, topics).catch((error) => {
+        if (isKafkaOutage(error)) stats.connected.kafka = false;
+        return undefined;
+      });
       if (lag) stats.lag = lag;
       const totalLag = lag ? Object.values(lag).reduce((a, b) => a + b, 0) : -1;
       if (Date.now() - lastProgress >= progressEveryS * 1000) {

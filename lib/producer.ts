@@ -4,7 +4,7 @@
  * @module
  */
 import process from "node:process";
-import type { Message } from "kafkajs";
+import type { Message, Producer } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { generateEvents, type GenerationStats, newStats, randomSeed, systemClock } from "./generator.ts";
 import { createKafka, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
@@ -31,6 +31,23 @@ export interface ProduceSummary {
   interrupted: boolean;
 }
 
+/** Counters of a publishing run, for metrics and health; filled as Kafka acknowledges. */
+export interface ProduceStats {
+  /** Records acknowledged by Kafka, per topic. */
+  published: Record<string, number>;
+  /** Send attempts made again after a failure. */
+  sendRetries: number;
+  /** Whether the producer is connected to Kafka. */
+  connected: { kafka: boolean };
+  /** Called with the time one batch took to be acknowledged, retries included. */
+  onSend?: (sendMs: number) => void;
+}
+
+/** Fresh counters for a produce run. */
+export function newProduceStats(): ProduceStats {
+  return { published: {}, sendRetries: 0, connected: { kafka: false } };
+}
+
 /** Options of {@linkcode runProducer}. */
 export interface ProducerRunOptions {
   /** Where progress and errors go. */
@@ -41,6 +58,8 @@ export interface ProducerRunOptions {
   stopRequested?: () => boolean;
   /** Seconds between progress lines. @default 5 */
   progressEveryS?: number;
+  /** Counters to fill. @default fresh counters */
+  stats?: ProduceStats;
 }
 
 /** Writes to stdout, waiting for the pipe to drain when it is full. */
@@ -54,6 +73,7 @@ export function writeStdout(chunk: string): Promise<void> {
 /** Generates and publishes (or prints) the configured events. */
 export async function runProducer(config: ProduceConfig, options: ProducerRunOptions): Promise<ProduceSummary> {
   const { logger, writeOut = writeStdout, stopRequested = () => false, progressEveryS = 5 } = options;
+  const produceStats = options.stats ?? newProduceStats();
   const seed = config.seed ?? randomSeed();
   const stats = newStats();
   const clock = config.seed === undefined ? systemClock() : undefined;
@@ -113,7 +133,15 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
     }, { ...budget, what: `preparing topics on ${config.brokers.join(",")}` });
     await admin.disconnect();
+    producer.on(producer.events.CONNECT, () => (produceStats.connected.kafka = true));
+    producer.on(producer.events.DISCONNECT, () => (produceStats.connected.kafka = false));
     await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+    // writeWithRetry makes one sendBatch call per attempt: calls beyond the first are retries.
+    let attempts = 0;
+    const counting: Producer = {
+      ...producer,
+      sendBatch: (batch) => (attempts++, producer.sendBatch(batch)),
+    };
 
     const writeOptions = { maxAttempts: config.maxAttempts, backoffMs: config.retryBackoffMs, logger };
     let batch: { user: Message[]; order: Message[] } = { user: [], order: [] };
@@ -122,7 +150,19 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       const topicMessages: TopicMessages[] = [];
       if (batch.user.length) topicMessages.push({ topic: topicOf.user, messages: batch.user });
       if (batch.order.length) topicMessages.push({ topic: topicOf.order, messages: batch.order });
-      if (topicMessages.length) await writeWithRetry(producer, topicMessages, writeOptions);
+      if (topicMessages.length) {
+        const sendStarted = performance.now();
+        attempts = 0;
+        try {
+          await writeWithRetry(counting, topicMessages, writeOptions);
+        } finally {
+          produceStats.sendRetries += Math.max(0, attempts - 1);
+        }
+        produceStats.onSend?.(performance.now() - sendStarted);
+        for (const { topic, messages } of topicMessages) {
+          produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
+        }
+      }
       done += inBatch;
       batch = { user: [], order: [] };
       inBatch = 0;

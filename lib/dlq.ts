@@ -1,0 +1,417 @@
+/**
+ * The DLQ tool (`cdc-consume dlq list|replay`): read `<topic>.dlq` from its start (or from the
+ * replay group's position) up to the end it had when the command started, print each record, or
+ * republish it to its source topic. Delivery semantics of replay, decided here: a record is
+ * republished and acknowledged by Kafka before the replay group commits past it, so a crash
+ * republishes at most a suffix again and a second run replays only what arrived since.
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { parseArgs } from "node:util";
+import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
+import { ConfigError, type ConsumeConfig, loadConsumeConfig } from "./config.ts";
+import { DLQ_HEADERS, dlqTopic } from "./consumer.ts";
+import { createKafka, routeProcessWarnings, type TopicMessages } from "./kafka_admin.ts";
+import { createLogger, type Logger, secretsOf } from "./log.ts";
+import { describeError, isKafkaOutage, retry } from "./retry.ts";
+
+/** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
+export const REPLAYED_FROM_HEADER = "dlq.replayed.from";
+
+/** One record read from a DLQ topic, with the context its headers carry. */
+export interface DlqRecord {
+  /** The DLQ topic it was read from. */
+  dlqTopic: string;
+  /** Its partition in the DLQ topic. */
+  partition: number;
+  /** Its offset in the DLQ topic. */
+  offset: string;
+  /** The record as Kafka delivered it (key, value and headers untouched). */
+  message: KafkaMessage;
+}
+
+/** A header's value as text; undefined when absent. */
+export function headerText(headers: IHeaders | undefined, name: string): string | undefined {
+  const value = headers?.[name];
+  const first = Array.isArray(value) ? value[0] : value;
+  return first === undefined ? undefined : first.toString();
+}
+
+/** A value shortened to `max` characters for one line, with its size when cut. */
+export function shortValue(value: Buffer | null, max = 80): string {
+  if (value === null) return "(null)";
+  // Invalid UTF-8 shows as U+FFFD; line breaks and control characters must not break the line.
+  const text = new TextDecoder().decode(value).replace(/\s+/g, " ").replace(/\p{Cc}/gu, "\ufffd");
+  return text.length <= max ? text : `${text.slice(0, max - 3)}... (${value.length} bytes)`;
+}
+
+/** One line describing a DLQ record: source coordinates, failed-at, reason, key, short value. */
+export function formatDlqRecord(record: DlqRecord): string {
+  const { headers, key, value } = record.message;
+  const text = (name: string) => headerText(headers, name) ?? "?";
+  return [
+    `source=${text(DLQ_HEADERS.topic)}:${text(DLQ_HEADERS.partition)}:${text(DLQ_HEADERS.offset)}`,
+    `failed_at=${text(DLQ_HEADERS.failedAt)}`,
+    `reason=${JSON.stringify(text(DLQ_HEADERS.reason))}`,
+    `key=${key === null ? "(null)" : JSON.stringify(key.toString())}`,
+    `value=${shortValue(value)}`,
+    `dlq=${record.dlqTopic}:${record.partition}:${record.offset}`,
+  ].join(" ");
+}
+
+/** The record to republish: key and value unchanged, DLQ headers dropped, where it came from added. */
+export function replayMessage(record: DlqRecord): Message {
+  const dropped = new Set<string>([...Object.values(DLQ_HEADERS), REPLAYED_FROM_HEADER]);
+  const headers: IHeaders = {};
+  for (const [name, value] of Object.entries(record.message.headers ?? {})) {
+    if (!dropped.has(name) && value !== undefined) headers[name] = value;
+  }
+  headers[REPLAYED_FROM_HEADER] = `${record.dlqTopic}:${record.partition}:${record.offset}`;
+  return { key: record.message.key, value: record.message.value, headers };
+}
+
+/** Options of {@linkcode readDlq}. */
+export interface ReadDlqOptions {
+  /** DLQ topics to read; those that do not exist are empty. */
+  topics: string[];
+  /** Consumer group that reads; its committed position is where reading starts. */
+  groupId: string;
+  /** Called with each partition batch, in offset order; resolve once the batch is handled. */
+  onRecords: (records: DlqRecord[]) => Promise<void>;
+  /** Commit the group's position after each handled batch. @default false */
+  commit?: boolean;
+  /** Stop reading once this many records were handled. @default no limit */
+  limit?: number;
+  /** Give up reading after this long. @default 60000 */
+  timeoutMs?: number;
+}
+
+/**
+ * Reads `topics` from the group's committed position (or the start) up to the end offsets they
+ * had when the call started, then returns the number of records handled; never waits for more.
+ */
+export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<number> {
+  const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000 } = options;
+  const admin = kafka.admin();
+  const ends = new Map<string, { next: bigint; end: bigint }>();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const present = topics.filter((t) => existing.has(t));
+    const committed = present.length ? await admin.fetchOffsets({ groupId, topics: present }) : [];
+    for (const topic of present) {
+      const at = new Map(
+        (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]),
+      );
+      for (const { partition, low, high } of await admin.fetchTopicOffsets(topic)) {
+        const from = at.get(partition) ?? -1n;
+        const next = from > BigInt(low) ? from : BigInt(low);
+        if (next < BigInt(high)) ends.set(`${topic}:${partition}`, { next, end: BigInt(high) });
+      }
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  if (ends.size === 0 || limit <= 0) return 0;
+
+  let handled = 0;
+  let finish = () => {};
+  let fail = (_error: unknown) => {};
+  const finished = new Promise<void>((resolve, reject) => ((finish = resolve), (fail = reject)));
+  const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, allowAutoTopicCreation: false });
+  const pendingTopics = [...new Set([...ends.keys()].map((k) => k.slice(0, k.lastIndexOf(":"))))];
+  const timer = setTimeout(
+    () => fail(new Error(`timed out after ${timeoutMs / 1000}s reading ${pendingTopics.join(", ")}`)),
+    timeoutMs,
+  );
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics: pendingTopics, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
+        const key = `${batch.topic}:${batch.partition}`;
+        const position = ends.get(key);
+        if (!position || handled >= limit) return;
+        const messages = batch.messages
+          .filter((m) => BigInt(m.offset) >= position.next && BigInt(m.offset) < position.end)
+          .slice(0, limit - handled);
+        if (messages.length > 0) {
+          await onRecords(messages.map((message) => ({
+            dlqTopic: batch.topic,
+            partition: batch.partition,
+            offset: message.offset,
+            message,
+          })));
+          handled += messages.length;
+          const last = messages[messages.length - 1].offset;
+          position.next = BigInt(last) + 1n;
+          // Commit after the effect: the caller has handled (for replay: Kafka acked) these records.
+          if (commit) {
+            await commitOffsetsIfNecessary({
+              topics: [{
+                topic: batch.topic,
+                partitions: [{ partition: batch.partition, offset: String(position.next) }],
+              }],
+            });
+          }
+          resolveOffset(last);
+        }
+        // Offsets can have gaps (compaction, control records): the batch's end counts too.
+        if (BigInt(batch.lastOffset()) + 1n >= position.end && messages.length === batch.messages.length) {
+          position.next = position.end > position.next ? position.end : position.next;
+        }
+        if (position.next >= position.end) ends.delete(key);
+        if (ends.size === 0 || handled >= limit) finish();
+      },
+    });
+    await finished;
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect().catch(() => {});
+  }
+  return handled;
+}
+
+/** What a replay did. */
+export interface ReplaySummary {
+  /** Records republished (or, in a dry run, that would be), per source topic. */
+  replayed: Record<string, number>;
+  /** DLQ records without a source topic header, passed over. */
+  skipped: number;
+}
+
+/** The replay consumer group of a consumer group. */
+export function replayGroup(consumerGroup: string): string {
+  return `${consumerGroup}.dlq-replay`;
+}
+
+const USAGE = `usage: cdc-consume dlq list [--topic users|orders] [--limit N] [flags]
+       cdc-consume dlq replay [--topic users|orders] [--dry-run] [flags]
+
+Inspects and replays the dead-letter topics <topic>.dlq that the consumer writes.
+
+  list      prints one line per DLQ record to stdout (source topic:partition:offset, failed-at,
+            reason, key, a shortened value, and the record's own dlq topic:partition:offset),
+            reading from the beginning up to the current end, then exits.
+  replay    republishes DLQ records to their source topic (the dlq.source.topic header): key and
+            value unchanged, the dlq.* headers removed, a dlq.replayed.from header
+            "dlq-topic:partition:offset" added. Its position is committed in the consumer group
+            <group>.dlq-replay after Kafka acknowledged the records, so re-running replay
+            replays only DLQ records that arrived since the last run. Fix the cause first
+            (e.g. create the missing user): a record that fails again goes back to the DLQ.
+
+  --topic NAME              users or orders (or a configured topic name); default both
+  --limit N                 list: print at most N records
+  --dry-run                 replay: print what would be replayed; publish and commit nothing
+  --help                    show this help
+
+Connection flags are those of cdc-consume (see cdc-consume --help): --brokers, --users-topic,
+--orders-topic, --group, --kafka-tls, --sasl-*, --log-format, each also read from its env variable.`;
+
+/** Where the DLQ command writes: stdout for records and summaries, stderr through the logger. */
+export interface DlqIo {
+  /** Writes one line to stdout. */
+  out: (line: string) => void;
+}
+
+interface DlqArgs {
+  action: "list" | "replay";
+  topic?: string;
+  limit?: number;
+  dryRun: boolean;
+  rest: string[];
+}
+
+/** Splits the dlq command line into its own flags and the consume flags it shares; undefined means help. */
+export function parseDlqArgs(args: string[]): DlqArgs | undefined {
+  const [action, ...tail] = args;
+  if (action === undefined || action === "--help" || action === "help" || tail.includes("--help")) return undefined;
+  if (action !== "list" && action !== "replay") {
+    throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
+  }
+  const { tokens } = parseArgs({
+    args: tail,
+    options: { topic: { type: "string" }, limit: { type: "string" }, "dry-run": { type: "boolean" } },
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
+  const own = new Set<number>();
+  const values: { topic?: string; limit?: string; dryRun: boolean } = { dryRun: false };
+  for (const token of tokens) {
+    if (token.kind !== "option" || !["topic", "limit", "dry-run"].includes(token.name)) continue;
+    own.add(token.index);
+    if (token.name === "dry-run") {
+      values.dryRun = true;
+      continue;
+    }
+    let value = token.value;
+    if (token.inlineValue === false || value === undefined) {
+      value = tail[token.index + 1];
+      if (value === undefined || value.startsWith("--")) throw new ConfigError(`--${token.name} needs a value`);
+      own.add(token.index + 1);
+    }
+    values[token.name as "topic" | "limit"] = value;
+  }
+  if (values.dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
+  let limit: number | undefined;
+  if (values.limit !== undefined) {
+    if (action !== "list") throw new ConfigError("--limit belongs to dlq list");
+    limit = Number(values.limit);
+    if (!/^\d+$/.test(values.limit) || !Number.isSafeInteger(limit) || limit < 1) {
+      throw new ConfigError(`--limit must be an integer >= 1: got ${JSON.stringify(values.limit)}`);
+    }
+  }
+  return { action, topic: values.topic, limit, dryRun: values.dryRun, rest: tail.filter((_, i) => !own.has(i)) };
+}
+
+/** The DLQ topics `--topic` names: `users`, `orders`, a configured topic or its DLQ; both when absent. */
+export function dlqTopicsOf(config: ConsumeConfig, topic: string | undefined): string[] {
+  const sources = [config.usersTopic, config.ordersTopic];
+  if (topic === undefined) return sources.map(dlqTopic);
+  const byRole: Record<string, string> = { users: config.usersTopic, orders: config.ordersTopic };
+  const source = byRole[topic] ?? sources.find((s) => s === topic || dlqTopic(s) === topic);
+  if (!source) {
+    throw new ConfigError(`--topic must be users or orders (or ${sources.join(" or ")}): got ${JSON.stringify(topic)}`);
+  }
+  return [dlqTopic(source)];
+}
+
+/** Prints the DLQ records of `topics`; returns how many. */
+export async function listDlq(
+  kafka: Kafka,
+  config: ConsumeConfig,
+  topics: string[],
+  out: (line: string) => void,
+  limit?: number,
+): Promise<number> {
+  // A group of its own that never commits: listing moves no one's position.
+  const groupId = `${config.consumerGroup}.dlq-list.${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
+  return await readDlq(kafka, {
+    topics,
+    groupId,
+    limit,
+    onRecords: (records) => {
+      for (const record of records) out(formatDlqRecord(record));
+      return Promise.resolve();
+    },
+  });
+}
+
+/** Republishes (or with `dryRun` prints) the DLQ records the replay group has not replayed yet. */
+export async function replayDlq(
+  kafka: Kafka,
+  config: ConsumeConfig,
+  topics: string[],
+  options: { dryRun: boolean; out: (line: string) => void; logger: Logger },
+): Promise<ReplaySummary> {
+  const { dryRun, out, logger } = options;
+  const summary: ReplaySummary = { replayed: {}, skipped: 0 };
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  if (!dryRun) {
+    await retry(() => producer.connect(), { what: "connecting to Kafka", isRetriable: isKafkaOutage });
+  }
+  try {
+    await readDlq(kafka, {
+      topics,
+      groupId: replayGroup(config.consumerGroup),
+      commit: !dryRun,
+      onRecords: async (records) => {
+        const bySource = new Map<string, Message[]>();
+        for (const record of records) {
+          const source = headerText(record.message.headers, DLQ_HEADERS.topic);
+          if (!source) {
+            summary.skipped++;
+            logger.warn(`no ${DLQ_HEADERS.topic} header; not replayed`, {
+              dlq: `${record.dlqTopic}:${record.partition}:${record.offset}`,
+            });
+            continue;
+          }
+          bySource.set(source, [...(bySource.get(source) ?? []), replayMessage(record)]);
+          out(`${dryRun ? "would replay" : "replaying"} to ${source}: ${formatDlqRecord(record)}`);
+        }
+        const topicMessages: TopicMessages[] = [...bySource].map(([topic, messages]) => ({ topic, messages }));
+        if (!dryRun && topicMessages.length > 0) {
+          await retry(() => producer.sendBatch({ topicMessages, acks: -1 }), {
+            what: `republishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(", ")}`,
+            isRetriable: isKafkaOutage,
+            onRetry: (error, attempt, delayMs) =>
+              logger.warn("replay send failed, retrying", { attempt, retryInMs: delayMs, error: describeError(error) }),
+          });
+        }
+        for (const { topic, messages } of topicMessages) {
+          summary.replayed[topic] = (summary.replayed[topic] ?? 0) + messages.length;
+        }
+      },
+    });
+  } finally {
+    await producer.disconnect().catch(() => {});
+  }
+  return summary;
+}
+
+/** Runs `cdc-consume dlq ...`; returns the exit code. */
+export async function runDlqCommand(
+  args: string[],
+  env: Record<string, string | undefined>,
+  io: DlqIo,
+): Promise<number> {
+  let parsed: DlqArgs | undefined;
+  let config: ConsumeConfig;
+  let topics: string[];
+  try {
+    parsed = parseDlqArgs(args);
+    if (!parsed) {
+      io.out(USAGE);
+      return 0;
+    }
+    const loaded = loadConsumeConfig(parsed.rest, env);
+    if (loaded.help) {
+      io.out(USAGE);
+      return 0;
+    }
+    config = loaded.config;
+    topics = dlqTopicsOf(config, parsed.topic);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    createLogger({ component: "dlq", format: env.LOG_FORMAT === "json" ? "json" : "human" }).error(
+      `cdc-consume dlq: ${error.message}`,
+    );
+    return 2;
+  }
+  const logger = createLogger({
+    component: "dlq",
+    format: config.logFormat,
+    secrets: secretsOf(config),
+    level: env.LOG_LEVEL === "debug" ? "debug" : "info",
+  });
+  routeProcessWarnings(logger);
+  const kafka = createKafka(config, "cdc-dlq", logger);
+  try {
+    if (parsed.action === "list") {
+      const count = await listDlq(kafka, config, topics, io.out, parsed.limit);
+      logger.info(`listed ${count} DLQ records`, { topics: topics.join(",") });
+      return 0;
+    }
+    const summary = await replayDlq(kafka, config, topics, { dryRun: parsed.dryRun, out: io.out, logger });
+    const total = Object.values(summary.replayed).reduce((a, b) => a + b, 0);
+    const perTopic = Object.entries(summary.replayed).map(([t, n]) => `${t}: ${n}`).join(", ");
+    io.out(
+      parsed.dryRun
+        ? `dry run: would replay ${total} DLQ records${perTopic ? ` (${perTopic})` : ""}; published nothing`
+        : `replayed ${total} DLQ records${perTopic ? ` (${perTopic})` : ""}` +
+          (total === 0 ? ": nothing arrived since the last replay" : ""),
+    );
+    logger.info(parsed.dryRun ? "dry run done" : "replay done", {
+      replayed: summary.replayed,
+      skipped: summary.skipped,
+      group: replayGroup(config.consumerGroup),
+    });
+    return 0;
+  } catch (error) {
+    logger.error(`dlq ${parsed.action} failed: ${describeError(error)}`);
+    return 1;
+  }
+}
