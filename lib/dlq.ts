@@ -41,7 +41,7 @@ export function headerText(headers: IHeaders | undefined, name: string): string 
 export function shortValue(value: Buffer | null, max = 80): string {
   if (value === null) return "(null)";
   // Invalid UTF-8 shows as U+FFFD; line breaks and control characters must not break the line.
-  const text = new TextDecoder().decode(value).replace(/\s+/g, " ").replace(/\p{Cc}/gu, "\ufffd");
+  const text = new TextDecoder().decode(value).replace(/\s+/g, " ").trim().replace(/\p{Cc}/gu, "\ufffd");
   return text.length <= max ? text : `${text.slice(0, max - 3)}... (${value.length} bytes)`;
 }
 

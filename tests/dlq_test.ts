@@ -1,0 +1,199 @@
+/** The DLQ tool: pure formatting and argument rules, then list and replay against real Kafka and PostgreSQL. */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { loadConsumeConfig } from "../lib/config.ts";
+import { DLQ_HEADERS } from "../lib/consumer.ts";
+import { dlqTopicsOf, formatDlqRecord, parseDlqArgs, REPLAYED_FROM_HEADER, replayMessage } from "../lib/dlq.ts";
+import {
+  createTestDatabase,
+  pipelineNames,
+  publishRaw,
+  readTopic,
+  ROOT,
+  runCommand,
+  testKafka,
+  uniqueName,
+} from "./_helpers.ts";
+
+const dlqRecord = {
+  dlqTopic: "users.dlq",
+  partition: 0,
+  offset: "7",
+  message: {
+    key: Buffer.from("k1"),
+    value: Buffer.from('{"event_type":"UPSERT"}\n'),
+    timestamp: "0",
+    attributes: 0,
+    offset: "7",
+    headers: {
+      trace: Buffer.from("abc"),
+      [DLQ_HEADERS.reason]: Buffer.from('event_type must be CREATE, UPDATE or DELETE: got "UPSERT"'),
+      [DLQ_HEADERS.topic]: Buffer.from("users"),
+      [DLQ_HEADERS.partition]: Buffer.from("2"),
+      [DLQ_HEADERS.offset]: Buffer.from("41"),
+      [DLQ_HEADERS.failedAt]: Buffer.from("2025-07-03T10:11:12.000Z"),
+      [REPLAYED_FROM_HEADER]: Buffer.from("users.dlq:0:1"),
+    },
+  },
+};
+
+Deno.test("a DLQ record prints on one line with its source coordinates, failed-at, reason, key and value", () => {
+  assert.equal(
+    formatDlqRecord(dlqRecord),
+    'source=users:2:41 failed_at=2025-07-03T10:11:12.000Z reason="event_type must be CREATE, UPDATE or DELETE: ' +
+      'got \\"UPSERT\\"" key="k1" value={"event_type":"UPSERT"} dlq=users.dlq:0:7',
+  );
+  const long = { ...dlqRecord, message: { ...dlqRecord.message, value: Buffer.from("x".repeat(500)) } };
+  assert.match(formatDlqRecord(long), / value=x{77}\.\.\. \(500 bytes\) dlq=/);
+});
+
+Deno.test("a replayed record keeps key, value and other headers, drops the DLQ headers and says where it came from", () => {
+  const message = replayMessage(dlqRecord);
+  assert.equal(message.key, dlqRecord.message.key);
+  assert.equal(message.value, dlqRecord.message.value);
+  assert.deepEqual(Object.keys(message.headers!).sort(), ["dlq.replayed.from", "trace"]);
+  assert.equal(message.headers![REPLAYED_FROM_HEADER], "users.dlq:0:7");
+});
+
+Deno.test("dlq arguments: an action is required, each flag belongs to its action, the rest are consume flags", () => {
+  assert.equal(parseDlqArgs([]), undefined);
+  assert.equal(parseDlqArgs(["list", "--help"]), undefined);
+  assert.deepEqual(parseDlqArgs(["list", "--brokers", "b:1", "--topic=orders", "--limit", "3"]), {
+    action: "list",
+    topic: "orders",
+    limit: 3,
+    dryRun: false,
+    rest: ["--brokers", "b:1"],
+  });
+  assert.deepEqual(parseDlqArgs(["replay", "--dry-run", "--topic", "users"]), {
+    action: "replay",
+    topic: "users",
+    limit: undefined,
+    dryRun: true,
+    rest: [],
+  });
+  assert.throws(() => parseDlqArgs(["purge"]), /dlq needs an action, list or replay: got "purge"/);
+  assert.throws(() => parseDlqArgs(["list", "--dry-run"]), /--dry-run belongs to dlq replay/);
+  assert.throws(() => parseDlqArgs(["replay", "--limit", "2"]), /--limit belongs to dlq list/);
+  assert.throws(() => parseDlqArgs(["list", "--limit", "0"]), /--limit must be an integer >= 1: got "0"/);
+  assert.throws(() => parseDlqArgs(["list", "--topic"]), /--topic needs a value/);
+  const parsed = loadConsumeConfig([], { USERS_TOPIC: "u1", ORDERS_TOPIC: "o1" });
+  assert.ok(!parsed.help);
+  assert.deepEqual(dlqTopicsOf(parsed.config, undefined), ["u1.dlq", "o1.dlq"]);
+  assert.deepEqual(dlqTopicsOf(parsed.config, "orders"), ["o1.dlq"]);
+  assert.deepEqual(dlqTopicsOf(parsed.config, "u1.dlq"), ["u1.dlq"]);
+  assert.throws(() => dlqTopicsOf(parsed.config, "payments"), /--topic must be users or orders \(or u1 or o1\)/);
+});
+
+async function endOffsets(topics: string[]): Promise<Record<string, string>> {
+  const admin = testKafka().admin();
+  await admin.connect();
+  try {
+    const ends: Record<string, string> = {};
+    for (const topic of topics) {
+      for (const { partition, high } of await admin.fetchTopicOffsets(topic)) ends[`${topic}:${partition}`] = high;
+    }
+    return ends;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+Deno.test("dlq list shows every bad record with its reason and coordinates; replay republishes each exactly once", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const bad = Deno.readTextFileSync(`${ROOT}tests/fixtures/wire/bad.jsonl`).split("\n").filter((l) => l.length);
+    const badUsers = bad.filter((l) => !l.includes("order_id")).map((value, i) => ({ key: `user-${i}`, value }));
+    const badOrders = bad.filter((l) => l.includes("order_id")).map((value, i) => ({ key: `order-${i}`, value }));
+    await publishRaw(env.USERS_TOPIC, 3, badUsers);
+    await publishRaw(env.ORDERS_TOPIC, 5, badOrders);
+    const consumed = await runCommand("consume", ["--idle-timeout", "1"], env);
+    assert.equal(consumed.code, 0, consumed.stderr);
+    const dlqTopics = [`${env.USERS_TOPIC}.dlq`, `${env.ORDERS_TOPIC}.dlq`];
+    const inDlq = [
+      ...await readTopic(dlqTopics[0], badUsers.length),
+      ...await readTopic(dlqTopics[1], badOrders.length),
+    ];
+    assert.equal(inDlq.length, bad.length);
+
+    // list: one line per DLQ record, with the coordinates and reason its headers carry.
+    const listed = await runCommand("consume", ["dlq", "list"], env);
+    assert.equal(listed.code, 0, listed.stderr);
+    const lines = listed.stdout.split("\n").filter((l) => l.length);
+    assert.equal(lines.length, bad.length, listed.stdout);
+    for (const record of inDlq) {
+      const h = record.headers;
+      const source = `source=${h[DLQ_HEADERS.topic]}:${h[DLQ_HEADERS.partition]}:${h[DLQ_HEADERS.offset]}`;
+      const line = lines.find((l) => l.startsWith(`${source} `));
+      assert.ok(line, `a line for ${source} in:\n${listed.stdout}`);
+      assert.ok(line.includes(`reason=${JSON.stringify(h[DLQ_HEADERS.reason])}`), line);
+      assert.ok(line.includes(`failed_at=${h[DLQ_HEADERS.failedAt]}`), line);
+      assert.ok(line.includes(`key="${record.key}"`), line);
+    }
+    const limited = await runCommand("consume", ["dlq", "list", "--topic", "orders", "--limit", "1"], env);
+    assert.equal(limited.code, 0, limited.stderr);
+    assert.equal(limited.stdout.split("\n").filter((l) => l.length).length, 1);
+    assert.match(limited.stdout, new RegExp(`^source=${env.ORDERS_TOPIC}:`));
+
+    // replay --dry-run: prints each record, publishes and commits nothing.
+    const sources = [env.USERS_TOPIC, env.ORDERS_TOPIC];
+    const before = await endOffsets([...sources, ...dlqTopics]);
+    const dryRun = await runCommand("consume", ["dlq", "replay", "--dry-run"], env);
+    assert.equal(dryRun.code, 0, dryRun.stderr);
+    assert.equal(dryRun.stdout.split("\n").filter((l) => l.startsWith("would replay to ")).length, bad.length);
+    assert.match(dryRun.stdout, new RegExp(`would replay ${bad.length} DLQ records`));
+    assert.deepEqual(await endOffsets([...sources, ...dlqTopics]), before, "a dry run publishes nothing");
+
+    // replay: exactly N records back to their source topics, with where they came from.
+    const replayed = await runCommand("consume", ["dlq", "replay"], env);
+    assert.equal(replayed.code, 0, replayed.stderr);
+    assert.match(replayed.stdout, new RegExp(`^replayed ${bad.length} DLQ records`, "m"));
+    const after = await endOffsets(sources);
+    const added = Object.entries(after).reduce((sum, [key, high]) => sum + Number(high) - Number(before[key]), 0);
+    assert.equal(added, bad.length);
+    const back = [
+      ...await readTopic(env.USERS_TOPIC, badUsers.length * 2),
+      ...await readTopic(env.ORDERS_TOPIC, badOrders.length * 2),
+    ].filter((r) => r.headers[REPLAYED_FROM_HEADER] !== undefined);
+    assert.equal(back.length, bad.length);
+    for (const record of inDlq) {
+      const origin = back.find((r) =>
+        r.headers[REPLAYED_FROM_HEADER] ===
+          `${record.headers[DLQ_HEADERS.topic]}.dlq:${record.partition}:${record.offset}`
+      );
+      assert.ok(origin, `the record replayed from ${record.headers[DLQ_HEADERS.topic]}.dlq:${record.offset}`);
+      assert.equal(origin.key, record.key);
+      assert.deepEqual(origin.value, record.value);
+      assert.deepEqual(
+        Object.keys(origin.headers).filter((h) => h.startsWith("dlq.") && h !== REPLAYED_FROM_HEADER),
+        [],
+      );
+    }
+
+    // A second replay finds nothing new and publishes nothing.
+    const again = await runCommand("consume", ["dlq", "replay"], env);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /^replayed 0 DLQ records/m);
+    assert.deepEqual(await endOffsets(sources), after);
+
+    // The replayed records are still bad: consuming them dead-letters them again, and only those
+    // newly arrived DLQ records are replayed by the next run.
+    const reconsumed = await runCommand("consume", ["--idle-timeout", "1"], env);
+    assert.equal(reconsumed.code, 0, reconsumed.stderr);
+    const third = await runCommand("consume", ["dlq", "replay", "--topic", "users"], env);
+    assert.equal(third.code, 0, third.stderr);
+    assert.match(third.stdout, new RegExp(`^replayed ${badUsers.length} DLQ records \\(${env.USERS_TOPIC}: `, "m"));
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("dlq list on topics that were never dead-lettered to prints nothing and exits at once", async () => {
+  const env = pipelineNames("postgres://unused@localhost:5432/unused");
+  await publishRaw(`${env.USERS_TOPIC}.dlq`, 1, []);
+  const listed = await runCommand("consume", ["dlq", "list", "--group", uniqueName("g")], env);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.equal(listed.stdout, "");
+  assert.match(listed.stderr, /listed 0 DLQ records/);
+});
