@@ -21,7 +21,9 @@ import {
   ROOT,
   runCommand,
   type RunResult,
+  startCommand,
   uniqueName,
+  waitFor,
 } from "./_helpers.ts";
 
 /** The local dev credential scripts/services.sh gives the broker's SASL listener. */
@@ -194,7 +196,7 @@ function assertOneLineFailure(result: RunResult, reason: RegExp, what: string): 
   assert.doesNotMatch(result.stderr, /^\s+at /m, `${what}: a stack trace in:\n${result.stderr}`);
 }
 
-Deno.test("SASL/PLAIN end to end; refused Kafka and PostgreSQL logins are one line; no password is ever printed", async (t) => {
+Deno.test("SASL/PLAIN and SCRAM end to end; refused Kafka and PostgreSQL logins are one line; no password is ever printed", async (t) => {
   const broker = await saslBroker();
   const pgPassword = `Pg s3cret/@%${crypto.randomUUID().slice(0, 8)}`;
   const wrongKafka = `wrong-${crypto.randomUUID().slice(0, 8)}`;
@@ -214,9 +216,6 @@ Deno.test("SASL/PLAIN end to end; refused Kafka and PostgreSQL logins are one li
       const produced = await runCommand("produce", ["--users", "200", "--orders", "400", "--seed", "5"], env);
       assert.equal(produced.code, 0, produced.stderr);
       assertNoSecrets(produced, secrets, "produce");
-      const consumed = await runCommand("consume", ["--idle-timeout", "2", "--log-format", "json"], env);
-      assert.equal(consumed.code, 0, consumed.stderr);
-      assertNoSecrets(consumed, secrets, "consume");
       const users: UserEvent[] = [];
       const orders: OrderEvent[] = [];
       for (const event of generateEvents({ users: 200, orders: 400, seed: 5 })) {
@@ -224,9 +223,37 @@ Deno.test("SASL/PLAIN end to end; refused Kafka and PostgreSQL logins are one li
         else orders.push(event.value);
       }
       const expected = referenceState(users, orders);
-      const actual = await readTables(db.sql);
-      assert.deepEqual(diffTables(expected, actual), []);
-      assert.ok(actual.orders.size > 100);
+      const consumer = startCommand("consume", ["--metrics-port", "0", "--log-format", "json"], env);
+      let scraped = "";
+      try {
+        const url = await waitFor(
+          "the metrics address in the log",
+          () => /metrics on (http:\/\/[\w.:]+)/.exec(consumer.stderr())?.[1],
+        );
+        await waitFor(
+          "the tables to reach the reference state",
+          async () => diffTables(expected, await readTables(db.sql)).length === 0,
+        );
+        for (const path of ["/metrics", "/health"]) scraped += await (await fetch(`${url}${path}`)).text();
+      } finally {
+        consumer.process.kill("SIGTERM");
+      }
+      const consumed = await consumer.done;
+      assert.equal(consumed.code, 0, consumed.stderr);
+      assert.match(scraped, /cdc_records_applied_total/);
+      assertNoSecrets({ ...consumed, stdout: consumed.stdout + scraped }, secrets, "consume and its /metrics");
+      assert.ok(expected.orders.size > 100);
+    });
+
+    await t.step("SCRAM-SHA-256 and SCRAM-SHA-512 logins publish too", async () => {
+      for (const mechanism of ["scram-sha-256", "scram-sha-512"]) {
+        const result = await runCommand("produce", ["--users", "5", "--orders", "5"], {
+          ...env,
+          KAFKA_SASL_MECHANISM: mechanism,
+        });
+        assert.equal(result.code, 0, `${mechanism}: ${result.stderr}`);
+        assertNoSecrets(result, secrets, mechanism);
+      }
     });
 
     await t.step("a wrong SASL password: produce exits at once with one line naming the failed login", async () => {
