@@ -381,6 +381,7 @@ const COMMON_FLAGS: [string, string | undefined][] = [
   ["replication-factor", "REPLICATION_FACTOR"],
   ["group", "CONSUMER_GROUP"],
   ["kafka-tls", "KAFKA_TLS"],
+  ["kafka-ca-file", "KAFKA_TLS_CA_FILE"],
   ["sasl-mechanism", "KAFKA_SASL_MECHANISM"],
   ["sasl-username", "KAFKA_SASL_USERNAME"],
   ["sasl-password", "KAFKA_SASL_PASSWORD"],
@@ -436,6 +437,7 @@ Deno.test("the consumer's help lists every flag it accepts, each with its env va
 
 /** A valid value for each string flag that is not a small integer. */
 const VALID_VALUE: Record<string, string> = {
+  "kafka-ca-file": new URL("./fixtures/tls/ca.pem", import.meta.url).pathname,
   brokers: "h:1",
   "database-url": "postgres://h/db",
   "log-format": "json",
