@@ -115,37 +115,49 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     baseMs: 500,
     capMs: 10_000,
     keepGoing,
+    sleep: (ms: number) => Promise.race([sleep(ms), stopped]),
     onRetry: (error: unknown, attempt: number, delayMs: number) => {
       stats.retries++;
       logger.warn(`waiting for ${what}`, { attempt, retryInMs: delayMs, error: describeError(error) });
     },
   });
 
-  await retry(async () => {
-    try {
-      await ensureSchema(sql);
-    } catch (error) {
-      if (isDatabaseAuthError(error)) throw Object.assign(error as Error, { fatal: true });
-      throw error;
-    }
-  }, { ...waitOutage("PostgreSQL"), isRetriable: (e) => !(e as { fatal?: boolean }).fatal });
-  stats.connected.database = true;
-
   const topics = [config.usersTopic, config.ordersTopic];
   const admin = kafka.admin();
-  await retry(async () => {
-    await admin.connect();
-    await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
-    await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
-    for (const topic of topics) await createTopic(admin, dlqTopic(topic), 1, config.replicationFactor, logger);
-  }, { ...waitOutage("Kafka"), isRetriable: isKafkaOutage });
-
   const dlqProducer: Producer = kafka.producer({
     idempotent: true,
     maxInFlightRequests: 1,
     allowAutoTopicCreation: false,
   });
-  await retry(() => dlqProducer.connect(), { ...waitOutage("Kafka (DLQ producer)"), isRetriable: isKafkaOutage });
+  try {
+    await startDependencies();
+  } catch (error) {
+    // A stop requested while waiting for a dependency at start-up is a clean stop, not a failure.
+    if (!stopping) throw error;
+    await dlqProducer.disconnect().catch(() => {});
+    await admin.disconnect().catch(() => {});
+    logger.info("stopped before the consumer started");
+    return "signal";
+  }
+
+  async function startDependencies() {
+    await retry(async () => {
+      try {
+        await ensureSchema(sql);
+      } catch (error) {
+        if (isDatabaseAuthError(error)) throw Object.assign(error as Error, { fatal: true });
+        throw error;
+      }
+    }, { ...waitOutage("PostgreSQL"), isRetriable: (e) => !(e as { fatal?: boolean }).fatal });
+    stats.connected.database = true;
+    await retry(async () => {
+      await admin.connect();
+      await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
+      await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
+      for (const topic of topics) await createTopic(admin, dlqTopic(topic), 1, config.replicationFactor, logger);
+    }, { ...waitOutage("Kafka"), isRetriable: isKafkaOutage });
+    await retry(() => dlqProducer.connect(), { ...waitOutage("Kafka (DLQ producer)"), isRetriable: isKafkaOutage });
+  }
   const consumer: Consumer = kafka.consumer({
     groupId: config.consumerGroup,
     maxBytesPerPartition: config.maxBatchBytes,

@@ -172,7 +172,7 @@ Deno.test("a running consumer's /metrics counts what it applied, its lag reaches
   }
 });
 
-Deno.test("a consumer whose database does not answer reports /health 503 naming the database", async () => {
+Deno.test("a consumer whose database does not answer reports /health 503 naming the database, and stops cleanly on SIGTERM", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const closedPort = (listener.addr as Deno.NetAddr).port;
   listener.close();
@@ -196,7 +196,8 @@ Deno.test("a consumer whose database does not answer reports /health 503 naming 
   } finally {
     consumer.process.kill("SIGTERM");
   }
-  await consumer.done;
+  const result = await consumer.done;
+  assert.equal(result.code, 0, `SIGTERM while waiting for PostgreSQL is a clean stop:\n${result.stderr}`);
 });
 
 Deno.test("producer metrics count the records Kafka acknowledged per topic and time each send", async () => {
