@@ -8,6 +8,7 @@ import { Buffer } from "node:buffer";
 import process from "node:process";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
+import { generateEvents } from "../lib/generator.ts";
 import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { normalizeTimestamp, toCents } from "../lib/model.ts";
 
@@ -53,19 +54,21 @@ export async function waitFor<T>(
 }
 
 /** A fresh database for one test; dropped by `drop()`. */
-export async function createTestDatabase(): Promise<{ url: string; sql: postgres.Sql; drop: () => Promise<void> }> {
+export async function createTestDatabase(
+  adminUrl = ADMIN_DATABASE_URL,
+): Promise<{ url: string; sql: postgres.Sql; drop: () => Promise<void> }> {
   const name = uniqueName("cdc_test");
-  const admin = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${name}`);
   await admin.end();
-  const url = ADMIN_DATABASE_URL.replace(/\/[^/?]*(\?|$)/, `/${name}$1`);
+  const url = adminUrl.replace(/\/[^/?]*(\?|$)/, `/${name}$1`);
   const sql = postgres(url, { max: 2, onnotice: () => {} });
   return {
     url,
     sql,
     drop: async () => {
       await sql.end({ timeout: 5 });
-      const admin2 = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+      const admin2 = postgres(adminUrl, { max: 1, onnotice: () => {} });
       await admin2.unsafe(`drop database if exists ${name} with (force)`);
       await admin2.end();
     },
@@ -182,8 +185,13 @@ export interface ReadRecord {
 }
 
 /** Reads `count` records from the start of `topic` (all partitions), or throws at the deadline. */
-export async function readTopic(topic: string, count: number, timeoutMs = 60_000): Promise<ReadRecord[]> {
-  const kafka = testKafka();
+export async function readTopic(
+  topic: string,
+  count: number,
+  timeoutMs = 60_000,
+  brokers = BROKERS,
+): Promise<ReadRecord[]> {
+  const kafka = testKafka(brokers);
   const consumer = kafka.consumer({ groupId: uniqueName("reader"), maxWaitTimeInMs: 200 });
   const records: ReadRecord[] = [];
   await consumer.connect();
@@ -215,8 +223,9 @@ export async function publishRaw(
   topic: string,
   partitions: number,
   messages: { key: string; value: string | Uint8Array }[],
+  brokers = BROKERS,
 ) {
-  const kafka = testKafka();
+  const kafka = testKafka(brokers);
   const admin = kafka.admin();
   await admin.connect();
   const topics = await admin.listTopics();
@@ -304,11 +313,15 @@ export async function readTables(sql: postgres.Sql): Promise<TableState> {
 /**
  * The reference model: applies events one at a time, per key in log order, the way CONTRACT.md
  * section 4 states them, independently of the sink's set-based code. Returns the expected
- * tables and how many events it expects in the DLQ.
+ * tables, how many events it expects in the DLQ, and those events as JSON (their wire form).
  */
-export function referenceState(users: UserEvent[], orders: OrderEvent[]): TableState & { rejected: number } {
+export function referenceState(
+  users: UserEvent[],
+  orders: OrderEvent[],
+): TableState & { rejected: number; rejectedValues: string[] } {
   const state: TableState = { users: new Map(), orders: new Map() };
-  let rejected = 0;
+  const rejectedValues: string[] = [];
+  const reject = (e: UserEvent | OrderEvent) => rejectedValues.push(JSON.stringify(e));
   const t = (value: string | undefined) => (value === undefined ? null : normalizeTimestamp(value));
   for (const e of users) {
     const id = e.user_id.toLowerCase();
@@ -321,7 +334,7 @@ export function referenceState(users: UserEvent[], orders: OrderEvent[]): TableS
         modified_at: row?.modified_at ?? null,
         is_deleted: row?.is_deleted ?? false,
       });
-    } else if (!row) rejected++;
+    } else if (!row) reject(e);
     else if (e.event_type === "UPDATE") {
       row.name = e.name!;
       row.modified_at = t(e.modified_at) ?? row.modified_at;
@@ -335,7 +348,7 @@ export function referenceState(users: UserEvent[], orders: OrderEvent[]): TableS
     const row = state.orders.get(id);
     if (e.event_type === "CREATE") {
       if (!state.users.has(e.user_id!.toLowerCase())) {
-        rejected++;
+        reject(e);
         continue;
       }
       state.orders.set(id, {
@@ -347,7 +360,7 @@ export function referenceState(users: UserEvent[], orders: OrderEvent[]): TableS
         modified_at: row?.modified_at ?? null,
         is_deleted: row?.is_deleted ?? false,
       });
-    } else if (!row) rejected++;
+    } else if (!row) reject(e);
     else {
       row.status = e.order_status;
       row.modified_at = t(e.modified_at) ?? row.modified_at;
@@ -357,7 +370,7 @@ export function referenceState(users: UserEvent[], orders: OrderEvent[]): TableS
   for (const order of state.orders.values()) {
     if (state.users.get(order.user_id)?.is_deleted) order.is_deleted = true;
   }
-  return { ...state, rejected };
+  return { ...state, rejected: rejectedValues.length, rejectedValues };
 }
 
 /** Differences between two table states, as readable lines (empty when equal). */
@@ -379,8 +392,8 @@ export function diffTables(expected: TableState, actual: TableState, limit = 10)
 }
 
 /** Total lag of `groupId` on `topics`; -1 while the group has committed nothing. */
-export async function groupLag(groupId: string, topics: string[]): Promise<number> {
-  const admin = testKafka().admin();
+export async function groupLag(groupId: string, topics: string[], brokers = BROKERS): Promise<number> {
+  const admin = testKafka(brokers).admin();
   await admin.connect();
   try {
     let lag = 0;
@@ -401,4 +414,53 @@ export async function groupLag(groupId: string, topics: string[]): Promise<numbe
   } finally {
     await admin.disconnect();
   }
+}
+
+/** The group's committed offsets per `topic:partition` (absent while nothing is committed there). */
+export async function committedOffsets(
+  groupId: string,
+  topics: string[],
+  brokers = BROKERS,
+): Promise<Record<string, number>> {
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    const offsets: Record<string, number> = {};
+    for (const { topic, partitions } of await admin.fetchOffsets({ groupId, topics })) {
+      for (const p of partitions) if (Number(p.offset) >= 0) offsets[`${topic}:${p.partition}`] = Number(p.offset);
+    }
+    return offsets;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Records in `topic` now (high minus low watermark, over all partitions); 0 when it does not exist. */
+export async function topicSize(topic: string, brokers = BROKERS): Promise<number> {
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    if (!(await admin.listTopics()).includes(topic)) return 0;
+    const ends = await admin.fetchTopicOffsets(topic);
+    return ends.reduce((sum, e) => sum + Number(e.high) - Number(e.low), 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Reads every record `topic` holds now, sorted by partition, then offset (log order per key). */
+export async function readWholeTopic(topic: string, timeoutMs = 60_000, brokers = BROKERS): Promise<ReadRecord[]> {
+  const records = await readTopic(topic, await topicSize(topic, brokers), timeoutMs, brokers);
+  return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+}
+
+/** The events of a seeded generator run, split by topic, in generation order. */
+export function seededEvents(seed: number, users: number, orders: number) {
+  const userEvents: UserEvent[] = [];
+  const orderEvents: OrderEvent[] = [];
+  for (const event of generateEvents({ users, orders, seed })) {
+    if (event.entity === "user") userEvents.push(event.value);
+    else orderEvents.push(event.value);
+  }
+  return { userEvents, orderEvents };
 }

@@ -1,0 +1,103 @@
+/**
+ * Shared by the fault tests: the suite's own Kafka and PostgreSQL (and 3-broker cluster), which
+ * the tests stop and kill on purpose, never the shared services at 9092/5432; a seeded random
+ * source for fault timing; waits on the group's progress; and one report line per scenario.
+ * @module
+ */
+import { committedOffsets, ROOT, type Running, waitFor } from "../_helpers.ts";
+
+/** Where the fault suite's services keep their data, beside the shared services' `.data/`. */
+export const FAULTS_DATA_DIR = `${ROOT}.data/faults`;
+/** Port of the suite's own single Kafka broker (its KRaft controller listens on the next port). */
+export const FAULTS_KAFKA_PORT = 28092;
+/** Port of the suite's own PostgreSQL. */
+export const FAULTS_PG_PORT = 25432;
+/** Bootstrap brokers of the suite's own single broker. */
+export const FAULTS_BROKERS = [`localhost:${FAULTS_KAFKA_PORT}`];
+/** Admin database URL of the suite's own PostgreSQL. */
+export const FAULTS_DATABASE_URL = `postgres://postgres:postgres@localhost:${FAULTS_PG_PORT}/cdc_db`;
+/** Bootstrap brokers of the 3-broker cluster that `scripts/services.sh up cluster` starts. */
+export const CLUSTER_BROKERS = ["localhost:9192", "localhost:9194", "localhost:9196"];
+
+const SERVICES_ENV = {
+  CDC_DATA_DIR: FAULTS_DATA_DIR,
+  KAFKA_PORT: String(FAULTS_KAFKA_PORT),
+  PG_PORT: String(FAULTS_PG_PORT),
+};
+
+/** Runs `scripts/services.sh <args>` against the fault suite's own services; throws with its stderr on failure. */
+export async function services(...args: string[]): Promise<void> {
+  const output = await new Deno.Command("bash", {
+    args: [`${ROOT}scripts/services.sh`, ...args],
+    env: SERVICES_ENV,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(output.stderr).trim();
+  if (!output.success) throw new Error(`scripts/services.sh ${args.join(" ")} failed: ${stderr}`);
+  console.log(stderr.split("\n").map((l) => `    ${l}`).join("\n"));
+  if (args[0] === "up" && /reusing/.test(stderr)) {
+    // Another run's service on our port: stopping it would break that run, and stopping ours would not.
+    throw new Error(`scripts/services.sh ${args.join(" ")} found a service it did not start: ${stderr}`);
+  }
+}
+
+/** SIGKILLs broker `node` (1..3) of the fault suite's cluster, as a power cut would. */
+export function killClusterNode(node: number): number {
+  const pid = Number(Deno.readTextFileSync(`${FAULTS_DATA_DIR}/kafka-cluster/node${node}/pid`).trim());
+  Deno.kill(pid, "SIGKILL");
+  return pid;
+}
+
+/** A seeded source of floats in [0, 1) (mulberry32), so a failing run's fault timing can be repeated. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Sum of the group's committed offsets over `topics`: how far the group has got. */
+export async function committedTotal(groupId: string, topics: string[], brokers: string[]): Promise<number> {
+  const offsets = await committedOffsets(groupId, topics, brokers);
+  return Object.values(offsets).reduce((a, b) => a + b, 0);
+}
+
+/** Waits until the group has committed more than `beyond` records in all, or fails at the deadline. */
+export function waitForCommitsBeyond(
+  groupId: string,
+  topics: string[],
+  brokers: string[],
+  beyond: number,
+  timeoutMs = 90_000,
+): Promise<number> {
+  return waitFor(
+    `group ${groupId} to commit beyond ${beyond}`,
+    async () => {
+      const total = await committedTotal(groupId, topics, brokers);
+      return total > beyond ? total : 0;
+    },
+    timeoutMs,
+    250,
+  );
+}
+
+/** Kills `running` with `signal` and waits for it to exit; returns its exit code and output. */
+export async function stopProcess(running: Running, signal: Deno.Signal) {
+  try {
+    running.process.kill(signal);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error; // it had exited already
+  }
+  return await running.done;
+}
+
+/** Prints one scenario's outcome as a line a person reads in the test log. */
+export function report(scenario: string, fields: Record<string, unknown>): void {
+  const parts = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+  console.log(`[faults] ${scenario}: ${parts.join(" ")}`);
+}

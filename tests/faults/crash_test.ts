@@ -1,0 +1,134 @@
+/**
+ * Fault: the consumer is SIGKILLed at random moments while it drains a seeded workload and is
+ * restarted each time. Only the consumer dies, so the shared services are used (fresh topics,
+ * group and database).
+ */
+import assert from "node:assert/strict";
+import { DLQ_HEADERS } from "../../lib/consumer.ts";
+import type { OrderEvent, UserEvent } from "../../lib/model.ts";
+import {
+  BROKERS,
+  createTestDatabase,
+  diffTables,
+  groupLag,
+  pipelineNames,
+  publishRaw,
+  readTables,
+  readWholeTopic,
+  referenceState,
+  runCommand,
+  seededEvents,
+  startCommand,
+  waitFor,
+} from "../_helpers.ts";
+import { report, seededRandom, stopProcess, waitForCommitsBeyond } from "./_faults.ts";
+
+const USERS = 10_000;
+const ORDERS = 20_000;
+const KILLS = 5;
+/** Updates and deletes of rows that never exist: rejections the DLQ must hold. */
+const UNAPPLIABLE = 100;
+
+function unappliable(): { users: UserEvent[]; orders: OrderEvent[] } {
+  const uuid = () => crypto.randomUUID();
+  const users: UserEvent[] = [];
+  const orders: OrderEvent[] = [];
+  for (let i = 0; i < UNAPPLIABLE; i++) {
+    const modified_at = `2025-06-01T00:00:${String(i % 60).padStart(2, "0")}Z`;
+    if (i % 2) {
+      users.push({ event_type: i % 4 === 1 ? "UPDATE" : "DELETE", user_id: uuid(), name: "ghost", modified_at });
+    } else {orders.push({
+        event_type: i % 4 === 0 ? "UPDATE" : "DELETE",
+        order_id: uuid(),
+        order_status: "SHIPPED",
+        modified_at,
+      });}
+  }
+  return { users, orders };
+}
+
+Deno.test("a consumer SIGKILLed at random moments and restarted converges to the reference state, and dead-letters every rejection at least once", async () => {
+  const seed = Number(Deno.env.get("FAULTS_SEED") ?? Date.now() % 1_000_000);
+  const random = seededRandom(seed);
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
+    const ghosts = unappliable();
+    const publishGhosts = async (from: number, to: number) => {
+      const users = ghosts.users.slice(from, to), orders = ghosts.orders.slice(from, to);
+      await publishRaw(env.USERS_TOPIC, 3, users.map((e) => ({ key: e.user_id, value: JSON.stringify(e) })));
+      await publishRaw(env.ORDERS_TOPIC, 5, orders.map((e) => ({ key: e.order_id, value: JSON.stringify(e) })));
+    };
+    // A quarter before the workload, the rest after: rejections early and late in the log.
+    await publishGhosts(0, UNAPPLIABLE / 4);
+    const produced = await runCommand(
+      "produce",
+      ["--users", `${USERS}`, "--orders", `${ORDERS}`, "--seed", `${seed}`],
+      env,
+    );
+    assert.equal(produced.code, 0, produced.stderr);
+    await publishGhosts(UNAPPLIABLE / 4, UNAPPLIABLE);
+
+    // Small batches: many commits, so a kill lands between and inside them.
+    const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
+    let consumer = startCommand("consume", consumeArgs, env);
+    let committed = 0;
+    const kills: { afterCommitted: number; delayMs: number }[] = [];
+    for (let kill = 1; kill <= KILLS; kill++) {
+      committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, committed);
+      const delayMs = Math.floor(random() * 1500);
+      await new Promise((r) => setTimeout(r, delayMs));
+      const result = await stopProcess(consumer, "SIGKILL");
+      assert.notEqual(result.code, 0, "the consumer died by SIGKILL, not by itself");
+      kills.push({ afterCommitted: committed, delayMs });
+      consumer = startCommand("consume", consumeArgs, env);
+    }
+    await waitFor(
+      "the restarted consumer to drain both topics",
+      async () => (await groupLag(env.CONSUMER_GROUP, topics)) === 0,
+      120_000,
+      500,
+    );
+    const last = await stopProcess(consumer, "SIGTERM");
+    assert.equal(last.code, 0, last.stderr);
+
+    const { userEvents, orderEvents } = seededEvents(seed, USERS, ORDERS);
+    const expected = referenceState([...ghosts.users, ...userEvents], [...ghosts.orders, ...orderEvents]);
+    const actual = await readTables(db.sql);
+    const mismatches = diffTables(expected, actual, 1_000_000);
+
+    // A kill after the DLQ write but before the commit re-dead-letters on restart: the DLQ is
+    // at-least-once, so each expected rejection must be there, duplicates are counted, not failed.
+    const dlq = [
+      ...await readWholeTopic(`${env.USERS_TOPIC}.dlq`),
+      ...await readWholeTopic(`${env.ORDERS_TOPIC}.dlq`),
+    ];
+    const wanted = new Set(expected.rejectedValues);
+    const seen = new Map<string, number>();
+    for (const record of dlq) {
+      const value = new TextDecoder().decode(record.value!);
+      assert.ok(wanted.has(value), `unexpected DLQ record (${record.headers[DLQ_HEADERS.reason]}): ${value}`);
+      seen.set(value, (seen.get(value) ?? 0) + 1);
+    }
+    const missing = [...wanted].filter((v) => !seen.has(v));
+    const duplicates = [...seen.values()].reduce((sum, n) => sum + n - 1, 0);
+    report("crash", {
+      seed,
+      events: USERS + ORDERS + UNAPPLIABLE,
+      kills: kills.length,
+      killPoints: kills.map((k) => `${k.afterCommitted}+${k.delayMs}ms`).join(","),
+      rowsCompared: expected.users.size + expected.orders.size,
+      mismatches: mismatches.length,
+      expectedRejections: wanted.size,
+      dlqRecords: dlq.length,
+      dlqMissing: missing.length,
+      dlqDuplicates: duplicates,
+    });
+    assert.deepEqual(mismatches, []);
+    assert.equal(actual.users.size + actual.orders.size, expected.users.size + expected.orders.size);
+    assert.deepEqual(missing, [], "every expected rejection is in the DLQ");
+  } finally {
+    await db.drop();
+  }
+});
