@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `deno task test`: starts the local services that are not already running, runs every test,
-# then stops exactly the services it started. Extra arguments go to `deno test`.
+# then stops exactly the services it started. Extra arguments go to `deno test`; TEST_PATHS
+# narrows the run (`deno task test:faults` sets it to tests/faults/).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,7 +12,11 @@ port_open "${PG_PORT:-5432}" || started+=(postgres)
 stop_started() {
   if [[ ${#started[@]} -gt 0 ]]; then scripts/services.sh down "${started[@]}" || true; fi
   scripts/services.sh down cluster >/dev/null 2>&1 || true
+  # The fault suite's own services (ports as in tests/faults/_faults.ts), left behind only when
+  # a fault test was interrupted before its finally.
+  CDC_DATA_DIR="$ROOT/.data/faults" KAFKA_PORT=28092 PG_PORT=25432 \
+    scripts/services.sh down kafka postgres cluster >/dev/null 2>&1 || true
 }
 trap stop_started EXIT
 scripts/services.sh up kafka postgres
-deno test --allow-net --allow-env --allow-read --allow-write --allow-run --allow-sys "$@" tests/
+deno test --allow-net --allow-env --allow-read --allow-write --allow-run --allow-sys "$@" ${TEST_PATHS:-tests/}
