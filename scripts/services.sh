@@ -199,7 +199,9 @@ cluster_up() {
 
 cluster_down() {
   local i
-  for i in 1 2 3; do stop_pidfile "cluster broker $i" "$DATA/kafka-cluster/node$i/pid"; done
+  # All at once: a broker stopped after its peers waits out the lost controller quorum.
+  for i in 1 2 3; do stop_pidfile "cluster broker $i" "$DATA/kafka-cluster/node$i/pid" & done
+  wait
 }
 
 # ---------------------------------------------------------------- PostgreSQL

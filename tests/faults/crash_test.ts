@@ -10,18 +10,17 @@ import {
   BROKERS,
   createTestDatabase,
   diffTables,
-  groupLag,
   pipelineNames,
   publishRaw,
   readTables,
   readWholeTopic,
   referenceState,
   runCommand,
+  type Running,
   seededEvents,
   startCommand,
-  waitFor,
 } from "../_helpers.ts";
-import { report, seededRandom, stopProcess, waitForCommitsBeyond } from "./_faults.ts";
+import { killLeftovers, report, seededRandom, stopProcess, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 const USERS = 10_000;
 const ORDERS = 20_000;
@@ -51,6 +50,7 @@ Deno.test("a consumer SIGKILLed at random moments and restarted converges to the
   const seed = Number(Deno.env.get("FAULTS_SEED") ?? Date.now() % 1_000_000);
   const random = seededRandom(seed);
   const db = await createTestDatabase();
+  let consumer: Running | undefined;
   try {
     const env = pipelineNames(db.url);
     const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
@@ -72,7 +72,7 @@ Deno.test("a consumer SIGKILLed at random moments and restarted converges to the
 
     // Small batches: many commits, so a kill lands between and inside them.
     const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
-    let consumer = startCommand("consume", consumeArgs, env);
+    consumer = startCommand("consume", consumeArgs, env);
     let committed = 0;
     const kills: { afterCommitted: number; delayMs: number }[] = [];
     for (let kill = 1; kill <= KILLS; kill++) {
@@ -84,12 +84,7 @@ Deno.test("a consumer SIGKILLed at random moments and restarted converges to the
       kills.push({ afterCommitted: committed, delayMs });
       consumer = startCommand("consume", consumeArgs, env);
     }
-    await waitFor(
-      "the restarted consumer to drain both topics",
-      async () => (await groupLag(env.CONSUMER_GROUP, topics)) === 0,
-      120_000,
-      500,
-    );
+    await waitForDrain(consumer, env.CONSUMER_GROUP, topics, BROKERS);
     const last = await stopProcess(consumer, "SIGTERM");
     assert.equal(last.code, 0, last.stderr);
 
@@ -129,6 +124,7 @@ Deno.test("a consumer SIGKILLed at random moments and restarted converges to the
     assert.equal(actual.users.size + actual.orders.size, expected.users.size + expected.orders.size);
     assert.deepEqual(missing, [], "every expected rejection is in the DLQ");
   } finally {
+    await killLeftovers(consumer);
     await db.drop();
   }
 });

@@ -12,12 +12,13 @@ import {
   pipelineNames,
   readTables,
   referenceState,
+  type Running,
   seededEvents,
   startCommand,
   topicSize,
   waitFor,
 } from "../_helpers.ts";
-import { report, stopProcess, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
+import { killLeftovers, report, stopProcess, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 const USERS = 8_000;
 const ORDERS = 16_000;
@@ -25,11 +26,13 @@ const ORDERS = 16_000;
 Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain reach the same state as one consumer", async () => {
   const seed = Number(Deno.env.get("FAULTS_SEED") ?? 23);
   const db = await createTestDatabase();
+  const runs: Running[] = [];
   try {
     const env = pipelineNames(db.url);
     const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
     const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
     const first = startCommand("consume", consumeArgs, env);
+    runs.push(first);
     // Publishing while the group consumes keeps the drain going through every membership change.
     const producer = startCommand("produce", [
       "--users",
@@ -41,11 +44,13 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
       "--batch-size",
       "100",
     ], env);
+    runs.push(producer);
     const lagAt: Record<string, number> = {};
     let committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, 0);
 
     const second = startCommand("consume", consumeArgs, env);
     const third = startCommand("consume", consumeArgs, env);
+    runs.push(second, third);
     lagAt.join = await groupLag(env.CONSUMER_GROUP, topics);
     await waitFor(
       "the second and third consumers to join the group",
@@ -87,6 +92,7 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
     assert.deepEqual(mismatches, []);
     assert.equal(dlq, expected.rejected);
   } finally {
+    await killLeftovers(...runs);
     await db.drop();
   }
 });

@@ -1,0 +1,190 @@
+/**
+ * Fault: one broker of a 3-broker KRaft cluster (replication 3, min.insync.replicas 2) is
+ * SIGKILLed mid-run, then restarted. The cluster is the fault suite's own (`scripts/services.sh
+ * up cluster` under `.data/faults`), started once for this file; PostgreSQL is not touched, so
+ * the shared one is used.
+ */
+import assert from "node:assert/strict";
+import {
+  createTestDatabase,
+  diffTables,
+  type PipelineEnv,
+  pipelineNames,
+  readTables,
+  readWholeTopic,
+  referenceState,
+  runCommand,
+  type Running,
+  seededEvents,
+  startCommand,
+  topicSize,
+  waitFor,
+} from "../_helpers.ts";
+import {
+  CLUSTER_BROKERS,
+  killClusterNode,
+  killLeftovers,
+  KNOWN_BUGS,
+  report,
+  seededRandom,
+  services,
+  stopProcess,
+  waitForCommitsBeyond,
+  waitForDrain,
+} from "./_faults.ts";
+
+const USERS = 6_000;
+const ORDERS = 12_000;
+
+function clusterEnv(databaseUrl: string): PipelineEnv {
+  return { ...pipelineNames(databaseUrl), KAFKA_BROKERS: CLUSTER_BROKERS.join(","), REPLICATION_FACTOR: "3" };
+}
+
+/** How often each generated event is in the topics: lost (0) and doubled (more than 1) counts. */
+async function logCensus(env: PipelineEnv, seed: number) {
+  const { userEvents, orderEvents } = seededEvents(seed, USERS, ORDERS);
+  const records = [
+    ...await readWholeTopic(env.USERS_TOPIC, 60_000, CLUSTER_BROKERS),
+    ...await readWholeTopic(env.ORDERS_TOPIC, 60_000, CLUSTER_BROKERS),
+  ];
+  const inLog = new Map<string, number>();
+  for (const r of records) {
+    const value = new TextDecoder().decode(r.value!);
+    inLog.set(value, (inLog.get(value) ?? 0) + 1);
+  }
+  const generated = [...userEvents, ...orderEvents].map((e) => JSON.stringify(e));
+  return {
+    records: records.length,
+    lost: generated.filter((v) => !inLog.has(v)).length,
+    doubled: [...inLog.values()].reduce((sum, n) => sum + n - 1, 0),
+    expected: referenceState(userEvents, orderEvents),
+  };
+}
+
+Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses and doubles nothing", async (t) => {
+  const seed = Number(Deno.env.get("FAULTS_SEED") ?? 41);
+  const random = seededRandom(seed);
+  await services("up", "cluster");
+  try {
+    await t.step("killed mid-consume: the consumer goes on with the other brokers and converges", async () => {
+      const db = await createTestDatabase();
+      const runs: Running[] = [];
+      try {
+        const env = clusterEnv(db.url);
+        const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
+        const args = ["--users", `${USERS}`, "--orders", `${ORDERS}`, "--seed", `${seed}`];
+        const produced = await runCommand("produce", args, env);
+        assert.equal(produced.code, 0, produced.stderr);
+        const consumer = startCommand("consume", ["--max-batch-bytes", "8192", "--concurrency", "2"], env);
+        runs.push(consumer);
+        const atKill = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, CLUSTER_BROKERS, 0);
+        const node = 1 + Math.floor(random() * 3);
+        const pid = await killClusterNode(node);
+        // The consumer must get on with the two brokers left before the third comes back.
+        const whileDown = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, CLUSTER_BROKERS, atKill + 2_000);
+        await services("start-node", String(node));
+        await waitForDrain(consumer, env.CONSUMER_GROUP, topics, CLUSTER_BROKERS);
+        const consumed = await stopProcess(consumer, "SIGTERM");
+        assert.equal(consumed.code, 0, consumed.stderr);
+
+        const census = await logCensus(env, seed);
+        const mismatches = diffTables(census.expected, await readTables(db.sql), 1_000_000);
+        const dlq = await topicSize(`${env.USERS_TOPIC}.dlq`, CLUSTER_BROKERS) +
+          await topicSize(`${env.ORDERS_TOPIC}.dlq`, CLUSTER_BROKERS);
+        report("cluster, broker killed mid-consume", {
+          seed,
+          events: USERS + ORDERS,
+          faults: `SIGKILL broker ${node} (pid ${pid}) at ${atKill} committed, restarted at ${whileDown}`,
+          recordsInLog: census.records,
+          lost: census.lost,
+          doubled: census.doubled,
+          rowsCompared: census.expected.users.size + census.expected.orders.size,
+          mismatches: mismatches.length,
+          dlqRecords: dlq,
+        });
+        assert.equal(census.lost + census.doubled, 0);
+        assert.deepEqual(mismatches, []);
+        assert.equal(dlq, census.expected.rejected, "a dead broker dead-letters nothing");
+      } finally {
+        await killLeftovers(...runs);
+        await db.drop();
+      }
+    });
+
+    // Known bug (reported): after a leader fails over, kafkajs 2.2.4's idempotent producer keeps
+    // its old sequence numbers, the new leader answers OUT_OF_ORDER_SEQUENCE_NUMBER to every retry
+    // (kafkajs issue #598), and writeWithRetry (lib/kafka_admin.ts) retries the same dead
+    // producer until its budget is spent: the produce run exits 1 and the job is not finished.
+    await t.step({
+      name: "killed mid-produce: every produced event is in the log exactly once, and the tables converge",
+      ignore: !KNOWN_BUGS,
+      fn: async () => {
+        const db = await createTestDatabase();
+        const runs: Running[] = [];
+        try {
+          const env = clusterEnv(db.url);
+          const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
+          const logSize = async () =>
+            await topicSize(env.USERS_TOPIC, CLUSTER_BROKERS) + await topicSize(env.ORDERS_TOPIC, CLUSTER_BROKERS);
+          const consumer = startCommand("consume", ["--max-batch-bytes", "8192", "--concurrency", "2"], env);
+          const args = ["--users", `${USERS}`, "--orders", `${ORDERS}`, "--seed", `${seed + 1}`, "--batch-size", "100"];
+          const producer = startCommand("produce", args, env);
+          runs.push(consumer, producer);
+          let producerExited = false;
+          producer.done.then(() => (producerExited = true));
+          const atKill = await waitFor(
+            "the producer to publish 2000 records",
+            async () => {
+              const n = await logSize();
+              return n >= 2_000 ? n : 0;
+            },
+            90_000,
+            250,
+          );
+          const node = 1 + Math.floor(random() * 3);
+          const killedMidProduce = !producerExited;
+          const pid = await killClusterNode(node);
+          // The cluster must keep taking writes with one broker gone (2 replicas remain in sync).
+          const whileDown = await waitFor(
+            "publishing to go on with one broker dead",
+            async () => {
+              const n = await logSize();
+              return n >= atKill + 2_000 || producerExited ? n : 0;
+            },
+            90_000,
+            250,
+          );
+          await services("start-node", String(node));
+          const produced = await producer.done;
+          assert.equal(produced.code, 0, produced.stderr.slice(-3000));
+          await waitForDrain(consumer, env.CONSUMER_GROUP, topics, CLUSTER_BROKERS);
+          const consumed = await stopProcess(consumer, "SIGTERM");
+          assert.equal(consumed.code, 0, consumed.stderr);
+
+          const census = await logCensus({ ...env }, seed + 1);
+          const mismatches = diffTables(census.expected, await readTables(db.sql), 1_000_000);
+          report("cluster, broker killed mid-produce", {
+            seed: seed + 1,
+            events: USERS + ORDERS,
+            faults: `SIGKILL broker ${node} (pid ${pid}) at ${atKill} records, restarted at ${whileDown}`,
+            killedMidProduce,
+            recordsInLog: census.records,
+            lost: census.lost,
+            doubled: census.doubled,
+            rowsCompared: census.expected.users.size + census.expected.orders.size,
+            mismatches: mismatches.length,
+          });
+          assert.ok(killedMidProduce, "the broker died while the producer was publishing");
+          assert.equal(census.lost, 0, "every produced event is in the log");
+          assert.equal(census.doubled, 0, "the idempotent producer doubled nothing");
+          assert.deepEqual(mismatches, []);
+        } finally {
+          await killLeftovers(...runs);
+          await db.drop();
+        }
+      },
+    });
+  } finally {
+    await services("down", "cluster");
+  }
+});

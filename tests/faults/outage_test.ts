@@ -1,0 +1,270 @@
+/**
+ * Faults: PostgreSQL or Kafka goes away mid-run and comes back. These stop services, so they run
+ * against the fault suite's own Kafka (19092) and PostgreSQL (15432), started once for this file.
+ */
+import assert from "node:assert/strict";
+import { DLQ_HEADERS } from "../../lib/consumer.ts";
+import type { OrderEvent, UserEvent } from "../../lib/model.ts";
+import {
+  committedOffsets,
+  createTestDatabase,
+  diffTables,
+  type PipelineEnv,
+  pipelineNames,
+  type ReadRecord,
+  readTables,
+  readWholeTopic,
+  referenceState,
+  runCommand,
+  type Running,
+  seededEvents,
+  startCommand,
+  topicSize,
+  waitFor,
+} from "../_helpers.ts";
+import {
+  FAULTS_BROKERS,
+  FAULTS_DATABASE_URL,
+  killLeftovers,
+  KNOWN_BUGS,
+  report,
+  services,
+  stopProcess,
+  waitForCommitsBeyond,
+  waitForDrain,
+} from "./_faults.ts";
+
+const SEED = Number(Deno.env.get("FAULTS_SEED") ?? 31);
+const CONSUME_ARGS = ["--max-batch-bytes", "8192", "--concurrency", "2"];
+
+async function freshPipeline() {
+  const db = await createTestDatabase(FAULTS_DATABASE_URL);
+  const env: PipelineEnv = { ...pipelineNames(db.url), KAFKA_BROKERS: FAULTS_BROKERS.join(",") };
+  return { db, env, topics: [env.USERS_TOPIC, env.ORDERS_TOPIC] };
+}
+
+/** DLQ reasons with ids and numbers blanked, counted, so a report line shows why records were dead-lettered. */
+async function dlqReasons(env: PipelineEnv): Promise<Record<string, number>> {
+  const reasons: Record<string, number> = {};
+  for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
+    for (const record of await readWholeTopic(`${topic}.dlq`, 60_000, FAULTS_BROKERS)) {
+      const reason = (record.headers[DLQ_HEADERS.reason] ?? "").replace(/[0-9a-f-]{36}/g, "<id>");
+      reasons[reason] = (reasons[reason] ?? 0) + 1;
+    }
+  }
+  return reasons;
+}
+
+async function dlqSize(env: PipelineEnv): Promise<number> {
+  return await topicSize(`${env.USERS_TOPIC}.dlq`, FAULTS_BROKERS) +
+    await topicSize(`${env.ORDERS_TOPIC}.dlq`, FAULTS_BROKERS);
+}
+
+function eventsOf(records: ReadRecord[]) {
+  const decoder = new TextDecoder();
+  return records.map((r) => JSON.parse(decoder.decode(r.value!)));
+}
+
+Deno.test("outages of PostgreSQL and Kafka are waited out without loss or duplicates", async (t) => {
+  await services("up", "kafka", "postgres");
+  try {
+    await t.step(
+      "PostgreSQL stopped mid-drain: the consumer waits, commits nothing meanwhile, then converges",
+      async () => {
+        const { db, env, topics } = await freshPipeline();
+        const runs: Running[] = [];
+        try {
+          const users = 4_000, orders = 8_000;
+          const produced = await runCommand("produce", [
+            "--users",
+            `${users}`,
+            "--orders",
+            `${orders}`,
+            "--seed",
+            `${SEED}`,
+          ], env);
+          assert.equal(produced.code, 0, produced.stderr);
+          const consumer = startCommand("consume", CONSUME_ARGS, env);
+          runs.push(consumer);
+          const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
+          await services("down", "postgres");
+          await waitFor(
+            "the consumer to log that it waits for PostgreSQL",
+            () => /waiting for PostgreSQL/.test(consumer.stderr()),
+            30_000,
+          );
+          // Sample the group's offsets through the outage: none may move while the database is down.
+          const baseline = JSON.stringify(await committedOffsets(env.CONSUMER_GROUP, topics, FAULTS_BROKERS));
+          const outageStart = Date.now();
+          let samples = 0, moved = 0;
+          while (Date.now() - outageStart < 6_000) {
+            await new Promise((r) => setTimeout(r, 500));
+            samples++;
+            if (JSON.stringify(await committedOffsets(env.CONSUMER_GROUP, topics, FAULTS_BROKERS)) !== baseline) {
+              moved++;
+            }
+          }
+          await services("up", "postgres");
+          await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
+          const result = await stopProcess(consumer, "SIGTERM");
+          assert.equal(result.code, 0, result.stderr);
+          const { userEvents, orderEvents } = seededEvents(SEED, users, orders);
+          const expected = referenceState(userEvents, orderEvents);
+          const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
+          const dlq = await dlqSize(env);
+          const waits = result.stderr.match(/waiting for PostgreSQL/g)?.length ?? 0;
+          report("database outage", {
+            events: users + orders,
+            faults: "postgres stopped ~6s",
+            committedBeforeOutage: before,
+            offsetSamplesDuringOutage: samples,
+            samplesWhereOffsetsMoved: moved,
+            waitLogLines: waits,
+            rowsCompared: expected.users.size + expected.orders.size,
+            mismatches: mismatches.length,
+            dlqRecords: dlq,
+          });
+          assert.equal(moved, 0, "the group's offsets stood still while PostgreSQL was down");
+          assert.deepEqual(mismatches, []);
+          assert.equal(dlq, expected.rejected, "an outage dead-letters nothing");
+        } finally {
+          await killLeftovers(...runs);
+          await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
+        }
+      },
+    );
+
+    await t.step(
+      "Kafka stopped mid-produce: the producer finishes or fails naming the cause, and a re-run completes the job",
+      async () => {
+        const { db, env } = await freshPipeline();
+        const runs: Running[] = [];
+        try {
+          const users = 6_000, orders = 12_000;
+          const args = ["--users", `${users}`, "--orders", `${orders}`, "--seed", `${SEED + 1}`, "--batch-size", "100"];
+          const producer = startCommand("produce", args, env);
+          runs.push(producer);
+          let producerExited = false;
+          producer.done.then(() => (producerExited = true));
+          const publishedBefore = await waitFor("the producer to publish something", async () => {
+            const n = await topicSize(env.USERS_TOPIC, FAULTS_BROKERS);
+            return n > 1_000 ? n : 0;
+          }, 60_000);
+          const stoppedMidProduce = !producerExited;
+          await services("down", "kafka");
+          await services("up", "kafka");
+          const first = await producer.done;
+          const firstLines = first.stderr.trim().split("\n");
+          if (first.code !== 0) {
+            assert.match(firstLines.at(-1)!, /failed: .*(Kafka|publish|connect|broker)/i, "a failure names its cause");
+          }
+          const firstRun = eventsOf([
+            ...await readWholeTopic(env.USERS_TOPIC, 60_000, FAULTS_BROKERS),
+            ...await readWholeTopic(env.ORDERS_TOPIC, 60_000, FAULTS_BROKERS),
+          ]);
+          const generated = seededEvents(SEED + 1, users, orders);
+          const all = [...generated.userEvents, ...generated.orderEvents].map((e) => JSON.stringify(e));
+          const countOf = (values: string[]) =>
+            values.reduce((m, v) => m.set(v, (m.get(v) ?? 0) + 1), new Map<string, number>());
+          const firstCounts = countOf(firstRun.map((e) => JSON.stringify(e)));
+          const firstDuplicates = [...firstCounts.values()].reduce((s, n) => s + n - 1, 0);
+          const firstLost = all.filter((v) => !firstCounts.has(v)).length;
+
+          // The re-run republishes the same seeded stream; the log is then the first run's
+          // records followed by all of them again, and the reference is the log as read back.
+          const rerun = await runCommand("produce", args, env);
+          assert.equal(rerun.code, 0, rerun.stderr);
+          const userRecords = await readWholeTopic(env.USERS_TOPIC, 60_000, FAULTS_BROKERS);
+          const orderRecords = await readWholeTopic(env.ORDERS_TOPIC, 60_000, FAULTS_BROKERS);
+          const logCounts = countOf([...userRecords, ...orderRecords].map((r) => new TextDecoder().decode(r.value!)));
+          const lostAfterRerun = all.filter((v) => !logCounts.has(v)).length;
+          const consumed = await runCommand("consume", ["--idle-timeout", "2"], env);
+          assert.equal(consumed.code, 0, consumed.stderr);
+          const expected = referenceState(eventsOf(userRecords) as UserEvent[], eventsOf(orderRecords) as OrderEvent[]);
+          const fromGenerated = referenceState(generated.userEvents, generated.orderEvents);
+          const actual = await readTables(db.sql);
+          const mismatches = diffTables(expected, actual, 1_000_000);
+          report("broker outage mid-produce", {
+            events: users + orders,
+            faults: `kafka stopped and restarted after ${publishedBefore} user records`,
+            stoppedMidProduce,
+            firstRunExit: first.code,
+            firstRunLastLine: firstLines.at(-1)!.slice(0, 160),
+            firstRunRecords: firstRun.length,
+            firstRunLost: firstLost,
+            firstRunDuplicates: firstDuplicates,
+            logRecordsAfterRerun: userRecords.length + orderRecords.length,
+            lostAfterRerun,
+            rowsCompared: expected.users.size + expected.orders.size,
+            mismatches: mismatches.length,
+          });
+          assert.ok(stoppedMidProduce, "Kafka stopped while the producer was still publishing");
+          if (first.code === 0) {
+            assert.equal(firstLost, 0, "a producer that exits 0 lost nothing");
+            assert.equal(firstDuplicates, 0, "a producer that exits 0 doubled nothing");
+          }
+          assert.equal(lostAfterRerun, 0, "after the re-run every generated event is in the log");
+          assert.deepEqual(mismatches, []);
+          assert.deepEqual(diffTables(fromGenerated, actual), [], "a duplicate suffix leaves the single run's state");
+        } finally {
+          await killLeftovers(...runs);
+          await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
+        }
+      },
+    );
+
+    // Known bug (reported): an order waiting for its user keeps its order-wait clock running while
+    // Kafka is away (lib/consumer.ts, the `since` of `waiting`), so an outage longer than
+    // --order-wait dead-letters orders whose users are in the log ("did not exist after waiting
+    // 30s"), then their updates ("UPDATE of order ..., which does not exist"): rows go missing.
+    await t.step({
+      name: "Kafka stopped mid-consume: the consumer reconnects and converges",
+      ignore: !KNOWN_BUGS,
+      fn: async () => {
+        const { db, env, topics } = await freshPipeline();
+        const runs: Running[] = [];
+        try {
+          const users = 4_000, orders = 8_000;
+          const produced = await runCommand("produce", [
+            "--users",
+            `${users}`,
+            "--orders",
+            `${orders}`,
+            "--seed",
+            `${SEED + 2}`,
+          ], env);
+          assert.equal(produced.code, 0, produced.stderr);
+          const consumer = startCommand("consume", CONSUME_ARGS, env);
+          runs.push(consumer);
+          const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
+          await services("down", "kafka");
+          await services("up", "kafka");
+          await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
+          const result = await stopProcess(consumer, "SIGTERM");
+          assert.equal(result.code, 0, result.stderr);
+          const { userEvents, orderEvents } = seededEvents(SEED + 2, users, orders);
+          const expected = referenceState(userEvents, orderEvents);
+          const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
+          const dlq = await dlqSize(env);
+          report("broker outage mid-consume", {
+            events: users + orders,
+            faults: "kafka stopped and restarted",
+            committedBeforeOutage: before,
+            kafkaWarnings: result.stderr.match(/WARN|warn/g)?.length ?? 0,
+            dlqReasons: dlq > 0 ? await dlqReasons(env) : {},
+            rowsCompared: expected.users.size + expected.orders.size,
+            mismatches: mismatches.length,
+            dlqRecords: dlq,
+          });
+          assert.deepEqual(mismatches, []);
+          assert.equal(dlq, expected.rejected, "an outage dead-letters nothing");
+        } finally {
+          await killLeftovers(...runs);
+          await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
+        }
+      },
+    });
+  } finally {
+    await services("down", "kafka", "postgres");
+  }
+});
