@@ -60,11 +60,20 @@ export function simulatedClock(seed: number): Clock {
   return { nowMicros: () => (now += 1 + Math.floor(random() * 1000)) };
 }
 
+// Consecutive timestamps share their second: formatting it once per second, not per event,
+// was an eighth of the generator's time.
+let cachedSecond = NaN;
+let cachedPrefix = "";
+
 /** Formats epoch microseconds as RFC 3339 in UTC with six fraction digits. */
 export function formatMicros(micros: number): string {
-  const millis = Math.floor(micros / 1000);
+  const second = Math.floor(micros / 1_000_000);
+  if (second !== cachedSecond) {
+    cachedPrefix = new Date(second * 1000).toISOString().slice(0, -5); // drop ".sssZ"
+    cachedSecond = second;
+  }
   const fraction = String(((micros % 1_000_000) + 1_000_000) % 1_000_000).padStart(6, "0");
-  return new Date(millis).toISOString().replace(/\.\d{3}Z$/, `.${fraction}Z`);
+  return `${cachedPrefix}.${fraction}Z`;
 }
 
 /** A fresh random seed, for runs without `--seed`. */
@@ -91,15 +100,29 @@ function mix32(value: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
+const HEX_BYTE = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
+function hex32(word: number): string {
+  return HEX_BYTE[word >>> 24] + HEX_BYTE[(word >>> 16) & 0xff] + HEX_BYTE[(word >>> 8) & 0xff] +
+    HEX_BYTE[word & 0xff];
+}
+
 /** The id of the `index`-th entity of a kind in a run: a version-4 UUID derived from the seed. */
 export function entityId(seed: number, kind: "user" | "order", index: number): string {
   const base = mix32(seed ^ (kind === "user" ? 0x75736572 : 0x6f726472));
-  const words = [0, 1, 2, 3].map((w) => mix32(base ^ mix32(index + 0x9e3779b9 * (w + 1))));
-  const hex = words.map((w) => w.toString(16).padStart(8, "0")).join("");
-  const variant = ((parseInt(hex[16], 16) & 0x3) | 0x8).toString(16);
+  // Unrolled (no arrays, table lookups for hex): ids were a fifth of the generator's time.
+  const w2 = mix32(base ^ mix32(index + 0x9e3779b9 * 3));
+  const hex = hex32(mix32(base ^ mix32(index + 0x9e3779b9))) + hex32(mix32(base ^ mix32(index + 0x9e3779b9 * 2))) +
+    hex32(w2) + hex32(mix32(base ^ mix32(index + 0x9e3779b9 * 4)));
+  const variant = (((w2 >>> 28) & 0x3) | 0x8).toString(16);
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${variant}${hex.slice(17, 20)}-${
     hex.slice(20, 32)
   }`;
+}
+
+/** `name` cut to 50 characters (code points); 50 UTF-16 units or fewer need no cut. */
+function clip50(name: string): string {
+  return name.length <= 50 ? name : [...name].slice(0, 50).join("");
 }
 
 /**
@@ -122,6 +145,8 @@ export function generateEvents(options: GeneratorOptions, stats?: GenerationStat
         return r < CREATE_SHARE ? "CREATE" : r < CREATE_OR_UPDATE_SHARE ? "UPDATE" : "DELETE";
       };
       const count = (key: string) => (counts.byType[key] = (counts.byType[key] ?? 0) + 1);
+      const userKey = { CREATE: "user.CREATE", UPDATE: "user.UPDATE", DELETE: "user.DELETE" } as const;
+      const orderKey = { CREATE: "order.CREATE", UPDATE: "order.UPDATE", DELETE: "order.DELETE" } as const;
 
       let usersCreated = 0;
       for (let i = 0; i < users; i++) {
@@ -134,7 +159,7 @@ export function generateEvents(options: GeneratorOptions, stats?: GenerationStat
           value = {
             event_type: type,
             user_id: id,
-            name: [...faker.person.fullName()].slice(0, 50).join(""),
+            name: clip50(faker.person.fullName()),
             dob: born.toISOString().slice(0, 10),
             created_at: now,
           };
@@ -144,13 +169,13 @@ export function generateEvents(options: GeneratorOptions, stats?: GenerationStat
           value = {
             event_type: type,
             user_id: id,
-            name: [...faker.person.fullName()].slice(0, 50).join(""),
+            name: clip50(faker.person.fullName()),
             modified_at: now,
           };
         } else {
           value = { event_type: type, user_id: entityId(seed, "user", pick(usersCreated)), modified_at: now };
         }
-        count(`user.${type}`);
+        count(userKey[type]);
         yield { entity: "user", key: value.user_id, value };
       }
 
@@ -188,7 +213,7 @@ export function generateEvents(options: GeneratorOptions, stats?: GenerationStat
             modified_at: now,
           };
         }
-        count(`order.${type}`);
+        count(orderKey[type]);
         yield { entity: "order", key: value.order_id, value };
       }
     },

@@ -1,8 +1,9 @@
 /**
  * `deno task bench [--quick] [--events N]`: throughput and memory of the pipeline, each figure
  * next to a reference measured in the same run (Kafka's Java producer perf tool, the Go
- * original's one-event-per-transaction design, PostgreSQL COPY), printed as one JSON document.
- * Sets up its own topics and database and drops the database afterwards.
+ * original's one-event-per-transaction design, PostgreSQL COPY), printed as one JSON document
+ * on stdout; progress goes to stderr. Sets up its own topics, groups and database, and removes
+ * them afterwards, also when a phase fails or the run is interrupted.
  * @module
  */
 import os from "node:os";
@@ -10,81 +11,98 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
+import { generateEvents } from "../lib/generator.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
 
 process.removeAllListeners("warning"); // kafkajs 2.2.4's negative timers
 
 const { values } = parseArgs({
-  args: Deno.args,
+  args: Deno.args.filter((a) => a !== "--"),
   options: { quick: { type: "boolean" }, events: { type: "string" } },
 });
-const EVENTS = Number(values.events ?? (values.quick ? 20_000 : 1_000_000));
-const BASELINE_EVENTS = Math.min(EVENTS, values.quick ? 2_000 : 20_000);
+const QUICK = Boolean(values.quick);
+const EVENTS = Number(values.events ?? (QUICK ? 20_000 : 1_000_000));
+if (!Number.isInteger(EVENTS) || EVENTS < 1000) throw new RangeError(`--events must be an integer >= 1000: ${EVENTS}`);
+const BASELINE_EVENTS = Math.min(EVENTS, QUICK ? 2_000 : 10_000);
+/** Seconds a phase may take before the run gives up; generous for a noisy shared machine. */
+const PHASE_TIMEOUT_S = Math.max(120, EVENTS / 2_000);
 const ROOT = new URL("..", import.meta.url).pathname;
 const BROKERS = Deno.env.get("KAFKA_BROKERS") ?? "localhost:9092";
 const ADMIN_URL = Deno.env.get("DATABASE_URL") ?? "postgres://postgres:postgres@localhost:5432/cdc_db";
 const RUN = `bench_${Date.now().toString(36)}`;
 const DB_URL = ADMIN_URL.replace(/\/[^/?]*(\?|$)/, `/${RUN}$1`);
-/** About the mean size of a generated event's JSON. */
-const RECORD_BYTES = 200;
+const SEED = 1;
 const USERS = Math.round(EVENTS * 0.4);
 const ORDERS = EVENTS - USERS;
+/** Events per producer send, the best measured on the 2-core reference machine. */
+const PRODUCE_BATCH = 1_000;
 const env = {
   USERS_TOPIC: `${RUN}_users`,
   ORDERS_TOPIC: `${RUN}_orders`,
   CONSUMER_GROUP: `${RUN}_group`,
   DATABASE_URL: DB_URL,
+  LOG_FORMAT: "json",
 };
+const TOPICS = [env.USERS_TOPIC, env.ORDERS_TOPIC];
+const JAVA_TOPIC = `${RUN}_java`;
+const BASELINE_GROUP = `${RUN}_baseline`;
 const kafka = new Kafka({ clientId: "cdc-bench", brokers: BROKERS.split(","), logLevel: logLevel.NOTHING });
 const progress = (line: string) => console.error(`bench: ${line}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const round = (value: number, digits = 0) => Math.round(value * 10 ** digits) / 10 ** digits;
 
 interface Measured {
   seconds: number;
   peakRssMb: number;
+  stderr: string;
 }
 
-/** Runs a command, sampling its resident memory until it exits. */
-async function measure(
-  cmd: string[],
-  extraEnv: Record<string, string>,
-  until?: () => Promise<boolean>,
-): Promise<Measured> {
+/**
+ * Runs a command, sampling its resident memory until it exits (or, with `until`, until the
+ * condition holds, then stops it with SIGTERM and waits for its clean exit).
+ */
+async function measure(cmd: string[], until?: () => Promise<boolean>): Promise<Measured> {
   const started = performance.now();
   const child = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
-    env: extraEnv,
+    env,
     stdout: "null",
     stderr: "piped",
     cwd: ROOT,
   }).spawn();
+  const deadline = setTimeout(() => child.kill("SIGKILL"), PHASE_TIMEOUT_S * 1000);
   let peakKb = 0;
-  let finished = false;
+  let exited = false;
   let stderr = "";
   const reader = (async () => {
     const decoder = new TextDecoder();
-    for await (const chunk of child.stderr) stderr = (stderr + decoder.decode(chunk)).slice(-4000);
+    for await (const chunk of child.stderr) stderr = (stderr + decoder.decode(chunk)).slice(-8000);
   })();
   const sampler = (async () => {
-    while (!finished) {
-      try {
-        const status = await Deno.readTextFile(`/proc/${child.pid}/status`);
-        peakKb = Math.max(peakKb, Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0));
-      } catch { /* exited */ }
-      await new Promise((r) => setTimeout(r, 50));
+    while (!exited) {
+      // ps, because Deno reads /proc only with --allow-all.
+      const ps = await new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(child.pid)], stderr: "null" })
+        .output();
+      peakKb = Math.max(peakKb, Number(new TextDecoder().decode(ps.stdout).trim()) || 0);
+      await sleep(100);
     }
   })();
+  const status = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
   let seconds = 0;
   if (until) {
-    while (!(await until())) await new Promise((r) => setTimeout(r, 100));
+    while (!exited && !(await until())) await sleep(100);
     seconds = (performance.now() - started) / 1000;
-    child.kill("SIGTERM");
+    if (!exited) child.kill("SIGTERM");
   }
-  const status = await child.status;
+  const { success, code } = await status;
   if (!until) seconds = (performance.now() - started) / 1000;
-  finished = true;
+  clearTimeout(deadline);
   await Promise.all([sampler, reader]);
-  if (!status.success) throw new Error(`${cmd.join(" ")} exited ${status.code}: ${stderr}`);
-  return { seconds, peakRssMb: Math.round(peakKb / 1024) };
+  if (!success) throw new Error(`${cmd.slice(-3).join(" ")} exited ${code}: ${stderr.slice(-2000)}`);
+  return { seconds, peakRssMb: Math.round(peakKb / 1024), stderr };
 }
 
 const denoRun = (script: string, args: string[]) => [
@@ -98,44 +116,55 @@ const denoRun = (script: string, args: string[]) => [
   ...args,
 ];
 
-async function groupLag(groupId: string, topics: string[]): Promise<number> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    let lag = 0;
-    const committed = await admin.fetchOffsets({ groupId, topics });
-    for (const topic of topics) {
-      const at = new Map(
-        (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
-      );
-      for (const end of await admin.fetchTopicOffsets(topic)) {
-        lag += Number(end.high) - Math.max(0, at.get(end.partition) ?? 0);
-      }
+/** Records not yet committed by `groupId` on `topics`. */
+async function groupLag(admin: ReturnType<Kafka["admin"]>, groupId: string, topics: string[]): Promise<number> {
+  let lag = 0;
+  const committed = await admin.fetchOffsets({ groupId, topics });
+  for (const topic of topics) {
+    const at = new Map(
+      (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
+    );
+    for (const end of await admin.fetchTopicOffsets(topic)) {
+      lag += Number(end.high) - Math.max(0, at.get(end.partition) ?? 0);
     }
-    return lag;
-  } finally {
-    await admin.disconnect();
   }
+  return lag;
 }
 
-/** Kafka's own Java producer, same record count, size and acks, from the Maven-resolved jars. */
+/** Mean bytes (key + value) of the run's records, from a 1% sample of the same seeded stream shape. */
+function meanRecordBytes(): number {
+  const scale = Math.max(1, Math.round(EVENTS / 100));
+  const sample = generateEvents({
+    users: Math.round(scale * 0.4),
+    orders: scale - Math.round(scale * 0.4),
+    seed: SEED,
+  });
+  let bytes = 0;
+  let count = 0;
+  for (const event of sample) {
+    bytes += event.key.length + JSON.stringify(event.value).length;
+    count++;
+  }
+  return Math.round(bytes / count);
+}
+
+/** Kafka's own Java producer with its default settings plus acks=all, same record count and size. */
 async function javaProducerPerf(records: number, recordSize: number): Promise<number> {
-  const pom = await Deno.readTextFile(`${ROOT}scripts/kafka/pom.xml`);
-  const version = /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1];
-  const topic = `${RUN}_java`;
   const admin = kafka.admin();
   await admin.connect();
-  await admin.createTopics({ topics: [{ topic, numPartitions: 5 }], waitForLeaders: true });
+  await admin.createTopics({ topics: [{ topic: JAVA_TOPIC, numPartitions: 8 }], waitForLeaders: true });
   await admin.disconnect();
-  const out = await new Deno.Command("java", {
+  const out = await new Deno.Command("timeout", {
     args: [
+      String(PHASE_TIMEOUT_S),
+      "java",
       "-Xmx512m",
       "-cp",
-      `${ROOT}.cache/kafka-${version}/libs/*`,
+      `${ROOT}.cache/kafka-${KAFKA_VERSION}/libs/*`,
       `-Dlog4j.configuration=file:${ROOT}scripts/kafka/log4j.properties`,
       "org.apache.kafka.tools.ProducerPerformance",
       "--topic",
-      topic,
+      JAVA_TOPIC,
       "--num-records",
       String(records),
       "--record-size",
@@ -145,9 +174,6 @@ async function javaProducerPerf(records: number, recordSize: number): Promise<nu
       "--producer-props",
       `bootstrap.servers=${BROKERS}`,
       "acks=all",
-      "enable.idempotence=true",
-      "linger.ms=5",
-      "batch.size=262144",
     ],
     stdout: "piped",
     stderr: "piped",
@@ -161,19 +187,22 @@ async function javaProducerPerf(records: number, recordSize: number): Promise<nu
 /** The Go original's design: one event per statement and transaction, one offset commit per message. */
 async function oneEventPerTransaction(events: number): Promise<number> {
   const sql = postgres(DB_URL, { max: 2, onnotice: () => {} });
-  await sql`create table if not exists baseline_users (id uuid primary key, name varchar(50), dob date, created_at timestamptz, modified_at timestamptz, is_deleted boolean default false)`;
-  await sql`create table if not exists baseline_orders (id uuid primary key, status varchar(10), user_id uuid, quantity int, total_amount numeric(10,2), placed_at timestamptz, modified_at timestamptz, is_deleted boolean default false)`;
-  const consumer = kafka.consumer({ groupId: `${RUN}_baseline`, maxWaitTimeInMs: 100 });
+  await sql`create table baseline_users (like users including defaults)`;
+  await sql`alter table baseline_users add primary key (id)`;
+  await sql`create table baseline_orders (like orders including defaults)`;
+  await sql`alter table baseline_orders add primary key (id)`;
+  const consumer = kafka.consumer({ groupId: BASELINE_GROUP, maxWaitTimeInMs: 100 });
   await consumer.connect();
-  await consumer.subscribe({ topics: [env.USERS_TOPIC, env.ORDERS_TOPIC], fromBeginning: true });
+  await consumer.subscribe({ topics: TOPICS, fromBeginning: true });
   let done = 0;
-  const started = performance.now();
+  let started = 0;
   let finish!: () => void;
   const finished = new Promise<void>((r) => (finish = r));
   await consumer.run({
     autoCommit: false,
     eachMessage: async ({ topic, partition, message }) => {
       if (done >= events) return;
+      started ||= performance.now();
       await sql.begin(async (tx) => {
         if (topic === env.USERS_TOPIC) {
           const u = parseUserEvent(message.value);
@@ -202,125 +231,198 @@ async function oneEventPerTransaction(events: number): Promise<number> {
       if (++done === events) finish();
     },
   });
+  const timeout = setTimeout(() => finish(), PHASE_TIMEOUT_S * 1000);
   await finished;
+  clearTimeout(timeout);
+  if (done < events) throw new Error(`the one-event-per-transaction baseline applied only ${done}/${events} events`);
   const rate = events / ((performance.now() - started) / 1000);
   await consumer.disconnect();
   await sql.end();
   return rate;
 }
 
-/** Loads the consumer's final rows into empty twin tables with COPY; returns seconds. */
+/** Loads the consumer's final rows into empty twin tables with COPY; returns seconds and rows. */
 async function copySameRows(): Promise<{ seconds: number; rows: number }> {
   const sql = postgres(DB_URL, { max: 1, onnotice: () => {} });
   const users = await sql`select id, name, dob::text, created_at::text, modified_at::text, is_deleted from users`;
   const orders =
     await sql`select id, status, user_id, quantity, total_amount::text, placed_at::text, modified_at::text, is_deleted from orders`;
+  // Same columns, keys and indexes; no triggers or foreign keys, which COPY would not need either.
   await sql`create table copy_users (like users including all)`;
   await sql`create table copy_orders (like orders including all)`;
-  const field = (
-    v: unknown,
-  ) => (v === null ? "\\N" : String(v).replace(/[\\\t\n]/g, (c) => (c === "\t" ? "\\t" : c === "\n" ? "\\n" : "\\\\")));
+  const escape: Record<string, string> = { "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r" };
+  const field = (v: unknown) => (v === null ? "\\N" : String(v).replace(/[\\\t\n\r]/g, (c) => escape[c]));
   const tsv = (rows: Record<string, unknown>[]) =>
     rows.map((r) => Object.values(r).map(field).join("\t")).join("\n") + "\n";
-  const usersText = tsv(users);
-  const ordersText = tsv(orders);
+  const texts = [["copy_users", tsv(users)], ["copy_orders", tsv(orders)]] as const;
   const started = performance.now();
-  for (const [table, text] of [["copy_users", usersText], ["copy_orders", ordersText]] as const) {
+  for (const [table, text] of texts) {
     const writable = await sql.unsafe(`copy ${table} from stdin`).writable();
     await new Promise<void>((resolve, reject) => {
       writable.on("error", reject);
-      writable.end(text, resolve);
+      writable.on("finish", resolve);
+      writable.end(text);
     });
-    await new Promise((r) => writable.on("finish", r).on("close", r));
   }
   const seconds = (performance.now() - started) / 1000;
+  const [{ n }] = await sql`select (select count(*) from copy_users) + (select count(*) from copy_orders) as n`;
   await sql.end();
+  if (Number(n) !== users.length + orders.length) {
+    throw new Error(`COPY loaded ${n} of ${users.length + orders.length}`);
+  }
   return { seconds, rows: users.length + orders.length };
 }
 
-const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-await admin.unsafe(`create database ${RUN}`);
+/** Removes everything the run created: database, topics (with DLQs) and consumer groups. */
+async function cleanUp(): Promise<void> {
+  const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`drop database if exists ${RUN} with (force)`).catch((e) => progress(`drop database: ${e}`));
+  await admin.end();
+  const kafkaAdmin = kafka.admin();
+  try {
+    await kafkaAdmin.connect();
+    const existing = new Set(await kafkaAdmin.listTopics());
+    const topics = [...TOPICS, ...TOPICS.map((t) => `${t}.dlq`), JAVA_TOPIC].filter((t) => existing.has(t));
+    if (topics.length) await kafkaAdmin.deleteTopics({ topics });
+    const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)
+      .filter((g) => g === env.CONSUMER_GROUP || g === BASELINE_GROUP);
+    if (groups.length) await kafkaAdmin.deleteGroups(groups);
+  } catch (error) {
+    progress(`removing topics and groups: ${error}`);
+  } finally {
+    await kafkaAdmin.disconnect().catch(() => {});
+  }
+}
+
+const pom = await Deno.readTextFile(`${ROOT}scripts/kafka/pom.xml`);
+const KAFKA_VERSION = /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1];
+const timed = async <T>(phase: string, run: () => Promise<T>): Promise<T> => {
+  progress(`${phase}...`);
+  const started = performance.now();
+  const result = await run();
+  progress(`${phase}: ${round((performance.now() - started) / 1000, 1)} s`);
+  return result;
+};
+
+let cleaning: Promise<void> | undefined;
+Deno.addSignalListener("SIGINT", async () => {
+  progress("interrupted: cleaning up");
+  await (cleaning ??= cleanUp());
+  Deno.exit(130);
+});
+
+let exitCode = 0;
 try {
-  progress(`producing ${EVENTS} events (${USERS} users, ${ORDERS} orders)`);
-  const produce = await measure(
-    denoRun("main_produce.ts", [
-      "--users",
-      String(USERS),
-      "--orders",
-      String(ORDERS),
-      "--batch-size",
-      "5000",
-      "--seed",
-      "1",
-    ]),
-    env,
-  );
+  const setup = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  await setup.unsafe(`create database ${RUN}`);
+  const [{ version: pgVersion }] = await setup`select current_setting('server_version') as version`;
+  await setup.end();
+
+  const produce = await timed(`producing ${EVENTS} events (${USERS} users, ${ORDERS} orders)`, () =>
+    measure(
+      denoRun("main_produce.ts", [
+        "--users",
+        String(USERS),
+        "--orders",
+        String(ORDERS),
+        "--batch-size",
+        String(PRODUCE_BATCH),
+        "--seed",
+        String(SEED),
+      ]),
+    ));
   const producerRate = EVENTS / produce.seconds;
+  progress(`producer: ${Math.round(producerRate)} events/s, peak RSS ${produce.peakRssMb} MB`);
 
-  progress("draining the backlog with the consumer");
-  const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
-  const consume = await measure(
-    denoRun("main_consume.ts", []),
-    env,
-    async () => (await groupLag(env.CONSUMER_GROUP, topics).catch(() => 1)) === 0,
-  );
+  const lagAdmin = kafka.admin();
+  await lagAdmin.connect();
+  const consume = await timed("draining the backlog into PostgreSQL with the consumer", () =>
+    measure(
+      denoRun("main_consume.ts", []),
+      async () => (await groupLag(lagAdmin, env.CONSUMER_GROUP, TOPICS).catch(() => 1)) === 0,
+    ));
+  await lagAdmin.disconnect();
   const consumerRate = EVENTS / consume.seconds;
+  progress(`consumer: ${Math.round(consumerRate)} events/s, peak RSS ${consume.peakRssMb} MB`);
+  const summary = consume.stderr.split("\n").filter((l) => l.startsWith("{") && l.includes('"done"'))
+    .map((l) => JSON.parse(l)).at(-1);
+  const check = postgres(DB_URL, { max: 1, onnotice: () => {} });
+  const [{ users, orders }] =
+    await check`select (select count(*) from users) as users, (select count(*) from orders) as orders`;
+  await check.end();
 
-  progress(`the original's design on ${BASELINE_EVENTS} events`);
-  const baselineRate = await oneEventPerTransaction(BASELINE_EVENTS);
+  const baselineRate = await timed(
+    `the original's design (one event per transaction and offset commit) on ${BASELINE_EVENTS} events`,
+    () => oneEventPerTransaction(BASELINE_EVENTS),
+  );
+  const recordBytes = meanRecordBytes();
+  const javaRate = await timed(
+    `Kafka's Java ProducerPerformance, ${EVENTS} records of ${recordBytes} bytes`,
+    () => javaProducerPerf(EVENTS, recordBytes),
+  );
+  const copy = await timed("COPY of the same rows", copySameRows);
 
-  progress("Kafka's Java producer perf tool");
-  const javaRate = await javaProducerPerf(EVENTS, RECORD_BYTES);
-
-  progress("COPY of the same rows");
-  const copy = await copySameRows();
-
-  const [{ version: pgVersion }] = await admin`select current_setting('server_version') as version`;
-  const pom = await Deno.readTextFile(`${ROOT}scripts/kafka/pom.xml`);
+  const ratios = {
+    consumerVsOneEventPerTx: round(consumerRate / baselineRate, 1),
+    producerVsJavaPerfTool: round(producerRate / javaRate, 2),
+    consumerVsCopy: round(copy.seconds / consume.seconds, 3),
+  };
+  const figures = {
+    producerEventsPerS: Math.round(producerRate),
+    producerSeconds: round(produce.seconds, 3),
+    producerPeakRssMb: produce.peakRssMb,
+    consumerEventsPerS: Math.round(consumerRate),
+    consumerSeconds: round(consume.seconds, 3),
+    consumerPeakRssMb: consume.peakRssMb,
+    baselineOneEventPerTxEventsPerS: Math.round(baselineRate),
+    javaProducerPerfRecordsPerS: Math.round(javaRate),
+    copyRowsPerS: Math.round(copy.rows / copy.seconds),
+    copySeconds: round(copy.seconds, 3),
+  };
+  const atLeast = (value: number, min: number) => ({ value, min, met: value >= min });
+  const atMost = (value: number, max: number) => ({ value, max, met: value < max });
   console.log(JSON.stringify(
     {
+      run: RUN,
       events: EVENTS,
-      quick: Boolean(values.quick),
+      quick: QUICK,
+      baselineEvents: BASELINE_EVENTS,
+      meanRecordBytes: recordBytes,
+      rowsAfterConsume: { users: Number(users), orders: Number(orders) },
+      consumerDeadLettered: summary?.deadLettered ?? {},
       machine: {
         cpus: os.cpus().length,
-        cpuModel: os.cpus()[0]?.model,
-        memoryGb: Math.round(os.totalmem() / 2 ** 30),
+        cpuModel: os.cpus()[0]?.model ?? "unknown",
+        memoryGb: round(os.totalmem() / 2 ** 30, 1),
         os: `${os.type()} ${os.release()}`,
+        loadAverage1m: round(os.loadavg()[0], 2),
       },
-      versions: {
-        deno: Deno.version.deno,
-        kafka: /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1],
-        postgres: pgVersion,
+      versions: { deno: Deno.version.deno, kafka: KAFKA_VERSION, postgres: pgVersion },
+      settings: {
+        producer: `acks=all, idempotent, batch ${PRODUCE_BATCH} events per send`,
+        javaProducerPerf: `Kafka ${KAFKA_VERSION} producer defaults with acks=all`,
+        consumer: "defaults of lib/config.ts",
       },
-      figures: {
-        producerEventsPerS: Math.round(producerRate),
-        producerPeakRssMb: produce.peakRssMb,
-        consumerEventsPerS: Math.round(consumerRate),
-        consumerPeakRssMb: consume.peakRssMb,
-        baselineOneEventPerTxEventsPerS: Math.round(baselineRate),
-        javaProducerPerfRecordsPerS: Math.round(javaRate),
-        copyRowsPerS: Math.round(copy.rows / copy.seconds),
-        copySeconds: Math.round(copy.seconds * 1000) / 1000,
-        consumerSeconds: Math.round(consume.seconds * 1000) / 1000,
-      },
-      ratios: {
-        consumerVsOneEventPerTx: Math.round((consumerRate / baselineRate) * 10) / 10,
-        producerVsJavaPerfTool: Math.round((producerRate / javaRate) * 100) / 100,
-        consumerVsCopy: Math.round((copy.seconds / consume.seconds) * 100) / 100,
-      },
+      figures,
+      ratios,
       targets: {
-        producerEventsPerS: 100_000,
-        consumerEventsPerS: 50_000,
-        consumerVsOneEventPerTx: 30,
-        producerPeakRssMb: 200,
-        consumerPeakRssMb: 300,
+        producerEventsPerS: atLeast(figures.producerEventsPerS, 100_000),
+        consumerEventsPerS: atLeast(figures.consumerEventsPerS, 50_000),
+        consumerVsOneEventPerTx: atLeast(ratios.consumerVsOneEventPerTx, 30),
+        producerVsJavaPerfTool: atLeast(ratios.producerVsJavaPerfTool, 0.5),
+        consumerVsCopy: atLeast(ratios.consumerVsCopy, 0.5),
+        producerPeakRssMb: atMost(figures.producerPeakRssMb, 200),
+        consumerPeakRssMb: atMost(figures.consumerPeakRssMb, 300),
       },
     },
     null,
     2,
   ));
+} catch (error) {
+  progress(`failed: ${error instanceof Error ? error.message : error}`);
+  exitCode = 1;
 } finally {
-  await admin.unsafe(`drop database if exists ${RUN} with (force)`);
-  await admin.end();
+  progress("cleaning up");
+  await (cleaning ??= cleanUp());
 }
-process.exit(0);
+Deno.exit(exitCode);
