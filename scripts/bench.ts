@@ -286,7 +286,16 @@ async function cleanUp(): Promise<void> {
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)
       .filter((g) => g === env.CONSUMER_GROUP || g === BASELINE_GROUP);
-    if (groups.length) await kafkaAdmin.deleteGroups(groups);
+    // A group whose last member just left can still answer "not empty" for a moment.
+    for (let attempt = 1; groups.length && attempt <= 5; attempt++) {
+      try {
+        await kafkaAdmin.deleteGroups(groups);
+        break;
+      } catch (error) {
+        if (attempt === 5) throw error;
+        await sleep(1000);
+      }
+    }
   } catch (error) {
     progress(`removing topics and groups: ${error}`);
   } finally {
