@@ -105,16 +105,13 @@ async function measure(cmd: string[], until?: () => Promise<boolean>): Promise<M
   return { seconds, peakRssMb: Math.round(peakKb / 1024), stderr };
 }
 
-const denoRun = (script: string, args: string[]) => [
-  Deno.execPath(),
-  "run",
-  "--allow-net",
-  "--allow-env",
-  "--allow-read",
-  "--allow-sys",
-  `${ROOT}${script}`,
-  ...args,
-];
+/** The command line of `deno task <task>` (flags included, so the bench measures what users run). */
+async function taskCommand(task: "produce" | "consume", args: string[]): Promise<string[]> {
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<string, string>;
+  const [deno, ...rest] = tasks[task].split(/\s+/);
+  if (deno !== "deno") throw new Error(`deno.json task ${task} does not start with deno: ${tasks[task]}`);
+  return [Deno.execPath(), ...rest.map((word) => (word.endsWith(".ts") ? `${ROOT}${word}` : word)), ...args];
+}
 
 /** Records not yet committed by `groupId` on `topics`. */
 async function groupLag(admin: ReturnType<Kafka["admin"]>, groupId: string, topics: string[]): Promise<number> {
@@ -327,9 +324,9 @@ try {
   const [{ version: pgVersion }] = await setup`select current_setting('server_version') as version`;
   await setup.end();
 
-  const produce = await timed(`producing ${EVENTS} events (${USERS} users, ${ORDERS} orders)`, () =>
+  const produce = await timed(`producing ${EVENTS} events (${USERS} users, ${ORDERS} orders)`, async () =>
     measure(
-      denoRun("main_produce.ts", [
+      await taskCommand("produce", [
         "--users",
         String(USERS),
         "--orders",
@@ -345,9 +342,9 @@ try {
 
   const lagAdmin = kafka.admin();
   await lagAdmin.connect();
-  const consume = await timed("draining the backlog into PostgreSQL with the consumer", () =>
+  const consume = await timed("draining the backlog into PostgreSQL with the consumer", async () =>
     measure(
-      denoRun("main_consume.ts", []),
+      await taskCommand("consume", []),
       async () => (await groupLag(lagAdmin, env.CONSUMER_GROUP, TOPICS).catch(() => 1)) === 0,
     ));
   await lagAdmin.disconnect();
@@ -408,9 +405,9 @@ try {
       },
       versions: { deno: Deno.version.deno, kafka: KAFKA_VERSION, postgres: pgVersion },
       settings: {
-        producer: `acks=all, idempotent, batch ${PRODUCE_BATCH} events per send`,
+        producer: `deno task produce: acks=all, idempotent, ${PRODUCE_BATCH} events per send`,
         javaProducerPerf: `Kafka ${KAFKA_VERSION} producer defaults with acks=all`,
-        consumer: "defaults of lib/config.ts",
+        consumer: "deno task consume with the defaults of lib/config.ts",
       },
       figures,
       ratios,
