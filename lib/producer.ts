@@ -8,6 +8,7 @@ import type { Message, Producer } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { generateEvents, type GenerationStats, newStats, randomSeed, systemClock } from "./generator.ts";
 import { createKafka, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
+import { keyHashPartitioner } from "./partitioner.ts";
 import type { Logger } from "./log.ts";
 import { describeError, isKafkaAuthError, retry } from "./retry.ts";
 
@@ -114,7 +115,12 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
 
   const kafka = createKafka(config, "cdc-produce", logger);
   const admin = kafka.admin();
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  const producer = kafka.producer({
+    idempotent: true,
+    maxInFlightRequests: 1,
+    allowAutoTopicCreation: false,
+    createPartitioner: keyHashPartitioner,
+  });
   const budget = {
     maxAttempts: config.maxAttempts,
     baseMs: config.retryBackoffMs,
@@ -146,10 +152,7 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     const writeOptions = { maxAttempts: config.maxAttempts, backoffMs: config.retryBackoffMs, logger };
     let batch: { user: Message[]; order: Message[] } = { user: [], order: [] };
     let inBatch = 0;
-    const flush = async () => {
-      const topicMessages: TopicMessages[] = [];
-      if (batch.user.length) topicMessages.push({ topic: topicOf.user, messages: batch.user });
-      if (batch.order.length) topicMessages.push({ topic: topicOf.order, messages: batch.order });
+    const send = async (topicMessages: TopicMessages[]) => {
       if (topicMessages.length) {
         const sendStarted = performance.now();
         attempts = 0;
@@ -163,10 +166,29 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
           produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
         }
       }
-      done += inBatch;
+    };
+    // One send in flight at a time (per-key order and the idempotent producer's sequence
+    // numbers need that), while the next batch is generated: generating overlaps the wait for acks.
+    let inFlight: Promise<void> = Promise.resolve();
+    let sendFailure: { error: unknown } | undefined;
+    const settle = async () => {
+      await inFlight;
+      if (sendFailure) throw sendFailure.error;
+    };
+    const flush = async () => {
+      const topicMessages: TopicMessages[] = [];
+      if (batch.user.length) topicMessages.push({ topic: topicOf.user, messages: batch.user });
+      if (batch.order.length) topicMessages.push({ topic: topicOf.order, messages: batch.order });
+      const count = inBatch;
       batch = { user: [], order: [] };
       inBatch = 0;
-      progress();
+      await settle();
+      inFlight = send(topicMessages).then(() => {
+        done += count;
+        progress();
+      }, (error) => {
+        sendFailure = { error };
+      });
     };
     for (const event of events) {
       batch[event.entity].push({ key: event.key, value: JSON.stringify(event.value) });
@@ -179,6 +201,7 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       }
     }
     if (!interrupted) await flush();
+    await settle();
   } finally {
     await producer.disconnect().catch(() => {});
     await admin.disconnect().catch(() => {});
