@@ -22,7 +22,10 @@ const { values } = parseArgs({
 });
 const QUICK = Boolean(values.quick);
 const EVENTS = Number(values.events ?? (QUICK ? 20_000 : 1_000_000));
-if (!Number.isInteger(EVENTS) || EVENTS < 1000) throw new RangeError(`--events must be an integer >= 1000: ${EVENTS}`);
+if (!Number.isInteger(EVENTS) || EVENTS < 1000) {
+  console.error(`bench: --events must be an integer of at least 1000: got ${values.events}`);
+  Deno.exit(2);
+}
 const BASELINE_EVENTS = Math.min(EVENTS, QUICK ? 2_000 : 10_000);
 /** Seconds a phase may take before the run gives up; generous for a noisy shared machine. */
 const PHASE_TIMEOUT_S = Math.max(120, EVENTS / 2_000);
