@@ -286,14 +286,18 @@ async function cleanUp(): Promise<void> {
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)
       .filter((g) => g === env.CONSUMER_GROUP || g === BASELINE_GROUP);
-    // A group whose last member just left can still answer "not empty" for a moment.
-    for (let attempt = 1; groups.length && attempt <= 5; attempt++) {
-      try {
-        await kafkaAdmin.deleteGroups(groups);
-        break;
-      } catch (error) {
-        if (attempt === 5) throw error;
-        await sleep(1000);
+    // A group whose last member just left can still answer "not empty" for a while.
+    for (const group of groups) {
+      for (let attempt = 1;; attempt++) {
+        try {
+          await kafkaAdmin.deleteGroups([group]);
+          break;
+        } catch (error) {
+          const why = (error as { groups?: { error?: { type?: string } }[] }).groups?.[0]?.error?.type;
+          if (why === "GROUP_ID_NOT_FOUND") break;
+          if (attempt === 15) throw new Error(`deleting group ${group}: ${why ?? error}`);
+          await sleep(1000);
+        }
       }
     }
   } catch (error) {
