@@ -4,7 +4,19 @@
  * source for fault timing; waits on the group's progress; and one report line per scenario.
  * @module
  */
-import { committedOffsets, groupLag, ROOT, type Running, type RunResult, testKafka, waitFor } from "../_helpers.ts";
+import { DLQ_HEADERS } from "../../lib/consumer.ts";
+import {
+  committedOffsets,
+  groupLag,
+  type PipelineEnv,
+  readWholeTopic,
+  ROOT,
+  type Running,
+  type RunResult,
+  testKafka,
+  uniqueName,
+  waitFor,
+} from "../_helpers.ts";
 
 /** Where the fault suite's services keep their data, beside the shared services' `.data/`. */
 export const FAULTS_DATA_DIR = `${ROOT}.data/faults`;
@@ -82,6 +94,25 @@ export async function committedTotal(groupId: string, topics: string[], brokers:
   return Object.values(offsets).reduce((a, b) => a + b, 0);
 }
 
+/** Creates a fresh group holding `groupId`'s committed offsets on `topics`; returns its id. */
+export async function copyCommittedOffsets(groupId: string, topics: string[], brokers: string[]): Promise<string> {
+  const copy = uniqueName("t_group");
+  const offsets = await committedOffsets(groupId, topics, brokers);
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    for (const topic of topics) {
+      const partitions = Object.entries(offsets)
+        .filter(([key]) => key.startsWith(`${topic}:`))
+        .map(([key, offset]) => ({ partition: Number(key.slice(topic.length + 1)), offset: String(offset) }));
+      if (partitions.length) await admin.setOffsets({ groupId: copy, topic, partitions });
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  return copy;
+}
+
 /** Waits until the group has committed more than `beyond` records in all, or fails at the deadline. */
 export function waitForCommitsBeyond(
   groupId: string,
@@ -156,6 +187,18 @@ export async function stopProcess(running: Running, signal: Deno.Signal) {
     if (!(error instanceof TypeError)) throw error; // it had exited already
   }
   return await running.done;
+}
+
+/** DLQ reasons with ids blanked, counted, so a report line shows why records were dead-lettered. */
+export async function dlqReasons(env: PipelineEnv, brokers: string[]): Promise<Record<string, number>> {
+  const reasons: Record<string, number> = {};
+  for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
+    for (const record of await readWholeTopic(`${topic}.dlq`, 60_000, brokers)) {
+      const reason = (record.headers[DLQ_HEADERS.reason] ?? "").replace(/[0-9a-f-]{36}/g, "<id>");
+      reasons[reason] = (reasons[reason] ?? 0) + 1;
+    }
+  }
+  return reasons;
 }
 
 /** Prints one scenario's outcome as a line a person reads in the test log. */

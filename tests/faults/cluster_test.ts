@@ -22,6 +22,7 @@ import {
 } from "../_helpers.ts";
 import {
   CLUSTER_BROKERS,
+  dlqReasons,
   killClusterNode,
   killLeftovers,
   KNOWN_BUGS,
@@ -75,7 +76,15 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
         const args = ["--users", `${USERS}`, "--orders", `${ORDERS}`, "--seed", `${seed}`];
         const produced = await runCommand("produce", args, env);
         assert.equal(produced.code, 0, produced.stderr);
-        const consumer = startCommand("consume", ["--max-batch-bytes", "8192", "--concurrency", "2"], env);
+        // The users partitions led by the killed broker can stall longer than the default 30s
+        // order wait, and the order-wait clock runs on meanwhile (the known bug of the Kafka outage
+        // step in outage_test.ts); a long wait keeps this step about the broker kill itself.
+        const orderWait = KNOWN_BUGS ? [] : ["--order-wait", "300"];
+        const consumer = startCommand(
+          "consume",
+          ["--max-batch-bytes", "8192", "--concurrency", "2", ...orderWait],
+          env,
+        );
         runs.push(consumer);
         const atKill = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, CLUSTER_BROKERS, 0);
         const node = 1 + Math.floor(random() * 3);
@@ -101,6 +110,7 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
           rowsCompared: census.expected.users.size + census.expected.orders.size,
           mismatches: mismatches.length,
           dlqRecords: dlq,
+          dlqReasons: dlq > 0 ? await dlqReasons(env, CLUSTER_BROKERS) : {},
         });
         assert.equal(census.lost + census.doubled, 0);
         assert.deepEqual(mismatches, []);
@@ -111,10 +121,11 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
       }
     });
 
-    // Known bug (reported): after a leader fails over, kafkajs 2.2.4's idempotent producer keeps
-    // its old sequence numbers, the new leader answers OUT_OF_ORDER_SEQUENCE_NUMBER to every retry
-    // (kafkajs issue #598), and writeWithRetry (lib/kafka_admin.ts) retries the same dead
-    // producer until its budget is spent: the produce run exits 1 and the job is not finished.
+    // Known bug (reported): after a leader fails over, the producer either exits 1 with every retry
+    // answered OUT_OF_ORDER_SEQUENCE_NUMBER (kafkajs 2.2.4's idempotent producer keeps its old
+    // sequence numbers, kafkajs issue #598, and writeWithRetry in lib/kafka_admin.ts retries the
+    // same producer), or exits 0 with records lost and others doubled in the log (seen: 34 user
+    // records lost, 33 doubled, out of 6000).
     await t.step({
       name: "killed mid-produce: every produced event is in the log exactly once, and the tables converge",
       ignore: !KNOWN_BUGS,

@@ -3,7 +3,6 @@
  * against the fault suite's own Kafka (19092) and PostgreSQL (15432), started once for this file.
  */
 import assert from "node:assert/strict";
-import { DLQ_HEADERS } from "../../lib/consumer.ts";
 import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   committedOffsets,
@@ -23,6 +22,7 @@ import {
   waitFor,
 } from "../_helpers.ts";
 import {
+  dlqReasons,
   FAULTS_BROKERS,
   FAULTS_DATABASE_URL,
   killLeftovers,
@@ -41,18 +41,6 @@ async function freshPipeline() {
   const db = await createTestDatabase(FAULTS_DATABASE_URL);
   const env: PipelineEnv = { ...pipelineNames(db.url), KAFKA_BROKERS: FAULTS_BROKERS.join(",") };
   return { db, env, topics: [env.USERS_TOPIC, env.ORDERS_TOPIC] };
-}
-
-/** DLQ reasons with ids and numbers blanked, counted, so a report line shows why records were dead-lettered. */
-async function dlqReasons(env: PipelineEnv): Promise<Record<string, number>> {
-  const reasons: Record<string, number> = {};
-  for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
-    for (const record of await readWholeTopic(`${topic}.dlq`, 60_000, FAULTS_BROKERS)) {
-      const reason = (record.headers[DLQ_HEADERS.reason] ?? "").replace(/[0-9a-f-]{36}/g, "<id>");
-      reasons[reason] = (reasons[reason] ?? 0) + 1;
-    }
-  }
-  return reasons;
 }
 
 async function dlqSize(env: PipelineEnv): Promise<number> {
@@ -251,7 +239,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out without loss or duplic
             faults: "kafka stopped and restarted",
             committedBeforeOutage: before,
             kafkaWarnings: result.stderr.match(/WARN|warn/g)?.length ?? 0,
-            dlqReasons: dlq > 0 ? await dlqReasons(env) : {},
+            dlqReasons: dlq > 0 ? await dlqReasons(env, FAULTS_BROKERS) : {},
             rowsCompared: expected.users.size + expected.orders.size,
             mismatches: mismatches.length,
             dlqRecords: dlq,
