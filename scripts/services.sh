@@ -271,7 +271,8 @@ EOF
   log "starting PostgreSQL on localhost:$PG_PORT (log: ${dir#"$ROOT"/}/postgres.log)"
   touch "$dir/postgres.log"
   if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir/postgres.log"; fi
-  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t "$START_TIMEOUT_S" start >/dev/null ||
+  # The port goes on the command line too: a data folder made with another PG_PORT keeps its old one in postgresql.conf.
+  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "-p $PG_PORT" -w -t "$START_TIMEOUT_S" start >/dev/null ||
     die "PostgreSQL did not start; see $dir/postgres.log"
   pg_ensure_db
 }
