@@ -87,10 +87,16 @@ interface DeadLetter {
   reason: string;
 }
 
+/** A partition paused on an order whose user is not there yet. */
 interface Waiting {
+  /** Offset of the waiting order. */
   offset: string;
-  since: number;
+  /** When the order-wait deadline started counting; undefined until the users topic caught up. */
+  since?: number;
+  /** Retries so far, for the backoff. */
   attempt: number;
+  /** End offsets of the users partitions when the order first blocked; undefined until known. */
+  usersEnds?: Map<number, number>;
 }
 
 /** Why the run ended. */
@@ -184,6 +190,34 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
   });
 
   const waiting = new Map<string, Waiting>();
+  /** The group's committed offset per `topic:partition`, refreshed with the lag once a second. */
+  let committed: Record<string, number> = {};
+
+  /**
+   * The wait state of the order at `offset` in partition `key`. Its deadline counts only once
+   * the group has applied every user that was in the users topic when the order first blocked:
+   * an order must not be dead-lettered because the users topic is behind (a Kafka outage, a
+   * rebalance, a dead member whose session has not ended), only because its user never came.
+   */
+  const orderWait = async (key: string, offset: string): Promise<Waiting> => {
+    const previous = waiting.get(key);
+    const wait: Waiting = previous?.offset === offset
+      ? { ...previous, attempt: previous.attempt + 1 }
+      : { offset, attempt: 1 };
+    if (!wait.usersEnds) {
+      wait.usersEnds = await admin.fetchTopicOffsets(config.usersTopic)
+        .then((ends) => new Map(ends.map((end) => [end.partition, Number(end.high)])))
+        .catch(() => undefined);
+    }
+    if (wait.since === undefined && wait.usersEnds) {
+      const caughtUp = [...wait.usersEnds].every(([partition, end]) =>
+        (committed[`${config.usersTopic}:${partition}`] ?? -1) >= end
+      );
+      if (caughtUp) wait.since = Date.now();
+    }
+    waiting.set(key, wait);
+    return wait;
+  };
   let lastActivity = Date.now();
 
   const deadLetter = async (topic: string, partition: number, letters: DeadLetter[]) => {
@@ -263,10 +297,10 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
       }));
       let blockedMessage = outcome.blocked ? valid[outcome.blocked.index].message : undefined;
       let expired: DeadLetter | undefined;
+      let wait: Waiting | undefined;
       if (blockedMessage && outcome.blocked) {
-        const state = waiting.get(key);
-        const since = state?.offset === blockedMessage.offset ? state.since : Date.now();
-        if (Date.now() - since >= config.orderWaitS * 1000) {
+        wait = await orderWait(key, blockedMessage.offset);
+        if (wait.since !== undefined && Date.now() - wait.since >= config.orderWaitS * 1000) {
           expired = {
             message: blockedMessage,
             reason: `user ${outcome.blocked.userId} of order ${
@@ -303,19 +337,18 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
         stats.batches++;
         stats.onBatch?.(done.length, applyMs);
       }
-      if (blockedMessage && outcome.blocked) {
-        const state = waiting.get(key);
-        const attempt = state?.offset === blockedMessage.offset ? state.attempt + 1 : 1;
-        const since = state?.offset === blockedMessage.offset ? state.since : Date.now();
-        waiting.set(key, { offset: blockedMessage.offset, since, attempt });
-        const remainingMs = Math.max(0, since + config.orderWaitS * 1000 - Date.now());
-        const delayMs = Math.min(remainingMs + 10, backoffDelay(attempt, 200, 5_000));
+      if (blockedMessage && outcome.blocked && wait) {
+        const backoffMs = backoffDelay(wait.attempt, 200, 5_000);
+        const delayMs = wait.since === undefined
+          ? backoffMs
+          : Math.min(Math.max(0, wait.since + config.orderWaitS * 1000 - Date.now()) + 10, backoffMs);
         stats.retries++;
         logger.info("order waits for its user; partition paused", {
           topic,
           partition,
           offset: blockedMessage.offset,
           user: outcome.blocked.userId,
+          deadline: wait.since === undefined ? "not started: the users topic is behind" : "counting",
           retryInMs: delayMs,
         });
         const resume = pause();
@@ -346,11 +379,15 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     while (!stopping) {
       await Promise.race([sleep(1000), stopped]);
       if (stopping) break;
-      const lag = await measureLag(admin, config.consumerGroup, topics).catch((error) => {
+      const positions = await measurePositions(admin, config.consumerGroup, topics).catch((error) => {
         if (isKafkaOutage(error)) stats.connected.kafka = false;
         return undefined;
       });
-      if (lag) stats.lag = lag;
+      const lag = positions?.lag;
+      if (positions) {
+        stats.lag = positions.lag;
+        committed = positions.committed;
+      }
       const totalLag = lag ? Object.values(lag).reduce((a, b) => a + b, 0) : -1;
       if (Date.now() - lastProgress >= progressEveryS * 1000) {
         const applied = total();
@@ -382,23 +419,32 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
   return stopReason;
 }
 
-/** Lag per `topic:partition`: high watermark minus the group's committed offset. */
-export async function measureLag(
+/** Where a group stands per `topic:partition`: its committed offset (at least the log start) and its lag. */
+export interface GroupPositions {
+  /** Committed offset, raised to the partition's first offset when lower or absent. */
+  committed: Record<string, number>;
+  /** High watermark minus the committed offset. */
+  lag: Record<string, number>;
+}
+
+/** Reads the group's committed offsets and the partitions' high watermarks for `topics`. */
+export async function measurePositions(
   admin: ReturnType<Kafka["admin"]>,
   groupId: string,
   topics: string[],
-): Promise<Record<string, number>> {
-  const lag: Record<string, number> = {};
-  const committed = await admin.fetchOffsets({ groupId, topics });
+): Promise<GroupPositions> {
+  const positions: GroupPositions = { committed: {}, lag: {} };
+  const offsets = await admin.fetchOffsets({ groupId, topics });
   for (const topic of topics) {
     const ends = await admin.fetchTopicOffsets(topic);
     const byPartition = new Map(
-      (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
+      (offsets.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
     );
     for (const end of ends) {
       const at = Math.max(0, byPartition.get(end.partition) ?? -1, Number(end.low));
-      lag[`${topic}:${end.partition}`] = Math.max(0, Number(end.high) - at);
+      positions.committed[`${topic}:${end.partition}`] = at;
+      positions.lag[`${topic}:${end.partition}`] = Math.max(0, Number(end.high) - at);
     }
   }
-  return lag;
+  return positions;
 }
