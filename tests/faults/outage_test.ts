@@ -26,7 +26,6 @@ import {
   FAULTS_BROKERS,
   FAULTS_DATABASE_URL,
   killLeftovers,
-  KNOWN_BUGS,
   report,
   services,
   stopProcess,
@@ -201,13 +200,10 @@ Deno.test("outages of PostgreSQL and Kafka are waited out without loss or duplic
       },
     );
 
-    // Known bug (reported): an order waiting for its user keeps its order-wait clock running while
-    // Kafka is away (lib/consumer.ts, the `since` of `waiting`), so an outage longer than
-    // --order-wait dead-letters orders whose users are in the log ("did not exist after waiting
-    // 30s"), then their updates ("UPDATE of order ..., which does not exist"): rows go missing.
+    // An outage longer than --order-wait once dead-lettered orders whose users were in the log;
+    // their deadline now starts only after the users topic has caught up.
     await t.step({
       name: "Kafka stopped mid-consume: the consumer reconnects and converges",
-      ignore: !KNOWN_BUGS,
       fn: async () => {
         const { db, env, topics } = await freshPipeline();
         const runs: Running[] = [];

@@ -18,15 +18,7 @@ import {
   topicSize,
   waitFor,
 } from "../_helpers.ts";
-import {
-  dlqReasons,
-  killLeftovers,
-  KNOWN_BUGS,
-  report,
-  stopProcess,
-  waitForCommitsBeyond,
-  waitForDrain,
-} from "./_faults.ts";
+import { dlqReasons, killLeftovers, report, stopProcess, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 const USERS = 8_000;
 const ORDERS = 16_000;
@@ -38,13 +30,9 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
   try {
     const env = pipelineNames(db.url);
     const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
-    // Known bug (reported): the SIGKILLed member's partitions stall until its 30 s session ends;
-    // an order on a live member waiting for a user in such a users partition keeps its 30 s
-    // order-wait clock running meanwhile and is dead-lettered, then its updates (seen: 3 orders
-    // missing, 17 DLQ records). A long wait keeps this test about rebalancing; FAULTS_KNOWN_BUGS=1
-    // runs it with the default wait.
-    const orderWait = KNOWN_BUGS ? [] : ["--order-wait", "300"];
-    const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2", ...orderWait];
+    // The default 30 s order wait: the SIGKILLed member's partitions stall until its session ends,
+    // and orders waiting for users in them must not expire meanwhile.
+    const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
     const first = startCommand("consume", consumeArgs, env);
     runs.push(first);
     // Publishing while the group consumes keeps the drain going through every membership change.
