@@ -88,7 +88,7 @@ Deno.test("the consumer's defaults are the contract's defaults", () => {
   assert.equal(config.idleTimeoutS, undefined);
   assert.equal(config.orderWaitS, 30);
   assert.equal(config.concurrency, 8);
-  assert.equal(config.maxBatchBytes, 1_048_576);
+  assert.equal(config.maxBatchBytes, 262_144);
 });
 
 Deno.test("the DEFAULTS constant agrees with the contract", () => {
