@@ -7,7 +7,7 @@
  */
 import type { Consumer, EachBatchPayload, IHeaders, Kafka, KafkaMessage, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
-import { createTopic } from "./kafka_admin.ts";
+import { createPublisher, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { InvalidEventError, type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "./model.ts";
 import {
@@ -130,11 +130,7 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
 
   const topics = [config.usersTopic, config.ordersTopic];
   const admin = kafka.admin();
-  const dlqProducer: Producer = kafka.producer({
-    idempotent: true,
-    maxInFlightRequests: 1,
-    allowAutoTopicCreation: false,
-  });
+  const dlqProducer: Producer = createPublisher(kafka);
   try {
     await startDependencies();
   } catch (error) {

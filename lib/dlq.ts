@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
 import { ConfigError, type ConsumeConfig, loadConsumeConfig } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./consumer.ts";
-import { createKafka, routeProcessWarnings, type TopicMessages } from "./kafka_admin.ts";
+import { createKafka, createPublisher, routeProcessWarnings, type TopicMessages } from "./kafka_admin.ts";
 import { createLogger, type Logger, secretsOf } from "./log.ts";
 import { describeError, isKafkaOutage, retry } from "./retry.ts";
 
@@ -309,7 +309,7 @@ export async function replayDlq(
 ): Promise<ReplaySummary> {
   const { dryRun, out, logger } = options;
   const summary: ReplaySummary = { replayed: {}, skipped: 0 };
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: false });
+  const producer = createPublisher(kafka);
   if (!dryRun) {
     await retry(() => producer.connect(), { what: "connecting to Kafka", isRetriable: isKafkaOutage });
   }

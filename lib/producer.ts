@@ -4,11 +4,10 @@
  * @module
  */
 import process from "node:process";
-import type { Message, Producer } from "kafkajs";
+import type { Message } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { generateEvents, type GenerationStats, newStats, randomSeed, systemClock } from "./generator.ts";
-import { createKafka, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
-import { keyHashPartitioner } from "./partitioner.ts";
+import { createKafka, createPublisher, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { describeError, isKafkaAuthError, retry } from "./retry.ts";
 
@@ -115,12 +114,7 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
 
   const kafka = createKafka(config, "cdc-produce", logger);
   const admin = kafka.admin();
-  const producer = kafka.producer({
-    idempotent: true,
-    maxInFlightRequests: 1,
-    allowAutoTopicCreation: false,
-    createPartitioner: keyHashPartitioner,
-  });
+  const producer = createPublisher(kafka);
   const budget = {
     maxAttempts: config.maxAttempts,
     baseMs: config.retryBackoffMs,
@@ -142,25 +136,18 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     producer.on(producer.events.CONNECT, () => (produceStats.connected.kafka = true));
     producer.on(producer.events.DISCONNECT, () => (produceStats.connected.kafka = false));
     await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
-    // writeWithRetry makes one sendBatch call per attempt: calls beyond the first are retries.
-    let attempts = 0;
-    const counting: Producer = {
-      ...producer,
-      sendBatch: (batch) => (attempts++, producer.sendBatch(batch)),
+    const writeOptions = {
+      maxAttempts: config.maxAttempts,
+      backoffMs: config.retryBackoffMs,
+      logger,
+      onRetry: () => produceStats.sendRetries++,
     };
-
-    const writeOptions = { maxAttempts: config.maxAttempts, backoffMs: config.retryBackoffMs, logger };
     let batch: { user: Message[]; order: Message[] } = { user: [], order: [] };
     let inBatch = 0;
     const send = async (topicMessages: TopicMessages[]) => {
       if (topicMessages.length) {
         const sendStarted = performance.now();
-        attempts = 0;
-        try {
-          await writeWithRetry(counting, topicMessages, writeOptions);
-        } finally {
-          produceStats.sendRetries += Math.max(0, attempts - 1);
-        }
+        await writeWithRetry(producer, topicMessages, writeOptions);
         produceStats.onSend?.(performance.now() - sendStarted);
         for (const { topic, messages } of topicMessages) {
           produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;

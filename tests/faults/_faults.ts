@@ -28,8 +28,6 @@ export const FAULTS_PG_PORT = 25432;
 export const FAULTS_BROKERS = [`localhost:${FAULTS_KAFKA_PORT}`];
 /** Admin database URL of the suite's own PostgreSQL. */
 export const FAULTS_DATABASE_URL = `postgres://postgres:postgres@localhost:${FAULTS_PG_PORT}/cdc_db`;
-/** FAULTS_KNOWN_BUGS=1 runs the steps that fail on a known, reported bug (they are ignored otherwise). */
-export const KNOWN_BUGS = Deno.env.get("FAULTS_KNOWN_BUGS") === "1";
 /** Bootstrap brokers of the 3-broker cluster that `scripts/services.sh up cluster` starts. */
 export const CLUSTER_BROKERS = ["localhost:9192", "localhost:9194", "localhost:9196"];
 
