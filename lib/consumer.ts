@@ -19,7 +19,7 @@ import {
   retry,
   sleep,
 } from "./retry.ts";
-import { applyBatch, ensureSchema, type Sql } from "./sink.ts";
+import { applyBatch, databaseAnswers, ensureSchema, type Sql } from "./sink.ts";
 
 /** Header names on DLQ records. */
 export const DLQ_HEADERS = {
@@ -375,6 +375,8 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     while (!stopping) {
       await Promise.race([sleep(1000), stopped]);
       if (stopping) break;
+      // Batches report the database's state as they apply; between them, a ping keeps /health true.
+      if (Date.now() - lastActivity >= 2_000) stats.connected.database = await databaseAnswers(sql);
       const positions = await measurePositions(admin, config.consumerGroup, topics).catch((error) => {
         if (isKafkaOutage(error)) stats.connected.kafka = false;
         return undefined;

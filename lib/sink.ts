@@ -40,6 +40,17 @@ export function connectDatabase(url: string, maxConnections: number): Sql {
   }) as unknown as Sql;
 }
 
+/** Whether the database answers a trivial query within `timeoutMs`; for health while no batch runs. */
+export async function databaseAnswers(sql: Sql, timeoutMs = 3_000): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+  try {
+    return await Promise.race([sql`select 1`.then(() => true, () => false), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Key of the advisory lock that serialises schema creation between consumers starting at once. */
 const SCHEMA_LOCK = 0x0cdc_5c4e;
 

@@ -71,8 +71,16 @@ Deno.test("outages of PostgreSQL and Kafka are waited out without loss or duplic
             `${SEED}`,
           ], env);
           assert.equal(produced.code, 0, produced.stderr);
-          const consumer = startCommand("consume", CONSUME_ARGS, env);
+          const consumer = startCommand("consume", [...CONSUME_ARGS, "--metrics-port", "0"], env);
           runs.push(consumer);
+          const metricsUrl = await waitFor(
+            "the consumer to log its metrics address",
+            () => /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(consumer.stderr())?.[1],
+          );
+          const health = async () => {
+            const response = await fetch(`${metricsUrl}/health`);
+            return { status: response.status, body: await response.text() };
+          };
           const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
           await services("down", "postgres");
           await waitFor(
@@ -83,16 +91,23 @@ Deno.test("outages of PostgreSQL and Kafka are waited out without loss or duplic
           // Sample the group's offsets through the outage: none may move while the database is down.
           const baseline = JSON.stringify(await committedOffsets(env.CONSUMER_GROUP, topics, FAULTS_BROKERS));
           const outageStart = Date.now();
-          let samples = 0, moved = 0;
+          let samples = 0, moved = 0, unhealthy = 0;
           while (Date.now() - outageStart < 6_000) {
             await new Promise((r) => setTimeout(r, 500));
             samples++;
             if (JSON.stringify(await committedOffsets(env.CONSUMER_GROUP, topics, FAULTS_BROKERS)) !== baseline) {
               moved++;
             }
+            const { status, body } = await health();
+            if (status === 503 && body.includes('"database":"down"')) unhealthy++;
           }
           await services("up", "postgres");
           await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
+          // Drained and idle: the health check now rests on the consumer's own database ping.
+          const healthAfter = await waitFor("/health to answer 200 again", async () => {
+            const answer = await health();
+            return answer.status === 200 ? answer : undefined;
+          }, 30_000);
           const result = await stopProcess(consumer, "SIGTERM");
           assert.equal(result.code, 0, result.stderr);
           const { userEvents, orderEvents } = seededEvents(SEED, users, orders);
@@ -106,12 +121,15 @@ Deno.test("outages of PostgreSQL and Kafka are waited out without loss or duplic
             committedBeforeOutage: before,
             offsetSamplesDuringOutage: samples,
             samplesWhereOffsetsMoved: moved,
+            healthSamples503: unhealthy,
             waitLogLines: waits,
             rowsCompared: expected.users.size + expected.orders.size,
             mismatches: mismatches.length,
             dlqRecords: dlq,
           });
           assert.equal(moved, 0, "the group's offsets stood still while PostgreSQL was down");
+          assert.ok(unhealthy > 0, "/health answered 503 naming the database during the outage");
+          assert.match(healthAfter!.body, /"database":"up"/);
           assert.deepEqual(mismatches, []);
           assert.equal(dlq, expected.rejected, "an outage dead-letters nothing");
         } finally {
