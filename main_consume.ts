@@ -5,11 +5,11 @@
  * @module
  */
 import process from "node:process";
-import { ConfigError, databaseLocation, helpText, loadConsumeConfig } from "./lib/config.ts";
+import { databaseLocation, loadConsumeConfig, readCommandLine } from "./lib/config.ts";
 import { newConsumeStats, runConsumer } from "./lib/consumer.ts";
 import { runDlqCommand } from "./lib/dlq.ts";
 import { createKafka, routeProcessWarnings } from "./lib/kafka_admin.ts";
-import { createLogger, secretsOf } from "./lib/log.ts";
+import { commandLogger } from "./lib/log.ts";
 import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
 import { describeError } from "./lib/retry.ts";
 import { connectDatabase } from "./lib/sink.ts";
@@ -25,31 +25,14 @@ const SUMMARY = "Reads the users and orders topics in one consumer group and app
 
 async function main(args: string[]): Promise<number> {
   if (args[0] === "dlq") return await runDlqCommand(args.slice(1), process.env, { out: (line) => console.log(line) });
-  if (args.includes("--version")) {
-    console.log(`cdc-consume ${VERSION}`);
-    return 0;
-  }
-  let parsed;
-  try {
-    parsed = loadConsumeConfig(args, process.env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(`cdc-consume: ${error.message}`);
-      return 2;
-    }
-    throw error;
-  }
-  if (parsed.help) {
-    console.log(helpText("consume", SUMMARY));
-    return 0;
-  }
-  const config = parsed.config;
-  const logger = createLogger({
-    component: "consume",
-    format: config.logFormat,
-    secrets: secretsOf(config),
-    level: process.env.LOG_LEVEL === "debug" ? "debug" : "info",
+  const commandLine = readCommandLine("consume", args, process.env, {
+    summary: SUMMARY,
+    version: VERSION,
+    load: loadConsumeConfig,
   });
+  if ("exitCode" in commandLine) return commandLine.exitCode;
+  const config = commandLine.config;
+  const logger = commandLogger("consume", config, process.env);
   routeProcessWarnings(logger);
   let requestStop = () => {};
   const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));

@@ -4,9 +4,9 @@
  * @module
  */
 import process from "node:process";
-import { ConfigError, helpText, loadProduceConfig } from "./lib/config.ts";
+import { loadProduceConfig, readCommandLine } from "./lib/config.ts";
 import { routeProcessWarnings } from "./lib/kafka_admin.ts";
-import { createLogger, secretsOf } from "./lib/log.ts";
+import { commandLogger } from "./lib/log.ts";
 import { type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
 import { newProduceStats, runProducer } from "./lib/producer.ts";
 import { describeError } from "./lib/retry.ts";
@@ -19,31 +19,14 @@ const SUMMARY = "Generates User and Order events (users first, then their orders
   "  --version                  print the version";
 
 async function main(args: string[]): Promise<number> {
-  if (args.includes("--version")) {
-    console.log(`cdc-produce ${VERSION}`);
-    return 0;
-  }
-  let parsed;
-  try {
-    parsed = loadProduceConfig(args, process.env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(`cdc-produce: ${error.message}`);
-      return 2;
-    }
-    throw error;
-  }
-  if (parsed.help) {
-    console.log(helpText("produce", SUMMARY));
-    return 0;
-  }
-  const config = parsed.config;
-  const logger = createLogger({
-    component: "produce",
-    format: config.logFormat,
-    secrets: secretsOf(config),
-    level: process.env.LOG_LEVEL === "debug" ? "debug" : "info",
+  const commandLine = readCommandLine("produce", args, process.env, {
+    summary: SUMMARY,
+    version: VERSION,
+    load: loadProduceConfig,
   });
+  if ("exitCode" in commandLine) return commandLine.exitCode;
+  const config = commandLine.config;
+  const logger = commandLogger("produce", config, process.env);
   routeProcessWarnings(logger);
   let stop = false;
   const onSignal = (signal: string) => {

@@ -368,6 +368,49 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
   };
 }
 
+/** What a command line asks for: a run with a configuration, or an exit once the answer is printed. */
+export type CommandLine<T> = { config: T } | { exitCode: number };
+
+/** What {@linkcode readCommandLine} needs to know about a command. */
+export interface CommandSpec<T> {
+  /** One paragraph on what the command does, shown in `--help`. */
+  summary: string;
+  /** The project's version, for `--version`. */
+  version: string;
+  /** Reads the command's configuration from its flags and environment. */
+  load: (args: string[], env: Env) => Parsed<T>;
+}
+
+/**
+ * Reads the flags of `cdc-<command>`: prints the version or the help (exit 0), or a bad value as
+ * one line (exit 2), or returns the configuration to run with.
+ */
+export function readCommandLine<T>(
+  command: "produce" | "consume",
+  args: string[],
+  env: Env,
+  spec: CommandSpec<T>,
+  print: { out: (line: string) => void; err: (line: string) => void } = { out: console.log, err: console.error },
+): CommandLine<T> {
+  if (args.includes("--version")) {
+    print.out(`cdc-${command} ${spec.version}`);
+    return { exitCode: 0 };
+  }
+  let parsed: Parsed<T>;
+  try {
+    parsed = spec.load(args, env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    print.err(`cdc-${command}: ${error.message}`);
+    return { exitCode: 2 };
+  }
+  if (parsed.help) {
+    print.out(helpText(command, spec.summary));
+    return { exitCode: 0 };
+  }
+  return { config: parsed.config };
+}
+
 /** The `--help` text of a command: usage line, then every flag with its env variable. */
 export function helpText(command: "produce" | "consume", summary: string): string {
   const flags = { ...COMMON_FLAGS, ...(command === "produce" ? PRODUCE_FLAGS : CONSUME_FLAGS) };

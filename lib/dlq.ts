@@ -12,7 +12,7 @@ import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
 import { ConfigError, type ConsumeConfig, loadConsumeConfig } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./consumer.ts";
 import { createKafka, createPublisher, routeProcessWarnings, type TopicMessages } from "./kafka_admin.ts";
-import { createLogger, type Logger, secretsOf } from "./log.ts";
+import { commandLogger, createLogger, type Logger } from "./log.ts";
 import { describeError, isKafkaOutage, retry } from "./retry.ts";
 
 /** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
@@ -381,12 +381,7 @@ export async function runDlqCommand(
     );
     return 2;
   }
-  const logger = createLogger({
-    component: "dlq",
-    format: config.logFormat,
-    secrets: secretsOf(config),
-    level: env.LOG_LEVEL === "debug" ? "debug" : "info",
-  });
+  const logger = commandLogger("dlq", config, env);
   routeProcessWarnings(logger);
   const kafka = createKafka(config, "cdc-dlq", logger);
   try {

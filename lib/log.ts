@@ -81,6 +81,20 @@ export function createLogger(options: LoggerOptions): Logger {
   };
 }
 
+/** The logger of a command run: the configured format, its secrets masked, debug lines with LOG_LEVEL=debug. */
+export function commandLogger(
+  component: string,
+  config: { logFormat: "human" | "json"; databaseUrl: string; kafkaSasl?: { password: string } },
+  env: Record<string, string | undefined>,
+): Logger {
+  return createLogger({
+    component,
+    format: config.logFormat,
+    secrets: secretsOf(config),
+    level: env.LOG_LEVEL === "debug" ? "debug" : "info",
+  });
+}
+
 /** The secrets found in a configuration: the database password and the SASL password. */
 export function secretsOf(config: { databaseUrl: string; kafkaSasl?: { password: string } }): string[] {
   const secrets: string[] = [];

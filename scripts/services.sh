@@ -229,6 +229,20 @@ pg_as_owner() {
   if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# Run as root, the server runs as user postgres, which must be able to walk down to its data
+# folder inside this checkout (a checkout under `mktemp -d` is mode 0700): grant search (o+x),
+# and nothing more, on the folders on the way that refuse it.
+pg_make_reachable() {
+  [[ "$(id -u)" == 0 ]] || return 0
+  local path="" part parts
+  IFS=/ read -ra parts <<<"$1"
+  for part in "${parts[@]}"; do
+    [[ -n "$part" ]] || continue
+    path+="/$part"
+    runuser -u postgres -- test -x "$path" 2>/dev/null || chmod o+x "$path"
+  done
+}
+
 pg_reachable() {
   PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=3 psql -h localhost -p "$PG_PORT" -U postgres -d postgres \
     -tAc 'select 1' >/dev/null 2>&1
@@ -246,6 +260,7 @@ pg_up() {
   pg_install
   local bin; bin="$(pg_bindir)"
   mkdir -p "$dir"
+  pg_make_reachable "$dir"
   if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir"; fi
   if [[ ! -f "$dir/data/PG_VERSION" ]]; then
     log "initialising a PostgreSQL cluster in ${dir#"$ROOT"/}/data"

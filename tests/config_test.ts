@@ -13,6 +13,7 @@ import {
   loadConsumeConfig,
   loadProduceConfig,
   type ProduceConfig,
+  readCommandLine,
   redactUrl,
 } from "../lib/config.ts";
 
@@ -505,4 +506,27 @@ Deno.test({
     assert.ok(!redactUrl("postgres://:hunter22@db/x").includes("hunter22"));
     assert.ok(!redactUrl("postgres://app:hun@ter22@db/x").includes("ter22"));
   },
+});
+
+Deno.test("readCommandLine answers --version and --help, prints a bad flag as one line with exit 2, else returns the config", () => {
+  const spec = { summary: "Publishes things.", version: "9.9.9", load: loadProduceConfig };
+  const run = (args: string[]) => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const result = readCommandLine("produce", args, {}, spec, { out: (l) => out.push(l), err: (l) => err.push(l) });
+    return { result, out, err };
+  };
+  const version = run(["--version"]);
+  assert.deepEqual(version.result, { exitCode: 0 });
+  assert.deepEqual(version.out, ["cdc-produce 9.9.9"]);
+  const help = run(["--help"]);
+  assert.deepEqual(help.result, { exitCode: 0 });
+  assert.match(help.out[0], /^usage: cdc-produce \[flags\]\n\nPublishes things\./);
+  const bad = run(["--users", "many"]);
+  assert.deepEqual(bad.result, { exitCode: 2 });
+  assert.deepEqual(bad.out, []);
+  assert.deepEqual(bad.err, ['cdc-produce: --users must be an integer >= 0: got "many"']);
+  const good = run(["--users", "5"]);
+  assert.ok("config" in good.result && good.result.config.users === 5);
+  assert.deepEqual([...good.out, ...good.err], []);
 });
