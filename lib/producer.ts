@@ -154,8 +154,8 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
         }
       }
     };
-    // One send in flight at a time (per-key order and the idempotent producer's sequence
-    // numbers need that), while the next batch is generated: generating overlaps the wait for acks.
+    // One send in flight at a time (per-key order needs that, a failed batch being re-sent whole),
+    // while the next batch is generated: generating overlaps the wait for acks.
     let inFlight: Promise<void> = Promise.resolve();
     let sendFailure: { error: unknown } | undefined;
     const settle = async () => {

@@ -412,7 +412,7 @@ try {
       },
       versions: { deno: Deno.version.deno, kafka: KAFKA_VERSION, postgres: pgVersion },
       settings: {
-        producer: `deno task produce: acks=all, idempotent, ${PRODUCE_BATCH} events per send`,
+        producer: `deno task produce: acks=all, one request in flight, ${PRODUCE_BATCH} events per send`,
         javaProducerPerf: `Kafka ${KAFKA_VERSION} producer defaults with acks=all`,
         consumer: "deno task consume with the defaults of lib/config.ts",
       },
