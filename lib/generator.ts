@@ -82,7 +82,7 @@ export function randomSeed(): number {
 }
 
 /** Small, fast, seedable PRNG (mulberry32) returning floats in [0, 1). */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;

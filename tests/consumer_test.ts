@@ -1,8 +1,6 @@
 /** The consumer against real Kafka and PostgreSQL, checked against an independent reference model. */
 import assert from "node:assert/strict";
 import { DLQ_HEADERS } from "../lib/consumer.ts";
-import { generateEvents } from "../lib/generator.ts";
-import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import {
   createTestDatabase,
   diffTables,
@@ -14,20 +12,11 @@ import {
   referenceState,
   ROOT,
   runCommand,
+  seededEvents,
   startCommand,
   testKafka,
   waitFor,
 } from "./_helpers.ts";
-
-function seededEvents(seed: number, users: number, orders: number) {
-  const userEvents: UserEvent[] = [];
-  const orderEvents: OrderEvent[] = [];
-  for (const event of generateEvents({ users, orders, seed })) {
-    if (event.entity === "user") userEvents.push(event.value);
-    else orderEvents.push(event.value);
-  }
-  return { userEvents, orderEvents };
-}
 
 function appliedOf(stderr: string): number {
   const m = /done .*applied=(\{[^}]*\})/.exec(stderr);

@@ -74,17 +74,8 @@ export async function killClusterNode(node: number): Promise<number> {
   return pid;
 }
 
-/** A seeded source of floats in [0, 1) (mulberry32), so a failing run's fault timing can be repeated. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded source of floats in [0, 1), so a failing run's fault timing can be repeated. */
+export { mulberry32 as seededRandom } from "../../lib/generator.ts";
 
 /** Sum of the group's committed offsets over `topics`: how far the group has got. */
 export async function committedTotal(groupId: string, topics: string[], brokers: string[]): Promise<number> {
