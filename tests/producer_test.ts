@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import * as net from "node:net";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
-import { readTopic, runCommand, testKafka, uniqueName } from "./_helpers.ts";
+import { BROKERS, readTopic, runCommand, startCommand, testKafka, uniqueName, waitFor } from "./_helpers.ts";
 
 async function topicSizes(topic: string): Promise<{ partitions: number; records: number }> {
   const admin = testKafka().admin();
@@ -70,7 +70,7 @@ Deno.test("a broker that is not there yet, then is: the producer retries and pub
   const port = await freePort();
   const id = uniqueName("late");
   const env = { KAFKA_BROKERS: `localhost:${port}`, USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
-  const run = runCommand("produce", [
+  const producer = startCommand("produce", [
     "--users",
     "300",
     "--orders",
@@ -80,23 +80,21 @@ Deno.test("a broker that is not there yet, then is: the producer retries and pub
     "--retry-backoff-ms",
     "200",
   ], env);
-  let proxy: net.Server | undefined;
+  // The broker "arrives" only once the producer has met its absence and said it retries.
+  await waitFor("the producer to retry", () => /not ready, retrying/.test(producer.stderr()), 30_000);
+  const [brokerHost, brokerPort] = BROKERS[0].split(":");
   const sockets = new Set<net.Socket>();
-  const opened = new Promise<void>((resolve) =>
-    setTimeout(() => {
-      proxy = net.createServer((client) => {
-        const upstream = net.connect(9092, "localhost");
-        sockets.add(client).add(upstream);
-        client.pipe(upstream).pipe(client);
-        client.on("error", () => upstream.destroy());
-        upstream.on("error", () => client.destroy());
-      }).listen(port, "127.0.0.1", () => resolve());
-    }, 6000)
-  );
-  const result = await run;
-  await opened;
+  const proxy = net.createServer((client) => {
+    const upstream = net.connect(Number(brokerPort), brokerHost);
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    client.on("error", () => upstream.destroy());
+    upstream.on("error", () => client.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(port, "127.0.0.1", () => resolve()));
+  const result = await producer.done;
   for (const s of sockets) s.destroy();
-  proxy?.close();
+  proxy.close();
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stderr, /not ready, retrying/);
   assert.deepEqual(await topicSizes(env.USERS_TOPIC), { partitions: 3, records: 300 });
