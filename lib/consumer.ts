@@ -104,7 +104,8 @@ export type StopReason = "signal" | "idle";
 
 /**
  * Consumes both topics in one group until a stop is requested or, with `idleTimeoutS`, until
- * the topics are drained and idle; returns why it stopped. Throws on a refused login.
+ * the topics are drained and idle; returns why it stopped. Throws on a refused login, or when
+ * kafkajs stops the consumer on an error it will not retry.
  */
 export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOptions): Promise<StopReason> {
   const { kafka, sql, logger, progressEveryS = 5 } = options;
@@ -160,6 +161,7 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     }, { ...waitOutage("Kafka"), isRetriable: isKafkaOutage });
     await retry(() => dlqProducer.connect(), { ...waitOutage("Kafka (DLQ producer)"), isRetriable: isKafkaOutage });
   }
+  const waiting = new Map<string, Waiting>();
   const consumer: Consumer = kafka.consumer({
     groupId: config.consumerGroup,
     maxBytesPerPartition: config.maxBatchBytes,
@@ -177,15 +179,26 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
   consumer.on(consumer.events.STOP, () => (stats.connected.kafka = false));
   consumer.on(consumer.events.GROUP_JOIN, (event) => {
     stats.connected.kafka = true;
+    // A partition that moved to another member no longer waits here (nor holds off --idle-timeout).
+    const mine = new Set(
+      Object.entries(event.payload.memberAssignment).flatMap(([t, ps]) => ps.map((p) => `${t}:${p}`)),
+    );
+    for (const key of waiting.keys()) if (!mine.has(key)) waiting.delete(key);
     const assigned = Object.entries(event.payload.memberAssignment).map(([t, ps]) => `${t}[${ps.join(",")}]`);
     logger.info("joined group", { group: config.consumerGroup, assigned: assigned.join(" ") || "nothing" });
   });
+  let fatal: unknown;
   consumer.on(consumer.events.CRASH, (event) => {
     stats.connected.kafka = false;
-    logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
+    if (event.payload.restart) {
+      logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
+      return;
+    }
+    // kafkajs gives up on errors it deems non-retriable; fetching has stopped, so the run must end.
+    fatal = event.payload.error;
+    stopping = true;
   });
 
-  const waiting = new Map<string, Waiting>();
   /** The group's committed offset per `topic:partition`, refreshed with the lag once a second. */
   let committed: Record<string, number> = {};
 
@@ -259,7 +272,7 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
           retryInMs: delayMs,
           error: describeError(error),
         });
-        await sleep(delayMs);
+        await Promise.race([sleep(delayMs), stopped]);
         await heartbeat().catch(() => {});
         if (!keepGoing()) return undefined;
       }
@@ -414,6 +427,7 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
     await admin.disconnect().catch(() => {});
     logger.info("consumer stopped", { runS: Math.round((Date.now() - started) / 1000) });
   }
+  if (fatal !== undefined) throw fatal;
   return stopReason;
 }
 
