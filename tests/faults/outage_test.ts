@@ -36,6 +36,13 @@ import {
 const SEED = Number(Deno.env.get("FAULTS_SEED") ?? 31);
 const CONSUME_ARGS = ["--max-batch-bytes", "8192", "--concurrency", "2"];
 
+/** Publishes a seeded workload with the real producer, which must succeed. */
+async function publishSeeded(env: PipelineEnv, users: number, orders: number, seed: number): Promise<void> {
+  const args = ["--users", `${users}`, "--orders", `${orders}`, "--seed", `${seed}`];
+  const produced = await runCommand("produce", args, env);
+  assert.equal(produced.code, 0, produced.stderr);
+}
+
 async function freshPipeline() {
   const db = await createTestDatabase(FAULTS_DATABASE_URL);
   const env: PipelineEnv = { ...pipelineNames(db.url), KAFKA_BROKERS: FAULTS_BROKERS.join(",") };
@@ -62,15 +69,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
         const runs: Running[] = [];
         try {
           const users = 4_000, orders = 8_000;
-          const produced = await runCommand("produce", [
-            "--users",
-            `${users}`,
-            "--orders",
-            `${orders}`,
-            "--seed",
-            `${SEED}`,
-          ], env);
-          assert.equal(produced.code, 0, produced.stderr);
+          await publishSeeded(env, users, orders, SEED);
           const consumer = startCommand("consume", [...CONSUME_ARGS, "--metrics-port", "0"], env);
           runs.push(consumer);
           const metricsUrl = await waitFor(
@@ -226,15 +225,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
         const runs: Running[] = [];
         try {
           const users = 4_000, orders = 8_000;
-          const produced = await runCommand("produce", [
-            "--users",
-            `${users}`,
-            "--orders",
-            `${orders}`,
-            "--seed",
-            `${SEED + 2}`,
-          ], env);
-          assert.equal(produced.code, 0, produced.stderr);
+          await publishSeeded(env, users, orders, SEED + 2);
           const consumer = startCommand("consume", CONSUME_ARGS, env);
           runs.push(consumer);
           const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
