@@ -40,6 +40,17 @@ export function connectDatabase(url: string, maxConnections: number): Sql {
   }) as unknown as Sql;
 }
 
+/**
+ * Whether `error` is postgres.js 3.4.9's write to a connection that has just closed
+ * (porsager/postgres#1154, #1208; denoland/deno#34667): thrown from a timer outside any query,
+ * after the query it carried was rejected with CONNECTION_CLOSED, which the sink retries as an
+ * outage. There is no error code to go by, so its signature is matched.
+ */
+export function isClosedConnectionWrite(error: unknown): boolean {
+  return error instanceof TypeError && /\bwrite\b/.test(error.message) && /\bnextWrite\b/.test(error.stack ?? "") &&
+    /postgres/.test(error.stack ?? "");
+}
+
 /** Whether the database answers a trivial query within `timeoutMs`; for health while no batch runs. */
 export async function databaseAnswers(sql: Sql, timeoutMs = 3_000): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;

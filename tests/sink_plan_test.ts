@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { OrderChange, UserChange } from "../lib/model.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
-import { planOrderBatch, planUserBatch } from "../lib/sink.ts";
+import { isClosedConnectionWrite, planOrderBatch, planUserBatch } from "../lib/sink.ts";
 
 const U1 = "11111111-1111-4111-8111-111111111111";
 const U2 = "22222222-2222-4222-8222-222222222222";
@@ -272,4 +272,18 @@ Deno.test("the wire fixtures fold into the patches their README describes", () =
   assert.equal(placed.create!.total, "3.14");
   // Its is_deleted comes from the database trigger (its user is deleted), not from the plan.
   assert.equal(placed.deleted, false);
+});
+
+Deno.test("postgres.js' write to a just-closed connection is recognised by its signature, and nothing else is", () => {
+  const bug = new TypeError("Cannot read properties of null (reading 'write')");
+  bug.stack = `${bug.message}\n    at nextWrite (file:///x/node_modules/postgres/src/connection.js:255:22)`;
+  assert.ok(isClosedConnectionWrite(bug));
+  const bunSpelling = new TypeError("null is not an object (evaluating 'socket.write')");
+  bunSpelling.stack = `${bunSpelling.message}\n    at nextWrite (/x/node_modules/postgres/src/connection.js:255:15)`;
+  assert.ok(isClosedConnectionWrite(bunSpelling));
+  const elsewhere = new TypeError("Cannot read properties of null (reading 'write')");
+  elsewhere.stack = `${elsewhere.message}\n    at flush (file:///app/lib/producer.ts:10:1)`;
+  assert.equal(isClosedConnectionWrite(elsewhere), false);
+  assert.equal(isClosedConnectionWrite(new Error("write failed")), false);
+  assert.equal(isClosedConnectionWrite("nextWrite postgres write"), false);
 });
