@@ -114,9 +114,25 @@ export async function ensureSchema(sql: Sql): Promise<void> {
   });
 }
 
-/** Text array parameter; every column travels as text and is cast in SQL. */
-function texts(sql: Sql | Tx, values: (string | null | undefined)[]) {
-  return sql.array(values.map((v) => v ?? null) as string[], 25);
+/** Array elements that must be quoted: empty, the word NULL, or holding a delimiter, quote, backslash or space. */
+const NEEDS_QUOTES = /^$|^null$|[{}",\\\s]/i;
+
+/**
+ * A PostgreSQL array literal of `values` (null and undefined become NULL), sent as one bound
+ * parameter and cast in SQL, e.g. `${arrayLiteral(ids)}::uuid[]`. Only elements that need it are
+ * quoted: ids, timestamps and numbers pass as they are, which costs half the client CPU of
+ * postgres.js' element-by-element array serializer and spares the server a text[] cast.
+ */
+export function arrayLiteral(values: readonly (string | null | undefined)[]): string {
+  let literal = "{";
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
+    if (i > 0) literal += ",";
+    if (value === null || value === undefined) literal += "NULL";
+    else if (NEEDS_QUOTES.test(value)) literal += `"${value.replace(/[\\"]/g, "\\$&")}"`;
+    else literal += value;
+  }
+  return literal + "}";
 }
 
 interface UserPatch {
@@ -211,22 +227,44 @@ export function planOrderBatch(
   return { patches: [...patches.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), rejected, blocked };
 }
 
+/**
+ * Ids whose first change in the batch is not a CREATE: the only ones whose existence in the
+ * table decides anything, since a CREATE makes its key exist for the changes after it.
+ */
+export function idsToLookUp(changes: (UserChange | OrderChange)[]): string[] {
+  const seen = new Set<string>();
+  const lookUp: string[] = [];
+  for (const change of changes) {
+    if (seen.has(change.id)) continue;
+    seen.add(change.id);
+    if (change.type !== "CREATE") lookUp.push(change.id);
+  }
+  return lookUp;
+}
+
+/** The ids among `ids` that are rows of `table`. */
+async function existingIds(tx: Tx, table: "users" | "orders", ids: string[]): Promise<Set<string>> {
+  if (ids.length === 0) return new Set();
+  const rows = await tx<{ id: string }[]>`select id::text as id from ${tx(table)} where id = any(${
+    arrayLiteral(ids)
+  }::uuid[])`;
+  return new Set(rows.map((r) => r.id));
+}
+
 async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> {
-  const ids = [...new Set(changes.map((c) => c.id))];
-  const found = await tx<{ id: string }[]>`select id::text as id from users where id = any(${texts(tx, ids)}::uuid[])`;
-  const { patches, rejected } = planUserBatch(changes, new Set(found.map((r) => r.id)));
+  const { patches, rejected } = planUserBatch(changes, await existingIds(tx, "users", idsToLookUp(changes)));
   const creates = patches.filter((p) => p.create);
   const updates = patches.filter((p) => !p.create);
   if (creates.length) {
     await tx`
       insert into users as u (id, name, dob, created_at, modified_at, is_deleted)
       select * from unnest(
-        ${texts(tx, creates.map((p) => p.id))}::uuid[],
-        ${texts(tx, creates.map((p) => p.name ?? p.create!.name))}::varchar[],
-        ${texts(tx, creates.map((p) => p.create!.dob))}::date[],
-        ${texts(tx, creates.map((p) => p.create!.createdAt))}::timestamptz[],
-        ${texts(tx, creates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${texts(tx, creates.map((p) => String(p.deleted)))}::boolean[])
+        ${arrayLiteral(creates.map((p) => p.id))}::uuid[],
+        ${arrayLiteral(creates.map((p) => p.name ?? p.create!.name))}::varchar[],
+        ${arrayLiteral(creates.map((p) => p.create!.dob))}::date[],
+        ${arrayLiteral(creates.map((p) => p.create!.createdAt))}::timestamptz[],
+        ${arrayLiteral(creates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${arrayLiteral(creates.map((p) => String(p.deleted)))}::boolean[])
       on conflict (id) do update set
         name = excluded.name,
         dob = excluded.dob,
@@ -241,27 +279,26 @@ async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> 
         modified_at = coalesce(p.modified_at, u.modified_at),
         is_deleted = u.is_deleted or p.is_deleted
       from unnest(
-        ${texts(tx, updates.map((p) => p.id))}::uuid[],
-        ${texts(tx, updates.map((p) => p.name))}::varchar[],
-        ${texts(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${texts(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, name, modified_at, is_deleted)
+        ${arrayLiteral(updates.map((p) => p.id))}::uuid[],
+        ${arrayLiteral(updates.map((p) => p.name))}::varchar[],
+        ${arrayLiteral(updates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${arrayLiteral(updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, name, modified_at, is_deleted)
       where u.id = p.id`;
   }
   return { rejected };
 }
 
 async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome> {
-  const ids = [...new Set(changes.map((c) => c.id))];
   const userIds = [...new Set(changes.filter((c) => c.type === "CREATE").map((c) => c.userId!))].sort();
   // FOR SHARE waits for a concurrent user delete to commit, so its cascade cannot miss these orders.
   const users = userIds.length
     ? await tx<{ id: string; is_deleted: boolean | null }[]>`
         select id::text as id, is_deleted from users where id = any(${
-      texts(tx, userIds)
+      arrayLiteral(userIds)
     }::uuid[]) order by id for share`
     : [];
-  const found = await tx<{ id: string }[]>`select id::text as id from orders where id = any(${texts(tx, ids)}::uuid[])`;
-  const plan = planOrderBatch(changes, new Set(found.map((r) => r.id)), new Set(users.map((r) => r.id)));
+  const found = await existingIds(tx, "orders", idsToLookUp(changes));
+  const plan = planOrderBatch(changes, found, new Set(users.map((r) => r.id)));
   const creates = plan.patches.filter((p) => p.create);
   // An order of a deleted user is deleted too (CONTRACT.md section 3); the lock above keeps the
   // flag read here current until commit.
@@ -272,14 +309,14 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
     await tx`
       insert into orders as o (id, status, user_id, quantity, total_amount, placed_at, modified_at, is_deleted)
       select * from unnest(
-        ${texts(tx, creates.map((p) => p.id))}::uuid[],
-        ${texts(tx, creates.map((p) => p.status ?? p.create!.status))}::varchar[],
-        ${texts(tx, creates.map((p) => p.create!.userId))}::uuid[],
-        ${texts(tx, creates.map((p) => String(p.create!.quantity)))}::integer[],
-        ${texts(tx, creates.map((p) => p.create!.total))}::numeric[],
-        ${texts(tx, creates.map((p) => p.create!.placedAt))}::timestamptz[],
-        ${texts(tx, creates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${texts(tx, creates.map((p) => String(p.deleted)))}::boolean[])
+        ${arrayLiteral(creates.map((p) => p.id))}::uuid[],
+        ${arrayLiteral(creates.map((p) => p.status ?? p.create!.status))}::varchar[],
+        ${arrayLiteral(creates.map((p) => p.create!.userId))}::uuid[],
+        ${arrayLiteral(creates.map((p) => String(p.create!.quantity)))}::integer[],
+        ${arrayLiteral(creates.map((p) => p.create!.total))}::numeric[],
+        ${arrayLiteral(creates.map((p) => p.create!.placedAt))}::timestamptz[],
+        ${arrayLiteral(creates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${arrayLiteral(creates.map((p) => String(p.deleted)))}::boolean[])
       on conflict (id) do update set
         status = excluded.status,
         user_id = excluded.user_id,
@@ -296,10 +333,10 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
         modified_at = coalesce(p.modified_at, o.modified_at),
         is_deleted = o.is_deleted or p.is_deleted
       from unnest(
-        ${texts(tx, updates.map((p) => p.id))}::uuid[],
-        ${texts(tx, updates.map((p) => p.status))}::varchar[],
-        ${texts(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${texts(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, status, modified_at, is_deleted)
+        ${arrayLiteral(updates.map((p) => p.id))}::uuid[],
+        ${arrayLiteral(updates.map((p) => p.status))}::varchar[],
+        ${arrayLiteral(updates.map((p) => p.modifiedAt))}::timestamptz[],
+        ${arrayLiteral(updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, status, modified_at, is_deleted)
       where o.id = p.id`;
   }
   return { rejected: plan.rejected, blocked: plan.blocked };

@@ -6,6 +6,7 @@
  * them afterwards, also when a phase fails or the run is interrupted.
  * @module
  */
+import { createRequire } from "node:module";
 import os from "node:os";
 import process from "node:process";
 import { parseArgs } from "node:util";
@@ -13,6 +14,8 @@ import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { generateEvents } from "../lib/generator.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
+import { murmur2 } from "../lib/partitioner.ts";
+import { DEFAULTS } from "../lib/config.ts";
 
 process.removeAllListeners("warning"); // kafkajs 2.2.4's negative timers
 
@@ -47,6 +50,7 @@ const env = {
   LOG_FORMAT: "json",
 };
 const TOPICS = [env.USERS_TOPIC, env.ORDERS_TOPIC];
+const BINARY_TOPICS = [`${RUN}_binary_users`, `${RUN}_binary_orders`];
 const JAVA_TOPIC = `${RUN}_java`;
 const BASELINE_GROUP = `${RUN}_baseline`;
 const kafka = new Kafka({ clientId: "cdc-bench", brokers: BROKERS.split(","), logLevel: logLevel.NOTHING });
@@ -58,23 +62,99 @@ interface Measured {
   seconds: number;
   peakRssMb: number;
   stderr: string;
+  /** CPU seconds of the command itself, of PostgreSQL's and Kafka's processes, and of the whole machine. */
+  cpu: CpuShares;
+}
+
+/** CPU seconds (user + system) spent during a phase, per party. */
+interface CpuShares {
+  command: number;
+  postgres: number | null;
+  kafka: number | null;
+  machineBusy: number;
+  machineTotal: number;
+}
+
+const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+const commandOutput = async (cmd: string, args: string[]) =>
+  decode((await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output()).stdout).trim();
+const CLOCK_TICKS = Number(await commandOutput("getconf", ["CLK_TCK"])) || 100;
+const PAGE_BYTES = Number(await commandOutput("getconf", ["PAGESIZE"])) || 4096;
+
+/** Resident bytes and CPU seconds of each live process among `pids`, from /proc (read with cat: Deno reads /proc only with --allow-all). */
+async function processStats(pids: number[]): Promise<{ rssBytes: number; cpuSeconds: number }[]> {
+  if (pids.length === 0) return [];
+  const text = await commandOutput("cat", pids.map((pid) => `/proc/${pid}/stat`));
+  return text.split("\n").filter(Boolean).map((line) => {
+    // Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15, rss 24.
+    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    return {
+      cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
+      rssBytes: Number(fields[21]) * PAGE_BYTES,
+    };
+  });
+}
+
+/** Pids of the PostgreSQL and Kafka server processes when they run on this machine (not in a container). */
+async function servicePids(): Promise<{ postgres: number[]; kafka: number[] }> {
+  const pids = async (args: string[]) => (await commandOutput("pgrep", args)).split("\n").filter(Boolean).map(Number);
+  return { postgres: await pids(["-x", "postgres"]), kafka: await pids(["-f", "kafka\\.Kafka"]) };
+}
+
+/** CPU seconds used so far by the services and the machine's busy and total core-seconds. */
+async function cpuSnapshot(): Promise<{ postgres: number | null; kafka: number | null; busy: number; total: number }> {
+  const pids = await servicePids();
+  const sum = async (list: number[]) =>
+    list.length ? (await processStats(list)).reduce((total, p) => total + p.cpuSeconds, 0) : null;
+  const [cpuLine] = (await commandOutput("cat", ["/proc/stat"])).split("\n");
+  const ticks = cpuLine.split(/\s+/).slice(1).map(Number);
+  const idle = ticks[3] + ticks[4];
+  const total = ticks.slice(0, 8).reduce((a, b) => a + b, 0);
+  return {
+    postgres: await sum(pids.postgres),
+    kafka: await sum(pids.kafka),
+    busy: (total - idle) / CLOCK_TICKS,
+    total: total / CLOCK_TICKS,
+  };
+}
+
+/** CPU spent between two snapshots; a service counts only if it ran here throughout. */
+function cpuBetween(
+  before: Awaited<ReturnType<typeof cpuSnapshot>>,
+  after: Awaited<ReturnType<typeof cpuSnapshot>>,
+  command: number,
+): CpuShares {
+  const diff = (a: number | null, b: number | null) => (a === null || b === null ? null : Math.max(0, b - a));
+  return {
+    command,
+    postgres: diff(before.postgres, after.postgres),
+    kafka: diff(before.kafka, after.kafka),
+    machineBusy: after.busy - before.busy,
+    machineTotal: after.total - before.total,
+  };
 }
 
 /**
  * Runs a command, sampling its resident memory until it exits (or, with `until`, until the
  * condition holds, then stops it with SIGTERM and waits for its clean exit).
  */
-async function measure(cmd: string[], until?: () => Promise<boolean>): Promise<Measured> {
+async function measure(
+  cmd: string[],
+  until?: () => Promise<boolean>,
+  environment: Record<string, string> = env,
+): Promise<Measured> {
+  const cpuBefore = await cpuSnapshot();
   const started = performance.now();
   const child = new Deno.Command(cmd[0], {
     args: cmd.slice(1),
-    env,
+    env: environment,
     stdout: "null",
     stderr: "piped",
     cwd: ROOT,
   }).spawn();
   const deadline = setTimeout(() => child.kill("SIGKILL"), PHASE_TIMEOUT_S * 1000);
-  let peakKb = 0;
+  let peakBytes = 0;
+  let commandCpu = 0;
   let exited = false;
   let stderr = "";
   const reader = (async () => {
@@ -83,10 +163,11 @@ async function measure(cmd: string[], until?: () => Promise<boolean>): Promise<M
   })();
   const sampler = (async () => {
     while (!exited) {
-      // ps, because Deno reads /proc only with --allow-all.
-      const ps = await new Deno.Command("ps", { args: ["-o", "rss=", "-p", String(child.pid)], stderr: "null" })
-        .output();
-      peakKb = Math.max(peakKb, Number(new TextDecoder().decode(ps.stdout).trim()) || 0);
+      const [stats] = await processStats([child.pid]);
+      if (stats) {
+        peakBytes = Math.max(peakBytes, stats.rssBytes);
+        commandCpu = stats.cpuSeconds;
+      }
       await sleep(100);
     }
   })();
@@ -95,17 +176,30 @@ async function measure(cmd: string[], until?: () => Promise<boolean>): Promise<M
     return s;
   });
   let seconds = 0;
+  let cpuAfter: Awaited<ReturnType<typeof cpuSnapshot>> | undefined;
   if (until) {
     while (!exited && !(await until())) await sleep(100);
     seconds = (performance.now() - started) / 1000;
+    // Before the stop: the command's database sessions end with it, and their CPU with them.
+    cpuAfter = await cpuSnapshot();
+    const [stats] = await processStats([child.pid]);
+    if (stats) commandCpu = stats.cpuSeconds;
     if (!exited) child.kill("SIGTERM");
   }
   const { success, code } = await status;
-  if (!until) seconds = (performance.now() - started) / 1000;
+  if (!until) {
+    seconds = (performance.now() - started) / 1000;
+    cpuAfter = await cpuSnapshot();
+  }
   clearTimeout(deadline);
   await Promise.all([sampler, reader]);
   if (!success) throw new Error(`${cmd.slice(-3).join(" ")} exited ${code}: ${stderr.slice(-2000)}`);
-  return { seconds, peakRssMb: Math.round(peakKb / 1024), stderr };
+  return {
+    seconds,
+    peakRssMb: Math.round(peakBytes / 2 ** 20),
+    stderr,
+    cpu: cpuBetween(cpuBefore, cpuAfter!, commandCpu),
+  };
 }
 
 /** The command line of `deno task <task>` (flags included, so the bench measures what users run). */
@@ -146,6 +240,58 @@ function meanRecordBytes(): number {
     count++;
   }
   return Math.round(bytes / count);
+}
+
+/**
+ * What kafkajs alone costs the producer: grouping by partition and encoding produce requests
+ * (records, batches, CRC) for `events` of the run's stream, in sends of PRODUCE_BATCH, with no
+ * network and the events already generated and serialised. No producer on kafkajs can beat this
+ * rate on one core of this machine.
+ */
+async function kafkajsEncodeOnly(events: number): Promise<number> {
+  const require = createRequire(import.meta.url);
+  const groupMessagesPerPartition = require("kafkajs/src/producer/groupMessagesPerPartition.js");
+  const createTopicData = require("kafkajs/src/producer/createTopicData.js");
+  const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
+  const encoder = new TextEncoder();
+  const partitioner = ({ partitionMetadata, message }: { partitionMetadata: unknown[]; message: { key: string } }) =>
+    (murmur2(encoder.encode(message.key)) & 0x7fffffff) % partitionMetadata.length;
+  const metadata = {
+    [env.USERS_TOPIC]: Array.from({ length: DEFAULTS.usersPartitions }, (_, partitionId) => ({ partitionId })),
+    [env.ORDERS_TOPIC]: Array.from({ length: DEFAULTS.ordersPartitions }, (_, partitionId) => ({ partitionId })),
+  };
+  let encodingMs = 0;
+  const encode = async (batch: { topic: string; messages: { key: string; value: string }[] }[]) => {
+    const started = performance.now();
+    const topicData = createTopicData(batch.map(({ topic, messages }) => {
+      const messagesPerPartition = groupMessagesPerPartition({
+        topic,
+        partitionMetadata: metadata[topic],
+        messages,
+        partitioner,
+      });
+      return { topic, partitions: Object.keys(messagesPerPartition).map(Number), messagesPerPartition };
+    }));
+    await produceRequest({ acks: -1, timeout: 30_000, topicData }).encode();
+    encodingMs += performance.now() - started;
+  };
+  const users = Math.round(events * 0.4);
+  let batch = { user: [] as { key: string; value: string }[], order: [] as { key: string; value: string }[] };
+  let inBatch = 0;
+  const flush = async () => {
+    await encode([
+      { topic: env.USERS_TOPIC, messages: batch.user },
+      { topic: env.ORDERS_TOPIC, messages: batch.order },
+    ].filter((t) => t.messages.length > 0));
+    batch = { user: [], order: [] };
+    inBatch = 0;
+  };
+  for (const event of generateEvents({ users, orders: events - users, seed: SEED })) {
+    batch[event.entity].push({ key: event.key, value: JSON.stringify(event.value) });
+    if (++inBatch === PRODUCE_BATCH) await flush();
+  }
+  if (inBatch > 0) await flush();
+  return events / (encodingMs / 1000);
 }
 
 /** Kafka's own Java producer with its default settings plus acks=all, same record count and size. */
@@ -282,7 +428,8 @@ async function cleanUp(): Promise<void> {
   try {
     await kafkaAdmin.connect();
     const existing = new Set(await kafkaAdmin.listTopics());
-    const topics = [...TOPICS, ...TOPICS.map((t) => `${t}.dlq`), JAVA_TOPIC].filter((t) => existing.has(t));
+    const topics = [...TOPICS, ...TOPICS.map((t) => `${t}.dlq`), JAVA_TOPIC, ...BINARY_TOPICS]
+      .filter((t) => existing.has(t));
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)
       .filter((g) => g === env.CONSUMER_GROUP || g === BASELINE_GROUP);
@@ -331,19 +478,20 @@ try {
   const [{ version: pgVersion }] = await setup`select current_setting('server_version') as version`;
   await setup.end();
 
-  const produce = await timed(`producing ${EVENTS} events (${USERS} users, ${ORDERS} orders)`, async () =>
-    measure(
-      await taskCommand("produce", [
-        "--users",
-        String(USERS),
-        "--orders",
-        String(ORDERS),
-        "--batch-size",
-        String(PRODUCE_BATCH),
-        "--seed",
-        String(SEED),
-      ]),
-    ));
+  const produceArgs = [
+    "--users",
+    String(USERS),
+    "--orders",
+    String(ORDERS),
+    "--batch-size",
+    String(PRODUCE_BATCH),
+    "--seed",
+    String(SEED),
+  ];
+  const produce = await timed(
+    `producing ${EVENTS} events (${USERS} users, ${ORDERS} orders)`,
+    async () => measure(await taskCommand("produce", produceArgs)),
+  );
   const producerRate = EVENTS / produce.seconds;
   progress(`producer: ${Math.round(producerRate)} events/s, peak RSS ${produce.peakRssMb} MB`);
 
@@ -374,6 +522,29 @@ try {
     () => javaProducerPerf(EVENTS, recordBytes),
   );
   const copy = await timed("COPY of the same rows", copySameRows);
+  const encodeOnlyEvents = Math.min(EVENTS, 200_000);
+  const encodeOnlyRate = await timed(
+    `kafkajs encoding alone (no network) of ${encodeOnlyEvents} events`,
+    () => kafkajsEncodeOnly(encodeOnlyEvents),
+  );
+  await timed("building the standalone binaries (deno task build)", async () => {
+    const built = await new Deno.Command("deno", {
+      args: ["task", "build"],
+      cwd: ROOT,
+      stdout: "null",
+      stderr: "piped",
+    })
+      .output();
+    if (!built.success) throw new Error(`deno task build failed: ${decode(built.stderr)}`);
+  });
+  const binaryProduce = await timed(`producing ${EVENTS} events with the standalone binary (Bun)`, () =>
+    measure(
+      [`${ROOT}dist/cdc-produce`, ...produceArgs],
+      undefined,
+      { ...env, USERS_TOPIC: BINARY_TOPICS[0], ORDERS_TOPIC: BINARY_TOPICS[1] },
+    ));
+  const binaryRate = EVENTS / binaryProduce.seconds;
+  progress(`standalone producer: ${Math.round(binaryRate)} events/s, peak RSS ${binaryProduce.peakRssMb} MB`);
 
   const ratios = {
     consumerVsOneEventPerTx: round(consumerRate / baselineRate, 1),
@@ -391,6 +562,30 @@ try {
     javaProducerPerfRecordsPerS: Math.round(javaRate),
     copyRowsPerS: Math.round(copy.rows / copy.seconds),
     copySeconds: round(copy.seconds, 3),
+    standaloneProducerEventsPerS: Math.round(binaryRate),
+    standaloneProducerPeakRssMb: binaryProduce.peakRssMb,
+  };
+  const perEvent = (seconds: number | null) => (seconds === null ? null : round((seconds * 1e6) / EVENTS, 1));
+  /** Where one phase's CPU went, and the rate this machine's cores would allow at that cost. */
+  const profileOf = (measured: Measured, command: string) => {
+    const micros = {
+      [command]: perEvent(measured.cpu.command),
+      postgres: perEvent(measured.cpu.postgres),
+      kafka: perEvent(measured.cpu.kafka),
+    };
+    const total = Object.values(micros).reduce((sum: number, value) => sum + (value ?? 0), 0);
+    return {
+      cpuMicrosPerEvent: micros,
+      machineBusyShare: round(measured.cpu.machineBusy / measured.cpu.machineTotal, 2),
+      ceilingEventsPerS: Math.round((os.cpus().length * 1e6) / total),
+    };
+  };
+  const profile = {
+    producer: profileOf(produce, "producer"),
+    consumer: profileOf(consume, "consumer"),
+    kafkajsEncodeOnlyEventsPerS: Math.round(encodeOnlyRate),
+    producerVsKafkajsEncodeOnly: round(producerRate / encodeOnlyRate, 2),
+    standaloneProducer: profileOf(binaryProduce, "producer"),
   };
   const atLeast = (value: number, min: number) => ({ value, min, met: value >= min });
   const atMost = (value: number, max: number) => ({ value, max, met: value < max });
@@ -415,9 +610,12 @@ try {
         producer: `deno task produce: acks=all, one request in flight, ${PRODUCE_BATCH} events per send`,
         javaProducerPerf: `Kafka ${KAFKA_VERSION} producer defaults with acks=all`,
         consumer: "deno task consume with the defaults of lib/config.ts",
+        standaloneProducer: "dist/cdc-produce from deno task build (Bun runtime), same arguments",
+        profile: "CPU seconds per event of each process during the phase, from /proc; ceiling = cores / CPU per event",
       },
       figures,
       ratios,
+      profile,
       targets: {
         producerEventsPerS: atLeast(figures.producerEventsPerS, 100_000),
         consumerEventsPerS: atLeast(figures.consumerEventsPerS, 50_000),

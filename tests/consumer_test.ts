@@ -1,7 +1,10 @@
 /** The consumer against real Kafka and PostgreSQL, checked against an independent reference model. */
 import assert from "node:assert/strict";
+import postgres from "postgres";
 import { DLQ_HEADERS } from "../lib/consumer.ts";
+import { arrayLiteral } from "../lib/sink.ts";
 import {
+  ADMIN_DATABASE_URL,
   createTestDatabase,
   diffTables,
   groupLag,
@@ -264,5 +267,30 @@ Deno.test("an order whose user never arrives goes to the DLQ after the deadline,
     assert.equal(rows.orders.get(fine.order_id)?.status, "PLACED", "the order behind it applied");
   } finally {
     await db.drop();
+  }
+});
+
+Deno.test("PostgreSQL reads back every awkward name exactly from the sink's array literals", async () => {
+  const names = [
+    "Ann Lee",
+    "",
+    "null",
+    "NULL",
+    "a,b",
+    "{x}",
+    'say "hi"',
+    "back\\slash",
+    " pad ",
+    "tab\there",
+    "Zoë 😀",
+    null,
+  ];
+  const sql = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+  try {
+    const rows = await sql<{ name: string | null; n: number }[]>`
+      select name, n::int from unnest(${arrayLiteral(names)}::varchar[]) with ordinality as t(name, n) order by n`;
+    assert.deepEqual(rows.map((r) => r.name), names);
+  } finally {
+    await sql.end();
   }
 });
