@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import type { OrderChange, UserChange } from "../lib/model.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
-import { arrayLiteral, idsToLookUp, isClosedConnectionWrite, planOrderBatch, planUserBatch } from "../lib/sink.ts";
+import { arrayLiteral, isClosedConnectionWrite, planOrderBatch, planUserBatch } from "../lib/sink.ts";
 
 const U1 = "11111111-1111-4111-8111-111111111111";
 const U2 = "22222222-2222-4222-8222-222222222222";
@@ -248,20 +248,6 @@ Deno.test("planning does not change the set of existing orders passed in", () =>
 function fixture(name: string): string[] {
   return Deno.readTextFileSync(new URL(`./fixtures/wire/${name}`, import.meta.url)).split("\n").filter((l) => l.trim());
 }
-
-Deno.test("only keys whose first change in the batch is not a CREATE are looked up, once each, in log order", () => {
-  const changes = [userCreate(U1, "Ann"), userUpdate(U2, "Bob"), userDelete(U1), userDelete(U2), userUpdate(U3, "Cy")];
-  assert.deepEqual(idsToLookUp(changes), [U2, U3]);
-  assert.deepEqual(idsToLookUp([orderCreate(O1, U1), orderUpdate(O2), orderCreate(O2, U1)]), [O2]);
-  assert.deepEqual(idsToLookUp([]), []);
-});
-
-Deno.test("planning with only the looked-up keys gives the same patches as with every existing key", () => {
-  const changes = [userCreate(U1, "Ann"), userUpdate(U1, "Al"), userUpdate(U2, "Bob"), userDelete(U3)];
-  const everyKey = new Set([U1, U2]);
-  const lookedUp = new Set(idsToLookUp(changes).filter((id) => everyKey.has(id)));
-  assert.deepEqual(planUserBatch(changes, lookedUp), planUserBatch(changes, everyKey));
-});
 
 Deno.test("array literals leave ids, timestamps and numbers bare and write missing values as NULL", () => {
   assert.equal(
