@@ -77,12 +77,13 @@ const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
 const TIMESTAMP =
   /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$/;
+const CANONICAL_TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.\d{6}Z$/;
 const EVENT_TYPES: readonly string[] = ["CREATE", "UPDATE", "DELETE"];
 const ORDER_STATUSES: readonly string[] = ["PLACED", "SHIPPED", "CANCELLED"];
 const MAX_NAME = 50;
 const MAX_INT32 = 2_147_483_647;
 /** DECIMAL(10,2) holds at most 99999999.99, that is 9,999,999,999 cents. */
-const MAX_CENTS = 9_999_999_999n;
+const MAX_CENTS = 9_999_999_999;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 function shown(value: unknown): string {
@@ -112,6 +113,12 @@ function validDate(year: number, month: number, day: number): boolean {
  * the text is not such a timestamp.
  */
 export function normalizeTimestamp(text: string): string | null {
+  // Already UTC with six fraction digits (what our producer writes): only the ranges need checking.
+  const utc = CANONICAL_TIMESTAMP.exec(text);
+  if (utc) {
+    const [year, month, day, hour, minute, second] = utc.slice(1, 7).map(Number);
+    return validDate(year, month, day) && hour <= 23 && minute <= 59 && second <= 59 ? text : null;
+  }
   const m = TIMESTAMP.exec(text);
   if (!m) return null;
   const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
@@ -147,10 +154,13 @@ export function toCents(value: number): string | null {
     text = value.toFixed(20); // below 1e-6: exact enough to round at the third decimal
   }
   const [whole, fraction = ""] = text.split(".");
-  let cents = BigInt(whole) * 100n + BigInt((fraction + "00").slice(0, 2));
-  if ((fraction[2] ?? "0") >= "5") cents += 1n;
+  // Nine digits or more before the point is 100,000,000 or more: beyond DECIMAL(10,2). Fewer
+  // keep every cent count below 2^53, so plain numbers are exact.
+  if (whole.length > 8) return null;
+  let cents = Number(whole) * 100 + Number((fraction + "00").slice(0, 2));
+  if ((fraction[2] ?? "0") >= "5") cents += 1;
   if (cents > MAX_CENTS) return null;
-  return `${cents / 100n}.${String(cents % 100n).padStart(2, "0")}`;
+  return `${Math.floor(cents / 100)}.${String(cents % 100).padStart(2, "0")}`;
 }
 
 function decode(value: Uint8Array | string | null | undefined): Record<string, unknown> {
@@ -201,7 +211,8 @@ function timestamp(record: Record<string, unknown>, field: string): string | und
 function name(record: Record<string, unknown>): string {
   const value = record.name;
   if (typeof value !== "string") fail("name", `a string of 1..${MAX_NAME} characters`, value);
-  const length = [...(value as string)].length;
+  // Code points, not UTF-16 units; a string of at most 50 units has at most 50 code points.
+  const length = (value as string).length <= MAX_NAME ? (value as string).length : [...(value as string)].length;
   if (length < 1 || length > MAX_NAME) {
     fail("name", `a string of 1..${MAX_NAME} characters (it has ${length})`, value);
   }

@@ -222,6 +222,20 @@ Deno.test("normalizeTimestamp returns null for out-of-range times and offsets", 
   assert.equal(normalizeTimestamp("2025-07-03T10:11:12+01:60"), null);
 });
 
+Deno.test("normalizeTimestamp keeps a timestamp already in UTC with six fraction digits, and still checks its ranges", () => {
+  assert.equal(normalizeTimestamp("2025-07-03T10:11:12.123456Z"), "2025-07-03T10:11:12.123456Z");
+  assert.equal(normalizeTimestamp("2000-02-29T23:59:59.999999Z"), "2000-02-29T23:59:59.999999Z");
+  for (
+    const text of [
+      "2025-02-29T10:11:12.000000Z",
+      "2025-07-03T24:00:00.000000Z",
+      "2025-07-03T23:60:00.000000Z",
+      "2025-07-03T23:59:60.000000Z",
+      "0000-01-01T00:00:00.000000Z",
+    ]
+  ) assert.equal(normalizeTimestamp(text), null, text);
+});
+
 Deno.test("normalizeTimestamp returns null for text that is not an RFC 3339 timestamp", () => {
   for (
     const text of [
