@@ -39,6 +39,8 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     "javaProducerPerfRecordsPerS",
     "copyRowsPerS",
     "copySeconds",
+    "standaloneProducerEventsPerS",
+    "standaloneProducerPeakRssMb",
   ];
   for (const key of figures) {
     assert.equal(typeof report.figures[key], "number", `figures.${key}`);
@@ -47,6 +49,17 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
   for (const key of ["consumerVsOneEventPerTx", "producerVsJavaPerfTool", "consumerVsCopy"]) {
     assert.ok(report.ratios[key] > 0, `ratios.${key} = ${report.ratios[key]}`);
   }
+  // Where each phase's CPU went: the command's own share is always measured (from /proc).
+  for (
+    const [phase, command] of [["producer", "producer"], ["consumer", "consumer"], ["standaloneProducer", "producer"]]
+  ) {
+    const profile = report.profile[phase];
+    assert.ok(profile.cpuMicrosPerEvent[command] > 0, `profile.${phase}.cpuMicrosPerEvent.${command}`);
+    assert.ok(profile.machineBusyShare > 0 && profile.machineBusyShare <= 1, `profile.${phase}.machineBusyShare`);
+    assert.ok(profile.ceilingEventsPerS > 0, `profile.${phase}.ceilingEventsPerS`);
+  }
+  assert.ok(report.profile.kafkajsEncodeOnlyEventsPerS > 0);
+  assert.ok(report.profile.producerVsKafkajsEncodeOnly > 0);
   const targets = [
     "producerEventsPerS",
     "consumerEventsPerS",
