@@ -12,10 +12,10 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
+import { DEFAULTS } from "../lib/config.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
 import { murmur2 } from "../lib/partitioner.ts";
-import { DEFAULTS } from "../lib/config.ts";
 
 process.removeAllListeners("warning"); // kafkajs 2.2.4's negative timers
 
@@ -118,7 +118,10 @@ async function cpuSnapshot(): Promise<{ postgres: number | null; kafka: number |
   };
 }
 
-/** CPU spent between two snapshots; a service counts only if it ran here throughout. */
+/**
+ * CPU spent between two snapshots; a service counts only if it runs on this machine. A server
+ * process that exits between them takes its share along, so phases snapshot before stopping.
+ */
 function cpuBetween(
   before: Awaited<ReturnType<typeof cpuSnapshot>>,
   after: Awaited<ReturnType<typeof cpuSnapshot>>,
