@@ -81,7 +81,10 @@ const commandOutput = async (cmd: string, args: string[]) =>
 const CLOCK_TICKS = Number(await commandOutput("getconf", ["CLK_TCK"])) || 100;
 const PAGE_BYTES = Number(await commandOutput("getconf", ["PAGESIZE"])) || 4096;
 
-/** Resident bytes and CPU seconds of each live process among `pids`, from /proc (read with cat: Deno reads /proc only with --allow-all). */
+/**
+ * Resident bytes and CPU seconds of each live process among `pids`, from /proc (read with cat:
+ * Deno reads /proc only with --allow-all).
+ */
 async function processStats(pids: number[]): Promise<{ rssBytes: number; cpuSeconds: number }[]> {
   if (pids.length === 0) return [];
   const text = await commandOutput("cat", pids.map((pid) => `/proc/${pid}/stat`));
@@ -95,7 +98,10 @@ async function processStats(pids: number[]): Promise<{ rssBytes: number; cpuSeco
   });
 }
 
-/** Pids of the PostgreSQL and Kafka server processes when they run on this machine (not in a container). */
+/**
+ * Pids of the PostgreSQL and Kafka server processes visible from here; none when they run
+ * elsewhere (another host, a Docker Desktop VM), and their CPU is then reported as null.
+ */
 async function servicePids(): Promise<{ postgres: number[]; kafka: number[] }> {
   const pids = async (args: string[]) => (await commandOutput("pgrep", args)).split("\n").filter(Boolean).map(Number);
   return { postgres: await pids(["-x", "postgres"]), kafka: await pids(["-f", "kafka\\.Kafka"]) };
