@@ -74,6 +74,8 @@ export interface ConsumeConfig extends CommonConfig {
   concurrency: number;
   /** Largest fetch per partition in bytes, which bounds a batch (and the consumer's memory). @default 262144 */
   maxBatchBytes: number;
+  /** Empty the tables and the stored offsets first, then apply the topics from their first offset. @default false */
+  rebuild: boolean;
 }
 
 /** Defaults of CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
@@ -171,6 +173,10 @@ const CONSUME_FLAGS: Record<string, FlagSpec> = {
     env: "MAX_BATCH_BYTES",
     type: "string",
     help: `fetch bytes per partition (default ${DEFAULTS.maxBatchBytes})`,
+  },
+  rebuild: {
+    type: "boolean",
+    help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
   },
 };
 
@@ -364,6 +370,7 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
       orderWaitS: integer(values, flags, "order-wait", DEFAULTS.orderWaitS, 0, 86_400)!,
       concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
       maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
+      rebuild: values.get("rebuild") === true,
     },
   };
 }

@@ -10,7 +10,7 @@ import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
 import { ConfigError, type ConsumeConfig, loadConsumeConfig } from "./config.ts";
-import { DLQ_HEADERS, dlqTopic } from "./consumer.ts";
+import { DLQ_HEADERS, dlqTopic } from "./dead_letter.ts";
 import { createKafka, createPublisher, routeProcessWarnings, type TopicMessages } from "./kafka_admin.ts";
 import { commandLogger, createLogger, type Logger } from "./log.ts";
 import { describeError, isKafkaOutage, retry } from "./retry.ts";

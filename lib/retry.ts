@@ -1,13 +1,14 @@
 /**
  * The consumer's one error taxonomy and the retry loop built on it. A failure either belongs to
- * a record (it goes to the DLQ), is transient (retry the transaction at once), or is an outage
- * (wait with backoff, commit nothing, never dead-letter). Decided by SQLSTATE classes, socket
- * codes and Kafka error types, never by message text.
+ * a record (it goes to the DLQ), is transient (retry the transaction at once), is an outage
+ * (wait with backoff, commit nothing, never dead-letter), or is fatal (stop the run with one
+ * line: waiting would never end). Decided by SQLSTATE classes, socket codes and Kafka error
+ * types, never by message text.
  * @module
  */
 
-/** What a failure means for the record that met it. */
-export type FailureKind = "record" | "transient" | "outage";
+/** What a failure means for the record that met it, and for the run. */
+export type FailureKind = "record" | "transient" | "outage" | "fatal";
 
 /** A retry budget that ran out; `cause` is the last error. */
 export class RetryError extends Error {
@@ -99,24 +100,25 @@ const SOCKET_CODES = new Set([
   "CONNECT_TIMEOUT",
 ]);
 
+/** SQLSTATE classes and codes of a server that is away, overloaded or going down: waited out. */
+const OUTAGE_SQLSTATE = /^(08|53|57P)|^25006$/;
+
 /**
- * Classifies a PostgreSQL failure by SQLSTATE: class 22 (data) and 23 (integrity) belong to the
- * record; 40001 and 40P01 (serialization, deadlock) are transient; everything else, above all
- * class 08, 53, 57P, 58 and 25006, and every socket error, is an outage.
+ * Classifies a PostgreSQL failure. Outages are the socket errors and SQLSTATE class 08
+ * (connection), 53 (resources), 57P (shutdown) and 25006 (read-only); 40001 and 40P01
+ * (serialization, deadlock) are transient; class 22 (data) and 23 (integrity) belong to the
+ * record. Everything else is fatal: a dropped table (42P01), a refused login (28P01), a missing
+ * database (3D000), an error with no code at all (a bug of ours) will not pass by waiting.
  */
 export function classifyDatabaseError(error: unknown): FailureKind {
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return "outage";
+  if (typeof code !== "string") return "fatal";
   if (SOCKET_CODES.has(code)) return "outage";
+  if (!/^[0-9A-Z]{5}$/.test(code)) return "fatal";
+  if (OUTAGE_SQLSTATE.test(code)) return "outage";
   if (code === "40001" || code === "40P01") return "transient";
-  if (/^[0-9A-Z]{5}$/.test(code) && (code.startsWith("22") || code.startsWith("23"))) return "record";
-  return "outage";
-}
-
-/** Whether a PostgreSQL failure is a login refusal, which waiting will not fix. */
-export function isDatabaseAuthError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === "28P01" || code === "28000" || code === "3D000";
+  if (code.startsWith("22") || code.startsWith("23")) return "record";
+  return "fatal";
 }
 
 /** Whether a Kafka failure is worth waiting out (connection, timeout, leadership, retriable). */

@@ -1,8 +1,8 @@
 /**
- * PostgreSQL side of the consumer: the schema, and applying a partition's batch of validated
- * changes in one transaction with set-based statements (`unnest` upserts). Applying is an
- * idempotent upsert: re-applying any suffix of the log leaves the same final state, which is
- * what makes at-least-once delivery effectively-once.
+ * PostgreSQL side of the consumer: the schema, the stored offsets (cdc_offsets), and applying
+ * a partition's batch of validated changes with set-based statements (`unnest` upserts) inside
+ * the caller's transaction, the one that also advances the partition's stored offset. That
+ * shared transaction is what makes the effects exactly-once (lib/partition_batch.ts).
  * @module
  */
 import postgres from "postgres";
@@ -11,17 +11,18 @@ import { classifyDatabaseError, describeError } from "./retry.ts";
 
 /** A postgres.js connection pool. */
 export type Sql = postgres.Sql<Record<string, never>>;
-type Tx = postgres.TransactionSql<Record<string, never>>;
+/** A transaction (or savepoint) of a {@linkcode Sql} pool. */
+export type Tx = postgres.TransactionSql<Record<string, never>>;
 
 /** A change the database or the log refused; `index` is its position in the batch. */
 export interface Rejection {
-  /** Position of the change in the batch given to {@linkcode applyBatch}. */
+  /** Position of the change in the batch given to {@linkcode applyChanges}. */
   index: number;
   /** Why, for a person reading the DLQ. */
   reason: string;
 }
 
-/** What {@linkcode applyBatch} did. Every change before `blocked.index` (or all) is done. */
+/** What {@linkcode applyChanges} did. Every change before `blocked.index` (or all) is done. */
 export interface ApplyOutcome {
   /** Changes that go to the DLQ instead. */
   rejected: Rejection[];
@@ -93,6 +94,18 @@ export async function ensureSchema(sql: Sql): Promise<void> {
         is_deleted boolean default false
       )`;
     await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
+    // How far the tables have applied each source partition, advanced by the transaction that
+    // applies it (CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
+    // any group applying into this database resumes here; consumer_group says who wrote last.
+    await tx`
+      create table if not exists cdc_offsets (
+        topic text not null,
+        partition integer not null,
+        next_offset bigint not null,
+        consumer_group text not null,
+        updated_at timestamptz not null default now(),
+        primary key (topic, partition)
+      )`;
     // A deleted user's orders are deleted, whenever either arrives: this trigger cascades the
     // user's delete to existing orders; applyOrders marks orders that arrive afterwards.
     await tx`
@@ -338,26 +351,21 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
   return { rejected: plan.rejected, blocked: plan.blocked };
 }
 
-async function applyInTransaction(sql: Sql, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
-  if (changes.length === 0) return { rejected: [] };
-  return await sql.begin((tx) =>
-    changes[0].entity === "user" ? applyUsers(tx, changes as UserChange[]) : applyOrders(tx, changes as OrderChange[])
-  ) as ApplyOutcome;
-}
-
-/** Applies `changes`; on an error that belongs to a record, halves the batch until the culprit is alone. */
-async function applyIsolatingCulprits(sql: Sql, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
+/** Applies `changes` in a savepoint; on an error that belongs to a record, halves them until the culprit is alone. */
+async function applyIsolatingCulprits(tx: Tx, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
   try {
-    return await applyInTransaction(sql, changes);
+    return await tx.savepoint((sp) =>
+      changes[0].entity === "user" ? applyUsers(sp, changes as UserChange[]) : applyOrders(sp, changes as OrderChange[])
+    ) as ApplyOutcome;
   } catch (error) {
     if (classifyDatabaseError(error) !== "record") throw error;
     if (changes.length === 1) {
       return { rejected: [{ index: 0, reason: `PostgreSQL rejected the record: ${describeError(error)}` }] };
     }
     const middle = Math.ceil(changes.length / 2);
-    const left = await applyIsolatingCulprits(sql, changes.slice(0, middle) as UserChange[] | OrderChange[]);
+    const left = await applyIsolatingCulprits(tx, changes.slice(0, middle) as UserChange[] | OrderChange[]);
     if (left.blocked) return left;
-    const right = await applyIsolatingCulprits(sql, changes.slice(middle) as UserChange[] | OrderChange[]);
+    const right = await applyIsolatingCulprits(tx, changes.slice(middle) as UserChange[] | OrderChange[]);
     return {
       rejected: [...left.rejected, ...right.rejected.map((r) => ({ ...r, index: r.index + middle }))],
       blocked: right.blocked && { ...right.blocked, index: right.blocked.index + middle },
@@ -365,21 +373,75 @@ async function applyIsolatingCulprits(sql: Sql, changes: UserChange[] | OrderCha
   }
 }
 
-/** Attempts at a batch that meets serialization failures or deadlocks before they count as an outage. */
-const TRANSIENT_ATTEMPTS = 5;
+/**
+ * Applies one partition's validated changes (all users or all orders) in log order per key,
+ * inside the caller's transaction. A database error that belongs to one record (SQLSTATE class
+ * 22 or 23) rolls back to a savepoint and the batch is split until that record is alone: it is
+ * rejected and every other change applies, all in the same transaction. Other errors are thrown.
+ */
+export async function applyChanges(tx: Tx, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
+  if (changes.length === 0) return { rejected: [] };
+  return await applyIsolatingCulprits(tx, changes);
+}
+
+/** A partition's stored position: the offset of the next record the tables have not seen. */
+export interface PartitionOffset {
+  topic: string;
+  partition: number;
+  /** Next offset to apply. */
+  nextOffset: bigint;
+}
+
+/** The stored offset moved away from the one this member started from: another member owns the partition now. */
+export class FencedError extends Error {
+  /** Names the partition, the offset this member expected and the one stored. */
+  constructor(topic: string, partition: number, expected: bigint, stored: bigint) {
+    super(`${topic}:${partition} is at offset ${stored} in PostgreSQL, not ${expected}: another member applied it`);
+    this.name = "FencedError";
+  }
+}
 
 /**
- * Applies one partition's batch of validated changes (all users or all orders), in log order
- * per key, with one transaction per batch (more only while isolating a culprit). Throws on an
- * outage; the caller waits and calls again with the same batch, which is safe because
- * applying is idempotent.
+ * Locks the partition's row in cdc_offsets for this transaction (creating it at `expected` when
+ * absent) and checks that it still holds `expected`; throws FencedError otherwise. The lock makes
+ * a second member wait, then fail the same check, instead of applying the same records again.
  */
-export async function applyBatch(sql: Sql, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await applyIsolatingCulprits(sql, changes);
-    } catch (error) {
-      if (classifyDatabaseError(error) !== "transient" || attempt >= TRANSIENT_ATTEMPTS) throw error;
-    }
-  }
+export async function claimOffset(tx: Tx, group: string, at: PartitionOffset): Promise<void> {
+  const [row] = await tx<{ next_offset: string }[]>`
+    insert into cdc_offsets as o (topic, partition, next_offset, consumer_group)
+    values (${at.topic}, ${at.partition}, ${at.nextOffset.toString()}, ${group})
+    on conflict (topic, partition) do update set consumer_group = excluded.consumer_group
+    returning o.next_offset::text as next_offset`;
+  const stored = BigInt(row.next_offset);
+  if (stored !== at.nextOffset) throw new FencedError(at.topic, at.partition, at.nextOffset, stored);
+}
+
+/** Compare-and-set of a claimed partition's next offset from `from.nextOffset` to `to`, in the applying transaction. */
+export async function advanceOffset(tx: Tx, from: PartitionOffset, to: bigint): Promise<void> {
+  const moved = await tx`
+    update cdc_offsets set next_offset = ${to.toString()}, updated_at = now()
+    where topic = ${from.topic} and partition = ${from.partition} and next_offset = ${from.nextOffset.toString()}`;
+  if (moved.count !== 1) throw new FencedError(from.topic, from.partition, from.nextOffset, -1n);
+}
+
+/** The stored next offsets of every partition of `topics`, keyed `topic:partition`. */
+export async function readStoredOffsets(sql: Sql | Tx, topics: string[]): Promise<Map<string, bigint>> {
+  const rows = await sql<{ topic: string; partition: number; next_offset: string }[]>`
+    select topic, partition, next_offset::text as next_offset from cdc_offsets where topic = any(${
+    textArray(sql as Tx, topics)
+  }::text[])`;
+  return new Map(rows.map((r) => [`${r.topic}:${r.partition}`, BigInt(r.next_offset)]));
+}
+
+/**
+ * Empties users and orders and sets every partition of the source topics back to `starts` (the
+ * logs' first offsets), in one transaction: the next consume rebuilds the tables from the log.
+ * Every stored offset goes, not only these topics': they described tables that are now empty.
+ */
+export async function resetForRebuild(sql: Sql, group: string, starts: PartitionOffset[]): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`truncate orders, users`;
+    await tx`delete from cdc_offsets`;
+    for (const start of starts) await claimOffset(tx, group, start);
+  });
 }

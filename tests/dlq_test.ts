@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { loadConsumeConfig } from "../lib/config.ts";
-import { DLQ_HEADERS } from "../lib/consumer.ts";
+import { DLQ_HEADERS } from "../lib/dead_letter.ts";
 import { dlqTopicsOf, formatDlqRecord, parseDlqArgs, REPLAYED_FROM_HEADER, replayMessage } from "../lib/dlq.ts";
 import {
   createTestDatabase,

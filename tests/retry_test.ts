@@ -8,7 +8,6 @@ import {
   backoffDelay,
   classifyDatabaseError,
   describeError,
-  isDatabaseAuthError,
   isKafkaAuthError,
   isKafkaOutage,
   retry,
@@ -53,13 +52,13 @@ Deno.test("serialization failures and deadlocks are transient", () => {
   assert.equal(classifyDatabaseError(dbError("40P01")), "transient");
 });
 
-Deno.test("connection, resource, shutdown, read-only and I/O failures are outages", () => {
-  for (const code of ["08006", "08001", "53300", "53100", "57P01", "57P03", "25006", "58030", "XX000", "42P01"]) {
+Deno.test("connection, resource, shutdown and read-only failures are outages", () => {
+  for (const code of ["08006", "08001", "08P01", "53300", "53100", "57P01", "57P03", "25006"]) {
     assert.equal(classifyDatabaseError({ code }), "outage", code);
   }
 });
 
-Deno.test("socket errors and errors without a code are outages", () => {
+Deno.test("socket errors are outages", () => {
   for (
     const code of [
       "ECONNREFUSED",
@@ -72,25 +71,25 @@ Deno.test("socket errors and errors without a code are outages", () => {
   ) {
     assert.equal(classifyDatabaseError(dbError(code)), "outage", code);
   }
-  assert.equal(classifyDatabaseError(new Error("no code at all")), "outage");
-  assert.equal(classifyDatabaseError({}), "outage");
-  assert.equal(classifyDatabaseError(null), "outage");
-  assert.equal(classifyDatabaseError(undefined), "outage");
-  assert.equal(classifyDatabaseError("text"), "outage");
-  assert.equal(classifyDatabaseError({ code: 23505 }), "outage", "a numeric code is not an SQLSTATE");
+});
+
+Deno.test("a dropped table, a refused login, a missing database, an internal error and errors without an SQLSTATE are fatal", () => {
+  for (const code of ["42P01", "42703", "42601", "28P01", "28000", "3D000", "XX000", "58030", "25001", "57014"]) {
+    assert.equal(classifyDatabaseError({ code }), "fatal", code);
+  }
+  assert.equal(classifyDatabaseError(new Error("no code at all")), "fatal");
+  assert.equal(classifyDatabaseError(new TypeError("x is undefined")), "fatal", "a bug of ours");
+  assert.equal(classifyDatabaseError({}), "fatal");
+  assert.equal(classifyDatabaseError(null), "fatal");
+  assert.equal(classifyDatabaseError(undefined), "fatal");
+  assert.equal(classifyDatabaseError("text"), "fatal");
+  assert.equal(classifyDatabaseError({ code: 23505 }), "fatal", "a numeric code is not an SQLSTATE");
+  assert.equal(classifyDatabaseError({ code: "UNDEFINED_VALUE" }), "fatal", "a postgres.js client error");
 });
 
 Deno.test("the classification never reads the message text", () => {
   assert.equal(classifyDatabaseError(dbError("08006", "duplicate key value violates unique constraint")), "outage");
   assert.equal(classifyDatabaseError(dbError("23505", "connection refused")), "record");
-});
-
-Deno.test("login refusals are recognised by SQLSTATE", () => {
-  assert.equal(isDatabaseAuthError({ code: "28P01" }), true);
-  assert.equal(isDatabaseAuthError({ code: "28000" }), true);
-  assert.equal(isDatabaseAuthError({ code: "3D000" }), true);
-  assert.equal(isDatabaseAuthError({ code: "08006" }), false);
-  assert.equal(isDatabaseAuthError(null), false);
 });
 
 // ---- Kafka ----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  * source for fault timing; waits on the group's progress; and one report line per scenario.
  * @module
  */
-import { DLQ_HEADERS } from "../../lib/consumer.ts";
+import { DLQ_HEADERS } from "../../lib/dead_letter.ts";
 import {
   committedOffsets,
   groupLag,

@@ -4,7 +4,7 @@
  * every good record must apply. Nothing is stopped, so the shared services are used.
  */
 import assert from "node:assert/strict";
-import { DLQ_HEADERS } from "../../lib/consumer.ts";
+import { DLQ_HEADERS } from "../../lib/dead_letter.ts";
 import {
   createTestDatabase,
   diffTables,

@@ -1,0 +1,347 @@
+/**
+ * One partition batch, start to end: validate, apply with its offset, dead-letter, advance.
+ *
+ * Delivery semantics, decided here: exactly-once effects in PostgreSQL. Each step is one
+ * transaction that claims the partition's stored offset (cdc_offsets), applies the valid records,
+ * writes the rejected ones to the DLQ (acknowledged by Kafka before the commit), and advances the
+ * stored offset with a compare-and-set. Records below the stored offset are skipped, so
+ * re-delivery (a crash, a rebalance, a restart, another group reading from the start) changes no
+ * row and dead-letters nothing again. A member that lost the partition fails the compare-and-set
+ * and drops its batch (fencing). The DLQ is at-least-once: a crash between its acknowledgement
+ * and the commit writes a record there twice, with the same source coordinates.
+ * @module
+ */
+import type { EachBatchPayload, KafkaMessage, Producer } from "kafkajs";
+import type { ConsumeConfig } from "./config.ts";
+import { type DeadLetter, writeDeadLetters } from "./dead_letter.ts";
+import type { Logger } from "./log.ts";
+import { InvalidEventError, type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "./model.ts";
+import type { OrderWaits } from "./order_wait.ts";
+import { backoffDelay, classifyDatabaseError, describeError, isKafkaOutage, sleep } from "./retry.ts";
+import {
+  advanceOffset,
+  applyChanges,
+  type ApplyOutcome,
+  claimOffset,
+  FencedError,
+  readStoredOffsets,
+  type Sql,
+} from "./sink.ts";
+
+/** Counters a batch fills: records applied and dead-lettered per topic, batches, waits, health. */
+export interface BatchStats {
+  applied: Record<string, number>;
+  deadLettered: Record<string, number>;
+  batches: number;
+  retries: number;
+  connected: { kafka: boolean; database: boolean };
+  onBatch?: (size: number, applyMs: number) => void;
+}
+
+/** The next offset to apply per `topic:partition` as this member knows it; null when nothing is stored yet. */
+export class AppliedPositions {
+  #known = new Map<string, bigint | null>();
+  #uncommitted = new Map<string, bigint>();
+
+  /** Creates the map over the pool where cdc_offsets lives. */
+  constructor(private readonly sql: Sql) {}
+
+  /** The stored next offset of the partition, read from PostgreSQL the first time it is asked for. */
+  async of(topic: string, partition: number): Promise<bigint | null> {
+    const key = `${topic}:${partition}`;
+    if (!this.#known.has(key)) {
+      const stored = await readStoredOffsets(this.sql, [topic]);
+      this.#known.set(key, stored.get(key) ?? null);
+    }
+    return this.#known.get(key)!;
+  }
+
+  /** Records that the tables now hold everything of the partition below `next`. */
+  advanced(topic: string, partition: number, next: bigint): void {
+    this.#known.set(`${topic}:${partition}`, next);
+    this.#uncommitted.set(`${topic}:${partition}`, next);
+  }
+
+  /** Forgets what is known of partition `key` (after a fencing): its next batch reads PostgreSQL again. */
+  forget(key: string): void {
+    this.#known.delete(key);
+  }
+
+  /** After a rebalance: every partition is read from PostgreSQL again; only `mine` are committed to Kafka. */
+  reassigned(mine: Set<string>): void {
+    this.#known.clear();
+    for (const key of this.#uncommitted.keys()) if (!mine.has(key)) this.#uncommitted.delete(key);
+  }
+
+  /** Positions advanced since the last call, for Kafka's advisory offset commit. */
+  takeUncommitted(): Map<string, bigint> {
+    const taken = this.#uncommitted;
+    this.#uncommitted = new Map();
+    return taken;
+  }
+
+  /** Puts back positions whose commit failed, unless a newer one was recorded since. */
+  restoreUncommitted(positions: Map<string, bigint>): void {
+    for (const [key, next] of positions) if (!this.#uncommitted.has(key)) this.#uncommitted.set(key, next);
+  }
+}
+
+/** What a partition batch needs from the consumer that runs it. */
+export interface PartitionBatchDeps {
+  config: ConsumeConfig;
+  sql: Sql;
+  /** Producer for the DLQ. */
+  publisher: Producer;
+  positions: AppliedPositions;
+  orderWaits: OrderWaits;
+  stats: BatchStats;
+  logger: Logger;
+  /** Whether a stop was requested. */
+  stopping: () => boolean;
+  /** Resolves when a stop is requested, to cut waits short. */
+  stopped: Promise<void>;
+  /** Moves the consumer's fetch position of a partition (after a fencing or a gap). */
+  seek: (topic: string, partition: number, offset: bigint) => void;
+  /** Awaited before each transaction; tests hold a batch with it across a rebalance. */
+  beforeApply?: (topic: string, partition: number) => Promise<void>;
+}
+
+/** A record and what validation made of it. */
+interface Validated {
+  valid: { message: KafkaMessage; change: UserChange | OrderChange }[];
+  invalid: DeadLetter[];
+}
+
+/** What one committed step did. */
+interface StepResult {
+  /** First offset not done: everything below is applied or dead-lettered. */
+  next: bigint;
+  applied: number;
+  deadLettered: DeadLetter[];
+  applyMs: number;
+  /** The order that blocks the partition, and when to look again. */
+  blocked?: { offset: string; userId: string; retryInMs: number; deadlineCounting: boolean };
+}
+
+/** Attempts at a transaction that meets serialization failures or deadlocks before they are waited out like an outage. */
+const TRANSIENT_ATTEMPTS = 5;
+
+/** Runs partition batches for the consumer: `handle` is kafkajs' eachBatch. */
+export class PartitionBatches {
+  #gapsSought = new Map<string, bigint>();
+
+  /** Creates the handler over its dependencies. */
+  constructor(private readonly deps: PartitionBatchDeps) {}
+
+  /** kafkajs' eachBatch: applies the batch step by step until it is done, blocked, stale or stopping. */
+  async handle(payload: EachBatchPayload): Promise<void> {
+    const { batch, resolveOffset, heartbeat, pause, isRunning, isStale } = payload;
+    const { topic, partition } = batch;
+    const key = `${topic}:${partition}`;
+    const batchEnd = BigInt(batch.lastOffset()) + 1n;
+    let messages = await this.#unapplied(topic, partition, batch.messages);
+    if (messages === undefined) return;
+    if (messages.length === 0) {
+      resolveOffset(batch.lastOffset());
+      return;
+    }
+    while (messages.length > 0 && isRunning() && !isStale() && !this.deps.stopping()) {
+      const start = (await this.deps.positions.of(topic, partition)) ?? BigInt(messages[0].offset);
+      const step = await this.#stepWithRetries(topic, partition, start, messages, batchEnd, heartbeat);
+      if (!step) return;
+      if (step.next > start) {
+        this.deps.positions.advanced(topic, partition, step.next);
+        resolveOffset(String(step.next - 1n));
+        this.#count(topic, partition, step);
+      }
+      if (step.blocked) {
+        this.#pauseFor(topic, partition, step.blocked, pause);
+        return;
+      }
+      this.deps.orderWaits.forget(key);
+      messages = messages.filter((m) => BigInt(m.offset) >= step.next);
+      await heartbeat().catch(() => {});
+    }
+  }
+
+  /**
+   * The batch's records the tables have not seen, or undefined when the batch starts past the
+   * stored offset: then the consumer is sent back there (once; a gap that remains is the log's).
+   */
+  async #unapplied(topic: string, partition: number, messages: KafkaMessage[]): Promise<KafkaMessage[] | undefined> {
+    const stored = await this.deps.positions.of(topic, partition);
+    if (stored === null || messages.length === 0) return messages;
+    const unapplied = messages.filter((m) => BigInt(m.offset) >= stored);
+    const first = unapplied.length > 0 ? BigInt(unapplied[0].offset) : undefined;
+    const key = `${topic}:${partition}`;
+    if (first !== undefined && first > stored && this.#gapsSought.get(key) !== stored) {
+      this.#gapsSought.set(key, stored);
+      this.deps.seek(topic, partition, stored);
+      return undefined;
+    }
+    if (first !== undefined && first > stored) {
+      this.deps.logger.warn("records are missing from the log (retention or compaction); going on", {
+        topic,
+        partition,
+        from: stored.toString(),
+        to: (first - 1n).toString(),
+      });
+    }
+    return unapplied;
+  }
+
+  /** One step, retried: transient errors at once, outages with backoff; undefined when stopping or fenced. */
+  async #stepWithRetries(
+    topic: string,
+    partition: number,
+    start: bigint,
+    messages: KafkaMessage[],
+    batchEnd: bigint,
+    heartbeat: () => Promise<void>,
+  ): Promise<StepResult | undefined> {
+    const validated = this.#validate(topic, messages);
+    for (let attempt = 1;; attempt++) {
+      try {
+        await this.deps.beforeApply?.(topic, partition);
+        const step = await this.#step(topic, partition, start, messages, validated, batchEnd);
+        this.deps.stats.connected.database = true;
+        return step;
+      } catch (error) {
+        if (error instanceof FencedError) {
+          await this.#fenced(topic, partition, error);
+          return undefined;
+        }
+        const kind = isKafkaOutage(error) ? "kafka" : classifyDatabaseError(error);
+        if (kind === "fatal" || kind === "record") throw error;
+        if (kind === "transient" && attempt < TRANSIENT_ATTEMPTS) continue;
+        if (!await this.#waitOutage(kind === "kafka" ? "Kafka (DLQ)" : "PostgreSQL", attempt, error)) return undefined;
+        await heartbeat().catch(() => {});
+      }
+    }
+  }
+
+  /** Parses every record; the ones that break the contract are bound for the DLQ with the parser's reason. */
+  #validate(topic: string, messages: KafkaMessage[]): Validated {
+    const parse = topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent;
+    const validated: Validated = { valid: [], invalid: [] };
+    for (const message of messages) {
+      try {
+        validated.valid.push({ message, change: parse(message.value) });
+      } catch (error) {
+        if (!(error instanceof InvalidEventError)) throw error;
+        validated.invalid.push({ message, reason: error.message });
+      }
+    }
+    return validated;
+  }
+
+  /** One transaction: claim the offset, apply, dead-letter (acked by Kafka), advance the offset. */
+  async #step(
+    topic: string,
+    partition: number,
+    start: bigint,
+    messages: KafkaMessage[],
+    { valid, invalid }: Validated,
+    batchEnd: bigint,
+  ): Promise<StepResult> {
+    const claimed = { topic, partition, nextOffset: start };
+    return await this.deps.sql.begin(async (tx) => {
+      await claimOffset(tx, this.deps.config.consumerGroup, claimed);
+      const started = performance.now();
+      const outcome = await applyChanges(tx, valid.map((v) => v.change) as UserChange[] | OrderChange[]);
+      const applyMs = performance.now() - started;
+      const step = await this.#settle(topic, partition, messages, { valid, invalid }, outcome, batchEnd);
+      await writeDeadLetters(this.deps.publisher, topic, partition, step.deadLettered, new Date());
+      if (step.next > start) await advanceOffset(tx, claimed, step.next);
+      return { ...step, applyMs };
+    }) as StepResult;
+  }
+
+  /** Where the step ends and what goes to the DLQ: everything before a blocked order, or the whole batch. */
+  async #settle(
+    topic: string,
+    partition: number,
+    messages: KafkaMessage[],
+    { valid, invalid }: Validated,
+    outcome: ApplyOutcome,
+    batchEnd: bigint,
+  ): Promise<Omit<StepResult, "applyMs">> {
+    const rejected = outcome.rejected.map((r) => ({ message: valid[r.index].message, reason: r.reason }));
+    let next = batchEnd;
+    let blocked: StepResult["blocked"];
+    if (outcome.blocked) {
+      const { message, change } = valid[outcome.blocked.index];
+      const { userId } = outcome.blocked;
+      const decision = await this.deps.orderWaits.decide(`${topic}:${partition}`, message.offset);
+      if (decision.expired) {
+        const reason =
+          `user ${userId} of order ${change.id} did not exist after waiting ${this.deps.config.orderWaitS}s`;
+        rejected.push({ message, reason });
+        next = BigInt(message.offset) + 1n;
+      } else {
+        next = BigInt(message.offset);
+        blocked = { offset: message.offset, userId, ...decision };
+      }
+    }
+    const deadLettered = [...invalid.filter((d) => BigInt(d.message.offset) < next), ...rejected]
+      .sort((a, b) => (BigInt(a.message.offset) < BigInt(b.message.offset) ? -1 : 1));
+    const done = messages.filter((m) => BigInt(m.offset) < next).length;
+    return { next, applied: done - deadLettered.length, deadLettered, blocked };
+  }
+
+  #count(topic: string, partition: number, step: StepResult): void {
+    const { stats, logger } = this.deps;
+    stats.applied[topic] = (stats.applied[topic] ?? 0) + step.applied;
+    stats.batches++;
+    stats.onBatch?.(step.applied + step.deadLettered.length, step.applyMs);
+    if (step.deadLettered.length === 0) return;
+    stats.deadLettered[topic] = (stats.deadLettered[topic] ?? 0) + step.deadLettered.length;
+    for (const { message, reason } of step.deadLettered) {
+      logger.warn("dead-lettered", { topic, partition, offset: message.offset, reason });
+    }
+  }
+
+  #pauseFor(
+    topic: string,
+    partition: number,
+    blocked: NonNullable<StepResult["blocked"]>,
+    pause: EachBatchPayload["pause"],
+  ): void {
+    this.deps.stats.retries++;
+    this.deps.logger.info("order waits for its user; partition paused", {
+      topic,
+      partition,
+      offset: blocked.offset,
+      user: blocked.userId,
+      deadline: blocked.deadlineCounting ? "counting" : "not started: the users topic is behind",
+      retryInMs: blocked.retryInMs,
+    });
+    const resume = pause();
+    setTimeout(resume, blocked.retryInMs);
+  }
+
+  /** Drops the batch of a partition another member applied, and sends the fetch back to the stored offset. */
+  async #fenced(topic: string, partition: number, error: FencedError): Promise<void> {
+    this.deps.logger.warn(`fenced: ${error.message}; batch dropped`, { topic, partition });
+    this.deps.positions.forget(`${topic}:${partition}`);
+    const stored = await this.deps.positions.of(topic, partition).catch(() => null);
+    if (stored !== null) this.deps.seek(topic, partition, stored);
+  }
+
+  /** Waits out an outage with backoff and jitter; false when a stop was requested meanwhile. */
+  async #waitOutage(what: string, attempt: number, error: unknown): Promise<boolean> {
+    const { stats, logger } = this.deps;
+    if (what === "PostgreSQL") stats.connected.database = false;
+    else stats.connected.kafka = false;
+    if (this.deps.stopping()) return false;
+    const delayMs = backoffDelay(attempt, 500, 10_000);
+    stats.retries++;
+    logger.warn(`waiting for ${what}; nothing is committed meanwhile`, {
+      attempt,
+      retryInMs: delayMs,
+      error: describeError(error),
+    });
+    await Promise.race([sleep(delayMs), this.deps.stopped]);
+    return !this.deps.stopping();
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * Exactly-once effects against real Kafka and PostgreSQL: offsets stored with the rows, replays
+ * that change nothing, fencing of a member that lost its partition, culprit isolation inside one
+ * transaction, and the errors that end a run instead of being waited out.
+ */
+import assert from "node:assert/strict";
+import { loadConsumeConfig } from "../lib/config.ts";
+import { runConsumer } from "../lib/consumer.ts";
+import { dlqTopic } from "../lib/dead_letter.ts";
+import { createKafka } from "../lib/kafka_admin.ts";
+import { createLogger } from "../lib/log.ts";
+import { connectDatabase, ensureSchema } from "../lib/sink.ts";
+import {
+  BROKERS,
+  createTestDatabase,
+  diffTables,
+  pipelineNames,
+  publishRaw,
+  readTables,
+  readTopic,
+  referenceState,
+  runCommand,
+  seededEvents,
+  startCommand,
+  testKafka,
+  topicSize,
+  waitFor,
+} from "./_helpers.ts";
+
+const U = "6f1c1b8e-3a57-4d0e-9d0a-2b7f4f1a9c01";
+const AT = "2025-07-03T10:11:12.123456Z";
+const create = (id: string, name = "Ada Lovelace") =>
+  JSON.stringify({ event_type: "CREATE", user_id: id, name, dob: "1990-01-02", created_at: AT });
+const update = (id: string) => JSON.stringify({ event_type: "UPDATE", user_id: id, name: "Ada King", modified_at: AT });
+const remove = (id: string) => JSON.stringify({ event_type: "DELETE", user_id: id, modified_at: AT });
+
+async function storedOffsets(
+  sql: ReturnType<typeof connectDatabase> | Awaited<ReturnType<typeof createTestDatabase>>["sql"],
+) {
+  const rows = await sql<{ topic: string; partition: number; next_offset: string }[]>`
+    select topic, partition, next_offset::text as next_offset from cdc_offsets order by topic, partition`;
+  return rows.map((r) => `${r.topic}:${r.partition}=${r.next_offset}`);
+}
+
+for (const [first, name] of [[remove, "DELETE"], [update, "UPDATE"]] as const) {
+  Deno.test(`[${name} u, CREATE u] consumed again from the start by another group changes no row and dead-letters nothing again`, async () => {
+    const db = await createTestDatabase();
+    try {
+      const env = pipelineNames(db.url);
+      await publishRaw(env.USERS_TOPIC, 1, [{ key: U, value: first(U) }, { key: U, value: create(U) }]);
+      const once = await runCommand("consume", ["--idle-timeout", "2"], env);
+      assert.equal(once.code, 0, once.stderr);
+      const afterOnce = await readTables(db.sql);
+      assert.equal(afterOnce.users.get(U)?.is_deleted, false, `the ${name} came before the CREATE: u stays live`);
+      assert.equal(await topicSize(dlqTopic(env.USERS_TOPIC)), 1, `the ${name} of a missing row is dead-lettered`);
+      const offsetsOnce = await storedOffsets(db.sql);
+      assert.deepEqual(offsetsOnce, [`${env.USERS_TOPIC}:0=2`]);
+
+      const again = await runCommand("consume", ["--idle-timeout", "2"], {
+        ...env,
+        CONSUMER_GROUP: `${env.CONSUMER_GROUP}_2`,
+      });
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(diffTables(afterOnce, await readTables(db.sql)), [], "the tables are unchanged");
+      assert.equal(await topicSize(dlqTopic(env.USERS_TOPIC)), 1, "nothing is dead-lettered twice");
+      assert.deepEqual(await storedOffsets(db.sql), offsetsOnce);
+    } finally {
+      await db.drop();
+    }
+  });
+}
+
+Deno.test("a crash between the database commit and Kafka's commit re-delivers records that apply nothing and dead-letter nothing twice", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const produced = await runCommand("produce", ["--users", "400", "--orders", "800", "--seed", "5"], env);
+    assert.equal(produced.code, 0, produced.stderr);
+    await publishRaw(env.USERS_TOPIC, 3, [{ key: U, value: remove(U) }, { key: "bad", value: "{not json" }]);
+    const first = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(first.code, 0, first.stderr);
+    const tables = await readTables(db.sql);
+    const dlqSize = await topicSize(dlqTopic(env.USERS_TOPIC));
+    assert.equal(dlqSize, 2);
+    // The state such a crash leaves: PostgreSQL committed, Kafka's committed offsets never moved.
+    const admin = testKafka().admin();
+    await admin.connect();
+    for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
+      await admin.resetOffsets({ groupId: env.CONSUMER_GROUP, topic, earliest: true });
+    }
+    await admin.disconnect();
+    const redelivered = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(redelivered.code, 0, redelivered.stderr);
+    assert.match(redelivered.stderr, /done .*applied=\{\}/, "nothing applied on re-delivery");
+    assert.deepEqual(diffTables(tables, await readTables(db.sql)), []);
+    assert.equal(await topicSize(dlqTopic(env.USERS_TOPIC)), dlqSize, "nothing dead-lettered twice");
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("a record PostgreSQL refuses in a batch of 60 goes alone to the DLQ with the database's reason; the rest apply and the offset advances once", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    await ensureSchema(db.sql as never);
+    // Test-only rule: PostgreSQL refuses this one name; the contract's validation accepts it.
+    await db.sql`alter table users add constraint test_refuses_one_name check (name <> 'Refused Name')`;
+    const ids = Array.from({ length: 60 }, (_, i) => `6f1c1b8e-3a57-4d0e-9d0a-${String(i).padStart(12, "0")}`);
+    await publishRaw(
+      env.USERS_TOPIC,
+      1,
+      ids.map((id, i) => ({ key: id, value: create(id, i === 37 ? "Refused Name" : `User ${i}`) })),
+    );
+    const run = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(run.code, 0, run.stderr);
+    const tables = await readTables(db.sql);
+    assert.equal(tables.users.size, 59);
+    assert.equal(tables.users.has(ids[37]), false);
+    const [dead] = await readTopic(dlqTopic(env.USERS_TOPIC), 1);
+    assert.equal(dead.offset, "0");
+    assert.equal(dead.headers["dlq.source.offset"], "37");
+    assert.match(
+      dead.headers["dlq.reason"],
+      /PostgreSQL rejected the record: PostgresError 23514: .*test_refuses_one_name/,
+    );
+    assert.match(run.stderr, /done .*batches=1\b/, "one batch, one transaction, one offset advance");
+    assert.deepEqual(await storedOffsets(db.sql), [`${env.USERS_TOPIC}:0=60`]);
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("a member that lost its partition during a rebalance while holding a batch is fenced: the batch is dropped, nothing applies twice", async () => {
+  const db = await createTestDatabase();
+  const lines: string[] = [];
+  let release = () => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let stopA = () => {};
+  const stopRequested = new Promise<void>((resolve) => (stopA = resolve));
+  const env = pipelineNames(db.url);
+  const sql = connectDatabase(db.url, 4);
+  let runA: Promise<unknown> | undefined;
+  try {
+    const produced = await runCommand("produce", ["--users", "300", "--orders", "0", "--seed", "9"], env);
+    assert.equal(produced.code, 0, produced.stderr);
+    const parsed = loadConsumeConfig([], { ...env, KAFKA_BROKERS: BROKERS.join(",") });
+    assert.ok(!parsed.help);
+    const config = { ...parsed.config, concurrency: 1 };
+    const logger = createLogger({ component: "member-a", write: (line) => lines.push(line) });
+    let held = false;
+    runA = runConsumer(config, {
+      kafka: createKafka(config, "member-a", logger),
+      sql,
+      logger,
+      stopRequested,
+      // Member A holds its first batch until member B has applied the whole log.
+      beforeApply: async () => {
+        if (held) return;
+        held = true;
+        await released;
+      },
+    });
+    await waitFor("member A holding a batch", () => held, 60_000);
+    const b = startCommand("consume", ["--idle-timeout", "3"], env);
+    const bDone = await b.done;
+    assert.equal(bDone.code, 0, bDone.stderr);
+    assert.match(bDone.stderr, /applied=\{"[^"]+_users":300\}/, "member B applied every record after the rebalance");
+    release();
+    await waitFor(
+      "member A fenced",
+      () => lines.some((l) => /fenced: .* another member applied it; batch dropped/.test(l)),
+      60_000,
+    );
+    const { userEvents } = seededEvents(9, 300, 0);
+    assert.deepEqual(diffTables(referenceState(userEvents, []), await readTables(db.sql)), []);
+    assert.equal(await topicSize(dlqTopic(env.USERS_TOPIC)), 0);
+    assert.ok(!lines.some((l) => /applied=\{"[^"]+_users":[1-9]/.test(l)), "member A applied nothing");
+  } finally {
+    release();
+    stopA();
+    await runA?.catch(() => {});
+    await sql.end({ timeout: 5 });
+    await db.drop();
+  }
+});
+
+Deno.test("a table dropped under a running consumer ends the run with exit 1 and one line naming the error", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const consumer = startCommand("consume", [], env);
+    await waitFor(
+      "the consumer's schema",
+      async () => (await db.sql`select to_regclass('cdc_offsets') as t`)[0].t,
+      60_000,
+    );
+    await waitFor("the consumer to join", () => /joined group/.test(consumer.stderr()), 60_000);
+    await db.sql`drop table orders`;
+    await db.sql`drop table users`;
+    await publishRaw(env.USERS_TOPIC, 3, [{ key: U, value: create(U) }]);
+    const done = await consumer.done;
+    assert.equal(done.code, 1, done.stderr);
+    const errors = done.stderr.split("\n").filter((l) => /\bERROR\b|error/.test(l) && /failed/.test(l));
+    assert.equal(errors.length, 1, done.stderr);
+    assert.match(errors[0], /failed: PostgresError 42P01: relation "users" does not exist/);
+    assert.doesNotMatch(done.stderr, /waiting for PostgreSQL/);
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("a DLQ write Kafka refuses for good ends the run with exit 1 naming the record's topic, partition and offset", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const admin = testKafka().admin();
+    await admin.connect();
+    await admin.createTopics({
+      topics: [{
+        topic: dlqTopic(env.USERS_TOPIC),
+        numPartitions: 1,
+        configEntries: [{ name: "max.message.bytes", value: "2048" }],
+      }],
+      waitForLeaders: true,
+    });
+    await admin.disconnect();
+    await publishRaw(env.USERS_TOPIC, 1, [{ key: U, value: create(U) }, { key: "big", value: "x".repeat(8000) }]);
+    const run = await runCommand("consume", ["--idle-timeout", "30"], env);
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(
+      run.stderr,
+      new RegExp(
+        `failed: DeadLetterError: could not write ${env.USERS_TOPIC}:0:1 to ${env.USERS_TOPIC}\\.dlq: .*(too large|larger)`,
+        "i",
+      ),
+    );
+    assert.equal(
+      (await readTables(db.sql)).users.size,
+      0,
+      "the batch's transaction rolled back with the failed DLQ write",
+    );
+  } finally {
+    await db.drop();
+  }
+});
