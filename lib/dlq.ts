@@ -124,6 +124,9 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
     () => fail(new Error(`timed out after ${timeoutMs / 1000}s reading ${pendingTopics.join(", ")}`)),
     timeoutMs,
   );
+  consumer.on(consumer.events.CRASH, (event) => {
+    if (!event.payload.restart) fail(event.payload.error);
+  });
   try {
     await consumer.connect();
     await consumer.subscribe({ topics: pendingTopics, fromBeginning: true });
@@ -138,12 +141,18 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
           .filter((m) => BigInt(m.offset) >= position.next && BigInt(m.offset) < position.end)
           .slice(0, limit - handled);
         if (messages.length > 0) {
-          await onRecords(messages.map((message) => ({
-            dlqTopic: batch.topic,
-            partition: batch.partition,
-            offset: message.offset,
-            message,
-          })));
+          try {
+            await onRecords(messages.map((message) => ({
+              dlqTopic: batch.topic,
+              partition: batch.partition,
+              offset: message.offset,
+              message,
+            })));
+          } catch (error) {
+            // Thrown back to kafkajs it would restart the consumer in a loop until the timeout.
+            fail(error);
+            return;
+          }
           handled += messages.length;
           const last = messages[messages.length - 1].offset;
           position.next = BigInt(last) + 1n;

@@ -404,6 +404,7 @@ const CONSUME_ONLY: [string, string | undefined][] = [
   ["order-wait", "ORDER_WAIT_SECONDS"],
   ["concurrency", "CONSUMER_CONCURRENCY"],
   ["max-batch-bytes", "MAX_BATCH_BYTES"],
+  ["rebuild", undefined],
 ];
 
 function flagLines(text: string): Map<string, string> {
