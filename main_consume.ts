@@ -16,7 +16,9 @@ import { connectDatabase, isClosedConnectionWrite } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 
 const SUMMARY = "Reads the users and orders topics in one consumer group and applies the events to\n" +
-  "PostgreSQL: one transaction and one offset commit per partition batch, bad records to <topic>.dlq.\n" +
+  "PostgreSQL exactly once: each partition batch is one transaction that also advances the\n" +
+  "partition's offset stored in PostgreSQL (table cdc_offsets); bad records go to <topic>.dlq.\n" +
+  "--rebuild empties the tables and the stored offsets and applies the topics from the start.\n" +
   "SIGINT/SIGTERM finish the batch in hand, commit, disconnect and exit 0.\n" +
   "With --metrics-port, serves Prometheus metrics at /metrics and GET /health (200 when connected\n" +
   "to Kafka and PostgreSQL, else 503 naming what is down); port 0 picks a free port.\n" +
