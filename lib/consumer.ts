@@ -13,7 +13,7 @@ import { createPublisher, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { OrderWaits } from "./order_wait.ts";
 import { AppliedPositions, type BatchStats, PartitionBatches } from "./partition_batch.ts";
-import { classifyDatabaseError, describeError, isKafkaOutage, retry, sleep } from "./retry.ts";
+import { classifyDatabaseError, describeError, isKafkaJSError, isKafkaOutage, retry, sleep } from "./retry.ts";
 import { databaseAnswers, ensureSchema, readStoredOffsets, resetForRebuild, type Sql } from "./sink.ts";
 
 /** Counters of a consume run, for progress lines, metrics and the exit summary. */
@@ -196,7 +196,10 @@ class ConsumerRun {
       partitionsConsumedConcurrently: config.concurrency,
       eachBatch: async (payload) => {
         this.lastActivity = Date.now();
-        await batches.handle(payload).catch((error) => this.fail(error));
+        await batches.handle(payload).catch((error) => {
+          if (isKafkaJSError(error)) throw error; // a rebalance: kafkajs rejoins
+          this.fail(error);
+        });
       },
     });
   }
@@ -276,6 +279,8 @@ class ConsumerRun {
           );
         }
         this.consumer!.seek({ topic, partition, offset: next.toString() });
+        // The group's committed offset follows, for lag tools, even when nothing is left to apply.
+        this.positions.advanced(topic, partition, next);
       }
     }
   }

@@ -126,7 +126,11 @@ interface StepResult {
 /** Attempts at a transaction that meets serialization failures or deadlocks before they are waited out like an outage. */
 const TRANSIENT_ATTEMPTS = 5;
 
-/** Runs partition batches for the consumer: `handle` is kafkajs' eachBatch. */
+/**
+ * Runs partition batches for the consumer: `handle` is kafkajs' eachBatch. It throws kafkajs'
+ * own errors (a rebalance announced by the heartbeat) for kafkajs to handle, and anything else
+ * for the run to end on: outages and bad records never leave it.
+ */
 export class PartitionBatches {
   #gapsSought = new Map<string, bigint>();
 
@@ -160,7 +164,8 @@ export class PartitionBatches {
       }
       this.deps.orderWaits.forget(key);
       messages = messages.filter((m) => BigInt(m.offset) >= step.next);
-      await heartbeat().catch(() => {});
+      // Thrown on a rebalance: kafkajs learns of one here while a backlog keeps its fetches full.
+      await heartbeat();
     }
   }
 

@@ -136,6 +136,12 @@ export function isKafkaOutage(error: unknown): boolean {
   return e.cause !== undefined && isKafkaOutage(e.cause);
 }
 
+/** Whether `error` is one of kafkajs' own errors (they all carry a `KafkaJS` name). */
+export function isKafkaJSError(error: unknown): boolean {
+  const name = (error as { name?: unknown } | null)?.name;
+  return typeof name === "string" && name.startsWith("KafkaJS");
+}
+
 /** Whether a Kafka failure is a refused login (SASL), which waiting will not fix. */
 export function isKafkaAuthError(error: unknown): boolean {
   const e = error as { name?: string; type?: string } | null;

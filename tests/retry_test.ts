@@ -9,6 +9,7 @@ import {
   classifyDatabaseError,
   describeError,
   isKafkaAuthError,
+  isKafkaJSError,
   isKafkaOutage,
   retry,
   RetryError,
@@ -299,4 +300,12 @@ Deno.test("describeError gives the name, the code and the first message line", (
     describeError(wrapped),
     "KafkaJSNumberOfRetriesExceeded: retries exceeded: KafkaJSConnectionError: Connection error: refused",
   );
+});
+
+Deno.test("kafkajs' own errors are told apart from ours by their KafkaJS name", () => {
+  assert.equal(isKafkaJSError({ name: "KafkaJSProtocolError", type: "REBALANCE_IN_PROGRESS" }), true);
+  assert.equal(isKafkaJSError({ name: "KafkaJSConnectionError" }), true);
+  assert.equal(isKafkaJSError(new Error("x")), false);
+  assert.equal(isKafkaJSError({ name: "DeadLetterError" }), false);
+  assert.equal(isKafkaJSError(null), false);
 });
