@@ -22,8 +22,11 @@ export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 type Sample = [labels: Record<string, string>, value: number];
 
 interface ScrapedOptions {
+  /** Metric name. */
   name: string;
+  /** One line saying what is measured. */
   help: string;
+  /** Names of the labels of every sample. */
   labelNames: string[];
   /** The samples now, read from the run's stats. */
   read: () => Sample[];
@@ -49,6 +52,13 @@ const connectedSamples = (connected: Record<string, boolean>): Sample[] =>
   Object.entries(connected).map(([dependency, up]) => [{ dependency }, up ? 1 : 0]);
 
 /**
+ * Event-loop delay sampling period of the default metrics, in milliseconds. prom-client's 10 ms
+ * costs an idle process 0.5% of a core under Deno and Bun, 100 ms about 0.1%, and a lag worth
+ * reporting is longer than that.
+ */
+const EVENT_LOOP_SAMPLE_MS = 100;
+
+/**
  * A registry with prom-client's default process metrics (CPU seconds, resident memory,
  * event-loop lag, heap). prom-client reads resident memory and open descriptors from
  * /proc/self, which Deno refuses without --allow-all: where that read fails, resident memory
@@ -56,14 +66,12 @@ const connectedSamples = (connected: Record<string, boolean>): Sample[] =>
  */
 function processRegistry(): Registry {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   try {
     readFileSync("/proc/self/status");
   } catch {
-    for (const name of ["process_resident_memory_bytes", "process_virtual_memory_bytes", "process_heap_bytes"]) {
-      registry.removeSingleMetric(name);
-    }
-    registry.removeSingleMetric("process_open_fds");
+    const fromProc = ["process_resident_memory_bytes", "process_virtual_memory_bytes", "process_heap_bytes"];
+    for (const name of [...fromProc, "process_open_fds"]) registry.removeSingleMetric(name);
     new Gauge({
       name: "process_resident_memory_bytes",
       help: "Resident memory size in bytes.",
