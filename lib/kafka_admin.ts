@@ -7,6 +7,7 @@ import process from "node:process";
 import { type Admin, Kafka, type KafkaConfig, logLevel, type Message, type Producer } from "kafkajs";
 import type { CommonConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
+import "./kafkajs_fixes.ts";
 import { keyHashPartitioner } from "./partitioner.ts";
 import { describeError, isKafkaAuthError, retry } from "./retry.ts";
 
@@ -55,14 +56,12 @@ export function createKafka(config: CommonConfig, clientId: string, logger: Logg
 }
 
 /**
- * Routes process warnings to `logger`, dropping the TimeoutNegativeWarning that kafkajs 2.2.4
- * triggers on every connection (a negative timer it schedules by design; harmless).
+ * Routes process warnings to `logger`, so they are log lines like the rest. kafkajs 2.2.4's
+ * negative timer, once a TimeoutNegativeWarning per run, is gone with lib/kafkajs_fixes.ts.
  */
 export function routeProcessWarnings(logger: Logger): void {
   process.removeAllListeners("warning");
-  process.on("warning", (warning) => {
-    if (warning.name !== "TimeoutNegativeWarning") logger.warn(`${warning.name}: ${warning.message}`);
-  });
+  process.on("warning", (warning) => logger.warn(`${warning.name}: ${warning.message}`));
 }
 
 /** Whether `topic` exists on the cluster. */

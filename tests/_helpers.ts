@@ -5,15 +5,12 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import process from "node:process";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { generateEvents } from "../lib/generator.ts";
+import "../lib/kafkajs_fixes.ts";
 import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { normalizeTimestamp, toCents } from "../lib/model.ts";
-
-// kafkajs 2.2.4 schedules negative timers on purpose; keep test output readable.
-process.removeAllListeners("warning");
 
 /** Brokers and database of the local services (or the env's). */
 export const BROKERS = (Deno.env.get("KAFKA_BROKERS") ?? "localhost:9092").split(",");
@@ -143,13 +140,14 @@ export interface Running {
   done: Promise<RunResult>;
 }
 
-/** Starts `main_<name>.ts` in the background. */
+/** Starts `main_<name>.ts` in the background, or the binary `cdc-<name>` in `binDir`. */
 export function startCommand(
   name: "produce" | "consume",
   args: string[],
   env: Record<string, string | undefined>,
+  binDir?: string,
 ): Running {
-  const [cmd, ...rest] = commandLine(name, args);
+  const [cmd, ...rest] = commandLine(name, args, binDir);
   const child = new Deno.Command(cmd, {
     args: rest,
     env: definedOnly(env),

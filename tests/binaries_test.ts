@@ -1,6 +1,6 @@
 /**
  * The standalone binaries built with `bun build --compile`: same flags, same stream as Deno,
- * and the whole pipeline end to end, run without Deno.
+ * the whole pipeline end to end run without Deno, and the same metrics.
  */
 import assert from "node:assert/strict";
 import { generateEvents } from "../lib/generator.ts";
@@ -14,6 +14,8 @@ import {
   referenceState,
   ROOT,
   runCommand,
+  startCommand,
+  waitFor,
 } from "./_helpers.ts";
 
 const DIST = `${ROOT}dist`;
@@ -69,6 +71,9 @@ Deno.test("end to end through the binaries: produce, consume, and the tables equ
     assert.equal(produced.code, 0, produced.stderr);
     const consumed = await runCommand("consume", ["--idle-timeout", "2"], env, DIST);
     assert.equal(consumed.code, 0, consumed.stderr);
+    for (const { stderr } of [produced, consumed]) {
+      assert.doesNotMatch(stderr, /TimeoutNegativeWarning/, "kafkajs' idle timer loop is fixed in the binaries");
+    }
     const users: UserEvent[] = [];
     const orders: OrderEvent[] = [];
     for (const e of generateEvents({ users: 2000, orders: 4000, seed: 21 })) {
@@ -82,4 +87,31 @@ Deno.test("end to end through the binaries: produce, consume, and the tables equ
   } finally {
     await db.drop();
   }
+});
+
+Deno.test("the Bun-built consumer serves the default process metrics, read from /proc, beside its own at /metrics", async () => {
+  await built;
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const env = pipelineNames(`postgres://postgres:postgres@127.0.0.1:${closedPort}/cdc_db`);
+  const consumer = startCommand("consume", ["--metrics-port", "0"], env, DIST);
+  try {
+    const url = await waitFor(
+      "the metrics address in the log",
+      () => /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(consumer.stderr())?.[1],
+    );
+    const text = await (await fetch(`${url}/metrics`)).text();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+    assert.ok(value("process_cpu_seconds_total") > 0);
+    assert.ok(value("process_resident_memory_bytes") > 10_000_000);
+    assert.ok(value("process_open_fds") > 0);
+    assert.ok(value("nodejs_heap_size_used_bytes") > 0);
+    assert.match(text, /^nodejs_eventloop_lag_seconds \S+$/m);
+    assert.match(text, /^cdc_connected\{dependency="database"\} 0$/m);
+  } finally {
+    consumer.process.kill("SIGTERM");
+  }
+  const result = await consumer.done;
+  assert.equal(result.code, 0, result.stderr);
 });

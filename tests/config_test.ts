@@ -104,8 +104,28 @@ Deno.test("the DEFAULTS constant agrees with the contract", () => {
 });
 
 Deno.test("the real process environment is not read: only the env object passed in counts", () => {
-  // Loading with an empty env must give defaults whatever this process's environment holds.
-  assert.deepEqual(consume([], {}).brokers, ["localhost:9092"]);
+  const real: Env = {
+    ...ENV_OVERRIDES,
+    PRODUCE_MAX_ATTEMPTS: "9",
+    PRODUCE_RETRY_BACKOFF_MS: "70",
+    IDLE_TIMEOUT: "11",
+    ORDER_WAIT_SECONDS: "12",
+    CONSUMER_CONCURRENCY: "3",
+    MAX_BATCH_BYTES: "4096",
+  };
+  const before = { produce: produce([], {}), consume: consume([], {}) };
+  assert.notDeepEqual(consume([], real), before.consume, "the values chosen differ from what an empty env gives");
+  assert.notDeepEqual(produce([], real), before.produce, "the values chosen differ from what an empty env gives");
+  const saved = Object.fromEntries(Object.keys(real).map((name) => [name, Deno.env.get(name)]));
+  try {
+    for (const [name, value] of Object.entries(real)) Deno.env.set(name, value!);
+    assert.deepEqual({ produce: produce([], {}), consume: consume([], {}) }, before);
+  } finally {
+    for (const [name, value] of Object.entries(saved)) {
+      if (value === undefined) Deno.env.delete(name);
+      else Deno.env.set(name, value);
+    }
+  }
 });
 
 // ---- default < env < flag -------------------------------------------------------------------

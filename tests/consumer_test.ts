@@ -110,7 +110,7 @@ Deno.test("two consumers in one group share the partitions and reach the same st
   }
 });
 
-Deno.test("records in the Go original's shapes apply as documented, and every bad record lands in the DLQ with a reason", async () => {
+Deno.test("records in the Go original's shapes apply as documented, and bad records among them change no row", async () => {
   const db = await createTestDatabase();
   try {
     const env = pipelineNames(db.url);
@@ -130,11 +130,6 @@ Deno.test("records in the Go original's shapes apply as documented, and every ba
       5,
       [...lines("orders"), ...badOrders].map((value) => ({ key: keyOf(value, "order"), value })),
     );
-    // An invalid UTF-8 value and a 2 MB value are answers too, not crashes.
-    await publishRaw(env.USERS_TOPIC, 3, [
-      { key: "bytes", value: new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]) },
-      { key: "big", value: JSON.stringify({ event_type: "CREATE", user_id: "x", name: "y".repeat(2_000_000) }) },
-    ]);
 
     const consumed = await runCommand("consume", ["--idle-timeout", "2", "--order-wait", "1"], env);
     assert.equal(consumed.code, 0, consumed.stderr);
@@ -163,31 +158,7 @@ Deno.test("records in the Go original's shapes apply as documented, and every ba
     assert.equal(d3?.is_deleted, true, "the order of a deleted user is deleted");
     assert.equal(rows.users.size, 2);
     assert.equal(rows.orders.size, 2);
-
-    const userDlq = await readTopic(`${env.USERS_TOPIC}.dlq`, badUsers.length + 2);
-    const orderDlq = await readTopic(`${env.ORDERS_TOPIC}.dlq`, badOrders.length);
-    const reasons = [...userDlq, ...orderDlq].map((r) => r.headers[DLQ_HEADERS.reason]);
-    assert.deepEqual(reasons.filter((r) => !r), [], "every DLQ record has a reason");
-    for (
-      const pattern of [
-        /user_id must be a UUID/,
-        /event_type must be CREATE, UPDATE or DELETE: got "UPSERT"/,
-        /dob must be a calendar date/,
-        /quantity must be an integer/,
-        /valid JSON/,
-        /UTF-8/,
-        /name must be a string of 1\.\.50 characters|user_id must be a UUID/,
-      ]
-    ) {
-      assert.ok(reasons.some((r) => pattern.test(r)), `a DLQ reason matches ${pattern}: ${reasons.join(" | ")}`);
-    }
-    for (const record of userDlq) {
-      assert.equal(record.headers[DLQ_HEADERS.topic], env.USERS_TOPIC);
-      assert.match(record.headers[DLQ_HEADERS.partition], /^[0-2]$/);
-      assert.match(record.headers[DLQ_HEADERS.offset], /^\d+$/);
-    }
-    const original = userDlq.find((r) => r.key === "bytes");
-    assert.deepEqual([...original!.value!], [0x7b, 0xff, 0xfe, 0x7d], "the DLQ keeps the original bytes");
+    // Where the bad records went (the DLQ, with reasons and sources) is tests/dlq_test.ts'.
   } finally {
     await db.drop();
   }

@@ -1,81 +1,40 @@
-/** Metrics rendering (pure), then /metrics and /health of the real consumer against real Kafka and PostgreSQL. */
+/** /metrics and /health as served: from a run's stats, then of the real commands against real Kafka and PostgreSQL. */
 import assert from "node:assert/strict";
 import { newConsumeStats } from "../lib/consumer.ts";
 import { loadProduceConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/log.ts";
-import { consumeMetrics, healthResponse, produceMetrics, Registry } from "../lib/metrics.ts";
+import { consumeMetrics, healthResponse, produceMetrics, serveMetrics } from "../lib/metrics.ts";
+import type { Registry } from "prom-client";
 import { newProduceStats, runProducer } from "../lib/producer.ts";
-import { generateEvents } from "../lib/generator.ts";
-import type { OrderEvent, UserEvent } from "../lib/model.ts";
-import { createTestDatabase, pipelineNames, referenceState, runCommand, startCommand, waitFor } from "./_helpers.ts";
+import {
+  createTestDatabase,
+  pipelineNames,
+  referenceState,
+  runCommand,
+  seededEvents,
+  startCommand,
+  waitFor,
+} from "./_helpers.ts";
 
-function seededEvents(seed: number, users: number, orders: number): [UserEvent[], OrderEvent[]] {
-  const userEvents: UserEvent[] = [];
-  const orderEvents: OrderEvent[] = [];
-  for (const event of generateEvents({ users, orders, seed })) {
-    if (event.entity === "user") userEvents.push(event.value);
-    else orderEvents.push(event.value);
+const quietLogger = createLogger({ component: "test", write: () => {} });
+
+/** Serves `registry` on a free port, as the commands do, and returns the text of one GET /metrics. */
+async function scrape(registry: Registry): Promise<{ text: string; contentType: string | null }> {
+  const server = await serveMetrics({ port: 0, host: "127.0.0.1", registry, health: () => ({}), logger: quietLogger });
+  try {
+    const response = await fetch(`http://127.0.0.1:${server.port}/metrics`);
+    return { text: await response.text(), contentType: response.headers.get("content-type") };
+  } finally {
+    await server.close();
   }
-  return [userEvents, orderEvents];
 }
 
-Deno.test("a registry renders counters, gauges and histograms in Prometheus text format 0.0.4", () => {
-  const registry = new Registry();
-  const applied = registry.counter({ name: "applied_total", help: "Records applied." });
-  applied.inc({ topic: "users" });
-  applied.inc({ topic: "users" }, 2);
-  applied.inc({ topic: 'we"ird\\\n' });
-  registry.counter({
-    name: "collected_total",
-    help: "Read at scrape time.",
-    collect: () => [{ labels: {}, value: 7 }],
-  });
-  const lag = registry.gauge({ name: "lag", help: "Lag\nper partition." });
-  lag.set({ topic: "orders", partition: "1" }, 5);
-  lag.set({ partition: "1", topic: "orders" }, 0);
-  const latency = registry.histogram({ name: "latency_seconds", help: "Latency.", buckets: [0.1, 1] });
-  latency.observe(0.05);
-  latency.observe(0.5);
-  latency.observe(3);
-  registry.histogram({ name: "unobserved", help: "Nothing yet.", buckets: [1] });
-  assert.equal(
-    registry.render(),
-    [
-      "# HELP applied_total Records applied.",
-      "# TYPE applied_total counter",
-      'applied_total{topic="users"} 3',
-      'applied_total{topic="we\\"ird\\\\\\n"} 1',
-      "# HELP collected_total Read at scrape time.",
-      "# TYPE collected_total counter",
-      "collected_total 7",
-      "# HELP lag Lag\\nper partition.",
-      "# TYPE lag gauge",
-      'lag{topic="orders",partition="1"} 0',
-      "# HELP latency_seconds Latency.",
-      "# TYPE latency_seconds histogram",
-      'latency_seconds_bucket{le="0.1"} 1',
-      'latency_seconds_bucket{le="1"} 2',
-      'latency_seconds_bucket{le="+Inf"} 3',
-      "latency_seconds_sum 3.55",
-      "latency_seconds_count 3",
-      "# HELP unobserved Nothing yet.",
-      "# TYPE unobserved histogram",
-      "",
-    ].join("\n"),
-  );
-});
+function sampleValue(text: string, line: RegExp): number {
+  const m = line.exec(text);
+  return m ? Number(m[1]) : NaN;
+}
 
-Deno.test("a registry refuses bad names, falling counters, unsorted buckets and duplicates", () => {
-  const registry = new Registry();
-  assert.throws(() => registry.counter({ name: "bad-name", help: "x" }), /metric name must match/);
-  const counter = registry.counter({ name: "ok_total", help: "x" });
-  assert.throws(() => counter.inc({}, -1), /can only go up: got -1/);
-  assert.throws(() => counter.inc({ "bad-label": "x" }), /label name must match/);
-  assert.throws(() => registry.gauge({ name: "ok_total", help: "x" }), /registered twice/);
-  assert.throws(() => registry.histogram({ name: "h", help: "x", buckets: [1, 1] }), /strictly ascending/);
-});
-
-Deno.test("consumer metrics read the run's counters and split lag keys into topic and partition labels", () => {
+Deno.test("the consumer's /metrics reads the run's counters at scrape time and splits lag keys into topic and partition labels", async () => {
   const stats = newConsumeStats();
   const registry = consumeMetrics(stats);
   stats.applied["a:b"] = 4;
@@ -84,17 +43,45 @@ Deno.test("consumer metrics read the run's counters and split lag keys into topi
   stats.lag = { "a:b:3": 9 };
   stats.connected.kafka = true;
   stats.onBatch?.(40, 12);
-  const text = registry.render();
+  const { text, contentType } = await scrape(registry);
+  assert.equal(contentType, "text/plain; version=0.0.4; charset=utf-8");
+  assert.match(text, /^# TYPE cdc_records_applied_total counter$/m);
   assert.match(text, /^cdc_records_applied_total\{topic="a:b"\} 4$/m);
   assert.match(text, /^cdc_records_dead_lettered_total\{topic="users"\} 1$/m);
   assert.match(text, /^cdc_retries_total 2$/m);
+  assert.match(text, /^cdc_batches_total 0$/m);
+  assert.match(text, /^# TYPE cdc_consumer_lag gauge$/m);
   assert.match(text, /^cdc_consumer_lag\{topic="a:b",partition="3"\} 9$/m);
   assert.match(text, /^cdc_connected\{dependency="kafka"\} 1$/m);
   assert.match(text, /^cdc_connected\{dependency="database"\} 0$/m);
   assert.match(text, /^cdc_batch_size_records_bucket\{le="50"\} 1$/m);
   assert.match(text, /^cdc_batch_size_records_bucket\{le="10"\} 0$/m);
   assert.match(text, /^cdc_apply_duration_seconds_sum 0.012$/m);
-  assert.ok(newProduceStats().connected.kafka === false);
+  stats.applied["a:b"] = 10;
+  stats.lag = {};
+  const later = (await scrape(registry)).text;
+  assert.match(later, /^cdc_records_applied_total\{topic="a:b"\} 10$/m, "a scrape reads the stats' current total");
+  assert.doesNotMatch(later, /^cdc_consumer_lag\{/m, "a partition no longer in the stats is no longer reported");
+});
+
+Deno.test("/metrics of both commands carries the default process metrics: CPU seconds, resident memory, event-loop lag, heap", async () => {
+  for (const registry of [consumeMetrics(newConsumeStats()), produceMetrics(newProduceStats())]) {
+    const text = await waitFor(
+      "the event-loop delay histogram to have samples",
+      async () => {
+        const { text } = await scrape(registry);
+        return sampleValue(text, /^nodejs_eventloop_lag_p50_seconds (\S+)$/m) > 0 ? text : "";
+      },
+      10_000,
+      50,
+    );
+    assert.ok(sampleValue(text, /^process_cpu_seconds_total (\S+)$/m) > 0);
+    assert.ok(sampleValue(text, /^process_resident_memory_bytes (\S+)$/m) > 10_000_000);
+    assert.ok(sampleValue(text, /^nodejs_heap_size_used_bytes (\S+)$/m) > 0);
+    assert.match(text, /^nodejs_eventloop_lag_seconds \S+$/m);
+    assert.match(text, /^# TYPE nodejs_gc_duration_seconds histogram$/m);
+    assert.doesNotMatch(text, /^process_open_fds 0$/m, "no descriptor count where /proc/self cannot be read");
+  }
 });
 
 Deno.test("health is 200 only when every dependency is up, and 503 names what is down", () => {
@@ -110,11 +97,6 @@ Deno.test("health is 200 only when every dependency is up, and 503 names what is
 
 function metricsUrl(stderr: string): string | undefined {
   return /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)?.[1];
-}
-
-function sampleValue(text: string, line: RegExp): number {
-  const m = line.exec(text);
-  return m ? Number(m[1]) : NaN;
 }
 
 Deno.test("a running consumer's /metrics counts what it applied, its lag reaches 0, and /health is 200", async () => {
@@ -138,7 +120,8 @@ Deno.test("a running consumer's /metrics counts what it applied, its lag reaches
         sampleValue(drained, new RegExp(`^cdc_records_applied_total\\{topic="${env.ORDERS_TOPIC}"\\} (\\d+)$`, "m"));
       const deadLettered = [...drained.matchAll(/^cdc_records_dead_lettered_total\{[^}]*\} (\d+)$/gm)]
         .reduce((sum, m) => sum + Number(m[1]), 0);
-      const expected = referenceState(...seededEvents(21, 200, 400));
+      const { userEvents, orderEvents } = seededEvents(21, 200, 400);
+      const expected = referenceState(userEvents, orderEvents);
       assert.equal(
         applied,
         600 - expected.rejected,
@@ -149,6 +132,8 @@ Deno.test("a running consumer's /metrics counts what it applied, its lag reaches
       assert.ok(sampleValue(drained, /^cdc_batch_size_records_count (\d+)$/m) > 0);
       assert.ok(sampleValue(drained, /^cdc_apply_duration_seconds_count (\d+)$/m) > 0);
       assert.equal(sampleValue(drained, /^cdc_batch_size_records_sum (\d+)$/m), 600);
+      assert.ok(sampleValue(drained, /^process_cpu_seconds_total (\S+)$/m) > 0, "the process' CPU seconds");
+      assert.ok(sampleValue(drained, /^process_resident_memory_bytes (\S+)$/m) > 0, "its resident memory");
       const health = await fetch(`${url}/health`);
       assert.equal(health.status, 200);
       assert.deepEqual(await health.json(), { status: "ok", kafka: "up", database: "up" });
@@ -206,11 +191,9 @@ Deno.test("producer metrics count the records Kafka acknowledged per topic and t
   assert.ok(!config.help);
   const stats = newProduceStats();
   const registry = produceMetrics(stats);
-  const lines: string[] = [];
-  const logger = createLogger({ component: "produce", write: (line) => lines.push(line) });
-  const summary = await runProducer(config.config, { logger, stats });
+  const summary = await runProducer(config.config, { logger: quietLogger, stats });
   assert.equal(summary.total, 900);
-  const text = registry.render();
+  const { text } = await scrape(registry);
   const published = (topic: string) =>
     sampleValue(text, new RegExp(`^cdc_records_published_total\\{topic="${topic}"\\} (\\d+)$`, "m"));
   const perTopic = (topic: string) =>

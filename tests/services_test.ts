@@ -1,26 +1,40 @@
-/** The real services answer: kafkajs against the broker, postgres.js against the database. */
+/** The real services answer the way the project uses them: its Kafka client and publisher, its database pool. */
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import { DEFAULTS } from "../lib/config.ts";
-import { ADMIN_DATABASE_URL, readTopic, ROOT, testKafka, uniqueName } from "./_helpers.ts";
+import { DEFAULTS, loadProduceConfig } from "../lib/config.ts";
+import { createKafka, createPublisher, createTopic, writeWithRetry } from "../lib/kafka_admin.ts";
+import { createLogger } from "../lib/log.ts";
+import { connectDatabase } from "../lib/sink.ts";
+import { ADMIN_DATABASE_URL, BROKERS, readTopic, ROOT, uniqueName } from "./_helpers.ts";
 
-Deno.test("kafkajs creates a topic on the real broker, writes keyed records and reads them back", async () => {
+const quietLogger = createLogger({ component: "test", write: () => {} });
+
+Deno.test("the project's publisher writes keyed records to a topic createTopic made on the real broker; they read back, one partition per key", async () => {
   const topic = uniqueName("roundtrip");
-  const kafka = testKafka();
+  const config = loadProduceConfig(["--brokers", BROKERS.join(",")], {});
+  assert.ok(!config.help);
+  const kafka = createKafka(config.config, "services-test", quietLogger);
   const admin = kafka.admin();
   await admin.connect();
   try {
-    assert.equal(await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true }), true);
+    assert.equal(await createTopic(admin, topic, 3, 1, quietLogger), true);
+    assert.equal(await createTopic(admin, topic, 3, 1, quietLogger), false, "a second call finds the topic");
     const metadata = await admin.fetchTopicMetadata({ topics: [topic] });
     assert.equal(metadata.topics[0].partitions.length, 3);
   } finally {
     await admin.disconnect();
   }
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const producer = createPublisher(kafka);
   await producer.connect();
   const sent = Array.from({ length: 30 }, (_, i) => ({ key: `key-${i % 7}`, value: JSON.stringify({ i }) }));
-  await producer.send({ topic, acks: -1, messages: sent });
-  await producer.disconnect();
+  try {
+    await writeWithRetry(producer, [{ topic, messages: sent }], {
+      maxAttempts: 3,
+      backoffMs: 100,
+      logger: quietLogger,
+    });
+  } finally {
+    await producer.disconnect();
+  }
 
   const records = await readTopic(topic, 30);
   assert.equal(records.length, 30);
@@ -36,22 +50,20 @@ Deno.test("kafkajs creates a topic on the real broker, writes keyed records and 
   }
 });
 
-Deno.test("postgres.js round-trips rows through the real database with unnest", async () => {
-  const sql = postgres(ADMIN_DATABASE_URL, { max: 1, onnotice: () => {} });
+Deno.test("the real database, through connectDatabase, keeps timestamptz to the microsecond and has wal_level=logical", async () => {
+  const sql = connectDatabase(ADMIN_DATABASE_URL, 1);
   try {
-    const rows = await sql.begin(async (tx) => {
-      await tx`create temporary table roundtrip (id int, label text, at timestamptz) on commit drop`;
-      await tx`insert into roundtrip select * from unnest(${tx.array([1, 2])}::int[], ${tx.array(["a", "b"])}::text[],
-        ${tx.array(["2025-07-03T09:11:12.123456Z", "2025-07-03T10:11:12Z"])}::timestamptz[])`;
-      return await tx`select id, label, to_char(at at time zone 'UTC', 'HH24:MI:SS.US') as at from roundtrip order by id`;
+    const [row] = await sql.begin(async (tx) => {
+      await tx`create temporary table roundtrip (id uuid primary key, at timestamptz) on commit drop`;
+      // Bound as text, as the sink binds it: a timestamptz parameter goes through a JS Date (milliseconds).
+      await tx`insert into roundtrip values (${"0e0c6d0f-93c5-4c4f-9d2f-6b7c43d1a001"}::text::uuid,
+        ${"2025-07-03T10:11:12.123456+01:00"}::text::timestamptz)`;
+      return await tx`select id, to_char(at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') as at from roundtrip`;
     });
-    assert.deepEqual(rows.map((r) => [r.id, r.label, r.at]), [[1, "a", "09:11:12.123456"], [
-      2,
-      "b",
-      "10:11:12.000000",
-    ]]);
-    const [{ wal_level }] = await sql`select current_setting('wal_level') as wal_level`;
-    assert.equal(wal_level, "logical");
+    assert.deepEqual({ ...row }, { id: "0e0c6d0f-93c5-4c4f-9d2f-6b7c43d1a001", at: "2025-07-03 09:11:12.123456" });
+    const [settings] = await sql`select current_setting('wal_level') as wal_level,
+      current_setting('application_name') as application_name`;
+    assert.deepEqual({ ...settings }, { wal_level: "logical", application_name: "cdc-pipeline" });
   } finally {
     await sql.end();
   }

@@ -1,0 +1,118 @@
+/** The kafkajs fixes are in place where the client is created, and do what they say. */
+import assert from "node:assert/strict";
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
+import { createKafka } from "../lib/kafka_admin.ts";
+import { KAFKAJS_FIX, REQUEST_TIMEOUT_SWEEP_MS } from "../lib/kafkajs_fixes.ts";
+import { createLogger } from "../lib/log.ts";
+import { loadProduceConfig } from "../lib/config.ts";
+import { BROKERS, waitFor } from "./_helpers.ts";
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+
+function idleQueue(requestTimeout = 30_000, enforceRequestTimeout = false) {
+  return new RequestQueue({
+    maxInFlightRequests: 1,
+    requestTimeout,
+    enforceRequestTimeout,
+    clientId: "test",
+    broker: "nowhere:9092",
+    logger: quiet,
+  });
+}
+
+function request(correlationId: number, onSent: () => void, onAnswer: () => void) {
+  return {
+    entry: { correlationId, apiName: "Test", apiKey: 0, apiVersion: 0, resolve: onAnswer, reject: onAnswer },
+    expectResponse: true,
+    sendRequest: onSent,
+  };
+}
+
+Deno.test("importing the Kafka client patches RequestQueue's pending-request check and request-timeout sweep", () => {
+  assert.equal(RequestQueue.prototype.scheduleCheckPendingRequests[KAFKAJS_FIX], "tulios/kafkajs#1556");
+  assert.equal(RequestQueue.prototype.scheduleRequestTimeoutCheck[KAFKAJS_FIX], "idle request-timeout sweep");
+});
+
+Deno.test("an idle RequestQueue arms no timer after a response, where kafkajs 2.2.4 re-arms one every millisecond", () => {
+  const queue = idleQueue();
+  queue.checkPendingRequests();
+  assert.equal(queue.throttleCheckTimeoutId, null);
+});
+
+Deno.test("a request queued behind broker throttling is still sent once the throttle ends", async () => {
+  const queue = idleQueue();
+  queue.maybeThrottle(30);
+  let sent = false;
+  let answered = false;
+  queue.push(request(1, () => (sent = true), () => (answered = true)));
+  assert.equal(sent, false, "throttled: the request waits in the queue");
+  assert.notEqual(queue.throttleCheckTimeoutId, null, "a timer is armed for the end of the throttle");
+  await waitFor("the throttled request to be sent", () => sent, 5_000);
+  queue.fulfillRequest({ correlationId: 1, payload: null, size: 0 });
+  assert.ok(answered);
+  assert.equal(queue.throttleCheckTimeoutId, null, "nothing pending: no timer left behind");
+  queue.destroy();
+});
+
+Deno.test("a connection sweeps its requests for timeouts once a second, where kafkajs 2.2.4 sweeps every 100 ms", () => {
+  const queue = idleQueue(30_000, true);
+  const periods: (number | undefined)[] = [];
+  const setIntervalBefore = globalThis.setInterval;
+  globalThis.setInterval = ((callback: () => void, ms?: number) => {
+    periods.push(ms);
+    return setIntervalBefore(callback, ms);
+  }) as typeof setInterval;
+  try {
+    queue.scheduleRequestTimeoutCheck();
+  } finally {
+    globalThis.setInterval = setIntervalBefore;
+    queue.destroy();
+  }
+  assert.deepEqual(periods, [REQUEST_TIMEOUT_SWEEP_MS]);
+});
+
+Deno.test("a request that outlives its timeout is still failed by the sweep", async () => {
+  const queue = idleQueue(100, true);
+  queue.scheduleRequestTimeoutCheck();
+  let failure: unknown;
+  queue.push({
+    entry: {
+      correlationId: 7,
+      apiName: "Test",
+      apiKey: 0,
+      apiVersion: 0,
+      resolve: () => {},
+      reject: (error: unknown) => (failure = error),
+    },
+    expectResponse: true,
+    sendRequest: () => {},
+  });
+  try {
+    await waitFor("the request to time out", () => failure !== undefined, 5_000, 20);
+  } finally {
+    queue.destroy();
+  }
+  assert.equal((failure as Error).name, "KafkaJSRequestTimeoutError");
+  assert.equal(queue.inflight.size, 0);
+});
+
+Deno.test("the connections of a client made by createKafka leave no pending-request timer after a real broker answers", async () => {
+  const queues = new Set<InstanceType<typeof RequestQueue>>();
+  const original = RequestQueue.prototype.fulfillRequest;
+  RequestQueue.prototype.fulfillRequest = function (this: InstanceType<typeof RequestQueue>, response: unknown) {
+    queues.add(this);
+    return original.call(this, response);
+  };
+  const config = loadProduceConfig(["--brokers", BROKERS.join(",")], {});
+  assert.ok(!config.help);
+  const admin = createKafka(config.config, "fix-test", createLogger({ component: "test", write: () => {} })).admin();
+  try {
+    await admin.connect();
+    await admin.listTopics();
+    assert.ok(queues.size > 0, "kafkajs' connections use the RequestQueue class that was patched");
+    for (const queue of queues) assert.equal(queue.throttleCheckTimeoutId, null);
+  } finally {
+    RequestQueue.prototype.fulfillRequest = original;
+    await admin.disconnect();
+  }
+});
