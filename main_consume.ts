@@ -1,17 +1,17 @@
 /**
  * `deno task consume`: apply User and Order events from Kafka to PostgreSQL until stopped, or
  * until drained and idle with `--idle-timeout`; `dlq list|replay` inspects and replays the
- * dead-letter topics (lib/dlq.ts). Parses flags, builds the configuration and wires lib/.
+ * dead-letter topics (lib/dlq_command.ts). Parses flags, builds the configuration and wires lib/.
  * @module
  */
 import process from "node:process";
 import { databaseLocation, loadConsumeConfig, readCommandLine } from "./lib/config.ts";
 import { newConsumeStats, runConsumer } from "./lib/consumer.ts";
-import { runDlqCommand } from "./lib/dlq.ts";
-import { createKafka, routeProcessWarnings } from "./lib/kafka_admin.ts";
-import { commandLogger } from "./lib/log.ts";
+import { runDlqCommand } from "./lib/dlq_command.ts";
+import { createKafka } from "./lib/kafka_admin.ts";
+import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
 import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
-import { describeError } from "./lib/retry.ts";
+import { describeError } from "./lib/errors.ts";
 import { connectDatabase, isClosedConnectionWrite } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 

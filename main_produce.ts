@@ -5,11 +5,10 @@
  */
 import process from "node:process";
 import { loadProduceConfig, readCommandLine } from "./lib/config.ts";
-import { routeProcessWarnings } from "./lib/kafka_admin.ts";
-import { commandLogger } from "./lib/log.ts";
+import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
 import { type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
 import { newProduceStats, runProducer } from "./lib/producer.ts";
-import { describeError } from "./lib/retry.ts";
+import { describeError } from "./lib/errors.ts";
 import { VERSION } from "./lib/version.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +

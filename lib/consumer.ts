@@ -9,11 +9,13 @@
 import type { Admin, Consumer, Kafka, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
 import { dlqTopic } from "./dead_letter.ts";
-import { createPublisher, createTopic } from "./kafka_admin.ts";
+import { createTopic, partitionPositions } from "./kafka_admin.ts";
+import { createPublisher } from "./publisher.ts";
 import type { Logger } from "./log.ts";
 import { OrderWaits } from "./order_wait.ts";
 import { AppliedPositions, type BatchStats, PartitionBatches } from "./partition_batch.ts";
-import { classifyDatabaseError, describeError, isKafkaJSError, isKafkaOutage, retry, sleep } from "./retry.ts";
+import { classifyDatabaseError, describeError, isKafkaJSError, isKafkaOutage } from "./errors.ts";
+import { retry, sleep } from "./retry.ts";
 import { databaseAnswers, ensureSchema, readStoredOffsets, resetForRebuild, type Sql } from "./sink.ts";
 
 /** Counters of a consume run, for progress lines, metrics and the exit summary. */
@@ -86,11 +88,11 @@ class ConsumerRun {
   readonly positions: AppliedPositions;
   readonly orderWaits: OrderWaits;
   consumer?: Consumer;
-  stopping = false;
+  /** Aborted when the run stops: a signal, the idle timeout, or a fatal error. Every wait ends on it. */
+  readonly shutdown = new AbortController();
   fatal?: { error: unknown };
   stopReason: StopReason = "signal";
   lastActivity = Date.now();
-  readonly stopped: Promise<void>;
 
   constructor(readonly config: ConsumeConfig, readonly options: ConsumerRunOptions) {
     this.stats = options.stats ?? newConsumeStats();
@@ -107,9 +109,11 @@ class ConsumerRun {
         return new Map([...stored].map(([key, next]) => [Number(key.slice(key.lastIndexOf(":") + 1)), next]));
       },
     });
-    this.stopped = options.stopRequested.then(() => {
-      this.stopping = true;
-    });
+    options.stopRequested.then(() => this.shutdown.abort());
+  }
+
+  get stopping(): boolean {
+    return this.shutdown.signal.aborted;
   }
 
   async run(): Promise<StopReason> {
@@ -123,7 +127,7 @@ class ConsumerRun {
       if (!this.stopping || this.fatal) throw error;
       logger.info("stopped before the consumer started");
     } finally {
-      this.stopping = true;
+      this.shutdown.abort();
       await this.consumer?.disconnect().catch((e) =>
         logger.warn("consumer disconnect failed", { error: describeError(e) })
       );
@@ -138,7 +142,7 @@ class ConsumerRun {
   /** Ends the run with `error`: neither an outage nor a bad record, so waiting would never end. */
   fail(error: unknown): void {
     this.fatal ??= { error };
-    this.stopping = true;
+    this.shutdown.abort();
   }
 
   /** Waits out an outage at start-up (forever, with backoff), giving up only on a stop or a fatal error. */
@@ -149,8 +153,7 @@ class ConsumerRun {
       baseMs: 500,
       capMs: 10_000,
       isRetriable: isOutage,
-      keepGoing: () => !this.stopping,
-      sleep: (ms: number) => Promise.race([sleep(ms), this.stopped]),
+      signal: this.shutdown.signal,
       onRetry: (error: unknown, attempt: number, delayMs: number) => {
         this.stats.retries++;
         this.options.logger.warn(`waiting for ${what}`, { attempt, retryInMs: delayMs, error: describeError(error) });
@@ -185,8 +188,7 @@ class ConsumerRun {
       orderWaits: this.orderWaits,
       stats: this.stats,
       logger,
-      stopping: () => this.stopping,
-      stopped: this.stopped,
+      signal: this.shutdown.signal,
       seek: (topic, partition, offset) => this.consumer!.seek({ topic, partition, offset: offset.toString() }),
       beforeApply: this.options.beforeApply,
     });
@@ -292,7 +294,7 @@ class ConsumerRun {
     let lastApplied = 0;
     const total = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
     while (!this.stopping) {
-      await Promise.race([sleep(1000), this.stopped]);
+      await sleep(1000, this.shutdown.signal);
       if (this.stopping) break;
       // Batches report the database's state as they apply; between them, a ping keeps /health true.
       if (Date.now() - this.lastActivity >= 2_000) stats.connected.database = await databaseAnswers(sql);
@@ -317,7 +319,7 @@ class ConsumerRun {
       ) {
         logger.info(`drained and idle for ${config.idleTimeoutS}s; stopping`);
         this.stopReason = "idle";
-        this.stopping = true;
+        this.shutdown.abort();
       }
     }
     await this.commitToKafka();
@@ -343,14 +345,11 @@ class ConsumerRun {
   async measureLag(): Promise<Record<string, number> | undefined> {
     try {
       const stored = await readStoredOffsets(this.options.sql, this.topics);
-      const lag: Record<string, number> = {};
-      for (const topic of this.topics) {
-        for (const { partition, low, high } of await this.admin.fetchTopicOffsets(topic)) {
-          const key = `${topic}:${partition}`;
-          lag[key] = Math.max(0, Number(high) - Number(stored.get(key) ?? BigInt(low)));
-        }
-      }
-      return lag;
+      const positions = await partitionPositions(this.admin, this.topics, (key) => {
+        const next = stored.get(key);
+        return next === undefined ? undefined : Number(next);
+      });
+      return Object.fromEntries(positions.map((p) => [`${p.topic}:${p.partition}`, p.lag]));
     } catch (error) {
       if (isKafkaOutage(error)) this.stats.connected.kafka = false;
       return undefined;

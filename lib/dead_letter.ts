@@ -6,7 +6,7 @@
  * @module
  */
 import type { IHeaders, KafkaMessage, Message, Producer } from "kafkajs";
-import { describeError, isKafkaOutage } from "./retry.ts";
+import { describeError, isKafkaOutage } from "./errors.ts";
 
 /** Header names on DLQ records. */
 export const DLQ_HEADERS = {

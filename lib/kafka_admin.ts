@@ -3,13 +3,10 @@
  * topic administration, and sends retried within a budget.
  * @module
  */
-import process from "node:process";
-import { type Admin, Kafka, type KafkaConfig, logLevel, type Message, type Producer } from "kafkajs";
+import { type Admin, Kafka, type KafkaConfig, logLevel } from "kafkajs";
 import type { CommonConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 import "./kafkajs_fixes.ts";
-import { keyHashPartitioner } from "./partitioner.ts";
-import { describeError, isKafkaAuthError, retry } from "./retry.ts";
 
 /**
  * kafkajs lines that retell a refused login: a login is never retried and the command reports
@@ -53,15 +50,6 @@ export function createKafka(config: CommonConfig, clientId: string, logger: Logg
     },
   };
   return new Kafka(options);
-}
-
-/**
- * Routes process warnings to `logger`, so they are log lines like the rest. kafkajs 2.2.4's
- * negative timer, once a TimeoutNegativeWarning per run, is gone with lib/kafkajs_fixes.ts.
- */
-export function routeProcessWarnings(logger: Logger): void {
-  process.removeAllListeners("warning");
-  process.on("warning", (warning) => logger.warn(`${warning.name}: ${warning.message}`));
 }
 
 /** Whether `topic` exists on the cluster. */
@@ -108,67 +96,41 @@ function hasTopicExists(error: unknown): boolean {
   return Array.isArray(errors) && errors.length > 0 && errors.every((e) => e.type === "TOPIC_ALREADY_EXISTS");
 }
 
-/** Records for one topic, as one element of a batch send. */
-export interface TopicMessages {
+/** Where a reader stands on one partition: its next offset and how far behind the log's end it is. */
+export interface PartitionPosition {
   topic: string;
-  messages: Message[];
+  partition: number;
+  /** The reader's next offset; undefined while it has none (then it reads from the log's start). */
+  position?: number;
+  /** Records between the reader's next offset (or the log's start) and the log's end. */
+  lag: number;
 }
 
 /**
- * A producer whose sends are retried by {@linkcode writeWithRetry} only, whole batch at a time,
- * one request in flight (per-key order), keyed by the Java-compatible murmur2 partitioner.
- *
- * Delivery: at-least-once, never lost. kafkajs 2.2.4's own send retry skips every broker that
- * answered an earlier attempt even when partitions failed over to it, so it can report success
- * with records missing (the cluster fault test saw 34 of 6,000 lost and 33 doubled). Its
- * idempotent producer cannot run without that retry, so idempotence is off and a failed batch
- * is re-sent whole: a partial write then appears twice in the log, which the consumer's
- * idempotent apply absorbs.
+ * The position and lag of a reader on every partition of `topics`; `positionOf` gives its next
+ * offset per `topic:partition`. One meaning everywhere: no position reads from the log's start.
  */
-export function createPublisher(kafka: Kafka): Producer {
-  return kafka.producer({
-    idempotent: false,
-    maxInFlightRequests: 1,
-    allowAutoTopicCreation: false,
-    retry: { retries: 0 },
-    createPartitioner: keyHashPartitioner,
-  });
+export async function partitionPositions(
+  admin: Admin,
+  topics: string[],
+  positionOf: (key: string) => number | undefined,
+): Promise<PartitionPosition[]> {
+  const positions: PartitionPosition[] = [];
+  for (const topic of topics) {
+    for (const { partition, low, high } of await admin.fetchTopicOffsets(topic)) {
+      const position = positionOf(`${topic}:${partition}`);
+      const from = Math.max(position ?? 0, Number(low));
+      positions.push({ topic, partition, position, lag: Math.max(0, Number(high) - from) });
+    }
+  }
+  return positions;
 }
 
-/** Options of {@linkcode writeWithRetry}. */
-export interface WriteRetryOptions {
-  /** Attempts before giving up. */
-  maxAttempts: number;
-  /** First delay in milliseconds, doubled per attempt with jitter. */
-  backoffMs: number;
-  /** Logger for the retries. */
-  logger: Logger;
-  /** Called once per failed attempt that is retried, for the metrics. */
-  onRetry?: () => void;
-}
-
-/**
- * Sends one batch with acks from all in-sync replicas, retrying transient failures (leader
- * elections, a broker that is not up yet) with backoff; throws RetryError once the budget is
- * spent, or at once for a refused login.
- */
-export async function writeWithRetry(
-  producer: Producer,
-  topicMessages: TopicMessages[],
-  options: WriteRetryOptions,
-): Promise<void> {
-  await retry(() => producer.sendBatch({ topicMessages, acks: -1 }), {
-    what: `publishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(" and ")}`,
-    maxAttempts: options.maxAttempts,
-    baseMs: options.backoffMs,
-    isRetriable: (error) => !isKafkaAuthError(error),
-    onRetry: (error, attempt, delayMs) => {
-      options.onRetry?.();
-      options.logger.warn(`send failed, retrying in ${delayMs} ms`, {
-        attempt,
-        of: options.maxAttempts,
-        error: describeError(error),
-      });
-    },
-  });
+/** A consumer group's committed positions on `topics`, as Kafka holds them (what lag tools show). */
+export async function groupPositions(admin: Admin, groupId: string, topics: string[]): Promise<PartitionPosition[]> {
+  const committed = new Map<string, number>();
+  for (const { topic, partitions } of await admin.fetchOffsets({ groupId, topics })) {
+    for (const p of partitions) if (Number(p.offset) >= 0) committed.set(`${topic}:${p.partition}`, Number(p.offset));
+  }
+  return await partitionPositions(admin, topics, (key) => committed.get(key));
 }

@@ -110,3 +110,12 @@ export function secretsOf(config: { databaseUrl: string; kafkaSasl?: { password:
   if (config.kafkaSasl?.password) secrets.push(config.kafkaSasl.password);
   return secrets;
 }
+
+/**
+ * Routes process warnings to `logger`, so they are log lines like the rest. kafkajs 2.2.4's
+ * negative timer, once a TimeoutNegativeWarning per run, is gone with lib/kafkajs_fixes.ts.
+ */
+export function routeProcessWarnings(logger: Logger): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (warning) => logger.warn(`${warning.name}: ${warning.message}`));
+}

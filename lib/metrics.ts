@@ -12,7 +12,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { ConsumeStats } from "./consumer.ts";
 import type { Logger } from "./log.ts";
 import type { ProduceStats } from "./producer.ts";
-import { describeError } from "./retry.ts";
+import { describeError } from "./errors.ts";
 
 /** Bucket bounds of batch sizes, in records. */
 export const BATCH_SIZE_BUCKETS = [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000];

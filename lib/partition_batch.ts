@@ -17,7 +17,8 @@ import { type DeadLetter, writeDeadLetters } from "./dead_letter.ts";
 import type { Logger } from "./log.ts";
 import { InvalidEventError, type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "./model.ts";
 import type { OrderWaits } from "./order_wait.ts";
-import { backoffDelay, classifyDatabaseError, describeError, isKafkaOutage, sleep } from "./retry.ts";
+import { classifyDatabaseError, describeError, isKafkaOutage } from "./errors.ts";
+import { retry, RetryError } from "./retry.ts";
 import {
   advanceOffset,
   applyChanges,
@@ -96,10 +97,8 @@ export interface PartitionBatchDeps {
   orderWaits: OrderWaits;
   stats: BatchStats;
   logger: Logger;
-  /** Whether a stop was requested. */
-  stopping: () => boolean;
-  /** Resolves when a stop is requested, to cut waits short. */
-  stopped: Promise<void>;
+  /** Aborted when the run stops: waits end at once and no new step starts. */
+  signal: AbortSignal;
   /** Moves the consumer's fetch position of a partition (after a fencing or a gap). */
   seek: (topic: string, partition: number, offset: bigint) => void;
   /** Awaited before each transaction; tests hold a batch with it across a rebalance. */
@@ -122,9 +121,6 @@ interface StepResult {
   /** The order that blocks the partition, and when to look again. */
   blocked?: { offset: string; userId: string; retryInMs: number; deadlineCounting: boolean };
 }
-
-/** Attempts at a transaction that meets serialization failures or deadlocks before they are waited out like an outage. */
-const TRANSIENT_ATTEMPTS = 5;
 
 /**
  * Runs partition batches for the consumer: `handle` is kafkajs' eachBatch. It throws kafkajs'
@@ -149,7 +145,7 @@ export class PartitionBatches {
       resolveOffset(batch.lastOffset());
       return;
     }
-    while (messages.length > 0 && isRunning() && !isStale() && !this.deps.stopping()) {
+    while (messages.length > 0 && isRunning() && !isStale() && !this.deps.signal.aborted) {
       const start = (await this.deps.positions.of(topic, partition)) ?? BigInt(messages[0].offset);
       const step = await this.#stepWithRetries(topic, partition, start, messages, batchEnd, heartbeat);
       if (!step) return;
@@ -195,7 +191,11 @@ export class PartitionBatches {
     return unapplied;
   }
 
-  /** One step, retried: transient errors at once, outages with backoff; undefined when stopping or fenced. */
+  /**
+   * One step, retried until it commits: outages (PostgreSQL, or Kafka for the DLQ) and transient
+   * errors (serialization failure, deadlock) with backoff, forever; undefined when the run stops
+   * meanwhile or another member applied the partition (fenced). Anything else is thrown.
+   */
   async #stepWithRetries(
     topic: string,
     partition: number,
@@ -205,23 +205,40 @@ export class PartitionBatches {
     heartbeat: () => Promise<void>,
   ): Promise<StepResult | undefined> {
     const validated = this.#validate(topic, messages);
-    for (let attempt = 1;; attempt++) {
-      try {
+    const { stats, logger, signal } = this.deps;
+    try {
+      const step = await retry(async (attempt) => {
+        if (attempt > 1) await heartbeat().catch(() => {}); // stay in the group through a long outage
         await this.deps.beforeApply?.(topic, partition);
-        const step = await this.#step(topic, partition, start, messages, validated, batchEnd);
-        this.deps.stats.connected.database = true;
-        return step;
-      } catch (error) {
-        if (error instanceof FencedError) {
-          await this.#fenced(topic, partition, error);
-          return undefined;
-        }
-        const kind = isKafkaOutage(error) ? "kafka" : classifyDatabaseError(error);
-        if (kind === "fatal" || kind === "record") throw error;
-        if (kind === "transient" && attempt < TRANSIENT_ATTEMPTS) continue;
-        if (!await this.#waitOutage(kind === "kafka" ? "Kafka (DLQ)" : "PostgreSQL", attempt, error)) return undefined;
-        await heartbeat().catch(() => {});
+        return await this.#step(topic, partition, start, messages, validated, batchEnd);
+      }, {
+        what: `applying ${topic}:${partition}`,
+        maxAttempts: Infinity,
+        baseMs: 500,
+        capMs: 10_000,
+        signal,
+        isRetriable: (error) => waitedFor(error) !== undefined,
+        onRetry: (error, attempt, delayMs) => {
+          const what = waitedFor(error)!;
+          if (what === "PostgreSQL") stats.connected.database = false;
+          if (what === "Kafka (DLQ)") stats.connected.kafka = false;
+          stats.retries++;
+          logger.warn(`waiting for ${what}; nothing is committed meanwhile`, {
+            attempt,
+            retryInMs: delayMs,
+            error: describeError(error),
+          });
+        },
+      });
+      stats.connected.database = true;
+      return step;
+    } catch (error) {
+      if (error instanceof FencedError) {
+        await this.#fenced(topic, partition, error);
+        return undefined;
       }
+      if (error instanceof RetryError && signal.aborted) return undefined;
+      throw error;
     }
   }
 
@@ -332,21 +349,12 @@ export class PartitionBatches {
     const stored = await this.deps.positions.of(topic, partition).catch(() => null);
     if (stored !== null) this.deps.seek(topic, partition, stored);
   }
+}
 
-  /** Waits out an outage with backoff and jitter; false when a stop was requested meanwhile. */
-  async #waitOutage(what: string, attempt: number, error: unknown): Promise<boolean> {
-    const { stats, logger } = this.deps;
-    if (what === "PostgreSQL") stats.connected.database = false;
-    else stats.connected.kafka = false;
-    if (this.deps.stopping()) return false;
-    const delayMs = backoffDelay(attempt, 500, 10_000);
-    stats.retries++;
-    logger.warn(`waiting for ${what}; nothing is committed meanwhile`, {
-      attempt,
-      retryInMs: delayMs,
-      error: describeError(error),
-    });
-    await Promise.race([sleep(delayMs), this.deps.stopped]);
-    return !this.deps.stopping();
-  }
+/** What a failed step waits for before it is tried again; undefined when waiting will not help. */
+function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
+  if (error instanceof FencedError) return undefined;
+  if (isKafkaOutage(error)) return "Kafka (DLQ)";
+  const kind = classifyDatabaseError(error);
+  return kind === "outage" || kind === "transient" ? "PostgreSQL" : undefined;
 }

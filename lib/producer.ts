@@ -7,9 +7,11 @@ import process from "node:process";
 import type { Message } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { generateEvents, type GenerationStats, newStats, randomSeed, systemClock } from "./generator.ts";
-import { createKafka, createPublisher, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
+import { createKafka, createTopic } from "./kafka_admin.ts";
+import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
 import type { Logger } from "./log.ts";
-import { describeError, isKafkaAuthError, retry } from "./retry.ts";
+import { describeError, isKafkaAuthError } from "./errors.ts";
+import { retry } from "./retry.ts";
 
 /** What a produce run did, printed at exit. */
 export interface ProduceSummary {

@@ -1,14 +1,9 @@
 /**
- * The consumer's one error taxonomy and the retry loop built on it. A failure either belongs to
- * a record (it goes to the DLQ), is transient (retry the transaction at once), is an outage
- * (wait with backoff, commit nothing, never dead-letter), or is fatal (stop the run with one
- * line: waiting would never end). Decided by SQLSTATE classes, socket codes and Kafka error
- * types, never by message text.
+ * Retrying with exponential backoff, jitter and a budget, stopped early by an AbortSignal. What
+ * is worth retrying is the caller's predicate, built on lib/errors.ts.
  * @module
  */
-
-/** What a failure means for the record that met it, and for the run. */
-export type FailureKind = "record" | "transient" | "outage" | "fatal";
+import { describeError } from "./errors.ts";
 
 /** A retry budget that ran out; `cause` is the last error. */
 export class RetryError extends Error {
@@ -33,12 +28,12 @@ export interface RetryOptions {
   isRetriable?: (error: unknown) => boolean;
   /** Called before each wait, with the attempt that failed and the delay chosen. */
   onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
-  /** Stops waiting when it returns false (shutdown); the last error is thrown. */
-  keepGoing?: () => boolean;
+  /** Aborted on shutdown: a wait ends at once and the last error is thrown as a RetryError. */
+  signal?: AbortSignal;
   /** Source of jitter in [0, 1). @default Math.random */
   random?: () => number;
-  /** Waits; injected by tests. @default setTimeout */
-  sleep?: (ms: number) => Promise<void>;
+  /** Waits, ending early when `signal` aborts; injected by tests. @default {@linkcode sleep} */
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
 
 /** Exponential backoff with "equal jitter": half the step fixed, half random, capped. */
@@ -52,9 +47,18 @@ export function backoffDelay(
   return Math.round(step / 2 + random() * (step / 2));
 }
 
-/** Resolves after `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves after `ms` milliseconds, or as soon as `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
 }
 
 /** Runs `fn` until it succeeds, the error is not retriable, or the budget is spent. */
@@ -66,7 +70,7 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
     capMs = 10_000,
     isRetriable = () => true,
     onRetry,
-    keepGoing = () => true,
+    signal,
     random = Math.random,
     sleep: wait = sleep,
   } = options;
@@ -76,87 +80,11 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
       return await fn(attempt);
     } catch (error) {
       if (!isRetriable(error)) throw error;
-      if (attempt >= maxAttempts || !keepGoing()) throw new RetryError(what, attempt, error);
+      if (attempt >= maxAttempts || signal?.aborted) throw new RetryError(what, attempt, error);
       const delay = backoffDelay(attempt, baseMs, capMs, random);
       onRetry?.(error, attempt, delay);
-      await wait(delay);
-      if (!keepGoing()) throw new RetryError(what, attempt, error);
+      await wait(delay, signal);
+      if (signal?.aborted) throw new RetryError(what, attempt, error);
     }
   }
-}
-
-const SOCKET_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "CONNECTION_CLOSED",
-  "CONNECTION_ENDED",
-  "CONNECTION_DESTROYED",
-  "CONNECT_TIMEOUT",
-]);
-
-/** SQLSTATE classes and codes of a server that is away, overloaded or going down: waited out. */
-const OUTAGE_SQLSTATE = /^(08|53|57P)|^25006$/;
-
-/**
- * Classifies a PostgreSQL failure. Outages are the socket errors and SQLSTATE class 08
- * (connection), 53 (resources), 57P (shutdown) and 25006 (read-only); 40001 and 40P01
- * (serialization, deadlock) are transient; class 22 (data) and 23 (integrity) belong to the
- * record. Everything else is fatal: a dropped table (42P01), a refused login (28P01), a missing
- * database (3D000), an error with no code at all (a bug of ours) will not pass by waiting.
- */
-export function classifyDatabaseError(error: unknown): FailureKind {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return "fatal";
-  if (SOCKET_CODES.has(code)) return "outage";
-  if (!/^[0-9A-Z]{5}$/.test(code)) return "fatal";
-  if (OUTAGE_SQLSTATE.test(code)) return "outage";
-  if (code === "40001" || code === "40P01") return "transient";
-  if (code.startsWith("22") || code.startsWith("23")) return "record";
-  return "fatal";
-}
-
-/** Whether a Kafka failure is worth waiting out (connection, timeout, leadership, retriable). */
-export function isKafkaOutage(error: unknown): boolean {
-  const e = error as { name?: string; retriable?: boolean; type?: string; cause?: unknown } | null;
-  if (!e) return false;
-  if (isKafkaAuthError(error)) return false;
-  if (e.retriable === true) return true;
-  if (
-    e.name === "KafkaJSConnectionError" || e.name === "KafkaJSRequestTimeoutError" ||
-    e.name === "KafkaJSNumberOfRetriesExceeded" || e.name === "KafkaJSConnectionClosedError" ||
-    e.name === "KafkaJSBrokerNotFound" || e.name === "KafkaJSLockTimeout" || e.name === "KafkaJSMetadataNotLoaded" ||
-    e.name === "KafkaJSTopicMetadataNotLoaded" || e.name === "KafkaJSStaleTopicMetadataAssignment"
-  ) return true;
-  return e.cause !== undefined && isKafkaOutage(e.cause);
-}
-
-/** Whether `error` is one of kafkajs' own errors (they all carry a `KafkaJS` name). */
-export function isKafkaJSError(error: unknown): boolean {
-  const name = (error as { name?: unknown } | null)?.name;
-  return typeof name === "string" && name.startsWith("KafkaJS");
-}
-
-/** Whether a Kafka failure is a refused login (SASL), which waiting will not fix. */
-export function isKafkaAuthError(error: unknown): boolean {
-  const e = error as { name?: string; type?: string } | null;
-  return e?.name === "KafkaJSSASLAuthenticationError" || e?.type === "SASL_AUTHENTICATION_FAILED" ||
-    e?.type === "TOPIC_AUTHORIZATION_FAILED" || e?.type === "GROUP_AUTHORIZATION_FAILED";
-}
-
-/** A one-line description of an error: its name or code, then its first message line. */
-export function describeError(error: unknown): string {
-  if (!(error instanceof Error)) return String(error);
-  const code = (error as { code?: unknown }).code;
-  const label = typeof code === "string" && code ? `${error.name} ${code}` : error.name;
-  const message = (error.message || "").split("\n")[0];
-  const cause = error.cause instanceof Error && error.name === "KafkaJSNumberOfRetriesExceeded"
-    ? `: ${describeError(error.cause)}`
-    : "";
-  return `${label}: ${message}${cause}`;
 }

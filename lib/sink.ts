@@ -7,7 +7,7 @@
  */
 import postgres from "postgres";
 import type { OrderChange, UserChange } from "./model.ts";
-import { classifyDatabaseError, describeError } from "./retry.ts";
+import { classifyDatabaseError, describeError } from "./errors.ts";
 
 /** A postgres.js connection pool. */
 export type Sql = postgres.Sql<Record<string, never>>;

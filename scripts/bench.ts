@@ -7,17 +7,16 @@
  * @module
  */
 import { createRequire } from "node:module";
+import { dlqTopic } from "../lib/dead_letter.ts";
 import os from "node:os";
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { DEFAULTS } from "../lib/config.ts";
+import { groupPositions } from "../lib/kafka_admin.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
 import { murmur2 } from "../lib/partitioner.ts";
-
-process.removeAllListeners("warning"); // kafkajs 2.2.4's negative timers
 
 const { values } = parseArgs({
   args: Deno.args.filter((a) => a !== "--"),
@@ -33,8 +32,8 @@ const BASELINE_EVENTS = Math.min(EVENTS, QUICK ? 2_000 : 10_000);
 /** Seconds a phase may take before the run gives up; generous for a noisy shared machine. */
 const PHASE_TIMEOUT_S = Math.max(120, EVENTS / 2_000);
 const ROOT = new URL("..", import.meta.url).pathname;
-const BROKERS = Deno.env.get("KAFKA_BROKERS") ?? "localhost:9092";
-const ADMIN_URL = Deno.env.get("DATABASE_URL") ?? "postgres://postgres:postgres@localhost:5432/cdc_db";
+const BROKERS = Deno.env.get("KAFKA_BROKERS") ?? DEFAULTS.brokers;
+const ADMIN_URL = Deno.env.get("DATABASE_URL") ?? DEFAULTS.databaseUrl;
 const RUN = `bench_${Date.now().toString(36)}`;
 const DB_URL = ADMIN_URL.replace(/\/[^/?]*(\?|$)/, `/${RUN}$1`);
 const SEED = 1;
@@ -221,17 +220,7 @@ async function taskCommand(task: "produce" | "consume", args: string[]): Promise
 
 /** Records not yet committed by `groupId` on `topics`. */
 async function groupLag(admin: ReturnType<Kafka["admin"]>, groupId: string, topics: string[]): Promise<number> {
-  let lag = 0;
-  const committed = await admin.fetchOffsets({ groupId, topics });
-  for (const topic of topics) {
-    const at = new Map(
-      (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
-    );
-    for (const end of await admin.fetchTopicOffsets(topic)) {
-      lag += Number(end.high) - Math.max(0, at.get(end.partition) ?? 0);
-    }
-  }
-  return lag;
+  return (await groupPositions(admin, groupId, topics)).reduce((sum, p) => sum + p.lag, 0);
 }
 
 /** Mean bytes (key + value) of the run's records, from a 1% sample of the same seeded stream shape. */
@@ -437,7 +426,7 @@ async function cleanUp(): Promise<void> {
   try {
     await kafkaAdmin.connect();
     const existing = new Set(await kafkaAdmin.listTopics());
-    const topics = [...TOPICS, ...TOPICS.map((t) => `${t}.dlq`), JAVA_TOPIC, ...BINARY_TOPICS]
+    const topics = [...TOPICS, ...TOPICS.map((t) => dlqTopic(t)), JAVA_TOPIC, ...BINARY_TOPICS]
       .filter((t) => existing.has(t));
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)

@@ -5,17 +5,19 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { Kafka, logLevel } from "kafkajs";
+import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
+import { DEFAULTS } from "../lib/config.ts";
 import { generateEvents } from "../lib/generator.ts";
+import { groupPositions } from "../lib/kafka_admin.ts";
 import "../lib/kafkajs_fixes.ts";
 import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { normalizeTimestamp, toCents } from "../lib/model.ts";
 
 /** Brokers and database of the local services (or the env's). */
-export const BROKERS = (Deno.env.get("KAFKA_BROKERS") ?? "localhost:9092").split(",");
+export const BROKERS = (Deno.env.get("KAFKA_BROKERS") ?? DEFAULTS.brokers).split(",");
 /** The admin database URL; each test gets its own database beside it. */
-export const ADMIN_DATABASE_URL = Deno.env.get("DATABASE_URL") ?? "postgres://postgres:postgres@localhost:5432/cdc_db";
+export const ADMIN_DATABASE_URL = Deno.env.get("DATABASE_URL") ?? DEFAULTS.databaseUrl;
 /** The project's root folder. */
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -389,29 +391,10 @@ export function diffTables(expected: TableState, actual: TableState, limit = 10)
   return lines.slice(0, limit).concat(lines.length > limit ? [`... and ${lines.length - limit} more`] : []);
 }
 
-/** Total lag of `groupId` on `topics`; -1 while the group has committed nothing. */
+/** Total lag of `groupId` on `topics`, from Kafka's committed offsets (a partition without one lags from its start). */
 export async function groupLag(groupId: string, topics: string[], brokers = BROKERS): Promise<number> {
-  const admin = testKafka(brokers).admin();
-  await admin.connect();
-  try {
-    let lag = 0;
-    const committed = await admin.fetchOffsets({ groupId, topics });
-    for (const topic of topics) {
-      const ends = await admin.fetchTopicOffsets(topic);
-      const at = new Map(
-        (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]),
-      );
-      for (const end of ends) {
-        if (Number(end.high) === 0) continue;
-        const offset = at.get(end.partition) ?? -1;
-        if (offset < 0) return -1;
-        lag += Number(end.high) - offset;
-      }
-    }
-    return lag;
-  } finally {
-    await admin.disconnect();
-  }
+  const positions = await withAdmin(brokers, (admin) => groupPositions(admin, groupId, topics));
+  return positions.reduce((sum, p) => sum + p.lag, 0);
 }
 
 /** The group's committed offsets per `topic:partition` (absent while nothing is committed there). */
@@ -420,14 +403,17 @@ export async function committedOffsets(
   topics: string[],
   brokers = BROKERS,
 ): Promise<Record<string, number>> {
+  const positions = await withAdmin(brokers, (admin) => groupPositions(admin, groupId, topics));
+  return Object.fromEntries(
+    positions.filter((p) => p.position !== undefined).map((p) => [`${p.topic}:${p.partition}`, p.position!]),
+  );
+}
+
+async function withAdmin<T>(brokers: string[], use: (admin: Admin) => Promise<T>): Promise<T> {
   const admin = testKafka(brokers).admin();
   await admin.connect();
   try {
-    const offsets: Record<string, number> = {};
-    for (const { topic, partitions } of await admin.fetchOffsets({ groupId, topics })) {
-      for (const p of partitions) if (Number(p.offset) >= 0) offsets[`${topic}:${p.partition}`] = Number(p.offset);
-    }
-    return offsets;
+    return await use(admin);
   } finally {
     await admin.disconnect();
   }
@@ -435,15 +421,11 @@ export async function committedOffsets(
 
 /** Records in `topic` now (high minus low watermark, over all partitions); 0 when it does not exist. */
 export async function topicSize(topic: string, brokers = BROKERS): Promise<number> {
-  const admin = testKafka(brokers).admin();
-  await admin.connect();
-  try {
+  return await withAdmin(brokers, async (admin) => {
     if (!(await admin.listTopics()).includes(topic)) return 0;
     const ends = await admin.fetchTopicOffsets(topic);
     return ends.reduce((sum, e) => sum + Number(e.high) - Number(e.low), 0);
-  } finally {
-    await admin.disconnect();
-  }
+  });
 }
 
 /** Reads every record `topic` holds now, sorted by partition, then offset (log order per key). */

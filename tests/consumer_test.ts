@@ -1,7 +1,7 @@
 /** The consumer against real Kafka and PostgreSQL, checked against an independent reference model. */
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { DLQ_HEADERS } from "../lib/dead_letter.ts";
+import { DLQ_HEADERS, dlqTopic } from "../lib/dead_letter.ts";
 import { arrayLiteral } from "../lib/sink.ts";
 import {
   ADMIN_DATABASE_URL,
@@ -238,7 +238,7 @@ Deno.test("an order whose user never arrives goes to the DLQ after the deadline,
     const result = await runCommand("consume", ["--idle-timeout", "2", "--order-wait", "3"], env);
     assert.equal(result.code, 0, result.stderr);
     assert.ok(Date.now() - started >= 3000, "the orphan waited for the deadline");
-    const dlq = await readTopic(`${env.ORDERS_TOPIC}.dlq`, 1);
+    const dlq = await readTopic(dlqTopic(env.ORDERS_TOPIC), 1);
     assert.equal(dlq[0].key, orphanId);
     assert.match(dlq[0].headers[DLQ_HEADERS.reason], /did not exist after waiting 3s/);
     const rows = await readTables(db.sql);

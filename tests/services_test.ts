@@ -1,7 +1,8 @@
 /** The real services answer the way the project uses them: its Kafka client and publisher, its database pool. */
 import assert from "node:assert/strict";
 import { DEFAULTS, loadProduceConfig } from "../lib/config.ts";
-import { createKafka, createPublisher, createTopic, writeWithRetry } from "../lib/kafka_admin.ts";
+import { createKafka, createTopic } from "../lib/kafka_admin.ts";
+import { createPublisher, writeWithRetry } from "../lib/publisher.ts";
 import { createLogger } from "../lib/log.ts";
 import { connectDatabase } from "../lib/sink.ts";
 import { ADMIN_DATABASE_URL, BROKERS, readTopic, ROOT, uniqueName } from "./_helpers.ts";

@@ -4,7 +4,7 @@
  * source for fault timing; waits on the group's progress; and one report line per scenario.
  * @module
  */
-import { DLQ_HEADERS } from "../../lib/dead_letter.ts";
+import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
 import {
   committedOffsets,
   groupLag,
@@ -182,7 +182,7 @@ export async function stopProcess(running: Running, signal: Deno.Signal) {
 export async function dlqReasons(env: PipelineEnv, brokers: string[]): Promise<Record<string, number>> {
   const reasons: Record<string, number> = {};
   for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
-    for (const record of await readWholeTopic(`${topic}.dlq`, 60_000, brokers)) {
+    for (const record of await readWholeTopic(dlqTopic(topic), 60_000, brokers)) {
       const reason = (record.headers[DLQ_HEADERS.reason] ?? "").replace(/[0-9a-f-]{36}/g, "<id>");
       reasons[reason] = (reasons[reason] ?? 0) + 1;
     }

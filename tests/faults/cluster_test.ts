@@ -5,6 +5,7 @@
  * the shared one is used.
  */
 import assert from "node:assert/strict";
+import { dlqTopic } from "../../lib/dead_letter.ts";
 import {
   createTestDatabase,
   diffTables,
@@ -90,8 +91,8 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
 
         const census = await logCensus(env, seed);
         const mismatches = diffTables(census.expected, await readTables(db.sql), 1_000_000);
-        const dlq = await topicSize(`${env.USERS_TOPIC}.dlq`, CLUSTER_BROKERS) +
-          await topicSize(`${env.ORDERS_TOPIC}.dlq`, CLUSTER_BROKERS);
+        const dlq = await topicSize(dlqTopic(env.USERS_TOPIC), CLUSTER_BROKERS) +
+          await topicSize(dlqTopic(env.ORDERS_TOPIC), CLUSTER_BROKERS);
         report("cluster, broker killed mid-consume", {
           seed,
           events: USERS + ORDERS,

@@ -4,7 +4,7 @@
  * group and database).
  */
 import assert from "node:assert/strict";
-import { DLQ_HEADERS } from "../../lib/dead_letter.ts";
+import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
 import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   BROKERS,
@@ -114,8 +114,8 @@ Deno.test("a consumer SIGKILLed at random moments and restarted converges to the
     // A kill after the DLQ write but before the commit re-dead-letters on restart: the DLQ is
     // at-least-once, so each expected rejection must be there, duplicates are counted, not failed.
     const dlq = [
-      ...await readWholeTopic(`${env.USERS_TOPIC}.dlq`),
-      ...await readWholeTopic(`${env.ORDERS_TOPIC}.dlq`),
+      ...await readWholeTopic(dlqTopic(env.USERS_TOPIC)),
+      ...await readWholeTopic(dlqTopic(env.ORDERS_TOPIC)),
     ];
     const wanted = new Set(expected.rejectedValues);
     const seen = new Map<string, number>();

@@ -3,6 +3,7 @@
  * against the fault suite's own Kafka (19092) and PostgreSQL (15432), started once for this file.
  */
 import assert from "node:assert/strict";
+import { dlqTopic } from "../../lib/dead_letter.ts";
 import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   committedOffsets,
@@ -50,8 +51,8 @@ async function freshPipeline() {
 }
 
 async function dlqSize(env: PipelineEnv): Promise<number> {
-  return await topicSize(`${env.USERS_TOPIC}.dlq`, FAULTS_BROKERS) +
-    await topicSize(`${env.ORDERS_TOPIC}.dlq`, FAULTS_BROKERS);
+  return await topicSize(dlqTopic(env.USERS_TOPIC), FAULTS_BROKERS) +
+    await topicSize(dlqTopic(env.ORDERS_TOPIC), FAULTS_BROKERS);
 }
 
 function eventsOf(records: ReadRecord[]) {

@@ -4,7 +4,7 @@
  * every good record must apply. Nothing is stopped, so the shared services are used.
  */
 import assert from "node:assert/strict";
-import { DLQ_HEADERS } from "../../lib/dead_letter.ts";
+import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
 import {
   createTestDatabase,
   diffTables,
@@ -161,7 +161,7 @@ Deno.test("5% poison records of every malformed kind each land in the DLQ once w
       const source = new Map(
         (await readWholeTopic(topicName[topic])).filter((r) => poison.has(r.key!)).map((r) => [r.key!, r]),
       );
-      const dlq = await readWholeTopic(`${topicName[topic]}.dlq`);
+      const dlq = await readWholeTopic(dlqTopic(topicName[topic]));
       const seen = new Set<string>();
       for (const record of dlq) {
         const key = record.key!;

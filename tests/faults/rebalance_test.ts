@@ -4,6 +4,7 @@
  * die, so the shared services are used.
  */
 import assert from "node:assert/strict";
+import { dlqTopic } from "../../lib/dead_letter.ts";
 import {
   BROKERS,
   createTestDatabase,
@@ -79,7 +80,7 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
     const { userEvents, orderEvents } = seededEvents(seed, USERS, ORDERS);
     const expected = referenceState(userEvents, orderEvents);
     const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
-    const dlq = await topicSize(`${env.USERS_TOPIC}.dlq`) + await topicSize(`${env.ORDERS_TOPIC}.dlq`);
+    const dlq = await topicSize(dlqTopic(env.USERS_TOPIC)) + await topicSize(dlqTopic(env.ORDERS_TOPIC));
     const joins = (log: string) => log.match(/joined group/g)?.length ?? 0;
     report("rebalance", {
       seed,

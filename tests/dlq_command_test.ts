@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { loadConsumeConfig } from "../lib/config.ts";
-import { DLQ_HEADERS } from "../lib/dead_letter.ts";
-import { dlqTopicsOf, formatDlqRecord, parseDlqArgs, REPLAYED_FROM_HEADER, replayMessage } from "../lib/dlq.ts";
+import { DLQ_HEADERS, dlqTopic } from "../lib/dead_letter.ts";
+import { dlqTopicsOf, formatDlqRecord, parseDlqArgs, REPLAYED_FROM_HEADER, replayMessage } from "../lib/dlq_command.ts";
 import {
   createTestDatabase,
   pipelineNames,
@@ -117,7 +117,7 @@ Deno.test("every bad record lands in the DLQ with a reason and its source; dlq l
     await publishRaw(env.ORDERS_TOPIC, 5, badOrders);
     const consumed = await runCommand("consume", ["--idle-timeout", "1"], env);
     assert.equal(consumed.code, 0, consumed.stderr);
-    const dlqTopics = [`${env.USERS_TOPIC}.dlq`, `${env.ORDERS_TOPIC}.dlq`];
+    const dlqTopics = [dlqTopic(env.USERS_TOPIC), dlqTopic(env.ORDERS_TOPIC)];
     const userDlq = await readTopic(dlqTopics[0], badUsers.length);
     const orderDlq = await readTopic(dlqTopics[1], badOrders.length);
     const inDlq = [...userDlq, ...orderDlq];
@@ -225,7 +225,7 @@ Deno.test("every bad record lands in the DLQ with a reason and its source; dlq l
 
 Deno.test("dlq list on topics that were never dead-lettered to prints nothing and exits at once", async () => {
   const env = pipelineNames("postgres://unused@localhost:5432/unused");
-  await publishRaw(`${env.USERS_TOPIC}.dlq`, 1, []);
+  await publishRaw(dlqTopic(env.USERS_TOPIC), 1, []);
   const listed = await runCommand("consume", ["dlq", "list", "--group", uniqueName("g")], env);
   assert.equal(listed.code, 0, listed.stderr);
   assert.equal(listed.stdout, "");

@@ -9,11 +9,13 @@
 import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
-import { ConfigError, type ConsumeConfig, loadConsumeConfig } from "./config.ts";
+import { ConfigError, type ConsumeConfig, DEFAULTS, loadConsumeConfig } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./dead_letter.ts";
-import { createKafka, createPublisher, routeProcessWarnings, type TopicMessages } from "./kafka_admin.ts";
-import { commandLogger, createLogger, type Logger } from "./log.ts";
-import { describeError, isKafkaOutage, retry } from "./retry.ts";
+import { createKafka } from "./kafka_admin.ts";
+import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
+import { commandLogger, createLogger, type Logger, routeProcessWarnings } from "./log.ts";
+import { describeError, isKafkaOutage } from "./errors.ts";
+import { retry } from "./retry.ts";
 
 /** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
 export const REPLAYED_FROM_HEADER = "dlq.replayed.from";
@@ -343,11 +345,10 @@ export async function replayDlq(
         }
         const topicMessages: TopicMessages[] = [...bySource].map(([topic, messages]) => ({ topic, messages }));
         if (!dryRun && topicMessages.length > 0) {
-          await retry(() => producer.sendBatch({ topicMessages, acks: -1 }), {
-            what: `republishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(", ")}`,
-            isRetriable: isKafkaOutage,
-            onRetry: (error, attempt, delayMs) =>
-              logger.warn("replay send failed, retrying", { attempt, retryInMs: delayMs, error: describeError(error) }),
+          await writeWithRetry(producer, topicMessages, {
+            maxAttempts: DEFAULTS.maxAttempts,
+            backoffMs: DEFAULTS.retryBackoffMs,
+            logger,
           });
         }
         for (const { topic, messages } of topicMessages) {

@@ -1,0 +1,131 @@
+/** Unit tests of the failure taxonomy (lib/errors.ts): what is a record's fault, an outage, fatal. */
+import assert from "node:assert/strict";
+import {
+  classifyDatabaseError,
+  describeError,
+  isKafkaAuthError,
+  isKafkaJSError,
+  isKafkaOutage,
+} from "../lib/errors.ts";
+
+/** An error shaped like postgres.js's PostgresError or a socket error. */
+function dbError(code: string, message = "boom"): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+// ---- classifyDatabaseError ------------------------------------------------------------------
+
+Deno.test("data and integrity violations belong to the record", () => {
+  for (const code of ["23505", "23503", "22001", "22003", "23502", "22P02", "22007"]) {
+    assert.equal(classifyDatabaseError(dbError(code)), "record", code);
+    assert.equal(classifyDatabaseError({ code }), "record", `${code} on a plain object`);
+  }
+});
+
+Deno.test("serialization failures and deadlocks are transient", () => {
+  assert.equal(classifyDatabaseError({ code: "40001" }), "transient");
+  assert.equal(classifyDatabaseError({ code: "40P01" }), "transient");
+  assert.equal(classifyDatabaseError(dbError("40P01")), "transient");
+});
+
+Deno.test("connection, resource, shutdown and read-only failures are outages", () => {
+  for (const code of ["08006", "08001", "08P01", "53300", "53100", "57P01", "57P03", "25006"]) {
+    assert.equal(classifyDatabaseError({ code }), "outage", code);
+  }
+});
+
+Deno.test("socket errors are outages", () => {
+  for (
+    const code of [
+      "ECONNREFUSED",
+      "ECONNRESET",
+      "ETIMEDOUT",
+      "CONNECTION_CLOSED",
+      "CONNECTION_ENDED",
+      "CONNECT_TIMEOUT",
+    ]
+  ) {
+    assert.equal(classifyDatabaseError(dbError(code)), "outage", code);
+  }
+});
+
+Deno.test("a dropped table, a refused login, a missing database, an internal error and errors without an SQLSTATE are fatal", () => {
+  for (const code of ["42P01", "42703", "42601", "28P01", "28000", "3D000", "XX000", "58030", "25001", "57014"]) {
+    assert.equal(classifyDatabaseError({ code }), "fatal", code);
+  }
+  assert.equal(classifyDatabaseError(new Error("no code at all")), "fatal");
+  assert.equal(classifyDatabaseError(new TypeError("x is undefined")), "fatal", "a bug of ours");
+  assert.equal(classifyDatabaseError({}), "fatal");
+  assert.equal(classifyDatabaseError(null), "fatal");
+  assert.equal(classifyDatabaseError(undefined), "fatal");
+  assert.equal(classifyDatabaseError("text"), "fatal");
+  assert.equal(classifyDatabaseError({ code: 23505 }), "fatal", "a numeric code is not an SQLSTATE");
+  assert.equal(classifyDatabaseError({ code: "UNDEFINED_VALUE" }), "fatal", "a postgres.js client error");
+});
+
+Deno.test("the classification never reads the message text", () => {
+  assert.equal(classifyDatabaseError(dbError("08006", "duplicate key value violates unique constraint")), "outage");
+  assert.equal(classifyDatabaseError(dbError("23505", "connection refused")), "record");
+});
+
+// ---- Kafka ----------------------------------------------------------------------------------
+
+Deno.test("Kafka connection errors and retriable errors are outages", () => {
+  assert.equal(isKafkaOutage({ name: "KafkaJSConnectionError" }), true);
+  assert.equal(isKafkaOutage({ name: "KafkaJSRequestTimeoutError" }), true);
+  assert.equal(isKafkaOutage({ name: "KafkaJSNumberOfRetriesExceeded" }), true);
+  assert.equal(isKafkaOutage({ name: "KafkaJSError", retriable: true }), true);
+  assert.equal(isKafkaOutage({ retriable: true }), true);
+});
+
+Deno.test("a Kafka outage wrapped as the cause of another error is still an outage", () => {
+  assert.equal(
+    isKafkaOutage({ name: "KafkaJSNonRetriableError", retriable: false, cause: { name: "KafkaJSConnectionError" } }),
+    true,
+  );
+});
+
+Deno.test("SASL authentication failures are not outages, even when marked retriable", () => {
+  const sasl = { name: "KafkaJSSASLAuthenticationError", retriable: false };
+  assert.equal(isKafkaOutage(sasl), false);
+  assert.equal(isKafkaAuthError(sasl), true);
+  assert.equal(isKafkaOutage({ name: "KafkaJSSASLAuthenticationError", retriable: true }), false);
+  assert.equal(isKafkaOutage({ type: "SASL_AUTHENTICATION_FAILED", retriable: true }), false);
+  assert.equal(isKafkaOutage({ type: "TOPIC_AUTHORIZATION_FAILED" }), false);
+  // kafkajs wraps non-retriable errors in KafkaJSNonRetriableError with the SASL error as cause.
+  assert.equal(isKafkaOutage({ name: "KafkaJSNonRetriableError", retriable: false, cause: sasl }), false);
+});
+
+Deno.test("other Kafka errors, and no error, are not outages", () => {
+  assert.equal(
+    isKafkaOutage({ name: "KafkaJSProtocolError", retriable: false, type: "INVALID_TOPIC_EXCEPTION" }),
+    false,
+  );
+  assert.equal(isKafkaOutage(new TypeError("bug")), false);
+  assert.equal(isKafkaOutage(null), false);
+  assert.equal(isKafkaOutage(undefined), false);
+});
+
+// ---- describeError --------------------------------------------------------------------------
+
+Deno.test("describeError gives the name, the code and the first message line", () => {
+  assert.equal(describeError(dbError("23505", "duplicate key\nDETAIL: Key (id)=(x)")), "Error 23505: duplicate key");
+  assert.equal(describeError(new TypeError("bad")), "TypeError: bad");
+  assert.equal(describeError("plain text"), "plain text");
+  const wrapped = Object.assign(new Error("retries exceeded"), { name: "KafkaJSNumberOfRetriesExceeded" });
+  (wrapped as { cause?: unknown }).cause = Object.assign(new Error("Connection error: refused"), {
+    name: "KafkaJSConnectionError",
+  });
+  assert.equal(
+    describeError(wrapped),
+    "KafkaJSNumberOfRetriesExceeded: retries exceeded: KafkaJSConnectionError: Connection error: refused",
+  );
+});
+
+Deno.test("kafkajs' own errors are told apart from ours by their KafkaJS name", () => {
+  assert.equal(isKafkaJSError({ name: "KafkaJSProtocolError", type: "REBALANCE_IN_PROGRESS" }), true);
+  assert.equal(isKafkaJSError({ name: "KafkaJSConnectionError" }), true);
+  assert.equal(isKafkaJSError(new Error("x")), false);
+  assert.equal(isKafkaJSError({ name: "DeadLetterError" }), false);
+  assert.equal(isKafkaJSError(null), false);
+});
