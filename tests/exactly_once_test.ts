@@ -244,3 +244,34 @@ Deno.test("a DLQ write Kafka refuses for good ends the run with exit 1 naming th
     await db.drop();
   }
 });
+
+Deno.test("a serialization failure (40001) rolls the batch back and the retry applies it once: no DLQ record, one offset advance", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    await ensureSchema(db.sql as never);
+    // Test-only: the first insert into users fails as a serialization failure would. A sequence
+    // is not rolled back with the transaction, so the retry goes through.
+    await db.sql.unsafe(`
+      create sequence test_fail_once;
+      create function test_fail_once() returns trigger language plpgsql as $$
+      begin
+        if nextval('test_fail_once') = 1 then
+          raise exception 'forced serialization failure' using errcode = '40001';
+        end if;
+        return new;
+      end $$;
+      create trigger test_fail_once before insert on users for each row execute function test_fail_once();`);
+    const ids = Array.from({ length: 20 }, (_, i) => `6f1c1b8e-3a57-4d0e-9d0a-${String(i).padStart(12, "0")}`);
+    await publishRaw(env.USERS_TOPIC, 1, ids.map((id) => ({ key: id, value: create(id) })));
+    const run = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /waiting for PostgreSQL.*40001/);
+    assert.match(run.stderr, /done .*batches=1 retries=1\b/);
+    assert.equal((await readTables(db.sql)).users.size, 20);
+    assert.equal(await topicSize(dlqTopic(env.USERS_TOPIC)), 0);
+    assert.deepEqual(await storedOffsets(db.sql), [`${env.USERS_TOPIC}:0=20`]);
+  } finally {
+    await db.drop();
+  }
+});
