@@ -43,7 +43,7 @@ case "${BASH_REMATCH[1]}" in
   3)
     KAFKA_LOGGING_PROFILE=log4j1
     KAFKA_SERVER_LOGGING="-Dlog4j.configuration=file:$ROOT/scripts/kafka/log4j.properties"
-    KAFKA_TOOLS_LOGGING="$KAFKA_SERVER_LOGGING"
+    KAFKA_TOOLS_LOGGING="-Dlog4j.configuration=file:$ROOT/scripts/kafka/tools-log4j.properties"
     KAFKA_CONFIG_COMMAND=kafka.admin.ConfigCommand ;;
   4)
     KAFKA_LOGGING_PROFILE=log4j2
