@@ -11,7 +11,8 @@
 #
 # KAFKA_VERSION picks the Kafka release (default: kafka.version in scripts/kafka/pom.xml);
 # 4.x logs through log4j2, 3.x through reload4j. A service already reachable at its address is
-# reused and never stopped by `down`; the tools resolve whatever started the broker.
+# reused and never stopped by `down`, and one on another host named by KAFKA_BROKERS /
+# DATABASE_URL is used as it is; the tools resolve whatever started the broker.
 #
 # The single broker also listens with SASL on localhost:$((KAFKA_PORT + 2)) (9094 by default),
 # SASL_PLAINTEXT with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, for user KAFKA_SASL_USER /
@@ -22,7 +23,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${CDC_DATA_DIR:-$ROOT/.data}"
 KAFKA_VERSION="${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")}"
 KAFKA_LIBS="$ROOT/.cache/kafka-$KAFKA_VERSION/libs"
+KAFKA_PORT_ASKED="${KAFKA_PORT:-}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
+PG_PORT_ASKED="${PG_PORT:-}"
 PG_PORT="${PG_PORT:-5432}"
 PG_DB="${PG_DB:-cdc_db}"
 PG_PASSWORD="${PG_PASSWORD:-postgres}"
@@ -56,6 +59,24 @@ esac
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# The host the commands reach when KAFKA_BROKERS / DATABASE_URL name another machine (a remote
+# cluster): that service is used as it is and nothing is started here, unless KAFKA_PORT /
+# PG_PORT ask for a local one (as the fault suite does). Empty for this machine.
+remote_host() {
+  local host="$1"
+  case "$host" in "" | localhost | 127.0.0.1 | "[::1]") return 0 ;; *) echo "$host" ;; esac
+}
+kafka_remote_host() {
+  [[ -z "$KAFKA_PORT_ASKED" ]] || return 0
+  local first="${KAFKA_BROKERS:-}"
+  first="${first%%,*}"
+  remote_host "${first%:*}"
+}
+pg_remote_host() {
+  [[ -z "$PG_PORT_ASKED" ]] || return 0
+  remote_host "$(sed -E 's#^[a-z]+://([^@/]*@)?(\[[^]]*\]|[^:/?]*).*#\2#' <<<"${DATABASE_URL:-}")"
+}
 
 # ---------------------------------------------------------------- Kafka
 
@@ -198,7 +219,9 @@ stop_pidfile() {
 }
 
 kafka_up() {
-  local dir="$DATA/kafka/node1"
+  local dir="$DATA/kafka/node1" remote
+  remote="$(kafka_remote_host)"
+  if [[ -n "$remote" ]]; then log "using the Kafka on $remote that KAFKA_BROKERS names; none started here"; return; fi
   if pid_alive "$dir/pid"; then kafka_wait_ready "$dir" "$KAFKA_PORT"; return; fi
   if port_open "$KAFKA_PORT"; then log "reusing the Kafka already listening on localhost:$KAFKA_PORT"; return; fi
   kafka_resolve_jars
@@ -283,7 +306,9 @@ pg_reachable() {
 }
 
 pg_up() {
-  local dir="$DATA/postgres"
+  local dir="$DATA/postgres" remote
+  remote="$(pg_remote_host)"
+  if [[ -n "$remote" ]]; then log "using the PostgreSQL on $remote that DATABASE_URL names; none started here"; return; fi
   if [[ -f "$dir/data/postmaster.pid" ]] && pg_reachable; then pg_ensure_db; return; fi
   if port_open "$PG_PORT"; then
     pg_reachable || die "a server on localhost:$PG_PORT refuses user postgres with the configured password; stop it or set DATABASE_URL"

@@ -110,6 +110,23 @@ Deno.test("services up is idempotent: a second run reuses the running services",
   assert.match(status.stdout, /^postgres .*(running|reachable)/m);
 });
 
+Deno.test("services up starts nothing for a Kafka and a PostgreSQL on another host, named by KAFKA_BROKERS and DATABASE_URL", async () => {
+  const dataDir = `${ROOT}.data/${uniqueName("remote")}`;
+  const run = await runServices(["up", "kafka", "postgres"], {
+    KAFKA_BROKERS: "kafka-1.example.invalid:9092,kafka-2.example.invalid:9092",
+    DATABASE_URL: "postgres://cdc:secret@db.example.invalid:5432/cdc_db?sslmode=require",
+    // Empty, as when unset: a port given here would ask for a local service.
+    KAFKA_PORT: "",
+    PG_PORT: "",
+    CDC_DATA_DIR: dataDir,
+  });
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /using the Kafka on kafka-1\.example\.invalid that KAFKA_BROKERS names/);
+  assert.match(run.stderr, /using the PostgreSQL on db\.example\.invalid that DATABASE_URL names/);
+  assert.doesNotMatch(run.stderr, /starting|reusing|secret/);
+  await assert.rejects(Deno.stat(dataDir), Deno.errors.NotFound);
+});
+
 Deno.test("a checkout that did not start the broker resolves Kafka's Java tools and produces with ProducerPerformance", async () => {
   // A fresh checkout: its own scripts, no jars in its .cache, no services of its own.
   const checkout = `${await Deno.makeTempDir({ prefix: "cdc-checkout-" })}/`;
