@@ -312,8 +312,9 @@ async function javaProducerPerf(records: number, recordSize: number): Promise<nu
   await admin.disconnect();
   // The broker may have been started elsewhere (another checkout, docker compose), so the
   // tools' jars are resolved here, outside the phase's time limit.
-  const resolved = await new Deno.Command("bash", { args: [SERVICES, "tools"], stderr: "piped" }).output();
-  if (!resolved.success) throw new Error(new TextDecoder().decode(resolved.stderr).trim());
+  const resolved = await new Deno.Command("bash", { args: [SERVICES, "tools"], stdout: "null", stderr: "inherit" })
+    .output();
+  if (!resolved.success) throw new Error(`scripts/services.sh tools could not resolve Kafka ${KAFKA_VERSION}'s tools`);
   const out = await new Deno.Command("timeout", {
     args: [
       String(PHASE_TIMEOUT_S),
