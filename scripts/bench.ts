@@ -32,6 +32,7 @@ const BASELINE_EVENTS = Math.min(EVENTS, QUICK ? 2_000 : 10_000);
 /** Seconds a phase may take before the run gives up; generous for a noisy shared machine. */
 const PHASE_TIMEOUT_S = Math.max(120, EVENTS / 2_000);
 const ROOT = new URL("..", import.meta.url).pathname;
+const SERVICES = `${ROOT}scripts/services.sh`;
 const BROKERS = Deno.env.get("KAFKA_BROKERS") ?? DEFAULTS.brokers;
 const ADMIN_URL = Deno.env.get("DATABASE_URL") ?? DEFAULTS.databaseUrl;
 const RUN = `bench_${Date.now().toString(36)}`;
@@ -298,14 +299,17 @@ async function javaProducerPerf(records: number, recordSize: number): Promise<nu
   await admin.connect();
   await admin.createTopics({ topics: [{ topic: JAVA_TOPIC, numPartitions: 8 }], waitForLeaders: true });
   await admin.disconnect();
+  // The broker may have been started elsewhere (another checkout, docker compose), so the
+  // tools' jars are resolved here, outside the phase's time limit.
+  const resolved = await new Deno.Command("bash", { args: [SERVICES, "tools"], stdout: "null", stderr: "inherit" })
+    .output();
+  if (!resolved.success) throw new Error(`scripts/services.sh tools could not resolve Kafka ${KAFKA_VERSION}'s tools`);
   const out = await new Deno.Command("timeout", {
     args: [
       String(PHASE_TIMEOUT_S),
-      "java",
-      "-Xmx512m",
-      "-cp",
-      `${ROOT}.cache/kafka-${KAFKA_VERSION}/libs/*`,
-      `-Dlog4j.configuration=file:${ROOT}scripts/kafka/log4j.properties`,
+      "bash",
+      SERVICES,
+      "tool",
       "org.apache.kafka.tools.ProducerPerformance",
       "--topic",
       JAVA_TOPIC,
@@ -453,7 +457,8 @@ async function cleanUp(): Promise<void> {
 }
 
 const pom = await Deno.readTextFile(`${ROOT}scripts/kafka/pom.xml`);
-const KAFKA_VERSION = /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1];
+/** The Kafka release of the Java tools, as scripts/services.sh picks it. */
+const KAFKA_VERSION = Deno.env.get("KAFKA_VERSION") || /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1];
 const timed = async <T>(phase: string, run: () => Promise<T>): Promise<T> => {
   progress(`${phase}...`);
   const started = performance.now();

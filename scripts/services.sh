@@ -6,8 +6,13 @@
 #   scripts/services.sh down [kafka|postgres|cluster]...   stop what this script started
 #   scripts/services.sh status                             one line per service
 #   scripts/services.sh stop-node N / start-node N         one broker of the 3-node cluster
+#   scripts/services.sh tools                              resolve the Kafka Java tools' jars
+#   scripts/services.sh tool CLASS [ARG]...                run one of them, e.g. ProducerPerformance
 #
-# A service already reachable at its address is reused and never stopped by `down`.
+# KAFKA_VERSION picks the Kafka release (default: kafka.version in scripts/kafka/pom.xml);
+# 4.x logs through log4j2, 3.x through reload4j. A service already reachable at its address is
+# reused and never stopped by `down`, and one on another host named by KAFKA_BROKERS /
+# DATABASE_URL is used as it is; the tools resolve whatever started the broker.
 #
 # The single broker also listens with SASL on localhost:$((KAFKA_PORT + 2)) (9094 by default),
 # SASL_PLAINTEXT with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, for user KAFKA_SASL_USER /
@@ -16,9 +21,11 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${CDC_DATA_DIR:-$ROOT/.data}"
-KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")"
+KAFKA_VERSION="${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")}"
 KAFKA_LIBS="$ROOT/.cache/kafka-$KAFKA_VERSION/libs"
+KAFKA_PORT_ASKED="${KAFKA_PORT:-}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
+PG_PORT_ASKED="${PG_PORT:-}"
 PG_PORT="${PG_PORT:-5432}"
 PG_DB="${PG_DB:-cdc_db}"
 PG_PASSWORD="${PG_PASSWORD:-postgres}"
@@ -31,9 +38,45 @@ START_TIMEOUT_S="${START_TIMEOUT_S:-120}"
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { printf 'services: error: %s\n' "$*" >&2; exit 1; }
 
+[[ "$KAFKA_VERSION" =~ ^([0-9]+)\.[0-9]+\.[0-9]+$ ]] ||
+  die "KAFKA_VERSION=$KAFKA_VERSION is not an Apache Kafka release number such as 4.4.0 or 3.9.1"
+# What differs between the lines: the logging backend (a Maven profile), its configuration,
+# and where ConfigCommand lives (moved from core to the tools in 4.0).
+case "${BASH_REMATCH[1]}" in
+  3)
+    KAFKA_LOGGING_PROFILE=log4j1
+    KAFKA_SERVER_LOGGING="-Dlog4j.configuration=file:$ROOT/scripts/kafka/log4j.properties"
+    KAFKA_TOOLS_LOGGING="-Dlog4j.configuration=file:$ROOT/scripts/kafka/tools-log4j.properties"
+    KAFKA_CONFIG_COMMAND=kafka.admin.ConfigCommand ;;
+  4)
+    KAFKA_LOGGING_PROFILE=log4j2
+    KAFKA_SERVER_LOGGING="-Dlog4j2.configurationFile=$ROOT/scripts/kafka/log4j2.yaml"
+    KAFKA_TOOLS_LOGGING="-Dlog4j2.configurationFile=$ROOT/scripts/kafka/tools-log4j2.yaml"
+    KAFKA_CONFIG_COMMAND=org.apache.kafka.tools.ConfigCommand ;;
+  *) die "KAFKA_VERSION=$KAFKA_VERSION: this script runs the Kafka 3.x and 4.x lines (tested: 3.9.1 and 4.4.0)" ;;
+esac
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# The host the commands reach when KAFKA_BROKERS / DATABASE_URL name another machine (a remote
+# cluster): that service is used as it is and nothing is started here, unless KAFKA_PORT /
+# PG_PORT ask for a local one (as the fault suite does). Empty for this machine.
+remote_host() {
+  local host="$1"
+  case "$host" in "" | localhost | 127.0.0.1 | "[::1]") return 0 ;; *) echo "$host" ;; esac
+}
+kafka_remote_host() {
+  [[ -z "$KAFKA_PORT_ASKED" ]] || return 0
+  local first="${KAFKA_BROKERS:-}"
+  first="${first%%,*}"
+  remote_host "${first%:*}"
+}
+pg_remote_host() {
+  [[ -z "$PG_PORT_ASKED" ]] || return 0
+  remote_host "$(sed -E 's#^[a-z]+://([^@/]*@)?(\[[^]]*\]|[^:/?]*).*#\2#' <<<"${DATABASE_URL:-}")"
+}
 
 # ---------------------------------------------------------------- Kafka
 
@@ -42,16 +85,15 @@ kafka_resolve_jars() {
   command -v mvn >/dev/null || die "mvn not found: Maven is needed to fetch Kafka $KAFKA_VERSION"
   log "resolving Apache Kafka $KAFKA_VERSION jars with Maven into ${KAFKA_LIBS#"$ROOT"/}"
   mkdir -p "$KAFKA_LIBS"
-  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory="$KAFKA_LIBS" >"$KAFKA_LIBS/../mvn.log" 2>&1 ||
+  mvn -q -B -f "$ROOT/scripts/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" -P "$KAFKA_LOGGING_PROFILE" \
+    dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS" >"$KAFKA_LIBS/../mvn.log" 2>&1 ||
     die "Maven could not resolve Kafka $KAFKA_VERSION; see ${KAFKA_LIBS%/libs}/mvn.log"
   touch "$KAFKA_LIBS/.complete"
 }
 
 kafka_java() {
   local heap="$1"; shift
-  java "-Xmx$heap" -Xms128m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$ROOT/scripts/kafka/log4j.properties" \
+  java "-Xmx$heap" -Xms128m -XX:+UseG1GC -Djava.awt.headless=true "$KAFKA_TOOLS_LOGGING" \
     -cp "$KAFKA_LIBS/*" "$@"
 }
 
@@ -110,7 +152,7 @@ kafka_add_scram_user() {
   local dir="$1" port="$2" mechanism
   : >"$dir/scram.log"
   for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
-    kafka_java 256m kafka.admin.ConfigCommand --bootstrap-server "localhost:$port" --alter \
+    kafka_java 256m "$KAFKA_CONFIG_COMMAND" --bootstrap-server "localhost:$port" --alter \
       --entity-type users --entity-name "$KAFKA_SASL_USER" \
       --add-config "$mechanism=[password=$KAFKA_SASL_SECRET]" >>"$dir/scram.log" 2>&1 || {
       log "warning: adding the $mechanism user $KAFKA_SASL_USER failed (PLAIN still works); see $dir/scram.log"
@@ -120,8 +162,20 @@ kafka_add_scram_user() {
   log "Kafka accepts SASL (PLAIN, SCRAM-SHA-256/512) for user $KAFKA_SASL_USER on localhost:$((port + 2))"
 }
 
+# A newer Kafka reads what an older one wrote (the upgrade path), not the reverse: refuse that in
+# one line rather than leave it to the broker's log. Data from before this record is 3.9.1's.
+kafka_check_data_version() {
+  local dir="$1" written
+  [[ -f "$dir/data/meta.properties" ]] || return 0
+  written="$(cat "$dir/kafka.version" 2>/dev/null || echo 3.9.1)"
+  if [[ "$(printf '%s\n' "$written" "$KAFKA_VERSION" | sort -V | tail -1)" != "$KAFKA_VERSION" ]]; then
+    die "${dir#"$ROOT"/}/data was written by Kafka $written, which Kafka $KAFKA_VERSION cannot read: use KAFKA_VERSION=$written, or another CDC_DATA_DIR"
+  fi
+}
+
 kafka_start_node() {
   local dir="$1" port="$2"
+  kafka_check_data_version "$dir"
   if [[ ! -f "$dir/data/meta.properties" ]]; then
     local cluster_id
     cluster_id="$(cat "$dir/../cluster.id" 2>/dev/null || true)"
@@ -134,9 +188,10 @@ kafka_start_node() {
   fi
   log "starting Kafka $KAFKA_VERSION on localhost:$port (log: ${dir#"$ROOT"/}/kafka.log)"
   nohup bash -c 'exec "$@"' _ java -Xmx768m -Xms256m -XX:+UseG1GC -Djava.awt.headless=true \
-    -Dlog4j.configuration="file:$ROOT/scripts/kafka/log4j.properties" -Dkafka.logs.dir="$dir" \
+    "$KAFKA_SERVER_LOGGING" -Dkafka.logs.dir="$dir" \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
   echo $! >"$dir/pid"
+  echo "$KAFKA_VERSION" >"$dir/kafka.version"
 }
 
 kafka_wait_ready() {
@@ -164,7 +219,9 @@ stop_pidfile() {
 }
 
 kafka_up() {
-  local dir="$DATA/kafka/node1"
+  local dir="$DATA/kafka/node1" remote
+  remote="$(kafka_remote_host)"
+  if [[ -n "$remote" ]]; then log "using the Kafka on $remote that KAFKA_BROKERS names; none started here"; return; fi
   if pid_alive "$dir/pid"; then kafka_wait_ready "$dir" "$KAFKA_PORT"; return; fi
   if port_open "$KAFKA_PORT"; then log "reusing the Kafka already listening on localhost:$KAFKA_PORT"; return; fi
   kafka_resolve_jars
@@ -249,7 +306,9 @@ pg_reachable() {
 }
 
 pg_up() {
-  local dir="$DATA/postgres"
+  local dir="$DATA/postgres" remote
+  remote="$(pg_remote_host)"
+  if [[ -n "$remote" ]]; then log "using the PostgreSQL on $remote that DATABASE_URL names; none started here"; return; fi
   if [[ -f "$dir/data/postmaster.pid" ]] && pg_reachable; then pg_ensure_db; return; fi
   if port_open "$PG_PORT"; then
     pg_reachable || die "a server on localhost:$PG_PORT refuses user postgres with the configured password; stop it or set DATABASE_URL"
@@ -315,7 +374,8 @@ pg_down() {
 
 status() {
   local name state
-  if pid_alive "$DATA/kafka/node1/pid"; then state="running (started here, pid $(cat "$DATA/kafka/node1/pid"))"
+  if pid_alive "$DATA/kafka/node1/pid"; then
+    state="running (started here, pid $(cat "$DATA/kafka/node1/pid"), Kafka $(cat "$DATA/kafka/node1/kafka.version" 2>/dev/null || echo 3.9.1))"
   elif port_open "$KAFKA_PORT"; then state="reachable (not started here)"
   else state="stopped"; fi
   echo "kafka      localhost:$KAFKA_PORT  $state"
@@ -346,5 +406,10 @@ case "$command" in
   status) status ;;
   stop-node) stop_pidfile "cluster broker $1" "$DATA/kafka-cluster/node$1/pid" ;;
   start-node) cluster_node_start "$1"; kafka_wait_ready "$DATA/kafka-cluster/node$1" "${CLUSTER_PORTS[$(($1 - 1))]}" ;;
-  *) die "unknown command: $command (use up, down, status, stop-node N, start-node N)" ;;
+  tools) kafka_resolve_jars ;;
+  tool)
+    [[ -n "${1:-}" ]] || die "tool needs a Java class, e.g. tool org.apache.kafka.tools.ProducerPerformance --help"
+    kafka_resolve_jars
+    kafka_java 512m "$@" ;;
+  *) die "unknown command: $command (use up, down, status, stop-node N, start-node N, tools, tool CLASS ARG...)" ;;
 esac

@@ -15,6 +15,9 @@ stop_started() {
   # a fault test was interrupted before its finally.
   CDC_DATA_DIR="$ROOT/.data/faults" KAFKA_PORT=28092 PG_PORT=25432 \
     scripts/services.sh down kafka postgres cluster >/dev/null 2>&1 || true
+  # Likewise the Kafka 3.9 broker of tests/kafka39_test.ts.
+  CDC_DATA_DIR="$ROOT/.data/kafka39" KAFKA_PORT=29092 KAFKA_VERSION=3.9.1 \
+    scripts/services.sh down kafka >/dev/null 2>&1 || true
 }
 trap stop_started EXIT
 scripts/services.sh up kafka postgres

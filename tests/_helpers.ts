@@ -129,6 +129,18 @@ export async function runCommand(
   return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
 }
 
+/** Runs `scripts/services.sh <args>` of the checkout at `root` with `env` added to the environment. */
+export async function runServices(args: string[], env: Record<string, string> = {}, root = ROOT): Promise<RunResult> {
+  const output = await new Deno.Command("bash", {
+    args: [`${root}scripts/services.sh`, ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+}
+
 function definedOnly(env: Record<string, string | undefined>): Record<string, string> {
   return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
 }

@@ -2,10 +2,19 @@
 import assert from "node:assert/strict";
 import { DEFAULTS, loadProduceConfig } from "../lib/config.ts";
 import { createKafka, createTopic } from "../lib/kafka_admin.ts";
-import { createPublisher, writeWithRetry } from "../lib/publisher.ts";
 import { createLogger } from "../lib/log.ts";
+import { createPublisher, writeWithRetry } from "../lib/publisher.ts";
 import { connectDatabase } from "../lib/sink.ts";
-import { ADMIN_DATABASE_URL, BROKERS, readTopic, ROOT, uniqueName } from "./_helpers.ts";
+import {
+  ADMIN_DATABASE_URL,
+  BROKERS,
+  readTopic,
+  ROOT,
+  runServices,
+  testKafka,
+  topicSize,
+  uniqueName,
+} from "./_helpers.ts";
 
 const quietLogger = createLogger({ component: "test", write: () => {} });
 
@@ -106,17 +115,75 @@ Deno.test("compose.yaml offers the services on the ports and credentials of the 
 });
 
 Deno.test("services up is idempotent: a second run reuses the running services", async () => {
-  const run = await new Deno.Command("bash", {
-    args: [`${ROOT}scripts/services.sh`, "up", "kafka", "postgres"],
-    stderr: "piped",
-  })
-    .output();
-  const stderr = new TextDecoder().decode(run.stderr);
-  assert.equal(run.code, 0, stderr);
-  assert.doesNotMatch(stderr, /starting Kafka|starting PostgreSQL|initialising/);
-  const status = await new Deno.Command("bash", { args: [`${ROOT}scripts/services.sh`, "status"], stdout: "piped" })
-    .output();
-  const lines = new TextDecoder().decode(status.stdout);
-  assert.match(lines, /^kafka .*(running|reachable)/m);
-  assert.match(lines, /^postgres .*(running|reachable)/m);
+  const run = await runServices(["up", "kafka", "postgres"]);
+  assert.equal(run.code, 0, run.stderr);
+  assert.doesNotMatch(run.stderr, /starting Kafka|starting PostgreSQL|initialising/);
+  const status = await runServices(["status"]);
+  assert.match(status.stdout, /^kafka .*(running|reachable)/m);
+  assert.match(status.stdout, /^postgres .*(running|reachable)/m);
+});
+
+Deno.test("services up starts nothing for a Kafka and a PostgreSQL on another host, named by KAFKA_BROKERS and DATABASE_URL", async () => {
+  const dataDir = `${ROOT}.data/${uniqueName("remote")}`;
+  const run = await runServices(["up", "kafka", "postgres"], {
+    KAFKA_BROKERS: "kafka-1.example.invalid:9092,kafka-2.example.invalid:9092",
+    DATABASE_URL: "postgres://cdc:secret@db.example.invalid:5432/cdc_db?sslmode=require",
+    // Empty, as when unset: a port given here would ask for a local service.
+    KAFKA_PORT: "",
+    PG_PORT: "",
+    CDC_DATA_DIR: dataDir,
+  });
+  assert.equal(run.code, 0, run.stderr);
+  assert.match(run.stderr, /using the Kafka on kafka-1\.example\.invalid that KAFKA_BROKERS names/);
+  assert.match(run.stderr, /using the PostgreSQL on db\.example\.invalid that DATABASE_URL names/);
+  assert.doesNotMatch(run.stderr, /starting|reusing|secret/);
+  await assert.rejects(Deno.stat(dataDir), Deno.errors.NotFound);
+});
+
+Deno.test("a checkout that did not start the broker resolves Kafka's Java tools and produces with ProducerPerformance", async () => {
+  // A fresh checkout: its own scripts, no jars in its .cache, no services of its own.
+  const checkout = `${await Deno.makeTempDir({ prefix: "cdc-checkout-" })}/`;
+  const topic = uniqueName("java_tools");
+  const admin = testKafka().admin();
+  await admin.connect();
+  try {
+    await Deno.mkdir(`${checkout}scripts/kafka`, { recursive: true });
+    await Deno.copyFile(`${ROOT}scripts/services.sh`, `${checkout}scripts/services.sh`);
+    for await (const file of Deno.readDir(`${ROOT}scripts/kafka`)) {
+      await Deno.copyFile(`${ROOT}scripts/kafka/${file.name}`, `${checkout}scripts/kafka/${file.name}`);
+    }
+    const env = { KAFKA_PORT: BROKERS[0].split(":")[1], CDC_DATA_DIR: `${checkout}.data` };
+    const up = await runServices(["up", "kafka"], env, checkout);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stderr, /reusing the Kafka already listening/);
+
+    await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
+    const perf = await runServices(
+      [
+        "tool",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--topic",
+        topic,
+        "--num-records",
+        "500",
+        "--record-size",
+        "100",
+        "--throughput",
+        "-1",
+        "--producer-props",
+        `bootstrap.servers=${BROKERS.join(",")}`,
+        "acks=all",
+      ],
+      env,
+      checkout,
+    );
+    assert.equal(perf.code, 0, perf.stderr);
+    assert.match(perf.stderr, /resolving Apache Kafka \S+ jars/);
+    assert.match(perf.stdout, /^500 records sent/m);
+    assert.equal(await topicSize(topic), 500);
+  } finally {
+    await admin.deleteTopics({ topics: [topic] }).catch(() => {});
+    await admin.disconnect();
+    await Deno.remove(checkout, { recursive: true });
+  }
 });
