@@ -146,6 +146,8 @@ export interface WriteRetryOptions {
   logger: Logger;
   /** Called once per failed attempt that is retried, for the metrics. */
   onRetry?: () => void;
+  /** Stops retrying when it returns false (shutdown). @default always true */
+  keepGoing?: () => boolean;
 }
 
 /**
@@ -163,6 +165,7 @@ export async function writeWithRetry(
     maxAttempts: options.maxAttempts,
     baseMs: options.backoffMs,
     isRetriable: (error) => !isKafkaAuthError(error),
+    keepGoing: options.keepGoing,
     onRetry: (error, attempt, delayMs) => {
       options.onRetry?.();
       options.logger.warn(`send failed, retrying in ${delayMs} ms`, {

@@ -6,6 +6,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { CaptureStats } from "./capture.ts";
 import type { ConsumeStats } from "./consumer.ts";
 import type { Logger } from "./log.ts";
 import type { ProduceStats } from "./producer.ts";
@@ -278,6 +279,31 @@ export function produceMetrics(stats: ProduceStats): Registry {
     previous?.(sendMs);
     sendDuration.observe(sendMs / 1000);
   };
+  return registry;
+}
+
+/** The capture's metrics, read from `stats` at scrape time; hooks `stats.onSend` for the histogram. */
+export function captureMetrics(stats: CaptureStats): Registry {
+  const registry = produceMetrics(stats);
+  registry.counter({
+    name: "cdc_capture_changes_total",
+    help: "Row changes captured and acknowledged by Kafka, per table and Debezium op (r, c, u, d).",
+    collect: () =>
+      Object.entries(stats.captured).map(([key, value]) => {
+        const [table, op] = key.split(".");
+        return { labels: { table, op }, value };
+      }),
+  });
+  registry.gauge({
+    name: "cdc_capture_acknowledged_lsn",
+    help: "The slot position acknowledged to PostgreSQL (every change before it is in Kafka), as a byte offset.",
+    collect: () => [{ labels: {}, value: Number(stats.acknowledgedLsn) }],
+  });
+  registry.gauge({
+    name: "cdc_capture_slot_retained_wal_bytes",
+    help: "WAL the replication slot keeps on the server (current WAL position minus the slot's restart_lsn).",
+    collect: () => (stats.retainedWalBytes === null ? [] : [{ labels: {}, value: stats.retainedWalBytes }]),
+  });
   return registry;
 }
 
