@@ -193,7 +193,11 @@ class AckingPublisher {
     this.#chain = this.#chain.then(async () => {
       if (this.#failure) return;
       try {
-        if (records.length) await this.send(this.producer, byTopic(records));
+        if (records.length) {
+          const sendStarted = performance.now();
+          await this.send(this.producer, byTopic(records));
+          this.stats.onSend?.(performance.now() - sendStarted);
+        }
         for (const [key, n] of Object.entries(changes)) this.stats.captured[key] = (this.stats.captured[key] ?? 0) + n;
         for (const r of records) this.stats.published[r.topic] = (this.stats.published[r.topic] ?? 0) + 1;
         if (lsn !== null && lsn > this.stats.acknowledgedLsn) this.stats.acknowledgedLsn = lsn;
@@ -399,7 +403,11 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
           `(proto_version '1', publication_names '${config.publication}')`,
       ).writable() as unknown as Duplex;
       stats.connected.database = true;
-      logger.info(`streaming from slot ${config.slot}`, { from: formatLsn(stats.acknowledgedLsn) });
+      stats.retainedWalBytes = await retainedWal(sql, config.slot);
+      logger.info(`streaming from slot ${config.slot}`, {
+        from: formatLsn(stats.acknowledgedLsn),
+        retainedWalBytes: stats.retainedWalBytes,
+      });
       const sendStatus = () => stream.write(standbyStatusUpdate(stats.acknowledgedLsn, nowMicros()));
       statusTimer = setInterval(sendStatus, statusEveryS * 1000);
       await readStream(stream, sendStatus);
