@@ -38,7 +38,15 @@ import {
   standbyStatusUpdate,
 } from "./pgoutput.ts";
 import type { ProduceStats } from "./producer.ts";
-import { classifyDatabaseError, describeError, isDatabaseAuthError, isKafkaAuthError, retry, sleep } from "./retry.ts";
+import {
+  backoffDelay,
+  classifyDatabaseError,
+  describeError,
+  isDatabaseAuthError,
+  isKafkaAuthError,
+  retry,
+  sleep,
+} from "./retry.ts";
 import { connectDatabase, ensureSchema, type Sql } from "./sink.ts";
 import { VERSION } from "./version.ts";
 
@@ -158,6 +166,7 @@ class AckingPublisher {
   #completeLsn: Lsn | null = null;
   #chain: Promise<void> = Promise.resolve();
   #failure: { error: unknown } | undefined;
+  #inFlight = 0;
 
   constructor(
     readonly producer: Producer,
@@ -168,6 +177,11 @@ class AckingPublisher {
   /** Records waiting to be sent. */
   get pending(): number {
     return this.#pending.length;
+  }
+
+  /** Whether every record added so far is acknowledged by Kafka (nothing pending, nothing in flight). */
+  get settled(): boolean {
+    return this.#pending.length === 0 && this.#inFlight === 0;
   }
 
   /** Adds one change's records. */
@@ -190,6 +204,7 @@ class AckingPublisher {
     this.#pending = [];
     this.#pendingChanges = {};
     this.#completeLsn = null;
+    this.#inFlight++;
     this.#chain = this.#chain.then(async () => {
       if (this.#failure) return;
       try {
@@ -203,6 +218,8 @@ class AckingPublisher {
         if (lsn !== null && lsn > this.stats.acknowledgedLsn) this.stats.acknowledgedLsn = lsn;
       } catch (error) {
         this.#failure = { error };
+      } finally {
+        this.#inFlight--;
       }
     });
     return this.#chain.then(() => {
@@ -308,7 +325,8 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
   const publisher = new AckingPublisher(producer, stats, send);
   const topics = { users: encoder.topic(CAPTURED_TABLES.users), orders: encoder.topic(CAPTURED_TABLES.orders) };
   let snapshotRows = 0;
-  let reconnects = 0;
+  let streamsOpened = 0;
+  let failures = 0;
   const progress = async () => {
     stats.retainedWalBytes = await retainedWal(sql, config.slot).catch(() => stats.retainedWalBytes);
     const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
@@ -334,15 +352,21 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
         snapshotRows += await streamSession();
         break;
       } catch (error) {
-        stats.connected.database = false;
-        if (!databaseOutage(error) || stopping) throw error;
+        if (!databaseOutage(error)) throw error;
         publisher.discard();
-        reconnects++;
+        if (stopping) {
+          logger.warn("stopping while PostgreSQL is unreachable: changes after the last acknowledgement come again", {
+            error: describeError(error),
+          });
+          break;
+        }
+        failures = stats.connected.database ? 1 : failures + 1;
         logger.warn("waiting for PostgreSQL: the replication stream failed; resuming from the slot", {
           error: describeError(error),
           acknowledgedLsn: formatLsn(stats.acknowledgedLsn),
         });
-        await Promise.race([sleep(1_000 + Math.random() * 1_000), options.stopRequested]);
+        stats.connected.database = false;
+        await Promise.race([sleep(backoffDelay(failures, 500, 10_000)), options.stopRequested]);
       }
     }
   } finally {
@@ -360,7 +384,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
     snapshotRows,
     acknowledgedLsn: formatLsn(stats.acknowledgedLsn),
     retainedWalBytes: stats.retainedWalBytes,
-    reconnects,
+    reconnects: Math.max(0, streamsOpened - 1),
     elapsedS: Math.round(elapsedS * 1000) / 1000,
     changesPerS: Math.round(total / Math.max(elapsedS, 1e-6)),
   };
@@ -403,6 +427,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
           `(proto_version '1', publication_names '${config.publication}')`,
       ).writable() as unknown as Duplex;
       stats.connected.database = true;
+      streamsOpened++;
       stats.retainedWalBytes = await retainedWal(sql, config.slot);
       logger.info(`streaming from slot ${config.slot}`, {
         from: formatLsn(stats.acknowledgedLsn),
@@ -427,6 +452,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
     const relations = new Map<number, TableSpec>();
     let tx = { xid: 0, commitUs: 0n };
     let lastCommitLsn: Lsn | null = null;
+    let inTransaction = false;
     const iterator = stream[Symbol.asyncIterator]();
     const stop = options.stopRequested.then(() => STOP);
     let idleFlush: ReturnType<typeof setTimeout> | undefined;
@@ -439,6 +465,13 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
         }
         const frame = decodeFrame(next.value);
         if (frame.type === "keepalive") {
+          // Between transactions, with every change received so far acknowledged by Kafka, there is
+          // nothing unpublished before the server's position: confirming it keeps the slot from
+          // holding WAL while the tables are quiet, and lets PostgreSQL 15 shut down (a walsender
+          // waits at shutdown until the client confirms everything sent).
+          if (!inTransaction && publisher.settled && frame.walEnd > stats.acknowledgedLsn) {
+            stats.acknowledgedLsn = frame.walEnd;
+          }
           if (frame.replyRequested) sendStatus();
           continue;
         }
@@ -446,6 +479,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
         switch (message.tag) {
           case "begin":
             tx = { xid: message.xid, commitUs: pgTimeToUnixMicros(message.commitTime) };
+            inTransaction = true;
             break;
           case "relation":
             relations.set(message.relation.relationId, checkRelation(message.relation));
@@ -465,6 +499,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
             break;
           }
           case "commit":
+            inTransaction = false;
             lastCommitLsn = message.endLsn;
             publisher.commit(message.endLsn);
             break;

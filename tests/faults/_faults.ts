@@ -18,12 +18,12 @@ import {
   waitFor,
 } from "../_helpers.ts";
 
-/** Where the fault suite's services keep their data, beside the shared services' `.data/`. */
-export const FAULTS_DATA_DIR = `${ROOT}.data/faults`;
-/** Port of the suite's own single Kafka broker (its KRaft controller listens on the next port). */
-export const FAULTS_KAFKA_PORT = 28092;
-/** Port of the suite's own PostgreSQL. */
-export const FAULTS_PG_PORT = 25432;
+/** Where the fault suite's services keep their data, beside the shared services' `.data/` (env FAULTS_DATA_DIR). */
+export const FAULTS_DATA_DIR = Deno.env.get("FAULTS_DATA_DIR") ?? `${ROOT}.data/faults`;
+/** Port of the suite's own single Kafka broker, its KRaft controller on the next port (env FAULTS_KAFKA_PORT). */
+export const FAULTS_KAFKA_PORT = Number(Deno.env.get("FAULTS_KAFKA_PORT") ?? 28092);
+/** Port of the suite's own PostgreSQL (env FAULTS_PG_PORT). */
+export const FAULTS_PG_PORT = Number(Deno.env.get("FAULTS_PG_PORT") ?? 25432);
 /** Bootstrap brokers of the suite's own single broker. */
 export const FAULTS_BROKERS = [`localhost:${FAULTS_KAFKA_PORT}`];
 /** Admin database URL of the suite's own PostgreSQL. */
