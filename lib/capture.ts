@@ -405,8 +405,11 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
       let rows = 0;
       let state: Awaited<ReturnType<typeof slotState>> | undefined = await slotState(sql, config.slot);
       if (state?.active_pid) {
-        throw new CaptureError(
-          `slot ${config.slot} is in use by server process ${state.active_pid}: is another capture running?`,
+        // SQLSTATE 55006 (object in use): waited out, as the server process of a capture that
+        // died may take a while to notice, and a second capture becomes a standby.
+        throw Object.assign(
+          new Error(`slot ${config.slot} is in use by server process ${state.active_pid}: another capture?`),
+          { code: "55006" },
         );
       }
       if (state && !state.snapshot_done) {
@@ -415,7 +418,9 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
         state = undefined;
       }
       if (!state) {
-        rows = await createSlotAndSnapshot(repl);
+        const snapshot = await createSlotAndSnapshot(repl);
+        if (!snapshot.complete) return snapshot.rows;
+        rows = snapshot.rows;
         state = await slotState(sql, config.slot);
       }
       const confirmed = parseLsn(state!.confirmed ?? "0/0");
@@ -525,7 +530,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
   }
 
   /** Creates the slot and publishes the rows of its exported snapshot; returns how many. */
-  async function createSlotAndSnapshot(repl: Replication): Promise<number> {
+  async function createSlotAndSnapshot(repl: Replication): Promise<{ rows: number; complete: boolean }> {
     const [slot] = await repl.unsafe(`CREATE_REPLICATION_SLOT ${config.slot} LOGICAL pgoutput EXPORT_SNAPSHOT`)
       .simple();
     const consistentPoint = parseLsn(slot.consistent_point);
@@ -534,6 +539,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
     logger.info(`created slot ${config.slot}: reading the first snapshot`, { consistentPoint: slot.consistent_point });
     const readUs = nowMicros();
     let rows = 0;
+    let complete = true;
     // The exported snapshot lives until the replication connection's next command, so it is read
     // in full, and its rows acknowledged by Kafka, before START_REPLICATION.
     await sql.begin("isolation level repeatable read read only", async (tx) => {
@@ -544,7 +550,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
       const counts = await tx<{ users: number; orders: number }[]>`
         select (select count(*) from users)::int as users, (select count(*) from orders)::int as orders`;
       const total = counts[0].users + counts[0].orders;
-      for (const spec of [CAPTURED_TABLES.users, CAPTURED_TABLES.orders]) {
+      tables: for (const spec of [CAPTURED_TABLES.users, CAPTURED_TABLES.orders]) {
         const inTable = counts[0][spec.table];
         let index = 0;
         const cursor = tx`select * from ${tx(spec.table)}`.raw().cursor(1000);
@@ -563,16 +569,24 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
             index++;
           }
           if (publisher.pending >= config.batchSize) await publisher.flush();
+          if (stopping) {
+            complete = false;
+            break tables;
+          }
         }
       }
     });
-    publisher.commit(consistentPoint);
     await publisher.flush();
+    if (!complete) {
+      logger.warn(`stopped during the first snapshot after ${rows} rows: the next start takes it again`);
+      return { rows, complete };
+    }
     await sql`
       insert into cdc_capture_state (slot_name, snapshot_lsn) values (${config.slot}, ${slot.consistent_point})
       on conflict (slot_name) do update set snapshot_lsn = excluded.snapshot_lsn, snapshot_done_at = now()`;
+    stats.acknowledgedLsn = consistentPoint;
     logger.info(`first snapshot published: ${rows} rows`);
-    return rows;
+    return { rows, complete };
   }
 }
 
