@@ -167,6 +167,7 @@ class AckingPublisher {
   #chain: Promise<void> = Promise.resolve();
   #failure: { error: unknown } | undefined;
   #inFlight = 0;
+  #inFlightRecords = 0;
 
   constructor(
     readonly producer: Producer,
@@ -177,6 +178,11 @@ class AckingPublisher {
   /** Records waiting to be sent. */
   get pending(): number {
     return this.#pending.length;
+  }
+
+  /** Records added and not yet acknowledged by Kafka: pending and in flight. */
+  get unacknowledged(): number {
+    return this.#pending.length + this.#inFlightRecords;
   }
 
   /** Whether every record added so far is acknowledged by Kafka (nothing pending, nothing in flight). */
@@ -205,6 +211,7 @@ class AckingPublisher {
     this.#pendingChanges = {};
     this.#completeLsn = null;
     this.#inFlight++;
+    this.#inFlightRecords += records.length;
     this.#chain = this.#chain.then(async () => {
       if (this.#failure) return;
       try {
@@ -220,6 +227,7 @@ class AckingPublisher {
         this.#failure = { error };
       } finally {
         this.#inFlight--;
+        this.#inFlightRecords -= records.length;
       }
     });
     return this.#chain.then(() => {
@@ -438,7 +446,11 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
         from: formatLsn(stats.acknowledgedLsn),
         retainedWalBytes: stats.retainedWalBytes,
       });
-      const sendStatus = () => stream.write(standbyStatusUpdate(stats.acknowledgedLsn, nowMicros()));
+      const sendStatus = () => {
+        if (!stream.writableEnded && !stream.destroyed) {
+          stream.write(standbyStatusUpdate(stats.acknowledgedLsn, nowMicros()));
+        }
+      };
       statusTimer = setInterval(sendStatus, statusEveryS * 1000);
       await readStream(stream, sendStatus);
       await publisher.flush();
@@ -513,7 +525,10 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
             logger.warn("a TRUNCATE of a captured table was skipped, as Debezium does by default");
             break;
         }
-        if (publisher.pending >= config.batchSize) {
+        // One batch is sent while the next is read; reading waits while two batches' worth is
+        // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
+        if (publisher.pending >= config.batchSize) publisher.flush().then(sendStatus, () => {});
+        if (publisher.unacknowledged >= 2 * config.batchSize) {
           await publisher.flush();
           sendStatus();
         } else if (publisher.pending > 0 && !idleFlush) {
@@ -568,7 +583,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
             rows++;
             index++;
           }
-          if (publisher.pending >= config.batchSize) await publisher.flush();
+          if (publisher.unacknowledged >= config.batchSize) await publisher.flush();
           if (stopping) {
             complete = false;
             break tables;
