@@ -12,7 +12,8 @@ import { commandLogger } from "./lib/log.ts";
 import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
 import { newProduceStats, runProducer } from "./lib/producer.ts";
 import { describeError } from "./lib/retry.ts";
-import { connectDatabase, isClosedConnectionWrite } from "./lib/sink.ts";
+import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
+import { connectDatabase } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +
@@ -40,16 +41,7 @@ async function capture(args: string[]): Promise<number> {
   const config = commandLine.config;
   const logger = commandLogger("capture", config, process.env);
   routeProcessWarnings(logger);
-  process.on("uncaughtException", (error) => {
-    if (isClosedConnectionWrite(error)) {
-      logger.warn("postgres.js wrote to a connection that had just closed; the capture reconnects", {
-        error: describeError(error),
-      });
-      return;
-    }
-    logger.error(`failed: uncaught ${describeError(error)}`);
-    process.exit(1);
-  });
+  exitOnUncaught(logger, "postgres.js wrote to a connection that had just closed; the capture reconnects");
   if (config.dropSlot) {
     const sql = connectDatabase(config.databaseUrl, 1);
     try {
@@ -63,14 +55,7 @@ async function capture(args: string[]): Promise<number> {
       await sql.end({ timeout: 5 }).catch(() => {});
     }
   }
-  let requestStop = () => {};
-  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.on(signal, () => {
-      logger.info(`${signal} received: publishing what is in hand, acknowledging it, then exiting`);
-      requestStop();
-    });
-  }
+  const stopRequested = stopOnSignal(logger, "publishing what is in hand, acknowledging it, then exiting");
   logger.info("starting", {
     brokers: config.brokers.join(","),
     database: databaseLocation(config.databaseUrl),

@@ -92,6 +92,51 @@ function assertComplete(check: CaptureCheck, capture: string) {
   assert.match(capture, /INFO {2}capture: done /, "the last capture exits with its summary");
 }
 
+/**
+ * Stops `service` once the capture has published 1,000 records while the consumer applies, waits
+ * for the capture to log `waitLine`, starts the service again, and checks the topics once the
+ * consumer drained. Returns the capture's exit.
+ */
+async function outageMidStream(seed: number, service: "postgres" | "kafka", waitLine: RegExp) {
+  const { db, env, names, topics } = await prepare(seed);
+  const runs: Running[] = [];
+  try {
+    const capture = await startCapture(env);
+    runs.push(capture);
+    const consumer = startCommand("consume", CONSUME_ARGS, env);
+    runs.push(consumer);
+    await waitFor(
+      "1,000 captured records",
+      async () => (await capturedRecords(names.CAPTURE_TOPIC_PREFIX)) > 1_000,
+      60_000,
+      100,
+    );
+    await services("down", service);
+    await waitFor(`the capture to log ${waitLine}`, () => waitLine.test(capture.stderr()), 60_000);
+    await services("up", service);
+    await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
+    assert.equal((await stopProcess(consumer, "SIGTERM")).code, 0);
+    const check = await settle(db.sql, names.CAPTURE_TOPIC_PREFIX);
+    const result = await stopProcess(capture, "SIGTERM");
+    report(`${service} stopped and started mid-stream`, {
+      events: USERS + ORDERS,
+      waitLines: result.stderr.match(new RegExp(waitLine, "g"))?.length ?? 0,
+      reconnects: /reconnects=(\d+)/.exec(result.stderr)?.[1],
+      auditedChanges: check.auditedChanges,
+      captureEvents: check.events,
+      duplicates: check.duplicates,
+      gaps: check.gaps.length,
+      finalMismatches: check.finalMismatches.length,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assertComplete(check, result.stderr);
+    return result;
+  } finally {
+    await killLeftovers(...runs);
+    await cleanUp(db, env);
+  }
+}
+
 Deno.test("capture faults: SIGKILLs, a PostgreSQL restart and a Kafka stop lose no change", async (t) => {
   await services("up", "kafka", "postgres");
   try {
@@ -152,92 +197,15 @@ Deno.test("capture faults: SIGKILLs, a PostgreSQL restart and a Kafka stop lose 
     await t.step(
       "PostgreSQL restarted mid-stream: the capture waits, resumes from the slot, loses nothing",
       async () => {
-        const { db, env, names, topics } = await prepare(SEED + 1);
-        const runs: Running[] = [];
-        try {
-          const capture = await startCapture(env);
-          runs.push(capture);
-          const consumer = startCommand("consume", CONSUME_ARGS, env);
-          runs.push(consumer);
-          await waitFor(
-            "1,000 captured records",
-            async () => (await capturedRecords(names.CAPTURE_TOPIC_PREFIX)) > 1_000,
-            60_000,
-            100,
-          );
-          await services("down", "postgres");
-          await waitFor(
-            "the capture to log that it waits for PostgreSQL",
-            () => /waiting for PostgreSQL/.test(capture.stderr()),
-            30_000,
-          );
-          await services("up", "postgres");
-          await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
-          assert.equal((await stopProcess(consumer, "SIGTERM")).code, 0);
-          const check = await settle(db.sql, names.CAPTURE_TOPIC_PREFIX);
-          const result = await stopProcess(capture, "SIGTERM");
-          report("PostgreSQL restarted mid-stream", {
-            events: USERS + ORDERS,
-            waitLines: result.stderr.match(/waiting for PostgreSQL/g)?.length ?? 0,
-            reconnects: /reconnects=(\d+)/.exec(result.stderr)?.[1],
-            auditedChanges: check.auditedChanges,
-            captureEvents: check.events,
-            duplicates: check.duplicates,
-            gaps: check.gaps.length,
-            finalMismatches: check.finalMismatches.length,
-          });
-          assert.equal(result.code, 0, result.stderr);
-          assertComplete(check, result.stderr);
-          assert.match(result.stderr, /reconnects=[1-9]/, "the capture opened the stream again");
-        } finally {
-          await killLeftovers(...runs);
-          await cleanUp(db, env);
-        }
+        const result = await outageMidStream(SEED + 1, "postgres", /waiting for PostgreSQL/);
+        assert.match(result.stderr, /reconnects=[1-9]/, "the capture opened the stream again");
       },
     );
 
     await t.step(
       "Kafka stopped mid-stream: the capture waits, acknowledges nothing unsent, loses nothing",
       async () => {
-        const { db, env, names, topics } = await prepare(SEED + 2);
-        const runs: Running[] = [];
-        try {
-          const capture = await startCapture(env);
-          runs.push(capture);
-          const consumer = startCommand("consume", CONSUME_ARGS, env);
-          runs.push(consumer);
-          await waitFor(
-            "1,000 captured records",
-            async () => (await capturedRecords(names.CAPTURE_TOPIC_PREFIX)) > 1_000,
-            60_000,
-            100,
-          );
-          await services("down", "kafka");
-          await waitFor(
-            "the capture to log a failed send",
-            () => /send failed, retrying/.test(capture.stderr()),
-            60_000,
-          );
-          await services("up", "kafka");
-          await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
-          assert.equal((await stopProcess(consumer, "SIGTERM")).code, 0);
-          const check = await settle(db.sql, names.CAPTURE_TOPIC_PREFIX);
-          const result = await stopProcess(capture, "SIGTERM");
-          report("Kafka stopped mid-stream", {
-            events: USERS + ORDERS,
-            sendRetryLines: result.stderr.match(/send failed, retrying/g)?.length ?? 0,
-            auditedChanges: check.auditedChanges,
-            captureEvents: check.events,
-            duplicates: check.duplicates,
-            gaps: check.gaps.length,
-            finalMismatches: check.finalMismatches.length,
-          });
-          assert.equal(result.code, 0, result.stderr);
-          assertComplete(check, result.stderr);
-        } finally {
-          await killLeftovers(...runs);
-          await cleanUp(db, env);
-        }
+        await outageMidStream(SEED + 2, "kafka", /send failed, retrying/);
       },
     );
   } finally {
