@@ -138,8 +138,11 @@ export async function preparePublication(sql: Sql, publication: string): Promise
     await tx`select pg_advisory_xact_lock(hashtext(${publication}))`;
     const [found] = await tx`select 1 from pg_publication where pubname = ${publication}`;
     if (!found) await tx`create publication ${tx(publication)} for table users, orders`;
-    await tx`alter table users replica identity full`;
-    await tx`alter table orders replica identity full`;
+    // ALTER TABLE locks the table against the consumer: only when the identity is not FULL yet.
+    const tables = await tx<{ name: string }[]>`
+      select relname as name from pg_class
+      where oid in ('public.users'::regclass, 'public.orders'::regclass) and relreplident <> 'f'`;
+    for (const { name } of tables) await tx`alter table ${tx(name)} replica identity full`;
   });
 }
 
@@ -155,7 +158,8 @@ export async function dropCapture(sql: Sql, config: Pick<CaptureConfig, "slot" |
   if (slot) await sql`select pg_drop_replication_slot(${config.slot})`;
   const [publication] = await sql`select 1 from pg_publication where pubname = ${config.publication}`;
   if (publication) await sql`drop publication ${sql(config.publication)}`;
-  await sql`delete from cdc_capture_state where slot_name = ${config.slot}`.catch(() => {});
+  const [state] = await sql<{ table: string | null }[]>`select to_regclass('cdc_capture_state')::text as table`;
+  if (state.table) await sql`delete from cdc_capture_state where slot_name = ${config.slot}`;
   return { slotDropped: slot !== undefined, publicationDropped: publication !== undefined };
 }
 
@@ -318,8 +322,14 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
       onRetry: (error, attempt, delayMs) =>
         logger.warn(`waiting for ${what}, retrying in ${delayMs} ms`, { attempt, error: describeError(error) }),
     });
-  const databaseOutage = (error: unknown) =>
-    !isDatabaseAuthError(error) && !(error instanceof CaptureError) && classifyDatabaseError(error) !== "record";
+  // Only a failure with a SQLSTATE or socket code is PostgreSQL's; anything else (a bad value, a
+  // protocol it cannot read, a bug) stops the run instead of being retried forever, and so do a
+  // refused login and class 42 (a missing privilege such as REPLICATION): waiting fixes neither.
+  const databaseOutage = (error: unknown) => {
+    const code = (error as { code?: unknown } | null)?.code;
+    return typeof code === "string" && !code.startsWith("42") && !isDatabaseAuthError(error) &&
+      classifyDatabaseError(error) !== "record";
+  };
   const send = (p: Producer, messages: TopicMessages[]) =>
     writeWithRetry(p, messages, {
       maxAttempts: Infinity,
@@ -465,18 +475,23 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
 
   /** Reads the stream until a stop; publishes changes, acknowledges what Kafka acknowledged. */
   async function readStream(stream: Duplex, sendStatus: () => void) {
-    const STOP = "stop" as const;
     const relations = new Map<number, TableSpec>();
     let tx = { xid: 0, commitUs: 0n };
     let lastCommitLsn: Lsn | null = null;
     let inTransaction = false;
     const iterator = stream[Symbol.asyncIterator]();
-    const stop = options.stopRequested.then(() => STOP);
+    // A stop wakes a quiet stream by asking the server for a keepalive; racing every read against
+    // a stop promise instead would keep every message alive in that promise's reactions.
+    let wakeTimer: ReturnType<typeof setTimeout> | undefined;
+    options.stopRequested.then(() => {
+      if (stream.writableEnded || stream.destroyed) return;
+      stream.write(standbyStatusUpdate(stats.acknowledgedLsn, nowMicros(), true));
+      wakeTimer = setTimeout(() => stream.destroy(new Error("PostgreSQL did not answer the stop")), 10_000);
+    });
     let idleFlush: ReturnType<typeof setTimeout> | undefined;
     try {
-      while (true) {
-        const next = await Promise.race([iterator.next(), stop]);
-        if (next === STOP) return;
+      while (!stopping) {
+        const next = await iterator.next();
         if (next.done) {
           throw Object.assign(new Error("PostgreSQL ended the replication stream"), { code: "CONNECTION_ENDED" });
         }
@@ -541,6 +556,7 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
       }
     } finally {
       clearTimeout(idleFlush);
+      clearTimeout(wakeTimer);
     }
   }
 
