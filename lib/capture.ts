@@ -45,6 +45,7 @@ import {
   isDatabaseAuthError,
   isKafkaAuthError,
   retry,
+  RetryError,
   sleep,
 } from "./retry.ts";
 import { connectDatabase, ensureSchema, type Sql } from "./sink.ts";
@@ -387,6 +388,12 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
         await Promise.race([sleep(backoffDelay(failures, 500, 10_000)), options.stopRequested]);
       }
     }
+  } catch (error) {
+    // A stop during a wait for Kafka or PostgreSQL ends the wait: what is not acknowledged comes again.
+    if (!(stopping && error instanceof RetryError)) throw error;
+    logger.warn("stopped while waiting: changes after the last acknowledgement come again at the next start", {
+      error: describeError(error),
+    });
   } finally {
     clearInterval(progressTimer);
     await progress().catch(() => {});
