@@ -472,7 +472,8 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
       await readStream(stream, sendStatus);
       await publisher.flush();
       sendStatus();
-      await new Promise<void>((resolve) => stream.end(resolve));
+      // CopyDone; the server's answer ends the stream (bounded: a server that is going away may not answer).
+      await Promise.race([new Promise<void>((resolve) => stream.end(resolve)), sleep(5_000)]);
       return rows;
     } finally {
       clearInterval(statusTimer);
