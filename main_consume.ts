@@ -12,7 +12,8 @@ import { createKafka } from "./lib/kafka_admin.ts";
 import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
 import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
 import { describeError } from "./lib/errors.ts";
-import { connectDatabase, isClosedConnectionWrite } from "./lib/sink.ts";
+import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
+import { connectDatabase } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 
 const SUMMARY = "Reads the users and orders topics in one consumer group and applies the events to\n" +
@@ -36,24 +37,8 @@ async function main(args: string[]): Promise<number> {
   const config = commandLine.config;
   const logger = commandLogger("consume", config, process.env);
   routeProcessWarnings(logger);
-  process.on("uncaughtException", (error) => {
-    if (isClosedConnectionWrite(error)) {
-      logger.warn("postgres.js wrote to a connection that had just closed; its query failed and is retried", {
-        error: describeError(error),
-      });
-      return;
-    }
-    logger.error(`failed: uncaught ${describeError(error)}`);
-    process.exit(1);
-  });
-  let requestStop = () => {};
-  const stopRequested = new Promise<void>((resolve) => (requestStop = resolve));
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    process.on(signal, () => {
-      logger.info(`${signal} received: finishing the batch in hand, then exiting`);
-      requestStop();
-    });
-  }
+  exitOnUncaught(logger, "postgres.js wrote to a connection that had just closed; its query failed and is retried");
+  const stopRequested = stopOnSignal(logger, "finishing the batch in hand, then exiting");
   logger.info("starting", {
     brokers: config.brokers.join(","),
     database: databaseLocation(config.databaseUrl),

@@ -1,23 +1,91 @@
 /**
  * `deno task produce`: generate User and Order events and publish them to Kafka, or print them
- * as JSON lines with `--dry-run`. Parses flags, builds the configuration and wires lib/.
+ * as JSON lines with `--dry-run`; `capture` streams the tables' changes to Kafka as Debezium
+ * records (lib/capture.ts). Parses flags, builds the configuration and wires lib/.
  * @module
  */
 import process from "node:process";
-import { loadProduceConfig, readCommandLine } from "./lib/config.ts";
-import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
-import { type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
-import { newProduceStats, runProducer } from "./lib/producer.ts";
+import { dropCapture, newCaptureStats, runCapture } from "./lib/capture.ts";
+import { databaseLocation, loadCaptureConfig, loadProduceConfig, readCommandLine } from "./lib/config.ts";
 import { describeError } from "./lib/errors.ts";
+import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
+import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
+import { newProduceStats, runProducer } from "./lib/producer.ts";
+import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
+import { connectDatabase } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +
   "to Kafka keyed by entity id, or prints them as JSON lines with --dry-run.\n" +
   "With --metrics-port, serves Prometheus metrics at /metrics and GET /health (200 when connected\n" +
   "to Kafka, else 503) while it runs; port 0 picks a free port.\n" +
+  "  capture                    stream the tables' changes to Kafka (cdc-produce capture --help)\n" +
   "  --version                  print the version";
 
+const CAPTURE_SUMMARY = "Streams every change of the users and orders tables, in commit order, to\n" +
+  "<prefix>.public.users and <prefix>.public.orders as the Debezium PostgreSQL connector writes them\n" +
+  "(JsonConverter, schemas enabled), through a durable logical replication slot. The first start\n" +
+  "publishes the existing rows (op r) from the slot's snapshot; a restart resumes from the slot.\n" +
+  "The slot keeps WAL on the server while the capture is stopped: --drop-slot removes it and the\n" +
+  "publication. SIGINT/SIGTERM publish what is in hand, acknowledge it and exit 0.\n" +
+  "With --metrics-port, serves /metrics (incl. the slot's retained WAL) and GET /health.";
+
+async function capture(args: string[]): Promise<number> {
+  const commandLine = readCommandLine("produce capture", args, process.env, {
+    summary: CAPTURE_SUMMARY,
+    version: VERSION,
+    load: loadCaptureConfig,
+  });
+  if ("exitCode" in commandLine) return commandLine.exitCode;
+  const config = commandLine.config;
+  const logger = commandLogger("capture", config, process.env);
+  routeProcessWarnings(logger);
+  exitOnUncaught(logger, "postgres.js wrote to a connection that had just closed; the capture reconnects");
+  if (config.dropSlot) {
+    const sql = connectDatabase(config.databaseUrl, 1);
+    try {
+      const dropped = await dropCapture(sql, config);
+      logger.info("done", { slot: config.slot, publication: config.publication, ...dropped });
+      return 0;
+    } catch (error) {
+      logger.error(`failed: ${describeError(error)}`);
+      return 1;
+    } finally {
+      await sql.end({ timeout: 5 }).catch(() => {});
+    }
+  }
+  const stopRequested = stopOnSignal(logger, "publishing what is in hand, acknowledging it, then exiting");
+  logger.info("starting", {
+    brokers: config.brokers.join(","),
+    database: databaseLocation(config.databaseUrl),
+    slot: config.slot,
+    publication: config.publication,
+    topics: `${config.topicPrefix}.public.users,${config.topicPrefix}.public.orders`,
+  });
+  const stats = newCaptureStats();
+  let metrics: MetricsServer | undefined;
+  try {
+    if (config.metricsPort !== undefined) {
+      metrics = await serveMetrics({
+        port: config.metricsPort,
+        registry: captureMetrics(stats),
+        health: () => ({ ...stats.connected }),
+        logger,
+      });
+    }
+    const summary = await runCapture(config, { logger, stats, stopRequested });
+    logger.info("done", { ...summary });
+    return 0;
+  } catch (error) {
+    logger.error(`failed: ${describeError(error)}`);
+    return 1;
+  } finally {
+    await metrics?.close();
+  }
+}
+
 async function main(args: string[]): Promise<number> {
+  if (args[0] === "capture") return await capture(args.slice(1));
   const commandLine = readCommandLine("produce", args, process.env, {
     summary: SUMMARY,
     version: VERSION,

@@ -78,6 +78,20 @@ export interface ConsumeConfig extends CommonConfig {
   rebuild: boolean;
 }
 
+/** Settings of `main_produce.ts capture` (CONTRACT.md section 7). */
+export interface CaptureConfig extends CommonConfig {
+  /** Capture topics are `<prefix>.public.users` and `<prefix>.public.orders`; Debezium's logical name. @default "cdc" */
+  topicPrefix: string;
+  /** Durable logical replication slot. @default "cdc_slot" */
+  slot: string;
+  /** Publication of `users` and `orders`. @default "cdc_pub" */
+  publication: string;
+  /** Most records per Kafka send. @default 2000 */
+  batchSize: number;
+  /** Drop the slot and publication, then exit. @default false */
+  dropSlot: boolean;
+}
+
 /** Defaults of CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
 export const DEFAULTS = {
   brokers: "localhost:9092",
@@ -98,6 +112,10 @@ export const DEFAULTS = {
   // 256 KiB (about 1,200 events) per partition: as fast as 1 MiB when draining a backlog, with
   // peak RSS 240 MB instead of 420 MB (deno task bench).
   maxBatchBytes: 262_144,
+  captureTopicPrefix: "cdc",
+  captureSlot: "cdc_slot",
+  capturePublication: "cdc_pub",
+  captureBatchSize: 2000,
 } as const;
 
 /** A configuration value that breaks its rule; the message names the flag, rule and value. */
@@ -179,6 +197,32 @@ const CONSUME_FLAGS: Record<string, FlagSpec> = {
     help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
   },
 };
+
+const CAPTURE_FLAGS: Record<string, FlagSpec> = {
+  "topic-prefix": {
+    env: "CAPTURE_TOPIC_PREFIX",
+    type: "string",
+    help: `capture topics are <prefix>.public.users|orders (default ${DEFAULTS.captureTopicPrefix})`,
+  },
+  slot: { env: "CAPTURE_SLOT", type: "string", help: `replication slot (default ${DEFAULTS.captureSlot})` },
+  publication: {
+    env: "CAPTURE_PUBLICATION",
+    type: "string",
+    help: `publication of users and orders (default ${DEFAULTS.capturePublication})`,
+  },
+  "batch-size": { type: "string", help: `most records per send (default ${DEFAULTS.captureBatchSize})` },
+  "drop-slot": { type: "boolean", help: "drop the slot and the publication, then exit" },
+};
+
+/** Flags of each command line, for parsing and `--help`. */
+const COMMAND_FLAGS = {
+  produce: PRODUCE_FLAGS,
+  consume: CONSUME_FLAGS,
+  "produce capture": CAPTURE_FLAGS,
+} as const;
+
+/** A command whose flags {@linkcode readCommandLine} reads. */
+export type CommandName = keyof typeof COMMAND_FLAGS;
 
 function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
@@ -375,6 +419,43 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
   };
 }
 
+/**
+ * Reads the capture's configuration from the environment, then the flags in `args`. The slot and
+ * publication names go into replication commands, which take no parameters, so they are held to
+ * PostgreSQL's slot name rule.
+ */
+export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfig> {
+  const flags = { ...COMMON_FLAGS, ...CAPTURE_FLAGS };
+  const values = readValues(flags, args, env);
+  if (values.get("help") === true) return { help: true };
+  const name = (flag: string, fallback: string) => {
+    const value = text(values, flags, flag, fallback);
+    if (!/^[a-z0-9_]{1,63}$/.test(value)) {
+      throw new ConfigError(
+        `${source(flags, flag)} must be 1..63 lower-case letters, digits or underscores: got ${JSON.stringify(value)}`,
+      );
+    }
+    return value;
+  };
+  const topicPrefix = text(values, flags, "topic-prefix", DEFAULTS.captureTopicPrefix);
+  if (!/^[a-zA-Z0-9._-]{1,200}$/.test(topicPrefix)) {
+    throw new ConfigError(
+      `${source(flags, "topic-prefix")} must be 1..200 of a-z A-Z 0-9 . _ -: got ${JSON.stringify(topicPrefix)}`,
+    );
+  }
+  return {
+    help: false,
+    config: {
+      ...common(values, flags),
+      topicPrefix,
+      slot: name("slot", DEFAULTS.captureSlot),
+      publication: name("publication", DEFAULTS.capturePublication),
+      batchSize: integer(values, flags, "batch-size", DEFAULTS.captureBatchSize, 1, 100_000)!,
+      dropSlot: values.get("drop-slot") === true,
+    },
+  };
+}
+
 /** What a command line asks for: a run with a configuration, or an exit once the answer is printed. */
 export type CommandLine<T> = { config: T } | { exitCode: number };
 
@@ -393,7 +474,7 @@ export interface CommandSpec<T> {
  * one line (exit 2), or returns the configuration to run with.
  */
 export function readCommandLine<T>(
-  command: "produce" | "consume",
+  command: CommandName,
   args: string[],
   env: Env,
   spec: CommandSpec<T>,
@@ -419,8 +500,8 @@ export function readCommandLine<T>(
 }
 
 /** The `--help` text of a command: usage line, then every flag with its env variable. */
-export function helpText(command: "produce" | "consume", summary: string): string {
-  const flags = { ...COMMON_FLAGS, ...(command === "produce" ? PRODUCE_FLAGS : CONSUME_FLAGS) };
+export function helpText(command: CommandName, summary: string): string {
+  const flags = { ...COMMON_FLAGS, ...COMMAND_FLAGS[command] };
   const lines = [
     `usage: cdc-${command} [flags]`,
     "",

@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import process from "node:process";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { CaptureStats } from "./capture.ts";
 import type { ConsumeStats } from "./consumer.ts";
 import type { Logger } from "./log.ts";
 import type { ProduceStats } from "./producer.ts";
@@ -180,6 +181,34 @@ export function produceMetrics(stats: ProduceStats): Registry {
     previous?.(sendMs);
     sendDuration.observe(sendMs / 1000);
   };
+  return registry;
+}
+
+/** The capture's metrics, read from `stats` at scrape time; hooks `stats.onSend` for the histogram. */
+export function captureMetrics(stats: CaptureStats): Registry {
+  const registry = produceMetrics(stats);
+  scraped(Counter, registry, {
+    name: "cdc_capture_changes_total",
+    help: "Row changes captured and acknowledged by Kafka, per table and Debezium op (r, c, u, d).",
+    labelNames: ["table", "op"],
+    read: () =>
+      Object.entries(stats.captured).map(([key, value]) => {
+        const [table, op] = key.split(".");
+        return [{ table, op }, value];
+      }),
+  });
+  scraped(Gauge, registry, {
+    name: "cdc_capture_acknowledged_lsn",
+    help: "The slot position acknowledged to PostgreSQL (every change before it is in Kafka), as a byte offset.",
+    labelNames: [],
+    read: () => [[{}, Number(stats.acknowledgedLsn)]],
+  });
+  scraped(Gauge, registry, {
+    name: "cdc_capture_slot_retained_wal_bytes",
+    help: "WAL the replication slot keeps on the server (current WAL position minus the slot's restart_lsn).",
+    labelNames: [],
+    read: () => (stats.retainedWalBytes === null ? [] : [[{}, stats.retainedWalBytes]]),
+  });
   return registry;
 }
 

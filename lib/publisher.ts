@@ -48,6 +48,8 @@ export interface WriteRetryOptions {
   logger: Logger;
   /** Called once per failed attempt that is retried, for the metrics. */
   onRetry?: () => void;
+  /** Aborted on shutdown: a wait between attempts ends and the last error is thrown. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -65,6 +67,7 @@ export async function writeWithRetry(
     maxAttempts: options.maxAttempts,
     baseMs: options.backoffMs,
     isRetriable: (error) => !isKafkaAuthError(error),
+    signal: options.signal,
     onRetry: (error, attempt, delayMs) => {
       options.onRetry?.();
       options.logger.warn(`send failed, retrying in ${delayMs} ms`, {

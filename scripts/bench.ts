@@ -212,7 +212,7 @@ async function measure(
 }
 
 /** The command line of `deno task <task>` (flags included, so the bench measures what users run). */
-async function taskCommand(task: "produce" | "consume", args: string[]): Promise<string[]> {
+async function taskCommand(task: "produce" | "consume" | "capture", args: string[]): Promise<string[]> {
   const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<string, string>;
   const [deno, ...rest] = tasks[task].split(/\s+/);
   if (deno !== "deno") throw new Error(`deno.json task ${task} does not start with deno: ${tasks[task]}`);
@@ -421,20 +421,127 @@ async function copySameRows(): Promise<{ seconds: number; rows: number }> {
   return { seconds, rows: users.length + orders.length };
 }
 
+/** The capture phase's own database, consumer group, slot and publication; its topics are `<RUN>.public.*`. */
+const CAPTURE = { db: `${RUN}_capture`, group: `${RUN}_capture_group`, slot: `${RUN}_slot`, publication: `${RUN}_pub` };
+const CAPTURE_TOPICS = [`${RUN}.public.users`, `${RUN}.public.orders`];
+
+/**
+ * The capture while the consumer applies the backlog: the consumer drains the same topics again
+ * into a second database (its own group) while `deno task capture` streams that database's
+ * changes. Changes/s is over the time from the capture's first to its last published change; the
+ * slot's WAL is read once the capture has published everything.
+ */
+async function captureWhileConsuming() {
+  const setup = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  await setup.unsafe(`create database ${CAPTURE.db}`);
+  await setup.end();
+  const captureEnv = {
+    ...env,
+    DATABASE_URL: ADMIN_URL.replace(/\/[^/?]*(\?|$)/, `/${CAPTURE.db}$1`),
+    CONSUMER_GROUP: CAPTURE.group,
+    CAPTURE_TOPIC_PREFIX: RUN,
+    CAPTURE_SLOT: CAPTURE.slot,
+    CAPTURE_PUBLICATION: CAPTURE.publication,
+    METRICS_PORT: "0",
+  };
+  const cmd = await taskCommand("capture", []);
+  const capture = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    env: captureEnv,
+    stdout: "null",
+    stderr: "piped",
+    cwd: ROOT,
+  })
+    .spawn();
+  let log = "";
+  const reader = (async () => {
+    for await (const chunk of capture.stderr) log = (log + decode(chunk)).slice(-20_000);
+  })();
+  let polling = true;
+  try {
+    const streamingBy = Date.now() + 60_000;
+    while (!/streaming from slot/.test(log)) {
+      if (Date.now() > streamingBy) throw new Error(`the capture did not start streaming: ${log.slice(-2000)}`);
+      await sleep(100);
+    }
+    const metricsUrl = /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)![1];
+    let changes = 0, firstAt = 0, lastAt = 0, peakBytes = 0;
+    const poller = (async () => {
+      while (polling) {
+        const text = await (await fetch(`${metricsUrl}/metrics`)).text().catch(() => "");
+        const total = [...text.matchAll(/^cdc_capture_changes_total\{[^}]*\} (\d+)/gm)]
+          .reduce((sum, m) => sum + Number(m[1]), 0);
+        if (total > changes) {
+          if (changes === 0) firstAt = performance.now();
+          changes = total;
+          lastAt = performance.now();
+        }
+        const [stats] = await processStats([capture.pid]);
+        if (stats) peakBytes = Math.max(peakBytes, stats.rssBytes);
+        await sleep(250);
+      }
+    })();
+    const lagAdmin = kafka.admin();
+    await lagAdmin.connect();
+    const consume = await measure(
+      await taskCommand("consume", []),
+      async () => (await groupLag(lagAdmin, CAPTURE.group, TOPICS).catch(() => 1)) === 0,
+      captureEnv,
+    );
+    await lagAdmin.disconnect();
+    const consumerDone = performance.now();
+    // Caught up: no new change published for 3 s after the consumer finished.
+    while (performance.now() - Math.max(lastAt, consumerDone) < 3_000) await sleep(250);
+    polling = false;
+    await poller;
+    const check = postgres(captureEnv.DATABASE_URL, { max: 1, onnotice: () => {} });
+    const [slot] = await check`
+      select (pg_current_wal_lsn() - restart_lsn)::float8 as retained,
+             (pg_current_wal_lsn() - confirmed_flush_lsn)::float8 as unconfirmed
+      from pg_replication_slots where slot_name = ${CAPTURE.slot}`;
+    await check.end();
+    const seconds = (lastAt - firstAt) / 1000;
+    return {
+      changes,
+      changesPerS: Math.round(changes / Math.max(seconds, 1e-3)),
+      seconds: round(seconds, 3),
+      finishedAfterConsumerS: round(Math.max(0, lastAt - consumerDone) / 1000, 1),
+      peakRssMb: Math.round(peakBytes / 2 ** 20),
+      slotRetainedWalBytesAtEnd: Number(slot.retained),
+      slotUnconfirmedWalBytesAtEnd: Number(slot.unconfirmed),
+      consumerEventsPerSWithCapture: Math.round(EVENTS / consume.seconds),
+    };
+  } finally {
+    polling = false;
+    try {
+      capture.kill("SIGTERM");
+    } catch {
+      // it had exited already
+    }
+    await capture.status;
+    await reader;
+  }
+}
+
 /** Removes everything the run created: database, topics (with DLQs) and consumer groups. */
 async function cleanUp(): Promise<void> {
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
   await admin.unsafe(`drop database if exists ${RUN} with (force)`).catch((e) => progress(`drop database: ${e}`));
+  // A database with a replication slot cannot be dropped: the slot goes first.
+  await admin`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${CAPTURE.slot}`
+    .catch((e) => progress(`drop slot: ${e}`));
+  await admin.unsafe(`drop database if exists ${CAPTURE.db} with (force)`)
+    .catch((e) => progress(`drop database: ${e}`));
   await admin.end();
   const kafkaAdmin = kafka.admin();
   try {
     await kafkaAdmin.connect();
     const existing = new Set(await kafkaAdmin.listTopics());
-    const topics = [...TOPICS, ...TOPICS.map((t) => dlqTopic(t)), JAVA_TOPIC, ...BINARY_TOPICS]
+    const topics = [...TOPICS, ...TOPICS.map(dlqTopic), JAVA_TOPIC, ...BINARY_TOPICS, ...CAPTURE_TOPICS]
       .filter((t) => existing.has(t));
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)
-      .filter((g) => g === env.CONSUMER_GROUP || g === BASELINE_GROUP);
+      .filter((g) => g === env.CONSUMER_GROUP || g === BASELINE_GROUP || g === CAPTURE.group);
     // A group whose last member just left can still answer "not empty" for a while.
     for (const group of groups) {
       for (let attempt = 1;; attempt++) {
@@ -514,6 +621,12 @@ try {
   const [{ users, orders }] =
     await check`select (select count(*) from users) as users, (select count(*) from orders) as orders`;
   await check.end();
+
+  const capture = await timed(
+    "the capture streaming the changes while the consumer applies the backlog again",
+    captureWhileConsuming,
+  );
+  progress(`capture: ${capture.changesPerS} changes/s, slot WAL at the end ${capture.slotRetainedWalBytesAtEnd} bytes`);
 
   const baselineRate = await timed(
     `the original's design (one event per transaction and offset commit) on ${BASELINE_EVENTS} events`,
@@ -617,6 +730,10 @@ try {
         profile: "CPU seconds per event of each process during the phase, from /proc; ceiling = cores / CPU per event",
       },
       figures,
+      capture: {
+        ...capture,
+        settings: "deno task capture (acks=all) on a second database that the consumer fills from the same backlog",
+      },
       ratios,
       profile,
       targets: {

@@ -11,9 +11,10 @@ port_open "${KAFKA_PORT:-9092}" || started+=(kafka)
 port_open "${PG_PORT:-5432}" || started+=(postgres)
 stop_started() {
   if [[ ${#started[@]} -gt 0 ]]; then scripts/services.sh down "${started[@]}" || true; fi
-  # The fault suite's own services (ports as in tests/faults/_faults.ts), left behind only when
-  # a fault test was interrupted before its finally.
-  CDC_DATA_DIR="$ROOT/.data/faults" KAFKA_PORT=28092 PG_PORT=25432 \
+  # The fault suite's own services (ports as in tests/faults/_faults.ts, FAULTS_* overriding),
+  # left behind only when a fault test was interrupted before its finally.
+  CDC_DATA_DIR="${FAULTS_DATA_DIR:-$ROOT/.data/faults}" KAFKA_PORT="${FAULTS_KAFKA_PORT:-28092}" \
+    PG_PORT="${FAULTS_PG_PORT:-25432}" \
     scripts/services.sh down kafka postgres cluster >/dev/null 2>&1 || true
   # Likewise the Kafka 3.9 broker of tests/kafka39_test.ts.
   CDC_DATA_DIR="$ROOT/.data/kafka39" KAFKA_PORT=29092 KAFKA_VERSION=3.9.1 \

@@ -58,6 +58,11 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     assert.ok(profile.machineBusyShare > 0 && profile.machineBusyShare <= 1, `profile.${phase}.machineBusyShare`);
     assert.ok(profile.ceilingEventsPerS > 0, `profile.${phase}.ceilingEventsPerS`);
   }
+  // The capture streamed the changes of the consumer's second drain, and its slot was read at the end.
+  for (const key of ["changes", "changesPerS", "peakRssMb", "consumerEventsPerSWithCapture"]) {
+    assert.ok(report.capture[key] > 0, `capture.${key} = ${report.capture[key]}`);
+  }
+  assert.equal(typeof report.capture.slotRetainedWalBytesAtEnd, "number");
   assert.ok(report.profile.kafkajsEncodeOnlyEventsPerS > 0);
   assert.ok(report.profile.producerVsKafkajsEncodeOnly > 0);
   const targets = [

@@ -6,7 +6,10 @@ import assert from "node:assert/strict";
 import { generateEvents } from "../lib/generator.ts";
 import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { VERSION } from "../lib/version.ts";
+import { captureNames, checkCaptured, installAudit } from "./_capture.ts";
 import {
+  BROKERS,
+  commandLine,
   createTestDatabase,
   diffTables,
   pipelineNames,
@@ -114,4 +117,39 @@ Deno.test("the Bun-built consumer serves the default process metrics, read from 
   }
   const result = await consumer.done;
   assert.equal(result.code, 0, result.stderr);
+});
+
+Deno.test("the Bun-built binary captures: the first snapshot and streamed changes, exit 0 on SIGTERM", async () => {
+  await built;
+  const db = await createTestDatabase();
+  const env = { ...pipelineNames(db.url), ...captureNames() };
+  try {
+    await installAudit(db.sql);
+    assert.equal(
+      (await runCommand("produce", ["--users", "300", "--orders", "600", "--seed", "8"], env, DIST)).code,
+      0,
+    );
+    assert.equal((await runCommand("consume", ["--idle-timeout", "2"], env, DIST)).code, 0);
+    const [cmd, ...args] = commandLine("produce", ["capture"], DIST);
+    const capture = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "piped" }).spawn();
+    const stderr = new Response(capture.stderr).text();
+    await waitFor("the first snapshot in the topics", async () => {
+      const check = await checkCaptured(db.sql, env.CAPTURE_TOPIC_PREFIX, BROKERS).catch(() => undefined);
+      return check !== undefined && check.events > 0;
+    });
+    await db.sql`update users set name = ${"renamed"} where id = (select id from users order by id limit 1)`;
+    const check = await waitFor("every change captured", async () => {
+      const result = await checkCaptured(db.sql, env.CAPTURE_TOPIC_PREFIX, BROKERS);
+      return result.gaps.length === 0 && result.finalMismatches.length === 0 && result.auditedChanges > 0
+        ? result
+        : undefined;
+    });
+    capture.kill("SIGTERM");
+    assert.equal((await capture.status).code, 0);
+    assert.match(await stderr, /first snapshot published: \d+ rows/);
+    assert.equal(check!.duplicates, 0);
+  } finally {
+    await runCommand("produce", ["capture", "--drop-slot"], env, DIST);
+    await db.drop();
+  }
 });

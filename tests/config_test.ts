@@ -10,6 +10,7 @@ import {
   databaseLocation,
   DEFAULTS,
   helpText,
+  loadCaptureConfig,
   loadConsumeConfig,
   loadProduceConfig,
   type ProduceConfig,
@@ -550,4 +551,48 @@ Deno.test("readCommandLine answers --version and --help, prints a bad flag as on
   const good = run(["--users", "5"]);
   assert.ok("config" in good.result && good.result.config.users === 5);
   assert.deepEqual([...good.out, ...good.err], []);
+});
+
+Deno.test("the capture's defaults are the contract's: prefix cdc, slot cdc_slot, publication cdc_pub", () => {
+  const parsed = loadCaptureConfig([], {});
+  assert.equal(parsed.help, false);
+  if (parsed.help) return;
+  const { topicPrefix, slot, publication, batchSize, dropSlot } = parsed.config;
+  assert.deepEqual({ topicPrefix, slot, publication, batchSize, dropSlot }, {
+    topicPrefix: "cdc",
+    slot: "cdc_slot",
+    publication: "cdc_pub",
+    batchSize: DEFAULTS.captureBatchSize,
+    dropSlot: false,
+  });
+});
+
+Deno.test("capture settings come from CAPTURE_* variables and flags, flags winning", () => {
+  const env = { CAPTURE_TOPIC_PREFIX: "dbz", CAPTURE_SLOT: "env_slot", CAPTURE_PUBLICATION: "env_pub" };
+  const parsed = loadCaptureConfig(["--slot", "flag_slot", "--drop-slot"], env);
+  if (parsed.help) throw new Error("unreachable");
+  assert.equal(parsed.config.topicPrefix, "dbz");
+  assert.equal(parsed.config.slot, "flag_slot");
+  assert.equal(parsed.config.publication, "env_pub");
+  assert.equal(parsed.config.dropSlot, true);
+});
+
+Deno.test("a slot or publication name a replication command cannot carry is refused, naming the rule", () => {
+  assert.throws(
+    () => loadCaptureConfig([], { CAPTURE_SLOT: "Slot-1" }),
+    (e: Error) =>
+      e instanceof ConfigError &&
+      e.message === '--slot (or CAPTURE_SLOT) must be 1..63 lower-case letters, digits or underscores: got "Slot-1"',
+  );
+  assert.throws(() => loadCaptureConfig(["--publication", "p'; drop"], {}), /--publication .* got "p'; drop"/);
+  assert.throws(() => loadCaptureConfig(["--topic-prefix", "a b"], {}), /--topic-prefix .* got "a b"/);
+});
+
+Deno.test("cdc-produce capture --help lists the capture flags with their variables", () => {
+  const help = helpText("produce capture", "summary");
+  assert.match(help, /^usage: cdc-produce capture \[flags\]/);
+  assert.match(help, /--slot VALUE .*\[CAPTURE_SLOT\]/);
+  assert.match(help, /--publication VALUE .*\[CAPTURE_PUBLICATION\]/);
+  assert.match(help, /--topic-prefix VALUE .*\[CAPTURE_TOPIC_PREFIX\]/);
+  assert.match(help, /--drop-slot/);
 });

@@ -1,0 +1,214 @@
+/**
+ * Faults of the capture: SIGKILLed several times, PostgreSQL restarted and Kafka stopped while
+ * the consumer applies a seeded workload. In each, every committed change (recorded by an audit
+ * trigger) is in the capture topics, in commit order per key, ending on the final row;
+ * duplicates are counted, gaps fail the test. Runs against the fault suite's own services.
+ */
+import assert from "node:assert/strict";
+import {
+  createTestDatabase,
+  groupLag,
+  type PipelineEnv,
+  pipelineNames,
+  runCommand,
+  type Running,
+  startCommand,
+  topicSize,
+  waitFor,
+} from "../_helpers.ts";
+import { type CaptureCheck, captureNames, checkCaptured, installAudit } from "../_capture.ts";
+import {
+  FAULTS_BROKERS,
+  FAULTS_DATABASE_URL,
+  killLeftovers,
+  report,
+  seededRandom,
+  services,
+  stopProcess,
+  waitForCommitsBeyond,
+  waitForDrain,
+} from "./_faults.ts";
+
+const SEED = Number(Deno.env.get("FAULTS_SEED") ?? 41);
+// Small batches: many transactions, so the faults land while the consumer is still applying.
+const CONSUME_ARGS = ["--max-batch-bytes", "1024", "--concurrency", "1"];
+const USERS = 4_000, ORDERS = 8_000;
+
+/** A database with the audit trigger, a seeded workload in Kafka, and fresh capture names. */
+async function prepare(seed: number, users = USERS, orders = ORDERS) {
+  const db = await createTestDatabase(FAULTS_DATABASE_URL);
+  const names = captureNames();
+  const env: PipelineEnv = { ...pipelineNames(db.url), ...names, KAFKA_BROKERS: FAULTS_BROKERS.join(",") };
+  await installAudit(db.sql);
+  const produced = await runCommand(
+    "produce",
+    ["--users", `${users}`, "--orders", `${orders}`, "--seed", `${seed}`],
+    env,
+  );
+  assert.equal(produced.code, 0, produced.stderr);
+  return { db, env, names, topics: [env.USERS_TOPIC, env.ORDERS_TOPIC] };
+}
+
+async function startCapture(env: PipelineEnv): Promise<Running> {
+  const capture = startCommand("produce", ["capture"], env);
+  await waitFor("the capture to stream", () => /streaming from slot/.test(capture.stderr()), 60_000, 100);
+  return capture;
+}
+
+async function capturedRecords(prefix: string): Promise<number> {
+  return await topicSize(`${prefix}.public.users`, FAULTS_BROKERS) +
+    await topicSize(`${prefix}.public.orders`, FAULTS_BROKERS);
+}
+
+/** Waits until the topics hold every audited change; returns the last check either way. */
+async function settle(sql: Parameters<typeof checkCaptured>[0], prefix: string): Promise<CaptureCheck> {
+  let last: CaptureCheck | undefined;
+  await waitFor(
+    "the capture topics to hold every audited change",
+    async () => {
+      last = await checkCaptured(sql, prefix, FAULTS_BROKERS);
+      return last.gaps.length === 0 && last.finalMismatches.length === 0;
+    },
+    60_000,
+    1_000,
+  ).catch(() => {});
+  return last!;
+}
+
+/** Drops the slot (a database with a slot cannot be dropped) and the database. */
+async function cleanUp(db: { drop: () => Promise<void> }, env: PipelineEnv) {
+  const dropped = await runCommand("produce", ["capture", "--drop-slot"], env).catch((error) => ({
+    code: -1,
+    stderr: `${error}`,
+  }));
+  if (dropped.code !== 0) console.error(`dropping the slot failed: ${dropped.stderr}`);
+  await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
+}
+
+function assertComplete(check: CaptureCheck, capture: string) {
+  assert.deepEqual(check.gaps, [], "every committed change is in the topics, in commit order per key");
+  assert.deepEqual(check.finalMismatches, [], "the last event of each key equals the final row");
+  assert.ok(check.auditedChanges > USERS, `the workload changed rows (audited ${check.auditedChanges})`);
+  assert.match(capture, /INFO {2}capture: done /, "the last capture exits with its summary");
+}
+
+/**
+ * Stops `service` once the capture has published 1,000 records while the consumer applies, waits
+ * for the capture to log `waitLine`, starts the service again, and checks the topics once the
+ * consumer drained. Returns the capture's exit.
+ */
+async function outageMidStream(seed: number, service: "postgres" | "kafka", waitLine: RegExp) {
+  const { db, env, names, topics } = await prepare(seed);
+  const runs: Running[] = [];
+  try {
+    const capture = await startCapture(env);
+    runs.push(capture);
+    const consumer = startCommand("consume", CONSUME_ARGS, env);
+    runs.push(consumer);
+    await waitFor(
+      "1,000 captured records",
+      async () => (await capturedRecords(names.CAPTURE_TOPIC_PREFIX)) > 1_000,
+      60_000,
+      100,
+    );
+    await services("down", service);
+    await waitFor(`the capture to log ${waitLine}`, () => waitLine.test(capture.stderr()), 60_000);
+    await services("up", service);
+    await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
+    assert.equal((await stopProcess(consumer, "SIGTERM")).code, 0);
+    const check = await settle(db.sql, names.CAPTURE_TOPIC_PREFIX);
+    const result = await stopProcess(capture, "SIGTERM");
+    report(`${service} stopped and started mid-stream`, {
+      events: USERS + ORDERS,
+      waitLines: result.stderr.match(new RegExp(waitLine, "g"))?.length ?? 0,
+      reconnects: /reconnects=(\d+)/.exec(result.stderr)?.[1],
+      auditedChanges: check.auditedChanges,
+      captureEvents: check.events,
+      duplicates: check.duplicates,
+      gaps: check.gaps.length,
+      finalMismatches: check.finalMismatches.length,
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assertComplete(check, result.stderr);
+    return result;
+  } finally {
+    await killLeftovers(...runs);
+    await cleanUp(db, env);
+  }
+}
+
+Deno.test("capture faults: SIGKILLs, a PostgreSQL restart and a Kafka stop lose no change", async (t) => {
+  await services("up", "kafka", "postgres");
+  try {
+    await t.step("the capture SIGKILLed three times while the consumer applies: no change lost", async () => {
+      // A larger workload: three restarts of the capture take seconds, the consumer must still be applying.
+      const { db, env, names, topics } = await prepare(SEED, 3 * USERS, 3 * ORDERS);
+      const runs: (Running | undefined)[] = [];
+      try {
+        const random = seededRandom(SEED);
+        let capture = await startCapture(env);
+        runs.push(capture);
+        const consumer = startCommand("consume", CONSUME_ARGS, env);
+        runs.push(consumer);
+        await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
+        let kills = 0;
+        const lagAtKills: number[] = [];
+        for (; kills < 3; kills++) {
+          const before = await capturedRecords(names.CAPTURE_TOPIC_PREFIX);
+          const more = 50 + Math.floor(random() * 200);
+          await waitFor(
+            `${more} more captured records`,
+            async () => (await capturedRecords(names.CAPTURE_TOPIC_PREFIX)) > before + more,
+            60_000,
+            100,
+          );
+          await stopProcess(capture, "SIGKILL");
+          lagAtKills.push(await groupLag(env.CONSUMER_GROUP, topics, FAULTS_BROKERS));
+          // The consumer goes on while the capture is down: those changes wait in the slot.
+          await new Promise((r) => setTimeout(r, 100 + random() * 400));
+          capture = await startCapture(env);
+          runs.push(capture);
+        }
+        await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
+        assert.equal((await stopProcess(consumer, "SIGTERM")).code, 0);
+        const check = await settle(db.sql, names.CAPTURE_TOPIC_PREFIX);
+        const last = await stopProcess(capture, "SIGTERM");
+        report("capture SIGKILLed", {
+          events: 3 * (USERS + ORDERS),
+          kills,
+          consumerLagAtKills: lagAtKills,
+          auditedChanges: check.auditedChanges,
+          captureEvents: check.events,
+          duplicates: check.duplicates,
+          gaps: check.gaps.length,
+          finalMismatches: check.finalMismatches.length,
+        });
+        assert.equal(last.code, 0, last.stderr);
+        // -1: the group has not committed on every partition yet, so it is applying too.
+        assert.ok(lagAtKills.every((lag) => lag !== 0), "every kill came while the consumer was still applying");
+        assertComplete(check, last.stderr);
+        assert.doesNotMatch(last.stderr, /created slot/, "a restart resumes from the slot, it takes no new snapshot");
+      } finally {
+        await killLeftovers(...runs);
+        await cleanUp(db, env);
+      }
+    });
+
+    await t.step(
+      "PostgreSQL restarted mid-stream: the capture waits, resumes from the slot, loses nothing",
+      async () => {
+        const result = await outageMidStream(SEED + 1, "postgres", /waiting for PostgreSQL/);
+        assert.match(result.stderr, /reconnects=[1-9]/, "the capture opened the stream again");
+      },
+    );
+
+    await t.step(
+      "Kafka stopped mid-stream: the capture waits, acknowledges nothing unsent, loses nothing",
+      async () => {
+        await outageMidStream(SEED + 2, "kafka", /send failed, retrying/);
+      },
+    );
+  } finally {
+    await services("down", "kafka", "postgres");
+  }
+});
