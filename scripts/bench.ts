@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { DEFAULTS } from "../lib/config.ts";
-import { groupPositions } from "../lib/kafka_admin.ts";
+import { partitionPositions } from "../lib/kafka_admin.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
 import { murmur2 } from "../lib/partitioner.ts";
@@ -51,6 +51,17 @@ const env = {
 };
 const TOPICS = [env.USERS_TOPIC, env.ORDERS_TOPIC];
 const BINARY_TOPICS = [`${RUN}_binary_users`, `${RUN}_binary_orders`];
+/** The standalone binaries' run: their own topics (filled by the binary producer), group and database. */
+const BINARY_DB = `${RUN}_binary`;
+const binaryEnv = {
+  ...env,
+  USERS_TOPIC: BINARY_TOPICS[0],
+  ORDERS_TOPIC: BINARY_TOPICS[1],
+  CONSUMER_GROUP: `${RUN}_binary_group`,
+  DATABASE_URL: ADMIN_URL.replace(/\/[^/?]*(\?|$)/, `/${BINARY_DB}$1`),
+};
+/** Seconds over which an idle consumer's CPU is measured. */
+const IDLE_WINDOW_S = QUICK ? 10 : 30;
 const JAVA_TOPIC = `${RUN}_java`;
 const BASELINE_GROUP = `${RUN}_baseline`;
 const kafka = new Kafka({ clientId: "cdc-bench", brokers: BROKERS.split(","), logLevel: logLevel.NOTHING });
@@ -219,9 +230,72 @@ async function taskCommand(task: "produce" | "consume" | "capture", args: string
   return [Deno.execPath(), ...rest.map((word) => (word.endsWith(".ts") ? `${ROOT}${word}` : word)), ...args];
 }
 
-/** Records not yet committed by `groupId` on `topics`. */
-async function groupLag(admin: ReturnType<Kafka["admin"]>, groupId: string, topics: string[]): Promise<number> {
-  return (await groupPositions(admin, groupId, topics)).reduce((sum, p) => sum + p.lag, 0);
+/**
+ * Records of `topics` the tables in `databaseUrl` have not applied: the log's end minus the
+ * offsets stored in PostgreSQL, which the consumer advances in the transaction that applies.
+ */
+function storedLag(databaseUrl: string, topics: string[]): { lag: () => Promise<number>; close: () => Promise<void> } {
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  const admin = kafka.admin();
+  const connected = admin.connect();
+  return {
+    lag: async () => {
+      await connected;
+      const rows = await sql<{ key: string; next: string }[]>`
+        select topic || ':' || partition as key, next_offset::text as next from cdc_offsets`.catch(() => []);
+      const stored = new Map(rows.map((r) => [r.key, Number(r.next)]));
+      return (await partitionPositions(admin, topics, (key) => stored.get(key))).reduce((sum, p) => sum + p.lag, 0);
+    },
+    close: async () => {
+      await sql.end();
+      await admin.disconnect();
+    },
+  };
+}
+
+/** Drains `topics` into `databaseUrl` with `cmd`, measured until the stored offsets reach the logs' ends. */
+async function drain(cmd: string[], environment: Record<string, string>): Promise<Measured> {
+  const backlog = storedLag(environment.DATABASE_URL, [environment.USERS_TOPIC, environment.ORDERS_TOPIC]);
+  try {
+    return await measure(cmd, async () => (await backlog.lag().catch(() => 1)) === 0, environment);
+  } finally {
+    await backlog.close();
+  }
+}
+
+/**
+ * Share of one core a consumer uses with nothing to consume: started on drained topics, measured
+ * from /proc over IDLE_WINDOW_S once it has joined its group and settled, then stopped.
+ */
+async function idleCpuPercent(cmd: string[], environment: Record<string, string>): Promise<number> {
+  const child = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    env: environment,
+    stdout: "null",
+    stderr: "piped",
+    cwd: ROOT,
+  }).spawn();
+  let log = "";
+  const reader = (async () => {
+    for await (const chunk of child.stderr) log = (log + decode(chunk)).slice(-8000);
+  })();
+  try {
+    const joinedBy = Date.now() + 60_000;
+    while (!/joined group/.test(log)) {
+      if (Date.now() > joinedBy) throw new Error(`the idle consumer did not join its group: ${log.slice(-2000)}`);
+      await sleep(100);
+    }
+    await sleep(3_000);
+    const [before] = await processStats([child.pid]);
+    const started = performance.now();
+    await sleep(IDLE_WINDOW_S * 1000);
+    const [after] = await processStats([child.pid]);
+    return round((100 * (after.cpuSeconds - before.cpuSeconds)) / ((performance.now() - started) / 1000), 2);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await reader;
+  }
 }
 
 /** Mean bytes (key + value) of the run's records, from a 1% sample of the same seeded stream shape. */
@@ -481,14 +555,7 @@ async function captureWhileConsuming() {
         await sleep(250);
       }
     })();
-    const lagAdmin = kafka.admin();
-    await lagAdmin.connect();
-    const consume = await measure(
-      await taskCommand("consume", []),
-      async () => (await groupLag(lagAdmin, CAPTURE.group, TOPICS).catch(() => 1)) === 0,
-      captureEnv,
-    );
-    await lagAdmin.disconnect();
+    const consume = await drain(await taskCommand("consume", []), captureEnv);
     const consumerDone = performance.now();
     // Caught up: no new change published for 3 s after the consumer finished.
     while (performance.now() - Math.max(lastAt, consumerDone) < 3_000) await sleep(250);
@@ -526,7 +593,9 @@ async function captureWhileConsuming() {
 /** Removes everything the run created: database, topics (with DLQs) and consumer groups. */
 async function cleanUp(): Promise<void> {
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
-  await admin.unsafe(`drop database if exists ${RUN} with (force)`).catch((e) => progress(`drop database: ${e}`));
+  for (const db of [RUN, BINARY_DB]) {
+    await admin.unsafe(`drop database if exists ${db} with (force)`).catch((e) => progress(`drop database: ${e}`));
+  }
   // A database with a replication slot cannot be dropped: the slot goes first.
   await admin`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${CAPTURE.slot}`
     .catch((e) => progress(`drop slot: ${e}`));
@@ -541,7 +610,7 @@ async function cleanUp(): Promise<void> {
       .filter((t) => existing.has(t));
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)
-      .filter((g) => g === env.CONSUMER_GROUP || g === BASELINE_GROUP || g === CAPTURE.group);
+      .filter((g) => [env.CONSUMER_GROUP, binaryEnv.CONSUMER_GROUP, BASELINE_GROUP, CAPTURE.group].includes(g));
     // A group whose last member just left can still answer "not empty" for a while.
     for (const group of groups) {
       for (let attempt = 1;; attempt++) {
@@ -585,6 +654,7 @@ let exitCode = 0;
 try {
   const setup = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
   await setup.unsafe(`create database ${RUN}`);
+  await setup.unsafe(`create database ${BINARY_DB}`);
   const [{ version: pgVersion }] = await setup`select current_setting('server_version') as version`;
   await setup.end();
 
@@ -605,14 +675,10 @@ try {
   const producerRate = EVENTS / produce.seconds;
   progress(`producer: ${Math.round(producerRate)} events/s, peak RSS ${produce.peakRssMb} MB`);
 
-  const lagAdmin = kafka.admin();
-  await lagAdmin.connect();
-  const consume = await timed("draining the backlog into PostgreSQL with the consumer", async () =>
-    measure(
-      await taskCommand("consume", []),
-      async () => (await groupLag(lagAdmin, env.CONSUMER_GROUP, TOPICS).catch(() => 1)) === 0,
-    ));
-  await lagAdmin.disconnect();
+  const consume = await timed(
+    "draining the backlog into PostgreSQL with the consumer",
+    async () => drain(await taskCommand("consume", []), env),
+  );
   const consumerRate = EVENTS / consume.seconds;
   progress(`consumer: ${Math.round(consumerRate)} events/s, peak RSS ${consume.peakRssMb} MB`);
   const summary = consume.stderr.split("\n").filter((l) => l.startsWith("{") && l.includes('"done"'))
@@ -661,6 +727,23 @@ try {
     ));
   const binaryRate = EVENTS / binaryProduce.seconds;
   progress(`standalone producer: ${Math.round(binaryRate)} events/s, peak RSS ${binaryProduce.peakRssMb} MB`);
+  const binaryConsume = await timed(
+    "draining that backlog into PostgreSQL with the standalone consumer (Bun)",
+    () => drain([`${ROOT}dist/cdc-consume`], binaryEnv),
+  );
+  const binaryConsumerRate = EVENTS / binaryConsume.seconds;
+  progress(`standalone consumer: ${Math.round(binaryConsumerRate)} events/s, peak RSS ${binaryConsume.peakRssMb} MB`);
+  const idleCpu = {
+    consumer: await timed(
+      `CPU of an idle consumer (deno task consume) over ${IDLE_WINDOW_S} s`,
+      async () => idleCpuPercent(await taskCommand("consume", []), env),
+    ),
+    standaloneConsumer: await timed(
+      `CPU of an idle standalone consumer over ${IDLE_WINDOW_S} s`,
+      () => idleCpuPercent([`${ROOT}dist/cdc-consume`], binaryEnv),
+    ),
+  };
+  progress(`idle consumer: ${idleCpu.consumer}% of a core, standalone ${idleCpu.standaloneConsumer}%`);
 
   const ratios = {
     consumerVsOneEventPerTx: round(consumerRate / baselineRate, 1),
@@ -680,6 +763,11 @@ try {
     copySeconds: round(copy.seconds, 3),
     standaloneProducerEventsPerS: Math.round(binaryRate),
     standaloneProducerPeakRssMb: binaryProduce.peakRssMb,
+    standaloneConsumerEventsPerS: Math.round(binaryConsumerRate),
+    standaloneConsumerSeconds: round(binaryConsume.seconds, 3),
+    standaloneConsumerPeakRssMb: binaryConsume.peakRssMb,
+    idleConsumerCpuPercent: idleCpu.consumer,
+    idleStandaloneConsumerCpuPercent: idleCpu.standaloneConsumer,
   };
   const perEvent = (seconds: number | null) => (seconds === null ? null : round((seconds * 1e6) / EVENTS, 1));
   /** Where one phase's CPU went, and the rate this machine's cores would allow at that cost. */
@@ -702,9 +790,10 @@ try {
     kafkajsEncodeOnlyEventsPerS: Math.round(encodeOnlyRate),
     producerVsKafkajsEncodeOnly: round(producerRate / encodeOnlyRate, 2),
     standaloneProducer: profileOf(binaryProduce, "producer"),
+    standaloneConsumer: profileOf(binaryConsume, "consumer"),
   };
   const atLeast = (value: number, min: number) => ({ value, min, met: value >= min });
-  const atMost = (value: number, max: number) => ({ value, max, met: value < max });
+  const atMost = (value: number, max: number) => ({ value, max, met: value <= max });
   console.log(JSON.stringify(
     {
       run: RUN,
@@ -738,12 +827,18 @@ try {
       profile,
       targets: {
         producerEventsPerS: atLeast(figures.producerEventsPerS, 100_000),
+        standaloneProducerEventsPerS: atLeast(figures.standaloneProducerEventsPerS, 100_000),
         consumerEventsPerS: atLeast(figures.consumerEventsPerS, 50_000),
+        standaloneConsumerEventsPerS: atLeast(figures.standaloneConsumerEventsPerS, 50_000),
         consumerVsOneEventPerTx: atLeast(ratios.consumerVsOneEventPerTx, 30),
         producerVsJavaPerfTool: atLeast(ratios.producerVsJavaPerfTool, 0.5),
-        consumerVsCopy: atLeast(ratios.consumerVsCopy, 0.5),
-        producerPeakRssMb: atMost(figures.producerPeakRssMb, 200),
+        consumerVsCopy: atLeast(ratios.consumerVsCopy, 0.4),
+        idleConsumerCpuPercent: atMost(figures.idleConsumerCpuPercent, 1),
+        idleStandaloneConsumerCpuPercent: atMost(figures.idleStandaloneConsumerCpuPercent, 1),
+        producerPeakRssMb: atMost(figures.producerPeakRssMb, 300),
+        standaloneProducerPeakRssMb: atMost(figures.standaloneProducerPeakRssMb, 300),
         consumerPeakRssMb: atMost(figures.consumerPeakRssMb, 300),
+        standaloneConsumerPeakRssMb: atMost(figures.standaloneConsumerPeakRssMb, 300),
       },
     },
     null,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DEFAULTS } from "../lib/config.ts";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ROOT } from "./_helpers.ts";
@@ -41,17 +42,29 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     "copySeconds",
     "standaloneProducerEventsPerS",
     "standaloneProducerPeakRssMb",
+    "standaloneConsumerEventsPerS",
+    "standaloneConsumerSeconds",
+    "standaloneConsumerPeakRssMb",
   ];
   for (const key of figures) {
     assert.equal(typeof report.figures[key], "number", `figures.${key}`);
     assert.ok(report.figures[key] > 0, `figures.${key} = ${report.figures[key]}`);
+  }
+  // An idle consumer's share of a core: measured, possibly 0 over a short quiet window.
+  for (const key of ["idleConsumerCpuPercent", "idleStandaloneConsumerCpuPercent"]) {
+    assert.ok(report.figures[key] >= 0 && report.figures[key] < 100, `figures.${key} = ${report.figures[key]}`);
   }
   for (const key of ["consumerVsOneEventPerTx", "producerVsJavaPerfTool", "consumerVsCopy"]) {
     assert.ok(report.ratios[key] > 0, `ratios.${key} = ${report.ratios[key]}`);
   }
   // Where each phase's CPU went: the command's own share is always measured (from /proc).
   for (
-    const [phase, command] of [["producer", "producer"], ["consumer", "consumer"], ["standaloneProducer", "producer"]]
+    const [phase, command] of [
+      ["producer", "producer"],
+      ["consumer", "consumer"],
+      ["standaloneProducer", "producer"],
+      ["standaloneConsumer", "consumer"],
+    ]
   ) {
     const profile = report.profile[phase];
     assert.ok(profile.cpuMicrosPerEvent[command] > 0, `profile.${phase}.cpuMicrosPerEvent.${command}`);
@@ -67,12 +80,18 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
   assert.ok(report.profile.producerVsKafkajsEncodeOnly > 0);
   const targets = [
     "producerEventsPerS",
+    "standaloneProducerEventsPerS",
     "consumerEventsPerS",
+    "standaloneConsumerEventsPerS",
     "consumerVsOneEventPerTx",
     "producerVsJavaPerfTool",
     "consumerVsCopy",
+    "idleConsumerCpuPercent",
+    "idleStandaloneConsumerCpuPercent",
     "producerPeakRssMb",
+    "standaloneProducerPeakRssMb",
     "consumerPeakRssMb",
+    "standaloneConsumerPeakRssMb",
   ];
   for (const key of targets) {
     const target = report.targets[key];
@@ -85,15 +104,15 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
   assert.deepEqual(report.consumerDeadLettered, {});
 
   // Cleaned up: its database and topics are gone.
-  const sql = postgres(Deno.env.get("DATABASE_URL") ?? "postgres://postgres:postgres@localhost:5432/cdc_db", {
+  const sql = postgres(Deno.env.get("DATABASE_URL") ?? DEFAULTS.databaseUrl, {
     max: 1,
     onnotice: () => {},
   });
-  const left = await sql`select datname from pg_database where datname = ${report.run}`;
+  const left = await sql`select datname from pg_database where datname like ${report.run + "%"}`;
   await sql.end();
   assert.deepEqual([...left], []);
   const admin = new Kafka({
-    brokers: (Deno.env.get("KAFKA_BROKERS") ?? "localhost:9092").split(","),
+    brokers: (Deno.env.get("KAFKA_BROKERS") ?? DEFAULTS.brokers).split(","),
     logLevel: logLevel.NOTHING,
   })
     .admin();
