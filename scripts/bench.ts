@@ -606,7 +606,7 @@ async function cleanUp(): Promise<void> {
   try {
     await kafkaAdmin.connect();
     const existing = new Set(await kafkaAdmin.listTopics());
-    const topics = [...TOPICS, ...TOPICS.map(dlqTopic), JAVA_TOPIC, ...BINARY_TOPICS, ...CAPTURE_TOPICS]
+    const topics = [...TOPICS, ...BINARY_TOPICS].flatMap((t) => [t, dlqTopic(t)]).concat(JAVA_TOPIC, CAPTURE_TOPICS)
       .filter((t) => existing.has(t));
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId)
