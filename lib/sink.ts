@@ -52,17 +52,6 @@ export function isClosedConnectionWrite(error: unknown): boolean {
     /postgres/.test(error.stack ?? "");
 }
 
-/** Whether the database answers a trivial query within `timeoutMs`; for health while no batch runs. */
-export async function databaseAnswers(sql: Sql, timeoutMs = 3_000): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
-  try {
-    return await Promise.race([sql`select 1`.then(() => true, () => false), timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Key of the advisory lock that serialises schema creation between consumers starting at once. */
 const SCHEMA_LOCK = 0x0cdc_5c4e;
 
@@ -422,6 +411,24 @@ export async function advanceOffset(tx: Tx, from: PartitionOffset, to: bigint): 
     update cdc_offsets set next_offset = ${to.toString()}, updated_at = now()
     where topic = ${from.topic} and partition = ${from.partition} and next_offset = ${from.nextOffset.toString()}`;
   if (moved.count !== 1) throw new FencedError(from.topic, from.partition, from.nextOffset, -1n);
+}
+
+/**
+ * The stored offsets of `topics`, or undefined when the database fails or does not answer within
+ * `timeoutMs`: the consumer's once-a-second read of its lag doubles as its health check.
+ */
+export async function storedOffsetsWithin(
+  sql: Sql,
+  topics: string[],
+  timeoutMs = 3_000,
+): Promise<Map<string, bigint> | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
+  try {
+    return await Promise.race([readStoredOffsets(sql, topics).catch(() => undefined), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The stored next offsets of every partition of `topics`, keyed `topic:partition`. */
