@@ -142,15 +142,24 @@ function encodeWithoutBuffers(): void {
       return methods.writeUVarInt.call(this, (value << 1) ^ (value >> 31));
     },
     writeVarIntBytes(value: unknown) {
-      if (typeof value !== "string" || value.length >= 4096 || NON_ASCII.test(value)) {
-        return originals.writeVarIntBytes.call(this, value);
-      }
+      if (typeof value !== "string" || value.length >= 4096) return originals.writeVarIntBytes.call(this, value);
+      // Written as if ASCII, in one pass; a string that is not is rewound and left to kafkajs.
+      const start = this.offset;
       const length = value.length;
       methods.writeUVarInt.call(this, (length << 1) ^ (length >> 31));
       this.ensureAvailable(length);
       const buf = this.buf;
       const offset = this.offset;
-      for (let i = 0; i < length; i++) buf[offset + i] = value.charCodeAt(i);
+      let bits = 0;
+      for (let i = 0; i < length; i++) {
+        const code = value.charCodeAt(i);
+        bits |= code;
+        buf[offset + i] = code;
+      }
+      if (bits > 0x7f) {
+        this.offset = start;
+        return originals.writeVarIntBytes.call(this, value);
+      }
       this.offset = offset + length;
       return this;
     },

@@ -6,7 +6,7 @@
 import process from "node:process";
 import type { Message } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
-import { generateEvents, type GenerationStats, newStats, randomSeed, systemClock } from "./generator.ts";
+import { type EventBatch, generateInWorker, type GenerationStats, newStats, randomSeed } from "./event_batches.ts";
 import { createKafka, createPublisher, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { describeError, isKafkaAuthError, retry } from "./retry.ts";
@@ -76,8 +76,6 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
   const produceStats = options.stats ?? newProduceStats();
   const seed = config.seed ?? randomSeed();
   const stats = newStats();
-  const clock = config.seed === undefined ? systemClock() : undefined;
-  const events = generateEvents({ users: config.users, orders: config.orders, seed, clock }, stats);
   const topicOf = { user: config.usersTopic, order: config.ordersTopic };
   const started = performance.now();
   const total = config.users + config.orders;
@@ -93,22 +91,25 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     logger.info(`${config.dryRun ? "printed" : "published"} ${done}/${total} events`, { eventsPerS: rate });
   };
 
+  const batches = generateInWorker({
+    users: config.users,
+    orders: config.orders,
+    seed,
+    systemClock: config.seed === undefined,
+    batchSize: config.batchSize,
+  });
+
   if (config.dryRun) {
-    let buffer = "";
-    for (const event of events) {
-      buffer += JSON.stringify(event.value) + "\n";
-      done++;
-      if (buffer.length >= 65_536) {
-        await writeOut(buffer);
-        buffer = "";
-        progress();
-        if (stopRequested()) {
-          interrupted = true;
-          break;
-        }
+    for await (const batch of batches) {
+      await writeOut(batch.values + "\n");
+      Object.assign(stats, batch.stats);
+      done += batch.count;
+      progress();
+      if (stopRequested()) {
+        interrupted = true;
+        break;
       }
     }
-    if (buffer) await writeOut(buffer);
     return summarize(stats, seed, done, started, interrupted, topicOf);
   }
 
@@ -142,58 +143,56 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       logger,
       onRetry: () => produceStats.sendRetries++,
     };
-    let batch: { user: Message[]; order: Message[] } = { user: [], order: [] };
-    let inBatch = 0;
     const send = async (topicMessages: TopicMessages[]) => {
-      if (topicMessages.length) {
-        const sendStarted = performance.now();
-        await writeWithRetry(producer, topicMessages, writeOptions);
-        produceStats.onSend?.(performance.now() - sendStarted);
-        for (const { topic, messages } of topicMessages) {
-          produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
-        }
+      const sendStarted = performance.now();
+      await writeWithRetry(producer, topicMessages, writeOptions);
+      produceStats.onSend?.(performance.now() - sendStarted);
+      for (const { topic, messages } of topicMessages) {
+        produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
       }
     };
     // One send in flight at a time (per-key order needs that, a failed batch being re-sent whole),
-    // while the next batch is generated: generating overlaps the wait for acks.
+    // while a worker generates the next batches on the other core.
     let inFlight: Promise<void> = Promise.resolve();
     let sendFailure: { error: unknown } | undefined;
     const settle = async () => {
       await inFlight;
       if (sendFailure) throw sendFailure.error;
     };
-    const flush = async () => {
-      const topicMessages: TopicMessages[] = [];
-      if (batch.user.length) topicMessages.push({ topic: topicOf.user, messages: batch.user });
-      if (batch.order.length) topicMessages.push({ topic: topicOf.order, messages: batch.order });
-      const count = inBatch;
-      batch = { user: [], order: [] };
-      inBatch = 0;
+    for await (const batch of batches) {
+      const topicMessages = toTopics(batch, topicOf);
       await settle();
+      Object.assign(stats, batch.stats);
       inFlight = send(topicMessages).then(() => {
-        done += count;
+        done += batch.count;
         progress();
       }, (error) => {
         sendFailure = { error };
       });
-    };
-    for (const event of events) {
-      batch[event.entity].push({ key: event.key, value: JSON.stringify(event.value) });
-      if (++inBatch >= config.batchSize) {
-        await flush();
-        if (stopRequested()) {
-          interrupted = true;
-          break;
-        }
+      if (stopRequested()) {
+        interrupted = true;
+        break;
       }
     }
-    if (!interrupted) await flush();
     await settle();
   } finally {
     await producer.disconnect().catch(() => {});
     await admin.disconnect().catch(() => {});
   }
   return summarize(stats, seed, done, started, interrupted, topicOf);
+}
+
+/** The batch's records per topic: its user events, then its order events. */
+function toTopics(batch: EventBatch, topicOf: { user: string; order: string }): TopicMessages[] {
+  const values = batch.values.split("\n");
+  const keys = batch.keys.split("\n");
+  const user: Message[] = [];
+  const order: Message[] = [];
+  for (let i = 0; i < values.length; i++) (i < batch.users ? user : order).push({ key: keys[i], value: values[i] });
+  const topics: TopicMessages[] = [];
+  if (user.length) topics.push({ topic: topicOf.user, messages: user });
+  if (order.length) topics.push({ topic: topicOf.order, messages: order });
+  return topics;
 }
 
 function summarize(
