@@ -1,7 +1,10 @@
 /** The producer against the real broker: counts, keys, partitions, dry runs and retries. */
 import assert from "node:assert/strict";
 import * as net from "node:net";
+import { loadProduceConfig } from "../lib/config.ts";
+import { createLogger } from "../lib/log.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
+import { runProducer } from "../lib/producer.ts";
 import { BROKERS, readTopic, runCommand, startCommand, testKafka, uniqueName, waitFor } from "./_helpers.ts";
 
 async function topicSizes(topic: string): Promise<{ partitions: number; records: number }> {
@@ -109,3 +112,23 @@ function freePort(): Promise<number> {
     });
   });
 }
+
+Deno.test("a stop request ends the run after the batch in hand: interrupted, and the summary counts what Kafka holds", async () => {
+  const id = uniqueName("p");
+  const env = { USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
+  const config = loadProduceConfig(
+    ["--users", "20000", "--orders", "20000", "--seed", "4", "--batch-size", "1000"],
+    env,
+  );
+  assert.ok(!config.help);
+  let checks = 0;
+  const summary = await runProducer(config.config, {
+    logger: createLogger({ component: "test", write: () => {} }),
+    stopRequested: () => ++checks >= 3,
+  });
+  assert.equal(summary.interrupted, true);
+  assert.equal(summary.total, 3_000, "three batches of 1000 sent, the third being the one in hand");
+  assert.equal(Object.values(summary.published).reduce((a, b) => a + b, 0), 3_000);
+  assert.deepEqual(await topicSizes(env.USERS_TOPIC), { partitions: 3, records: 3_000 });
+  assert.deepEqual(await topicSizes(env.ORDERS_TOPIC), { partitions: 5, records: 0 });
+});
