@@ -56,6 +56,11 @@ function keyHash(key: string | Uint8Array): number {
   return murmur2(scratch, key.length);
 }
 
+/** The partition of `key` among `partitions`: `murmur2(key) & 0x7fffffff` modulo the partitions, as Java's client. */
+export function partitionOf(key: string | Uint8Array, partitions: number): number {
+  return (keyHash(key) & 0x7fffffff) % partitions;
+}
+
 /**
  * kafkajs partitioner: an explicit partition wins, a key picks `murmur2(key) & 0x7fffffff`
  * modulo the partitions, and a record without a key goes round robin.
@@ -66,6 +71,6 @@ export const keyHashPartitioner: ICustomPartitioner = () => {
     if (message.partition !== null && message.partition !== undefined) return message.partition;
     const partitions = partitionMetadata.length;
     if (message.key === null || message.key === undefined) return next++ % partitions;
-    return (keyHash(message.key) & 0x7fffffff) % partitions;
+    return partitionOf(message.key, partitions);
   };
 };

@@ -4,11 +4,12 @@
  * @module
  */
 import process from "node:process";
-import type { Message } from "kafkajs";
+import type { Message, Producer } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { type EventBatch, generateInWorker, type GenerationStats, newStats, randomSeed } from "./event_batches.ts";
 import { createKafka, createPublisher, createTopic, type TopicMessages, writeWithRetry } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
+import { partitionOf } from "./partitioner.ts";
 import { describeError, isKafkaAuthError, retry } from "./retry.ts";
 
 /** What a produce run did, printed at exit. */
@@ -115,7 +116,10 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
 
   const kafka = createKafka(config, "cdc-produce", logger);
   const admin = kafka.admin();
-  const producer = createPublisher(kafka);
+  const lanes: Lane[] = Array.from(
+    { length: LANES },
+    () => ({ producer: createPublisher(kafka), inFlight: Promise.resolve() }),
+  );
   const budget = {
     maxAttempts: config.maxAttempts,
     baseMs: config.retryBackoffMs,
@@ -128,71 +132,114 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       }),
   };
   try {
-    await retry(async () => {
+    const partitions = await retry(async () => {
       await admin.connect();
       await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
       await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
+      const { topics } = await admin.fetchTopicMetadata({ topics: [config.usersTopic, config.ordersTopic] });
+      const count = (topic: string) => topics.find((t) => t.name === topic)?.partitions.length ?? 0;
+      return { user: count(config.usersTopic), order: count(config.ordersTopic) };
     }, { ...budget, what: `preparing topics on ${config.brokers.join(",")}` });
     await admin.disconnect();
-    producer.on(producer.events.CONNECT, () => (produceStats.connected.kafka = true));
-    producer.on(producer.events.DISCONNECT, () => (produceStats.connected.kafka = false));
-    await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+    let connectedLanes = 0;
+    for (const { producer } of lanes) {
+      producer.on(producer.events.CONNECT, () => (produceStats.connected.kafka = ++connectedLanes === LANES));
+      producer.on(producer.events.DISCONNECT, () => {
+        connectedLanes--;
+        produceStats.connected.kafka = false;
+      });
+      await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+    }
     const writeOptions = {
       maxAttempts: config.maxAttempts,
       backoffMs: config.retryBackoffMs,
       logger,
       onRetry: () => produceStats.sendRetries++,
     };
-    const send = async (topicMessages: TopicMessages[]) => {
-      const sendStarted = performance.now();
-      await writeWithRetry(producer, topicMessages, writeOptions);
-      produceStats.onSend?.(performance.now() - sendStarted);
-      for (const { topic, messages } of topicMessages) {
-        produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
-      }
-    };
-    // One send in flight at a time (per-key order needs that, a failed batch being re-sent whole),
-    // while a worker generates the next batches on the other core.
-    let inFlight: Promise<void> = Promise.resolve();
-    let sendFailure: { error: unknown } | undefined;
-    const settle = async () => {
-      await inFlight;
-      if (sendFailure) throw sendFailure.error;
-    };
-    for await (const batch of batches) {
-      const topicMessages = toTopics(batch, topicOf);
-      await settle();
-      Object.assign(stats, batch.stats);
-      inFlight = send(topicMessages).then(() => {
-        done += batch.count;
+    const send = (lane: Lane, topicMessages: TopicMessages[]) =>
+      writeWithRetry(lane.producer, topicMessages, writeOptions).then(() => {
+        for (const { topic, messages } of topicMessages) {
+          produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
+          done += messages.length;
+        }
         progress();
       }, (error) => {
-        sendFailure = { error };
+        lane.failure = { error };
+      });
+    let batchAcked: Promise<void> = Promise.resolve();
+    for await (const batch of batches) {
+      const perLane = splitByLane(batch, topicOf, partitions);
+      Object.assign(stats, batch.stats);
+      const sendStarted = performance.now();
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < LANES; i++) {
+        await settle(lanes[i]);
+        if (perLane[i].length > 0) sends.push(lanes[i].inFlight = send(lanes[i], perLane[i]));
+      }
+      batchAcked = Promise.all(sends).then(() => {
+        if (lanes.every((lane) => !lane.failure)) produceStats.onSend?.(performance.now() - sendStarted);
       });
       if (stopRequested()) {
         interrupted = true;
         break;
       }
     }
-    await settle();
+    for (const lane of lanes) await settle(lane);
+    await batchAcked;
   } finally {
-    await producer.disconnect().catch(() => {});
+    await Promise.all(lanes.map((lane) => lane.inFlight));
+    await Promise.all(lanes.map((lane) => lane.producer.disconnect().catch(() => {})));
     await admin.disconnect().catch(() => {});
   }
   return summarize(stats, seed, done, started, interrupted, topicOf);
 }
 
-/** The batch's records per topic: its user events, then its order events. */
-function toTopics(batch: EventBatch, topicOf: { user: string; order: string }): TopicMessages[] {
+/**
+ * Producers that each own alternate partitions, each with its own connection and one send in
+ * flight. A key's partition belongs to one lane, whose batches go out one at a time and are re-sent
+ * whole on failure: per-key order holds, while one lane's request waits for its acks the main
+ * thread encodes the other's.
+ */
+const LANES = 2;
+
+/** One of the {@linkcode LANES}: its producer, its send in flight, and how that send failed. */
+interface Lane {
+  producer: Producer;
+  inFlight: Promise<void>;
+  failure?: { error: unknown };
+}
+
+/** Waits for the lane's send in flight; throws what made it fail. */
+async function settle(lane: Lane): Promise<void> {
+  await lane.inFlight;
+  if (lane.failure) throw lane.failure.error;
+}
+
+/**
+ * The batch's records per lane and topic, each with its key's partition (the partitioner's, for
+ * the partition counts of the run's start). The partitions of both topics, users' first, are dealt
+ * to the lanes in turn.
+ */
+function splitByLane(
+  batch: EventBatch,
+  topicOf: { user: string; order: string },
+  partitions: { user: number; order: number },
+): TopicMessages[][] {
   const values = batch.values.split("\n");
   const keys = batch.keys.split("\n");
-  const user: Message[] = [];
-  const order: Message[] = [];
-  for (let i = 0; i < values.length; i++) (i < batch.users ? user : order).push({ key: keys[i], value: values[i] });
-  const topics: TopicMessages[] = [];
-  if (user.length) topics.push({ topic: topicOf.user, messages: user });
-  if (order.length) topics.push({ topic: topicOf.order, messages: order });
-  return topics;
+  const lanes = Array.from({ length: LANES }, () => ({ user: [] as Message[], order: [] as Message[] }));
+  for (let i = 0; i < values.length; i++) {
+    const entity = i < batch.users ? "user" : "order";
+    const partition = partitionOf(keys[i], partitions[entity]);
+    const lane = (entity === "user" ? partition : partitions.user + partition) % LANES;
+    lanes[lane][entity].push({ key: keys[i], value: values[i], partition });
+  }
+  return lanes.map(({ user, order }) => {
+    const topics: TopicMessages[] = [];
+    if (user.length) topics.push({ topic: topicOf.user, messages: user });
+    if (order.length) topics.push({ topic: topicOf.order, messages: order });
+    return topics;
+  });
 }
 
 function summarize(
