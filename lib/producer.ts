@@ -170,11 +170,13 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     for await (const batch of batches) {
       const perLane = splitByLane(batch, topicOf, partitions);
       Object.assign(stats, batch.stats);
-      const sendStarted = performance.now();
+      let sendStarted = 0;
       const sends: Promise<void>[] = [];
       for (let i = 0; i < LANES; i++) {
         await settle(lanes[i]);
-        if (perLane[i].length > 0) sends.push(lanes[i].inFlight = send(lanes[i], perLane[i]));
+        if (perLane[i].length === 0) continue;
+        if (sends.length === 0) sendStarted = performance.now();
+        sends.push(lanes[i].inFlight = send(lanes[i], perLane[i]));
       }
       batchAcked = Promise.all(sends).then(() => {
         if (lanes.every((lane) => !lane.failure)) produceStats.onSend?.(performance.now() - sendStarted);
