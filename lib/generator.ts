@@ -5,8 +5,11 @@
  * @module
  */
 import { en, Faker } from "@faker-js/faker";
+import { type GenerationStats, newStats } from "./event_batches.ts";
 import type { EventType, OrderEvent, UserEvent } from "./model.ts";
 import { STATUS_OF } from "./model.ts";
+
+export { type GenerationStats, newStats };
 
 /** Source of event timestamps, in microseconds since the epoch. */
 export interface Clock {
@@ -29,16 +32,6 @@ export interface GeneratorOptions {
   seed: number;
   /** Clock of the timestamps. @default a simulated clock derived from the seed */
   clock?: Clock;
-}
-
-/** Counts kept while generating, for the producer's summary. */
-export interface GenerationStats {
-  /** Events per entity and type, e.g. `user.CREATE`. */
-  byType: Record<string, number>;
-  /** Users created in the run. */
-  usersCreated: number;
-  /** Distinct users that at least one order CREATE refers to. */
-  usersOrderedFor: number;
 }
 
 /** Share of CREATE, then of CREATE + UPDATE; the rest are DELETE. */
@@ -74,11 +67,6 @@ export function formatMicros(micros: number): string {
   }
   const fraction = String(((micros % 1_000_000) + 1_000_000) % 1_000_000).padStart(6, "0");
   return `${cachedPrefix}.${fraction}Z`;
-}
-
-/** A fresh random seed, for runs without `--seed`. */
-export function randomSeed(): number {
-  return crypto.getRandomValues(new Uint32Array(1))[0];
 }
 
 /** Small, fast, seedable PRNG (mulberry32) returning floats in [0, 1). */
@@ -218,9 +206,4 @@ export function generateEvents(options: GeneratorOptions, stats?: GenerationStat
       }
     },
   };
-}
-
-/** Empty counters for {@linkcode generateEvents}. */
-export function newStats(): GenerationStats {
-  return { byType: {}, usersCreated: 0, usersOrderedFor: 0 };
 }

@@ -5,6 +5,8 @@
  * them.
  * @module
  */
+import { Buffer } from "node:buffer";
+import Encoder from "kafkajs/src/protocol/encoder.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 
 /** Set on a patched method, naming what it fixes, so a test can tell that the fix is in place. */
@@ -71,5 +73,115 @@ function sweepRequestTimeoutsLessOften(): void {
   });
 }
 
+/** The part of kafkajs' protocol Encoder that the encoder fix reads and writes. */
+interface Encoding {
+  buf: Uint8Array;
+  offset: number;
+  ensureAvailable(length: number): void;
+}
+
+type EncoderMethod = ((this: Encoding, ...args: any[]) => unknown) & { [KAFKAJS_FIX]?: string };
+
+const ENCODER_FIX = "Buffer-free record encoding";
+const NON_ASCII = /[\u0080-\uffff]/;
+
+/** UTF-8 length of `value`: its length when it is ASCII (ids, JSON of ASCII text), else Buffer's count. */
+function utf8Length(value: string): number {
+  return value.length < 4096 && !NON_ASCII.test(value) ? value.length : Buffer.byteLength(value, "utf8");
+}
+
+/** Whether `value` is a plain number that zigzag-encodes in 32 bits, as every timestamp delta of one batch does. */
+function isInt32(value: unknown): value is number {
+  return typeof value === "number" && (value | 0) === value;
+}
+
+function uvarintSize(value: number): number {
+  let bytes = 1;
+  while ((value & 0xffffff80) !== 0) {
+    bytes++;
+    value >>>= 7;
+  }
+  return bytes;
+}
+
+/**
+ * kafkajs 2.2.4 encodes each record with a Buffer per varint (`Buffer.from([...bytes])`),
+ * 64-bit Long objects for its timestamp delta, `Buffer.byteLength` then `buf.write` for key and
+ * value, and `Buffer#copy` to gather the records; Deno's Buffer is a JavaScript layer over
+ * Uint8Array, so encoding cost the producer 16-18 µs an event under Deno (6 under Bun). The
+ * methods below write the same bytes straight into the encoder's buffer: varints byte by
+ * byte, timestamp deltas that fit 32 bits without Long, ASCII strings under 4 KiB (every key
+ * and value we send) char by char, copies with `Uint8Array#set`; anything else takes kafkajs'
+ * own path. Encoding alone went from 47,000-68,000 to 82,000-140,000 events/s under Deno.
+ */
+function encodeWithoutBuffers(): void {
+  const proto = Encoder.prototype as unknown as Record<string, EncoderMethod>;
+  if (proto.writeUVarInt[KAFKAJS_FIX]) return;
+  const statics = Encoder as unknown as Record<string, (value: unknown) => number>;
+  const originals = {
+    writeVarLong: proto.writeVarLong,
+    writeVarIntBytes: proto.writeVarIntBytes,
+    sizeOfVarLong: statics.sizeOfVarLong,
+    sizeOfVarIntBytes: statics.sizeOfVarIntBytes,
+  };
+  const methods: Record<string, EncoderMethod> = {
+    writeUVarInt(value: number) {
+      this.ensureAvailable(5);
+      const buf = this.buf;
+      let offset = this.offset;
+      while ((value & 0xffffff80) !== 0) {
+        buf[offset++] = (value & 0x7f) | 0x80;
+        value >>>= 7;
+      }
+      buf[offset++] = value & 0x7f;
+      this.offset = offset;
+      return this;
+    },
+    writeVarLong(value: unknown) {
+      if (!isInt32(value)) return originals.writeVarLong.call(this, value);
+      return methods.writeUVarInt.call(this, (value << 1) ^ (value >> 31));
+    },
+    writeVarIntBytes(value: unknown) {
+      if (typeof value !== "string" || value.length >= 4096) return originals.writeVarIntBytes.call(this, value);
+      // Written as if ASCII, in one pass; a string that is not is rewound and left to kafkajs.
+      const start = this.offset;
+      const length = value.length;
+      methods.writeUVarInt.call(this, (length << 1) ^ (length >> 31));
+      this.ensureAvailable(length);
+      const buf = this.buf;
+      const offset = this.offset;
+      let bits = 0;
+      for (let i = 0; i < length; i++) {
+        const code = value.charCodeAt(i);
+        bits |= code;
+        buf[offset + i] = code;
+      }
+      if (bits > 0x7f) {
+        this.offset = start;
+        return originals.writeVarIntBytes.call(this, value);
+      }
+      this.offset = offset + length;
+      return this;
+    },
+    writeBufferInternal(buffer: Uint8Array) {
+      this.ensureAvailable(buffer.length);
+      this.buf.set(buffer, this.offset);
+      this.offset += buffer.length;
+    },
+  };
+  for (const [name, method] of Object.entries(methods)) {
+    method[KAFKAJS_FIX] = ENCODER_FIX;
+    proto[name] = method;
+  }
+  statics.sizeOfVarLong = (value) =>
+    isInt32(value) ? uvarintSize((value << 1) ^ (value >> 31)) : originals.sizeOfVarLong.call(Encoder, value);
+  statics.sizeOfVarIntBytes = (value) => {
+    if (typeof value !== "string") return originals.sizeOfVarIntBytes.call(Encoder, value);
+    const length = utf8Length(value);
+    return uvarintSize((length << 1) ^ (length >> 31)) + length;
+  };
+}
+
 skipIdlePendingCheck();
 sweepRequestTimeoutsLessOften();
+encodeWithoutBuffers();

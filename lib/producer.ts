@@ -4,13 +4,14 @@
  * @module
  */
 import process from "node:process";
-import type { Message } from "kafkajs";
+import type { Message, Producer } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
-import { generateEvents, type GenerationStats, newStats, randomSeed, systemClock } from "./generator.ts";
-import { createKafka, createTopic } from "./kafka_admin.ts";
-import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
-import type { Logger } from "./log.ts";
 import { describeError, isKafkaAuthError } from "./errors.ts";
+import { type EventBatch, generateInWorker, type GenerationStats, newStats, randomSeed } from "./event_batches.ts";
+import { createKafka, createTopic } from "./kafka_admin.ts";
+import type { Logger } from "./log.ts";
+import { partitionOf } from "./partitioner.ts";
+import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
 import { retry } from "./retry.ts";
 
 /** What a produce run did, printed at exit. */
@@ -78,8 +79,6 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
   const produceStats = options.stats ?? newProduceStats();
   const seed = config.seed ?? randomSeed();
   const stats = newStats();
-  const clock = config.seed === undefined ? systemClock() : undefined;
-  const events = generateEvents({ users: config.users, orders: config.orders, seed, clock }, stats);
   const topicOf = { user: config.usersTopic, order: config.ordersTopic };
   const started = performance.now();
   const total = config.users + config.orders;
@@ -95,28 +94,34 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     logger.info(`${config.dryRun ? "printed" : "published"} ${done}/${total} events`, { eventsPerS: rate });
   };
 
+  const batches = generateInWorker({
+    users: config.users,
+    orders: config.orders,
+    seed,
+    systemClock: config.seed === undefined,
+    batchSize: config.batchSize,
+  });
+
   if (config.dryRun) {
-    let buffer = "";
-    for (const event of events) {
-      buffer += JSON.stringify(event.value) + "\n";
-      done++;
-      if (buffer.length >= 65_536) {
-        await writeOut(buffer);
-        buffer = "";
-        progress();
-        if (stopRequested()) {
-          interrupted = true;
-          break;
-        }
+    for await (const batch of batches) {
+      await writeOut(batch.values + "\n");
+      Object.assign(stats, batch.stats);
+      done += batch.count;
+      progress();
+      if (stopRequested()) {
+        interrupted = true;
+        break;
       }
     }
-    if (buffer) await writeOut(buffer);
     return summarize(stats, seed, done, started, interrupted, topicOf);
   }
 
   const kafka = createKafka(config, "cdc-produce", logger);
   const admin = kafka.admin();
-  const producer = createPublisher(kafka);
+  const lanes: Lane[] = Array.from(
+    { length: LANES },
+    () => ({ producer: createPublisher(kafka), inFlight: Promise.resolve() }),
+  );
   const budget = {
     maxAttempts: config.maxAttempts,
     baseMs: config.retryBackoffMs,
@@ -129,73 +134,116 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       }),
   };
   try {
-    await retry(async () => {
+    const partitions = await retry(async () => {
       await admin.connect();
       await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
       await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
+      const { topics } = await admin.fetchTopicMetadata({ topics: [config.usersTopic, config.ordersTopic] });
+      const count = (topic: string) => topics.find((t) => t.name === topic)?.partitions.length ?? 0;
+      return { user: count(config.usersTopic), order: count(config.ordersTopic) };
     }, { ...budget, what: `preparing topics on ${config.brokers.join(",")}` });
     await admin.disconnect();
-    producer.on(producer.events.CONNECT, () => (produceStats.connected.kafka = true));
-    producer.on(producer.events.DISCONNECT, () => (produceStats.connected.kafka = false));
-    await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+    let connectedLanes = 0;
+    for (const { producer } of lanes) {
+      producer.on(producer.events.CONNECT, () => (produceStats.connected.kafka = ++connectedLanes === LANES));
+      producer.on(producer.events.DISCONNECT, () => {
+        connectedLanes--;
+        produceStats.connected.kafka = false;
+      });
+      await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+    }
     const writeOptions = {
       maxAttempts: config.maxAttempts,
       backoffMs: config.retryBackoffMs,
       logger,
       onRetry: () => produceStats.sendRetries++,
     };
-    let batch: { user: Message[]; order: Message[] } = { user: [], order: [] };
-    let inBatch = 0;
-    const send = async (topicMessages: TopicMessages[]) => {
-      if (topicMessages.length) {
-        const sendStarted = performance.now();
-        await writeWithRetry(producer, topicMessages, writeOptions);
-        produceStats.onSend?.(performance.now() - sendStarted);
+    const send = (lane: Lane, topicMessages: TopicMessages[]) =>
+      writeWithRetry(lane.producer, topicMessages, writeOptions).then(() => {
         for (const { topic, messages } of topicMessages) {
           produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
+          done += messages.length;
         }
-      }
-    };
-    // One send in flight at a time (per-key order needs that, a failed batch being re-sent whole),
-    // while the next batch is generated: generating overlaps the wait for acks.
-    let inFlight: Promise<void> = Promise.resolve();
-    let sendFailure: { error: unknown } | undefined;
-    const settle = async () => {
-      await inFlight;
-      if (sendFailure) throw sendFailure.error;
-    };
-    const flush = async () => {
-      const topicMessages: TopicMessages[] = [];
-      if (batch.user.length) topicMessages.push({ topic: topicOf.user, messages: batch.user });
-      if (batch.order.length) topicMessages.push({ topic: topicOf.order, messages: batch.order });
-      const count = inBatch;
-      batch = { user: [], order: [] };
-      inBatch = 0;
-      await settle();
-      inFlight = send(topicMessages).then(() => {
-        done += count;
         progress();
       }, (error) => {
-        sendFailure = { error };
+        lane.failure = { error };
       });
-    };
-    for (const event of events) {
-      batch[event.entity].push({ key: event.key, value: JSON.stringify(event.value) });
-      if (++inBatch >= config.batchSize) {
-        await flush();
-        if (stopRequested()) {
-          interrupted = true;
-          break;
-        }
+    let batchAcked: Promise<void> = Promise.resolve();
+    for await (const batch of batches) {
+      const perLane = splitByLane(batch, topicOf, partitions);
+      Object.assign(stats, batch.stats);
+      let sendStarted = 0;
+      const sends: Promise<void>[] = [];
+      for (let i = 0; i < LANES; i++) {
+        await settle(lanes[i]);
+        if (perLane[i].length === 0) continue;
+        if (sends.length === 0) sendStarted = performance.now();
+        sends.push(lanes[i].inFlight = send(lanes[i], perLane[i]));
+      }
+      batchAcked = Promise.all(sends).then(() => {
+        if (lanes.every((lane) => !lane.failure)) produceStats.onSend?.(performance.now() - sendStarted);
+      });
+      if (stopRequested()) {
+        interrupted = true;
+        break;
       }
     }
-    if (!interrupted) await flush();
-    await settle();
+    for (const lane of lanes) await settle(lane);
+    await batchAcked;
   } finally {
-    await producer.disconnect().catch(() => {});
+    await Promise.all(lanes.map((lane) => lane.inFlight));
+    await Promise.all(lanes.map((lane) => lane.producer.disconnect().catch(() => {})));
     await admin.disconnect().catch(() => {});
   }
   return summarize(stats, seed, done, started, interrupted, topicOf);
+}
+
+/**
+ * Producers that each own alternate partitions, each with its own connection and one send in
+ * flight. A key's partition belongs to one lane, whose batches go out one at a time and are re-sent
+ * whole on failure: per-key order holds, while one lane's request waits for its acks the main
+ * thread encodes the other's.
+ */
+const LANES = 2;
+
+/** One of the {@linkcode LANES}: its producer, its send in flight, and how that send failed. */
+interface Lane {
+  producer: Producer;
+  inFlight: Promise<void>;
+  failure?: { error: unknown };
+}
+
+/** Waits for the lane's send in flight; throws what made it fail. */
+async function settle(lane: Lane): Promise<void> {
+  await lane.inFlight;
+  if (lane.failure) throw lane.failure.error;
+}
+
+/**
+ * The batch's records per lane and topic, each with its key's partition (the partitioner's, for
+ * the partition counts of the run's start). The partitions of both topics, users' first, are dealt
+ * to the lanes in turn.
+ */
+function splitByLane(
+  batch: EventBatch,
+  topicOf: { user: string; order: string },
+  partitions: { user: number; order: number },
+): TopicMessages[][] {
+  const values = batch.values.split("\n");
+  const keys = batch.keys.split("\n");
+  const lanes = Array.from({ length: LANES }, () => ({ user: [] as Message[], order: [] as Message[] }));
+  for (let i = 0; i < values.length; i++) {
+    const entity = i < batch.users ? "user" : "order";
+    const partition = partitionOf(keys[i], partitions[entity]);
+    const lane = (entity === "user" ? partition : partitions.user + partition) % LANES;
+    lanes[lane][entity].push({ key: keys[i], value: values[i], partition });
+  }
+  return lanes.map(({ user, order }) => {
+    const topics: TopicMessages[] = [];
+    if (user.length) topics.push({ topic: topicOf.user, messages: user });
+    if (order.length) topics.push({ topic: topicOf.order, messages: order });
+    return topics;
+  });
 }
 
 function summarize(

@@ -5,7 +5,9 @@ import { createKafka } from "../lib/kafka_admin.ts";
 import { KAFKAJS_FIX, REQUEST_TIMEOUT_SWEEP_MS } from "../lib/kafkajs_fixes.ts";
 import { createLogger } from "../lib/log.ts";
 import { loadProduceConfig } from "../lib/config.ts";
-import { BROKERS, waitFor } from "./_helpers.ts";
+import { BROKERS, ROOT, waitFor } from "./_helpers.ts";
+
+const FIXTURE = "tests/fixtures/record_encoding.ts";
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -114,5 +116,70 @@ Deno.test("the connections of a client made by createKafka leave no pending-requ
   } finally {
     RequestQueue.prototype.fulfillRequest = original;
     await admin.disconnect();
+  }
+});
+
+/** Kafka's varint of a signed 64-bit value: zigzag, then 7 bits a byte, low first. */
+function varlong(value: bigint): number[] {
+  let zigzag = BigInt.asUintN(64, (value << 1n) ^ (value >> 63n));
+  const bytes: number[] = [];
+  while (zigzag >= 0x80n) {
+    bytes.push(Number(zigzag & 0x7fn) | 0x80);
+    zigzag >>= 7n;
+  }
+  return [...bytes, Number(zigzag)];
+}
+
+/** A record in Kafka's v2 record format (KIP-98), built from the spec rather than from kafkajs. */
+function recordBytes(r: { key: string; value: string; offsetDelta: number; timestampDelta: number }): string {
+  const utf8 = new TextEncoder();
+  const key = [...utf8.encode(r.key)];
+  const value = [...utf8.encode(r.value)];
+  const body = [
+    0, // attributes
+    ...varlong(BigInt(r.timestampDelta)),
+    ...varlong(BigInt(r.offsetDelta)),
+    ...varlong(BigInt(key.length)),
+    ...key,
+    ...varlong(BigInt(value.length)),
+    ...value,
+    0, // no headers
+  ];
+  return [...varlong(BigInt(body.length)), ...body].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function run(command: string, args: string[]): Promise<string> {
+  const output = await new Deno.Command(command, { args, cwd: ROOT, stdout: "piped", stderr: "piped" }).output();
+  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+  return new TextDecoder().decode(output.stdout);
+}
+
+interface Encoded {
+  fix: string | null;
+  asciiBufferFromCalls: number;
+  records: Parameters<typeof recordBytes>[0][];
+  hex: string[];
+}
+
+function assertEncodedWithoutBuffers(result: Encoded) {
+  assert.equal(result.fix, "Buffer-free record encoding");
+  assert.equal(result.asciiBufferFromCalls, 0, "kafkajs 2.2.4 makes a Buffer per varint: 4 a record");
+  assert.equal(result.hex.length, 6);
+  assert.deepEqual(result.hex, result.records.map(recordBytes));
+}
+
+Deno.test("kafkajs encodes records under Deno with no Buffer per varint, in Kafka's record format byte for byte", async () => {
+  assertEncodedWithoutBuffers(JSON.parse(await run(Deno.execPath(), ["run", "--allow-read", "--allow-env", FIXTURE])));
+});
+
+Deno.test("the record-encoding fix applies in a binary built with bun build --compile like dist/'s", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const binary = `${dir}/record_encoding`;
+    const bun = `${ROOT}scripts/bun`;
+    await run(bun, ["build", "--compile", "--minify", "--target=bun-linux-x64", FIXTURE, "--outfile", binary]);
+    assertEncodedWithoutBuffers(JSON.parse(await run(binary, [])));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });

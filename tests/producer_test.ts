@@ -1,8 +1,22 @@
 /** The producer against the real broker: counts, keys, partitions, dry runs and retries. */
 import assert from "node:assert/strict";
 import * as net from "node:net";
+import { loadProduceConfig } from "../lib/config.ts";
+import { createLogger } from "../lib/log.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
-import { BROKERS, readTopic, runCommand, startCommand, testKafka, uniqueName, waitFor } from "./_helpers.ts";
+import { generateEvents } from "../lib/generator.ts";
+import { partitionOf } from "../lib/partitioner.ts";
+import { runProducer } from "../lib/producer.ts";
+import {
+  BROKERS,
+  readTopic,
+  readWholeTopic,
+  runCommand,
+  startCommand,
+  testKafka,
+  uniqueName,
+  waitFor,
+} from "./_helpers.ts";
 
 async function topicSizes(topic: string): Promise<{ partitions: number; records: number }> {
   const admin = testKafka().admin();
@@ -109,3 +123,46 @@ function freePort(): Promise<number> {
     });
   });
 }
+
+Deno.test("a stop request ends the run after the batch in hand: interrupted, and the summary counts what Kafka holds", async () => {
+  const id = uniqueName("p");
+  const env = { USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
+  const config = loadProduceConfig(
+    ["--users", "20000", "--orders", "20000", "--seed", "4", "--batch-size", "1000"],
+    env,
+  );
+  assert.ok(!config.help);
+  let checks = 0;
+  const summary = await runProducer(config.config, {
+    logger: createLogger({ component: "test", write: () => {} }),
+    stopRequested: () => ++checks >= 3,
+  });
+  assert.equal(summary.interrupted, true);
+  assert.equal(summary.total, 3_000, "three batches of 1000 sent, the third being the one in hand");
+  assert.equal(Object.values(summary.published).reduce((a, b) => a + b, 0), 3_000);
+  assert.deepEqual(await topicSizes(env.USERS_TOPIC), { partitions: 3, records: 3_000 });
+  assert.deepEqual(await topicSizes(env.ORDERS_TOPIC), { partitions: 5, records: 0 });
+});
+
+Deno.test("each partition holds exactly the stream's events of its keys, in stream order, across both producer lanes", async () => {
+  const id = uniqueName("p");
+  const env = { USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
+  const args = ["--users", "3000", "--orders", "6000", "--seed", "9", "--batch-size", "100"];
+  const run = await runCommand("produce", args, env);
+  assert.equal(run.code, 0, run.stderr);
+  const expected = new Map<string, string[]>();
+  for (const event of generateEvents({ users: 3000, orders: 6000, seed: 9 })) {
+    const [topic, partitions] = event.entity === "user" ? [env.USERS_TOPIC, 3] : [env.ORDERS_TOPIC, 5];
+    const where = `${topic}/${partitionOf(event.key, partitions)}`;
+    expected.set(where, [...expected.get(where) ?? [], JSON.stringify(event.value)]);
+  }
+  const actual = new Map<string, string[]>();
+  for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
+    for (const record of await readWholeTopic(topic)) {
+      const where = `${topic}/${record.partition}`;
+      actual.set(where, [...actual.get(where) ?? [], new TextDecoder().decode(record.value!)]);
+    }
+  }
+  assert.equal(actual.size, 8, "every partition of both topics got records");
+  for (const [where, values] of expected) assert.deepEqual(actual.get(where), values, where);
+});
