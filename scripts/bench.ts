@@ -154,6 +154,12 @@ function cpuBetween(
   };
 }
 
+/** Starts `cmd` in the project's root with `environment`; stderr is piped for its log, stdout dropped. */
+function spawnCommand(cmd: string[], environment: Record<string, string>): Deno.ChildProcess {
+  return new Deno.Command(cmd[0], { args: cmd.slice(1), env: environment, stdout: "null", stderr: "piped", cwd: ROOT })
+    .spawn();
+}
+
 /**
  * Runs a command, sampling its resident memory until it exits (or, with `until`, until the
  * condition holds, then stops it with SIGTERM and waits for its clean exit).
@@ -165,13 +171,7 @@ async function measure(
 ): Promise<Measured> {
   const cpuBefore = await cpuSnapshot();
   const started = performance.now();
-  const child = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    env: environment,
-    stdout: "null",
-    stderr: "piped",
-    cwd: ROOT,
-  }).spawn();
+  const child = spawnCommand(cmd, environment);
   const deadline = setTimeout(() => child.kill("SIGKILL"), PHASE_TIMEOUT_S * 1000);
   let peakBytes = 0;
   let commandCpu = 0;
@@ -268,13 +268,7 @@ async function drain(cmd: string[], environment: Record<string, string>): Promis
  * from /proc over IDLE_WINDOW_S once it has joined its group and settled, then stopped.
  */
 async function idleCpuPercent(cmd: string[], environment: Record<string, string>): Promise<number> {
-  const child = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    env: environment,
-    stdout: "null",
-    stderr: "piped",
-    cwd: ROOT,
-  }).spawn();
+  const child = spawnCommand(cmd, environment);
   let log = "";
   const reader = (async () => {
     for await (const chunk of child.stderr) log = (log + decode(chunk)).slice(-8000);
@@ -519,14 +513,7 @@ async function captureWhileConsuming() {
     METRICS_PORT: "0",
   };
   const cmd = await taskCommand("capture", []);
-  const capture = new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    env: captureEnv,
-    stdout: "null",
-    stderr: "piped",
-    cwd: ROOT,
-  })
-    .spawn();
+  const capture = spawnCommand(cmd, captureEnv);
   let log = "";
   const reader = (async () => {
     for await (const chunk of capture.stderr) log = (log + decode(chunk)).slice(-20_000);
