@@ -133,8 +133,18 @@ export class PartitionBatches {
   /** Creates the handler over its dependencies. */
   constructor(private readonly deps: PartitionBatchDeps) {}
 
-  /** kafkajs' eachBatch: applies the batch step by step until it is done, blocked, stale or stopping. */
+  /**
+   * kafkajs' eachBatch: applies the batch, then heartbeats. kafkajs itself heartbeats only after
+   * an empty fetch, so while fetches keep returning records (a backlog, or an order that waits
+   * and retries) this is how the member learns of a rebalance; the heartbeat throws it.
+   */
   async handle(payload: EachBatchPayload): Promise<void> {
+    await this.#apply(payload);
+    await payload.heartbeat();
+  }
+
+  /** Applies the batch step by step until it is done, blocked, stale or stopping. */
+  async #apply(payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, heartbeat, pause, isRunning, isStale } = payload;
     const { topic, partition } = batch;
     const key = `${topic}:${partition}`;
@@ -160,8 +170,7 @@ export class PartitionBatches {
       }
       this.deps.orderWaits.forget(key);
       messages = messages.filter((m) => BigInt(m.offset) >= step.next);
-      // Thrown on a rebalance: kafkajs learns of one here while a backlog keeps its fetches full.
-      await heartbeat();
+      await heartbeat(); // between the steps of a long batch too
     }
   }
 

@@ -59,7 +59,10 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
       "the second and third consumers to join the group",
       () => /joined group/.test(second.stderr()) && /joined group/.test(third.stderr()),
       90_000,
-    );
+    ).catch((error) => {
+      const tails = [first, second, third].map((run, i) => `consumer ${i + 1}:\n${run.stderr().slice(-3000)}`);
+      throw new Error(`${error.message}\n${tails.join("\n")}`);
+    });
     committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, committed);
 
     lagAt.sigterm = await groupLag(env.CONSUMER_GROUP, topics);
