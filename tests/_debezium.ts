@@ -244,45 +244,77 @@ function leavesOf(record: ConnectorRecord): Map<string, Leaf> {
   return flatten(record.value === null ? null : parseExact(record.value), "value", leaves);
 }
 
-/** Compares two records leaf by leaf; capture-time paths by presence and type. */
-function compareRecords(
-  ours: ConnectorRecord,
-  theirs: ConnectorRecord,
-): { path: string; ours: string; debezium: string }[] {
+/** Per capture-time path in microseconds or nanoseconds: how many values had only millisecond precision. */
+type Precision = Map<string, { ours: [number, number]; debezium: [number, number] }>;
+
+/** Tallies whether a `ts_us`/`ts_ns` value is a whole number of milliseconds. */
+function tallyPrecision(precision: Precision, path: string, side: "ours" | "debezium", leaf: Leaf | undefined) {
+  const unit = path.endsWith("ts_us") ? 1_000n : path.endsWith("ts_ns") ? 1_000_000n : 0n;
+  if (!unit || leaf?.type !== "number" || !/^-?\d+$/.test(leaf.text)) return;
+  const entry = precision.get(path) ?? { ours: [0, 0], debezium: [0, 0] };
+  if (BigInt(leaf.text) % unit === 0n) entry[side][0]++;
+  entry[side][1]++;
+  precision.set(path, entry);
+}
+
+/** Compares two records leaf by leaf; capture-time paths by presence and type, their precision tallied. */
+function compareRecords(ours: ConnectorRecord, theirs: ConnectorRecord, precision: Precision) {
   const a = leavesOf(ours), b = leavesOf(theirs);
   const op = b.get("value.payload.op")?.text.replaceAll('"', "");
   const found = [];
   for (const path of new Set([...b.keys(), ...a.keys()])) {
     const x = a.get(path), y = b.get(path);
-    const same = x && y && (isCaptureTime(path, op) ? x.type === y.type : x.type === y.type && x.text === y.text);
+    const captureTime = isCaptureTime(path, op);
+    if (captureTime) {
+      tallyPrecision(precision, path, "ours", x);
+      tallyPrecision(precision, path, "debezium", y);
+    }
+    const same = x && y && x.type === y.type && (captureTime || x.text === y.text);
     if (!same) found.push({ path, ours: x ? x.text : "(missing)", debezium: y ? y.text : "(missing)" });
   }
   return found;
+}
+
+/**
+ * A capture-time `ts_us`/`ts_ns` path where one side has millisecond precision in every record
+ * and the other does not: one value can be a whole millisecond by chance, all of them cannot.
+ */
+function precisionDifferences(precision: Precision): Difference[] {
+  const differences: Difference[] = [];
+  for (const [path, { ours, debezium }] of precision) {
+    const coarse = ([whole, total]: [number, number]) => total >= 3 && whole === total;
+    if (coarse(ours) === coarse(debezium)) continue;
+    const describe = ([whole, total]: [number, number]) => `whole milliseconds in ${whole} of ${total} records`;
+    differences.push({
+      topic: "(all topics)",
+      key: "(all keys)",
+      index: 0,
+      path: `${path}(precision)`,
+      ours: describe(ours),
+      debezium: describe(debezium),
+    });
+  }
+  return differences;
 }
 
 /** Every difference between our records and Debezium's, per topic and key, pairing records in order. */
 export function compareOutputs(ours: ConnectorRecord[], theirs: ConnectorRecord[]): Difference[] {
   const a = groupByKey(ours), b = groupByKey(theirs);
   const differences: Difference[] = [];
+  const precision: Precision = new Map();
   for (const id of new Set([...b.keys(), ...a.keys()])) {
     const { topic, key } = (b.get(id) ?? a.get(id))!;
     const x = a.get(id)?.list ?? [], y = b.get(id)?.list ?? [];
     for (let index = 0; index < Math.max(x.length, y.length); index++) {
       if (!x[index] || !y[index]) {
-        differences.push({
-          topic,
-          key,
-          index,
-          path: "(record)",
-          ours: describeRecord(x[index]),
-          debezium: describeRecord(y[index]),
-        });
+        const [ours, debezium] = [describeRecord(x[index]), describeRecord(y[index])];
+        differences.push({ topic, key, index, path: "(record)", ours, debezium });
         continue;
       }
-      for (const d of compareRecords(x[index], y[index])) differences.push({ topic, key, index, ...d });
+      for (const d of compareRecords(x[index], y[index], precision)) differences.push({ topic, key, index, ...d });
     }
   }
-  return differences;
+  return [...differences, ...precisionDifferences(precision)];
 }
 
 /** A known difference: a path pattern (`*` matches any run of characters) and why it remains. */
