@@ -272,7 +272,8 @@ class SideBySide {
     await admin.connect();
     this.followed = (await admin.listTopics()).filter((t) => t.startsWith(`${this.prefix}.`));
     await admin.disconnect();
-    this.follower = await followTopics(this.followed);
+    // A capture that stopped before making its topics leaves nothing to follow.
+    if (this.followed.length > 0) this.follower = await followTopics(this.followed);
   }
 
   /** Inserts phase `phase`'s marker user and waits until both outputs hold it (Debezium's alone once the capture exited). */
@@ -286,7 +287,7 @@ class SideBySide {
       async () => {
         if (this.debezium!.exited() !== undefined) return true;
         if (!holds(await this.debezium!.records())) return false;
-        return this.captureGone() || (holds(this.follower!.records()) && await this.caughtUp());
+        return this.captureGone() || (holds(this.follower?.records() ?? []) && await this.caughtUp());
       },
       90_000,
       250,
@@ -297,7 +298,7 @@ class SideBySide {
   /** Whether the follower has read every record its topics hold. */
   async caughtUp(): Promise<boolean> {
     for (const topic of this.followed) {
-      const read = this.follower!.records().filter((r) => r.topic === topic).length;
+      const read = (this.follower?.records() ?? []).filter((r) => r.topic === topic).length;
       if (read < await topicSize(topic)) return false;
     }
     return true;
@@ -309,7 +310,7 @@ class SideBySide {
     await admin.connect();
     const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${this.prefix}.`)).sort();
     await admin.disconnect();
-    const records = [...this.follower!.records()];
+    const records = [...this.follower?.records() ?? []];
     for (const topic of topics.filter((t) => !this.followed.includes(t))) {
       for (const r of await readWholeTopic(topic)) {
         records.push({ topic, key: r.key, value: r.value ? new TextDecoder().decode(r.value) : null });
@@ -329,7 +330,8 @@ class SideBySide {
       }
     }
     await this.capture?.done;
-    await this.debezium?.stop();
+    const code = await this.debezium?.stop();
+    if (code) console.error(`Debezium exited with ${code} when stopped:\n${this.debezium!.stderr().slice(-3000)}`);
     const sql = this.db.sql;
     await waitFor("the connectors' slots to be released", async () => {
       const [row] = await sql`

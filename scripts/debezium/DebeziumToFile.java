@@ -18,13 +18,14 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
+import sun.misc.Signal;
 
 /**
  * Runs the Debezium Engine with the connector configuration in a properties file and writes
  * every record it emits to a file, one JSON line each:
  * {"topic": ..., "key": JSON text or null, "value": JSON text or null, "headers": {name: JSON text}}.
  * Each line is flushed as it is written, so a reader sees a record as soon as Debezium emits it.
- * SIGTERM closes the engine; the exit code is 0 after a clean stop, 1 when the engine failed.
+ * SIGTERM or SIGINT closes the engine; the exit code is 0 after a clean stop, 1 when the engine failed.
  *
  * Usage: java -cp 'libs/*:classes' DebeziumToFile CONNECTOR.properties OUTPUT.jsonl
  */
@@ -63,23 +64,30 @@ public final class DebeziumToFile {
                 })
                 .build();
 
+        // SIGTERM and SIGINT close the engine, which ends the wait below; the exit code is then ours, not 143.
+        for (String name : new String[] {"TERM", "INT"}) {
+            Signal.handle(new Signal(name), signal -> closeQuietly(engine));
+        }
         ExecutorService executor = Executors.newSingleThreadExecutor();
-        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
-            try {
-                engine.close();
-                stopped.await(30, TimeUnit.SECONDS);
-                out.close();
-            } catch (Exception error) {
-                System.err.println("debezium: closing the engine failed: " + error);
-            }
-        }));
         executor.execute(engine);
         System.err.println("debezium: engine started, writing records to " + args[1]);
         stopped.await();
         executor.shutdown();
+        executor.awaitTermination(30, TimeUnit.SECONDS);
+        out.close();
         if (failure.get() != null) {
             System.err.println("debezium: the engine stopped with an error: " + failure.get());
             System.exit(1);
+        }
+        System.err.println("debezium: engine stopped");
+        System.exit(0);
+    }
+
+    private static void closeQuietly(DebeziumEngine<?> engine) {
+        try {
+            engine.close();
+        } catch (Exception error) {
+            System.err.println("debezium: closing the engine failed: " + error);
         }
     }
 

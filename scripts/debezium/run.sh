@@ -45,7 +45,9 @@ compile() {
   log "compiling DebeziumToFile.java into ${CLASSES#"$ROOT"/}"
   local tmp="$CLASSES.tmp.$$"
   mkdir -p "$tmp"
-  javac -nowarn -d "$tmp" -cp "$LIBS/*" "$HERE/DebeziumToFile.java" || die "javac could not compile DebeziumToFile.java"
+  # javac's output (it warns about sun.misc.Signal, which the program uses on purpose) goes to a log.
+  javac -d "$tmp" -cp "$LIBS/*" "$HERE/DebeziumToFile.java" >"$CACHE/javac.log" 2>&1 ||
+    die "javac could not compile DebeziumToFile.java; see ${CACHE#"$ROOT"/}/javac.log"
   rm -rf "$CLASSES"
   mv "$tmp" "$CLASSES"
 }
