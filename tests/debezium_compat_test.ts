@@ -396,3 +396,57 @@ Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot a
     if (!Deno.env.get("DEBEZIUM_COMPAT_KEEP")) await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("the comparison names each differing leaf by topic, key and path, and 64-bit integers compare exactly", () => {
+  const key =
+    '{"schema":{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"}]},"payload":{"id":1}}';
+  const value = (after: string, lsn: string) =>
+    `{"schema":{"type":"struct","fields":[{"type":"string","optional":true,"field":"name"}]},` +
+    `"payload":{"after":${after},"source":{"version":"x","lsn":${lsn}},"op":"u","ts_us":1796050665374788}}`;
+  const ours = [{ topic: "p.public.t", key, value: value('{"name":"a"}', "9223372036854775806") }];
+  const theirs = [{ topic: "p.public.t", key, value: value('{"name":"b"}', "9223372036854775807") }];
+  const found = compareOutputs(ours, theirs).map(formatDifference);
+  assert.deepEqual(found, [
+    'p.public.t {"id":1}#0 value.payload.after.name: ours="a" debezium="b"',
+    'p.public.t {"id":1}#0 value.payload.source.lsn: ours=9223372036854775806 debezium=9223372036854775807',
+  ]);
+  const missing = compareOutputs([], [{ topic: "p.public.t", key, value: null }]).map(formatDifference);
+  assert.deepEqual(missing, ['p.public.t {"id":1}#0 (record): ours=(none) debezium=tombstone']);
+});
+
+Deno.test("capture-time values compare by presence and type, and their precision across records", () => {
+  const record = (op: string, ts: string, txId: string) => ({
+    topic: "p.public.t",
+    key: '{"payload":{"id":1}}',
+    value: `{"payload":{"op":"${op}","source":{"txId":${txId},"ts_us":${ts}},"ts_us":${ts}}}`,
+  });
+  const times = ["1796050665374000", "1796050665375000", "1796050665376000"];
+  const exact = ["1796050665374788", "1796050665375123", "1796050665376456"];
+  const paths = (ours: string[], theirs: string[], op: string, txIds: [string, string]) => [
+    ...new Set(
+      compareOutputs(ours.map((t) => record(op, t, txIds[0])), theirs.map((t) => record(op, t, txIds[1])))
+        .map((d) => d.path),
+    ),
+  ];
+  assert.deepEqual(paths(exact, exact.toReversed(), "r", ["7", "8"]), []);
+  assert.deepEqual(paths(exact, exact, "r", ["null", "8"]), ["value.payload.source.txId"]);
+  assert.deepEqual(paths(times, exact, "r", ["8", "8"]), [
+    "value.payload.source.ts_us(precision)",
+    "value.payload.ts_us(precision)",
+  ]);
+  assert.deepEqual(paths(exact, exact.toReversed(), "u", ["8", "8"]), ["value.payload.source.ts_us"]);
+});
+
+Deno.test("the README's list of differences is read from its subsection, * matching any characters", () => {
+  const readme = "## Change capture\n\n### Differences from Debezium\n\nIntro.\n\n" +
+    "- `value.payload.source.version`: ours.\n- `value.schema.fields[after].*.optional`: why.\n\n## Next\n- `key`: no\n";
+  const known = knownDifferences(readme);
+  assert.deepEqual(known.map((k) => k.pattern), [
+    "value.payload.source.version",
+    "value.schema.fields[after].*.optional",
+  ]);
+  assert.ok(known[1].matches("value.schema.fields[after].fields[name].optional"));
+  assert.ok(!known[1].matches("value.schema.fields[before].fields[name].optional"));
+  assert.ok(!known.some((k) => k.matches("key")));
+  assert.throws(() => knownDifferences("# no list"), /no "### Differences from Debezium" subsection/);
+});
