@@ -53,7 +53,7 @@ export async function resolveDebezium(): Promise<void> {
 }
 
 /** The connector configuration: pgoutput, its own slot and publication, snapshot then stream, JSON with schemas. */
-export function debeziumProperties(options: DebeziumOptions): Record<string, string> {
+function debeziumProperties(options: DebeziumOptions): Record<string, string> {
   const url = new URL(options.databaseUrl);
   return {
     "name": `compat-${options.prefix}`,
@@ -132,13 +132,13 @@ function parseRecordLines(text: string): ConnectorRecord[] {
 }
 
 /** A JSON number kept as its text, so 64-bit integers (`ts_ns`, LSNs) compare exactly. */
-export class JsonNumber {
+class JsonNumber {
   /** Keeps the number's source text. */
   constructor(readonly text: string) {}
 }
 
 /** JSON.parse that keeps numbers as {@linkcode JsonNumber}. */
-export function parseExact(text: string): unknown {
+function parseExact(text: string): unknown {
   // deno-lint-ignore no-explicit-any
   const reviver: any = (_key: string, value: unknown, context?: { source?: string }) =>
     typeof value === "number" ? new JsonNumber(context?.source ?? String(value)) : value;
@@ -146,7 +146,7 @@ export function parseExact(text: string): unknown {
 }
 
 /** A leaf of a flattened record: its JSON type and its value in canonical text. */
-export interface Leaf {
+interface Leaf {
   type: "null" | "boolean" | "number" | "string" | "object" | "array";
   text: string;
 }
@@ -156,7 +156,7 @@ export interface Leaf {
  * Kafka Connect struct schema, `value.schema.fields[after].fields[name].optional`, with the
  * fields' order as the leaf `...fields(order)`, so a difference names the column it is about.
  */
-export function flatten(node: unknown, path: string, leaves = new Map<string, Leaf>()): Map<string, Leaf> {
+function flatten(node: unknown, path: string, leaves = new Map<string, Leaf>()): Map<string, Leaf> {
   if (node instanceof JsonNumber) {
     leaves.set(path, { type: "number", text: canonicalNumber(node.text) });
   } else if (node === null || typeof node !== "object") {

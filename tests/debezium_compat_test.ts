@@ -245,6 +245,15 @@ class SideBySide {
     return lines.join("\n");
   }
 
+  /** Waits for `check`; at the deadline, the error carries the end of both connectors' logs. */
+  async waitFor(what: string, check: () => Promise<boolean>) {
+    await waitFor(what, check, 90_000, 250).catch((error) => {
+      const logs = `the capture's log:\n${this.capture?.stderr().slice(-1500)}\n` +
+        `Debezium's log:\n${this.debezium?.stderr().slice(-3000)}`;
+      throw new Error(`${error.message}\n${logs}`);
+    });
+  }
+
   /** Whether the capture has exited: from then on only Debezium is waited for, to show all it writes. */
   captureGone(): boolean {
     return this.captureExit !== undefined;
@@ -253,7 +262,7 @@ class SideBySide {
   /** Waits until both slots exist and both snapshots are out, then follows the capture's topics. */
   async waitForSnapshots() {
     const [{ users }] = await this.db.sql`select count(*)::int as users from users`;
-    await waitFor(
+    await this.waitFor(
       "both slots, Debezium's last snapshot record and the capture's snapshot of users",
       async () => {
         if (this.debezium!.exited() !== undefined) return true;
@@ -264,8 +273,6 @@ class SideBySide {
         const ours = this.captureGone() || (has(this.slots[0]) && await topicSize(this.usersTopic) >= users);
         return has(this.slots[1]) && last && ours;
       },
-      90_000,
-      250,
     );
     if (this.debezium!.exited() !== undefined) assert.fail(`Debezium stopped during its snapshot:\n${this.exits()}`);
     const admin = testKafka().admin();
@@ -282,15 +289,13 @@ class SideBySide {
     await this.db.sql`insert into users (id, name, dob) values (${marker}, ${`end of phase ${phase}`}, '2000-01-01')`;
     const holds = (records: ConnectorRecord[]) =>
       records.some((r) => r.topic === this.usersTopic && hasKey(r, "id", marker));
-    await waitFor(
+    await this.waitFor(
       `phase ${phase}'s marker in both outputs`,
       async () => {
         if (this.debezium!.exited() !== undefined) return true;
         if (!holds(await this.debezium!.records())) return false;
         return this.captureGone() || (holds(this.follower?.records() ?? []) && await this.caughtUp());
       },
-      90_000,
-      250,
     );
     if (this.debezium!.exited() !== undefined) assert.fail(`Debezium stopped during phase ${phase}:\n${this.exits()}`);
   }
