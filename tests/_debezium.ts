@@ -154,7 +154,8 @@ interface Leaf {
 /**
  * Flattens a parsed record into leaves keyed by path: `value.payload.after.name`, and, for a
  * Kafka Connect struct schema, `value.schema.fields[after].fields[name].optional`, with the
- * fields' order as the leaf `...fields(order)`, so a difference names the column it is about.
+ * fields' order as the leaf `...fields(order)`, so a difference names the column it is about. The
+ * order of each object's names is the leaf `...(names)`.
  */
 function flatten(node: unknown, path: string, leaves = new Map<string, Leaf>()): Map<string, Leaf> {
   if (node instanceof JsonNumber) {
@@ -170,6 +171,8 @@ function flatten(node: unknown, path: string, leaves = new Map<string, Leaf>()):
   } else {
     const entries = Object.entries(node);
     if (entries.length === 0) leaves.set(path, { type: "object", text: "{}" });
+    // JsonConverter writes an object's names in a fixed order (a schema's type, fields, optional, name, ...).
+    else leaves.set(`${path}(names)`, { type: "string", text: entries.map(([name]) => name).join(",") });
     for (const [name, child] of entries) flatten(child, path ? `${path}.${name}` : name, leaves);
   }
   return leaves;
