@@ -320,11 +320,15 @@ export function compareOutputs(ours: ConnectorRecord[], theirs: ConnectorRecord[
   return [...differences, ...precisionDifferences(precision)];
 }
 
-/** A known difference: a path pattern (`*` matches any run of characters) and why it remains. */
+/**
+ * A known difference and why it remains. Its pattern (`*` matches any run of characters) is
+ * matched against the path, or, when it holds ": ", against `path: ours=... debezium=...`, so an
+ * item can name the values too.
+ */
 export interface KnownDifference {
   pattern: string;
   reason: string;
-  matches: (path: string) => boolean;
+  matches: (difference: Difference) => boolean;
 }
 
 /**
@@ -339,7 +343,9 @@ export function knownDifferences(readme: string): KnownDifference[] {
   for (const match of section.matchAll(/^- `([^`]+)`:? *(.*)$/gm)) {
     const [, pattern, reason] = match;
     const regex = new RegExp(`^${pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*")}$`);
-    known.push({ pattern, reason, matches: (path) => regex.test(path) });
+    const withValues = pattern.includes(": ");
+    const subject = (d: Difference) => withValues ? `${d.path}: ours=${d.ours} debezium=${d.debezium}` : d.path;
+    known.push({ pattern, reason, matches: (d) => regex.test(subject(d)) });
   }
   return known;
 }

@@ -377,7 +377,7 @@ Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot a
     const ours = await run.captureRecords();
     const theirs = await run.debezium!.records();
     const differences = compareOutputs(ours, theirs);
-    const unexpected = differences.filter((d) => !known.some((k) => k.matches(d.path)));
+    const unexpected = differences.filter((d) => !known.some((k) => k.matches(d)));
     console.log(
       `    ${ours.length} records from the capture, ${theirs.length} from Debezium, ${differences.length} differences ` +
         `(${unexpected.length} not listed in README.md), ${((Date.now() - started) / 1000).toFixed(1)} s`,
@@ -392,7 +392,7 @@ Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot a
       );
     }
     if (SKIP.size === 0) {
-      const unused = known.filter((k) => !differences.some((d) => k.matches(d.path))).map((k) => k.pattern);
+      const unused = known.filter((k) => !differences.some((d) => k.matches(d))).map((k) => k.pattern);
       assert.deepEqual(unused, [], "README.md lists differences no record shows: remove them");
     }
   } finally {
@@ -442,16 +442,21 @@ Deno.test("capture-time values compare by presence and type, and their precision
   assert.deepEqual(paths(exact, exact.toReversed(), "u", ["8", "8"]), ["value.payload.source.ts_us"]);
 });
 
-Deno.test("the README's list of differences is read from its subsection, * matching any characters", () => {
+Deno.test("the README's list of differences is read from its subsection, * matching any characters, values optional", () => {
   const readme = "## Change capture\n\n### Differences from Debezium\n\nIntro.\n\n" +
-    "- `value.payload.source.version`: ours.\n- `value.schema.fields[after].*.optional`: why.\n\n## Next\n- `key`: no\n";
+    "- `value.payload.source.version`: ours.\n- `value.schema.fields[after].*.optional`: why.\n" +
+    "- `value.payload.after.*: ours=-735160 debezium=-703383`: values.\n\n## Next\n- `key`: no\n";
   const known = knownDifferences(readme);
   assert.deepEqual(known.map((k) => k.pattern), [
     "value.payload.source.version",
     "value.schema.fields[after].*.optional",
+    "value.payload.after.*: ours=-735160 debezium=-703383",
   ]);
-  assert.ok(known[1].matches("value.schema.fields[after].fields[name].optional"));
-  assert.ok(!known[1].matches("value.schema.fields[before].fields[name].optional"));
-  assert.ok(!known.some((k) => k.matches("key")));
+  const at = (path: string, ours = "1", debezium = "2") => ({ topic: "t", key: "k", index: 0, path, ours, debezium });
+  assert.ok(known[1].matches(at("value.schema.fields[after].fields[name].optional")));
+  assert.ok(!known[1].matches(at("value.schema.fields[before].fields[name].optional")));
+  assert.ok(known[2].matches(at("value.payload.after.dob", "-735160", "-703383")));
+  assert.ok(!known[2].matches(at("value.payload.after.dob", "-735161", "-703383")));
+  assert.ok(!known.some((k) => k.matches(at("key"))));
   assert.throws(() => knownDifferences("# no list"), /no "### Differences from Debezium" subsection/);
 });

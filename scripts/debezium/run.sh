@@ -56,7 +56,8 @@ resolve_jars
 compile
 [[ "${1:-}" == resolve ]] && exit 0
 [[ $# -eq 2 ]] || die "usage: scripts/debezium/run.sh CONNECTOR.properties OUTPUT.jsonl (or: resolve)"
-exec java -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+# Pinned to UTC, so that nothing Debezium writes can depend on the zone of the machine running the test.
+exec java -Duser.timezone=UTC -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
   -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.log.org.apache.kafka=warn \
   -Dorg.slf4j.simpleLogger.logFile=System.err \
   -cp "$LIBS/*:$CLASSES" DebeziumToFile "$1" "$2"
