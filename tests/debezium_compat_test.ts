@@ -6,7 +6,8 @@
  * under "### Differences from Debezium".
  *
  * DEBEZIUM_COMPAT_SKIP=edge,ddl (a development aid) leaves out the edge values or the schema
- * changes, so the rest can be compared while the capture still stops on them.
+ * changes, so the rest can be compared while the capture still stops on them;
+ * DEBEZIUM_COMPAT_KEEP=1 keeps the temporary folder with Debezium's configuration and records.
  */
 import assert from "node:assert/strict";
 import type postgres from "postgres";
