@@ -77,6 +77,16 @@ export async function readTableSpec(
     order by a.attnum`;
   const byName = new Map(rows.map((r) => [r.name, r]));
   const names = relation ? relation.columns.map((c) => c.name) : rows.map((r) => r.name);
+  // A column the catalog no longer has (dropped since the Relation was written) is named by its type OID.
+  const oids = relation?.columns.filter((c) => !byName.has(c.name)).map((c) => c.typeOid) ?? [];
+  const typeNames = new Map(
+    oids.length
+      ? (await sql<
+        { oid: number; name: string }[]
+      >`select oid::int, typname as name from pg_type where oid = any(${oids}::oid[])`)
+        .map((t) => [t.oid, t.name])
+      : [],
+  );
   return {
     schema,
     table,
@@ -86,7 +96,7 @@ export async function readTableSpec(
       return {
         name,
         typeOid: wire?.typeOid ?? row?.type_oid ?? 0,
-        typeName: row?.type_name ?? "unknown",
+        typeName: row?.type_name ?? typeNames.get(wire?.typeOid ?? 0) ?? "unknown",
         typmod: wire?.typeMod ?? row?.typmod ?? -1,
         optional: !(row?.not_null ?? false),
         key: row?.key ?? false,

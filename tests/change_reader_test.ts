@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { AckingPublisher, AcknowledgedPosition, recordBytes } from "../lib/acking_publisher.ts";
-import type { CaptureRecord } from "../lib/capture_adapter.ts";
-import { RecordTooLargeError } from "../lib/capture_errors.ts";
+import { type CaptureRecord, type DebeziumEncoder, EncodingError } from "../lib/capture_adapter.ts";
+import { encodeOrStop, RecordTooLargeError, UnencodableChangeError } from "../lib/capture_errors.ts";
 import { ChangeReader, type StreamEvent } from "../lib/change_reader.ts";
 import { PG_EPOCH_OFFSET_US } from "../lib/pgoutput.ts";
 import type { TopicMessages } from "../lib/publisher.ts";
@@ -224,4 +224,27 @@ Deno.test("records dropped after a broken stream never move the position; those 
   await flushed;
   assert.equal(position.lsn, 0x100n, "the dropped commit comes again from the slot");
   assert.equal(publisher.unacknowledged, 0);
+});
+
+Deno.test("a value the encoder refuses stops the run with the encoder's line and the change's LSN", () => {
+  const encoder = {
+    encode: () => {
+      throw new EncodingError(`public.items.born: value "5874897-12-31" of key {"id":7} cannot be encoded`);
+    },
+  } as unknown as DebeziumEncoder;
+  const spec = { schema: "public", table: "items", columns: [] };
+  const change = {
+    op: "c" as const,
+    before: null,
+    after: ["7"],
+    source: { tsUs: 0n, txId: 1, lsn: 0x1_0000_0010n, lastCommitLsn: null },
+  };
+  assert.throws(() => encodeOrStop(encoder, spec, change), (error: Error) => {
+    assert.ok(error instanceof UnencodableChangeError);
+    assert.equal(
+      error.message,
+      `public.items.born: value "5874897-12-31" of key {"id":7} cannot be encoded at LSN 1/10`,
+    );
+    return true;
+  });
 });
