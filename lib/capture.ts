@@ -14,40 +14,28 @@
  * with one line.
  * @module
  */
-import type { Admin, Producer } from "kafkajs";
 import { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
-import { DebeziumEncoder, readTableSpec, type TableSpec } from "./capture_adapter.ts";
-import {
-  CaptureError,
-  encodeOrStop,
-  isCaptureOutage,
-  PublicationGapError,
-  SlotLostError,
-  StreamEndedError,
-  TopicMissingError,
-} from "./capture_errors.ts";
+import { DebeziumEncoder } from "./capture_adapter.ts";
+import { CaptureError, isCaptureOutage, SlotLostError } from "./capture_errors.ts";
 import {
   decideStart,
   ensurePublication,
   ensureStateTable,
-  missingFromPublication,
   prepareTables,
   qualified,
   recordSnapshotDone,
   retainedWal,
   slotState,
-  type TableName,
 } from "./capture_slot.ts";
+import { CaptureKafka } from "./capture_kafka.ts";
 import { readSnapshot } from "./capture_snapshot.ts";
-import { ChangeReader, type StreamEvent } from "./change_reader.ts";
+import { StreamFollower } from "./capture_stream.ts";
 import type { CaptureConfig } from "./config.ts";
 import { describeError, isKafkaOutage } from "./errors.ts";
-import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
-import { formatLsn, type Lsn, parseLsn, type Relation } from "./pgoutput.ts";
+import { formatLsn, type Lsn, parseLsn } from "./pgoutput.ts";
 import type { ProduceStats } from "./producer.ts";
-import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
-import { retry, RetryError, type RetryOptions, sleep } from "./retry.ts";
+import { retry, RetryError, type RetryOptions } from "./retry.ts";
 import { ReplicationSession } from "./replication_session.ts";
 import { connectDatabase, ensureSchema, type Sql } from "./sink.ts";
 import { VERSION } from "./version.ts";
@@ -119,12 +107,6 @@ export async function runCapture(config: CaptureConfig, options: CaptureRunOptio
   return await new CaptureRun(config, options).run();
 }
 
-/** Whether a Kafka failure says the topic (or partition) is unknown to the broker. */
-function isUnknownTopic(error: unknown): boolean {
-  const e = error as { type?: string; cause?: unknown } | null;
-  return !!e && (e.type === "UNKNOWN_TOPIC_OR_PARTITION" || isUnknownTopic(e.cause));
-}
-
 /** The state of one capture run, shared by its start, its sessions and its timers. */
 class CaptureRun {
   readonly started = performance.now();
@@ -132,20 +114,15 @@ class CaptureRun {
   readonly stats: CaptureStats;
   readonly signal: AbortSignal;
   readonly sql: Sql;
-  readonly admin: Admin;
-  readonly producer: Producer;
+  readonly kafka: CaptureKafka;
   readonly encoder: DebeziumEncoder;
   readonly position: AcknowledgedPosition;
   readonly publisher: AckingPublisher;
   /** Aborted 30 s after a stop: sends of what is in hand get that long to be acknowledged. */
   readonly sendsShutdown = new AbortController();
-  /** Each topic's `max.message.bytes`. */
-  readonly maxBytes = new Map<string, number>();
-  /** The spec of each relation the stream described; null for a table the capture does not capture. */
-  readonly specs = new Map<number, TableSpec | null>();
+  readonly follower: StreamFollower;
   readonly progressEveryS: number;
   readonly statusEveryS: number;
-  session: ReplicationSession | undefined;
   newSnapshotPending: boolean;
   snapshotRows = 0;
   streamsOpened = 0;
@@ -158,17 +135,23 @@ class CaptureRun {
     const database = new URL(config.databaseUrl).pathname.slice(1) || "postgres";
     this.encoder = new DebeziumEncoder({ prefix: config.topicPrefix, database, version: `${VERSION}-cdc-pipeline` });
     this.sql = connectDatabase(config.databaseUrl, 2);
-    const kafka = createKafka(config, "cdc-capture", this.logger);
-    this.admin = kafka.admin();
-    this.producer = createPublisher(kafka);
-    this.producer.on(this.producer.events.CONNECT, () => (this.stats.connected.kafka = true));
-    this.producer.on(this.producer.events.DISCONNECT, () => (this.stats.connected.kafka = false));
+    this.kafka = new CaptureKafka(config, this.logger, this.stats, this.sendsShutdown.signal);
     this.position = new AcknowledgedPosition(0n, (lsn) => (this.stats.acknowledgedLsn = lsn));
     this.publisher = new AckingPublisher(this.position, {
-      send: (messages) => this.send(messages),
-      maxBytes: (topic) => this.maxBytes.get(topic) ?? 1_048_588,
+      send: (messages) => this.kafka.send(messages),
+      maxBytes: (topic) => this.kafka.maxBytes(topic),
       maxRecords: config.batchSize,
-      onAcknowledged: (records, changes) => this.count(records, changes),
+      onAcknowledged: (records, changes) => countAcknowledged(this.stats, records, changes),
+    });
+    this.follower = new StreamFollower({
+      config,
+      statusEveryS: this.statusEveryS,
+      logger: this.logger,
+      sql: this.sql,
+      encoder: this.encoder,
+      publisher: this.publisher,
+      position: this.position,
+      signal: this.signal,
     });
   }
 
@@ -180,7 +163,8 @@ class CaptureRun {
     const progressTimer = setInterval(() => this.progress().catch(() => {}), this.progressEveryS * 1000);
     try {
       await retry(() => this.prepareDatabase(), this.waitingFor("PostgreSQL", isCaptureOutage));
-      await retry(() => this.prepareKafka(), this.waitingFor("Kafka", isKafkaOutage));
+      const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic({ ...t, columns: [] }), ...t }));
+      await retry(() => this.kafka.connect(topics), this.waitingFor("Kafka", isKafkaOutage));
       await retry(() => this.replicate(), this.waitingFor("PostgreSQL (replication)", isCaptureOutage, true));
     } catch (error) {
       // A stop during a wait for Kafka or PostgreSQL ends the wait: what is not acknowledged comes again.
@@ -193,11 +177,15 @@ class CaptureRun {
       clearInterval(progressTimer);
       clearTimeout(sendsDeadline);
       await this.progress().catch(() => {});
-      await this.producer.disconnect().catch(() => {});
-      await this.admin.disconnect().catch(() => {});
+      await this.kafka.disconnect();
       await this.sql.end({ timeout: 5 }).catch(() => {});
     }
-    return this.summary();
+    return summarize(this.stats, {
+      elapsedS: (performance.now() - this.started) / 1000,
+      snapshotRows: this.snapshotRows,
+      reconnects: Math.max(0, this.streamsOpened - 1),
+      acknowledgedLsn: this.position.lsn,
+    });
   }
 
   /** Retry options that wait out an outage forever, giving up only on a stop or another failure. */
@@ -235,47 +223,10 @@ class CaptureRun {
     await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
   }
 
-  /** The topics (created when missing), their size limits, and the producer. */
-  async prepareKafka(): Promise<void> {
-    const { admin, config, logger } = this;
-    await admin.connect();
-    for (const table of config.tables) {
-      const partitions = table.table === "orders" ? config.ordersPartitions : config.usersPartitions;
-      await createTopic(admin, this.topicOf(table), partitions, config.replicationFactor, logger);
-    }
-    await this.readMaxBytes(config.tables.map((t) => this.topicOf(t)));
-    await this.producer.connect();
-  }
-
-  topicOf(table: TableName): string {
-    return this.encoder.topic({ ...table, columns: [] });
-  }
-
-  /** Reads each topic's `max.message.bytes`, falling back to the broker's `message.max.bytes`. */
-  async readMaxBytes(topics: string[]): Promise<void> {
-    const described = await this.admin.describeConfigs({
-      resources: topics.map((name) => ({ type: 2, name, configNames: ["max.message.bytes"] })),
-      includeSynonyms: false,
-    }).catch(() => undefined);
-    for (const resource of described?.resources ?? []) {
-      const value = Number(resource.configEntries.find((e) => e.configName === "max.message.bytes")?.configValue);
-      if (value > 0) this.maxBytes.set(resource.resourceName, value);
-    }
-    const missing = topics.filter((t) => !this.maxBytes.has(t));
-    if (!missing.length) return;
-    const { brokers } = await this.admin.describeCluster();
-    const broker = await this.admin.describeConfigs({
-      resources: [{ type: 4, name: String(brokers[0].nodeId), configNames: ["message.max.bytes"] }],
-      includeSynonyms: false,
-    });
-    const value = Number(broker.resources[0]?.configEntries[0]?.configValue);
-    for (const topic of missing) this.maxBytes.set(topic, value > 0 ? value : 1_048_588);
-  }
-
   /** One replication connection: a snapshot when the slot is new, then the stream until a stop. */
   async replicate(): Promise<void> {
     const { config, sql } = this;
-    const session = this.session = new ReplicationSession(config.databaseUrl);
+    const session = new ReplicationSession(config.databaseUrl);
     try {
       if (await decideStart(sql, config.slot, this.newSnapshotPending) === "snapshot") {
         if (!await this.snapshot(session)) return;
@@ -291,11 +242,10 @@ class CaptureRun {
         tables: config.tables.map(qualified).join(","),
         retainedWalBytes: this.stats.retainedWalBytes,
       });
-      await this.follow(session);
+      await this.follower.follow(session);
       await this.publisher.flush();
       session.sendStatus(this.position.lsn);
     } finally {
-      this.session = undefined;
       await session.end();
     }
   }
@@ -331,134 +281,6 @@ class CaptureRun {
     return true;
   }
 
-  /** Reads the stream until a stop; publishes changes and confirms what Kafka acknowledged. */
-  async follow(session: ReplicationSession): Promise<void> {
-    const reader = new ChangeReader();
-    const sendStatus = () => session.sendStatus(this.position.lsn);
-    const statusTimer = setInterval(sendStatus, this.statusEveryS * 1000);
-    // A stop wakes a quiet stream by asking the server for a keepalive; racing every read against
-    // the stop instead would keep every message alive in that promise's reactions.
-    let wakeTimer: ReturnType<typeof setTimeout> | undefined;
-    const onStop = () => {
-      session.sendStatus(this.position.lsn, true);
-      wakeTimer = setTimeout(() => session.destroy(new StreamEndedError()), 10_000);
-    };
-    this.signal.addEventListener("abort", onStop, { once: true });
-    let idleFlush: ReturnType<typeof setTimeout> | undefined;
-    const flushInBackground = () => this.publisher.flush().then(sendStatus, (error) => this.fail(error));
-    try {
-      while (!this.signal.aborted) {
-        await this.apply(reader.read(await session.next()), sendStatus);
-        // One batch is sent while the next is read; reading waits while two batches' worth is
-        // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
-        if (this.publisher.pending >= this.config.batchSize) flushInBackground();
-        if (this.publisher.unacknowledged >= 2 * this.config.batchSize) {
-          await this.publisher.flush();
-          sendStatus();
-        } else if (this.publisher.pending > 0 && !idleFlush) {
-          // A quiet stream still gets its changes out (and acknowledged) within 50 ms.
-          idleFlush = setTimeout(() => {
-            idleFlush = undefined;
-            flushInBackground();
-          }, 50);
-        }
-      }
-    } finally {
-      this.signal.removeEventListener("abort", onStop);
-      clearInterval(statusTimer);
-      clearTimeout(idleFlush);
-      clearTimeout(wakeTimer);
-    }
-  }
-
-  /** Acts on one event of the stream. */
-  async apply(event: StreamEvent, sendStatus: () => void): Promise<void> {
-    switch (event.type) {
-      case "relation":
-        return await this.describe(event.relation);
-      case "change": {
-        const spec = this.specs.get(event.relationId);
-        if (spec === undefined) {
-          throw new CaptureError(`a change refers to relation ${event.relationId}, which the stream never described`);
-        }
-        if (spec) this.publisher.add(encodeOrStop(this.encoder, spec, event.change), spec.table, event.change.op);
-        return;
-      }
-      case "commit":
-        return this.publisher.confirmableAt(event.endLsn);
-      case "keepalive":
-        if (event.confirmable !== null) this.publisher.confirmableAt(event.confirmable);
-        if (event.replyRequested) sendStatus();
-        return;
-      case "truncate":
-        // Debezium's default (skipped.operations=t) publishes no truncate events either.
-        this.logger.warn("a TRUNCATE of a captured table was skipped, as Debezium does by default");
-    }
-  }
-
-  /**
-   * A Relation message: the table's schema is read again from the catalog, as Debezium does, so
-   * ADD COLUMN, DROP COLUMN, a type change or DROP NOT NULL carry on with the new schema. A table
-   * the capture was not asked for means the publication changed: it is checked.
-   */
-  async describe(relation: Relation): Promise<void> {
-    const name = { schema: relation.schema, table: relation.table };
-    const configured = this.config.tables.some((t) => qualified(t) === qualified(name));
-    if (!configured) {
-      if (!this.specs.has(relation.relationId)) {
-        this.logger.warn(`publication ${this.config.publication} sends ${qualified(name)}, not in --tables: skipped`);
-      }
-      this.specs.set(relation.relationId, null);
-    } else {
-      this.specs.set(relation.relationId, await readTableSpec(this.sql, name.schema, name.table, relation));
-    }
-    await this.checkPublication();
-  }
-
-  /** Stops the run when a configured table left the publication (PublicationGapError). */
-  async checkPublication(): Promise<void> {
-    const [missing] = await missingFromPublication(this.sql, this.config.publication, this.config.tables);
-    if (missing) throw new PublicationGapError(qualified(missing), this.config.publication);
-  }
-
-  /** Ends the run with `error` (a failed send in the background): the stream breaks off with it. */
-  fail(error: unknown): void {
-    this.session?.destroy(error instanceof Error ? error : new Error(String(error)));
-  }
-
-  /** Sends one batch, waiting out Kafka outages; a deleted topic or a refused login stops the run. */
-  async send(messages: TopicMessages[]): Promise<void> {
-    const started = performance.now();
-    const options = {
-      maxAttempts: Infinity,
-      backoffMs: 500,
-      logger: this.logger,
-      signal: this.sendsShutdown.signal,
-      onRetry: () => this.stats.sendRetries++,
-      isRetriable: (error: unknown) => isKafkaOutage(error) && !isUnknownTopic(error),
-    };
-    for (let attempt = 1;; attempt++) {
-      try {
-        await writeWithRetry(this.producer, messages, options);
-        break;
-      } catch (error) {
-        if (!isUnknownTopic(error) || this.sendsShutdown.signal.aborted) throw error;
-        const topics = await this.admin.listTopics().catch(() => undefined);
-        const gone = messages.find((m) => topics && !topics.includes(m.topic));
-        if (gone) throw new TopicMissingError(gone.topic);
-        this.stats.sendRetries++;
-        this.logger.warn("send failed: the broker does not know the topic yet, retrying", { attempt });
-        await sleep(500, this.sendsShutdown.signal);
-      }
-    }
-    this.stats.onSend?.(performance.now() - started);
-  }
-
-  count(records: { topic: string }[], changes: Map<string, number>): void {
-    for (const [key, n] of changes) this.stats.captured[key] = (this.stats.captured[key] ?? 0) + n;
-    for (const r of records) this.stats.published[r.topic] = (this.stats.published[r.topic] ?? 0) + 1;
-  }
-
   /** The progress line, the slot's retained WAL and, while streaming, the publication check. */
   async progress(): Promise<void> {
     const { stats } = this;
@@ -469,23 +291,34 @@ class CaptureRun {
       acknowledgedLsn: formatLsn(this.position.lsn),
       retainedWalBytes: stats.retainedWalBytes,
     });
-    if (this.session && stats.connected.database && !this.signal.aborted) {
-      await this.checkPublication().catch((error) => error instanceof CaptureError && this.fail(error));
+    if (stats.connected.database && !this.signal.aborted) {
+      await this.follower.checkPublication().catch((error) =>
+        error instanceof CaptureError && this.follower.fail(error)
+      );
     }
   }
+}
 
-  summary(): CaptureSummary {
-    const elapsedS = (performance.now() - this.started) / 1000;
-    const total = Object.values(this.stats.captured).reduce((a, b) => a + b, 0);
-    return {
-      captured: this.stats.captured,
-      total,
-      snapshotRows: this.snapshotRows,
-      acknowledgedLsn: formatLsn(this.position.lsn),
-      retainedWalBytes: this.stats.retainedWalBytes,
-      reconnects: Math.max(0, this.streamsOpened - 1),
-      elapsedS: Math.round(elapsedS * 1000) / 1000,
-      changesPerS: Math.round(total / Math.max(elapsedS, 1e-6)),
-    };
-  }
+/** Adds an acknowledged send's records and changes to the counters. */
+function countAcknowledged(stats: CaptureStats, records: { topic: string }[], changes: Map<string, number>): void {
+  for (const [key, n] of changes) stats.captured[key] = (stats.captured[key] ?? 0) + n;
+  for (const r of records) stats.published[r.topic] = (stats.published[r.topic] ?? 0) + 1;
+}
+
+/** The summary printed at exit. */
+function summarize(
+  stats: CaptureStats,
+  run: { elapsedS: number; snapshotRows: number; reconnects: number; acknowledgedLsn: Lsn },
+): CaptureSummary {
+  const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
+  return {
+    captured: stats.captured,
+    total,
+    snapshotRows: run.snapshotRows,
+    acknowledgedLsn: formatLsn(run.acknowledgedLsn),
+    retainedWalBytes: stats.retainedWalBytes,
+    reconnects: run.reconnects,
+    elapsedS: Math.round(run.elapsedS * 1000) / 1000,
+    changesPerS: Math.round(total / Math.max(run.elapsedS, 1e-6)),
+  };
 }

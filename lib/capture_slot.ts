@@ -76,7 +76,7 @@ export async function ensurePublication(sql: Sql, publication: string, tables: T
     const [found] = await tx`select 1 from pg_publication where pubname = ${publication}`;
     if (!found) await tx`create publication ${tx(publication)}`;
     const missing = await missingFromPublication(tx as unknown as Sql, publication, tables);
-    if (missing.length && found && !mayAdd) throw new PublicationGapError(qualified(missing[0]), publication);
+    if (missing.length && !mayAdd) throw new PublicationGapError(qualified(missing[0]), publication);
     for (const t of missing) await tx`alter publication ${tx(publication)} add table ${tx(t.schema)}.${tx(t.table)}`;
   });
 }
