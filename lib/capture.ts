@@ -228,7 +228,11 @@ class CaptureRun {
     const { config, sql } = this;
     const session = new ReplicationSession(config.databaseUrl);
     try {
-      if (await decideStart(sql, config.slot, this.newSnapshotPending) === "snapshot") {
+      const start = await decideStart(sql, config.slot, this.newSnapshotPending);
+      if (start.start === "snapshot") {
+        if (start.dropped) {
+          this.logger.warn(`dropped slot ${config.slot} to start over`, { newSnapshot: this.newSnapshotPending });
+        }
         if (!await this.snapshot(session)) return;
       }
       const state = await slotState(sql, config.slot);

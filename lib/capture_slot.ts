@@ -100,19 +100,24 @@ export async function slotState(sql: Sql, slot: string): Promise<SlotState> {
 }
 
 /**
- * Decides how a replication session starts: `resume` from the slot, or `snapshot` with a new one.
- * A slot whose snapshot reached Kafka but that is now missing stops the run (SlotLostError)
- * unless `newSnapshot` asks to start over; so does, as an outage, a slot held by another process.
+ * Decides how a replication session starts: `resume` from the slot, or `snapshot` with a new one
+ * (`dropped` when an existing slot was dropped for it). A slot whose snapshot reached Kafka but
+ * that is now missing stops the run (SlotLostError) unless `newSnapshot` asks to start over; a
+ * slot held by another process is an outage (SlotInUseError).
  */
-export async function decideStart(sql: Sql, slot: string, newSnapshot: boolean): Promise<"resume" | "snapshot"> {
+export async function decideStart(
+  sql: Sql,
+  slot: string,
+  newSnapshot: boolean,
+): Promise<{ start: "resume" } | { start: "snapshot"; dropped: boolean }> {
   const state = await slotState(sql, slot);
   if (state.activePid) throw new SlotInUseError(slot, state.activePid);
-  if (state.exists && state.snapshotDone && !newSnapshot) return "resume";
+  if (state.exists && state.snapshotDone && !newSnapshot) return { start: "resume" };
   if (!state.exists && state.snapshotDone && !newSnapshot) throw new SlotLostError(slot);
   // A new snapshot on purpose, or a slot whose first snapshot never reached Kafka: start over.
   if (state.exists) await sql`select pg_drop_replication_slot(${slot})`;
   await sql`delete from cdc_capture_state where slot_name = ${slot}`;
-  return "snapshot";
+  return { start: "snapshot", dropped: state.exists };
 }
 
 /** Records that the slot's first snapshot, read at `lsn`, reached Kafka. */

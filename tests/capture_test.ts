@@ -20,6 +20,7 @@ import {
   waitFor,
 } from "./_helpers.ts";
 import { type CaptureCheck, captureNames, checkCaptured, installAudit } from "./_capture.ts";
+import { loadCaptureConfig } from "../lib/config.ts";
 
 async function stop(running: Running, signal: Deno.Signal = "SIGTERM") {
   try {
@@ -134,6 +135,20 @@ Deno.test("capture refuses a slot name a replication command cannot carry, in on
   assert.equal(run.code, 2);
   assert.equal(run.stderr.trim().split("\n").length, 1);
   assert.match(run.stderr, /--slot \(or CAPTURE_SLOT\) must be 1\.\.63 lower-case letters, digits or underscores/);
+});
+
+Deno.test("--tables takes schema.table names (a bare name is in public), defaults to users and orders, and refuses a name a topic cannot carry", () => {
+  const tables = (args: string[], env: Record<string, string> = {}) => {
+    const parsed = loadCaptureConfig(args, env);
+    return parsed.help ? [] : parsed.config.tables.map((t) => `${t.schema}.${t.table}`);
+  };
+  assert.deepEqual(tables([]), ["public.users", "public.orders"]);
+  assert.deepEqual(tables([], { CAPTURE_TABLES: "items, sales.Orders ,items" }), ["public.items", "sales.Orders"]);
+  assert.deepEqual(tables(["--tables", "a.b"], { CAPTURE_TABLES: "c" }), ["a.b"]);
+  assert.throws(() => tables(["--tables", "public.my-table"]), /--tables .* a-z A-Z 0-9 _.*got "public\.my-table"/);
+  assert.throws(() => tables([], { CAPTURE_TABLES: " , " }), /CAPTURE_TABLES\) must name at least one table/);
+  const fresh = loadCaptureConfig(["--new-snapshot"], {});
+  assert.equal(!fresh.help && fresh.config.newSnapshot, true);
 });
 
 // ---- never a silent gap or stall --------------------------------------------------------------
@@ -373,6 +388,8 @@ Deno.test("a third table given with --tables is captured, and ADD COLUMN, DROP N
     const fields = (v: { schema: { fields: { field: string; fields: { field: string; optional: boolean }[] }[] } }) =>
       v.schema.fields[1].fields.map((f) => `${f.field}${f.optional ? "?" : ""}`).join(",");
     assert.deepEqual([r1.payload.op, c2.payload.op], ["r", "c"]);
+    assert.ok(Number.isInteger(r1.payload.source.txId) && r1.payload.source.txId > 0, "the snapshot transaction's id");
+    assert.ok(c2.payload.source.txId > r1.payload.source.txId, "streamed after the snapshot transaction began");
     assert.equal(fields(c2), "id,name");
     assert.equal(fields(c3), "id,name,note?");
     assert.equal(c3.payload.after.note, "a note");
