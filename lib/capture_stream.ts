@@ -40,30 +40,31 @@ export class StreamFollower {
 
   /** Reads the stream until a stop; publishes changes and confirms what Kafka acknowledged. */
   async follow(session: ReplicationSession): Promise<void> {
+    const { publisher, position, signal, config } = this.options;
     this.#session = session;
     const reader = new ChangeReader();
-    const sendStatus = () => session.sendStatus(this.options.position.lsn);
+    const sendStatus = () => session.sendStatus(position.lsn);
     const statusTimer = setInterval(sendStatus, this.options.statusEveryS * 1000);
     // A stop wakes a quiet stream by asking the server for a keepalive; racing every read against
     // the stop instead would keep every message alive in that promise's reactions.
     let wakeTimer: ReturnType<typeof setTimeout> | undefined;
     const onStop = () => {
-      session.sendStatus(this.options.position.lsn, true);
+      session.sendStatus(position.lsn, true);
       wakeTimer = setTimeout(() => session.destroy(new StreamEndedError()), 10_000);
     };
-    this.options.signal.addEventListener("abort", onStop, { once: true });
+    signal.addEventListener("abort", onStop, { once: true });
     let idleFlush: ReturnType<typeof setTimeout> | undefined;
-    const flushInBackground = () => this.options.publisher.flush().then(sendStatus, (error) => this.fail(error));
+    const flushInBackground = () => publisher.flush().then(sendStatus, (error) => this.fail(error));
     try {
-      while (!this.options.signal.aborted) {
+      while (!signal.aborted) {
         await this.#apply(reader.read(await session.next()), sendStatus);
         // One batch is sent while the next is read; reading waits while two batches' worth is
         // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
-        if (this.options.publisher.pending >= this.options.config.batchSize) flushInBackground();
-        if (this.options.publisher.unacknowledged >= 2 * this.options.config.batchSize) {
-          await this.options.publisher.flush();
+        if (publisher.pending >= config.batchSize) flushInBackground();
+        if (publisher.unacknowledged >= 2 * config.batchSize) {
+          await publisher.flush();
           sendStatus();
-        } else if (this.options.publisher.pending > 0 && !idleFlush) {
+        } else if (publisher.pending > 0 && !idleFlush) {
           // A quiet stream still gets its changes out (and acknowledged) within 50 ms.
           idleFlush = setTimeout(() => {
             idleFlush = undefined;
@@ -72,7 +73,7 @@ export class StreamFollower {
         }
       }
     } finally {
-      this.options.signal.removeEventListener("abort", onStop);
+      signal.removeEventListener("abort", onStop);
       clearInterval(statusTimer);
       clearTimeout(idleFlush);
       clearTimeout(wakeTimer);
@@ -134,12 +135,9 @@ export class StreamFollower {
 
   /** Stops the run when a configured table left the publication (PublicationGapError). */
   async checkPublication(): Promise<void> {
-    const [missing] = await missingFromPublication(
-      this.options.sql,
-      this.options.config.publication,
-      this.options.config.tables,
-    );
-    if (missing) throw new PublicationGapError(qualified(missing), this.options.config.publication);
+    const { sql, config } = this.options;
+    const [missing] = await missingFromPublication(sql, config.publication, config.tables);
+    if (missing) throw new PublicationGapError(qualified(missing), config.publication);
   }
 
   /** Ends the run with `error` (a failed send in the background): the stream breaks off with it. */
