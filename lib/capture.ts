@@ -215,7 +215,10 @@ class CaptureRun {
   /** The tables and their identity, the capture's state table, a lost slot, and the publication. */
   async prepareDatabase(): Promise<void> {
     const { sql, config } = this;
-    await ensureSchema(sql);
+    // The contract's tables are created as the consumer creates them, so the capture can start first.
+    if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
+      await ensureSchema(sql);
+    }
     await ensureStateTable(sql);
     await prepareTables(sql, config.tables);
     const state = await slotState(sql, config.slot);

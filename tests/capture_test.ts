@@ -336,7 +336,7 @@ Deno.test("sends stay within the topic's max.message.bytes, delivering every wid
   }
 });
 
-Deno.test("a capture topic deleted while the capture runs stops it with one line naming the topic", async () => {
+Deno.test("a capture topic deleted while the capture runs stops it with one line naming the topic; other tables than the contract's create none of its tables", async () => {
   const { db, env, topic } = await itemsCapture();
   const runs: Running[] = [];
   const admin = testKafka().admin();
@@ -347,6 +347,8 @@ Deno.test("a capture topic deleted while the capture runs stops it with one line
     await admin.deleteTopics({ topics: [topic] });
     await db.sql`insert into items values (1, 'one')`;
     await assertStopsWithOneLine(capture, new RegExp(`topic ${topic.replaceAll(".", "\\.")} no longer exists`));
+    const [contract] = await db.sql`select to_regclass('public.users') is null as absent`;
+    assert.equal(contract.absent, true, "a capture of other tables creates no users or orders table");
   } finally {
     await admin.disconnect();
     await cleanUp(db, env, runs);
