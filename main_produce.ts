@@ -22,10 +22,11 @@ const SUMMARY = "Generates User and Order events (users first, then their orders
   "  capture                    stream the tables' changes to Kafka (cdc-produce capture --help)\n" +
   "  --version                  print the version";
 
-const CAPTURE_SUMMARY = "Streams every change of the users and orders tables, in commit order, to\n" +
-  "<prefix>.public.users and <prefix>.public.orders as the Debezium PostgreSQL connector writes them\n" +
-  "(JsonConverter, schemas enabled), through a durable logical replication slot. The first start\n" +
-  "publishes the existing rows (op r) from the slot's snapshot; a restart resumes from the slot.\n" +
+const CAPTURE_SUMMARY = "Streams every change of the --tables (default users and orders), in commit order,\n" +
+  "to <prefix>.<schema>.<table> as the Debezium PostgreSQL connector writes them (JsonConverter,\n" +
+  "schemas enabled), through a durable logical replication slot. The first start publishes the\n" +
+  "existing rows (op r) from the slot's snapshot; a restart resumes from the slot. A lost slot or a\n" +
+  "table gone from the publication stops the run: --new-snapshot starts over on purpose.\n" +
   "The slot keeps WAL on the server while the capture is stopped: --drop-slot removes it and the\n" +
   "publication. SIGINT/SIGTERM publish what is in hand, acknowledge it and exit 0.\n" +
   "With --metrics-port, serves /metrics (incl. the slot's retained WAL) and GET /health.";
@@ -54,13 +55,14 @@ async function capture(args: string[]): Promise<number> {
       await sql.end({ timeout: 5 }).catch(() => {});
     }
   }
-  const stopRequested = stopOnSignal(logger, "publishing what is in hand, acknowledging it, then exiting");
+  const stop = new AbortController();
+  stopOnSignal(logger, "publishing what is in hand, acknowledging it, then exiting").then(() => stop.abort());
   logger.info("starting", {
     brokers: config.brokers.join(","),
     database: databaseLocation(config.databaseUrl),
     slot: config.slot,
     publication: config.publication,
-    topics: `${config.topicPrefix}.public.users,${config.topicPrefix}.public.orders`,
+    topics: config.tables.map((t) => `${config.topicPrefix}.${t.schema}.${t.table}`).join(","),
   });
   const stats = newCaptureStats();
   let metrics: MetricsServer | undefined;
@@ -73,7 +75,7 @@ async function capture(args: string[]): Promise<number> {
         logger,
       });
     }
-    const summary = await runCapture(config, { logger, stats, stopRequested });
+    const summary = await runCapture(config, { logger, stats, signal: stop.signal });
     logger.info("done", { ...summary });
     return 0;
   } catch (error) {

@@ -1,48 +1,48 @@
 /**
- * The capture command's run (CONTRACT.md section 7): PostgreSQL logical replication of `users`
- * and `orders` through a durable `pgoutput` slot, published to Kafka as Debezium records.
+ * The capture command's run (CONTRACT.md section 7): PostgreSQL logical replication of the
+ * configured tables through a durable `pgoutput` slot, published to Kafka as Debezium records.
+ * This file wires the rooms together and owns the run's lifecycle; each room is its own module:
+ * the slot and publication (capture_slot.ts), the snapshot (capture_snapshot.ts), the replication
+ * connection (replication_session.ts), the pure reading of its frames (change_reader.ts) and the
+ * publisher that owns the acknowledged position (acking_publisher.ts).
  *
- * Delivery: at-least-once, no gap. The slot's confirmed position is only ever the end LSN of a
- * commit whose changes Kafka acknowledged from all in-sync replicas (`acks: -1`); keepalives and
- * the periodic status updates carry that position, never the latest one received. A restart
- * resumes from the slot, so PostgreSQL re-sends every commit after it: duplicates, no gaps.
- *
- * The replication connection is postgres.js in `replication: "database"` mode, as its own
- * subscribe() does, but with a durable slot, its exported snapshot and our own acknowledgements.
+ * Delivery: at-least-once, no gap. The slot's confirmed position is only ever a position before
+ * which Kafka acknowledged every change from all in-sync replicas (`acks: -1`); a restart resumes
+ * from the slot, so PostgreSQL re-sends every commit after it: duplicates, no gaps. What would
+ * leave a gap (a lost slot, a table out of the publication) or never pass (a record over the
+ * topic's limit, a value that cannot be encoded, a deleted topic, a refused login) stops the run
+ * with one line.
  * @module
  */
-import type { Duplex } from "node:stream";
-import type { Producer } from "kafkajs";
-import postgres from "postgres";
+import { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
+import { DebeziumEncoder } from "./capture_adapter.ts";
+import { CaptureError, isCaptureOutage, SlotLostError } from "./capture_errors.ts";
+import {
+  decideStart,
+  ensurePublication,
+  ensureStateTable,
+  prepareTables,
+  qualified,
+  recordSnapshotDone,
+  retainedWal,
+  slotState,
+} from "./capture_slot.ts";
+import { CaptureKafka } from "./capture_kafka.ts";
+import { readSnapshot } from "./capture_snapshot.ts";
+import { StreamFollower } from "./capture_stream.ts";
 import type { CaptureConfig } from "./config.ts";
-import {
-  CAPTURED_TABLES,
-  type CaptureRecord,
-  DebeziumEncoder,
-  type RowChange,
-  type SnapshotMarker,
-  type TableSpec,
-  TYPE_OIDS,
-} from "./debezium.ts";
-import { classifyDatabaseError, describeError, isKafkaAuthError } from "./errors.ts";
-import { createKafka, createTopic } from "./kafka_admin.ts";
+import { describeError, isKafkaOutage } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import {
-  decodeFrame,
-  decodePgOutput,
-  formatLsn,
-  type Lsn,
-  parseLsn,
-  type PgOutputMessage,
-  pgTimeToUnixMicros,
-  type Relation,
-  standbyStatusUpdate,
-} from "./pgoutput.ts";
+import { formatLsn, type Lsn, parseLsn } from "./pgoutput.ts";
 import type { ProduceStats } from "./producer.ts";
-import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
-import { backoffDelay, retry, RetryError, sleep } from "./retry.ts";
+import { retry, RetryError, type RetryOptions } from "./retry.ts";
+import { ReplicationSession } from "./replication_session.ts";
 import { connectDatabase, ensureSchema, type Sql } from "./sink.ts";
 import { VERSION } from "./version.ts";
+
+export { CaptureError } from "./capture_errors.ts";
+export { dropCapture } from "./capture_slot.ts";
+export { snapshotMarker } from "./capture_snapshot.ts";
 
 /** Counters of a capture run, for metrics, health and the summary. */
 export interface CaptureStats extends ProduceStats {
@@ -50,7 +50,7 @@ export interface CaptureStats extends ProduceStats {
   captured: Record<string, number>;
   /** Whether the capture is connected to Kafka and streaming from PostgreSQL. */
   connected: { kafka: boolean; database: boolean };
-  /** The slot position last acknowledged to PostgreSQL. */
+  /** The acknowledged slot position, as the publisher's AcknowledgedPosition last reported it. */
   acknowledgedLsn: Lsn;
   /** WAL the slot retains on the server, in bytes; null until measured. */
   retainedWalBytes: number | null;
@@ -94,545 +94,238 @@ export interface CaptureRunOptions {
   logger: Logger;
   /** Counters to fill. */
   stats: CaptureStats;
-  /** Resolves once a stop was requested (SIGINT/SIGTERM). */
-  stopRequested: Promise<void>;
-  /** Seconds between progress lines (and slot measurements). @default 5 */
+  /** Aborted once a stop was requested (SIGINT/SIGTERM): what is in hand is published and acknowledged. */
+  signal: AbortSignal;
+  /** Seconds between progress lines, slot measurements and publication checks. @default 5 */
   progressEveryS?: number;
   /** Seconds between status updates to PostgreSQL. @default 10 */
   statusEveryS?: number;
 }
 
-/** Stops the run with one line: bad data or a protocol the capture does not understand. */
-export class CaptureError extends Error {
-  /** Creates the error with a one-line message. */
-  constructor(message: string) {
-    super(message);
-    this.name = "CaptureError";
-  }
-}
-
-/** The capture's own bookkeeping: whether a slot's first snapshot reached Kafka. */
-async function ensureStateTable(sql: Sql): Promise<void> {
-  await sql`
-    create table if not exists cdc_capture_state (
-      slot_name text primary key,
-      snapshot_lsn pg_lsn not null,
-      snapshot_done_at timestamptz not null default now()
-    )`;
-}
-
-/**
- * Creates the tables (the consumer's schema step), the publication of `users` and `orders`, and
- * sets REPLICA IDENTITY FULL so updates and deletes carry the whole old row as `before`.
- */
-export async function preparePublication(sql: Sql, publication: string): Promise<void> {
-  await ensureSchema(sql);
-  await ensureStateTable(sql);
-  await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(hashtext(${publication}))`;
-    const [found] = await tx`select 1 from pg_publication where pubname = ${publication}`;
-    if (!found) await tx`create publication ${tx(publication)} for table users, orders`;
-    // ALTER TABLE locks the table against the consumer: only when the identity is not FULL yet.
-    const tables = await tx<{ name: string }[]>`
-      select relname as name from pg_class
-      where oid in ('public.users'::regclass, 'public.orders'::regclass) and relreplident <> 'f'`;
-    for (const { name } of tables) await tx`alter table ${tx(name)} replica identity full`;
-  });
-}
-
-/** Drops the slot, the publication and the capture's state row; returns what existed. */
-export async function dropCapture(sql: Sql, config: Pick<CaptureConfig, "slot" | "publication">) {
-  const [slot] = await sql<{ active_pid: number | null }[]>`
-    select active_pid from pg_replication_slots where slot_name = ${config.slot}`;
-  if (slot?.active_pid) {
-    throw new CaptureError(
-      `slot ${config.slot} is in use by server process ${slot.active_pid}: stop the capture first`,
-    );
-  }
-  if (slot) await sql`select pg_drop_replication_slot(${config.slot})`;
-  const [publication] = await sql`select 1 from pg_publication where pubname = ${config.publication}`;
-  if (publication) await sql`drop publication ${sql(config.publication)}`;
-  const [state] = await sql<{ table: string | null }[]>`select to_regclass('cdc_capture_state')::text as table`;
-  if (state.table) await sql`delete from cdc_capture_state where slot_name = ${config.slot}`;
-  return { slotDropped: slot !== undefined, publicationDropped: publication !== undefined };
-}
-
-/** Publishes records in order and tracks the slot position whose changes Kafka acknowledged. */
-class AckingPublisher {
-  #pending: CaptureRecord[] = [];
-  #pendingChanges: Record<string, number> = {};
-  #completeLsn: Lsn | null = null;
-  #chain: Promise<void> = Promise.resolve();
-  #failure: { error: unknown } | undefined;
-  #inFlight = 0;
-  #inFlightRecords = 0;
-
-  constructor(
-    readonly producer: Producer,
-    readonly stats: CaptureStats,
-    readonly send: (producer: Producer, messages: TopicMessages[]) => Promise<void>,
-  ) {}
-
-  /** Records waiting to be sent. */
-  get pending(): number {
-    return this.#pending.length;
-  }
-
-  /** Records added and not yet acknowledged by Kafka: pending and in flight. */
-  get unacknowledged(): number {
-    return this.#pending.length + this.#inFlightRecords;
-  }
-
-  /** Whether every record added so far is acknowledged by Kafka (nothing pending, nothing in flight). */
-  get settled(): boolean {
-    return this.#pending.length === 0 && this.#inFlight === 0;
-  }
-
-  /** Adds one change's records. */
-  add(records: CaptureRecord[], table: string, op: string): void {
-    for (const record of records) this.#pending.push(record);
-    const key = `${table}.${op}`;
-    this.#pendingChanges[key] = (this.#pendingChanges[key] ?? 0) + 1;
-  }
-
-  /** Marks every record added so far as belonging to commits up to `endLsn`. */
-  commit(endLsn: Lsn): void {
-    this.#completeLsn = endLsn;
-  }
-
-  /** Sends what is pending after the sends before it; resolves once Kafka acknowledged it. */
-  flush(): Promise<void> {
-    const records = this.#pending;
-    const changes = this.#pendingChanges;
-    const lsn = this.#completeLsn;
-    this.#pending = [];
-    this.#pendingChanges = {};
-    this.#completeLsn = null;
-    this.#inFlight++;
-    this.#inFlightRecords += records.length;
-    this.#chain = this.#chain.then(async () => {
-      if (this.#failure) return;
-      try {
-        if (records.length) {
-          const sendStarted = performance.now();
-          await this.send(this.producer, byTopic(records));
-          this.stats.onSend?.(performance.now() - sendStarted);
-        }
-        for (const [key, n] of Object.entries(changes)) this.stats.captured[key] = (this.stats.captured[key] ?? 0) + n;
-        for (const r of records) this.stats.published[r.topic] = (this.stats.published[r.topic] ?? 0) + 1;
-        if (lsn !== null && lsn > this.stats.acknowledgedLsn) this.stats.acknowledgedLsn = lsn;
-      } catch (error) {
-        this.#failure = { error };
-      } finally {
-        this.#inFlight--;
-        this.#inFlightRecords -= records.length;
-      }
-    });
-    return this.#chain.then(() => {
-      if (this.#failure) throw this.#failure.error;
-    });
-  }
-
-  /** Drops records received but not sent: the server sends them again from the acknowledged position. */
-  discard(): void {
-    this.#pending = [];
-    this.#pendingChanges = {};
-    this.#completeLsn = null;
-  }
-}
-
-function byTopic(records: CaptureRecord[]): TopicMessages[] {
-  const topics = new Map<string, TopicMessages>();
-  for (const { topic, key, value } of records) {
-    let entry = topics.get(topic);
-    if (!entry) topics.set(topic, entry = { topic, messages: [] });
-    entry.messages.push({ key, value });
-  }
-  return [...topics.values()];
-}
-
-/** Checks a Relation message against the table the capture knows; a mismatch stops the run. */
-export function checkRelation(relation: Relation): TableSpec {
-  const spec = CAPTURED_TABLES[relation.table as "users" | "orders"];
-  if (relation.schema !== "public" || !spec) {
-    throw new CaptureError(
-      `the publication sends ${relation.schema}.${relation.table}, which the capture does not know`,
-    );
-  }
-  const have = relation.columns.map((c) => `${c.name}:${c.typeOid}`).join(",");
-  const want = spec.columns.map((c) => `${c.name}:${TYPE_OIDS[c.kind]}`).join(",");
-  if (have !== want) {
-    throw new CaptureError(
-      `table ${relation.table} has columns (name:type oid) ${have}; the capture encodes ${want}`,
-    );
-  }
-  return spec;
-}
-
-/** A postgres.js connection in replication mode. */
-type Replication = postgres.Sql<Record<string, unknown>>;
-
-const utf8 = new TextDecoder();
-const nowMicros = () => BigInt(Date.now()) * 1000n;
-
-/** The slot's state: whether it exists, is in use, its confirmed position, and whether its snapshot is done. */
-async function slotState(sql: Sql, slot: string) {
-  const [row] = await sql<{ confirmed: string | null; active_pid: number | null; snapshot_done: boolean }[]>`
-    select s.confirmed_flush_lsn::text as confirmed, s.active_pid,
-           exists (select 1 from cdc_capture_state c where c.slot_name = s.slot_name) as snapshot_done
-    from pg_replication_slots s where s.slot_name = ${slot}`;
-  return row;
-}
-
-/** Reads the slot's WAL retention (current WAL position minus restart_lsn), in bytes. */
-async function retainedWal(sql: Sql, slot: string): Promise<number | null> {
-  const [row] = await sql<{ bytes: number | null }[]>`
-    select (pg_current_wal_lsn() - restart_lsn)::float8 as bytes from pg_replication_slots where slot_name = ${slot}`;
-  return row?.bytes ?? null;
-}
-
 /** The whole capture: prepare, snapshot once, then stream until stopped, riding out outages. */
 export async function runCapture(config: CaptureConfig, options: CaptureRunOptions): Promise<CaptureSummary> {
-  const { logger, stats, progressEveryS = 5, statusEveryS = 10 } = options;
-  let stopping = false;
-  /** Aborted on a stop: waits for PostgreSQL or Kafka end at once. */
-  const shutdown = new AbortController();
+  return await new CaptureRun(config, options).run();
+}
+
+/** The state of one capture run, shared by its start, its sessions and its timers. */
+class CaptureRun {
+  readonly started = performance.now();
+  readonly logger: Logger;
+  readonly stats: CaptureStats;
+  readonly signal: AbortSignal;
+  readonly sql: Sql;
+  readonly kafka: CaptureKafka;
+  readonly encoder: DebeziumEncoder;
+  readonly position: AcknowledgedPosition;
+  readonly publisher: AckingPublisher;
   /** Aborted 30 s after a stop: sends of what is in hand get that long to be acknowledged. */
-  const sendsShutdown = new AbortController();
-  let sendsDeadline: ReturnType<typeof setTimeout> | undefined;
-  options.stopRequested.then(() => {
-    stopping = true;
-    shutdown.abort();
-    sendsDeadline = setTimeout(() => sendsShutdown.abort(), 30_000);
-  });
-  const started = performance.now();
-  const database = new URL(config.databaseUrl).pathname.slice(1) || "postgres";
-  const encoder = new DebeziumEncoder({ prefix: config.topicPrefix, database, version: `${VERSION}-cdc-pipeline` });
-  const sql = connectDatabase(config.databaseUrl, 2);
-  const kafka = createKafka(config, "cdc-capture", logger);
-  const admin = kafka.admin();
-  const producer = createPublisher(kafka);
-  producer.on(producer.events.CONNECT, () => (stats.connected.kafka = true));
-  producer.on(producer.events.DISCONNECT, () => (stats.connected.kafka = false));
-  const waitOut = <T>(what: string, fn: () => Promise<T>, isOutage: (error: unknown) => boolean) =>
-    retry(fn, {
+  readonly sendsShutdown = new AbortController();
+  readonly follower: StreamFollower;
+  readonly progressEveryS: number;
+  readonly statusEveryS: number;
+  newSnapshotPending: boolean;
+  snapshotRows = 0;
+  streamsOpened = 0;
+
+  constructor(readonly config: CaptureConfig, options: CaptureRunOptions) {
+    ({ logger: this.logger, stats: this.stats, signal: this.signal } = options);
+    this.progressEveryS = options.progressEveryS ?? 5;
+    this.statusEveryS = options.statusEveryS ?? 10;
+    this.newSnapshotPending = config.newSnapshot;
+    const database = new URL(config.databaseUrl).pathname.slice(1) || "postgres";
+    this.encoder = new DebeziumEncoder({ prefix: config.topicPrefix, database, version: `${VERSION}-cdc-pipeline` });
+    this.sql = connectDatabase(config.databaseUrl, 2);
+    this.kafka = new CaptureKafka(config, this.logger, this.stats, this.sendsShutdown.signal);
+    this.position = new AcknowledgedPosition(0n, (lsn) => (this.stats.acknowledgedLsn = lsn));
+    this.publisher = new AckingPublisher(this.position, {
+      send: (messages) => this.kafka.send(messages),
+      maxBytes: (topic) => this.kafka.maxBytes(topic),
+      maxRecords: config.batchSize,
+      onAcknowledged: (records, changes) => countAcknowledged(this.stats, records, changes),
+    });
+    this.follower = new StreamFollower({
+      config,
+      statusEveryS: this.statusEveryS,
+      logger: this.logger,
+      sql: this.sql,
+      encoder: this.encoder,
+      publisher: this.publisher,
+      position: this.position,
+      signal: this.signal,
+    });
+  }
+
+  /** Runs until a stop or a failure that waiting will not fix; returns the summary. */
+  async run(): Promise<CaptureSummary> {
+    let sendsDeadline: ReturnType<typeof setTimeout> | undefined;
+    const onStop = () => (sendsDeadline = setTimeout(() => this.sendsShutdown.abort(), 30_000));
+    this.signal.addEventListener("abort", onStop, { once: true });
+    const progressTimer = setInterval(() => this.progress().catch(() => {}), this.progressEveryS * 1000);
+    try {
+      await retry(() => this.prepareDatabase(), this.waitingFor("PostgreSQL", isCaptureOutage));
+      const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic({ ...t, columns: [] }), ...t }));
+      await retry(() => this.kafka.connect(topics), this.waitingFor("Kafka", isKafkaOutage));
+      await retry(() => this.replicate(), this.waitingFor("PostgreSQL (replication)", isCaptureOutage, true));
+    } catch (error) {
+      // A stop during a wait for Kafka or PostgreSQL ends the wait: what is not acknowledged comes again.
+      if (!(this.signal.aborted && error instanceof RetryError)) throw error;
+      this.logger.warn("stopped while waiting: changes after the last acknowledgement come again at the next start", {
+        error: describeError(error),
+      });
+    } finally {
+      this.signal.removeEventListener("abort", onStop);
+      clearInterval(progressTimer);
+      clearTimeout(sendsDeadline);
+      await this.progress().catch(() => {});
+      await this.kafka.disconnect();
+      await this.sql.end({ timeout: 5 }).catch(() => {});
+    }
+    return summarize(this.stats, {
+      elapsedS: (performance.now() - this.started) / 1000,
+      snapshotRows: this.snapshotRows,
+      reconnects: Math.max(0, this.streamsOpened - 1),
+      acknowledgedLsn: this.position.lsn,
+    });
+  }
+
+  /** Retry options that wait out an outage forever, giving up only on a stop or another failure. */
+  waitingFor(what: string, isOutage: (error: unknown) => boolean, streaming = false): RetryOptions {
+    return {
       what,
       maxAttempts: Infinity,
-      baseMs: 250,
-      capMs: 5_000,
+      baseMs: 500,
+      capMs: 10_000,
       isRetriable: isOutage,
-      signal: shutdown.signal,
-      onRetry: (error, attempt, delayMs) =>
-        logger.warn(`waiting for ${what}, retrying in ${delayMs} ms`, { attempt, error: describeError(error) }),
+      signal: this.signal,
+      onRetry: (error, attempt, delayMs) => {
+        if (streaming) {
+          // What was received but not handed to Kafka comes again from the acknowledged position.
+          this.publisher.discard();
+          this.stats.connected.database = false;
+        }
+        this.logger.warn(`waiting for ${what}, retrying in ${delayMs} ms`, {
+          attempt,
+          error: describeError(error),
+          acknowledgedLsn: formatLsn(this.position.lsn),
+        });
+      },
+    };
+  }
+
+  /** The tables and their identity, the capture's state table, a lost slot, and the publication. */
+  async prepareDatabase(): Promise<void> {
+    const { sql, config } = this;
+    // The contract's tables are created as the consumer creates them, so the capture can start first.
+    if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
+      await ensureSchema(sql);
+    }
+    await ensureStateTable(sql);
+    await prepareTables(sql, config.tables);
+    const state = await slotState(sql, config.slot);
+    if (!state.exists && state.snapshotDone && !config.newSnapshot) throw new SlotLostError(config.slot);
+    await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
+  }
+
+  /** One replication connection: a snapshot when the slot is new, then the stream until a stop. */
+  async replicate(): Promise<void> {
+    const { config, sql } = this;
+    const session = new ReplicationSession(config.databaseUrl);
+    try {
+      const start = await decideStart(sql, config.slot, this.newSnapshotPending);
+      if (start.start === "snapshot") {
+        if (start.dropped) {
+          this.logger.warn(`dropped slot ${config.slot} to start over`, { newSnapshot: this.newSnapshotPending });
+        }
+        if (!await this.snapshot(session)) return;
+      }
+      const state = await slotState(sql, config.slot);
+      this.position.advance(parseLsn(state.confirmed ?? "0/0"));
+      await session.start(config.slot, config.publication, this.position.lsn);
+      this.stats.connected.database = true;
+      this.streamsOpened++;
+      this.stats.retainedWalBytes = await retainedWal(sql, config.slot);
+      this.logger.info(`streaming from slot ${config.slot}`, {
+        from: formatLsn(this.position.lsn),
+        tables: config.tables.map(qualified).join(","),
+        retainedWalBytes: this.stats.retainedWalBytes,
+      });
+      await this.follower.follow(session);
+      await this.publisher.flush();
+      session.sendStatus(this.position.lsn);
+    } finally {
+      await session.end();
+    }
+  }
+
+  /** Creates the slot and publishes its snapshot; false when a stop cut it short. */
+  async snapshot(session: ReplicationSession): Promise<boolean> {
+    const { config, logger } = this;
+    const { consistentPoint, snapshotName } = await session.createSlot(config.slot);
+    logger.info(`created slot ${config.slot}: reading the first snapshot`, {
+      consistentPoint: formatLsn(consistentPoint),
+      tables: config.tables.map(qualified).join(","),
     });
-  // The project's one taxonomy (lib/errors.ts), plus a slot still held by the walsender of a
-  // capture that just died (55006, object in use), which lets go of it within seconds.
-  const databaseOutage = (error: unknown) => {
-    const kind = classifyDatabaseError(error);
-    return kind === "outage" || kind === "transient" || (error as { code?: unknown } | null)?.code === "55006";
-  };
-  const send = (p: Producer, messages: TopicMessages[]) =>
-    writeWithRetry(p, messages, {
-      maxAttempts: Infinity,
-      backoffMs: 250,
-      logger,
-      signal: sendsShutdown.signal,
-      onRetry: () => stats.sendRetries++,
+    // The exported snapshot lives until the replication connection's next command, so it is read
+    // in full, and its rows acknowledged by Kafka, before START_REPLICATION.
+    const { rows, complete } = await readSnapshot(this.sql, {
+      snapshotName,
+      consistentPoint,
+      tables: config.tables,
+      encoder: this.encoder,
+      publisher: this.publisher,
+      batchSize: config.batchSize,
+      signal: this.signal,
     });
-  const publisher = new AckingPublisher(producer, stats, send);
-  const topics = { users: encoder.topic(CAPTURED_TABLES.users), orders: encoder.topic(CAPTURED_TABLES.orders) };
-  let snapshotRows = 0;
-  let streamsOpened = 0;
-  let failures = 0;
-  const progress = async () => {
-    stats.retainedWalBytes = await retainedWal(sql, config.slot).catch(() => stats.retainedWalBytes);
+    this.snapshotRows += rows;
+    if (!complete) {
+      logger.warn(`stopped during the first snapshot after ${rows} rows: the next start takes it again`);
+      return false;
+    }
+    await recordSnapshotDone(this.sql, config.slot, formatLsn(consistentPoint));
+    this.newSnapshotPending = false;
+    this.position.advance(consistentPoint);
+    logger.info(`first snapshot published: ${rows} rows`);
+    return true;
+  }
+
+  /** The progress line, the slot's retained WAL and, while streaming, the publication check. */
+  async progress(): Promise<void> {
+    const { stats } = this;
+    stats.retainedWalBytes = await retainedWal(this.sql, this.config.slot).catch(() => stats.retainedWalBytes);
     const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
-    logger.info(`captured ${total} changes`, {
-      changesPerS: Math.round(total / ((performance.now() - started) / 1000)),
-      acknowledgedLsn: formatLsn(stats.acknowledgedLsn),
+    this.logger.info(`captured ${total} changes`, {
+      changesPerS: Math.round(total / ((performance.now() - this.started) / 1000)),
+      acknowledgedLsn: formatLsn(this.position.lsn),
       retainedWalBytes: stats.retainedWalBytes,
     });
-  };
-  const progressTimer = setInterval(() => progress().catch(() => {}), progressEveryS * 1000);
-
-  try {
-    await waitOut("PostgreSQL", () => preparePublication(sql, config.publication), databaseOutage);
-    await waitOut("Kafka", async () => {
-      await admin.connect();
-      await createTopic(admin, topics.users, config.usersPartitions, config.replicationFactor, logger);
-      await createTopic(admin, topics.orders, config.ordersPartitions, config.replicationFactor, logger);
-      await producer.connect();
-    }, (error) => !isKafkaAuthError(error));
-    await admin.disconnect();
-    while (!stopping) {
-      try {
-        snapshotRows += await streamSession();
-        break;
-      } catch (error) {
-        if (!databaseOutage(error)) throw error;
-        publisher.discard();
-        if (stopping) {
-          logger.warn("stopping while PostgreSQL is unreachable: changes after the last acknowledgement come again", {
-            error: describeError(error),
-          });
-          break;
-        }
-        failures = stats.connected.database ? 1 : failures + 1;
-        logger.warn("waiting for PostgreSQL: the replication stream failed; resuming from the slot", {
-          error: describeError(error),
-          acknowledgedLsn: formatLsn(stats.acknowledgedLsn),
-        });
-        stats.connected.database = false;
-        await sleep(backoffDelay(failures, 500, 10_000), shutdown.signal);
-      }
+    if (stats.connected.database && !this.signal.aborted) {
+      await this.follower.checkPublication().catch((error) =>
+        error instanceof CaptureError && this.follower.fail(error)
+      );
     }
-  } catch (error) {
-    // A stop during a wait for Kafka or PostgreSQL ends the wait: what is not acknowledged comes again.
-    if (!(stopping && error instanceof RetryError)) throw error;
-    logger.warn("stopped while waiting: changes after the last acknowledgement come again at the next start", {
-      error: describeError(error),
-    });
-  } finally {
-    clearInterval(progressTimer);
-    clearTimeout(sendsDeadline);
-    await progress().catch(() => {});
-    await producer.disconnect().catch(() => {});
-    await admin.disconnect().catch(() => {});
-    await sql.end({ timeout: 5 }).catch(() => {});
   }
-  const elapsedS = (performance.now() - started) / 1000;
+}
+
+/** Adds an acknowledged send's records and changes to the counters. */
+function countAcknowledged(stats: CaptureStats, records: { topic: string }[], changes: Map<string, number>): void {
+  for (const [key, n] of changes) stats.captured[key] = (stats.captured[key] ?? 0) + n;
+  for (const r of records) stats.published[r.topic] = (stats.published[r.topic] ?? 0) + 1;
+}
+
+/** The summary printed at exit. */
+function summarize(
+  stats: CaptureStats,
+  run: { elapsedS: number; snapshotRows: number; reconnects: number; acknowledgedLsn: Lsn },
+): CaptureSummary {
   const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
   return {
     captured: stats.captured,
     total,
-    snapshotRows,
-    acknowledgedLsn: formatLsn(stats.acknowledgedLsn),
+    snapshotRows: run.snapshotRows,
+    acknowledgedLsn: formatLsn(run.acknowledgedLsn),
     retainedWalBytes: stats.retainedWalBytes,
-    reconnects: Math.max(0, streamsOpened - 1),
-    elapsedS: Math.round(elapsedS * 1000) / 1000,
-    changesPerS: Math.round(total / Math.max(elapsedS, 1e-6)),
+    reconnects: run.reconnects,
+    elapsedS: Math.round(run.elapsedS * 1000) / 1000,
+    changesPerS: Math.round(total / Math.max(run.elapsedS, 1e-6)),
   };
-
-  /** One replication connection: snapshot if the slot is new, then stream until stopped or failed. */
-  async function streamSession(): Promise<number> {
-    const repl: Replication = postgres(config.databaseUrl, {
-      max: 1,
-      fetch_types: false,
-      idle_timeout: 0,
-      max_lifetime: 0,
-      connect_timeout: 5,
-      onnotice: () => {},
-      connection: { application_name: "cdc-capture", replication: "database", DateStyle: "ISO", TimeZone: "UTC" },
-    });
-    let statusTimer: ReturnType<typeof setInterval> | undefined;
-    try {
-      let rows = 0;
-      let state: Awaited<ReturnType<typeof slotState>> | undefined = await slotState(sql, config.slot);
-      if (state?.active_pid) {
-        // SQLSTATE 55006 (object in use): waited out, as the server process of a capture that
-        // died may take a while to notice, and a second capture becomes a standby.
-        throw Object.assign(
-          new Error(`slot ${config.slot} is in use by server process ${state.active_pid}: another capture?`),
-          { code: "55006" },
-        );
-      }
-      if (state && !state.snapshot_done) {
-        logger.warn(`slot ${config.slot} exists but its first snapshot never reached Kafka: dropping it to start over`);
-        await sql`select pg_drop_replication_slot(${config.slot})`;
-        state = undefined;
-      }
-      if (!state) {
-        const snapshot = await createSlotAndSnapshot(repl);
-        if (!snapshot.complete) return snapshot.rows;
-        rows = snapshot.rows;
-        state = await slotState(sql, config.slot);
-      }
-      const confirmed = parseLsn(state!.confirmed ?? "0/0");
-      if (confirmed > stats.acknowledgedLsn) stats.acknowledgedLsn = confirmed;
-      // Neither the slot name nor the publication name can be a parameter of a replication
-      // command; both are checked against /^[a-z0-9_]{1,63}$/ by loadCaptureConfig.
-      const stream = await repl.unsafe(
-        `START_REPLICATION SLOT ${config.slot} LOGICAL ${formatLsn(stats.acknowledgedLsn)} ` +
-          `(proto_version '1', publication_names '${config.publication}')`,
-      ).writable() as unknown as Duplex;
-      stats.connected.database = true;
-      streamsOpened++;
-      stats.retainedWalBytes = await retainedWal(sql, config.slot);
-      logger.info(`streaming from slot ${config.slot}`, {
-        from: formatLsn(stats.acknowledgedLsn),
-        retainedWalBytes: stats.retainedWalBytes,
-      });
-      const sendStatus = () => {
-        if (!stream.writableEnded && !stream.destroyed) {
-          stream.write(standbyStatusUpdate(stats.acknowledgedLsn, nowMicros()));
-        }
-      };
-      statusTimer = setInterval(sendStatus, statusEveryS * 1000);
-      await readStream(stream, sendStatus);
-      await publisher.flush();
-      sendStatus();
-      // CopyDone; the server's answer ends the stream (bounded: a server that is going away may not answer).
-      await Promise.race([new Promise<void>((resolve) => stream.end(resolve)), sleep(5_000)]);
-      return rows;
-    } finally {
-      clearInterval(statusTimer);
-      await repl.end({ timeout: 2 }).catch(() => {});
-    }
-  }
-
-  /** Reads the stream until a stop; publishes changes, acknowledges what Kafka acknowledged. */
-  async function readStream(stream: Duplex, sendStatus: () => void) {
-    const relations = new Map<number, TableSpec>();
-    let tx = { xid: 0, commitUs: 0n };
-    let lastCommitLsn: Lsn | null = null;
-    let inTransaction = false;
-    const iterator = stream[Symbol.asyncIterator]();
-    // A stop wakes a quiet stream by asking the server for a keepalive; racing every read against
-    // a stop promise instead would keep every message alive in that promise's reactions.
-    let wakeTimer: ReturnType<typeof setTimeout> | undefined;
-    options.stopRequested.then(() => {
-      if (stream.writableEnded || stream.destroyed) return;
-      stream.write(standbyStatusUpdate(stats.acknowledgedLsn, nowMicros(), true));
-      wakeTimer = setTimeout(() => stream.destroy(new Error("PostgreSQL did not answer the stop")), 10_000);
-    });
-    let idleFlush: ReturnType<typeof setTimeout> | undefined;
-    try {
-      while (!stopping) {
-        const next = await iterator.next();
-        if (next.done) {
-          throw Object.assign(new Error("PostgreSQL ended the replication stream"), { code: "CONNECTION_ENDED" });
-        }
-        const frame = decodeFrame(next.value);
-        if (frame.type === "keepalive") {
-          // Between transactions, with every change received so far acknowledged by Kafka, there is
-          // nothing unpublished before the server's position: confirming it keeps the slot from
-          // holding WAL while the tables are quiet, and lets PostgreSQL 15 shut down (a walsender
-          // waits at shutdown until the client confirms everything sent).
-          if (!inTransaction && publisher.settled && frame.walEnd > stats.acknowledgedLsn) {
-            stats.acknowledgedLsn = frame.walEnd;
-          }
-          if (frame.replyRequested) sendStatus();
-          continue;
-        }
-        const message: PgOutputMessage = decodePgOutput(frame.data);
-        switch (message.tag) {
-          case "begin":
-            tx = { xid: message.xid, commitUs: pgTimeToUnixMicros(message.commitTime) };
-            inTransaction = true;
-            break;
-          case "relation":
-            relations.set(message.relation.relationId, checkRelation(message.relation));
-            break;
-          case "insert":
-          case "update":
-          case "delete": {
-            const spec = relations.get(message.relationId);
-            if (!spec) throw new CaptureError(`a change refers to relation ${message.relationId}, never described`);
-            const change: RowChange = {
-              op: message.tag === "insert" ? "c" : message.tag === "update" ? "u" : "d",
-              before: message.tag === "insert" ? null : message.before,
-              after: message.tag === "delete" ? null : message.after,
-              source: { tsUs: tx.commitUs, txId: tx.xid, lsn: frame.walStart, lastCommitLsn },
-            };
-            publisher.add(encoder.encode(spec, change, nowMicros()), spec.table, change.op);
-            break;
-          }
-          case "commit":
-            inTransaction = false;
-            lastCommitLsn = message.endLsn;
-            publisher.commit(message.endLsn);
-            break;
-          case "truncate":
-            // Debezium's default (skipped.operations=t) publishes no truncate events either.
-            logger.warn("a TRUNCATE of a captured table was skipped, as Debezium does by default");
-            break;
-        }
-        // One batch is sent while the next is read; reading waits while two batches' worth is
-        // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
-        if (publisher.pending >= config.batchSize) publisher.flush().then(sendStatus, () => {});
-        if (publisher.unacknowledged >= 2 * config.batchSize) {
-          await publisher.flush();
-          sendStatus();
-        } else if (publisher.pending > 0 && !idleFlush) {
-          // A quiet stream still gets its changes out (and acknowledged) within 50 ms.
-          idleFlush = setTimeout(() => {
-            idleFlush = undefined;
-            publisher.flush().then(sendStatus, () => {});
-          }, 50);
-        }
-      }
-    } finally {
-      clearTimeout(idleFlush);
-      clearTimeout(wakeTimer);
-    }
-  }
-
-  /** Creates the slot and publishes the rows of its exported snapshot; returns how many. */
-  async function createSlotAndSnapshot(repl: Replication): Promise<{ rows: number; complete: boolean }> {
-    const [slot] = await repl.unsafe(`CREATE_REPLICATION_SLOT ${config.slot} LOGICAL pgoutput EXPORT_SNAPSHOT`)
-      .simple();
-    const consistentPoint = parseLsn(slot.consistent_point);
-    const snapshotName = String(slot.snapshot_name);
-    if (!/^[0-9A-F-]+$/.test(snapshotName)) throw new CaptureError(`unexpected snapshot name ${snapshotName}`);
-    logger.info(`created slot ${config.slot}: reading the first snapshot`, { consistentPoint: slot.consistent_point });
-    const readUs = nowMicros();
-    let rows = 0;
-    let complete = true;
-    // The exported snapshot lives until the replication connection's next command, so it is read
-    // in full, and its rows acknowledged by Kafka, before START_REPLICATION.
-    await sql.begin("isolation level repeatable read read only", async (tx) => {
-      // SET TRANSACTION SNAPSHOT takes no parameter; the name was checked above.
-      await tx.unsafe(`set transaction snapshot '${snapshotName}'`);
-      await tx`set local datestyle to iso`;
-      await tx`set local timezone to 'UTC'`;
-      const counts = await tx<{ users: number; orders: number }[]>`
-        select (select count(*) from users)::int as users, (select count(*) from orders)::int as orders`;
-      const total = counts[0].users + counts[0].orders;
-      tables: for (const spec of [CAPTURED_TABLES.users, CAPTURED_TABLES.orders]) {
-        const inTable = counts[0][spec.table];
-        let index = 0;
-        const cursor = tx`select * from ${tx(spec.table)}`.raw().cursor(1000);
-        for await (const batch of cursor) {
-          for (const raw of batch as unknown as (Uint8Array | null)[][]) {
-            const values = raw.map((v) => (v === null ? null : utf8.decode(v)));
-            const marker = snapshotMarker(rows, total, index, inTable);
-            const change: RowChange = {
-              op: "r",
-              before: null,
-              after: values,
-              source: { tsUs: readUs, snapshot: marker, txId: null, lsn: consistentPoint, lastCommitLsn: null },
-            };
-            publisher.add(encoder.encode(spec, change, nowMicros()), spec.table, "r");
-            rows++;
-            index++;
-          }
-          if (publisher.unacknowledged >= config.batchSize) await publisher.flush();
-          if (stopping) {
-            complete = false;
-            break tables;
-          }
-        }
-      }
-    });
-    await publisher.flush();
-    if (!complete) {
-      logger.warn(`stopped during the first snapshot after ${rows} rows: the next start takes it again`);
-      return { rows, complete };
-    }
-    await sql`
-      insert into cdc_capture_state (slot_name, snapshot_lsn) values (${config.slot}, ${slot.consistent_point})
-      on conflict (slot_name) do update set snapshot_lsn = excluded.snapshot_lsn, snapshot_done_at = now()`;
-    stats.acknowledgedLsn = consistentPoint;
-    logger.info(`first snapshot published: ${rows} rows`);
-    return { rows, complete };
-  }
-}
-
-/** Debezium's `source.snapshot` of the `index`-th row of a table among `total` snapshot rows. */
-export function snapshotMarker(overall: number, total: number, index: number, inTable: number): SnapshotMarker {
-  if (overall === 0) return "first";
-  if (overall === total - 1) return "last";
-  if (index === 0) return "first_in_data_collection";
-  if (index === inTable - 1) return "last_in_data_collection";
-  return "true";
 }

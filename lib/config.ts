@@ -80,16 +80,20 @@ export interface ConsumeConfig extends CommonConfig {
 
 /** Settings of `main_produce.ts capture` (CONTRACT.md section 7). */
 export interface CaptureConfig extends CommonConfig {
-  /** Capture topics are `<prefix>.public.users` and `<prefix>.public.orders`; Debezium's logical name. @default "cdc" */
+  /** Capture topics are `<prefix>.<schema>.<table>`; Debezium's logical name. @default "cdc" */
   topicPrefix: string;
+  /** Tables captured, each with a primary key or REPLICA IDENTITY FULL. @default public.users, public.orders */
+  tables: { schema: string; table: string }[];
   /** Durable logical replication slot. @default "cdc_slot" */
   slot: string;
-  /** Publication of `users` and `orders`. @default "cdc_pub" */
+  /** Publication of the captured tables. @default "cdc_pub" */
   publication: string;
-  /** Most records per Kafka send. @default 2000 */
+  /** Most records per Kafka send (sends also stay within each topic's max.message.bytes). @default 2000 */
   batchSize: number;
   /** Drop the slot and publication, then exit. @default false */
   dropSlot: boolean;
+  /** Create the slot anew and publish every row again, also when the slot was lost. @default false */
+  newSnapshot: boolean;
 }
 
 /** Defaults of CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
@@ -116,6 +120,7 @@ export const DEFAULTS = {
   captureSlot: "cdc_slot",
   capturePublication: "cdc_pub",
   captureBatchSize: 2000,
+  captureTables: "public.users,public.orders",
 } as const;
 
 /** A configuration value that breaks its rule; the message names the flag, rule and value. */
@@ -202,16 +207,25 @@ const CAPTURE_FLAGS: Record<string, FlagSpec> = {
   "topic-prefix": {
     env: "CAPTURE_TOPIC_PREFIX",
     type: "string",
-    help: `capture topics are <prefix>.public.users|orders (default ${DEFAULTS.captureTopicPrefix})`,
+    help: `capture topics are <prefix>.<schema>.<table> (default ${DEFAULTS.captureTopicPrefix})`,
+  },
+  tables: {
+    env: "CAPTURE_TABLES",
+    type: "string",
+    help: `tables to capture, comma-separated schema.table (default ${DEFAULTS.captureTables})`,
   },
   slot: { env: "CAPTURE_SLOT", type: "string", help: `replication slot (default ${DEFAULTS.captureSlot})` },
   publication: {
     env: "CAPTURE_PUBLICATION",
     type: "string",
-    help: `publication of users and orders (default ${DEFAULTS.capturePublication})`,
+    help: `publication of the captured tables (default ${DEFAULTS.capturePublication})`,
   },
   "batch-size": { type: "string", help: `most records per send (default ${DEFAULTS.captureBatchSize})` },
   "drop-slot": { type: "boolean", help: "drop the slot and the publication, then exit" },
+  "new-snapshot": {
+    type: "boolean",
+    help: "create the slot anew and publish every row again (after a lost slot or publication gap)",
+  },
 };
 
 /** Flags of each command line, for parsing and `--help`. */
@@ -452,8 +466,25 @@ export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfi
       publication: name("publication", DEFAULTS.capturePublication),
       batchSize: integer(values, flags, "batch-size", DEFAULTS.captureBatchSize, 1, 100_000)!,
       dropSlot: values.get("drop-slot") === true,
+      newSnapshot: values.get("new-snapshot") === true,
+      tables: captureTables(text(values, flags, "tables", DEFAULTS.captureTables), source(flags, "tables")),
     },
   };
+}
+
+/** Parses `schema.table,...` (a bare name is in `public`); names become topic names, so they are held to a-z A-Z 0-9 _. */
+function captureTables(list: string, from: string): { schema: string; table: string }[] {
+  const tables = list.split(",").map((item) => item.trim()).filter((item) => item !== "").map((item) => {
+    const match = /^(?:([A-Za-z0-9_]{1,63})\.)?([A-Za-z0-9_]{1,63})$/.exec(item);
+    if (!match) {
+      throw new ConfigError(
+        `${from} must list schema.table names of a-z A-Z 0-9 _, comma-separated: got ${JSON.stringify(item)}`,
+      );
+    }
+    return { schema: match[1] ?? "public", table: match[2] };
+  });
+  if (!tables.length) throw new ConfigError(`${from} must name at least one table: got ${JSON.stringify(list)}`);
+  return tables.filter((t, i) => tables.findIndex((u) => u.schema === t.schema && u.table === t.table) === i);
 }
 
 /** What a command line asks for: a run with a configuration, or an exit once the answer is printed. */

@@ -50,6 +50,8 @@ export interface WriteRetryOptions {
   onRetry?: () => void;
   /** Aborted on shutdown: a wait between attempts ends and the last error is thrown. */
   signal?: AbortSignal;
+  /** Whether a failure is worth another attempt. @default every failure but a refused login */
+  isRetriable?: (error: unknown) => boolean;
 }
 
 /**
@@ -66,7 +68,7 @@ export async function writeWithRetry(
     what: `publishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(" and ")}`,
     maxAttempts: options.maxAttempts,
     baseMs: options.backoffMs,
-    isRetriable: (error) => !isKafkaAuthError(error),
+    isRetriable: options.isRetriable ?? ((error) => !isKafkaAuthError(error)),
     signal: options.signal,
     onRetry: (error, attempt, delayMs) => {
       options.onRetry?.();

@@ -9,44 +9,7 @@ import {
   ProtocolError,
   standbyStatusUpdate,
 } from "../lib/pgoutput.ts";
-
-/** Builds a message the way the server writes it: big-endian integers, NUL-terminated strings. */
-class Bytes {
-  parts: number[] = [];
-  char(c: string) {
-    this.parts.push(c.charCodeAt(0));
-    return this;
-  }
-  int8(n: number) {
-    this.parts.push(n & 0xff);
-    return this;
-  }
-  int16(n: number) {
-    this.parts.push((n >> 8) & 0xff, n & 0xff);
-    return this;
-  }
-  int32(n: number) {
-    for (let s = 24; s >= 0; s -= 8) this.parts.push((n >>> s) & 0xff);
-    return this;
-  }
-  int64(n: bigint) {
-    for (let s = 56n; s >= 0n; s -= 8n) this.parts.push(Number((n >> s) & 0xffn));
-    return this;
-  }
-  cstring(s: string) {
-    this.parts.push(...new TextEncoder().encode(s), 0);
-    return this;
-  }
-  text(s: string) {
-    const bytes = new TextEncoder().encode(s);
-    this.int32(bytes.length);
-    this.parts.push(...bytes);
-    return this;
-  }
-  done(): Uint8Array {
-    return new Uint8Array(this.parts);
-  }
-}
+import { Bytes } from "./_frames.ts";
 
 Deno.test("an XLogData frame yields its WAL start, end, send time and payload", () => {
   const frame = new Bytes().char("w").int64(0x1_0000_0010n).int64(0x1_0000_0020n).int64(123n).char("B").done();

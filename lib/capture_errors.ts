@@ -1,0 +1,116 @@
+/**
+ * The capture's documented stops, as typed errors with the fields an operator needs. Each
+ * message is one line naming what happened and what to do; `main_produce.ts capture` prints it
+ * and exits 1. {@linkcode isCaptureOutage} says which failures are waited out instead.
+ * @module
+ */
+import {
+  type CaptureRecord,
+  type DebeziumEncoder,
+  EncodingError,
+  type RowChange,
+  type TableSpec,
+} from "./capture_adapter.ts";
+import { classifyDatabaseError } from "./errors.ts";
+import { formatLsn, type Lsn } from "./pgoutput.ts";
+
+/** A stop of the capture that waiting will not fix: bad data, a lost slot, a refused setting. */
+export class CaptureError extends Error {
+  /** Creates the error with a one-line message, keeping the underlying error as `cause`. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The slot this capture streamed from is gone: changes made while there was none may be lost. */
+export class SlotLostError extends CaptureError {
+  /** Creates the error for `slot`. */
+  constructor(readonly slot: string) {
+    super(
+      `slot ${slot} is missing although this capture streamed from it: changes made while there was no slot may be ` +
+        `lost; run with --new-snapshot to create it again and publish every row anew`,
+    );
+  }
+}
+
+/** A configured table is not in the publication of a slot that streams: its changes were not sent. */
+export class PublicationGapError extends CaptureError {
+  /** Creates the error for `table` (`schema.table`) missing from `publication`. */
+  constructor(readonly table: string, readonly publication: string) {
+    super(
+      `table ${table} is not in publication ${publication}: its changes since it left were not captured; run with ` +
+        `--new-snapshot to add it back and publish every row anew`,
+    );
+  }
+}
+
+/** One record is larger than its topic accepts (`max.message.bytes`): no retry can send it. */
+export class RecordTooLargeError extends CaptureError {
+  /** Creates the error naming the table, the key, the record's size and the limit. */
+  constructor(readonly table: string, readonly key: string, readonly size: number, readonly limit: number) {
+    super(
+      `a record of ${table} with key ${key} is ${size} bytes, over its topic's max.message.bytes ${limit}: raise ` +
+        `the topic's max.message.bytes (and the broker's replica.fetch.max.bytes) to at least ${size}`,
+    );
+  }
+}
+
+/** A capture topic was deleted while the capture ran. */
+export class TopicMissingError extends CaptureError {
+  /** Creates the error for `topic`. */
+  constructor(readonly topic: string) {
+    super(
+      `topic ${topic} no longer exists: recreate it (or restart the capture, which creates it) and check its consumers`,
+    );
+  }
+}
+
+/** A change whose value cannot be encoded; `cause` is the encoder's error (table, column, key). */
+export class UnencodableChangeError extends CaptureError {
+  /** Creates the error from the encoder's `cause`, adding the change's LSN. */
+  constructor(cause: Error, readonly lsn: Lsn | null) {
+    super(`${cause.message} at LSN ${lsn === null ? "(snapshot)" : formatLsn(lsn)}`, { cause });
+  }
+}
+
+/** The slot is held by another server process (a capture that just died, or a second one). */
+export class SlotInUseError extends CaptureError {
+  /** Creates the error for `slot` held by server process `pid`. */
+  constructor(readonly slot: string, readonly pid: number) {
+    super(`slot ${slot} is in use by server process ${pid}: another capture?`);
+  }
+}
+
+/** PostgreSQL ended the replication stream without an error (a restart, a terminated walsender). */
+export class StreamEndedError extends CaptureError {
+  /** Creates the error. */
+  constructor() {
+    super("PostgreSQL ended the replication stream");
+  }
+}
+
+/**
+ * Whether the capture waits a failure out and resumes from the slot: the taxonomy's outages and
+ * transient failures, a slot still held by the walsender of a capture that died (which lets go
+ * within seconds, and makes a second capture a standby), and a stream the server ended.
+ */
+export function isCaptureOutage(error: unknown): boolean {
+  if (error instanceof SlotInUseError || error instanceof StreamEndedError) return true;
+  const kind = classifyDatabaseError(error);
+  return kind === "outage" || kind === "transient";
+}
+
+/** The records of `change`; a value the encoder refuses stops the run with the change's LSN. */
+export function encodeOrStop(encoder: DebeziumEncoder, spec: TableSpec, change: RowChange): CaptureRecord[] {
+  try {
+    return encoder.encode(spec, change, nowNs());
+  } catch (error) {
+    throw error instanceof EncodingError ? new UnencodableChangeError(error, change.source.lsn) : error;
+  }
+}
+
+/** The time now in nanoseconds since 1970, to the microsecond (the clock's precision). */
+export function nowNs(): bigint {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
+}

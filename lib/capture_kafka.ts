@@ -1,0 +1,122 @@
+/**
+ * The capture's side of Kafka: its topics (created when missing), each topic's size limit as the
+ * broker enforces it, and the producer whose sends wait out outages but stop on what no wait
+ * fixes: a deleted topic, a refused login or SASL handshake (lib/errors.ts' isKafkaOutage, as the
+ * consumer decides).
+ * @module
+ */
+import type { Admin, Producer } from "kafkajs";
+import { TopicMissingError } from "./capture_errors.ts";
+import type { CaptureConfig } from "./config.ts";
+import { isKafkaOutage } from "./errors.ts";
+import { createKafka, createTopic } from "./kafka_admin.ts";
+import type { Logger } from "./log.ts";
+import type { ProduceStats } from "./producer.ts";
+import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
+import { sleep } from "./retry.ts";
+
+/** Kafka's stock `message.max.bytes`, when the broker does not say. */
+const KAFKA_DEFAULT_MAX_BYTES = 1_048_588;
+
+/** Whether a Kafka failure says the topic (or partition) is unknown to the broker. */
+export function isUnknownTopic(error: unknown): boolean {
+  const e = error as { type?: string; cause?: unknown } | null;
+  return !!e && (e.type === "UNKNOWN_TOPIC_OR_PARTITION" || isUnknownTopic(e.cause));
+}
+
+/** The capture's Kafka clients, topics and their limits. */
+export class CaptureKafka {
+  readonly admin: Admin;
+  readonly producer: Producer;
+  readonly #maxBytes = new Map<string, number>();
+
+  /** Creates the clients; `sendsSignal` ends the wait of a send (30 s after a stop). */
+  constructor(
+    readonly config: CaptureConfig,
+    readonly logger: Logger,
+    readonly stats: ProduceStats & { connected: { kafka: boolean } },
+    readonly sendsSignal: AbortSignal,
+  ) {
+    const kafka = createKafka(config, "cdc-capture", logger);
+    this.admin = kafka.admin();
+    this.producer = createPublisher(kafka);
+    this.producer.on(this.producer.events.CONNECT, () => (stats.connected.kafka = true));
+    this.producer.on(this.producer.events.DISCONNECT, () => (stats.connected.kafka = false));
+  }
+
+  /**
+   * Creates the tables' topics that are missing, reads their limits and connects the producer.
+   * `orders` gets ORDERS_PARTITIONS, every other table USERS_PARTITIONS, as `users` does.
+   */
+  async connect(topics: { topic: string; table: string }[]): Promise<void> {
+    const { config } = this;
+    await this.admin.connect();
+    for (const { topic, table } of topics) {
+      const partitions = table === "orders" ? config.ordersPartitions : config.usersPartitions;
+      await createTopic(this.admin, topic, partitions, config.replicationFactor, this.logger);
+    }
+    await this.readMaxBytes(topics.map((t) => t.topic));
+    await this.producer.connect();
+  }
+
+  /** The largest record batch `topic` accepts: its `max.message.bytes`. */
+  maxBytes(topic: string): number {
+    return this.#maxBytes.get(topic) ?? KAFKA_DEFAULT_MAX_BYTES;
+  }
+
+  /** Reads each topic's `max.message.bytes`, falling back to the broker's `message.max.bytes`. */
+  async readMaxBytes(topics: string[]): Promise<void> {
+    const described = await this.admin.describeConfigs({
+      resources: topics.map((name) => ({ type: 2, name, configNames: ["max.message.bytes"] })),
+      includeSynonyms: false,
+    }).catch(() => undefined);
+    for (const resource of described?.resources ?? []) {
+      const value = Number(resource.configEntries.find((e) => e.configName === "max.message.bytes")?.configValue);
+      if (value > 0) this.#maxBytes.set(resource.resourceName, value);
+    }
+    const missing = topics.filter((t) => !this.#maxBytes.has(t));
+    if (!missing.length) return;
+    const { brokers } = await this.admin.describeCluster();
+    const broker = await this.admin.describeConfigs({
+      resources: [{ type: 4, name: String(brokers[0].nodeId), configNames: ["message.max.bytes"] }],
+      includeSynonyms: false,
+    });
+    const value = Number(broker.resources[0]?.configEntries[0]?.configValue);
+    for (const topic of missing) this.#maxBytes.set(topic, value > 0 ? value : KAFKA_DEFAULT_MAX_BYTES);
+  }
+
+  /** Sends one batch, waiting out Kafka outages; a deleted topic or a refused login stops the run. */
+  async send(messages: TopicMessages[]): Promise<void> {
+    const started = performance.now();
+    const options = {
+      maxAttempts: Infinity,
+      backoffMs: 500,
+      logger: this.logger,
+      signal: this.sendsSignal,
+      onRetry: () => this.stats.sendRetries++,
+      isRetriable: (error: unknown) => isKafkaOutage(error) && !isUnknownTopic(error),
+    };
+    for (let attempt = 1;; attempt++) {
+      try {
+        await writeWithRetry(this.producer, messages, options);
+        break;
+      } catch (error) {
+        if (!isUnknownTopic(error) || this.sendsSignal.aborted) throw error;
+        // Unknown right after a leader moved, or deleted: only the topic list tells them apart.
+        const topics = await this.admin.listTopics().catch(() => undefined);
+        const gone = messages.find((m) => topics && !topics.includes(m.topic));
+        if (gone) throw new TopicMissingError(gone.topic);
+        this.stats.sendRetries++;
+        this.logger.warn("send failed: the broker does not know the topic yet, retrying", { attempt });
+        await sleep(500, this.sendsSignal);
+      }
+    }
+    this.stats.onSend?.(performance.now() - started);
+  }
+
+  /** Disconnects both clients. */
+  async disconnect(): Promise<void> {
+    await this.producer.disconnect().catch(() => {});
+    await this.admin.disconnect().catch(() => {});
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * The capture's footing in PostgreSQL: the captured tables, the publication, the slot and the
+ * capture's own record that a slot's first snapshot reached Kafka (`cdc_capture_state`). That
+ * record is also how a lost slot is told from a first start: a slot with a record that is now
+ * missing was dropped under the capture, and starting over silently would lose the changes made
+ * while there was none.
+ * @module
+ */
+import { CaptureError, PublicationGapError, SlotInUseError, SlotLostError } from "./capture_errors.ts";
+import type { Sql } from "./sink.ts";
+
+/** A configured table: `schema.table`. */
+export interface TableName {
+  schema: string;
+  table: string;
+}
+
+/** `schema.table`, as messages and flags write it. */
+export function qualified(name: TableName): string {
+  return `${name.schema}.${name.table}`;
+}
+
+/** The capture's bookkeeping: whether a slot's first snapshot reached Kafka. */
+export async function ensureStateTable(sql: Sql): Promise<void> {
+  await sql`
+    create table if not exists cdc_capture_state (
+      slot_name text primary key,
+      snapshot_lsn pg_lsn not null,
+      snapshot_done_at timestamptz not null default now()
+    )`;
+}
+
+/**
+ * Checks that every table exists and has a primary key or REPLICA IDENTITY FULL, and sets FULL on
+ * those that have a key only: updates and deletes then carry the whole old row as `before`.
+ */
+export async function prepareTables(sql: Sql, tables: TableName[]): Promise<void> {
+  const rows = await sql<{ schema: string; table: string; identity: string | null; has_key: boolean }[]>`
+    select n.sch as schema, n.tbl as table, c.relreplident as identity,
+           exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary) as has_key
+    from unnest(${tables.map((t) => t.schema)}::text[], ${tables.map((t) => t.table)}::text[]) as n(sch, tbl)
+    left join pg_namespace s on s.nspname = n.sch
+    left join pg_class c on c.relnamespace = s.oid and c.relname = n.tbl and c.relkind in ('r', 'p')`;
+  for (const row of rows) {
+    const name = `${row.schema}.${row.table}`;
+    if (row.identity === null) {
+      throw new CaptureError(`table ${name} does not exist: create it or leave it out of --tables`);
+    }
+    if (!row.has_key && row.identity !== "f") {
+      throw new CaptureError(
+        `table ${name} has no primary key and its REPLICA IDENTITY is not FULL: add a primary key or run ` +
+          `ALTER TABLE ${name} REPLICA IDENTITY FULL`,
+      );
+    }
+    // ALTER TABLE locks the table against writers: only when the identity is not FULL yet.
+    if (row.identity !== "f") await sql`alter table ${sql(row.schema)}.${sql(row.table)} replica identity full`;
+  }
+}
+
+/** Configured tables the publication does not hold (all of them when it does not exist). */
+export async function missingFromPublication(sql: Sql, publication: string, tables: TableName[]): Promise<TableName[]> {
+  const present = await sql<{ schemaname: string; tablename: string }[]>`
+    select schemaname, tablename from pg_publication_tables where pubname = ${publication}`;
+  const have = new Set(present.map((p) => `${p.schemaname}.${p.tablename}`));
+  return tables.filter((t) => !have.has(qualified(t)));
+}
+
+/**
+ * Makes the publication hold every configured table. Before a slot exists (`mayAdd`), missing
+ * tables are added; with a slot, a missing table stops the run: the changes made while it was out
+ * were decoded without it, so adding it back would leave that gap unseen.
+ */
+export async function ensurePublication(sql: Sql, publication: string, tables: TableName[], mayAdd: boolean) {
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext(${publication}))`;
+    const [found] = await tx`select 1 from pg_publication where pubname = ${publication}`;
+    if (!found) await tx`create publication ${tx(publication)}`;
+    const missing = await missingFromPublication(tx as unknown as Sql, publication, tables);
+    if (missing.length && !mayAdd) throw new PublicationGapError(qualified(missing[0]), publication);
+    for (const t of missing) await tx`alter publication ${tx(publication)} add table ${tx(t.schema)}.${tx(t.table)}`;
+  });
+}
+
+/** What the capture knows of its slot: whether it exists, who holds it, its position, whether its snapshot is done. */
+export interface SlotState {
+  exists: boolean;
+  activePid: number | null;
+  confirmed: string | null;
+  /** The slot's first snapshot reached Kafka (the state row exists, whether or not the slot does). */
+  snapshotDone: boolean;
+}
+
+/** Reads the slot's state and the capture's record of it. */
+export async function slotState(sql: Sql, slot: string): Promise<SlotState> {
+  const [row] = await sql<{ exists: boolean; active_pid: number | null; confirmed: string | null; done: boolean }[]>`
+    select s.slot_name is not null as exists, s.active_pid, s.confirmed_flush_lsn::text as confirmed,
+           exists (select 1 from cdc_capture_state c where c.slot_name = ${slot}) as done
+    from (select 1) one left join pg_replication_slots s on s.slot_name = ${slot}`;
+  return { exists: row.exists, activePid: row.active_pid, confirmed: row.confirmed, snapshotDone: row.done };
+}
+
+/**
+ * Decides how a replication session starts: `resume` from the slot, or `snapshot` with a new one
+ * (`dropped` when an existing slot was dropped for it). A slot whose snapshot reached Kafka but
+ * that is now missing stops the run (SlotLostError) unless `newSnapshot` asks to start over; a
+ * slot held by another process is an outage (SlotInUseError).
+ */
+export async function decideStart(
+  sql: Sql,
+  slot: string,
+  newSnapshot: boolean,
+): Promise<{ start: "resume" } | { start: "snapshot"; dropped: boolean }> {
+  const state = await slotState(sql, slot);
+  if (state.activePid) throw new SlotInUseError(slot, state.activePid);
+  if (state.exists && state.snapshotDone && !newSnapshot) return { start: "resume" };
+  if (!state.exists && state.snapshotDone && !newSnapshot) throw new SlotLostError(slot);
+  // A new snapshot on purpose, or a slot whose first snapshot never reached Kafka: start over.
+  if (state.exists) await sql`select pg_drop_replication_slot(${slot})`;
+  await sql`delete from cdc_capture_state where slot_name = ${slot}`;
+  return { start: "snapshot", dropped: state.exists };
+}
+
+/** Records that the slot's first snapshot, read at `lsn`, reached Kafka. */
+export async function recordSnapshotDone(sql: Sql, slot: string, lsn: string): Promise<void> {
+  await sql`
+    insert into cdc_capture_state (slot_name, snapshot_lsn) values (${slot}, ${lsn})
+    on conflict (slot_name) do update set snapshot_lsn = excluded.snapshot_lsn, snapshot_done_at = now()`;
+}
+
+/** Reads the slot's WAL retention (current WAL position minus restart_lsn), in bytes. */
+export async function retainedWal(sql: Sql, slot: string): Promise<number | null> {
+  const [row] = await sql<{ bytes: number | null }[]>`
+    select (pg_current_wal_lsn() - restart_lsn)::float8 as bytes from pg_replication_slots where slot_name = ${slot}`;
+  return row?.bytes ?? null;
+}
+
+/** Drops the slot, the publication and the capture's state row; returns what existed. */
+export async function dropCapture(sql: Sql, config: { slot: string; publication: string }) {
+  const [slot] = await sql<{ active_pid: number | null }[]>`
+    select active_pid from pg_replication_slots where slot_name = ${config.slot}`;
+  if (slot?.active_pid) {
+    throw new CaptureError(
+      `slot ${config.slot} is in use by server process ${slot.active_pid}: stop the capture first`,
+    );
+  }
+  if (slot) await sql`select pg_drop_replication_slot(${config.slot})`;
+  const [publication] = await sql`select 1 from pg_publication where pubname = ${config.publication}`;
+  if (publication) await sql`drop publication ${sql(config.publication)}`;
+  const [state] = await sql<{ table: string | null }[]>`select to_regclass('cdc_capture_state')::text as table`;
+  if (state.table) await sql`delete from cdc_capture_state where slot_name = ${config.slot}`;
+  return { slotDropped: slot !== undefined, publicationDropped: publication !== undefined };
+}

@@ -1,0 +1,114 @@
+/**
+ * The first snapshot: the rows of every captured table as they were at the slot's consistent
+ * point, read in the snapshot the slot exported and published as `op: "r"` records. The stream
+ * then starts at that point, so the two meet with no gap and no overlap.
+ * @module
+ */
+import {
+  type DebeziumEncoder,
+  readTableSpec,
+  type RowChange,
+  type SnapshotMarker,
+  type TableSpec,
+} from "./capture_adapter.ts";
+import { encodeOrStop } from "./capture_errors.ts";
+import type { AckingPublisher } from "./acking_publisher.ts";
+import type { TableName } from "./capture_slot.ts";
+import type { Lsn } from "./pgoutput.ts";
+import type { Sql } from "./sink.ts";
+
+/** What {@linkcode readSnapshot} needs. */
+export interface SnapshotOptions {
+  /** The name the slot's creation exported (`CREATE_REPLICATION_SLOT ... EXPORT_SNAPSHOT`). */
+  snapshotName: string;
+  /** The slot's consistent point: every snapshot record's `source.lsn`. */
+  consistentPoint: Lsn;
+  tables: TableName[];
+  encoder: DebeziumEncoder;
+  publisher: AckingPublisher;
+  /** Records read before the publisher is asked to send them. */
+  batchSize: number;
+  /** Aborted on a stop: the snapshot ends after the batch in hand, incomplete. */
+  signal: AbortSignal;
+}
+
+const utf8 = new TextDecoder();
+
+/**
+ * Reads every table in the exported snapshot and hands its rows to the publisher; resolves once
+ * Kafka acknowledged them. Records carry the snapshot transaction's id as `source.txId`, as
+ * Debezium's do (`txid_current()` inside the snapshot transaction).
+ */
+export async function readSnapshot(sql: Sql, options: SnapshotOptions): Promise<{ rows: number; complete: boolean }> {
+  if (!/^[0-9A-F-]+$/.test(options.snapshotName)) throw new Error(`unexpected snapshot name ${options.snapshotName}`);
+  let rows = 0;
+  let complete = true;
+  await sql.begin("isolation level repeatable read read only", async (tx) => {
+    // SET TRANSACTION SNAPSHOT takes no parameter; the name was checked above.
+    await tx.unsafe(`set transaction snapshot '${options.snapshotName}'`);
+    await tx`set local datestyle to iso`;
+    await tx`set local timezone to 'UTC'`;
+    const [{ txid, read_us }] = await tx<{ txid: string; read_us: string }[]>`
+      select txid_current()::text as txid, (extract(epoch from clock_timestamp()) * 1000000)::bigint::text as read_us`;
+    const specs: TableSpec[] = [];
+    const counts: number[] = [];
+    for (const t of options.tables) {
+      specs.push(await readTableSpec(tx as unknown as Sql, t.schema, t.table));
+      const [{ n }] = await tx<{ n: number }[]>`select count(*)::int as n from ${tx(t.schema)}.${tx(t.table)}`;
+      counts.push(n);
+    }
+    const source = { total: counts.reduce((a, b) => a + b, 0), txId: Number(txid), tsUs: BigInt(read_us) };
+    for (let i = 0; i < specs.length && complete; i++) {
+      const read = await readTable(tx as unknown as Sql, specs[i], counts[i], rows, source, options);
+      rows += read.rows;
+      complete = read.complete;
+    }
+  });
+  await options.publisher.flush();
+  return { rows, complete };
+}
+
+/** Reads one table's rows with a cursor; stops after a batch when the signal aborts. */
+async function readTable(
+  tx: Sql,
+  spec: TableSpec,
+  inTable: number,
+  before: number,
+  snapshot: { total: number; txId: number; tsUs: bigint },
+  options: SnapshotOptions,
+): Promise<{ rows: number; complete: boolean }> {
+  const { encoder, publisher, consistentPoint } = options;
+  const columns = spec.columns.map((c) => c.name);
+  let index = 0;
+  const cursor = tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}`.raw().cursor(1000);
+  for await (const batch of cursor) {
+    for (const raw of batch as unknown as (Uint8Array | null)[][]) {
+      const change: RowChange = {
+        op: "r",
+        before: null,
+        after: raw.map((v) => (v === null ? null : utf8.decode(v))),
+        source: {
+          tsUs: snapshot.tsUs,
+          snapshot: snapshotMarker(before + index, snapshot.total, index, inTable),
+          txId: snapshot.txId,
+          lsn: consistentPoint,
+          lastCommitLsn: null,
+        },
+      };
+      publisher.add(encodeOrStop(encoder, spec, change), spec.table, "r");
+      index++;
+    }
+    if (publisher.unacknowledged >= options.batchSize) await publisher.flush();
+    if (options.signal.aborted) return { rows: index, complete: false };
+  }
+  return { rows: index, complete: true };
+}
+
+/** Debezium's `source.snapshot` of the `index`-th row of a table among `total` snapshot rows. */
+export function snapshotMarker(overall: number, total: number, index: number, inTable: number): SnapshotMarker {
+  if (overall === 0) return "first";
+  if (overall === total - 1) return "last";
+  if (index === 0) return "first_in_data_collection";
+  if (index === inTable - 1) return "last_in_data_collection";
+  return "true";
+}

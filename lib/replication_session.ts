@@ -1,0 +1,88 @@
+/**
+ * One replication connection to PostgreSQL: postgres.js in `replication: "database"` mode, as its
+ * own subscribe() does, but with a durable slot, its exported snapshot and our own
+ * acknowledgements. It creates the slot, opens the CopyBoth stream, yields its CopyData payloads,
+ * and sends Standby Status Updates carrying the position it is given, never one of its own.
+ * @module
+ */
+import type { Duplex } from "node:stream";
+import postgres from "postgres";
+import { StreamEndedError } from "./capture_errors.ts";
+import { formatLsn, type Lsn, parseLsn, standbyStatusUpdate } from "./pgoutput.ts";
+import { sleep } from "./retry.ts";
+
+const nowMicros = () => BigInt(Date.now()) * 1000n;
+
+/** A replication connection and, once started, its stream. */
+export class ReplicationSession {
+  readonly #connection: postgres.Sql<Record<string, unknown>>;
+  #stream: Duplex | undefined;
+  #payloads: AsyncIterator<unknown> | undefined;
+
+  /** Opens (lazily) a replication connection to `databaseUrl`. */
+  constructor(databaseUrl: string) {
+    this.#connection = postgres(databaseUrl, {
+      max: 1,
+      fetch_types: false,
+      idle_timeout: 0,
+      max_lifetime: 0,
+      connect_timeout: 5,
+      onnotice: () => {},
+      connection: { application_name: "cdc-capture", replication: "database", DateStyle: "ISO", TimeZone: "UTC" },
+    });
+  }
+
+  /**
+   * Creates the logical slot with pgoutput and exports its snapshot, which lives until this
+   * connection's next command: read it before {@linkcode start}.
+   */
+  async createSlot(slot: string): Promise<{ consistentPoint: Lsn; snapshotName: string }> {
+    // A slot name cannot be a parameter of a replication command; loadCaptureConfig checks it against /^[a-z0-9_]{1,63}$/.
+    const [created] = await this.#connection.unsafe(`CREATE_REPLICATION_SLOT ${slot} LOGICAL pgoutput EXPORT_SNAPSHOT`)
+      .simple();
+    return { consistentPoint: parseLsn(String(created.consistent_point)), snapshotName: String(created.snapshot_name) };
+  }
+
+  /** Starts streaming the slot's changes after `from`, for the publication's tables. */
+  async start(slot: string, publication: string, from: Lsn): Promise<void> {
+    // Names checked as in createSlot; the publication name likewise.
+    this.#stream = await this.#connection.unsafe(
+      `START_REPLICATION SLOT ${slot} LOGICAL ${
+        formatLsn(from)
+      } (proto_version '1', publication_names '${publication}')`,
+    ).writable() as unknown as Duplex;
+  }
+
+  /**
+   * The stream's next CopyData payload; StreamEndedError once the server ended it. Read through
+   * one iterator that is never returned: returning it would destroy the stream before CopyDone.
+   */
+  async next(): Promise<Uint8Array> {
+    this.#payloads ??= this.#stream![Symbol.asyncIterator]();
+    const next = await this.#payloads.next();
+    if (next.done) throw new StreamEndedError();
+    return next.value as Uint8Array;
+  }
+
+  /** Tells the server that everything before `lsn` is safe; `replyRequested` asks for a keepalive back. */
+  sendStatus(lsn: Lsn, replyRequested = false): void {
+    const stream = this.#stream;
+    if (stream && !stream.writableEnded && !stream.destroyed) {
+      stream.write(standbyStatusUpdate(lsn, nowMicros(), replyRequested));
+    }
+  }
+
+  /** Ends the stream (CopyDone), waiting at most 5 s for the server's answer, then the connection. */
+  async end(): Promise<void> {
+    const stream = this.#stream;
+    if (stream && !stream.writableEnded && !stream.destroyed) {
+      await Promise.race([new Promise<void>((resolve) => stream.end(resolve)), sleep(5_000)]);
+    }
+    await this.#connection.end({ timeout: 2 }).catch(() => {});
+  }
+
+  /** Breaks the stream off with `error` (a server that does not answer a stop). */
+  destroy(error: Error): void {
+    this.#stream?.destroy(error);
+  }
+}
