@@ -213,10 +213,25 @@ function stringCodec(logical = ""): Codec {
   };
 }
 
+/**
+ * char(n): blank-padded to n characters, as bpcharout sends it and Debezium passes it on; the snapshot's
+ * `::text` cast trims the blanks, so they are put back.
+ */
+function blankPadded(length: number): Codec {
+  return {
+    ...stringCodec(),
+    value: (text) => {
+      const missing = length - (/^[\x20-\x7e]*$/.test(text) ? text.length : [...text].length);
+      return missing > 0 ? text + " ".repeat(missing) : text;
+    },
+  };
+}
+
 const BOOLEAN: Codec = {
   type: '"type":"boolean"',
   logical: "",
-  value: (text) => (text === "t" ? true : text === "f" ? false : undefined),
+  // pgoutput sends boolout's t/f; the snapshot's bool::text cast gives true/false.
+  value: (text) => (text === "t" || text === "true" ? true : text === "f" || text === "false" ? false : undefined),
   render: plain,
   fallback: false,
 };
@@ -436,7 +451,6 @@ const UNSUPPORTED: Record<string, string> = {
 const STRING_OIDS = new Set([
   25, // text
   1043, // varchar
-  1042, // bpchar
   19, // name
   18, // "char"
   650, // cidr
@@ -463,6 +477,7 @@ const timePrecision = (typmod: number) => (typmod < 0 ? 6 : typmod);
 export function codecFor(facts: TypeFacts): CodecLookup {
   const { typeOid, typmod } = facts;
   if (STRING_OIDS.has(typeOid)) return { codec: stringCodec() };
+  if (typeOid === 1042) return { codec: typmod > 4 ? blankPadded(typmod - 4) : stringCodec() };
   const numeric = typeOid === 1700 ? numericTypmod(typmod) : null;
   if (numeric && numeric.scale > 1000) return { unsupported: `numeric with a negative scale (typmod ${typmod})` };
   const codec = BUILTIN[typeOid]?.(typmod);

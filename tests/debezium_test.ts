@@ -308,6 +308,8 @@ Deno.test("text, varchar(n), char(n), boolean, uuid, json and jsonb as Debezium 
   assert.equal(one(col("c", 25, "text"), "\u001f\\u001f").value, '"\\u001F\\\\u001f"'); // Jackson's upper-case hex
   assert.equal(one(col("c", 1043, "varchar", { typmod: 14 }), "ten chars!").value, '"ten chars!"');
   assert.equal(one(col("c", 1042, "bpchar", { typmod: 9 }), "ab   ").value, '"ab   "'); // blank-padded as PostgreSQL sends it
+  assert.equal(one(col("c", 1042, "bpchar", { typmod: 9 }), "é").value, '"é    "'); // the snapshot's ::text trims the blanks
+  assert.equal(one(col("c", 16, "bool"), "false").value, "false"); // the snapshot's bool::text
   assert.deepEqual(one(col("c", 16, "bool"), "t"), {
     field: '{"type":"boolean","optional":true,"field":"c"}',
     value: "true",
