@@ -135,6 +135,7 @@ Deno.test("Debezium's default rules: literals, placeholders for calls, none for 
   assert.equal(debeziumDefault(facts(1083, "time"), "time", "'10:00:00'::time without time zone"), 36_000_000_000);
   assert.equal(debeziumDefault(facts(1114, "timestamp"), "timestamp", "now()"), 0);
   assert.equal(debeziumDefault(facts(701, "float8"), "float8", "1.5"), 1.5);
+  assert.equal(debeziumDefault(facts(1186, "interval"), "interval", "'1 day'::interval"), 86_400_000_000);
   assert.equal(debeziumDefault(facts(1700, "numeric"), "numeric", "5"), undefined); // VariableScaleDecimal: KAFKA-12694
   assert.equal(debeziumDefault(facts(17, "bytea"), "bytea", "'\\x00'::bytea"), undefined); // no mapper
   assert.equal(debeziumDefault(facts(25, "text"), "shortname", "'x'::shortname"), undefined); // a domain: no mapper
