@@ -110,6 +110,8 @@ interface CompiledColumn {
   readonly codec: Codec;
   /** JSON of a NULL: the default (JsonConverter writes a null with a default as the default), else null or the fallback. */
   readonly nullJson: string;
+  /** Whether a value Debezium's converter drops (left null) still passes Struct.validate: optional or with a default. */
+  readonly droppable: boolean;
 }
 
 interface CompiledTable {
@@ -169,7 +171,7 @@ function compileColumns(spec: TableSpec): CompiledColumn[] {
       : column.optional
       ? "null"
       : codec.render(codec.fallback); // JdbcValueConverters.convertValue: a required column's NULL gets the fallback
-    columns.push({ spec: column, index, member: "", codec, nullJson });
+    columns.push({ spec: column, index, member: "", codec, nullJson, droppable: column.optional || hasDefault });
   });
   return columns.map((c, i) => ({ ...c, member: `${i ? "," : ""}${jsonString(c.spec.name)}:` }));
 }
@@ -206,7 +208,11 @@ function compile(settings: EncoderSettings, spec: TableSpec): CompiledTable {
   };
 }
 
-/** Debezium writes NaN and the infinities of a Decimal column as null (event.converting.failure.handling.mode=warn). */
+/**
+ * What a codec returns for a value Debezium's converter fails on (NaN in a Decimal): TableSchemaBuilder's default
+ * event.converting.failure.handling.mode=warn leaves the field unset, which Struct.validate accepts only for an
+ * optional field or one with a default, and JsonConverter writes as the default or null.
+ */
 const DEBEZIUM_NULL = null;
 
 function encodeValue(table: CompiledTable, column: CompiledColumn, text: string | null | undefined, row: TupleValues) {
@@ -217,7 +223,7 @@ function encodeValue(table: CompiledTable, column: CompiledColumn, text: string 
     throw encodingError(table, spec, "an unchanged TOASTed value", row);
   }
   const value = codec.value(text);
-  if (value === DEBEZIUM_NULL && spec.optional) return column.nullJson;
+  if (value === DEBEZIUM_NULL && column.droppable) return column.nullJson;
   if (value === undefined || value === DEBEZIUM_NULL) throw encodingError(table, spec, JSON.stringify(text), row);
   return codec.render(value);
 }

@@ -262,10 +262,14 @@ Deno.test("unconstrained numeric is VariableScaleDecimal {scale, value}, trailin
   );
 });
 
-Deno.test("numeric NaN and infinities: null in a nullable column, EncodingError naming the key in a required one", () => {
+Deno.test("numeric NaN and infinities: null (or the default) where Connect allows it, else EncodingError naming the key", () => {
   // SpecialValueDecimal.fromLogical throws in precise mode; TableSchemaBuilder's warn mode leaves the field null.
   assert.equal(one(col("c", 1700, "numeric"), "NaN").value, "null");
   assert.equal(one(col("c", 1700, "numeric", { typmod: NUMERIC_14_2 }), "Infinity").value, "null");
+  assert.equal(
+    one(col("c", 1700, "numeric", { typmod: NUMERIC_14_2, optional: false, defaultValue: 5n }), "NaN").value,
+    '"BQ=="',
+  );
   assert.throws(
     () => one(col("c", 1700, "numeric", { typmod: NUMERIC_14_2, optional: false }), "-Infinity"),
     (e) => e instanceof EncodingError && /public\.t\.c: numeric value "-Infinity" .*row key id=1/.test(e.message),
