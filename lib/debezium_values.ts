@@ -91,7 +91,7 @@ export function javaFloat(x: number): string {
 // ---- Calendar arithmetic on the proleptic Gregorian calendar, as java.time does -------------------
 
 /** Days since 1970-01-01 of a proleptic Gregorian date, as java.time.LocalDate.toEpochDay computes it. */
-export function epochDay(year: number, month: number, day: number): number {
+function epochDay(year: number, month: number, day: number): number {
   let total = 365 * year;
   if (year >= 0) total += Math.trunc((year + 3) / 4) - Math.trunc((year + 99) / 100) + Math.trunc((year + 399) / 400);
   else total -= Math.trunc(year / -4) - Math.trunc(year / -100) + Math.trunc(year / -400);
@@ -105,7 +105,7 @@ function isLeap(year: number): boolean {
 }
 
 /** The proleptic Gregorian date of a day number (java.time.LocalDate.ofEpochDay). */
-export function civilDate(days: number): { year: number; month: number; day: number } {
+function civilDate(days: number): { year: number; month: number; day: number } {
   const z = days + 719_468;
   const era = Math.floor(z / 146_097);
   const doe = z - era * 146_097;
@@ -368,7 +368,8 @@ function timestampCodec(precision: number): Codec {
         us = epochMicros(t.seconds, t.micro);
       }
       if (!millis) return us;
-      return typeof us === "bigint" ? us / 1000n : Math.floor(us / 1000);
+      if (typeof us === "number") return Math.floor(us / 1000);
+      return us < 0n && us % 1000n !== 0n ? us / 1000n - 1n : us / 1000n; // Instant.toEpochMilli floors
     },
     render: plain,
     fallback: 0,
@@ -516,7 +517,7 @@ const STRING_OIDS = new Set([
 ]);
 
 /** Precision and scale of a numeric typmod (pgjdbc TypeInfoCache.getPrecision/getScale). */
-export function numericTypmod(typmod: number): { precision: number; scale: number } | null {
+function numericTypmod(typmod: number): { precision: number; scale: number } | null {
   return typmod < 0 ? null : { precision: ((typmod - 4) >> 16) & 0xffff, scale: (typmod - 4) & 0xffff };
 }
 
