@@ -147,6 +147,7 @@ async function readKey(sql: postgres.Sql, schema: string, table: string): Promis
     join pg_class c on c.oid = i.indrelid
     join pg_namespace n on n.oid = c.relnamespace
     where n.nspname = ${schema} and c.relname = ${table} and i.indisunique
+      and not (0 = any(i.indkey::int2[])) -- PostgresConnection.isTableUniqueIndexIncluded skips expression indexes
     order by i.indisprimary desc, ic.relname
     limit 1`;
   return indexes[0]?.columns ?? [];

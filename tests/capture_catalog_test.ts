@@ -159,6 +159,7 @@ const DDL = [
   `create table uniq (x int, y text not null)`,
   `create unique index uniq_z on uniq (x)`,
   `create unique index uniq_a on uniq (y)`,
+  `create unique index uniq_0 on uniq (lower(y))`,
 ];
 
 Deno.test("readTableSpec reads types, typmods, nullability, defaults, domains, enums and keys from PostgreSQL", async () => {
@@ -188,7 +189,7 @@ Deno.test("readTableSpec reads types, typmods, nullability, defaults, domains, e
     assert.equal(byName.tstz.defaultValue, "1970-01-01T00:00:00.000000Z");
     assert.equal(byName.u.defaultValue, "00000000-0000-0000-0000-000000000000");
     assert.deepEqual((await readTableSpec(db.sql, "public", "pairs")).keyColumns, ["b", "a"]);
-    // No primary key: the first unique index by name (pgjdbc's getIndexInfo order).
+    // No primary key: the first unique index by name (pgjdbc's getIndexInfo order) without expressions.
     assert.deepEqual((await readTableSpec(db.sql, "public", "uniq")).keyColumns, ["y"]);
     await assert.rejects(readTableSpec(db.sql, "public", "missing"), /table public\.missing does not exist/);
   } finally {
