@@ -123,7 +123,7 @@ interface CompiledTable {
   readonly keyHead: string | null;
   /** `{"schema":<envelope schema>,"payload":{"before":`. */
   readonly valueHead: string;
-  /** `,"schema":"<schema>","table":"<table>","txId":` of the source block. */
+  /** `,"schema":"<schema>","table":"<table>",` of the source block. */
   readonly sourceTable: string;
 }
 
@@ -204,7 +204,7 @@ function compile(settings: EncoderSettings, spec: TableSpec): CompiledTable {
     keyColumns,
     keyHead: keyColumns.length ? `{"schema":${keySchema},"payload":` : null,
     valueHead: `{"schema":${envelope},"payload":{"before":`,
-    sourceTable: `,"schema":${jsonString(spec.schema)},"table":${jsonString(spec.table)},"txId":`,
+    sourceTable: `,"schema":${jsonString(spec.schema)},"table":${jsonString(spec.table)},`,
   };
 }
 
@@ -307,10 +307,9 @@ export class DebeziumEncoder {
     // Debezium's SourceInfo.sequence: a JSON array of two strings, itself written as a JSON string.
     const sequence = `[${lastCommitLsn === null ? "null" : `\\"${lastCommitLsn}\\"`},` +
       `${lsn === null ? "null" : `\\"${lsn}\\"`}]`;
+    const position = `"txId":${source.txId ?? "null"},"lsn":${lsn ?? "null"}`;
     return `${this.#sourceHead}${tsUs / 1000n},"snapshot":"${source.snapshot ?? "false"}",` +
       `"db":${jsonString(this.settings.database)},"sequence":"${sequence}","ts_us":${tsUs},"ts_ns":${tsUs * 1000n}` +
-      `${table.sourceTable}${source.txId ?? "null"},"lsn":${
-        lsn ?? "null"
-      },"xmin":null,"origin":null,"origin_lsn":null}`;
+      `${table.sourceTable}${position},"xmin":null,"origin":null,"origin_lsn":null}`;
   }
 }
