@@ -1,78 +1,48 @@
 /**
  * The capture's output, pure: Kafka records in the shape the Debezium PostgreSQL connector 3.6
- * writes through Kafka Connect's JsonConverter with schemas enabled (CONTRACT.md section 7).
- * Schemas follow Debezium's builders (TableSchemaBuilder, SchemaFactory, PostgresValueConverter)
- * and JsonConverter's key order: type, fields, optional, name, version, parameters, default,
- * field. Values arrive in PostgreSQL's text form (pgoutput or a raw snapshot row).
+ * writes through Kafka Connect's JsonConverter with schemas enabled. Schemas are built from the
+ * table as the database describes it (a `TableSpec`, see lib/capture_catalog.ts), following
+ * Debezium's TableSchemaBuilder, SchemaFactory and Envelope, in JsonConverter's key order: type,
+ * fields, optional, name, version, doc, parameters, default, field. Each spec's schemas are
+ * serialized once; rows are written by concatenating pre-escaped JSON pieces.
  * @module
  */
 import type { TupleValues } from "./pgoutput.ts";
+import { type Codec, codecFor, jsonString } from "./debezium_values.ts";
 
-/** How a column is encoded; each maps to one PostgreSQL type. */
-export type ColumnKind = "uuid" | "varchar" | "date" | "timestamptz" | "int4" | "numeric" | "bool";
-
-/** One column of a captured table, as Debezium describes it. */
+/** One column, from pgoutput's Relation message and the catalog. */
 export interface ColumnSpec {
   /** Column name. */
   name: string;
-  /** Encoding. */
-  kind: ColumnKind;
-  /** Whether the column is nullable. */
+  /** pg_type oid of the column's type (a domain's base type). */
+  typeOid: number;
+  /** pg_type name of that type, e.g. "int4", "numeric", "timestamptz", "_int4". */
+  typeName: string;
+  /** atttypmod (a domain's typtypmod), -1 when none. */
+  typmod: number;
+  /** Whether the column is nullable (!attnotnull). */
   optional: boolean;
-  /** The column's default, when it has one Debezium reports (`is_deleted default false`). */
-  defaultValue?: boolean;
-  /** Precision and scale of a numeric column. */
-  numeric?: { precision: number; scale: number };
+  /** Part of the key: the primary key, or without one the first unique index (Debezium's rule). */
+  key: boolean;
+  /** The default as Debezium reports it, a logical value of the column's type (see `debeziumDefault`). */
+  defaultValue?: unknown;
+  /** The labels of an enum type, in sort order. */
+  enumValues?: string[];
 }
 
-/** A captured table: its columns in attribute order; the first is the primary key `id`. */
+/** A captured table as Debezium sees it. */
 export interface TableSpec {
-  /** Table name. */
-  table: "users" | "orders";
-  /** Columns, in attribute order. */
+  /** Schema name, e.g. "public". */
+  schema: string;
+  /** Table name, e.g. "users". */
+  table: string;
+  /** Columns in the order of the tuple values (Relation order; the snapshot uses the same order). */
   columns: ColumnSpec[];
+  /** Key column names in key order (the primary key's); absent: the `key` columns in column order. */
+  keyColumns?: string[];
 }
 
-/** Type OIDs of the kinds, to check a Relation message against the spec. */
-export const TYPE_OIDS: Record<ColumnKind, number> = {
-  uuid: 2950,
-  varchar: 1043,
-  date: 1082,
-  timestamptz: 1184,
-  int4: 23,
-  numeric: 1700,
-  bool: 16,
-};
-
-/** The two tables of CONTRACT.md section 3, as lib/sink.ts's ensureSchema creates them. */
-export const CAPTURED_TABLES: Record<"users" | "orders", TableSpec> = {
-  users: {
-    table: "users",
-    columns: [
-      { name: "id", kind: "uuid", optional: false },
-      { name: "name", kind: "varchar", optional: false },
-      { name: "dob", kind: "date", optional: false },
-      { name: "created_at", kind: "timestamptz", optional: true },
-      { name: "modified_at", kind: "timestamptz", optional: true },
-      { name: "is_deleted", kind: "bool", optional: true, defaultValue: false },
-    ],
-  },
-  orders: {
-    table: "orders",
-    columns: [
-      { name: "id", kind: "uuid", optional: false },
-      { name: "status", kind: "varchar", optional: false },
-      { name: "user_id", kind: "uuid", optional: false },
-      { name: "quantity", kind: "int4", optional: false },
-      { name: "total_amount", kind: "numeric", optional: false, numeric: { precision: 10, scale: 2 } },
-      { name: "placed_at", kind: "timestamptz", optional: true },
-      { name: "modified_at", kind: "timestamptz", optional: true },
-      { name: "is_deleted", kind: "bool", optional: true, defaultValue: false },
-    ],
-  },
-};
-
-/** A value that cannot be encoded; names the table, column and value. */
+/** A value that cannot be encoded; the message names table, column, type, value and the row's key. */
 export class EncodingError extends Error {
   /** Creates the error with a one-line message. */
   constructor(message: string) {
@@ -90,7 +60,7 @@ export interface ChangeSource {
   tsUs: bigint;
   /** Snapshot marker, for `op: "r"` records; absent while streaming. */
   snapshot?: SnapshotMarker;
-  /** Transaction id. */
+  /** Transaction id: the streamed transaction's xid, or the snapshot transaction's txid. */
   txId: number | null;
   /** LSN of the change (streaming) or the slot's consistent point (snapshot). */
   lsn: bigint | null;
@@ -122,288 +92,224 @@ export interface EncoderSettings {
 
 /** A Kafka record, ready to send: key and value JSON text (value `null` for a tombstone). */
 export interface CaptureRecord {
-  /** `<prefix>.public.<table>`. */
+  /** `<prefix>.<schema>.<table>`. */
   topic: string;
-  /** The Debezium key JSON. */
-  key: string;
+  /** The Debezium key JSON; `null` for a table without key. */
+  key: string | null;
   /** The Debezium value JSON, or `null` for a delete's tombstone. */
   value: string | null;
+  /** Kafka headers: `__debezium.newkey` / `__debezium.oldkey` on a primary key change's records. */
+  headers?: Record<string, string>;
 }
 
-type JsonSchema = Record<string, unknown>;
-
-// Placeholders holding a NUL, which no PostgreSQL text value can contain.
-const TS_NS_SOURCE = "\u0000source.ts_ns";
-const TS_NS_EVENT = "\u0000ts_ns";
-
-function fieldSchema(column: ColumnSpec): JsonSchema {
-  const optional = column.optional;
-  switch (column.kind) {
-    case "uuid":
-      return { type: "string", optional, name: "io.debezium.data.Uuid", version: 1, field: column.name };
-    case "varchar":
-      return { type: "string", optional, field: column.name };
-    case "date":
-      return { type: "int32", optional, name: "io.debezium.time.Date", version: 1, field: column.name };
-    case "timestamptz":
-      return { type: "string", optional, name: "io.debezium.time.ZonedTimestamp", version: 1, field: column.name };
-    case "int4":
-      return { type: "int32", optional, field: column.name };
-    case "numeric":
-      return {
-        type: "bytes",
-        optional,
-        name: "org.apache.kafka.connect.data.Decimal",
-        version: 1,
-        parameters: {
-          scale: String(column.numeric!.scale),
-          "connect.decimal.precision": String(column.numeric!.precision),
-        },
-        field: column.name,
-      };
-    case "bool":
-      return column.defaultValue === undefined
-        ? { type: "boolean", optional, field: column.name }
-        : { type: "boolean", optional, default: column.defaultValue, field: column.name };
-  }
+interface CompiledColumn {
+  readonly spec: ColumnSpec;
+  readonly index: number;
+  /** `"name":` with a leading comma for all but the first field. */
+  readonly member: string;
+  readonly codec: Codec;
+  /** JSON of a NULL: the default (JsonConverter writes a null with a default as the default), else null or the fallback. */
+  readonly nullJson: string;
+  /** Whether a value Debezium's converter drops (left null) still passes Struct.validate: optional or with a default. */
+  readonly droppable: boolean;
 }
 
-const SNAPSHOT_ALLOWED = "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental";
-
-function sourceSchema(): JsonSchema {
-  const f = (type: string, optional: boolean, field: string) => ({ type, optional, field });
-  return {
-    type: "struct",
-    fields: [
-      f("string", false, "version"),
-      f("string", false, "connector"),
-      f("string", false, "name"),
-      f("int64", false, "ts_ms"),
-      {
-        type: "string",
-        optional: true,
-        name: "io.debezium.data.Enum",
-        version: 1,
-        parameters: { allowed: SNAPSHOT_ALLOWED },
-        default: "false",
-        field: "snapshot",
-      },
-      f("string", false, "db"),
-      f("string", true, "sequence"),
-      f("int64", true, "ts_us"),
-      f("int64", true, "ts_ns"),
-      f("string", false, "schema"),
-      f("string", false, "table"),
-      f("int64", true, "txId"),
-      f("int64", true, "lsn"),
-      f("int64", true, "xmin"),
-      f("string", true, "origin"),
-      f("int64", true, "origin_lsn"),
-    ],
-    optional: false,
-    name: "io.debezium.connector.postgresql.Source",
-    version: 1,
-    field: "source",
-  };
+interface CompiledTable {
+  readonly spec: TableSpec;
+  readonly topic: string;
+  readonly columns: CompiledColumn[];
+  readonly keyColumns: CompiledColumn[];
+  /** `{"schema":<key schema>,"payload":`, or null without key. */
+  readonly keyHead: string | null;
+  /** `{"schema":<envelope schema>,"payload":{"before":`. */
+  readonly valueHead: string;
+  /** `,"schema":"<schema>","table":"<table>",` of the source block. */
+  readonly sourceTable: string;
 }
 
-/** The key schema of a table: `{id}`, named `<prefix>.public.<table>.Key`. */
-export function keySchema(prefix: string, spec: TableSpec): JsonSchema {
-  return {
-    type: "struct",
-    fields: [fieldSchema(spec.columns[0])],
-    optional: false,
-    name: `${prefix}.public.${spec.table}.Key`,
-  };
+function fieldSchema(column: CompiledColumn): string {
+  const { codec, spec } = column;
+  const hasDefault = spec.defaultValue !== undefined && spec.defaultValue !== null;
+  const def = hasDefault ? `,"default":${codec.render(spec.defaultValue)}` : "";
+  return `{${codec.type},"optional":${spec.optional}${codec.logical}${def},"field":${jsonString(spec.name)}}`;
 }
 
-/** The envelope schema of a table's values, named `<prefix>.public.<table>.Envelope`. */
-export function valueSchema(prefix: string, spec: TableSpec): JsonSchema {
-  const row = (field: string) => ({
-    type: "struct",
-    fields: spec.columns.map(fieldSchema),
-    optional: true,
-    name: `${prefix}.public.${spec.table}.Value`,
-    field,
+const SOURCE_SCHEMA = `{"type":"struct","fields":[{"type":"string","optional":false,"field":"version"},` +
+  `{"type":"string","optional":false,"field":"connector"},{"type":"string","optional":false,"field":"name"},` +
+  `{"type":"int64","optional":false,"field":"ts_ms"},{"type":"string","optional":true,"name":"io.debezium.data.Enum",` +
+  `"version":1,"parameters":{"allowed":"true,first,first_in_data_collection,last_in_data_collection,last,false,` +
+  `incremental"},"default":"false","field":"snapshot"},{"type":"string","optional":false,"field":"db"},` +
+  `{"type":"string","optional":true,"field":"sequence"},{"type":"int64","optional":true,"field":"ts_us"},` +
+  `{"type":"int64","optional":true,"field":"ts_ns"},{"type":"string","optional":false,"field":"schema"},` +
+  `{"type":"string","optional":false,"field":"table"},{"type":"int64","optional":true,"field":"txId"},` +
+  `{"type":"int64","optional":true,"field":"lsn"},{"type":"int64","optional":true,"field":"xmin"},` +
+  `{"type":"string","optional":true,"field":"origin"},{"type":"int64","optional":true,"field":"origin_lsn"}],` +
+  `"optional":false,"name":"io.debezium.connector.postgresql.Source","version":1,"field":"source"}`;
+
+const ENVELOPE_TAIL = `{"type":"struct","fields":[{"type":"string","optional":false,"field":"id"},` +
+  `{"type":"int64","optional":false,"field":"total_order"},` +
+  `{"type":"int64","optional":false,"field":"data_collection_order"}],"optional":true,"name":"event.block",` +
+  `"version":1,"field":"transaction"},{"type":"string","optional":false,"field":"op"},` +
+  `{"type":"int64","optional":true,"field":"ts_ms"},{"type":"int64","optional":true,"field":"ts_us"},` +
+  `{"type":"int64","optional":true,"field":"ts_ns"}]`;
+
+function compileColumns(spec: TableSpec): CompiledColumn[] {
+  const columns: CompiledColumn[] = [];
+  spec.columns.forEach((column, index) => {
+    const found = codecFor(column);
+    if ("skipped" in found) return; // include.unknown.datatypes=false: Debezium leaves the column out
+    if ("unsupported" in found) {
+      throw new EncodingError(
+        `${spec.schema}.${spec.table}.${column.name}: type ${column.typeName} is not supported by the capture ` +
+          `(${found.unsupported}); leave the column out of the captured tables or change its type`,
+      );
+    }
+    const { codec } = found;
+    const hasDefault = column.defaultValue !== undefined && column.defaultValue !== null;
+    const nullJson = hasDefault
+      ? codec.render(column.defaultValue)
+      : column.optional
+      ? "null"
+      : codec.render(codec.fallback); // JdbcValueConverters.convertValue: a required column's NULL gets the fallback
+    columns.push({ spec: column, index, member: "", codec, nullJson, droppable: column.optional || hasDefault });
   });
-  const f = (type: string, optional: boolean, field: string) => ({ type, optional, field });
+  return columns.map((c, i) => ({ ...c, member: `${i ? "," : ""}${jsonString(c.spec.name)}:` }));
+}
+
+function keyColumnsOf(spec: TableSpec, columns: CompiledColumn[]): CompiledColumn[] {
+  const names = spec.keyColumns ?? spec.columns.filter((c) => c.key).map((c) => c.name);
+  return names.map((name, i) => {
+    const column = columns.find((c) => c.spec.name === name);
+    if (!column) throw new EncodingError(`${spec.schema}.${spec.table}: key column ${name} has no encodable type`);
+    return { ...column, member: `${i ? "," : ""}${jsonString(name)}:` };
+  });
+}
+
+function compile(settings: EncoderSettings, spec: TableSpec): CompiledTable {
+  const topic = `${settings.prefix}.${spec.schema}.${spec.table}`;
+  const columns = compileColumns(spec);
+  const keyColumns = keyColumnsOf(spec, columns);
+  const fields = (list: CompiledColumn[]) => list.map(fieldSchema).join(",");
+  const keySchema = `{"type":"struct","fields":[${fields(keyColumns)}],"optional":false,` +
+    `"name":${jsonString(`${topic}.Key`)}}`;
+  const row = (field: string) =>
+    `{"type":"struct","fields":[${fields(columns)}],"optional":true,"name":${jsonString(`${topic}.Value`)},` +
+    `"field":"${field}"}`;
+  const envelope = `{"type":"struct","fields":[${row("before")},${row("after")},${SOURCE_SCHEMA},${ENVELOPE_TAIL},` +
+    `"optional":false,"name":${jsonString(`${topic}.Envelope`)},"version":2}`;
   return {
-    type: "struct",
-    fields: [
-      row("before"),
-      row("after"),
-      sourceSchema(),
-      {
-        type: "struct",
-        fields: [
-          f("string", false, "id"),
-          f("int64", false, "total_order"),
-          f("int64", false, "data_collection_order"),
-        ],
-        optional: true,
-        name: "event.block",
-        version: 1,
-        field: "transaction",
-      },
-      f("string", false, "op"),
-      f("int64", true, "ts_ms"),
-      f("int64", true, "ts_us"),
-      f("int64", true, "ts_ns"),
-    ],
-    optional: false,
-    name: `${prefix}.public.${spec.table}.Envelope`,
-    version: 2,
+    spec,
+    topic,
+    columns,
+    keyColumns,
+    keyHead: keyColumns.length ? `{"schema":${keySchema},"payload":` : null,
+    valueHead: `{"schema":${envelope},"payload":{"before":`,
+    sourceTable: `,"schema":${jsonString(spec.schema)},"table":${jsonString(spec.table)},`,
   };
 }
 
-const DAY_MS = 86_400_000;
-const TIMESTAMP = /^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?$/;
-
-/** `date` text (`YYYY-MM-DD`) as Debezium's io.debezium.time.Date: days since 1970-01-01. */
-export function epochDays(text: string): number | null {
-  const match = /^(\d{4})-(\d\d)-(\d\d)$/.exec(text);
-  if (!match) return null;
-  return Date.UTC(Number(match[1]), Number(match[2]) - 1, Number(match[3])) / DAY_MS;
-}
-
 /**
- * `timestamptz` text (`2025-07-03 10:11:12.1234+02`) as Debezium's ZonedTimestamp: ISO-8601
- * in UTC with exactly six fraction digits, the column's scale (`2025-07-03T08:11:12.123400Z`).
+ * What a codec returns for a value Debezium's converter fails on (NaN in a Decimal): TableSchemaBuilder's default
+ * event.converting.failure.handling.mode=warn leaves the field unset, which Struct.validate accepts only for an
+ * optional field or one with a default, and JsonConverter writes as the default or null.
  */
-export function zonedTimestamp(text: string): string | null {
-  const m = TIMESTAMP.exec(text);
-  if (!m) return null;
-  const offsetS = (m[8] === "-" ? -1 : 1) * (Number(m[9]) * 3600 + Number(m[10] ?? 0) * 60 + Number(m[11] ?? 0));
-  const utcMs = Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])) -
-    offsetS * 1000;
-  return `${new Date(utcMs).toISOString().slice(0, 19)}.${(m[7] ?? "").padEnd(6, "0")}Z`;
-}
+const DEBEZIUM_NULL = null;
 
-/**
- * `numeric` text as Kafka Connect's Decimal: base64 of the big-endian two's-complement unscaled
- * value, as Java's BigInteger.toByteArray writes it (12.34 at scale 2 -> 1234 -> 04 D2 -> "BNI=").
- */
-export function decimalBase64(text: string, scale: number): string | null {
-  const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(text);
-  if (!m || (m[3] ?? "").length > scale) return null;
-  const unscaled = BigInt(`${m[1]}${m[2]}${(m[3] ?? "").padEnd(scale, "0")}`);
-  let bytes = 1;
-  while (unscaled >= 1n << BigInt(8 * bytes - 1) || unscaled < -(1n << BigInt(8 * bytes - 1))) bytes++;
-  let twos = unscaled < 0n ? (1n << BigInt(8 * bytes)) + unscaled : unscaled;
-  const out = new Uint8Array(bytes);
-  for (let i = bytes - 1; i >= 0; i--) {
-    out[i] = Number(twos & 0xffn);
-    twos >>= 8n;
-  }
-  return btoa(String.fromCharCode(...out));
-}
-
-function encodeValue(column: ColumnSpec, text: string | null | undefined, where: string): unknown {
+function encodeValue(table: CompiledTable, column: CompiledColumn, text: string | null | undefined, row: TupleValues) {
+  if (text === null) return column.nullJson;
+  const { codec, spec } = column;
   if (text === undefined) {
-    // Unchanged TOASTed values never occur in these tables (no column is TOASTable).
-    throw new EncodingError(`${where}.${column.name}: an unchanged TOASTed value cannot be encoded`);
+    if (codec.toast !== undefined) return codec.render(codec.toast);
+    throw encodingError(table, spec, "an unchanged TOASTed value", row);
   }
-  if (text === null) return column.defaultValue ?? null; // JsonConverter writes a null with a default as the default
-  let value: unknown;
-  switch (column.kind) {
-    case "uuid":
-    case "varchar":
-      return text;
-    case "int4":
-      value = /^-?\d+$/.test(text) ? Number(text) : null;
-      break;
-    case "bool":
-      value = text === "t" ? true : text === "f" ? false : null;
-      break;
-    case "date":
-      value = epochDays(text);
-      break;
-    case "timestamptz":
-      value = zonedTimestamp(text);
-      break;
-    case "numeric":
-      value = decimalBase64(text, column.numeric!.scale);
-      break;
-  }
-  if (value === null) {
-    throw new EncodingError(`${where}.${column.name}: ${column.kind} value ${JSON.stringify(text)} cannot be encoded`);
-  }
-  return value;
+  const value = codec.value(text);
+  if (value === DEBEZIUM_NULL && column.droppable) return column.nullJson;
+  if (value === undefined || value === DEBEZIUM_NULL) throw encodingError(table, spec, JSON.stringify(text), row);
+  return codec.render(value);
 }
 
-function encodeRow(spec: TableSpec, values: TupleValues | null): Record<string, unknown> | null {
-  if (!values) return null;
-  const row: Record<string, unknown> = {};
-  spec.columns.forEach((column, i) => (row[column.name] = encodeValue(column, values[i], spec.table)));
-  return row;
+function encodingError(table: CompiledTable, column: ColumnSpec, what: string, row: TupleValues): EncodingError {
+  const key = table.keyColumns.map((c) => `${c.spec.name}=${row[c.index] ?? "null"}`).join(",") || "(no key)";
+  return new EncodingError(
+    `${table.spec.schema}.${table.spec.table}.${column.name}: ${column.typeName} value ${what} cannot be encoded ` +
+      `as Debezium does (row key ${key})`,
+  );
 }
 
-/** Caches each table's schema JSON, which is the same on every record. */
+function encodeRow(table: CompiledTable, columns: CompiledColumn[], row: TupleValues): string {
+  let json = "{";
+  for (const column of columns) json += column.member + encodeValue(table, column, row[column.index], row);
+  return `${json}}`;
+}
+
+/** Encodes row changes as Debezium records; each spec's schemas are built and serialized once. */
 export class DebeziumEncoder {
-  #keySchemas = new Map<string, string>();
-  #valueSchemas = new Map<string, string>();
+  // A new spec object (after a Relation message) gets new schemas; old ones are collected with their specs.
+  #compiled = new WeakMap<TableSpec, CompiledTable>();
+  readonly #sourceHead: string;
 
   /** Creates an encoder for one run's settings. */
-  constructor(readonly settings: EncoderSettings) {}
+  constructor(readonly settings: EncoderSettings) {
+    this.#sourceHead = `,"source":{"version":${jsonString(settings.version)},"connector":"postgresql",` +
+      `"name":${jsonString(settings.prefix)},"ts_ms":`;
+  }
 
-  /** The topic of a table: `<prefix>.public.<table>`. */
+  /** The topic of a table: `<prefix>.<schema>.<table>`. */
   topic(spec: TableSpec): string {
-    return `${this.settings.prefix}.public.${spec.table}`;
+    return `${this.settings.prefix}.${spec.schema}.${spec.table}`;
   }
 
-  /** The key JSON of the row with primary key `id`. */
-  key(spec: TableSpec, id: string): string {
-    let schema = this.#keySchemas.get(spec.table);
-    if (!schema) this.#keySchemas.set(spec.table, schema = JSON.stringify(keySchema(this.settings.prefix, spec)));
-    return `{"schema":${schema},"payload":${JSON.stringify({ id })}}`;
+  #table(spec: TableSpec): CompiledTable {
+    let table = this.#compiled.get(spec);
+    if (!table) this.#compiled.set(spec, table = compile(this.settings, spec));
+    return table;
   }
 
-  /** The records of one change: its event, and for a delete the tombstone after it. */
-  encode(spec: TableSpec, change: RowChange, nowUs: bigint): CaptureRecord[] {
-    const keyRow = change.after ?? change.before;
-    const id = keyRow?.[0];
-    if (typeof id !== "string") throw new EncodingError(`${spec.table}: a ${change.op} change has no id`);
-    let schema = this.#valueSchemas.get(spec.table);
-    if (!schema) this.#valueSchemas.set(spec.table, schema = JSON.stringify(valueSchema(this.settings.prefix, spec)));
-    const { source } = change;
-    const payload = {
-      before: encodeRow(spec, change.before),
-      after: encodeRow(spec, change.after),
-      source: {
-        version: this.settings.version,
-        connector: "postgresql",
-        name: this.settings.prefix,
-        ts_ms: Number(source.tsUs / 1000n),
-        snapshot: source.snapshot ?? "false",
-        db: this.settings.database,
-        sequence: JSON.stringify([
-          source.lastCommitLsn === null ? null : String(source.lastCommitLsn),
-          source.lsn === null ? null : String(source.lsn),
-        ]),
-        ts_us: Number(source.tsUs),
-        ts_ns: TS_NS_SOURCE,
-        schema: "public",
-        table: spec.table,
-        txId: source.txId,
-        lsn: source.lsn === null ? null : Number(source.lsn),
-        xmin: null,
-        origin: null,
-        origin_lsn: null,
-      },
-      transaction: null,
-      op: change.op,
-      ts_ms: Number(nowUs / 1000n),
-      ts_us: Number(nowUs),
-      ts_ns: TS_NS_EVENT,
-    };
-    // Nanoseconds since 1970 pass 2^53: written as exact digits, not as a rounded double.
-    const payloadJson = JSON.stringify(payload)
-      .replace(JSON.stringify(TS_NS_SOURCE), `${source.tsUs}000`)
-      .replace(JSON.stringify(TS_NS_EVENT), `${nowUs}000`);
-    const topic = this.topic(spec);
-    const key = this.key(spec, id);
-    const records: CaptureRecord[] = [{ topic, key, value: `{"schema":${schema},"payload":${payloadJson}}` }];
-    if (change.op === "d") records.push({ topic, key, value: null });
-    return records;
+  /**
+   * Records of one change. An update that changes the key gives d + tombstone (old key) then c (new key), as
+   * Debezium's RelationalChangeRecordEmitter does. A delete gives d + tombstone. nowNs: capture time in
+   * nanoseconds since 1970 (envelope ts_ms/ts_us/ts_ns).
+   */
+  encode(spec: TableSpec, change: RowChange, nowNs: bigint): CaptureRecord[] {
+    const table = this.#table(spec);
+    const { op, before, after } = change;
+    const row = op === "d" ? before : after;
+    if (!row) throw new EncodingError(`${spec.schema}.${spec.table}: a ${op} change has no row`);
+    const key = this.#key(table, row);
+    const source = this.#source(table, change.source);
+    const envelope = (o: string, b: TupleValues | null, a: TupleValues | null) =>
+      `${table.valueHead}${b ? encodeRow(table, table.columns, b) : "null"},"after":` +
+      `${a ? encodeRow(table, table.columns, a) : "null"}${source},"transaction":null,"op":"${o}",` +
+      `"ts_ms":${nowNs / 1_000_000n},"ts_us":${nowNs / 1000n},"ts_ns":${nowNs}}}`;
+    const { topic } = table;
+    if (op === "d") return [{ topic, key, value: envelope("d", before, null) }, { topic, key, value: null }];
+    if (op === "u" && before) {
+      const oldKey = this.#key(table, before);
+      if (oldKey !== key) {
+        // Headers travel with the records, the tombstone included (EventDispatcher copies them).
+        const toNew = { "__debezium.newkey": key ?? "null" };
+        return [
+          { topic, key: oldKey, value: envelope("d", before, null), headers: toNew },
+          { topic, key: oldKey, value: null, headers: toNew },
+          { topic, key, value: envelope("c", null, after), headers: { "__debezium.oldkey": oldKey ?? "null" } },
+        ];
+      }
+    }
+    return [{ topic, key, value: envelope(op, before, after) }];
+  }
+
+  #key(table: CompiledTable, row: TupleValues): string | null {
+    return table.keyHead === null ? null : `${table.keyHead}${encodeRow(table, table.keyColumns, row)}}`;
+  }
+
+  #source(table: CompiledTable, source: ChangeSource): string {
+    const { tsUs, lsn, lastCommitLsn } = source;
+    // Debezium's SourceInfo.sequence: a JSON array of two strings, itself written as a JSON string.
+    const sequence = `[${lastCommitLsn === null ? "null" : `\\"${lastCommitLsn}\\"`},` +
+      `${lsn === null ? "null" : `\\"${lsn}\\"`}]`;
+    const position = `"txId":${source.txId ?? "null"},"lsn":${lsn ?? "null"}`;
+    return `${this.#sourceHead}${tsUs / 1000n},"snapshot":"${source.snapshot ?? "false"}",` +
+      `"db":${jsonString(this.settings.database)},"sequence":"${sequence}","ts_us":${tsUs},"ts_ns":${tsUs * 1000n}` +
+      `${table.sourceTable}${position},"xmin":null,"origin":null,"origin_lsn":null}`;
   }
 }
