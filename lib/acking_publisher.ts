@@ -7,7 +7,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { TopicMessages } from "./publisher.ts";
-import type { CaptureRecord } from "./capture_adapter.ts";
+import type { CaptureRecord } from "./debezium.ts";
 import { RecordTooLargeError } from "./capture_errors.ts";
 import type { Lsn } from "./pgoutput.ts";
 
@@ -34,10 +34,17 @@ export class AcknowledgedPosition {
 const BATCH_OVERHEAD = 61;
 const RECORD_OVERHEAD = 32;
 
+/** Kafka's overhead of one header in a record, at most (two varint lengths). */
+const HEADER_OVERHEAD = 10;
+
 /** The bytes one record takes in a record batch, at most. */
 export function recordBytes(record: CaptureRecord): number {
-  return RECORD_OVERHEAD + (record.key === null ? 0 : Buffer.byteLength(record.key)) +
+  let bytes = RECORD_OVERHEAD + (record.key === null ? 0 : Buffer.byteLength(record.key)) +
     (record.value === null ? 0 : Buffer.byteLength(record.value));
+  for (const [name, value] of Object.entries(record.headers ?? {})) {
+    bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(value);
+  }
+  return bytes;
 }
 
 /** Options of {@linkcode AckingPublisher}. */
@@ -178,10 +185,10 @@ function keyOf(record: CaptureRecord): string {
 
 function byTopic(records: CaptureRecord[]): TopicMessages[] {
   const topics = new Map<string, TopicMessages>();
-  for (const { topic, key, value } of records) {
+  for (const { topic, key, value, headers } of records) {
     let entry = topics.get(topic);
     if (!entry) topics.set(topic, entry = { topic, messages: [] });
-    entry.messages.push({ key, value });
+    entry.messages.push(headers ? { key, value, headers } : { key, value });
   }
   return [...topics.values()];
 }

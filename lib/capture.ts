@@ -15,7 +15,7 @@
  * @module
  */
 import { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
-import { DebeziumEncoder } from "./capture_adapter.ts";
+import { DebeziumEncoder } from "./debezium.ts";
 import { CaptureError, isCaptureOutage, SlotLostError } from "./capture_errors.ts";
 import {
   decideStart,

@@ -10,7 +10,7 @@ import {
   EncodingError,
   type RowChange,
   type TableSpec,
-} from "./capture_adapter.ts";
+} from "./debezium.ts";
 import { classifyDatabaseError } from "./errors.ts";
 import { formatLsn, type Lsn } from "./pgoutput.ts";
 

@@ -4,13 +4,8 @@
  * then starts at that point, so the two meet with no gap and no overlap.
  * @module
  */
-import {
-  type DebeziumEncoder,
-  readTableSpec,
-  type RowChange,
-  type SnapshotMarker,
-  type TableSpec,
-} from "./capture_adapter.ts";
+import { readTableSpec } from "./capture_catalog.ts";
+import type { DebeziumEncoder, RowChange, SnapshotMarker, TableSpec } from "./debezium.ts";
 import { encodeOrStop } from "./capture_errors.ts";
 import type { AckingPublisher } from "./acking_publisher.ts";
 import type { TableName } from "./capture_slot.ts";

@@ -6,7 +6,8 @@
  * @module
  */
 import type { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
-import { type DebeziumEncoder, readTableSpec, type TableSpec } from "./capture_adapter.ts";
+import { readTableSpec } from "./capture_catalog.ts";
+import type { DebeziumEncoder, TableSpec } from "./debezium.ts";
 import { CaptureError, encodeOrStop, PublicationGapError, StreamEndedError } from "./capture_errors.ts";
 import { missingFromPublication, qualified, type TableName } from "./capture_slot.ts";
 import { ChangeReader, type StreamEvent } from "./change_reader.ts";

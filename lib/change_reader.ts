@@ -6,7 +6,7 @@
  * Kafka acknowledged every record before it.
  * @module
  */
-import type { ChangeSource, RowChange } from "./capture_adapter.ts";
+import type { ChangeSource, RowChange } from "./debezium.ts";
 import {
   decodeFrame,
   decodePgOutput,

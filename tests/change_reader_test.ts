@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { AckingPublisher, AcknowledgedPosition, recordBytes } from "../lib/acking_publisher.ts";
-import { type CaptureRecord, type DebeziumEncoder, EncodingError } from "../lib/capture_adapter.ts";
+import { type CaptureRecord, type DebeziumEncoder, EncodingError } from "../lib/debezium.ts";
 import { encodeOrStop, RecordTooLargeError, UnencodableChangeError } from "../lib/capture_errors.ts";
 import { ChangeReader, type StreamEvent } from "../lib/change_reader.ts";
 import { PG_EPOCH_OFFSET_US } from "../lib/pgoutput.ts";
@@ -247,4 +247,19 @@ Deno.test("a value the encoder refuses stops the run with the encoder's line and
     );
     return true;
   });
+});
+
+Deno.test("a record's headers (the key-change headers) reach Kafka with it and count in its bytes", async () => {
+  const sent: TopicMessages[][] = [];
+  const publisher = new AckingPublisher(new AcknowledgedPosition(), {
+    send: (messages) => (sent.push(messages), Promise.resolve()),
+    maxBytes: () => 1_000_000,
+    maxRecords: 100,
+  });
+  const moved = { ...record("old"), headers: { "__debezium.newkey": "new" } };
+  publisher.add([moved, record("plain")], "users", "u");
+  await publisher.flush();
+  const messages = sent.flat().flatMap((t) => t.messages);
+  assert.deepEqual(messages.map((m) => m.headers), [{ "__debezium.newkey": "new" }, undefined]);
+  assert.ok(recordBytes(moved) > recordBytes(record("old")) + "__debezium.newkey".length);
 });
