@@ -4,13 +4,7 @@
  * and exits 1. {@linkcode isCaptureOutage} says which failures are waited out instead.
  * @module
  */
-import {
-  type CaptureRecord,
-  type DebeziumEncoder,
-  EncodingError,
-  type RowChange,
-  type TableSpec,
-} from "./debezium.ts";
+import { type CaptureRecord, type DebeziumEncoder, EncodingError, type RowChange, type TableSpec } from "./debezium.ts";
 import { classifyDatabaseError } from "./errors.ts";
 import { formatLsn, type Lsn } from "./pgoutput.ts";
 

@@ -52,9 +52,9 @@ export async function readSnapshot(sql: Sql, options: SnapshotOptions): Promise<
       const [{ n }] = await tx<{ n: number }[]>`select count(*)::int as n from ${tx(t.schema)}.${tx(t.table)}`;
       counts.push(n);
     }
-    const source = { total: counts.reduce((a, b) => a + b, 0), txId: Number(txid), tsUs: BigInt(read_us) };
+    const source = { counts, txId: Number(txid), tsUs: BigInt(read_us) };
     for (let i = 0; i < specs.length && complete; i++) {
-      const read = await readTable(tx as unknown as Sql, specs[i], counts[i], rows, source, options);
+      const read = await readTable(tx as unknown as Sql, specs[i], i, source, options);
       rows += read.rows;
       complete = read.complete;
     }
@@ -67,9 +67,8 @@ export async function readSnapshot(sql: Sql, options: SnapshotOptions): Promise<
 async function readTable(
   tx: Sql,
   spec: TableSpec,
-  inTable: number,
-  before: number,
-  snapshot: { total: number; txId: number; tsUs: bigint },
+  tableIndex: number,
+  snapshot: { counts: number[]; txId: number; tsUs: bigint },
   options: SnapshotOptions,
 ): Promise<{ rows: number; complete: boolean }> {
   const { encoder, publisher, consistentPoint } = options;
@@ -84,7 +83,7 @@ async function readTable(
         after: raw.map((v) => (v === null ? null : utf8.decode(v))),
         source: {
           tsUs: snapshot.tsUs,
-          snapshot: snapshotMarker(before + index, snapshot.total, index, inTable),
+          snapshot: snapshotMarker(snapshot.counts, tableIndex, index),
           txId: snapshot.txId,
           lsn: consistentPoint,
           lastCommitLsn: null,
@@ -99,11 +98,18 @@ async function readTable(
   return { rows: index, complete: true };
 }
 
-/** Debezium's `source.snapshot` of the `index`-th row of a table among `total` snapshot rows. */
-export function snapshotMarker(overall: number, total: number, index: number, inTable: number): SnapshotMarker {
-  if (overall === 0) return "first";
-  if (overall === total - 1) return "last";
-  if (index === 0) return "first_in_data_collection";
-  if (index === inTable - 1) return "last_in_data_collection";
+/**
+ * Debezium's `source.snapshot` of row `row` of the `table`-th table, given each table's row count in snapshot order
+ * (RelationalSnapshotChangeEventSource's SnapshotMarkerResolver): the first table's first row is "first", a table's
+ * last row "last_in_data_collection" (before its first row's "first_in_data_collection", so a one-row table's row
+ * is the former), and the snapshot's last row "last" even when the tables after it are empty (EventDispatcher's
+ * buffering receiver marks the last record it holds). An empty first table leaves no row "first", as in Debezium.
+ */
+export function snapshotMarker(counts: number[], table: number, row: number): SnapshotMarker {
+  const lastInTable = row === counts[table] - 1;
+  if (lastInTable && counts.slice(table + 1).every((n) => n === 0)) return "last";
+  if (row === 0 && table === 0) return "first";
+  if (lastInTable) return "last_in_data_collection";
+  if (row === 0) return "first_in_data_collection";
   return "true";
 }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { type ChangeSource, type ColumnSpec, DebeziumEncoder, EncodingError, type TableSpec } from "../lib/debezium.ts";
 import { codecFor, javaDouble, javaFloat, unscaledBase64 } from "../lib/debezium_values.ts";
+import { snapshotMarker } from "../lib/capture_snapshot.ts";
 
 const encoder = new DebeziumEncoder({ prefix: "cdc", database: "cdc_db", version: "0.1.0-cdc-pipeline" });
 const NOW_NS = 1_751_537_473_000_123_456n;
@@ -518,4 +519,26 @@ Deno.test("a composite key follows the primary key's column order and its schema
       '{"type":"int32","optional":false,"default":0,"field":"a"}],"optional":false,"name":"cdc.s.pairs.Key"},' +
       '"payload":{"b":"x","a":5}}',
   );
+});
+
+Deno.test("snapshot markers follow Debezium's SnapshotMarkerResolver per table, the snapshot's last row always last", () => {
+  const markers = (counts: number[]) =>
+    counts.map((n, t) => Array.from({ length: n }, (_, r) => snapshotMarker(counts, t, r)));
+  // The compat test's tables as Debezium 3.6.1 marked them: users 5 rows, orders 2, all_types 3.
+  assert.deepEqual(markers([5, 2, 3]), [
+    ["first", "true", "true", "true", "last_in_data_collection"],
+    ["first_in_data_collection", "last_in_data_collection"],
+    ["first_in_data_collection", "true", "last"],
+  ]);
+  // A one-row table's row is its last before its first; a lone row is the snapshot's last.
+  assert.deepEqual(markers([2, 1, 2]), [["first", "last_in_data_collection"], ["last_in_data_collection"], [
+    "first_in_data_collection",
+    "last",
+  ]]);
+  assert.deepEqual(markers([1]), [["last"]]);
+  // An empty first table leaves no "first"; an empty last table moves "last" to the row before it.
+  assert.deepEqual(markers([0, 2, 2, 0]), [[], ["first_in_data_collection", "last_in_data_collection"], [
+    "first_in_data_collection",
+    "last",
+  ], []]);
 });
