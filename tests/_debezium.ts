@@ -11,6 +11,8 @@ export interface ConnectorRecord {
   topic: string;
   key: string | null;
   value: string | null;
+  /** Kafka headers, name to text (JSON for Debezium's `__debezium.*` headers). */
+  headers?: Record<string, string>;
 }
 
 /** What the Debezium Engine is told: where to read and what to call things. */
@@ -126,8 +128,8 @@ function escapeProperty(value: string): string {
 function parseRecordLines(text: string): ConnectorRecord[] {
   const lines = text.split("\n").slice(0, -1);
   return lines.map((line) => {
-    const { topic, key, value } = JSON.parse(line);
-    return { topic, key, value };
+    const { topic, key, value, headers } = JSON.parse(line);
+    return { topic, key, value, headers };
   });
 }
 
@@ -244,8 +246,14 @@ function describeRecord(record: ConnectorRecord | undefined): string {
 
 function leavesOf(record: ConnectorRecord): Map<string, Leaf> {
   const leaves = flatten(record.key === null ? null : parseExact(record.key), "key");
+  for (const [name, text] of Object.entries(record.headers ?? {})) {
+    // The engine's context headers name its run (a runId per run); the capture writes none.
+    if (!name.startsWith(CONTEXT_HEADERS)) flatten(parseExact(text), `headers.${name}`, leaves);
+  }
   return flatten(record.value === null ? null : parseExact(record.value), "value", leaves);
 }
+
+const CONTEXT_HEADERS = "__debezium.context.";
 
 /** Per capture-time path in microseconds or nanoseconds: how many values had only millisecond precision. */
 type Precision = Map<string, { ours: [number, number]; debezium: [number, number] }>;
@@ -385,10 +393,15 @@ export async function followTopics(topics: string[], brokers = BROKERS): Promise
   await consumer.subscribe({ topics, fromBeginning: true });
   await consumer.run({
     eachMessage: ({ topic, message }) => {
+      const headers: Record<string, string> = {};
+      for (const [name, value] of Object.entries(message.headers ?? {})) {
+        if (value !== undefined) headers[name] = String(value);
+      }
       records.push({
         topic,
         key: message.key ? decoder.decode(message.key) : null,
         value: message.value ? decoder.decode(message.value) : null,
+        headers,
       });
       return Promise.resolve();
     },

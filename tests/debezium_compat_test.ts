@@ -319,7 +319,12 @@ class SideBySide {
     const records = [...this.follower?.records() ?? []];
     for (const topic of topics.filter((t) => !this.followed.includes(t))) {
       for (const r of await readWholeTopic(topic)) {
-        records.push({ topic, key: r.key, value: r.value ? new TextDecoder().decode(r.value) : null });
+        records.push({
+          topic,
+          key: r.key,
+          value: r.value ? new TextDecoder().decode(r.value) : null,
+          headers: r.headers,
+        });
       }
     }
     return records;
@@ -403,7 +408,7 @@ Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot a
   }
 });
 
-Deno.test("the comparison names each differing leaf by topic, key and path, and 64-bit integers compare exactly", () => {
+Deno.test("the comparison names each differing leaf by topic, key and path, headers included but the engine's context headers, and 64-bit integers compare exactly", () => {
   const key =
     '{"schema":{"type":"struct","fields":[{"type":"int64","optional":false,"field":"id"}]},"payload":{"id":1}}';
   const value = (after: string, lsn: string) =>
@@ -415,6 +420,21 @@ Deno.test("the comparison names each differing leaf by topic, key and path, and 
   assert.deepEqual(found, [
     'p.public.t {"id":1}#0 value.payload.after.name: ours="a" debezium="b"',
     'p.public.t {"id":1}#0 value.payload.source.lsn: ours=9223372036854775806 debezium=9223372036854775807',
+  ]);
+  const headers = (newKey: string) => ({ "__debezium.newkey": newKey, "__debezium.context.runId": "run-1" });
+  const moved = (newKey: string, runId: string) => ({
+    topic: "p.public.t",
+    key,
+    value: null,
+    headers: { ...headers(newKey), "__debezium.context.runId": runId },
+  });
+  assert.deepEqual(
+    compareOutputs([moved('{"id":2}', "a")], [moved('{"id":2}', "b")]),
+    [],
+    "context headers are not compared",
+  );
+  assert.deepEqual(compareOutputs([moved('{"id":2}', "a")], [moved('{"id":3}', "a")]).map(formatDifference), [
+    'p.public.t {"id":1}#0 headers.__debezium.newkey.id: ours=2 debezium=3',
   ]);
   const missing = compareOutputs([], [{ topic: "p.public.t", key, value: null }]).map(formatDifference);
   assert.deepEqual(missing, ['p.public.t {"id":1}#0 (record): ours=(none) debezium=tombstone']);
