@@ -224,12 +224,35 @@ const COMMAND_FLAGS = {
 /** A command whose flags {@linkcode readCommandLine} reads. */
 export type CommandName = keyof typeof COMMAND_FLAGS;
 
+/**
+ * `args` with every negative number that follows a flag taking a value joined to it
+ * (`--users -5` becomes `--users=-5`): node:util's parseArgs reads `-5` as an option and would
+ * answer "ambiguous" instead of letting the flag's rule name what is wrong.
+ */
+export function joinNegativeValues(args: string[], takesValue: (flag: string) => boolean): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const flag = /^--([^=]+)$/.exec(args[i])?.[1];
+    const next = args[i + 1];
+    if (flag !== undefined && takesValue(flag) && next !== undefined && /^-[\d.]/.test(next)) {
+      joined.push(`${args[i]}=${next}`);
+      i++;
+    } else joined.push(args[i]);
+  }
+  return joined;
+}
+
 function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
   for (const [name, spec] of Object.entries(flags)) options[name] = { type: spec.type };
   let parsed;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
+    parsed = parseArgs({
+      args: joinNegativeValues(args, (flag) => flags[flag]?.type === "string"),
+      options,
+      strict: true,
+      allowPositionals: false,
+    });
   } catch (error) {
     throw new ConfigError((error as Error).message.split("\n")[0]);
   }
@@ -263,10 +286,22 @@ function integer(
   const text = String(raw).trim();
   const value = Number(text);
   if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-    const rule = max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer in ${min}..${max}`;
-    throw new ConfigError(`${source(flags, name)} must be ${rule}: got ${JSON.stringify(text)}`);
+    throw new ConfigError(`${source(flags, name)} must be ${integerRule(min, max)}: ${shownValue(text)}`);
   }
   return value;
+}
+
+/** The rule an integer setting breaks, in words: "a non-negative integer", "an integer in 1..256". */
+export function integerRule(min: number, max = Number.MAX_SAFE_INTEGER): string {
+  if (max !== Number.MAX_SAFE_INTEGER) return `an integer in ${min}..${max}`;
+  if (min === 0) return "a non-negative integer";
+  if (min === 1) return "a positive integer";
+  return `an integer >= ${min}`;
+}
+
+/** A value as an error line shows it: a number as it is, anything else quoted so spaces and emptiness show. */
+export function shownValue(text: string): string {
+  return /^-?\d+(\.\d+)?$/.test(text) ? text : JSON.stringify(text);
 }
 
 function text(
@@ -300,14 +335,7 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
       );
     }
   }
-  const databaseUrl = text(values, flags, "database-url", DEFAULTS.databaseUrl);
-  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    throw new ConfigError(
-      `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
-        JSON.stringify(redactUrl(databaseUrl))
-      }`,
-    );
-  }
+  const databaseUrl = checkedDatabaseUrl(text(values, flags, "database-url", DEFAULTS.databaseUrl), flags);
   const logFormat = text(values, flags, "log-format", "human");
   if (logFormat !== "human" && logFormat !== "json") {
     throw new ConfigError(`${source(flags, "log-format")} must be human or json: got ${JSON.stringify(logFormat)}`);
@@ -358,6 +386,30 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
     logFormat,
     metricsPort: integer(values, flags, "metrics-port", undefined, 0, 65_535),
   };
+}
+
+/**
+ * `url` if it is a postgres:// URL that parses, else a ConfigError. The URL is checked here, where
+ * the error is one line with the password masked, because every later parser (postgres.js, the
+ * capture) would throw it whole, password included.
+ */
+function checkedDatabaseUrl(url: string, flags: Record<string, FlagSpec>): string {
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    throw new ConfigError(
+      `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
+        JSON.stringify(redactUrl(url))
+      }`,
+    );
+  }
+  try {
+    new URL(url);
+  } catch {
+    throw new ConfigError(
+      `${source(flags, "database-url")} is not a valid URL (check the host, a port in 1..65535, and ` +
+        `percent-encode special characters of the password): got ${JSON.stringify(redactUrl(url))}`,
+    );
+  }
+  return url;
 }
 
 function readCaFile(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): string | undefined {
@@ -516,10 +568,10 @@ export function helpText(command: CommandName, summary: string): string {
   return lines.join("\n");
 }
 
-/** Hides the password of a URL (`postgres://user:***@host/db`) so it can be logged. */
+/** Hides the password of a URL (`postgres://user:***@host/db`, `?password=***`) so it can be logged. */
 export function redactUrl(url: string): string {
   // Up to the last "@": a raw "@" in a password must not end the redaction early.
-  return url.replace(/(\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, "$1***@");
+  return url.replace(/(\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, "$1***@").replace(/([?&]password=)[^&#]*/gi, "$1***");
 }
 
 /** The host, port and database of a URL, without user or password, for log lines. */
