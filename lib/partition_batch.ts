@@ -15,7 +15,14 @@ import type { EachBatchPayload, KafkaMessage, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
 import { type DeadLetter, writeDeadLetters } from "./dead_letter.ts";
 import type { Logger } from "./log.ts";
-import { InvalidEventError, type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "./model.ts";
+import {
+  checkRecordKey,
+  InvalidEventError,
+  type OrderChange,
+  parseOrderEvent,
+  parseUserEvent,
+  type UserChange,
+} from "./model.ts";
 import type { OrderWaits } from "./order_wait.ts";
 import { classifyDatabaseError, describeError, isKafkaOutage } from "./errors.ts";
 import { retry, RetryError } from "./retry.ts";
@@ -251,13 +258,15 @@ export class PartitionBatches {
     }
   }
 
-  /** Parses every record; the ones that break the contract are bound for the DLQ with the parser's reason. */
+  /** Parses every record and checks its key; the ones that break the contract are bound for the DLQ with the reason. */
   #validate(topic: string, messages: KafkaMessage[]): Validated {
     const parse = topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent;
     const validated: Validated = { valid: [], invalid: [] };
     for (const message of messages) {
       try {
-        validated.valid.push({ message, change: parse(message.value) });
+        const change = parse(message.value);
+        checkRecordKey(message.key, change);
+        validated.valid.push({ message, change });
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
         validated.invalid.push({ message, reason: error.message });

@@ -4,6 +4,7 @@
  * transaction, and the errors that end a run instead of being waited out.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { loadConsumeConfig } from "../lib/config.ts";
 import { runConsumer } from "../lib/consumer.ts";
 import { dlqTopic } from "../lib/dead_letter.ts";
@@ -69,6 +70,46 @@ for (const [first, name] of [[remove, "DELETE"], [update, "UPDATE"]] as const) {
     }
   });
 }
+
+Deno.test("records keyed other than by their entity id (empty, null, non-UTF-8, another id) go to the DLQ naming key and id; the rest apply", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const ids = Array.from({ length: 6 }, (_, i) => `6f1c1b8e-3a57-4d0e-9d0a-${String(i).padStart(12, "0")}`);
+    await publishRaw(env.USERS_TOPIC, 1, []);
+    const producer = testKafka().producer({ allowAutoTopicCreation: false });
+    await producer.connect();
+    await producer.send({
+      topic: env.USERS_TOPIC,
+      acks: -1,
+      messages: [
+        { key: ids[0], value: create(ids[0]) },
+        { key: "", value: create(ids[1]) },
+        { key: null, value: create(ids[2]) },
+        { key: Buffer.from([0xc3, 0x28]), value: create(ids[3]) },
+        { key: ids[0], value: create(ids[4]) },
+        { key: ids[5].toUpperCase(), value: create(ids[5]) },
+      ],
+    });
+    await producer.disconnect();
+    const run = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(run.code, 0, run.stderr);
+    const tables = await readTables(db.sql);
+    assert.deepEqual([...tables.users.keys()].sort(), [ids[0], ids[5]]);
+    const dlq = await readTopic(dlqTopic(env.USERS_TOPIC), 4);
+    const reasons = dlq.sort((a, b) => Number(a.headers["dlq.source.offset"]) - Number(b.headers["dlq.source.offset"]))
+      .map((r) => `${r.headers["dlq.source.offset"]} ${r.headers["dlq.reason"]}`);
+    assert.deepEqual(reasons, [
+      `1 record key must be the event's user_id "${ids[1]}": got an empty key`,
+      `2 record key must be the event's user_id "${ids[2]}": got no key (null)`,
+      `3 record key must be the event's user_id "${ids[3]}": got a key that is not UTF-8 (hex c328)`,
+      `4 record key must be the event's user_id "${ids[4]}": got "${ids[0]}"`,
+    ]);
+    assert.deepEqual(await storedOffsets(db.sql), [`${env.USERS_TOPIC}:0=6`]);
+  } finally {
+    await db.drop();
+  }
+});
 
 Deno.test("a crash between the database commit and Kafka's commit re-delivers records that apply nothing and dead-letter nothing twice", async () => {
   const db = await createTestDatabase();
