@@ -248,6 +248,8 @@ async function existingIds(tx: Tx, table: "users" | "orders", ids: string[]): Pr
   return new Set(rows.map((r) => r.id));
 }
 
+// Every write below ends in `where (row) is distinct from (new values)`: a re-sent event that
+// changes nothing writes nothing, so it leaves no WAL, no dead tuple and no capture record.
 async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> {
   const ids = [...new Set(changes.map((c) => c.id))];
   const { patches, rejected } = planUserBatch(changes, await existingIds(tx, "users", ids));
@@ -268,7 +270,10 @@ async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> 
         dob = excluded.dob,
         created_at = excluded.created_at,
         modified_at = coalesce(excluded.modified_at, u.modified_at),
-        is_deleted = u.is_deleted or excluded.is_deleted`;
+        is_deleted = u.is_deleted or excluded.is_deleted
+      where (u.name, u.dob, u.created_at, u.modified_at, u.is_deleted) is distinct from
+        (excluded.name, excluded.dob, excluded.created_at, coalesce(excluded.modified_at, u.modified_at),
+         u.is_deleted or excluded.is_deleted)`;
   }
   if (updates.length) {
     await tx`
@@ -281,7 +286,8 @@ async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> 
         ${textArray(tx, updates.map((p) => p.name))}::varchar[],
         ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
         ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, name, modified_at, is_deleted)
-      where u.id = p.id`;
+      where u.id = p.id and (u.name, u.modified_at, u.is_deleted) is distinct from
+        (coalesce(p.name, u.name), coalesce(p.modified_at, u.modified_at), u.is_deleted or p.is_deleted)`;
   }
   return { rejected };
 }
@@ -322,7 +328,10 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
         total_amount = excluded.total_amount,
         placed_at = excluded.placed_at,
         modified_at = coalesce(excluded.modified_at, o.modified_at),
-        is_deleted = o.is_deleted or excluded.is_deleted`;
+        is_deleted = o.is_deleted or excluded.is_deleted
+      where (o.status, o.user_id, o.quantity, o.total_amount, o.placed_at, o.modified_at, o.is_deleted) is distinct from
+        (excluded.status, excluded.user_id, excluded.quantity, excluded.total_amount, excluded.placed_at,
+         coalesce(excluded.modified_at, o.modified_at), o.is_deleted or excluded.is_deleted)`;
   }
   if (updates.length) {
     await tx`
@@ -335,7 +344,8 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
         ${textArray(tx, updates.map((p) => p.status))}::varchar[],
         ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
         ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, status, modified_at, is_deleted)
-      where o.id = p.id`;
+      where o.id = p.id and (o.status, o.modified_at, o.is_deleted) is distinct from
+        (coalesce(p.status, o.status), coalesce(p.modified_at, o.modified_at), o.is_deleted or p.is_deleted)`;
   }
   return { rejected: plan.rejected, blocked: plan.blocked };
 }
