@@ -165,7 +165,18 @@ class ConsumerRun {
   async start(): Promise<void> {
     const { config, options: { sql, logger } } = this;
     const isDatabaseOutage = (e: unknown) => classifyDatabaseError(e) === "outage";
-    await retry(() => ensureSchema(sql), this.waitingFor("PostgreSQL", isDatabaseOutage));
+    await retry(() =>
+      ensureSchema(sql, {
+        signal: this.shutdown.signal,
+        onRetry: (error, attempt, retryInMs) => {
+          this.stats.retries++;
+          logger.warn("schema step met a deadlock or serialization failure; retrying", {
+            attempt,
+            retryInMs,
+            error: describeError(error),
+          });
+        },
+      }), this.waitingFor("PostgreSQL", isDatabaseOutage));
     this.stats.connected.database = true;
     await retry(async () => {
       await this.admin.connect();

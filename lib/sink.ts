@@ -8,6 +8,7 @@
 import postgres from "postgres";
 import type { OrderChange, UserChange } from "./model.ts";
 import { classifyDatabaseError, describeError } from "./errors.ts";
+import { retry } from "./retry.ts";
 
 /** A postgres.js connection pool. */
 export type Sql = postgres.Sql<Record<string, never>>;
@@ -55,13 +56,85 @@ export function isClosedConnectionWrite(error: unknown): boolean {
 /** Key of the advisory lock that serialises schema creation between consumers starting at once. */
 const SCHEMA_LOCK = 0x0cdc_5c4e;
 
+/** Body of the trigger function that cascades a user's soft delete to the user's orders. */
+const CASCADE_USER_DELETE = `
+      begin
+        update orders set is_deleted = true where user_id = new.id and is_deleted is not true;
+        return null;
+      end `;
+
+/** What of the schema is missing or out of date, as read from the catalog. */
+interface SchemaGaps {
+  users: boolean;
+  orders: boolean;
+  ordersUserIdIndex: boolean;
+  offsets: boolean;
+  cascadeFunction: boolean;
+  cascadeTrigger: boolean;
+  /** Objects of earlier versions that must go. */
+  legacyTrigger: boolean;
+  legacyFunction: boolean;
+}
+
 /**
- * Creates the tables, indexes and soft-delete triggers of CONTRACT.md section 3 if missing, in
- * one transaction under an advisory lock, so two consumers starting at once both succeed.
+ * Reads the catalog for what {@linkcode ensureSchema} would create. It takes no lock on the
+ * tables, so it neither waits on nor blocks a member's batch transaction.
  */
-export async function ensureSchema(sql: Sql): Promise<void> {
-  await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
+async function schemaGaps(sql: Sql | Tx): Promise<SchemaGaps> {
+  const [row] = await sql<SchemaGaps[]>`
+    select
+      to_regclass('users') is null as users,
+      to_regclass('orders') is null as orders,
+      to_regclass('orders_user_id_idx') is null as "ordersUserIdIndex",
+      to_regclass('cdc_offsets') is null as offsets,
+      not exists (select from pg_proc where oid = to_regproc('cdc_cascade_user_delete')
+        and prosrc = ${CASCADE_USER_DELETE}) as "cascadeFunction",
+      not exists (select from pg_trigger where tgrelid = to_regclass('users')
+        and tgname = 'users_cascade_soft_delete' and not tgisinternal) as "cascadeTrigger",
+      exists (select from pg_trigger where tgrelid = to_regclass('orders')
+        and tgname = 'orders_inherit_soft_delete') as "legacyTrigger",
+      to_regproc('cdc_inherit_user_delete') is not null as "legacyFunction"`;
+  return row;
+}
+
+/** Options of {@linkcode ensureSchema}. */
+export interface EnsureSchemaOptions {
+  /** Ends the retries of deadlocks and serialization failures. */
+  signal?: AbortSignal;
+  /** Called before each retry of a deadlock or serialization failure. */
+  onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+}
+
+/**
+ * Creates what is missing of the tables, indexes and soft-delete trigger of CONTRACT.md section
+ * 3. The catalog is read first: when the schema is current, which is every start but the first,
+ * no DDL runs and no lock is taken, so a consumer joining while another's batch transaction is
+ * open (or frozen) neither waits on it nor deadlocks with it. What is missing is created in one
+ * transaction under an advisory lock, re-read under that lock, so consumers starting at once all
+ * succeed; a deadlock or serialization failure (40P01, 40001) is retried with backoff, as a batch is.
+ */
+export async function ensureSchema(sql: Sql, options: EnsureSchemaOptions = {}): Promise<void> {
+  const current = (gaps: SchemaGaps) => Object.values(gaps).every((missing) => !missing);
+  if (current(await schemaGaps(sql))) return;
+  await retry(() =>
+    sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
+      const gaps = await schemaGaps(tx);
+      if (!current(gaps)) await createMissing(tx, gaps);
+    }), {
+    what: "creating the schema",
+    maxAttempts: Infinity,
+    baseMs: 100,
+    capMs: 2_000,
+    isRetriable: (error) => classifyDatabaseError(error) === "transient",
+    signal: options.signal,
+    onRetry: options.onRetry,
+  });
+}
+
+/** Creates each object `gaps` names, and drops what earlier versions made and this one does not use. */
+async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
+  if (gaps.users) {
     await tx`
       create table if not exists users (
         id uuid primary key,
@@ -71,6 +144,8 @@ export async function ensureSchema(sql: Sql): Promise<void> {
         modified_at timestamptz,
         is_deleted boolean default false
       )`;
+  }
+  if (gaps.orders) {
     await tx`
       create table if not exists orders (
         id uuid primary key,
@@ -82,10 +157,12 @@ export async function ensureSchema(sql: Sql): Promise<void> {
         modified_at timestamptz,
         is_deleted boolean default false
       )`;
-    await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
-    // How far the tables have applied each source partition, advanced by the transaction that
-    // applies it (CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
-    // any group applying into this database resumes here; consumer_group says who wrote last.
+  }
+  if (gaps.ordersUserIdIndex) await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
+  // How far the tables have applied each source partition, advanced by the transaction that
+  // applies it (CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
+  // any group applying into this database resumes here; consumer_group says who wrote last.
+  if (gaps.offsets) {
     await tx`
       create table if not exists cdc_offsets (
         topic text not null,
@@ -95,25 +172,27 @@ export async function ensureSchema(sql: Sql): Promise<void> {
         updated_at timestamptz not null default now(),
         primary key (topic, partition)
       )`;
-    // A deleted user's orders are deleted, whenever either arrives: this trigger cascades the
-    // user's delete to existing orders; applyOrders marks orders that arrive afterwards.
+  }
+  // A deleted user's orders are deleted, whenever either arrives: this trigger cascades the
+  // user's delete to existing orders; applyOrders marks orders that arrive afterwards.
+  if (gaps.cascadeFunction) {
+    // DDL takes no parameters; the body is this module's constant, the one schemaGaps compares.
+    await tx.unsafe(
+      `create or replace function cdc_cascade_user_delete() returns trigger language plpgsql as $body$${CASCADE_USER_DELETE}$body$`,
+    );
+  }
+  if (gaps.cascadeTrigger) {
     await tx`
-      create or replace function cdc_cascade_user_delete() returns trigger language plpgsql as $$
-      begin
-        update orders set is_deleted = true where user_id = new.id and is_deleted is not true;
-        return null;
-      end $$`;
-    await tx`
-      create or replace trigger users_cascade_soft_delete
+      create trigger users_cascade_soft_delete
         after update of is_deleted on users for each row
         when (new.is_deleted and old.is_deleted is not true)
         execute function cdc_cascade_user_delete()`;
-    // Orders arriving after their user's delete are marked by applyOrders, which reads the user
-    // anyway; a per-row trigger doing it cost a third of the orders' apply time. Schemas made
-    // by earlier versions lose that trigger here.
-    await tx`drop trigger if exists orders_inherit_soft_delete on orders`;
-    await tx`drop function if exists cdc_inherit_user_delete()`;
-  });
+  }
+  // Orders arriving after their user's delete are marked by applyOrders, which reads the user
+  // anyway; a per-row trigger doing it cost a third of the orders' apply time. Schemas made
+  // by earlier versions lose that trigger here.
+  if (gaps.legacyTrigger) await tx`drop trigger if exists orders_inherit_soft_delete on orders`;
+  if (gaps.legacyFunction) await tx`drop function if exists cdc_inherit_user_delete()`;
 }
 
 /** Array elements that must be quoted: empty, the word NULL, or holding a delimiter, quote, backslash or space. */
