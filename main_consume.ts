@@ -6,7 +6,7 @@
  */
 import process from "node:process";
 import { databaseLocation, loadConsumeConfig, readCommandLine } from "./lib/config.ts";
-import { newConsumeStats, runConsumer } from "./lib/consumer.ts";
+import { consumerSessionParameters, newConsumeStats, runConsumer } from "./lib/consumer.ts";
 import { runDlqCommand } from "./lib/dlq_command.ts";
 import { createKafka } from "./lib/kafka_admin.ts";
 import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
@@ -45,7 +45,9 @@ async function main(args: string[]): Promise<number> {
     topics: `${config.usersTopic},${config.ordersTopic}`,
     group: config.consumerGroup,
   });
-  const sql = connectDatabase(config.databaseUrl, config.concurrency + 2);
+  const sql = connectDatabase(config.databaseUrl, config.concurrency + 2, {
+    connection: consumerSessionParameters(config),
+  });
   const stats = newConsumeStats();
   const kafka = createKafka(config, "cdc-consume", logger);
   const started = performance.now();

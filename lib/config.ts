@@ -76,6 +76,12 @@ export interface ConsumeConfig extends CommonConfig {
   maxBatchBytes: number;
   /** Empty the tables and the stored offsets first, then apply the topics from their first offset. @default false */
   rebuild: boolean;
+  /**
+   * Seconds a member may go silent before the group gives its partitions to another. It also
+   * bounds the member's database transactions (lib/consumer.ts, consumerSessionParameters), so a
+   * frozen member cannot hold its partitions' rows longer than that. @default 30
+   */
+  sessionTimeoutS: number;
 }
 
 /** Settings of `main_produce.ts capture` (CONTRACT.md section 7). */
@@ -109,6 +115,7 @@ export const DEFAULTS = {
   retryBackoffMs: 250,
   orderWaitS: 30,
   concurrency: 8,
+  sessionTimeoutS: 30,
   // 256 KiB (about 1,200 events) per partition: as fast as 1 MiB when draining a backlog, with
   // peak RSS 240 MB instead of 420 MB (deno task bench).
   maxBatchBytes: 262_144,
@@ -191,6 +198,12 @@ const CONSUME_FLAGS: Record<string, FlagSpec> = {
     env: "MAX_BATCH_BYTES",
     type: "string",
     help: `fetch bytes per partition (default ${DEFAULTS.maxBatchBytes})`,
+  },
+  "session-timeout": {
+    env: "CONSUMER_SESSION_TIMEOUT",
+    type: "string",
+    help:
+      `seconds before a silent member loses its partitions and its open transaction (default ${DEFAULTS.sessionTimeoutS})`,
   },
   rebuild: {
     type: "boolean",
@@ -467,6 +480,8 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
       concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
       maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
       rebuild: values.get("rebuild") === true,
+      // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms).
+      sessionTimeoutS: integer(values, flags, "session-timeout", DEFAULTS.sessionTimeoutS, 6, 1800)!,
     },
   };
 }

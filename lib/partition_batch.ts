@@ -24,7 +24,7 @@ import {
   type UserChange,
 } from "./model.ts";
 import type { OrderWaits } from "./order_wait.ts";
-import { classifyDatabaseError, describeError, isKafkaOutage } from "./errors.ts";
+import { classifyDatabaseError, describeError, isGroupMembershipLost, isKafkaOutage } from "./errors.ts";
 import { retry, RetryError } from "./retry.ts";
 import {
   advanceOffset,
@@ -223,8 +223,8 @@ export class PartitionBatches {
     const validated = this.#validate(topic, messages);
     const { stats, logger, signal } = this.deps;
     try {
-      const step = await retry(async (attempt) => {
-        if (attempt > 1) await heartbeat().catch(() => {}); // stay in the group through a long outage
+      const step = await retry(async () => {
+        await stillMember(heartbeat);
         await this.deps.beforeApply?.(topic, partition);
         return await this.#step(topic, partition, start, messages, validated, batchEnd);
       }, {
@@ -249,6 +249,10 @@ export class PartitionBatches {
       stats.connected.database = true;
       return step;
     } catch (error) {
+      if (error instanceof MembershipLost) {
+        logger.warn(`${error.message}; batch given up, the group is rejoined`, { topic, partition });
+        throw error.cause; // kafkajs rejoins, and the new assignment starts from the stored offsets
+      }
       if (error instanceof FencedError) {
         await this.#fenced(topic, partition, error);
         return undefined;
@@ -369,9 +373,31 @@ export class PartitionBatches {
   }
 }
 
+/** The group rebalanced without this member: the batch in hand belongs to another now. */
+class MembershipLost extends Error {
+  constructor(cause: unknown) {
+    super(`the group rebalanced: ${describeError(cause)}`, { cause });
+    this.name = "MembershipLost";
+  }
+}
+
+/**
+ * Heartbeats before each transaction (kafkajs sends one only once its interval has passed, so
+ * this is free between batches) and throws MembershipLost when the group has moved on: a member
+ * that was frozen past its session learns it here, before it could apply a partition that is no
+ * longer its own. A heartbeat Kafka does not answer (an outage) is no reason to stop applying.
+ */
+async function stillMember(heartbeat: () => Promise<void>): Promise<void> {
+  try {
+    await heartbeat();
+  } catch (error) {
+    if (isGroupMembershipLost(error)) throw new MembershipLost(error);
+  }
+}
+
 /** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
-  if (error instanceof FencedError) return undefined;
+  if (error instanceof FencedError || error instanceof MembershipLost) return undefined;
   if (isKafkaOutage(error)) return "Kafka (DLQ)";
   const kind = classifyDatabaseError(error);
   return kind === "outage" || kind === "transient" ? "PostgreSQL" : undefined;

@@ -31,14 +31,22 @@ export interface ApplyOutcome {
   blocked?: { index: number; userId: string };
 }
 
-/** Opens a pool to `url` (libpq form; `sslmode` is honoured by postgres.js). */
-export function connectDatabase(url: string, maxConnections: number): Sql {
+/**
+ * Opens a pool to `url` (libpq form; `sslmode` is honoured by postgres.js). `extra` adds or
+ * overrides postgres.js options; its `connection` settings are added to the defaults.
+ */
+export function connectDatabase(
+  url: string,
+  maxConnections: number,
+  extra: Partial<postgres.Options<never>> = {},
+): Sql {
   return postgres(url, {
     max: maxConnections,
     onnotice: () => {},
     connect_timeout: 5,
     idle_timeout: 60,
-    connection: { application_name: "cdc-pipeline" },
+    ...extra,
+    connection: { application_name: "cdc-pipeline", ...extra.connection },
   }) as unknown as Sql;
 }
 

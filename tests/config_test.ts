@@ -333,6 +333,16 @@ Deno.test("integer settings refuse fractions, exponents, signs and values out of
   assert.match(configError(() => loadConsumeConfig(["--idle-timeout", "0"], {})), /IDLE_TIMEOUT.*: 0$/);
 });
 
+Deno.test("the session timeout defaults to 30 s, is read from CONSUMER_SESSION_TIMEOUT or --session-timeout, and stays in Kafka's 6..1800 s", () => {
+  assert.equal(consume().sessionTimeoutS, 30);
+  assert.equal(consume([], { CONSUMER_SESSION_TIMEOUT: "12" }).sessionTimeoutS, 12);
+  assert.equal(consume(["--session-timeout", "45"], { CONSUMER_SESSION_TIMEOUT: "12" }).sessionTimeoutS, 45);
+  assert.match(
+    configError(() => loadConsumeConfig(["--session-timeout", "5"], {})),
+    /^--session-timeout \(or CONSUMER_SESSION_TIMEOUT\) must be an integer in 6\.\.1800: 5$/,
+  );
+});
+
 Deno.test("a negative number after any numeric flag is refused by that flag's rule, not as an ambiguous option", () => {
   assert.equal(
     configError(() => loadProduceConfig(["--users", "-5"], {})),
@@ -356,6 +366,7 @@ Deno.test("a negative number after any numeric flag is refused by that flag's ru
     [loadConsumeConfig, "order-wait", /^--order-wait .* must be an integer in 0\.\.86400: -5$/],
     [loadConsumeConfig, "concurrency", /^--concurrency .* must be an integer in 1\.\.256: -5$/],
     [loadConsumeConfig, "max-batch-bytes", /^--max-batch-bytes .* must be an integer in 1024\.\.67108864: -5$/],
+    [loadConsumeConfig, "session-timeout", /^--session-timeout .* must be an integer in 6\.\.1800: -5$/],
     [loadCaptureConfig, "batch-size", /^--batch-size must be an integer in 1\.\.100000: -5$/],
   ];
   for (const [load, flag, pattern] of numeric) {
@@ -459,6 +470,7 @@ const CONSUME_ONLY: [string, string | undefined][] = [
   ["order-wait", "ORDER_WAIT_SECONDS"],
   ["concurrency", "CONSUMER_CONCURRENCY"],
   ["max-batch-bytes", "MAX_BATCH_BYTES"],
+  ["session-timeout", "CONSUMER_SESSION_TIMEOUT"],
   ["rebuild", undefined],
 ];
 
@@ -502,6 +514,7 @@ const VALID_VALUE: Record<string, string> = {
   "orders-topic": "o2",
   group: "g2",
   "max-batch-bytes": "2048",
+  "session-timeout": "10",
 };
 
 Deno.test("every flag in the help is accepted by its command", () => {

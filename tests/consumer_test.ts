@@ -1,6 +1,7 @@
 /** The consumer against real Kafka and PostgreSQL, checked against an independent reference model. */
 import assert from "node:assert/strict";
 import postgres from "postgres";
+import { consumerSessionParameters } from "../lib/consumer.ts";
 import { DLQ_HEADERS, dlqTopic } from "../lib/dead_letter.ts";
 import { arrayLiteral, connectDatabase, ensureSchema } from "../lib/sink.ts";
 import {
@@ -338,4 +339,15 @@ Deno.test("the schema step creates only what is missing: a dropped trigger, inde
     await sql.end();
     await db.drop();
   }
+});
+
+Deno.test("the consumer's sessions end a transaction idle for the session timeout and give up a lock wait after a third of it", () => {
+  assert.deepEqual(consumerSessionParameters({ sessionTimeoutS: 30 }), {
+    idle_in_transaction_session_timeout: "30000",
+    lock_timeout: "10000",
+  });
+  assert.deepEqual(consumerSessionParameters({ sessionTimeoutS: 10 }), {
+    idle_in_transaction_session_timeout: "10000",
+    lock_timeout: "3333",
+  });
 });
