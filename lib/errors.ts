@@ -96,7 +96,13 @@ export function isKafkaAuthError(error: unknown): boolean {
     e?.type === "TOPIC_AUTHORIZATION_FAILED" || e?.type === "GROUP_AUTHORIZATION_FAILED";
 }
 
-/** A one-line description of an error: its name or code, then its first message line. */
+/** node:tls codes of a server certificate the client refused: a setting to fix, said so. */
+const CERTIFICATE_REFUSED = /^(CERT_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_|ERR_TLS_CERT_ALTNAME)/;
+
+/**
+ * A one-line description of an error: its name or code, then its first message line; for a
+ * refused server certificate, what to check.
+ */
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const code = (error as { code?: unknown }).code;
@@ -105,5 +111,8 @@ export function describeError(error: unknown): string {
   const cause = error.cause instanceof Error && error.name === "KafkaJSNumberOfRetriesExceeded"
     ? `: ${describeError(error.cause)}`
     : "";
-  return `${label}: ${message}${cause}`;
+  const hint = typeof code === "string" && CERTIFICATE_REFUSED.test(code)
+    ? " (the server's TLS certificate is not trusted: check the CA file, e.g. sslrootcert in DATABASE_URL, and that the host name is in the certificate)"
+    : "";
+  return `${label}: ${message}${cause}${hint}`;
 }

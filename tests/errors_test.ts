@@ -148,3 +148,13 @@ Deno.test("kafkajs' own errors are told apart from ours by their KafkaJS name", 
   assert.equal(isKafkaJSError({ name: "DeadLetterError" }), false);
   assert.equal(isKafkaJSError(null), false);
 });
+
+Deno.test("a refused server certificate is described with what to check", () => {
+  for (const code of ["SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "ERR_TLS_CERT_ALTNAME_INVALID"]) {
+    assert.match(
+      describeError(dbError(code, "bad cert")),
+      new RegExp(`^Error ${code}: bad cert \\(the server's TLS certificate is not trusted: check the CA file`),
+    );
+  }
+  assert.equal(describeError(dbError("ECONNREFUSED", "refused")), "Error ECONNREFUSED: refused");
+});
