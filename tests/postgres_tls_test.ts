@@ -103,16 +103,23 @@ Deno.test("a TLS file DATABASE_URL names that cannot be read: consume and captur
 
 // ---- a real PostgreSQL that accepts TLS only ------------------------------------------------------
 
-const PG_BIN = [...Deno.readDirSync("/usr/lib/postgresql")]
-  .map((entry) => `/usr/lib/postgresql/${entry.name}/bin`)
-  .filter((bin) => {
-    try {
-      return Deno.statSync(`${bin}/initdb`).isFile;
-    } catch {
-      return false;
-    }
-  })
-  .sort().at(-1);
+/** Debian's PostgreSQL binaries, the newest version installed (scripts/services.sh installs them). */
+const PG_BIN = (() => {
+  try {
+    return [...Deno.readDirSync("/usr/lib/postgresql")]
+      .map((entry) => `/usr/lib/postgresql/${entry.name}/bin`)
+      .filter((bin) => {
+        try {
+          return Deno.statSync(`${bin}/initdb`).isFile;
+        } catch {
+          return false;
+        }
+      })
+      .sort().at(-1);
+  } catch {
+    return undefined;
+  }
+})();
 const AS_ROOT = Deno.uid() === 0;
 
 /** Runs `cmd`; as root, a server command runs as user postgres (initdb refuses root), as scripts/services.sh does. */
