@@ -165,9 +165,11 @@ Deno.test("a member frozen inside its batch past the session timeout: the new ow
       mismatches: mismatches.length,
       dlqRecords: dlq,
     });
-    // The bound: the session timeout for the group to move the partitions, the same for
-    // PostgreSQL to end the frozen transaction (they overlap), a rebalance and a retry's backoff.
-    assert.ok(progressS < SESSION_TIMEOUT_S * 3 + 15, `the new owner applied only after ${progressS} s`);
+    // The bound: the session timeout for the group to move the partitions (PostgreSQL ends the
+    // frozen transaction within the same time, the two overlap), the lock timeout of a claim
+    // that started just before, and slack for a rebalance and a retry's backoff on a busy machine.
+    const boundS = SESSION_TIMEOUT_S + SESSION_TIMEOUT_S / 3 + 15;
+    assert.ok(progressS < boundS, `the new owner applied only after ${progressS} s, not within ${boundS} s`);
     // Its held batch is given up (the heartbeat before its retry reports the rebalance) or fenced
     // (its claim finds the offset moved); it commits it only if its partition came back to it
     // unchanged, which applies nothing twice either.
