@@ -5,15 +5,15 @@
  * @module
  */
 import process from "node:process";
-import { databaseLocation, loadConsumeConfig, readCommandLine } from "./lib/config.ts";
-import { newConsumeStats, runConsumer } from "./lib/consumer.ts";
+import { ConfigError, databaseLocation, loadConsumeConfig, readCommandLine } from "./lib/config.ts";
+import { consumerSessionParameters, newConsumeStats, runConsumer } from "./lib/consumer.ts";
 import { runDlqCommand } from "./lib/dlq_command.ts";
 import { createKafka } from "./lib/kafka_admin.ts";
 import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
 import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
 import { describeError } from "./lib/errors.ts";
 import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
-import { connectDatabase } from "./lib/sink.ts";
+import { connectDatabase, type Sql } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 
 const SUMMARY = "Reads the users and orders topics in one consumer group and applies the events to\n" +
@@ -45,7 +45,16 @@ async function main(args: string[]): Promise<number> {
     topics: `${config.usersTopic},${config.ordersTopic}`,
     group: config.consumerGroup,
   });
-  const sql = connectDatabase(config.databaseUrl, config.concurrency + 2);
+  let sql: Sql;
+  try {
+    sql = connectDatabase(config.databaseUrl, config.concurrency + 2, {
+      connection: consumerSessionParameters(config),
+    });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    logger.error(`cdc-consume: ${error.message}`);
+    return 2;
+  }
   const stats = newConsumeStats();
   const kafka = createKafka(config, "cdc-consume", logger);
   const started = performance.now();

@@ -6,9 +6,9 @@
  */
 import process from "node:process";
 import { dropCapture, newCaptureStats, runCapture } from "./lib/capture.ts";
-import { databaseLocation, loadCaptureConfig, loadProduceConfig, readCommandLine } from "./lib/config.ts";
+import { ConfigError, databaseLocation, loadCaptureConfig, loadProduceConfig, readCommandLine } from "./lib/config.ts";
 import { describeError } from "./lib/errors.ts";
-import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
+import { commandLogger, type Logger, routeProcessWarnings } from "./lib/log.ts";
 import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
 import { newProduceStats, runProducer } from "./lib/producer.ts";
 import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
@@ -31,6 +31,13 @@ const CAPTURE_SUMMARY = "Streams every change of the --tables (default users and
   "publication. SIGINT/SIGTERM publish what is in hand, acknowledge it and exit 0.\n" +
   "With --metrics-port, serves /metrics (incl. the slot's retained WAL) and GET /health.";
 
+/** A setting found unusable once the run started (a TLS file of DATABASE_URL): one line, exit 2. */
+function settingFailed(logger: Logger, error: unknown): number {
+  if (!(error instanceof ConfigError)) throw error;
+  logger.error(`cdc-produce capture: ${error.message}`);
+  return 2;
+}
+
 async function capture(args: string[]): Promise<number> {
   const commandLine = readCommandLine("produce capture", args, process.env, {
     summary: CAPTURE_SUMMARY,
@@ -43,7 +50,12 @@ async function capture(args: string[]): Promise<number> {
   routeProcessWarnings(logger);
   exitOnUncaught(logger, "postgres.js wrote to a connection that had just closed; the capture reconnects");
   if (config.dropSlot) {
-    const sql = connectDatabase(config.databaseUrl, 1);
+    let sql;
+    try {
+      sql = connectDatabase(config.databaseUrl, 1);
+    } catch (error) {
+      return settingFailed(logger, error);
+    }
     try {
       const dropped = await dropCapture(sql, config);
       logger.info("done", { slot: config.slot, publication: config.publication, ...dropped });
@@ -79,6 +91,7 @@ async function capture(args: string[]): Promise<number> {
     logger.info("done", { ...summary });
     return 0;
   } catch (error) {
+    if (error instanceof ConfigError) return settingFailed(logger, error);
     logger.error(`failed: ${describeError(error)}`);
     return 1;
   } finally {

@@ -76,6 +76,12 @@ export interface ConsumeConfig extends CommonConfig {
   maxBatchBytes: number;
   /** Empty the tables and the stored offsets first, then apply the topics from their first offset. @default false */
   rebuild: boolean;
+  /**
+   * Seconds a member may go silent before the group gives its partitions to another. It also
+   * bounds the member's database transactions (lib/consumer.ts, consumerSessionParameters), so a
+   * frozen member cannot hold its partitions' rows longer than that. @default 30
+   */
+  sessionTimeoutS: number;
 }
 
 /** Settings of `main_produce.ts capture` (CONTRACT.md section 7). */
@@ -113,6 +119,7 @@ export const DEFAULTS = {
   retryBackoffMs: 250,
   orderWaitS: 30,
   concurrency: 8,
+  sessionTimeoutS: 30,
   // 256 KiB (about 1,200 events) per partition: as fast as 1 MiB when draining a backlog, with
   // peak RSS 240 MB instead of 420 MB (deno task bench).
   maxBatchBytes: 262_144,
@@ -197,6 +204,12 @@ const CONSUME_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     help: `fetch bytes per partition (default ${DEFAULTS.maxBatchBytes})`,
   },
+  "session-timeout": {
+    env: "CONSUMER_SESSION_TIMEOUT",
+    type: "string",
+    help:
+      `seconds before a silent member loses its partitions and its open transaction (default ${DEFAULTS.sessionTimeoutS})`,
+  },
   rebuild: {
     type: "boolean",
     help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
@@ -238,12 +251,35 @@ const COMMAND_FLAGS = {
 /** A command whose flags {@linkcode readCommandLine} reads. */
 export type CommandName = keyof typeof COMMAND_FLAGS;
 
+/**
+ * `args` with every negative number that follows a flag taking a value joined to it
+ * (`--users -5` becomes `--users=-5`): node:util's parseArgs reads `-5` as an option and would
+ * answer "ambiguous" instead of letting the flag's rule name what is wrong.
+ */
+export function joinNegativeValues(args: string[], takesValue: (flag: string) => boolean): string[] {
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const flag = /^--([^=]+)$/.exec(args[i])?.[1];
+    const next = args[i + 1];
+    if (flag !== undefined && takesValue(flag) && next !== undefined && /^-[\d.]/.test(next)) {
+      joined.push(`${args[i]}=${next}`);
+      i++;
+    } else joined.push(args[i]);
+  }
+  return joined;
+}
+
 function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
   for (const [name, spec] of Object.entries(flags)) options[name] = { type: spec.type };
   let parsed;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: false });
+    parsed = parseArgs({
+      args: joinNegativeValues(args, (flag) => flags[flag]?.type === "string"),
+      options,
+      strict: true,
+      allowPositionals: false,
+    });
   } catch (error) {
     throw new ConfigError((error as Error).message.split("\n")[0]);
   }
@@ -277,10 +313,22 @@ function integer(
   const text = String(raw).trim();
   const value = Number(text);
   if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-    const rule = max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer in ${min}..${max}`;
-    throw new ConfigError(`${source(flags, name)} must be ${rule}: got ${JSON.stringify(text)}`);
+    throw new ConfigError(`${source(flags, name)} must be ${integerRule(min, max)}: ${shownValue(text)}`);
   }
   return value;
+}
+
+/** The rule an integer setting breaks, in words: "a non-negative integer", "an integer in 1..256". */
+export function integerRule(min: number, max = Number.MAX_SAFE_INTEGER): string {
+  if (max !== Number.MAX_SAFE_INTEGER) return `an integer in ${min}..${max}`;
+  if (min === 0) return "a non-negative integer";
+  if (min === 1) return "a positive integer";
+  return `an integer >= ${min}`;
+}
+
+/** A value as an error line shows it: a number as it is, anything else quoted so spaces and emptiness show. */
+export function shownValue(text: string): string {
+  return /^-?\d+(\.\d+)?$/.test(text) ? text : JSON.stringify(text);
 }
 
 function text(
@@ -314,14 +362,7 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
       );
     }
   }
-  const databaseUrl = text(values, flags, "database-url", DEFAULTS.databaseUrl);
-  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    throw new ConfigError(
-      `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
-        JSON.stringify(redactUrl(databaseUrl))
-      }`,
-    );
-  }
+  const databaseUrl = checkedDatabaseUrl(text(values, flags, "database-url", DEFAULTS.databaseUrl), flags);
   const logFormat = text(values, flags, "log-format", "human");
   if (logFormat !== "human" && logFormat !== "json") {
     throw new ConfigError(`${source(flags, "log-format")} must be human or json: got ${JSON.stringify(logFormat)}`);
@@ -372,6 +413,30 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
     logFormat,
     metricsPort: integer(values, flags, "metrics-port", undefined, 0, 65_535),
   };
+}
+
+/**
+ * `url` if it is a postgres:// URL that parses, else a ConfigError. The URL is checked here, where
+ * the error is one line with the password masked, because every later parser (postgres.js, the
+ * capture) would throw it whole, password included.
+ */
+function checkedDatabaseUrl(url: string, flags: Record<string, FlagSpec>): string {
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    throw new ConfigError(
+      `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
+        JSON.stringify(redactUrl(url))
+      }`,
+    );
+  }
+  try {
+    new URL(url);
+  } catch {
+    throw new ConfigError(
+      `${source(flags, "database-url")} is not a valid URL (check the host, a port in 1..65535, and ` +
+        `percent-encode special characters of the password): got ${JSON.stringify(redactUrl(url))}`,
+    );
+  }
+  return url;
 }
 
 function readCaFile(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): string | undefined {
@@ -429,6 +494,8 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
       concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
       maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
       rebuild: values.get("rebuild") === true,
+      // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms).
+      sessionTimeoutS: integer(values, flags, "session-timeout", DEFAULTS.sessionTimeoutS, 6, 1800)!,
     },
   };
 }
@@ -547,10 +614,10 @@ export function helpText(command: CommandName, summary: string): string {
   return lines.join("\n");
 }
 
-/** Hides the password of a URL (`postgres://user:***@host/db`) so it can be logged. */
+/** Hides the password of a URL (`postgres://user:***@host/db`, `?password=***`) so it can be logged. */
 export function redactUrl(url: string): string {
   // Up to the last "@": a raw "@" in a password must not end the redaction early.
-  return url.replace(/(\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, "$1***@");
+  return url.replace(/(\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, "$1***@").replace(/([?&]password=)[^&#]*/gi, "$1***");
 }
 
 /** The host, port and database of a URL, without user or password, for log lines. */

@@ -66,6 +66,26 @@ export function newConsumeStats(): ConsumeStats {
   };
 }
 
+/**
+ * Settings of the consumer's database sessions that bound how long a member that stops answering
+ * (SIGSTOP, a VM pause, a GC stall) can hold its partitions' rows. The group gives its partitions
+ * to another member after the session timeout; by then PostgreSQL has ended its open transaction
+ * (idle_in_transaction_session_timeout, the same length), releasing its row locks in cdc_offsets,
+ * users and orders. A lock wait (the new owner's claim on cdc_offsets above all) gives up after a
+ * third of it (lock_timeout), so the waiting member heartbeats and retries instead of being
+ * evicted itself. The new owner applies within the session timeout, the rebalance, and one
+ * retry's backoff. When the frozen member resumes, its transaction is gone: its retry heartbeats
+ * first, learns of the rebalance and gives the batch up, or its claim finds the offset moved
+ * (fenced); either way it re-reads the stored offsets and goes on.
+ */
+export function consumerSessionParameters(config: Pick<ConsumeConfig, "sessionTimeoutS">): Record<string, string> {
+  const ms = config.sessionTimeoutS * 1000;
+  return {
+    idle_in_transaction_session_timeout: String(ms),
+    lock_timeout: String(Math.max(1_000, Math.floor(ms / 3))),
+  };
+}
+
 /** Why the run ended. */
 export type StopReason = "signal" | "idle";
 
@@ -165,7 +185,18 @@ class ConsumerRun {
   async start(): Promise<void> {
     const { config, options: { sql, logger } } = this;
     const isDatabaseOutage = (e: unknown) => classifyDatabaseError(e) === "outage";
-    await retry(() => ensureSchema(sql), this.waitingFor("PostgreSQL", isDatabaseOutage));
+    await retry(() =>
+      ensureSchema(sql, {
+        signal: this.shutdown.signal,
+        onRetry: (error, attempt, retryInMs) => {
+          this.stats.retries++;
+          logger.warn("schema step met a deadlock or serialization failure; retrying", {
+            attempt,
+            retryInMs,
+            error: describeError(error),
+          });
+        },
+      }), this.waitingFor("PostgreSQL", isDatabaseOutage));
     this.stats.connected.database = true;
     await retry(async () => {
       await this.admin.connect();
@@ -229,8 +260,8 @@ class ConsumerRun {
       groupId: config.consumerGroup,
       maxBytesPerPartition: config.maxBatchBytes,
       maxBytes: config.maxBatchBytes * 8,
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
+      sessionTimeout: config.sessionTimeoutS * 1000,
+      heartbeatInterval: Math.min(3_000, config.sessionTimeoutS * 100),
       maxWaitTimeInMs: 2_000,
       allowAutoTopicCreation: false,
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },

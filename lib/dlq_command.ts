@@ -9,7 +9,7 @@
 import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
-import { ConfigError, type ConsumeConfig, DEFAULTS, loadConsumeConfig } from "./config.ts";
+import { ConfigError, type ConsumeConfig, DEFAULTS, integerRule, loadConsumeConfig, shownValue } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./dead_letter.ts";
 import { createKafka } from "./kafka_admin.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
@@ -272,7 +272,7 @@ export function parseDlqArgs(args: string[]): DlqArgs | undefined {
     if (action !== "list") throw new ConfigError("--limit belongs to dlq list");
     limit = Number(values.limit);
     if (!/^\d+$/.test(values.limit) || !Number.isSafeInteger(limit) || limit < 1) {
-      throw new ConfigError(`--limit must be an integer >= 1: got ${JSON.stringify(values.limit)}`);
+      throw new ConfigError(`--limit must be ${integerRule(1)}: ${shownValue(values.limit)}`);
     }
   }
   return { action, topic: values.topic, limit, dryRun: values.dryRun, rest: tail.filter((_, i) => !own.has(i)) };

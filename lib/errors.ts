@@ -28,11 +28,20 @@ const SOCKET_CODES = new Set([
 const OUTAGE_SQLSTATE = /^(08|53|57P)|^25006$/;
 
 /**
+ * SQLSTATEs after which the transaction is simply tried again: serialization failure, deadlock,
+ * a lock wait past lock_timeout (55P03: another member holds the rows, perhaps frozen), and the
+ * server ending a transaction left idle past idle_in_transaction_session_timeout (25P03: this
+ * member was frozen; the retry finds out whether another applied meanwhile).
+ */
+const TRANSIENT_SQLSTATE = new Set(["40001", "40P01", "55P03", "25P03"]);
+
+/**
  * Classifies a PostgreSQL failure. Outages are the socket errors and SQLSTATE class 08
- * (connection), 53 (resources), 57P (shutdown) and 25006 (read-only); 40001 and 40P01
- * (serialization, deadlock) are transient; class 22 (data) and 23 (integrity) belong to the
- * record. Everything else is fatal: a dropped table (42P01), a refused login (28P01), a missing
- * database (3D000), an error with no code at all (a bug of ours) will not pass by waiting.
+ * (connection), 53 (resources), 57P (shutdown) and 25006 (read-only); TRANSIENT_SQLSTATE
+ * (serialization, deadlock, lock timeout, idle transaction ended) are transient; class 22 (data)
+ * and 23 (integrity) belong to the record. Everything else is fatal: a dropped table (42P01), a
+ * refused login (28P01), a missing database (3D000), an error with no code at all (a bug of
+ * ours) will not pass by waiting.
  */
 export function classifyDatabaseError(error: unknown): FailureKind {
   const code = (error as { code?: unknown } | null)?.code;
@@ -40,7 +49,7 @@ export function classifyDatabaseError(error: unknown): FailureKind {
   if (SOCKET_CODES.has(code)) return "outage";
   if (!/^[0-9A-Z]{5}$/.test(code)) return "fatal";
   if (OUTAGE_SQLSTATE.test(code)) return "outage";
-  if (code === "40001" || code === "40P01") return "transient";
+  if (TRANSIENT_SQLSTATE.has(code)) return "transient";
   if (code.startsWith("22") || code.startsWith("23")) return "record";
   return "fatal";
 }
@@ -60,6 +69,20 @@ export function isKafkaOutage(error: unknown): boolean {
   return e.cause !== undefined && isKafkaOutage(e.cause);
 }
 
+/** Kafka error types telling a member that the group has moved on without it. */
+const MEMBERSHIP_LOST = new Set([
+  "REBALANCE_IN_PROGRESS",
+  "UNKNOWN_MEMBER_ID",
+  "ILLEGAL_GENERATION",
+  "FENCED_INSTANCE_ID",
+]);
+
+/** Whether a heartbeat's failure means the member no longer owns its partitions: the group rebalances. */
+export function isGroupMembershipLost(error: unknown): boolean {
+  const type = (error as { type?: unknown } | null)?.type;
+  return typeof type === "string" && MEMBERSHIP_LOST.has(type);
+}
+
 /** Whether `error` is one of kafkajs' own errors (they all carry a `KafkaJS` name). */
 export function isKafkaJSError(error: unknown): boolean {
   const name = (error as { name?: unknown } | null)?.name;
@@ -73,7 +96,13 @@ export function isKafkaAuthError(error: unknown): boolean {
     e?.type === "TOPIC_AUTHORIZATION_FAILED" || e?.type === "GROUP_AUTHORIZATION_FAILED";
 }
 
-/** A one-line description of an error: its name or code, then its first message line. */
+/** node:tls codes of a server certificate the client refused: a setting to fix, said so. */
+const CERTIFICATE_REFUSED = /^(CERT_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_|ERR_TLS_CERT_ALTNAME)/;
+
+/**
+ * A one-line description of an error: its name or code, then its first message line; for a
+ * refused server certificate, what to check.
+ */
 export function describeError(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const code = (error as { code?: unknown }).code;
@@ -82,5 +111,8 @@ export function describeError(error: unknown): string {
   const cause = error.cause instanceof Error && error.name === "KafkaJSNumberOfRetriesExceeded"
     ? `: ${describeError(error.cause)}`
     : "";
-  return `${label}: ${message}${cause}`;
+  const hint = typeof code === "string" && CERTIFICATE_REFUSED.test(code)
+    ? " (the server's TLS certificate is not trusted: check the CA file, e.g. sslrootcert in DATABASE_URL, and that the host name is in the certificate)"
+    : "";
+  return `${label}: ${message}${cause}${hint}`;
 }

@@ -51,7 +51,7 @@ export function createLogger(options: LoggerOptions): Logger {
     now = () => new Date(),
   } = options;
   const secrets = (options.secrets ?? []).filter((s) => s.length >= 3);
-  const mask = (text: string) => secrets.reduce((t, secret) => t.split(secret).join("***"), text);
+  const mask = (text: string) => maskUrlCredentials(secrets.reduce((t, secret) => t.split(secret).join("***"), text));
   // Masking runs on the raw strings, before JSON escaping could change how a secret is spelled,
   // and once more on the finished line for anything serialised some other way.
   const masked = (_key: string, value: unknown): unknown =>
@@ -95,20 +95,42 @@ export function commandLogger(
   });
 }
 
-/** The secrets found in a configuration: the database password and the SASL password. */
+/**
+ * `text` with the password of every URL in it (`scheme://user:***@`) and every `password=` value
+ * masked: the net under the named secrets, for URLs a library quotes in its own errors.
+ */
+export function maskUrlCredentials(text: string): string {
+  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@'"]*:)[^\s/@'"]+@/gi, "$1***@")
+    .replace(/(\bpassword=)[^\s&'"]+/gi, "$1***");
+}
+
+/** The secrets found in a configuration: the database password (every spelling) and the SASL password. */
 export function secretsOf(config: { databaseUrl: string; kafkaSasl?: { password: string } }): string[] {
-  const secrets: string[] = [];
+  const found: string[] = [];
+  let url: URL | undefined;
   try {
-    // URLs carry the password percent-encoded; lines may show either spelling.
-    const encoded = new URL(config.databaseUrl).password;
-    const password = decodeURIComponent(encoded);
-    if (password) secrets.push(password);
-    if (encoded && encoded !== password) secrets.push(encoded);
+    url = new URL(config.databaseUrl);
   } catch {
-    // an unparsable URL is reported by the connection itself
+    // An unparsable URL still names its password: between "user:" and the last "@".
+    const raw = /^[a-z]+:\/\/[^:/@]*:([^]*)@[^@]*$/i.exec(config.databaseUrl)?.[1];
+    if (raw) found.push(raw);
   }
-  if (config.kafkaSasl?.password) secrets.push(config.kafkaSasl.password);
-  return secrets;
+  if (url?.password) found.push(url.password);
+  const param = /[?&]password=([^&#]*)/i.exec(config.databaseUrl)?.[1];
+  if (param) found.push(param);
+  if (config.kafkaSasl?.password) found.push(config.kafkaSasl.password);
+  // Lines may show a password raw, percent-encoded or decoded.
+  const secrets = new Set<string>();
+  for (const secret of found) {
+    secrets.add(secret);
+    secrets.add(encodeURIComponent(secret));
+    try {
+      secrets.add(decodeURIComponent(secret));
+    } catch {
+      // not percent-encoded
+    }
+  }
+  return [...secrets].filter(Boolean).sort((a, b) => b.length - a.length);
 }
 
 /**

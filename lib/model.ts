@@ -270,3 +270,24 @@ export function parseOrderEvent(value: Uint8Array | string | null | undefined): 
   }
   return change;
 }
+
+/**
+ * Checks that a record's key is its event's entity id (`user_id` or `order_id`) as UTF-8, as
+ * CONTRACT.md section 2 says: per-key order holds only when every event of an entity carries its
+ * id as the key, so one with another key (or none) could be applied out of order. Throws
+ * InvalidEventError naming the key and the id. The comparison ignores case, as the ids do.
+ */
+export function checkRecordKey(key: Uint8Array | null | undefined, change: UserChange | OrderChange): void {
+  const field = change.entity === "user" ? "user_id" : "order_id";
+  const expected = `record key must be the event's ${field} ${shown(change.id)}`;
+  if (key === null || key === undefined) throw new InvalidEventError(`${expected}: got no key (null)`);
+  if (key.length === 0) throw new InvalidEventError(`${expected}: got an empty key`);
+  let text: string;
+  try {
+    text = utf8.decode(key);
+  } catch {
+    const hex = [...key.subarray(0, 32)].map((b) => b.toString(16).padStart(2, "0")).join("");
+    throw new InvalidEventError(`${expected}: got a key that is not UTF-8 (hex ${hex}${key.length > 32 ? "..." : ""})`);
+  }
+  if (text.toLowerCase() !== change.id) throw new InvalidEventError(`${expected}: got ${shown(text)}`);
+}

@@ -15,9 +15,16 @@ import type { EachBatchPayload, KafkaMessage, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
 import { type DeadLetter, writeDeadLetters } from "./dead_letter.ts";
 import type { Logger } from "./log.ts";
-import { InvalidEventError, type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "./model.ts";
+import {
+  checkRecordKey,
+  InvalidEventError,
+  type OrderChange,
+  parseOrderEvent,
+  parseUserEvent,
+  type UserChange,
+} from "./model.ts";
 import type { OrderWaits } from "./order_wait.ts";
-import { classifyDatabaseError, describeError, isKafkaOutage } from "./errors.ts";
+import { classifyDatabaseError, describeError, isGroupMembershipLost, isKafkaOutage } from "./errors.ts";
 import { retry, RetryError } from "./retry.ts";
 import {
   advanceOffset,
@@ -216,8 +223,8 @@ export class PartitionBatches {
     const validated = this.#validate(topic, messages);
     const { stats, logger, signal } = this.deps;
     try {
-      const step = await retry(async (attempt) => {
-        if (attempt > 1) await heartbeat().catch(() => {}); // stay in the group through a long outage
+      const step = await retry(async () => {
+        await stillMember(heartbeat);
         await this.deps.beforeApply?.(topic, partition);
         return await this.#step(topic, partition, start, messages, validated, batchEnd);
       }, {
@@ -242,6 +249,10 @@ export class PartitionBatches {
       stats.connected.database = true;
       return step;
     } catch (error) {
+      if (error instanceof MembershipLost) {
+        logger.warn(`${error.message}; batch given up, the group is rejoined`, { topic, partition });
+        throw error.cause; // kafkajs rejoins, and the new assignment starts from the stored offsets
+      }
       if (error instanceof FencedError) {
         await this.#fenced(topic, partition, error);
         return undefined;
@@ -251,13 +262,15 @@ export class PartitionBatches {
     }
   }
 
-  /** Parses every record; the ones that break the contract are bound for the DLQ with the parser's reason. */
+  /** Parses every record and checks its key; the ones that break the contract are bound for the DLQ with the reason. */
   #validate(topic: string, messages: KafkaMessage[]): Validated {
     const parse = topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent;
     const validated: Validated = { valid: [], invalid: [] };
     for (const message of messages) {
       try {
-        validated.valid.push({ message, change: parse(message.value) });
+        const change = parse(message.value);
+        checkRecordKey(message.key, change);
+        validated.valid.push({ message, change });
       } catch (error) {
         if (!(error instanceof InvalidEventError)) throw error;
         validated.invalid.push({ message, reason: error.message });
@@ -360,9 +373,31 @@ export class PartitionBatches {
   }
 }
 
+/** The group rebalanced without this member: the batch in hand belongs to another now. */
+class MembershipLost extends Error {
+  constructor(cause: unknown) {
+    super(`the group rebalanced: ${describeError(cause)}`, { cause });
+    this.name = "MembershipLost";
+  }
+}
+
+/**
+ * Heartbeats before each transaction (kafkajs sends one only once its interval has passed, so
+ * this is free between batches) and throws MembershipLost when the group has moved on: a member
+ * that was frozen past its session learns it here, before it could apply a partition that is no
+ * longer its own. A heartbeat Kafka does not answer (an outage) is no reason to stop applying.
+ */
+async function stillMember(heartbeat: () => Promise<void>): Promise<void> {
+  try {
+    await heartbeat();
+  } catch (error) {
+    if (isGroupMembershipLost(error)) throw new MembershipLost(error);
+  }
+}
+
 /** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
-  if (error instanceof FencedError) return undefined;
+  if (error instanceof FencedError || error instanceof MembershipLost) return undefined;
   if (isKafkaOutage(error)) return "Kafka (DLQ)";
   const kind = classifyDatabaseError(error);
   return kind === "outage" || kind === "transient" ? "PostgreSQL" : undefined;

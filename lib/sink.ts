@@ -5,9 +5,12 @@
  * shared transaction is what makes the effects exactly-once (lib/partition_batch.ts).
  * @module
  */
+import { readFileSync } from "node:fs";
 import postgres from "postgres";
+import { ConfigError } from "./config.ts";
 import type { OrderChange, UserChange } from "./model.ts";
 import { classifyDatabaseError, describeError } from "./errors.ts";
+import { retry } from "./retry.ts";
 
 /** A postgres.js connection pool. */
 export type Sql = postgres.Sql<Record<string, never>>;
@@ -30,14 +33,98 @@ export interface ApplyOutcome {
   blocked?: { index: number; userId: string };
 }
 
-/** Opens a pool to `url` (libpq form; `sslmode` is honoured by postgres.js). */
-export function connectDatabase(url: string, maxConnections: number): Sql {
-  return postgres(url, {
+/** libpq's TLS parameters of a URL that postgres.js does not read; sent on, the server refuses them. */
+const TLS_FILE_PARAMETERS = ["sslrootcert", "sslcert", "sslkey"] as const;
+const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/** postgres.js' `ssl` option: a mode it knows, or options for node:tls. */
+export type DatabaseSsl = false | "require" | "allow" | "prefer" | "verify-full" | {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized: boolean;
+  checkServerIdentity?: () => undefined;
+};
+
+/**
+ * Maps libpq's TLS parameters of `url` (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, the names
+ * users already have in their URLs) to postgres.js' `ssl` option, reading the PEM files, and
+ * returns the URL without them. As libpq does: `verify-full` checks the chain and the host name,
+ * `verify-ca` the chain only, `require` with a root certificate is `verify-ca`, `require`,
+ * `prefer` and `allow` alone encrypt without checking; `sslrootcert=system` trusts the system's
+ * CAs. Where libpq would default to `prefer`, a URL naming any certificate file is taken as
+ * `verify-full`: whoever names a CA means it to be checked. Without any of these, `ssl` is
+ * absent and postgres.js' own default holds. An unreadable file or unknown mode is a ConfigError.
+ */
+export function databaseTls(url: string): { url: string; ssl?: DatabaseSsl } {
+  const parsed = new URL(url);
+  const mode = parsed.searchParams.get("sslmode") ?? undefined;
+  const [rootcert, certFile, keyFile] = TLS_FILE_PARAMETERS.map((name) => parsed.searchParams.get(name) ?? undefined);
+  const anyFile = rootcert !== undefined || certFile !== undefined || keyFile !== undefined;
+  if (mode === undefined && !anyFile) return { url };
+  if (mode !== undefined && !SSL_MODES.includes(mode)) {
+    throw new ConfigError(`DATABASE_URL sslmode must be one of ${SSL_MODES.join(", ")}: got ${JSON.stringify(mode)}`);
+  }
+  for (const name of ["sslmode", ...TLS_FILE_PARAMETERS]) parsed.searchParams.delete(name);
+  const stripped = parsed.href;
+  const effective = mode ?? "verify-full";
+  if (effective === "disable") return { url: stripped, ssl: false };
+  const systemCa = rootcert === "system";
+  const ca = systemCa ? undefined : readPem("sslrootcert", rootcert);
+  const cert = readPem("sslcert", certFile);
+  const key = readPem("sslkey", keyFile);
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new ConfigError(
+      "DATABASE_URL sslcert and sslkey go together: give both files of the client certificate, or neither",
+    );
+  }
+  const verify = effective === "verify-full" || effective === "verify-ca" ||
+    (effective === "require" && (ca !== undefined || systemCa));
+  if (!anyFile && effective !== "verify-ca") {
+    return { url: stripped, ssl: effective as "require" | "allow" | "prefer" | "verify-full" };
+  }
+  return {
+    url: stripped,
+    ssl: {
+      ...(ca !== undefined && { ca }),
+      ...(cert !== undefined && { cert, key }),
+      rejectUnauthorized: verify,
+      ...(verify && effective !== "verify-full" && { checkServerIdentity: () => undefined }),
+    },
+  };
+}
+
+/** The text of the PEM file a TLS parameter names, or undefined when it names none. */
+function readPem(parameter: string, path: string | undefined): string | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError(
+      `DATABASE_URL ${parameter} cannot be read: ${JSON.stringify(path)}: ${(error as Error).message.split("\n")[0]}`,
+    );
+  }
+}
+
+/**
+ * Opens a pool to `url` (libpq form; TLS as {@linkcode databaseTls} maps it). `extra` adds or
+ * overrides postgres.js options, its `connection` settings added to the defaults; a replication
+ * connection made through here gets the same TLS. Throws ConfigError for unusable TLS settings.
+ */
+export function connectDatabase(
+  url: string,
+  maxConnections: number,
+  extra: Partial<postgres.Options<never>> = {},
+): Sql {
+  const tls = databaseTls(url);
+  return postgres(tls.url, {
     max: maxConnections,
     onnotice: () => {},
     connect_timeout: 5,
     idle_timeout: 60,
-    connection: { application_name: "cdc-pipeline" },
+    ...(tls.ssl !== undefined && { ssl: tls.ssl }),
+    ...extra,
+    connection: { application_name: "cdc-pipeline", ...extra.connection },
   }) as unknown as Sql;
 }
 
@@ -55,13 +142,85 @@ export function isClosedConnectionWrite(error: unknown): boolean {
 /** Key of the advisory lock that serialises schema creation between consumers starting at once. */
 const SCHEMA_LOCK = 0x0cdc_5c4e;
 
+/** Body of the trigger function that cascades a user's soft delete to the user's orders. */
+const CASCADE_USER_DELETE = `
+      begin
+        update orders set is_deleted = true where user_id = new.id and is_deleted is not true;
+        return null;
+      end `;
+
+/** What of the schema is missing or out of date, as read from the catalog. */
+interface SchemaGaps {
+  users: boolean;
+  orders: boolean;
+  ordersUserIdIndex: boolean;
+  offsets: boolean;
+  cascadeFunction: boolean;
+  cascadeTrigger: boolean;
+  /** Objects of earlier versions that must go. */
+  legacyTrigger: boolean;
+  legacyFunction: boolean;
+}
+
 /**
- * Creates the tables, indexes and soft-delete triggers of CONTRACT.md section 3 if missing, in
- * one transaction under an advisory lock, so two consumers starting at once both succeed.
+ * Reads the catalog for what {@linkcode ensureSchema} would create. It takes no lock on the
+ * tables, so it neither waits on nor blocks a member's batch transaction.
  */
-export async function ensureSchema(sql: Sql): Promise<void> {
-  await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
+async function schemaGaps(sql: Sql | Tx): Promise<SchemaGaps> {
+  const [row] = await sql<SchemaGaps[]>`
+    select
+      to_regclass('users') is null as users,
+      to_regclass('orders') is null as orders,
+      to_regclass('orders_user_id_idx') is null as "ordersUserIdIndex",
+      to_regclass('cdc_offsets') is null as offsets,
+      not exists (select from pg_proc where oid = to_regproc('cdc_cascade_user_delete')
+        and prosrc = ${CASCADE_USER_DELETE}) as "cascadeFunction",
+      not exists (select from pg_trigger where tgrelid = to_regclass('users')
+        and tgname = 'users_cascade_soft_delete' and not tgisinternal) as "cascadeTrigger",
+      exists (select from pg_trigger where tgrelid = to_regclass('orders')
+        and tgname = 'orders_inherit_soft_delete') as "legacyTrigger",
+      to_regproc('cdc_inherit_user_delete') is not null as "legacyFunction"`;
+  return row;
+}
+
+/** Options of {@linkcode ensureSchema}. */
+export interface EnsureSchemaOptions {
+  /** Ends the retries of deadlocks and serialization failures. */
+  signal?: AbortSignal;
+  /** Called before each retry of a deadlock or serialization failure. */
+  onRetry?: (error: unknown, attempt: number, delayMs: number) => void;
+}
+
+/**
+ * Creates what is missing of the tables, indexes and soft-delete trigger of CONTRACT.md section
+ * 3. The catalog is read first: when the schema is current, which is every start but the first,
+ * no DDL runs and no lock is taken, so a consumer joining while another's batch transaction is
+ * open (or frozen) neither waits on it nor deadlocks with it. What is missing is created in one
+ * transaction under an advisory lock, re-read under that lock, so consumers starting at once all
+ * succeed; a deadlock or serialization failure (40P01, 40001) is retried with backoff, as a batch is.
+ */
+export async function ensureSchema(sql: Sql, options: EnsureSchemaOptions = {}): Promise<void> {
+  const current = (gaps: SchemaGaps) => Object.values(gaps).every((missing) => !missing);
+  if (current(await schemaGaps(sql))) return;
+  await retry(() =>
+    sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
+      const gaps = await schemaGaps(tx);
+      if (!current(gaps)) await createMissing(tx, gaps);
+    }), {
+    what: "creating the schema",
+    maxAttempts: Infinity,
+    baseMs: 100,
+    capMs: 2_000,
+    isRetriable: (error) => classifyDatabaseError(error) === "transient",
+    signal: options.signal,
+    onRetry: options.onRetry,
+  });
+}
+
+/** Creates each object `gaps` names, and drops what earlier versions made and this one does not use. */
+async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
+  if (gaps.users) {
     await tx`
       create table if not exists users (
         id uuid primary key,
@@ -71,6 +230,8 @@ export async function ensureSchema(sql: Sql): Promise<void> {
         modified_at timestamptz,
         is_deleted boolean default false
       )`;
+  }
+  if (gaps.orders) {
     await tx`
       create table if not exists orders (
         id uuid primary key,
@@ -82,10 +243,12 @@ export async function ensureSchema(sql: Sql): Promise<void> {
         modified_at timestamptz,
         is_deleted boolean default false
       )`;
-    await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
-    // How far the tables have applied each source partition, advanced by the transaction that
-    // applies it (CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
-    // any group applying into this database resumes here; consumer_group says who wrote last.
+  }
+  if (gaps.ordersUserIdIndex) await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
+  // How far the tables have applied each source partition, advanced by the transaction that
+  // applies it (CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
+  // any group applying into this database resumes here; consumer_group says who wrote last.
+  if (gaps.offsets) {
     await tx`
       create table if not exists cdc_offsets (
         topic text not null,
@@ -95,25 +258,27 @@ export async function ensureSchema(sql: Sql): Promise<void> {
         updated_at timestamptz not null default now(),
         primary key (topic, partition)
       )`;
-    // A deleted user's orders are deleted, whenever either arrives: this trigger cascades the
-    // user's delete to existing orders; applyOrders marks orders that arrive afterwards.
+  }
+  // A deleted user's orders are deleted, whenever either arrives: this trigger cascades the
+  // user's delete to existing orders; applyOrders marks orders that arrive afterwards.
+  if (gaps.cascadeFunction) {
+    // DDL takes no parameters; the body is this module's constant, the one schemaGaps compares.
+    await tx.unsafe(
+      `create or replace function cdc_cascade_user_delete() returns trigger language plpgsql as $body$${CASCADE_USER_DELETE}$body$`,
+    );
+  }
+  if (gaps.cascadeTrigger) {
     await tx`
-      create or replace function cdc_cascade_user_delete() returns trigger language plpgsql as $$
-      begin
-        update orders set is_deleted = true where user_id = new.id and is_deleted is not true;
-        return null;
-      end $$`;
-    await tx`
-      create or replace trigger users_cascade_soft_delete
+      create trigger users_cascade_soft_delete
         after update of is_deleted on users for each row
         when (new.is_deleted and old.is_deleted is not true)
         execute function cdc_cascade_user_delete()`;
-    // Orders arriving after their user's delete are marked by applyOrders, which reads the user
-    // anyway; a per-row trigger doing it cost a third of the orders' apply time. Schemas made
-    // by earlier versions lose that trigger here.
-    await tx`drop trigger if exists orders_inherit_soft_delete on orders`;
-    await tx`drop function if exists cdc_inherit_user_delete()`;
-  });
+  }
+  // Orders arriving after their user's delete are marked by applyOrders, which reads the user
+  // anyway; a per-row trigger doing it cost a third of the orders' apply time. Schemas made
+  // by earlier versions lose that trigger here.
+  if (gaps.legacyTrigger) await tx`drop trigger if exists orders_inherit_soft_delete on orders`;
+  if (gaps.legacyFunction) await tx`drop function if exists cdc_inherit_user_delete()`;
 }
 
 /** Array elements that must be quoted: empty, the word NULL, or holding a delimiter, quote, backslash or space. */
@@ -248,6 +413,8 @@ async function existingIds(tx: Tx, table: "users" | "orders", ids: string[]): Pr
   return new Set(rows.map((r) => r.id));
 }
 
+// Every write below ends in `where (row) is distinct from (new values)`: a re-sent event that
+// changes nothing writes nothing, so it leaves no WAL, no dead tuple and no capture record.
 async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> {
   const ids = [...new Set(changes.map((c) => c.id))];
   const { patches, rejected } = planUserBatch(changes, await existingIds(tx, "users", ids));
@@ -268,7 +435,10 @@ async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> 
         dob = excluded.dob,
         created_at = excluded.created_at,
         modified_at = coalesce(excluded.modified_at, u.modified_at),
-        is_deleted = u.is_deleted or excluded.is_deleted`;
+        is_deleted = u.is_deleted or excluded.is_deleted
+      where (u.name, u.dob, u.created_at, u.modified_at, u.is_deleted) is distinct from
+        (excluded.name, excluded.dob, excluded.created_at, coalesce(excluded.modified_at, u.modified_at),
+         u.is_deleted or excluded.is_deleted)`;
   }
   if (updates.length) {
     await tx`
@@ -281,7 +451,8 @@ async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> 
         ${textArray(tx, updates.map((p) => p.name))}::varchar[],
         ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
         ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, name, modified_at, is_deleted)
-      where u.id = p.id`;
+      where u.id = p.id and (u.name, u.modified_at, u.is_deleted) is distinct from
+        (coalesce(p.name, u.name), coalesce(p.modified_at, u.modified_at), u.is_deleted or p.is_deleted)`;
   }
   return { rejected };
 }
@@ -322,7 +493,10 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
         total_amount = excluded.total_amount,
         placed_at = excluded.placed_at,
         modified_at = coalesce(excluded.modified_at, o.modified_at),
-        is_deleted = o.is_deleted or excluded.is_deleted`;
+        is_deleted = o.is_deleted or excluded.is_deleted
+      where (o.status, o.user_id, o.quantity, o.total_amount, o.placed_at, o.modified_at, o.is_deleted) is distinct from
+        (excluded.status, excluded.user_id, excluded.quantity, excluded.total_amount, excluded.placed_at,
+         coalesce(excluded.modified_at, o.modified_at), o.is_deleted or excluded.is_deleted)`;
   }
   if (updates.length) {
     await tx`
@@ -335,7 +509,8 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
         ${textArray(tx, updates.map((p) => p.status))}::varchar[],
         ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
         ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, status, modified_at, is_deleted)
-      where o.id = p.id`;
+      where o.id = p.id and (o.status, o.modified_at, o.is_deleted) is distinct from
+        (coalesce(p.status, o.status), coalesce(p.modified_at, o.modified_at), o.is_deleted or p.is_deleted)`;
   }
   return { rejected: plan.rejected, blocked: plan.blocked };
 }

@@ -295,7 +295,7 @@ Deno.test("USERS_PARTITIONS=0 is a ConfigError naming the flag, the env variable
   const message = configError(() => loadConsumeConfig([], { USERS_PARTITIONS: "0" }));
   assert.match(message, /--users-partitions/);
   assert.match(message, /USERS_PARTITIONS/);
-  assert.match(message, /"0"/);
+  assert.match(message, /: 0$/);
   assert.match(message, /1\.\.10000/);
 });
 
@@ -311,15 +311,15 @@ Deno.test("a broker without a port is a ConfigError naming the flag, the env var
 
 Deno.test("integer settings refuse fractions, exponents, signs and values out of range", () => {
   const cases: [string[], Env, RegExp][] = [
-    [["--users", "1.5"], {}, /--users .*"1\.5"/],
+    [["--users", "1.5"], {}, /--users .*: 1\.5$/],
     [["--orders", "1e3"], {}, /--orders .*"1e3"/],
-    [["--users=-1"], {}, /--users must be an integer >= 0: got "-1"/],
-    [["--batch-size", "0"], {}, /--batch-size .*"0"/],
-    [["--seed", "4294967296"], {}, /--seed .*"4294967296"/],
-    [["--users", "99999999999999999999"], {}, /--users .*"99999999999999999999"/],
-    [[], { REPLICATION_FACTOR: "101" }, /--replication-factor \(or REPLICATION_FACTOR\) .*"101"/],
-    [[], { METRICS_PORT: "65536" }, /--metrics-port \(or METRICS_PORT\) .*"65536"/],
-    [[], { PRODUCE_MAX_ATTEMPTS: "0" }, /--max-attempts \(or PRODUCE_MAX_ATTEMPTS\) .*"0"/],
+    [["--users=-1"], {}, /--users must be a non-negative integer: -1$/],
+    [["--batch-size", "0"], {}, /--batch-size .*: 0$/],
+    [["--seed", "4294967296"], {}, /--seed .*: 4294967296$/],
+    [["--users", "99999999999999999999"], {}, /--users .*: 99999999999999999999$/],
+    [[], { REPLICATION_FACTOR: "101" }, /--replication-factor \(or REPLICATION_FACTOR\) .*: 101$/],
+    [[], { METRICS_PORT: "65536" }, /--metrics-port \(or METRICS_PORT\) .*: 65536$/],
+    [[], { PRODUCE_MAX_ATTEMPTS: "0" }, /--max-attempts \(or PRODUCE_MAX_ATTEMPTS\) .*: 0$/],
     [[], { ORDERS_PARTITIONS: "five" }, /--orders-partitions \(or ORDERS_PARTITIONS\) .*"five"/],
   ];
   for (const [args, env, pattern] of cases) {
@@ -327,10 +327,55 @@ Deno.test("integer settings refuse fractions, exponents, signs and values out of
   }
   assert.match(
     configError(() => loadConsumeConfig(["--concurrency", "0"], {})),
-    /--concurrency \(or CONSUMER_CONCURRENCY\) .*"0"/,
+    /--concurrency \(or CONSUMER_CONCURRENCY\) .*: 0$/,
   );
-  assert.match(configError(() => loadConsumeConfig([], { MAX_BATCH_BYTES: "100" })), /MAX_BATCH_BYTES.*"100"/);
-  assert.match(configError(() => loadConsumeConfig(["--idle-timeout", "0"], {})), /IDLE_TIMEOUT.*"0"/);
+  assert.match(configError(() => loadConsumeConfig([], { MAX_BATCH_BYTES: "100" })), /MAX_BATCH_BYTES.*: 100$/);
+  assert.match(configError(() => loadConsumeConfig(["--idle-timeout", "0"], {})), /IDLE_TIMEOUT.*: 0$/);
+});
+
+Deno.test("the session timeout defaults to 30 s, is read from CONSUMER_SESSION_TIMEOUT or --session-timeout, and stays in Kafka's 6..1800 s", () => {
+  assert.equal(consume().sessionTimeoutS, 30);
+  assert.equal(consume([], { CONSUMER_SESSION_TIMEOUT: "12" }).sessionTimeoutS, 12);
+  assert.equal(consume(["--session-timeout", "45"], { CONSUMER_SESSION_TIMEOUT: "12" }).sessionTimeoutS, 45);
+  assert.match(
+    configError(() => loadConsumeConfig(["--session-timeout", "5"], {})),
+    /^--session-timeout \(or CONSUMER_SESSION_TIMEOUT\) must be an integer in 6\.\.1800: 5$/,
+  );
+});
+
+Deno.test("a negative number after any numeric flag is refused by that flag's rule, not as an ambiguous option", () => {
+  assert.equal(
+    configError(() => loadProduceConfig(["--users", "-5"], {})),
+    "--users must be a non-negative integer: -5",
+  );
+  const numeric: [(args: string[], env: Env) => unknown, string, RegExp][] = [
+    [loadProduceConfig, "orders", /^--orders must be a non-negative integer: -5$/],
+    [loadProduceConfig, "batch-size", /^--batch-size must be an integer in 1\.\.1000000: -5$/],
+    [loadProduceConfig, "seed", /^--seed must be an integer in 0\.\.4294967295: -5$/],
+    [
+      loadProduceConfig,
+      "max-attempts",
+      /^--max-attempts \(or PRODUCE_MAX_ATTEMPTS\) must be an integer in 1\.\.1000: -5$/,
+    ],
+    [loadProduceConfig, "retry-backoff-ms", /^--retry-backoff-ms .* must be an integer in 1\.\.600000: -5$/],
+    [loadProduceConfig, "users-partitions", /^--users-partitions .* must be an integer in 1\.\.10000: -5$/],
+    [loadProduceConfig, "orders-partitions", /^--orders-partitions .* must be an integer in 1\.\.10000: -5$/],
+    [loadProduceConfig, "replication-factor", /^--replication-factor .* must be an integer in 1\.\.100: -5$/],
+    [loadProduceConfig, "metrics-port", /^--metrics-port .* must be an integer in 0\.\.65535: -5$/],
+    [loadConsumeConfig, "idle-timeout", /^--idle-timeout .* must be an integer in 1\.\.86400: -5$/],
+    [loadConsumeConfig, "order-wait", /^--order-wait .* must be an integer in 0\.\.86400: -5$/],
+    [loadConsumeConfig, "concurrency", /^--concurrency .* must be an integer in 1\.\.256: -5$/],
+    [loadConsumeConfig, "max-batch-bytes", /^--max-batch-bytes .* must be an integer in 1024\.\.67108864: -5$/],
+    [loadConsumeConfig, "session-timeout", /^--session-timeout .* must be an integer in 6\.\.1800: -5$/],
+    [loadCaptureConfig, "batch-size", /^--batch-size must be an integer in 1\.\.100000: -5$/],
+  ];
+  for (const [load, flag, pattern] of numeric) {
+    assert.match(configError(() => load([`--${flag}`, "-5"], {})), pattern, flag);
+  }
+  // A fraction and a negative zero are refused by the rule too; a flag's later flags still parse.
+  assert.match(configError(() => loadProduceConfig(["--users", "-0.5"], {})), /--users .*: -0\.5$/);
+  const parsed = loadProduceConfig(["--users", "-0", "--orders", "3"], {});
+  assert.ok(!parsed.help && parsed.config.users === 0 && parsed.config.orders === 3);
 });
 
 Deno.test("a database URL that is not postgres:// is refused without showing its password", () => {
@@ -425,6 +470,7 @@ const CONSUME_ONLY: [string, string | undefined][] = [
   ["order-wait", "ORDER_WAIT_SECONDS"],
   ["concurrency", "CONSUMER_CONCURRENCY"],
   ["max-batch-bytes", "MAX_BATCH_BYTES"],
+  ["session-timeout", "CONSUMER_SESSION_TIMEOUT"],
   ["rebuild", undefined],
 ];
 
@@ -468,6 +514,7 @@ const VALID_VALUE: Record<string, string> = {
   "orders-topic": "o2",
   group: "g2",
   "max-batch-bytes": "2048",
+  "session-timeout": "10",
 };
 
 Deno.test("every flag in the help is accepted by its command", () => {
@@ -547,7 +594,7 @@ Deno.test("readCommandLine answers --version and --help, prints a bad flag as on
   const bad = run(["--users", "many"]);
   assert.deepEqual(bad.result, { exitCode: 2 });
   assert.deepEqual(bad.out, []);
-  assert.deepEqual(bad.err, ['cdc-produce: --users must be an integer >= 0: got "many"']);
+  assert.deepEqual(bad.err, ['cdc-produce: --users must be a non-negative integer: "many"']);
   const good = run(["--users", "5"]);
   assert.ok("config" in good.result && good.result.config.users === 5);
   assert.deepEqual([...good.out, ...good.err], []);

@@ -1,8 +1,9 @@
 /** The consumer against real Kafka and PostgreSQL, checked against an independent reference model. */
 import assert from "node:assert/strict";
 import postgres from "postgres";
+import { consumerSessionParameters } from "../lib/consumer.ts";
 import { DLQ_HEADERS, dlqTopic } from "../lib/dead_letter.ts";
-import { arrayLiteral } from "../lib/sink.ts";
+import { arrayLiteral, connectDatabase, ensureSchema } from "../lib/sink.ts";
 import {
   ADMIN_DATABASE_URL,
   createTestDatabase,
@@ -272,4 +273,81 @@ Deno.test("PostgreSQL reads back every awkward name exactly from the sink's arra
   } finally {
     await sql.end();
   }
+});
+
+Deno.test("the schema step on a current schema takes no lock: it completes while another session holds every table exclusively", async () => {
+  const db = await createTestDatabase();
+  const sql = connectDatabase(db.url, 2);
+  const holder = postgres(db.url, { max: 1, onnotice: () => {} });
+  try {
+    await ensureSchema(sql);
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((resolve) => (locked = resolve));
+    // Stronger than any batch transaction, frozen or not: nothing may even read these tables.
+    const holding = holder.begin(async (tx) => {
+      await tx`lock table users, orders, cdc_offsets in access exclusive mode`;
+      locked();
+      await released;
+    });
+    await isLocked;
+    const started = performance.now();
+    const done = await Promise.race([
+      ensureSchema(sql).then(() => "done"),
+      new Promise((resolve) => setTimeout(() => resolve("blocked"), 10_000)),
+    ]);
+    const ms = Math.round(performance.now() - started);
+    release();
+    await holding;
+    assert.equal(done, "done", "the schema step waited on the tables' locks");
+    assert.ok(ms < 5_000, `${ms} ms`);
+  } finally {
+    await holder.end();
+    await sql.end();
+    await db.drop();
+  }
+});
+
+Deno.test("the schema step creates only what is missing: a dropped trigger, index or outdated function comes back, a legacy trigger goes", async () => {
+  const db = await createTestDatabase();
+  const sql = connectDatabase(db.url, 2);
+  try {
+    await ensureSchema(sql);
+    const catalog = async () =>
+      (await db.sql<{ name: string }[]>`
+        select tgname as name from pg_trigger where tgrelid in ('users'::regclass, 'orders'::regclass) and not tgisinternal
+        union all select indexname from pg_indexes where tablename = 'orders' and indexname = 'orders_user_id_idx'
+        union all select proname || ':' || md5(prosrc) from pg_proc where proname like 'cdc_%'
+        order by 1`).map((r) => r.name);
+    const complete = await catalog();
+    assert.equal(complete.length, 3, complete.join(", "));
+    await db.sql`drop trigger users_cascade_soft_delete on users`;
+    await db.sql`drop index orders_user_id_idx`;
+    await db.sql`create or replace function cdc_cascade_user_delete() returns trigger language plpgsql as $$
+      begin return null; end $$`;
+    await db
+      .sql`create function cdc_inherit_user_delete() returns trigger language plpgsql as $$ begin return new; end $$`;
+    await db.sql`create trigger orders_inherit_soft_delete before insert on orders for each row
+      execute function cdc_inherit_user_delete()`;
+    await ensureSchema(sql);
+    assert.deepEqual(await catalog(), complete);
+    // Rows written before stay: tables are never recreated.
+    const [{ count }] = await db.sql<{ count: number }[]>`select count(*)::int as count from cdc_offsets`;
+    assert.equal(count, 0);
+  } finally {
+    await sql.end();
+    await db.drop();
+  }
+});
+
+Deno.test("the consumer's sessions end a transaction idle for the session timeout and give up a lock wait after a third of it", () => {
+  assert.deepEqual(consumerSessionParameters({ sessionTimeoutS: 30 }), {
+    idle_in_transaction_session_timeout: "30000",
+    lock_timeout: "10000",
+  });
+  assert.deepEqual(consumerSessionParameters({ sessionTimeoutS: 10 }), {
+    idle_in_transaction_session_timeout: "10000",
+    lock_timeout: "3333",
+  });
 });

@@ -75,7 +75,8 @@ Deno.test("dlq arguments: an action is required, each flag belongs to its action
   assert.throws(() => parseDlqArgs(["purge"]), /dlq needs an action, list or replay: got "purge"/);
   assert.throws(() => parseDlqArgs(["list", "--dry-run"]), /--dry-run belongs to dlq replay/);
   assert.throws(() => parseDlqArgs(["replay", "--limit", "2"]), /--limit belongs to dlq list/);
-  assert.throws(() => parseDlqArgs(["list", "--limit", "0"]), /--limit must be an integer >= 1: got "0"/);
+  assert.throws(() => parseDlqArgs(["list", "--limit", "0"]), /--limit must be a positive integer: 0$/);
+  assert.throws(() => parseDlqArgs(["list", "--limit", "-5"]), /--limit must be a positive integer: -5$/);
   assert.throws(() => parseDlqArgs(["list", "--topic"]), /--topic needs a value/);
   const parsed = loadConsumeConfig([], { USERS_TOPIC: "u1", ORDERS_TOPIC: "o1" });
   assert.ok(!parsed.help);

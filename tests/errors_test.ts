@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import {
   classifyDatabaseError,
   describeError,
+  isGroupMembershipLost,
   isKafkaAuthError,
   isKafkaJSError,
   isKafkaOutage,
@@ -26,6 +27,24 @@ Deno.test("serialization failures and deadlocks are transient", () => {
   assert.equal(classifyDatabaseError({ code: "40001" }), "transient");
   assert.equal(classifyDatabaseError({ code: "40P01" }), "transient");
   assert.equal(classifyDatabaseError(dbError("40P01")), "transient");
+});
+
+Deno.test("a lock wait past lock_timeout and a transaction ended for idling are transient: the step is tried again", () => {
+  assert.equal(classifyDatabaseError(dbError("55P03", "canceling statement due to lock timeout")), "transient");
+  assert.equal(
+    classifyDatabaseError(dbError("25P03", "terminating connection due to idle-in-transaction timeout")),
+    "transient",
+  );
+  assert.equal(classifyDatabaseError({ code: "25P02" }), "fatal", "other class 25 states stay fatal");
+});
+
+Deno.test("a heartbeat answered with a rebalance, an unknown member or an old generation means the membership is lost", () => {
+  for (const type of ["REBALANCE_IN_PROGRESS", "UNKNOWN_MEMBER_ID", "ILLEGAL_GENERATION", "FENCED_INSTANCE_ID"]) {
+    assert.equal(isGroupMembershipLost({ name: "KafkaJSProtocolError", type }), true, type);
+  }
+  for (const error of [{ name: "KafkaJSConnectionError" }, { type: "REQUEST_TIMED_OUT" }, null, new Error("x")]) {
+    assert.equal(isGroupMembershipLost(error), false, JSON.stringify(error));
+  }
 });
 
 Deno.test("connection, resource, shutdown and read-only failures are outages", () => {
@@ -128,4 +147,14 @@ Deno.test("kafkajs' own errors are told apart from ours by their KafkaJS name", 
   assert.equal(isKafkaJSError(new Error("x")), false);
   assert.equal(isKafkaJSError({ name: "DeadLetterError" }), false);
   assert.equal(isKafkaJSError(null), false);
+});
+
+Deno.test("a refused server certificate is described with what to check", () => {
+  for (const code of ["SELF_SIGNED_CERT_IN_CHAIN", "UNABLE_TO_VERIFY_LEAF_SIGNATURE", "ERR_TLS_CERT_ALTNAME_INVALID"]) {
+    assert.match(
+      describeError(dbError(code, "bad cert")),
+      new RegExp(`^Error ${code}: bad cert \\(the server's TLS certificate is not trusted: check the CA file`),
+    );
+  }
+  assert.equal(describeError(dbError("ECONNREFUSED", "refused")), "Error ECONNREFUSED: refused");
 });

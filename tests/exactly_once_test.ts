@@ -4,6 +4,7 @@
  * transaction, and the errors that end a run instead of being waited out.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { loadConsumeConfig } from "../lib/config.ts";
 import { runConsumer } from "../lib/consumer.ts";
 import { dlqTopic } from "../lib/dead_letter.ts";
@@ -69,6 +70,117 @@ for (const [first, name] of [[remove, "DELETE"], [update, "UPDATE"]] as const) {
     }
   });
 }
+
+Deno.test("records keyed other than by their entity id (empty, null, non-UTF-8, another id) go to the DLQ naming key and id; the rest apply", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const ids = Array.from({ length: 6 }, (_, i) => `6f1c1b8e-3a57-4d0e-9d0a-${String(i).padStart(12, "0")}`);
+    await publishRaw(env.USERS_TOPIC, 1, []);
+    const producer = testKafka().producer({ allowAutoTopicCreation: false });
+    await producer.connect();
+    await producer.send({
+      topic: env.USERS_TOPIC,
+      acks: -1,
+      messages: [
+        { key: ids[0], value: create(ids[0]) },
+        { key: "", value: create(ids[1]) },
+        { key: null, value: create(ids[2]) },
+        { key: Buffer.from([0xc3, 0x28]), value: create(ids[3]) },
+        { key: ids[0], value: create(ids[4]) },
+        { key: ids[5].toUpperCase(), value: create(ids[5]) },
+      ],
+    });
+    await producer.disconnect();
+    const run = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(run.code, 0, run.stderr);
+    const tables = await readTables(db.sql);
+    assert.deepEqual([...tables.users.keys()].sort(), [ids[0], ids[5]]);
+    const dlq = await readTopic(dlqTopic(env.USERS_TOPIC), 4);
+    const reasons = dlq.sort((a, b) => Number(a.headers["dlq.source.offset"]) - Number(b.headers["dlq.source.offset"]))
+      .map((r) => `${r.headers["dlq.source.offset"]} ${r.headers["dlq.reason"]}`);
+    assert.deepEqual(reasons, [
+      `1 record key must be the event's user_id "${ids[1]}": got an empty key`,
+      `2 record key must be the event's user_id "${ids[2]}": got no key (null)`,
+      `3 record key must be the event's user_id "${ids[3]}": got a key that is not UTF-8 (hex c328)`,
+      `4 record key must be the event's user_id "${ids[4]}": got "${ids[0]}"`,
+    ]);
+    assert.deepEqual(await storedOffsets(db.sql), [`${env.USERS_TOPIC}:0=6`]);
+  } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("re-sent identical events (user and order CREATE, UPDATE, DELETE) rewrite no row: every row keeps its xmin", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const [A, B] = [U, "6f1c1b8e-3a57-4d0e-9d0a-2b7f4f1a9c02"];
+    const [X, Y, Z] = [
+      "0d9c3f7e-1b2a-4c5d-8e6f-000000000001",
+      "0d9c3f7e-1b2a-4c5d-8e6f-000000000002",
+      "0d9c3f7e-1b2a-4c5d-8e6f-000000000003",
+    ];
+    const order = (id: string, type: string, user?: string) =>
+      JSON.stringify(
+        type === "CREATE"
+          ? {
+            event_type: type,
+            order_id: id,
+            order_status: "PLACED",
+            user_id: user,
+            quantity: 2,
+            order_total: 9.99,
+            placed_at: AT,
+          }
+          : {
+            event_type: type,
+            order_id: id,
+            order_status: type === "UPDATE" ? "SHIPPED" : "CANCELLED",
+            modified_at: AT,
+          },
+      );
+    const users = [{ key: A, value: create(A) }, { key: B, value: create(B) }, { key: A, value: update(A) }];
+    const orders = [{ key: X, value: order(X, "CREATE", A) }, { key: Y, value: order(Y, "CREATE", A) }, {
+      key: Z,
+      value: order(Z, "CREATE", B),
+    }, { key: Y, value: order(Y, "UPDATE") }];
+    await publishRaw(env.USERS_TOPIC, 1, users);
+    await publishRaw(env.ORDERS_TOPIC, 1, orders);
+    const first = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(first.code, 0, first.stderr);
+    await publishRaw(env.USERS_TOPIC, 1, [{ key: B, value: remove(B) }]);
+    const second = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(second.code, 0, second.stderr);
+    const xmins = async () =>
+      (await db.sql<{ id: string; xmin: string }[]>`
+        select id::text as id, xmin::text as xmin from users union all select id::text, xmin::text from orders order by id`)
+        .map((r) => `${r.id}@${r.xmin}`);
+    const before = await xmins();
+    const state = await readTables(db.sql);
+    assert.equal(state.orders.get(Z)?.is_deleted, true, "the deleted user's order is deleted");
+    // The events whose effect the rows already hold, re-sent as a producer re-run would send them.
+    await publishRaw(env.USERS_TOPIC, 1, [{ key: B, value: create(B) }, { key: A, value: update(A) }, {
+      key: B,
+      value: remove(B),
+    }]);
+    await publishRaw(env.ORDERS_TOPIC, 1, [{ key: X, value: order(X, "CREATE", A) }, {
+      key: Z,
+      value: order(Z, "CREATE", B),
+    }, { key: Y, value: order(Y, "UPDATE") }]);
+    const resent = await runCommand("consume", ["--idle-timeout", "2"], env);
+    assert.equal(resent.code, 0, resent.stderr);
+    assert.match(
+      resent.stderr,
+      /done .*applied=\{"[^"]+":3,"[^"]+":3\}/,
+      "the re-sent events are applied, not skipped",
+    );
+    assert.deepEqual(diffTables(state, await readTables(db.sql)), []);
+    assert.deepEqual(await xmins(), before, "no row was rewritten");
+  } finally {
+    await db.drop();
+  }
+});
 
 Deno.test("a crash between the database commit and Kafka's commit re-delivers records that apply nothing and dead-letter nothing twice", async () => {
   const db = await createTestDatabase();

@@ -119,17 +119,38 @@ Deno.test("every secret given is masked, not only the first", () => {
 
 Deno.test("a logger without secrets writes messages unchanged", () => {
   const { lines, logger } = capture({ secrets: [] });
-  logger.info("postgres://app:pw@db/x");
-  assert.ok(lines[0].endsWith("postgres://app:pw@db/x"));
+  logger.info("postgres://app@db/x?sslmode=require");
+  assert.ok(lines[0].endsWith("postgres://app@db/x?sslmode=require"));
+});
+
+Deno.test("a logger masks the password of any URL and any password= value, even of secrets it was not given", () => {
+  const { lines, logger } = capture({ secrets: [] });
+  logger.error("failed: TypeError: Invalid URL: 'postgres://app:pw9@db:99999/x'", { url: "postgres://u:p%40ss@h/d" });
+  logger.error("connect failed: host=db password=hunter22 user=app");
+  assert.ok(lines[0].includes("postgres://app:***@db:99999/x") && lines[0].includes("postgres://u:***@h/d"), lines[0]);
+  assert.ok(!/pw9|p%40ss|hunter22/.test(lines.join("\n")), lines.join("\n"));
 });
 
 // ---- secretsOf ------------------------------------------------------------------------------
 
 Deno.test("secretsOf extracts the database password from the URL, decoded and as the URL spells it", () => {
   assert.deepEqual(secretsOf({ databaseUrl: "postgres://postgres:postgres@localhost:5432/cdc_db" }), ["postgres"]);
-  assert.deepEqual(secretsOf({ databaseUrl: "postgresql://app:p%40ss%2Fw0rd@db:6543/x?sslmode=require" }), [
-    "p@ss/w0rd",
-    "p%40ss%2Fw0rd",
+  assert.deepEqual(
+    secretsOf({ databaseUrl: "postgresql://app:p%40ss%2Fw0rd@db:6543/x?sslmode=require" }).sort(),
+    ["p%2540ss%252Fw0rd", "p%40ss%2Fw0rd", "p@ss/w0rd"],
+  );
+});
+
+Deno.test("secretsOf finds the password of a URL that does not parse, and of a password= parameter", () => {
+  assert.deepEqual(secretsOf({ databaseUrl: "postgres://user:Secret@localhost:99999/db" }), ["Secret"]);
+  assert.deepEqual(secretsOf({ databaseUrl: "postgres://user:S3c r@t@[bad/db" }).sort(), [
+    "S3c r@t",
+    "S3c%20r%40t",
+  ]);
+  assert.deepEqual(secretsOf({ databaseUrl: "postgres://db/x?user=u&password=pw%21" }).sort(), [
+    "pw!",
+    "pw%21",
+    "pw%2521",
   ]);
 });
 
@@ -138,7 +159,7 @@ Deno.test("secretsOf extracts the SASL password too", () => {
     databaseUrl: "postgres://app:dbpass@db/x",
     kafkaSasl: { password: "kafka-pass" },
   });
-  assert.deepEqual(secrets, ["dbpass", "kafka-pass"]);
+  assert.deepEqual(secrets.sort(), ["dbpass", "kafka-pass"]);
 });
 
 Deno.test("secretsOf returns nothing for a URL without a password or an unparsable URL", () => {

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  checkRecordKey,
   InvalidEventError,
   normalizeTimestamp,
   type OrderChange,
@@ -541,4 +542,43 @@ Deno.test("multi-byte UTF-8 names decode to the same code points", () => {
   const name = "Zoë Ångström 李小龙 \u{1F600}";
   const change = parseUserEvent(new TextEncoder().encode(userCreate({ name })));
   assert.equal(change.name, name);
+});
+
+// ---- record keys ------------------------------------------------------------------------------
+
+Deno.test("a record key that is not its event's entity id is refused with a reason naming both", () => {
+  const user = parseUserEvent(
+    JSON.stringify({ event_type: "DELETE", user_id: "6F1C1B8E-3A57-4D0E-9D0A-2B7F4F1A9C01" }),
+  );
+  const order = parseOrderEvent(
+    JSON.stringify({
+      event_type: "DELETE",
+      order_id: "0d9c3f7e-1b2a-4c5d-8e6f-7a8b9c0d1e2f",
+      order_status: "CANCELLED",
+    }),
+  );
+  const id = user.id;
+  const other = "0d9c3f7e-1b2a-4c5d-8e6f-7a8b9c0d1e2f";
+  const keyOf = (text: string) => new TextEncoder().encode(text);
+  const reason = (key: Uint8Array | null, change: typeof user | typeof order = user) => {
+    try {
+      checkRecordKey(key, change);
+      return "accepted";
+    } catch (error) {
+      assert.ok(error instanceof InvalidEventError);
+      return error.message;
+    }
+  };
+  assert.equal(reason(keyOf(id)), "accepted");
+  assert.equal(reason(keyOf(id.toUpperCase())), "accepted", "ids are compared as UUIDs, whatever their case");
+  assert.equal(reason(keyOf(other), order), "accepted");
+  assert.equal(reason(null), `record key must be the event's user_id "${id}": got no key (null)`);
+  assert.equal(reason(new Uint8Array()), `record key must be the event's user_id "${id}": got an empty key`);
+  assert.equal(
+    reason(new Uint8Array([0x36, 0xff, 0xfe])),
+    `record key must be the event's user_id "${id}": got a key that is not UTF-8 (hex 36fffe)`,
+  );
+  assert.equal(reason(keyOf(other)), `record key must be the event's user_id "${id}": got "${other}"`);
+  assert.equal(reason(keyOf(id), order), `record key must be the event's order_id "${other}": got "${id}"`);
+  assert.equal(reason(keyOf(` ${id}`)), `record key must be the event's user_id "${id}": got " ${id}"`);
 });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { ConfigError, loadConsumeConfig, loadProduceConfig } from "../lib/config.ts";
+import { ConfigError, loadConsumeConfig, loadProduceConfig, redactUrl } from "../lib/config.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { kafkaSecurityOptions } from "../lib/kafka_admin.ts";
 import type { OrderEvent, UserEvent } from "../lib/model.ts";
@@ -79,6 +79,36 @@ Deno.test("sslmode in DATABASE_URL reaches the PostgreSQL client and is not sent
     assert.equal((sql.options.connection as Record<string, unknown>).sslmode, undefined);
     await sql.end();
   }
+});
+
+// ---- unparsable settings, through the real commands --------------------------------------------
+
+Deno.test("an unparsable DATABASE_URL: consume, produce, capture and dlq each exit 2 with one line and no password in any spelling", async () => {
+  const urls: [string, string][] = [
+    ["postgres://user:Secret@localhost:99999/db", "Secret"],
+    ["postgres://user:S3cr%40t%2Fx@localhost:99999/db", "S3cr@t/x"],
+    ["postgresql://app:p@ss w0rd@[::1/db?sslmode=require", "p@ss w0rd"],
+    ["postgres://app@db:5432:5432/x?password=Hunter%2042", "Hunter 42"],
+  ];
+  const commands: ["produce" | "consume", string[]][] = [
+    ["consume", ["--idle-timeout", "1"]],
+    ["produce", ["--users", "1", "--orders", "1"]],
+    ["produce", ["capture"]],
+    ["consume", ["dlq", "list"]],
+  ];
+  const runs = urls.flatMap(([url, secret]) =>
+    commands.map(async ([name, args]) => {
+      const what = `${[name, ...args].join(" ")} with ${JSON.stringify(redactUrl(url))}`;
+      const result = await runCommand(name, args, { DATABASE_URL: url, KAFKA_BROKERS: BROKERS.join(",") });
+      assert.equal(result.code, 2, `${what}: exit ${result.code}\n${result.stderr}`);
+      const lines = result.stderr.trim().split("\n");
+      assert.equal(lines.length, 1, `${what}: one line in\n${result.stderr}`);
+      assert.match(lines[0], /DATABASE_URL\) (is not a valid URL|must)/, what);
+      assertNoSecrets(result, [secret, encodeURIComponent(secret)], what);
+      assert.ok(!/Secret|S3cr|p@ss|Hunter/.test(result.stderr), `${what}: ${result.stderr}`);
+    })
+  );
+  await Promise.all(runs);
 });
 
 // ---- real broker with a SASL listener ---------------------------------------------------------

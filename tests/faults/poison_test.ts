@@ -107,6 +107,12 @@ const KINDS: PoisonKind[] = [
     reason: /order_total must be a non-negative amount that fits DECIMAL\(10,2\)/,
   },
   {
+    kind: "key not the entity id",
+    topic: "users",
+    value: () => JSON.stringify({ event_type: "CREATE", user_id: UUID, name: "x", dob: "1990-01-01", created_at: TS }),
+    reason: /record key must be the event's user_id "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b": got "poison-\d+"/,
+  },
+  {
     kind: "invalid UTF-8",
     topic: "users",
     value: () => new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]),

@@ -1,0 +1,323 @@
+/**
+ * PostgreSQL over TLS with a private CA: libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
+ * in DATABASE_URL, mapped to postgres.js (lib/sink.ts, databaseTls), first without services, then
+ * against a throwaway PostgreSQL of this test's own that accepts TLS connections only, with
+ * certificates of a CA the test makes with openssl.
+ */
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import { ConfigError } from "../lib/config.ts";
+import { connectDatabase, databaseTls } from "../lib/sink.ts";
+import {
+  diffTables,
+  pipelineNames,
+  readTables,
+  referenceState,
+  runCommand,
+  type RunResult,
+  seededEvents,
+} from "./_helpers.ts";
+
+// ---- the mapping (no services) ------------------------------------------------------------------
+
+/** A directory with a CA, a client certificate and key, removed by `remove()`. */
+async function pemFiles() {
+  const dir = await Deno.makeTempDir({ prefix: "cdc-tls-unit-" });
+  const files = { ca: `${dir}/ca.pem`, cert: `${dir}/client.crt`, key: `${dir}/client.key` };
+  for (const [name, path] of Object.entries(files)) Deno.writeTextFileSync(path, `-----BEGIN ${name}-----\n`);
+  return { dir, ...files, remove: () => Deno.remove(dir, { recursive: true }) };
+}
+
+Deno.test("libpq's sslrootcert, sslcert and sslkey become postgres.js ssl options with the files' contents, and leave the URL", async () => {
+  const pem = await pemFiles();
+  try {
+    const base = "postgres://u:p@db.example:5432/app";
+    const url = `${base}?sslmode=verify-full&sslrootcert=${pem.ca}&sslcert=${pem.cert}&sslkey=${pem.key}&x=1`;
+    assert.deepEqual(databaseTls(url), {
+      url: `${base}?x=1`,
+      ssl: {
+        ca: "-----BEGIN ca-----\n",
+        cert: "-----BEGIN cert-----\n",
+        key: "-----BEGIN key-----\n",
+        rejectUnauthorized: true,
+      },
+    });
+    // verify-ca checks the chain, not the host name; require with a CA is verify-ca, as in libpq.
+    for (const mode of ["verify-ca", "require"]) {
+      const { ssl } = databaseTls(`${base}?sslmode=${mode}&sslrootcert=${pem.ca}`);
+      assert.ok(typeof ssl === "object" && ssl.rejectUnauthorized && ssl.ca, mode);
+      assert.equal(typeof ssl.checkServerIdentity, "function", mode);
+      assert.equal(ssl.checkServerIdentity!(), undefined, mode);
+    }
+    // A CA named without a mode is checked in full.
+    assert.deepEqual(databaseTls(`${base}?sslrootcert=${pem.ca}`).ssl, {
+      ca: "-----BEGIN ca-----\n",
+      rejectUnauthorized: true,
+    });
+    // A client certificate alone, with require: encrypted and presented, the server not checked.
+    assert.deepEqual(databaseTls(`${base}?sslmode=require&sslcert=${pem.cert}&sslkey=${pem.key}`).ssl, {
+      cert: "-----BEGIN cert-----\n",
+      key: "-----BEGIN key-----\n",
+      rejectUnauthorized: false,
+    });
+    assert.deepEqual(databaseTls(`${base}?sslrootcert=system`).ssl, { rejectUnauthorized: true });
+    assert.deepEqual(databaseTls(`${base}?sslmode=disable&sslrootcert=${pem.ca}`), { url: base, ssl: false });
+    assert.deepEqual(databaseTls(`${base}?sslmode=require`), { url: base, ssl: "require" });
+    assert.deepEqual(databaseTls(base), { url: base });
+  } finally {
+    await pem.remove();
+  }
+});
+
+Deno.test("an unreadable TLS file, half a client certificate or an unknown sslmode is a one-line ConfigError", async () => {
+  const pem = await pemFiles();
+  try {
+    const base = "postgres://u:Secret@db.example/app";
+    const cases: [string, RegExp][] = [
+      [`${base}?sslrootcert=${pem.dir}/missing.pem`, /^DATABASE_URL sslrootcert cannot be read: ".*missing\.pem": /],
+      [`${base}?sslmode=verify-full&sslcert=${pem.cert}`, /^DATABASE_URL sslcert and sslkey go together/],
+      [`${base}?sslmode=verify`, /^DATABASE_URL sslmode must be one of disable, .*verify-full: got "verify"$/],
+    ];
+    for (const [url, pattern] of cases) {
+      assert.throws(() => connectDatabase(url, 1), (error: Error) => {
+        assert.ok(error instanceof ConfigError, String(error));
+        assert.match(error.message, pattern);
+        assert.doesNotMatch(error.message, /\n|Secret/);
+        return true;
+      });
+    }
+  } finally {
+    await pem.remove();
+  }
+});
+
+Deno.test("a TLS file DATABASE_URL names that cannot be read: consume and capture exit 2 with one line, the password masked", async () => {
+  const url = "postgres://u:Secret-9@localhost:5432/cdc_db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+  for (const [name, args] of [["consume", ["--idle-timeout", "1"]], ["produce", ["capture"]]] as const) {
+    const result = await runCommand(name, [...args], { ...pipelineNames(url) });
+    assert.equal(result.code, 2, `${name} ${args.join(" ")}: ${result.stderr}`);
+    oneLine(result, /DATABASE_URL sslrootcert cannot be read: "\/nonexistent\/ca\.pem"/, `${name} ${args.join(" ")}`);
+    assert.ok(!result.stderr.includes("Secret-9"), result.stderr);
+  }
+});
+
+// ---- a real PostgreSQL that accepts TLS only ------------------------------------------------------
+
+/** Debian's PostgreSQL binaries, the newest version installed (scripts/services.sh installs them). */
+const PG_BIN = (() => {
+  try {
+    return [...Deno.readDirSync("/usr/lib/postgresql")]
+      .map((entry) => `/usr/lib/postgresql/${entry.name}/bin`)
+      .filter((bin) => {
+        try {
+          return Deno.statSync(`${bin}/initdb`).isFile;
+        } catch {
+          return false;
+        }
+      })
+      .sort().at(-1);
+  } catch {
+    return undefined;
+  }
+})();
+const AS_ROOT = Deno.uid() === 0;
+
+/** Runs `cmd`; as root, a server command runs as user postgres (initdb refuses root), as scripts/services.sh does. */
+async function run(cmd: string, args: string[], options: { cwd?: string; asServer?: boolean } = {}): Promise<void> {
+  const [program, argv] = options.asServer && AS_ROOT
+    ? ["runuser", ["-u", "postgres", "--", cmd, ...args]]
+    : [cmd, args];
+  const output = await new Deno.Command(program, { args: argv, cwd: options.cwd, stdout: "piped", stderr: "piped" })
+    .output();
+  if (!output.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(output.stderr).trim()}`);
+  }
+}
+
+/** Makes `<name>.key` and `<name>.crt` in `dir` for `subject`, signed by the CA `ca` (self-signed when absent). */
+async function certificate(dir: string, name: string, subject: string, ca?: string, altNames?: string): Promise<void> {
+  const key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", `${name}.key`];
+  if (!ca) {
+    await run("openssl", ["req", "-x509", ...key, "-out", `${name}.crt`, "-days", "2", "-subj", subject], { cwd: dir });
+    return;
+  }
+  await run("openssl", ["req", ...key, "-out", `${name}.csr`, "-subj", subject], { cwd: dir });
+  const extensions = altNames ? ["-extfile", `${name}.ext`] : [];
+  if (altNames) Deno.writeTextFileSync(`${dir}/${name}.ext`, `subjectAltName=${altNames}\n`);
+  await run("openssl", [
+    "x509",
+    "-req",
+    "-in",
+    `${name}.csr`,
+    "-CA",
+    `${ca}.crt`,
+    "-CAkey",
+    `${ca}.key`,
+    "-CAcreateserial",
+    "-out",
+    `${name}.crt`,
+    "-days",
+    "2",
+    ...extensions,
+  ], { cwd: dir });
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/**
+ * A PostgreSQL of this test's own on a free port, TLS only: user `cdc_cert` logs in with a client
+ * certificate of the private CA (hba `cert`), user `cdc_pw` with a password; each owns a database.
+ */
+async function tlsPostgres() {
+  const dir = await Deno.makeTempDir({ prefix: "cdc-pg-tls-" });
+  const postgresUid = AS_ROOT
+    ? Number(new TextDecoder().decode((await new Deno.Command("id", { args: ["-u", "postgres"] }).output()).stdout))
+    : undefined;
+  const own = (path: string) => postgresUid !== undefined && Deno.chownSync(path, postgresUid, postgresUid);
+  await certificate(dir, "ca", "/CN=cdc-pipeline test CA");
+  await certificate(dir, "server", "/CN=localhost", "ca", "DNS:localhost,IP:127.0.0.1,IP:::1");
+  await certificate(dir, "client", "/CN=cdc_cert", "ca");
+  await certificate(dir, "wrong-ca", "/CN=another CA");
+  Deno.chmodSync(`${dir}/server.key`, 0o600);
+  for (const name of [".", "server.key", "server.crt", "ca.crt"]) own(`${dir}/${name}`);
+  const password = `Pw-${crypto.randomUUID().slice(0, 8)}`;
+  Deno.writeTextFileSync(`${dir}/pwfile`, "postgres\n");
+  own(`${dir}/pwfile`);
+  await run(`${PG_BIN}/initdb`, ["-D", `${dir}/data`, "-U", "postgres", `--pwfile=${dir}/pwfile`, "-E", "UTF8"], {
+    asServer: true,
+  });
+  const port = freePort();
+  Deno.writeTextFileSync(
+    `${dir}/data/postgresql.conf`,
+    [
+      `port = ${port}`,
+      "listen_addresses = 'localhost'",
+      `unix_socket_directories = '${dir}'`,
+      "ssl = on",
+      `ssl_cert_file = '${dir}/server.crt'`,
+      `ssl_key_file = '${dir}/server.key'`,
+      `ssl_ca_file = '${dir}/ca.crt'`,
+      "fsync = off",
+      "shared_buffers = 16MB",
+      "max_connections = 40",
+      "",
+    ].join("\n"),
+    { append: true },
+  );
+  Deno.writeTextFileSync(
+    `${dir}/data/pg_hba.conf`,
+    [
+      "local all all trust",
+      "hostssl all cdc_cert 127.0.0.1/32 cert",
+      "hostssl all cdc_cert ::1/128 cert",
+      "hostssl all all 127.0.0.1/32 scram-sha-256",
+      "hostssl all all ::1/128 scram-sha-256",
+      "",
+    ].join("\n"),
+  );
+  const stop = async () => {
+    await run(`${PG_BIN}/pg_ctl`, ["-D", `${dir}/data`, "-m", "immediate", "-w", "stop"], { asServer: true })
+      .catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  };
+  try {
+    await run(`${PG_BIN}/pg_ctl`, ["-D", `${dir}/data`, "-l", `${dir}/postgres.log`, "-w", "-t", "60", "start"], {
+      asServer: true,
+    });
+    const admin = postgres({ host: dir, port, user: "postgres", database: "postgres", max: 1, onnotice: () => {} });
+    await admin.unsafe("create role cdc_cert login");
+    await admin.unsafe(`create role cdc_pw login password '${password}'`);
+    await admin.unsafe("create database db_cert owner cdc_cert");
+    await admin.unsafe("create database db_pw owner cdc_pw");
+    await admin.end();
+  } catch (error) {
+    const log = await Deno.readTextFile(`${dir}/postgres.log`).catch(() => "");
+    await stop();
+    throw new Error(`${error}\n${log.slice(-2000)}`);
+  }
+  const tls = (extra: string) => `sslmode=verify-full&sslrootcert=${dir}/ca.crt${extra}`;
+  return {
+    port,
+    password,
+    certUrl: `postgres://cdc_cert@localhost:${port}/db_cert?${
+      tls(`&sslcert=${dir}/client.crt&sslkey=${dir}/client.key`)
+    }`,
+    passwordUrl: `postgres://cdc_pw:${password}@localhost:${port}/db_pw?${tls("")}`,
+    wrongCaUrl:
+      `postgres://cdc_pw:${password}@localhost:${port}/db_pw?sslmode=verify-full&sslrootcert=${dir}/wrong-ca.crt`,
+    stop,
+  };
+}
+
+function oneLine(result: RunResult, pattern: RegExp, what: string): string {
+  assert.notEqual(result.code, 0, `${what} exited 0`);
+  const lines = result.stderr.trim().split("\n").filter((line) => pattern.test(line));
+  assert.equal(lines.length, 1, `${what}: one line matching ${pattern} in:\n${result.stderr}`);
+  assert.doesNotMatch(result.stderr, /^\s+at /m, `${what}: a stack trace in:\n${result.stderr}`);
+  return lines[0];
+}
+
+Deno.test({
+  name:
+    "over TLS with a private CA the consumer applies a seeded workload with a client certificate and with a password; a wrong CA fails with one line",
+  ignore: PG_BIN === undefined,
+  fn: async (t) => {
+    const server = await tlsPostgres();
+    try {
+      const { userEvents, orderEvents } = seededEvents(9, 200, 400);
+      const expected = referenceState(userEvents, orderEvents);
+      for (
+        const [what, url] of [["client certificate", server.certUrl], ["password", server.passwordUrl]] as const
+      ) {
+        await t.step(`with a ${what}: the tables equal the reference and the session is TLS`, async () => {
+          const env = pipelineNames(url);
+          const produced = await runCommand("produce", ["--users", "200", "--orders", "400", "--seed", "9"], env);
+          assert.equal(produced.code, 0, produced.stderr);
+          const consumed = await runCommand("consume", ["--idle-timeout", "2"], env);
+          assert.equal(consumed.code, 0, consumed.stderr);
+          assert.ok(!consumed.stderr.includes(server.password), "the password is not logged");
+          const sql = connectDatabase(url, 1) as unknown as postgres.Sql;
+          try {
+            assert.deepEqual(diffTables(expected, await readTables(sql)), []);
+            const [session] = await sql<{ ssl: boolean; client_dn: string | null }[]>`
+              select ssl, client_dn from pg_stat_ssl where pid = pg_backend_pid()`;
+            assert.equal(session.ssl, true);
+            assert.equal(session.client_dn, what === "password" ? null : "/CN=cdc_cert");
+          } finally {
+            await sql.end();
+          }
+        });
+      }
+
+      await t.step(
+        "a CA that did not sign the server's certificate: consume exits with one line naming it",
+        async () => {
+          const env = pipelineNames(server.wrongCaUrl);
+          const started = performance.now();
+          const result = await runCommand("consume", ["--idle-timeout", "2"], env);
+          const line = oneLine(result, /certificate is not trusted: check the CA file/, "consume with the wrong CA");
+          assert.ok(!result.stderr.includes(server.password), result.stderr);
+          assert.ok(performance.now() - started < 30_000, "it fails at once, not after waiting");
+          console.log(`    wrong CA: exit ${result.code}: ${line}`);
+        },
+      );
+
+      await t.step("without TLS the server refuses: the URLs above did use it", async () => {
+        const plain = postgres(`postgres://cdc_pw:${server.password}@localhost:${server.port}/db_pw`, {
+          max: 1,
+          onnotice: () => {},
+          connect_timeout: 5,
+        });
+        await assert.rejects(plain`select 1`, /no pg_hba.conf entry|SSL off/);
+        await plain.end();
+      });
+    } finally {
+      await server.stop();
+    }
+  },
+});
