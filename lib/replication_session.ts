@@ -6,10 +6,11 @@
  * @module
  */
 import type { Duplex } from "node:stream";
-import postgres from "postgres";
+import type postgres from "postgres";
 import { StreamEndedError } from "./capture_errors.ts";
 import { formatLsn, type Lsn, parseLsn, standbyStatusUpdate } from "./pgoutput.ts";
 import { sleep } from "./retry.ts";
+import { connectDatabase } from "./sink.ts";
 
 const nowMicros = () => BigInt(Date.now()) * 1000n;
 
@@ -21,15 +22,13 @@ export class ReplicationSession {
 
   /** Opens (lazily) a replication connection to `databaseUrl`. */
   constructor(databaseUrl: string) {
-    this.#connection = postgres(databaseUrl, {
-      max: 1,
+    // Through connectDatabase, so that DATABASE_URL's TLS settings (sslrootcert, sslcert, sslkey) hold here too.
+    this.#connection = connectDatabase(databaseUrl, 1, {
       fetch_types: false,
       idle_timeout: 0,
       max_lifetime: 0,
-      connect_timeout: 5,
-      onnotice: () => {},
       connection: { application_name: "cdc-capture", replication: "database", DateStyle: "ISO", TimeZone: "UTC" },
-    });
+    }) as unknown as postgres.Sql<Record<string, unknown>>;
   }
 
   /**
