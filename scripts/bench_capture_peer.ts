@@ -77,14 +77,23 @@ export interface PeerReport {
 
 /** The capture's CPU per streamed change, split by stage, in microseconds. */
 export interface CaptureProfile {
-  /** Bytes of the records the microbenchmarks use (an `orders` update with schemas). */
+  /** Bytes of the record values the microbenchmarks use (an `orders` update with schemas). */
   meanValueBytes: number;
+  /** Bytes of the same values without their schema, as JsonConverter writes with `schemas.enable=false`. */
+  meanPayloadOnlyValueBytes: number;
   cpuMicrosPerChange: {
     pgoutputDecode: number;
     debeziumEncode: number;
+    /** kafkajs' produce request encoding, with these two parts: */
     kafkajsEncode: number;
-    /** kafkajs sending to the broker (acks=all) less its encoding: socket writes, responses. */
+    /** UTF-8 encoding of the key and value strings. */
+    kafkajsUtf8: number;
+    /** The record batches' CRC-32C (kafkajs computes it in JavaScript). */
+    kafkajsCrc32c: number;
+    /** kafkajs sending to the broker (acks=all) less its encoding: socket writes, responses, bookkeeping. */
     kafkajsNetwork: number;
+    /** What kafkajs' encoding would cost for payload-only records (not measured in a run of the capture). */
+    kafkajsEncodePayloadOnly: number;
     /** The capture process's CPU in the streaming run less the stages above: stream reads, postgres.js, GC, the loop. */
     captureOther: number;
     /** The whole capture process in the streaming run. */
@@ -638,11 +647,15 @@ async function profileCapture(options: PeerOptions, streamed: PhaseResult, chang
   const captureProcess = micros(streamed.cpuSPer1000.process)!;
   return {
     meanValueBytes: measured.meanValueBytes,
+    meanPayloadOnlyValueBytes: measured.meanPayloadOnlyValueBytes,
     cpuMicrosPerChange: {
       pgoutputDecode: stage.pgoutputDecode,
       debeziumEncode: stage.debeziumEncode,
       kafkajsEncode: stage.kafkajsEncode,
+      kafkajsUtf8: stage.kafkajsUtf8,
+      kafkajsCrc32c: stage.kafkajsCrc32c,
       kafkajsNetwork: round(Math.max(0, stage.kafkajsSend - stage.kafkajsEncode), 2),
+      kafkajsEncodePayloadOnly: stage.kafkajsEncodePayloadOnly,
       captureOther: round(
         Math.max(0, captureProcess - stage.pgoutputDecode - stage.debeziumEncode - stage.kafkajsSend),
         1,

@@ -5,7 +5,9 @@
  * - pgoutput decoding: XLogData frames holding Update messages, through decodeFrame and decodePgOutput;
  * - Debezium encoding: those changes through DebeziumEncoder.encode (JsonConverter, schemas on);
  * - kafkajs encoding: the records, grouped by partition in sends of the capture's batch size, as
- *   one produce request each (records, batches, CRC), with no network;
+ *   one produce request each (records, batches, CRC), with no network; apart, two of its parts
+ *   (UTF-8 encoding of the strings, the batches' CRC-32C) and the same encoding of payload-only
+ *   records (what JsonConverter writes with `schemas.enable=false`);
  * - kafkajs sending: the same sends to a real topic with acks from all replicas, one request in
  *   flight, as the capture's producer sends them (encoding, socket, responses); the broker's CPU
  *   meanwhile is read from /proc when the broker runs on this machine.
@@ -15,11 +17,14 @@
  * compiler threads included) and the records' sizes. Used by scripts/bench.ts; runnable alone.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { createRequire } from "node:module";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";
 import { DEFAULTS } from "../lib/config.ts";
+// The capture encodes with the project's kafkajs fixes in place (lib/kafka_admin.ts imports them).
+import "../lib/kafkajs_fixes.ts";
 import { CAPTURED_TABLES, type CaptureRecord, DebeziumEncoder, type RowChange } from "../lib/debezium.ts";
 import { decodeFrame, decodePgOutput, type TupleValues } from "../lib/pgoutput.ts";
 import { partitionOf } from "../lib/partitioner.ts";
@@ -117,6 +122,32 @@ const change = (i: number): RowChange => ({
 const records: CaptureRecord[] = Array.from({ length: DISTINCT }, (_, i) => encoder.encode(spec, change(i), 1n)[0]);
 /** The capture's messages: key and value as strings, as AckingPublisher hands them to kafkajs. */
 const messages = records.map(({ key, value }) => ({ key, value: value! }));
+/** The same records as JsonConverter writes them with `schemas.enable=false`: the payloads alone. */
+const payloadOnly = messages.map(({ key, value }) => ({
+  key: JSON.stringify(JSON.parse(key).payload),
+  value: JSON.stringify(JSON.parse(value).payload),
+}));
+const require = createRequire(import.meta.url);
+const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
+const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C/index.js");
+/** All distinct records' bytes in one buffer: the CRC's cost is linear in the bytes. */
+const allBytes = Buffer.concat(messages.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(value)]));
+
+/** kafkajs' encoding of `list`'s records, grouped by partition, in produce requests of BATCH records. */
+async function kafkajsEncode(list: { key: string; value: string }[]) {
+  for (let sent = 0; sent < CHANGES; sent += BATCH) {
+    const perPartition: Record<number, { key: string; value: string }[]> = {};
+    for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) {
+      const message = list[i % DISTINCT];
+      (perPartition[partitionOf(message.key, ORDERS_PARTITIONS)] ??= []).push(message);
+    }
+    const partitions = Object.entries(perPartition).map(([partition, messages]) => ({
+      partition: Number(partition),
+      messages,
+    }));
+    await produceRequest({ acks: -1, timeout: 30_000, topicData: [{ topic: TOPIC, partitions }] }).encode();
+  }
+}
 
 // A warm-up pass per stage, so each measures steady state, not the JIT.
 const stages = {
@@ -129,22 +160,20 @@ const stages = {
   debeziumEncode: () => {
     for (let i = 0; i < CHANGES; i++) encoder.encode(spec, change(i), BigInt(i));
   },
-  kafkajsEncode: async () => {
-    const require = createRequire(import.meta.url);
-    const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
-    for (let sent = 0; sent < CHANGES; sent += BATCH) {
-      const perPartition: Record<number, { key: string; value: string }[]> = {};
-      for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) {
-        const message = messages[i % DISTINCT];
-        (perPartition[partitionOf(message.key, ORDERS_PARTITIONS)] ??= []).push(message);
-      }
-      const partitions = Object.entries(perPartition).map(([partition, list]) => ({
-        partition: Number(partition),
-        messages: list,
-      }));
-      await produceRequest({ acks: -1, timeout: 30_000, topicData: [{ topic: TOPIC, partitions }] }).encode();
+  kafkajsEncode: () => kafkajsEncode(messages),
+  kafkajsUtf8: () => {
+    for (let i = 0; i < CHANGES; i++) {
+      Buffer.from(messages[i % DISTINCT].key);
+      Buffer.from(messages[i % DISTINCT].value);
     }
   },
+  kafkajsCrc32c: () => {
+    for (let done = 0; done < CHANGES; done += DISTINCT) {
+      const n = Math.min(DISTINCT, CHANGES - done);
+      crc32C(n === DISTINCT ? allBytes : allBytes.subarray(0, Math.round((allBytes.length * n) / DISTINCT)));
+    }
+  },
+  kafkajsEncodePayloadOnly: () => kafkajsEncode(payloadOnly),
 };
 const perChange: Record<string, number> = {};
 for (const [name, run] of Object.entries(stages)) {
@@ -199,6 +228,7 @@ console.log(JSON.stringify({
   meanFrameBytes: mean(frames.map((f) => f.length)),
   meanKeyBytes: mean(records.map((r) => r.key.length)),
   meanValueBytes: mean(records.map((r) => r.value!.length)),
+  meanPayloadOnlyValueBytes: mean(payloadOnly.map((r) => r.value.length)),
   cpuMicrosPerChange: perChange,
   brokerCpuMicrosPerChangeDuringSend: brokerMicrosPerChange,
 }));

@@ -211,10 +211,21 @@ function checkCaptureVsDebezium(report: any) {
   for (const key of ["before", "after"]) assert.ok(peer.loadAverage1m[key] >= 0, `loadAverage1m.${key}`);
   // The profile: each in-process stage measured; the capture's whole CPU per change is the streaming run's.
   const micros = peer.profile.cpuMicrosPerChange;
-  for (const key of ["pgoutputDecode", "debeziumEncode", "kafkajsEncode", "captureProcess", "walsender"]) {
+  const measuredStages = [
+    "pgoutputDecode",
+    "debeziumEncode",
+    "kafkajsEncode",
+    "kafkajsUtf8",
+    "kafkajsCrc32c",
+    "kafkajsEncodePayloadOnly",
+    "captureProcess",
+    "walsender",
+  ];
+  for (const key of measuredStages) {
     assert.ok(micros[key] > 0, `profile.cpuMicrosPerChange.${key} = ${micros[key]}`);
   }
   for (const key of ["kafkajsNetwork", "captureOther"]) assert.ok(micros[key] >= 0, `profile.${key}`);
   assert.equal(micros.captureProcess, Math.round(capture.streaming.cpuSPer1000.process * 1000 * 10) / 10);
-  assert.ok(peer.profile.meanValueBytes > 0);
+  assert.ok(peer.profile.meanValueBytes > peer.profile.meanPayloadOnlyValueBytes);
+  assert.ok(peer.profile.meanPayloadOnlyValueBytes > 0);
 }
