@@ -12,7 +12,7 @@
  * @module
  */
 import os from "node:os";
-import { Kafka, logLevel } from "kafkajs";
+import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ensureSchema, type Sql } from "../lib/sink.ts";
 
@@ -333,280 +333,68 @@ interface Names {
   prefix: string;
 }
 
+/** The section's database and clients, shared by its phases. */
+interface Bed {
+  options: PeerOptions;
+  database: string;
+  databaseUrl: string;
+  /** The bench's own session on the section's database (left out of the connectors' CPU). */
+  sql: postgres.Sql;
+  kafkaAdmin: Admin;
+  /** Folder of Debezium's configuration and output files. */
+  dir: string;
+  /** Seconds a wait may take: generous for a shared 2-core machine, 500 records/s at worst. */
+  timeoutS: number;
+  brokerIsLocal: boolean;
+}
+
 /** The section: data, both connectors on both workloads, the profile. */
 export async function captureVsDebezium(options: PeerOptions): Promise<PeerReport> {
   const { run, updateRows, snapshotRows, progress } = options;
-  const users = Math.round(snapshotRows * 0.2);
-  const orders = snapshotRows - users;
-  if (orders < updateRows) {
+  if (snapshotRows - Math.round(snapshotRows * 0.2) < updateRows) {
     throw new RangeError(
       `the snapshot's orders (80% of ${snapshotRows} rows) must number at least the UPDATE's ${updateRows} rows`,
     );
   }
-  /** Generous for a shared 2-core machine: 500 records/s at worst. */
-  const timeoutS = Math.max(180, Math.max(snapshotRows, updateRows) / 500);
   const loadBefore = os.loadavg()[0];
   const database = `${run}_peer`;
-  const databaseUrl = options.adminUrl.replace(/\/[^/?]*(\?|$)/, `/${database}$1`);
-  const dir = await Deno.makeTempDir({ prefix: "cdc-bench-debezium-" });
   const admin = postgres(options.adminUrl, { max: 1, onnotice: () => {}, connection: { application_name: BENCH_APP } });
   await admin.unsafe(`create database ${database}`);
   await admin.end();
-  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {}, connection: { application_name: BENCH_APP } });
-  const kafka = new Kafka({ clientId: BENCH_APP, brokers: options.brokers, logLevel: logLevel.NOTHING });
-  const kafkaAdmin = kafka.admin();
-  await kafkaAdmin.connect();
-  /** Orders placed at the first `updateRows` seconds of 2025 are the ones the UPDATE changes. */
-  const changed = () => sql`placed_at <= timestamptz '2025-01-01' + ${updateRows}::int * interval '1 second'`;
+  const databaseUrl = options.adminUrl.replace(/\/[^/?]*(\?|$)/, `/${database}$1`);
+  const kafkaAdmin = new Kafka({ clientId: BENCH_APP, brokers: options.brokers, logLevel: logLevel.NOTHING }).admin();
+  const bed: Bed = {
+    options,
+    database,
+    databaseUrl,
+    sql: postgres(databaseUrl, { max: 1, onnotice: () => {}, connection: { application_name: BENCH_APP } }),
+    kafkaAdmin,
+    dir: await Deno.makeTempDir({ prefix: "cdc-bench-debezium-" }),
+    timeoutS: Math.max(180, Math.max(snapshotRows, updateRows) / 500),
+    brokerIsLocal: (await brokerPids()).length > 0,
+  };
   try {
-    progress(`loading ${users} users and ${orders} orders`);
-    await ensureSchema(sql as unknown as Sql);
-    await sql`
-      insert into users (id, name, dob, created_at)
-      select md5('u' || i)::uuid, 'User number ' || i, date '1960-01-01' + i % 15000,
-             timestamptz '2025-01-01' + i * interval '1 second'
-      from generate_series(1, ${users}::int) i`;
-    await sql`
-      insert into orders (id, status, user_id, quantity, total_amount, placed_at)
-      select md5('o' || i)::uuid, 'PLACED', md5('u' || (1 + i % ${users}::int))::uuid, 1 + i % 100,
-             (i % 100000) / 100.0, timestamptz '2025-01-01' + i * interval '1 second'
-      from generate_series(1, ${orders}::int) i`;
-    // The capture sets it itself; set here, both connectors read the same WAL (the whole old row).
-    await sql`alter table users replica identity full`;
-    await sql`alter table orders replica identity full`;
-    await sql`vacuum (analyze) users, orders`;
-
-    /** The pids of the connector's tree, its walsender, its other sessions, and the broker. */
-    const partiesOf = (root: number) => async () => {
-      const parties = new Map<number, Party>();
-      for (const pid of await processTree(root)) parties.set(pid, "process");
-      const sessions = await sql<{ pid: number; walsender: boolean }[]>`
-        select pid, backend_type = 'walsender' as walsender from pg_stat_activity
-        where datname = ${database} and application_name <> ${BENCH_APP} and pid <> pg_backend_pid()`;
-      for (const { pid, walsender } of sessions) parties.set(pid, walsender ? "walsender" : "backends");
-      for (const pid of await brokerPids()) parties.set(pid, "broker");
-      return parties;
-    };
-    const brokerIsLocal = (await brokerPids()).length > 0;
-    const perThousand = (cpu: Record<Party, number>, records: number) => ({
-      process: round((cpu.process * 1000) / records, 4),
-      walsender: round((cpu.walsender * 1000) / records, 4),
-      backends: round((cpu.backends * 1000) / records, 4),
-      broker: brokerIsLocal ? round((cpu.broker * 1000) / records, 4) : null,
-    });
-
-    /** The snapshot workload: from the first record to the last, CPU over the same span. */
-    const snapshot = async (start: () => Promise<Connector>): Promise<PhaseResult> => {
-      await sql`checkpoint`;
-      const spawned = performance.now();
-      const connector = await start();
-      const memory = rssSampler(connector.pid);
-      try {
-        const running = async () => {
-          if (connector.exited()) throw new Error(`the connector exited: ${connector.log().slice(-2000)}`);
-          return (await connector.count()) > 0;
-        };
-        await waitUntil("the snapshot's first record", timeoutS, running);
-        const firstAt = performance.now();
-        const cpu = new CpuSpan(partiesOf(connector.pid));
-        await cpu.start();
-        await waitUntil(`all ${snapshotRows} snapshot records`, timeoutS, async () => {
-          if (connector.exited()) throw new Error(`the connector exited: ${connector.log().slice(-2000)}`);
-          return (await connector.count()) >= snapshotRows;
-        });
-        const lastAt = performance.now();
-        const used = await cpu.stop();
-        const seconds = (lastAt - firstAt) / 1000;
-        return {
-          records: snapshotRows,
-          seconds: round(seconds, 3),
-          recordsPerS: Math.round(snapshotRows / seconds),
-          startupS: round((firstAt - spawned) / 1000, 2),
-          cpuSPer1000: perThousand(used, snapshotRows),
-          peakRssMb: Math.round((await memory.stop()) / 2 ** 20),
-        };
-      } finally {
-        await connector.stop();
-        await memory.stop();
-      }
-    };
-
-    /**
-     * The streaming workload: once a one-row marker change came out, one UPDATE of `updateRows`
-     * orders, timed from its commit to the last record; CPU from just before the UPDATE.
-     */
-    const streaming = async (start: () => Promise<Connector>, slot: string): Promise<PhaseResult> => {
-      await sql`checkpoint`;
-      const spawned = performance.now();
-      const connector = await start();
-      const memory = rssSampler(connector.pid);
-      const alive = () => {
-        if (connector.exited()) throw new Error(`the connector exited: ${connector.log().slice(-2000)}`);
-      };
-      try {
-        // A commit after the slot's consistent point is streamed: the marker proves the connector streams.
-        await waitUntil(`slot ${slot} streaming`, timeoutS, async () => {
-          alive();
-          const [row] = await sql`select 1 from pg_replication_slots
-            where slot_name = ${slot} and active_pid is not null and confirmed_flush_lsn is not null`;
-          return row !== undefined;
-        });
-        await sql`update users set name = name where id = md5('u1')::uuid`;
-        await waitUntil("the marker change's record", timeoutS, async () => {
-          alive();
-          return (await connector.count()) >= 1;
-        });
-        const streamingAt = performance.now();
-        const before = await connector.count();
-        const cpu = new CpuSpan(partiesOf(connector.pid));
-        await cpu.start();
-        const result = await sql`update orders set status = 'SHIPPED', modified_at = now() where ${changed()}`;
-        const committedAt = performance.now();
-        if (result.count !== updateRows) throw new Error(`the UPDATE changed ${result.count} rows, not ${updateRows}`);
-        await waitUntil(`the UPDATE's ${updateRows} records`, timeoutS, async () => {
-          alive();
-          return (await connector.count()) >= before + updateRows;
-        });
-        const lastAt = performance.now();
-        const used = await cpu.stop();
-        const seconds = (lastAt - committedAt) / 1000;
-        return {
-          records: updateRows,
-          seconds: round(seconds, 3),
-          recordsPerS: Math.round(updateRows / seconds),
-          startupS: round((streamingAt - spawned) / 1000, 2),
-          cpuSPer1000: perThousand(used, updateRows),
-          peakRssMb: Math.round((await memory.stop()) / 2 ** 20),
-        };
-      } finally {
-        await connector.stop();
-        await memory.stop();
-      }
-    };
-
-    /** Undoes the UPDATE while no slot exists, so the next connector starts from the same rows. */
-    const undoUpdate = async () => {
-      await sql`update orders set status = 'PLACED', modified_at = null where ${changed()}`;
-      await sql`vacuum (analyze) orders`;
-    };
-    const dropSlot = async (slot: string) => {
-      await waitUntil(`slot ${slot} released`, 60, async () => {
-        const [row] = await sql`select active_pid from pg_replication_slots where slot_name = ${slot}`;
-        return !row?.active_pid;
-      });
-      await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`;
-    };
-
-    // Debezium: its own slot each run (dropped when it stops), the JVM as users run it.
-    const startDebezium = (names: Names, mode: "initial" | "no_data") => async (): Promise<Connector> => {
-      const properties = `${dir}/${names.slot}.properties`;
-      const output = `${dir}/${names.slot}.jsonl`;
-      await Deno.writeTextFile(properties, debeziumProperties(databaseUrl, names, mode));
-      await Deno.writeTextFile(output, "");
-      const env = { ...Deno.env.toObject(), DEBEZIUM_JVM_OPTS: "", DEBEZIUM_FLUSH: "batch" };
-      const process = spawnLogged(["bash", `${options.root}scripts/debezium/run.sh`, properties, output], env, dir);
-      const lines = lineCounter(output);
-      return {
-        ...process,
-        count: lines.count,
-        stop: async () => {
-          try {
-            await process.stop();
-          } finally {
-            lines.close();
-            await Deno.remove(output);
-          }
-        },
-      };
-    };
-    const debeziumNames = (phase: string) => ({
-      slot: `${run}_dbz_${phase}`,
-      publication: `${run}_dbz_pub`,
-      prefix: `${run}_dbz`,
-    });
+    await kafkaAdmin.connect();
+    await loadRows(bed);
     const resolved = await new Deno.Command("bash", {
       args: [`${options.root}scripts/debezium/run.sh`, "resolve"],
       stdout: "null",
       stderr: "inherit",
     }).output();
     if (!resolved.success) throw new Error("scripts/debezium/run.sh resolve failed; see the lines above");
-    progress(`Debezium: first snapshot of ${snapshotRows} rows`);
-    const debeziumSnapshot = await snapshot(startDebezium(debeziumNames("snap"), "initial"));
-    await dropSlot(debeziumNames("snap").slot);
-    progress(`Debezium: ${debeziumSnapshot.recordsPerS} rows/s; now one UPDATE of ${updateRows} rows`);
-    const debeziumStreaming = await streaming(startDebezium(debeziumNames("stream"), "no_data"), `${run}_dbz_stream`);
-    await dropSlot(debeziumNames("stream").slot);
-    progress(`Debezium: ${debeziumStreaming.recordsPerS} changes/s`);
-
-    // The capture: the snapshot run creates its slot; the streaming run resumes from it.
-    const startCapture = (names: Names, args: string[]) => (): Promise<Connector> => {
-      const topics = [`${names.prefix}.public.users`, `${names.prefix}.public.orders`];
-      // kafkajs retries a topic it does not know for seconds: offsets are asked only once both exist.
-      let created = false;
-      let last = 0;
-      const total = async () => {
-        created ||= topics.every(Set.prototype.has, new Set(await kafkaAdmin.listTopics()));
-        if (!created) return 0;
-        try {
-          const offsets = await Promise.all(topics.map((topic) => kafkaAdmin.fetchTopicOffsets(topic)));
-          last = offsets.flat().reduce((sum, { high }) => sum + Number(high), 0);
-        } catch {
-          // A partition without a leader yet: the last count stands.
-        }
-        return last;
-      };
-      return total().then((already) => {
-        const env = {
-          ...options.captureEnv,
-          DATABASE_URL: databaseUrl,
-          CAPTURE_SLOT: names.slot,
-          CAPTURE_PUBLICATION: names.publication,
-          CAPTURE_TOPIC_PREFIX: names.prefix,
-        };
-        const process = spawnLogged([...options.captureCommand, ...args], env, options.root);
-        return { ...process, count: async () => (await total()) - already };
-      });
-    };
-    const runCapture = async (variant: string, args: string[]) => {
-      await undoUpdate();
-      const names = {
-        slot: `${run}_cap${variant}`,
-        publication: `${run}_cap${variant}_pub`,
-        prefix: `${run}_cap${variant}`,
-      };
-      progress(`capture${args.length ? ` ${args.join(" ")}` : ""}: first snapshot of ${snapshotRows} rows`);
-      const snap = await snapshot(startCapture(names, args));
-      progress(`capture: ${snap.recordsPerS} rows/s; now one UPDATE of ${updateRows} rows`);
-      const stream = await streaming(startCapture(names, args), names.slot);
-      progress(`capture: ${stream.recordsPerS} changes/s`);
-      await dropSlot(names.slot);
-      return { snapshot: snap, streaming: stream };
-    };
-    const capture = await runCapture("", []);
-    const help = await new Deno.Command(options.captureCommand[0], {
-      args: [...options.captureCommand.slice(1), "--help"],
-      cwd: options.root,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const hasSchemasFlag = /--schemas\b/.test(decode(help.stdout) + decode(help.stderr));
-    const captureSchemasFalse = hasSchemasFlag ? await runCapture("_noschema", ["--schemas=false"]) : null;
-
-    progress(`profiling the capture's stages on ${Math.min(updateRows, 200_000)} changes`);
-    const profile = await profileCapture(options, capture.streaming, Math.min(updateRows, 200_000));
+    const debezium = await debeziumRuns(bed);
+    const capture = await captureRuns(bed, "", []);
+    const captureSchemasFalse = await hasSchemasFlag(options)
+      ? await captureRuns(bed, "_noschema", ["--schemas=false"])
+      : null;
+    const profiled = Math.min(updateRows, 200_000);
+    progress(`profiling the capture's stages on ${profiled} changes`);
+    const profile = await profileCapture(options, capture.streaming, profiled);
     return {
       updateRows,
       snapshotRows,
-      settings: {
-        debezium: "Debezium Engine with the PostgreSQL connector 3.6.1.Final (scripts/debezium/run.sh): pgoutput, " +
-          "its own slot and filtered publication, JsonConverter with schemas, records written to a local file " +
-          "(one JSON line each, flushed per engine batch), not to Kafka; JVM defaults (no heap or compiler flags)",
-        capture: "deno task capture into Kafka, acks from all in-sync replicas, its own slot and publication",
-        timing: "each connector runs alone on one database; streaming: one UPDATE of the orders (REPLICA IDENTITY " +
-          "FULL), timed from its commit to the last record out, CPU from just before it; snapshot: a new slot's " +
-          "first snapshot, timed and CPU from the first record to the last; CPU from /proc by pid",
-      },
-      debezium: { streaming: debeziumStreaming, snapshot: debeziumSnapshot },
+      settings: SETTINGS,
+      debezium,
       capture,
       captureSchemasFalse,
       loadAverage1m: { before: round(loadBefore, 2), after: round(os.loadavg()[0], 2) },
@@ -614,9 +402,282 @@ export async function captureVsDebezium(options: PeerOptions): Promise<PeerRepor
     };
   } finally {
     await kafkaAdmin.disconnect().catch(() => {});
-    await sql.end();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await bed.sql.end();
+    await Deno.remove(bed.dir, { recursive: true }).catch(() => {});
   }
+}
+
+const SETTINGS = {
+  debezium: "Debezium Engine with the PostgreSQL connector 3.6.1.Final (scripts/debezium/run.sh): pgoutput, " +
+    "its own slot and filtered publication, JsonConverter with schemas, records written to a local file " +
+    "(one JSON line each, flushed per engine batch), not to Kafka; JVM defaults (no heap or compiler flags)",
+  capture: "deno task capture into Kafka, acks from all in-sync replicas, its own slot and publication",
+  timing: "each connector runs alone on one database; streaming: one UPDATE of the orders (REPLICA IDENTITY " +
+    "FULL), timed from its commit to the last record out, CPU from just before it; snapshot: a new slot's " +
+    "first snapshot, timed and CPU from the first record to the last; CPU from /proc by pid",
+};
+
+/** Users (a fifth of the snapshot's rows) and orders, set-based; the tables as the consumer creates them. */
+async function loadRows({ sql, options }: Bed): Promise<void> {
+  const users = Math.round(options.snapshotRows * 0.2);
+  const orders = options.snapshotRows - users;
+  options.progress(`loading ${users} users and ${orders} orders`);
+  await ensureSchema(sql as unknown as Sql);
+  await sql`
+    insert into users (id, name, dob, created_at)
+    select md5('u' || i)::uuid, 'User number ' || i, date '1960-01-01' + i % 15000,
+           timestamptz '2025-01-01' + i * interval '1 second'
+    from generate_series(1, ${users}::int) i`;
+  await sql`
+    insert into orders (id, status, user_id, quantity, total_amount, placed_at)
+    select md5('o' || i)::uuid, 'PLACED', md5('u' || (1 + i % ${users}::int))::uuid, 1 + i % 100,
+           (i % 100000) / 100.0, timestamptz '2025-01-01' + i * interval '1 second'
+    from generate_series(1, ${orders}::int) i`;
+  // The capture sets it itself; set here, both connectors read the same WAL (the whole old row).
+  await sql`alter table users replica identity full`;
+  await sql`alter table orders replica identity full`;
+  await sql`vacuum (analyze) users, orders`;
+}
+
+/** The orders the UPDATE changes: those placed in the first `updateRows` seconds of 2025. */
+function changedOrders({ sql, options }: Bed) {
+  return sql`placed_at <= timestamptz '2025-01-01' + ${options.updateRows}::int * interval '1 second'`;
+}
+
+/** Undoes the UPDATE while no slot exists, so the next connector starts from the same rows. */
+async function undoUpdate(bed: Bed): Promise<void> {
+  await bed.sql`update orders set status = 'PLACED', modified_at = null where ${changedOrders(bed)}`;
+  await bed.sql`vacuum (analyze) orders`;
+}
+
+/** Drops a slot once its connector has let go of it (Debezium drops its own when it stops). */
+async function dropSlot({ sql }: Bed, slot: string): Promise<void> {
+  await waitUntil(`slot ${slot} released`, 60, async () => {
+    const [row] = await sql`select active_pid from pg_replication_slots where slot_name = ${slot}`;
+    return !row?.active_pid;
+  });
+  await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = ${slot}`;
+}
+
+/** The pids of a connector's process tree, its walsender, its other sessions, and the broker. */
+function partiesOf({ sql, database }: Bed, root: number) {
+  return async () => {
+    const parties = new Map<number, Party>();
+    for (const pid of await processTree(root)) parties.set(pid, "process");
+    const sessions = await sql<{ pid: number; walsender: boolean }[]>`
+      select pid, backend_type = 'walsender' as walsender from pg_stat_activity
+      where datname = ${database} and application_name <> ${BENCH_APP} and pid <> pg_backend_pid()`;
+    for (const { pid, walsender } of sessions) parties.set(pid, walsender ? "walsender" : "backends");
+    for (const pid of await brokerPids()) parties.set(pid, "broker");
+    return parties;
+  };
+}
+
+function perThousand({ brokerIsLocal }: Bed, cpu: Record<Party, number>, records: number) {
+  return {
+    process: round((cpu.process * 1000) / records, 4),
+    walsender: round((cpu.walsender * 1000) / records, 4),
+    backends: round((cpu.backends * 1000) / records, 4),
+    broker: brokerIsLocal ? round((cpu.broker * 1000) / records, 4) : null,
+  };
+}
+
+/** Throws with the connector's log when it has exited before its phase ended. */
+function checkAlive(connector: Connector): void {
+  if (connector.exited()) throw new Error(`the connector exited: ${connector.log().slice(-2000)}`);
+}
+
+/** The snapshot workload: a new slot's first snapshot, timed and CPU from the first record to the last. */
+async function measureSnapshot(bed: Bed, start: () => Promise<Connector>): Promise<PhaseResult> {
+  const { sql, timeoutS, options: { snapshotRows } } = bed;
+  await sql`checkpoint`;
+  const spawned = performance.now();
+  const connector = await start();
+  const memory = rssSampler(connector.pid);
+  try {
+    await waitUntil("the snapshot's first record", timeoutS, async () => {
+      checkAlive(connector);
+      return (await connector.count()) > 0;
+    });
+    const firstAt = performance.now();
+    const cpu = new CpuSpan(partiesOf(bed, connector.pid));
+    await cpu.start();
+    await waitUntil(`all ${snapshotRows} snapshot records`, timeoutS, async () => {
+      checkAlive(connector);
+      return (await connector.count()) >= snapshotRows;
+    });
+    const lastAt = performance.now();
+    const used = await cpu.stop();
+    const seconds = (lastAt - firstAt) / 1000;
+    return {
+      records: snapshotRows,
+      seconds: round(seconds, 3),
+      recordsPerS: Math.round(snapshotRows / seconds),
+      startupS: round((firstAt - spawned) / 1000, 2),
+      cpuSPer1000: perThousand(bed, used, snapshotRows),
+      peakRssMb: Math.round((await memory.stop()) / 2 ** 20),
+    };
+  } finally {
+    await connector.stop();
+    await memory.stop();
+  }
+}
+
+/**
+ * The streaming workload: once a one-row marker change came out (the connector streams), one
+ * UPDATE of `updateRows` orders, timed from its commit to the last record; CPU from just before it.
+ */
+async function measureStreaming(bed: Bed, start: () => Promise<Connector>, slot: string): Promise<PhaseResult> {
+  const { sql, timeoutS, options: { updateRows } } = bed;
+  await sql`checkpoint`;
+  const spawned = performance.now();
+  const connector = await start();
+  const memory = rssSampler(connector.pid);
+  try {
+    // A commit after the slot's consistent point is streamed, whenever the connector gets to it.
+    await waitUntil(`slot ${slot} streaming`, timeoutS, async () => {
+      checkAlive(connector);
+      const [row] = await sql`select 1 from pg_replication_slots
+        where slot_name = ${slot} and active_pid is not null and confirmed_flush_lsn is not null`;
+      return row !== undefined;
+    });
+    await sql`update users set name = name where id = md5('u1')::uuid`;
+    await waitUntil("the marker change's record", timeoutS, async () => {
+      checkAlive(connector);
+      return (await connector.count()) >= 1;
+    });
+    const streamingAt = performance.now();
+    const before = await connector.count();
+    const cpu = new CpuSpan(partiesOf(bed, connector.pid));
+    await cpu.start();
+    const result = await sql`update orders set status = 'SHIPPED', modified_at = now() where ${changedOrders(bed)}`;
+    const committedAt = performance.now();
+    if (result.count !== updateRows) throw new Error(`the UPDATE changed ${result.count} rows, not ${updateRows}`);
+    await waitUntil(`the UPDATE's ${updateRows} records`, timeoutS, async () => {
+      checkAlive(connector);
+      return (await connector.count()) >= before + updateRows;
+    });
+    const lastAt = performance.now();
+    const used = await cpu.stop();
+    const seconds = (lastAt - committedAt) / 1000;
+    return {
+      records: updateRows,
+      seconds: round(seconds, 3),
+      recordsPerS: Math.round(updateRows / seconds),
+      startupS: round((streamingAt - spawned) / 1000, 2),
+      cpuSPer1000: perThousand(bed, used, updateRows),
+      peakRssMb: Math.round((await memory.stop()) / 2 ** 20),
+    };
+  } finally {
+    await connector.stop();
+    await memory.stop();
+  }
+}
+
+/** Debezium on both workloads, a new slot each (dropped when it stops), the JVM as users run it. */
+async function debeziumRuns(bed: Bed): Promise<{ streaming: PhaseResult; snapshot: PhaseResult }> {
+  const { options: { run, snapshotRows, updateRows, progress } } = bed;
+  const names = (phase: string) => ({
+    slot: `${run}_dbz_${phase}`,
+    publication: `${run}_dbz_pub`,
+    prefix: `${run}_dbz`,
+  });
+  progress(`Debezium: first snapshot of ${snapshotRows} rows`);
+  const snapshot = await measureSnapshot(bed, () => startDebezium(bed, names("snap"), "initial"));
+  await dropSlot(bed, names("snap").slot);
+  progress(`Debezium: ${snapshot.recordsPerS} rows/s; now one UPDATE of ${updateRows} rows`);
+  const streaming = await measureStreaming(
+    bed,
+    () => startDebezium(bed, names("stream"), "no_data"),
+    names("stream").slot,
+  );
+  await dropSlot(bed, names("stream").slot);
+  progress(`Debezium: ${streaming.recordsPerS} changes/s`);
+  return { streaming, snapshot };
+}
+
+/** Starts the Debezium Engine writing to a file of the bed's folder; counts that file's lines. */
+async function startDebezium(bed: Bed, names: Names, mode: "initial" | "no_data"): Promise<Connector> {
+  const properties = `${bed.dir}/${names.slot}.properties`;
+  const output = `${bed.dir}/${names.slot}.jsonl`;
+  await Deno.writeTextFile(properties, debeziumProperties(bed.databaseUrl, names, mode));
+  await Deno.writeTextFile(output, "");
+  const env = { ...Deno.env.toObject(), DEBEZIUM_JVM_OPTS: "", DEBEZIUM_FLUSH: "batch" };
+  const process = spawnLogged(["bash", `${bed.options.root}scripts/debezium/run.sh`, properties, output], env, bed.dir);
+  const lines = lineCounter(output);
+  return {
+    ...process,
+    count: lines.count,
+    stop: async () => {
+      try {
+        await process.stop();
+      } finally {
+        lines.close();
+        await Deno.remove(output);
+      }
+    },
+  };
+}
+
+/**
+ * The capture on both workloads, after undoing Debezium's UPDATE: the snapshot run creates its
+ * slot, the streaming run resumes from it; the slot is dropped at the end.
+ */
+async function captureRuns(bed: Bed, variant: string, args: string[]) {
+  const { options: { run, snapshotRows, updateRows, progress } } = bed;
+  await undoUpdate(bed);
+  const names = {
+    slot: `${run}_cap${variant}`,
+    publication: `${run}_cap${variant}_pub`,
+    prefix: `${run}_cap${variant}`,
+  };
+  progress(`capture${args.length ? ` ${args.join(" ")}` : ""}: first snapshot of ${snapshotRows} rows`);
+  const snapshot = await measureSnapshot(bed, () => startCapture(bed, names, args));
+  progress(`capture: ${snapshot.recordsPerS} rows/s; now one UPDATE of ${updateRows} rows`);
+  const streaming = await measureStreaming(bed, () => startCapture(bed, names, args), names.slot);
+  progress(`capture: ${streaming.recordsPerS} changes/s`);
+  await dropSlot(bed, names.slot);
+  return { streaming, snapshot };
+}
+
+/** Starts `deno task capture`; counts the records its topics gained since (their end offsets). */
+async function startCapture({ options, databaseUrl, kafkaAdmin }: Bed, names: Names, args: string[]) {
+  const topics = [`${names.prefix}.public.users`, `${names.prefix}.public.orders`];
+  // kafkajs retries a topic it does not know for seconds: offsets are asked only once both exist.
+  let created = false;
+  let last = 0;
+  const total = async () => {
+    created ||= topics.every(Set.prototype.has, new Set(await kafkaAdmin.listTopics()));
+    if (!created) return 0;
+    try {
+      const offsets = await Promise.all(topics.map((topic) => kafkaAdmin.fetchTopicOffsets(topic)));
+      last = offsets.flat().reduce((sum, { high }) => sum + Number(high), 0);
+    } catch {
+      // A partition without a leader yet: the last count stands.
+    }
+    return last;
+  };
+  const already = await total();
+  const env = {
+    ...options.captureEnv,
+    DATABASE_URL: databaseUrl,
+    CAPTURE_SLOT: names.slot,
+    CAPTURE_PUBLICATION: names.publication,
+    CAPTURE_TOPIC_PREFIX: names.prefix,
+  };
+  const process = spawnLogged([...options.captureCommand, ...args], env, options.root);
+  return { ...process, count: async () => (await total()) - already };
+}
+
+/** Whether the capture's command line has `--schemas` (payload-only records), from its `--help`. */
+async function hasSchemasFlag(options: PeerOptions): Promise<boolean> {
+  const help = await new Deno.Command(options.captureCommand[0], {
+    args: [...options.captureCommand.slice(1), "--help"],
+    cwd: options.root,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return /--schemas\b/.test(decode(help.stdout) + decode(help.stderr));
 }
 
 /** Runs scripts/capture_profile.ts and sets its in-process stages beside the streaming run's out-of-process CPU. */
