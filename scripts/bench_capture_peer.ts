@@ -15,6 +15,7 @@ import os from "node:os";
 import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ensureSchema, type Sql } from "../lib/sink.ts";
+import { brokerPids, processTree, procStats } from "./_proc.ts";
 
 /** What the section needs from the bench. */
 export interface PeerOptions {
@@ -109,9 +110,6 @@ export interface CaptureProfile {
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (value: number, digits = 0) => Math.round(value * 10 ** digits) / 10 ** digits;
-const CLOCK_TICKS =
-  Number(decode(new Deno.Command("getconf", { args: ["CLK_TCK"], stdout: "piped" }).outputSync().stdout)) ||
-  100;
 /** The bench's own sessions are left out of the connectors' CPU by this name. */
 const BENCH_APP = "cdc-bench";
 
@@ -122,44 +120,6 @@ async function waitUntil(what: string, timeoutS: number, condition: () => Promis
     if (Date.now() > deadline) throw new Error(`${what} did not happen within ${timeoutS} s`);
     await sleep(everyMs);
   }
-}
-
-/** CPU seconds (the process and its reaped children), resident and peak resident bytes of one process, from /proc. */
-async function procStats(pid: number): Promise<{ cpuS: number; rssBytes: number; hwmBytes: number } | null> {
-  const out = await new Deno.Command("cat", {
-    args: [`/proc/${pid}/stat`, `/proc/${pid}/status`],
-    stdout: "piped",
-    stderr: "null",
-  }).output();
-  if (!out.success) return null;
-  const [stat, ...status] = decode(out.stdout).split("\n");
-  // Fields after the command name, which may hold spaces: utime is field 14, stime 15, cutime 16, cstime 17.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const kb = (name: string) => Number(status.find((l) => l.startsWith(`${name}:`))?.match(/(\d+) kB/)?.[1] ?? 0);
-  return {
-    cpuS: fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0) / CLOCK_TICKS,
-    rssBytes: kb("VmRSS") * 1024,
-    hwmBytes: kb("VmHWM") * 1024,
-  };
-}
-
-/** `root` and every process descending from it. */
-async function processTree(root: number): Promise<number[]> {
-  const out = await new Deno.Command("ps", { args: ["-A", "-o", "pid=,ppid="], stdout: "piped" }).output();
-  const children = new Map<number, number[]>();
-  for (const line of decode(out.stdout).split("\n")) {
-    const [pid, ppid] = line.trim().split(/\s+/).map(Number);
-    if (pid) children.set(ppid, [...(children.get(ppid) ?? []), pid]);
-  }
-  const tree = [root];
-  for (let i = 0; i < tree.length; i++) tree.push(...(children.get(tree[i]) ?? []));
-  return tree;
-}
-
-/** Pids of the Kafka broker on this machine; none when it runs elsewhere. */
-async function brokerPids(): Promise<number[]> {
-  const out = await new Deno.Command("pgrep", { args: ["-f", "kafka\\.Kafka"], stdout: "piped" }).output();
-  return decode(out.stdout).split("\n").filter(Boolean).map(Number);
 }
 
 type Party = "process" | "walsender" | "backends" | "broker";
@@ -371,7 +331,7 @@ export async function captureVsDebezium(options: PeerOptions): Promise<PeerRepor
     kafkaAdmin,
     dir: await Deno.makeTempDir({ prefix: "cdc-bench-debezium-" }),
     timeoutS: Math.max(180, Math.max(snapshotRows, updateRows) / 500),
-    brokerIsLocal: (await brokerPids()).length > 0,
+    brokerIsLocal: (await brokerPids(options.brokers)).length > 0,
   };
   try {
     await kafkaAdmin.connect();
@@ -460,7 +420,7 @@ async function dropSlot({ sql }: Bed, slot: string): Promise<void> {
 }
 
 /** The pids of a connector's process tree, its walsender, its other sessions, and the broker. */
-function partiesOf({ sql, database }: Bed, root: number) {
+function partiesOf({ sql, database, options }: Bed, root: number) {
   return async () => {
     const parties = new Map<number, Party>();
     for (const pid of await processTree(root)) parties.set(pid, "process");
@@ -468,7 +428,7 @@ function partiesOf({ sql, database }: Bed, root: number) {
       select pid, backend_type = 'walsender' as walsender from pg_stat_activity
       where datname = ${database} and application_name <> ${BENCH_APP} and pid <> pg_backend_pid()`;
     for (const { pid, walsender } of sessions) parties.set(pid, walsender ? "walsender" : "backends");
-    for (const pid of await brokerPids()) parties.set(pid, "broker");
+    for (const pid of await brokerPids(options.brokers)) parties.set(pid, "broker");
     return parties;
   };
 }

@@ -29,6 +29,7 @@ import { CAPTURED_TABLES, type CaptureRecord, DebeziumEncoder, type RowChange } 
 import { decodeFrame, decodePgOutput, type TupleValues } from "../lib/pgoutput.ts";
 import { partitionOf } from "../lib/partitioner.ts";
 import { createPublisher } from "../lib/publisher.ts";
+import { brokerPids, procStats } from "./_proc.ts";
 
 const { values } = parseArgs({
   args: Deno.args.filter((a) => a !== "--"),
@@ -181,17 +182,11 @@ for (const [name, run] of Object.entries(stages)) {
   perChange[name] = await cpuMicrosPerChange(run);
 }
 
-/** The broker's CPU seconds so far, from /proc (read with cat), or null when it runs elsewhere. */
+/** The broker's CPU seconds so far, from /proc, or null when it runs elsewhere. */
 async function brokerCpuSeconds(): Promise<number | null> {
-  const run = async (cmd: string, args: string[]) =>
-    new TextDecoder().decode((await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output()).stdout);
-  const pids = (await run("pgrep", ["-f", "kafka\\.Kafka"])).split("\n").filter(Boolean);
+  const pids = await brokerPids(BROKERS);
   if (pids.length === 0) return null;
-  const ticks = Number(await run("getconf", ["CLK_TCK"])) || 100;
-  return (await run("cat", pids.map((pid) => `/proc/${pid}/stat`))).split("\n").filter(Boolean).reduce((sum, line) => {
-    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
-    return sum + (Number(fields[11]) + Number(fields[12])) / ticks;
-  }, 0);
+  return (await Promise.all(pids.map(procStats))).reduce((sum, stats) => sum + (stats?.cpuS ?? 0), 0);
 }
 
 const kafka = new Kafka({ clientId: "cdc-capture-profile", brokers: BROKERS, logLevel: logLevel.NOTHING });
