@@ -82,6 +82,8 @@ export interface CaptureProfile {
   meanValueBytes: number;
   /** Bytes of the same values without their schema, as JsonConverter writes with `schemas.enable=false`. */
   meanPayloadOnlyValueBytes: number;
+  /** Compressed over uncompressed bytes of a batch's records under gzip. */
+  gzipRatio: number;
   cpuMicrosPerChange: {
     pgoutputDecode: number;
     debeziumEncode: number;
@@ -95,6 +97,8 @@ export interface CaptureProfile {
     kafkajsNetwork: number;
     /** What kafkajs' encoding would cost for payload-only records (not measured in a run of the capture). */
     kafkajsEncodePayloadOnly: number;
+    /** What gzip of each batch's records would cost (kafkajs' codec; not measured in a run of the capture). */
+    gzipBatches: number;
     /** The capture process's CPU in the streaming run less the stages above: stream reads, postgres.js, GC, the loop. */
     captureOther: number;
     /** The whole capture process in the streaming run. */
@@ -669,6 +673,7 @@ async function profileCapture(options: PeerOptions, streamed: PhaseResult, chang
   return {
     meanValueBytes: measured.meanValueBytes,
     meanPayloadOnlyValueBytes: measured.meanPayloadOnlyValueBytes,
+    gzipRatio: measured.gzipRatio,
     cpuMicrosPerChange: {
       pgoutputDecode: stage.pgoutputDecode,
       debeziumEncode: stage.debeziumEncode,
@@ -677,6 +682,7 @@ async function profileCapture(options: PeerOptions, streamed: PhaseResult, chang
       kafkajsCrc32c: stage.kafkajsCrc32c,
       kafkajsNetwork: round(Math.max(0, stage.kafkajsSend - stage.kafkajsEncode), 2),
       kafkajsEncodePayloadOnly: stage.kafkajsEncodePayloadOnly,
+      gzipBatches: stage.gzipBatches,
       captureOther: round(
         Math.max(0, captureProcess - stage.pgoutputDecode - stage.debeziumEncode - stage.kafkajsSend),
         1,

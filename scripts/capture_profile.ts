@@ -7,7 +7,8 @@
  * - kafkajs encoding: the records, grouped by partition in sends of the capture's batch size, as
  *   one produce request each (records, batches, CRC), with no network; apart, two of its parts
  *   (UTF-8 encoding of the strings, the batches' CRC-32C) and the same encoding of payload-only
- *   records (what JsonConverter writes with `schemas.enable=false`);
+ *   records (what JsonConverter writes with `schemas.enable=false`) and the gzip compression of
+ *   each batch's records (kafkajs' codec: node:zlib at its default level);
  * - kafkajs sending: the same sends to a real topic with acks from all replicas, one request in
  *   flight, as the capture's producer sends them (encoding, socket, responses); the broker's CPU
  *   meanwhile is read from /proc when the broker runs on this machine.
@@ -21,6 +22,7 @@ import { Buffer } from "node:buffer";
 import { createRequire } from "node:module";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { gzipSync } from "node:zlib";
 import { Kafka, logLevel } from "kafkajs";
 import { DEFAULTS } from "../lib/config.ts";
 // The capture encodes with the project's kafkajs fixes in place (lib/kafka_admin.ts imports them).
@@ -74,13 +76,19 @@ function tupleBytes(values: (string | null)[]): number[] {
   return out;
 }
 
-/** An XLogData frame holding the Update of the `i`-th order: PLACED -> SHIPPED, modified_at set, old row in full. */
+/** An XLogData frame holding the Update of an order: PLACED -> SHIPPED, modified_at set, old row in full. */
 function updateFrame(i: number): Uint8Array {
-  const id = `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`;
-  const user = `00000000-0000-4000-9000-${String(i % 997).padStart(12, "0")}`;
-  const placedAt = `2025-01-01 00:${String(i % 60).padStart(2, "0")}:00+00`;
-  const before = [id, "PLACED", user, String(1 + (i % 100)), `${i % 1000}.${i % 100}`, placedAt, null, "f"];
-  const after = [...before.slice(0, 6), "2026-11-30 15:00:00.123456+00", "f"];
+  // Random ids and times as in real rows, so that compression meets real entropy.
+  const id = crypto.randomUUID();
+  const user = crypto.randomUUID();
+  const placedAt = new Date(Date.UTC(2025, 0, 1) + Math.floor(Math.random() * 3e10)).toISOString()
+    .replace("T", " ").replace("Z", "+00");
+  const total = (Math.random() * 10_000).toFixed(2);
+  const before = [id, "PLACED", user, String(1 + (i % 100)), total, placedAt, null, "f"];
+  const modifiedAt = `2026-11-30 15:00:${String(i % 60).padStart(2, "0")}.${
+    String(i * 7919 % 1e6).padStart(6, "0")
+  }+00`;
+  const after = [...before.slice(0, 6), modifiedAt, "f"];
   after[1] = "SHIPPED";
   const message = [
     "U".charCodeAt(0),
@@ -133,6 +141,9 @@ const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request
 const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C/index.js");
 /** All distinct records' bytes in one buffer: the CRC's cost is linear in the bytes. */
 const allBytes = Buffer.concat(messages.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(value)]));
+/** The bytes of about the first `n` records (`n` up to DISTINCT). */
+const firstRecords = (n: number) =>
+  allBytes.subarray(0, Math.round((allBytes.length * Math.min(n, DISTINCT)) / DISTINCT));
 
 /** kafkajs' encoding of `list`'s records, grouped by partition, in produce requests of BATCH records. */
 async function kafkajsEncode(list: { key: string; value: string }[]) {
@@ -171,10 +182,17 @@ const stages = {
   kafkajsCrc32c: () => {
     for (let done = 0; done < CHANGES; done += DISTINCT) {
       const n = Math.min(DISTINCT, CHANGES - done);
-      crc32C(n === DISTINCT ? allBytes : allBytes.subarray(0, Math.round((allBytes.length * n) / DISTINCT)));
+      crc32C(firstRecords(n));
     }
   },
   kafkajsEncodePayloadOnly: () => kafkajsEncode(payloadOnly),
+  // kafkajs' gzip codec is node:zlib's gzip at its default level, over each batch's records.
+  gzipBatches: () => {
+    for (let done = 0; done < CHANGES; done += BATCH) {
+      const n = Math.min(BATCH, CHANGES - done);
+      gzipSync(firstRecords(n));
+    }
+  },
 };
 const perChange: Record<string, number> = {};
 for (const [name, run] of Object.entries(stages)) {
@@ -224,6 +242,7 @@ console.log(JSON.stringify({
   meanKeyBytes: mean(records.map((r) => r.key.length)),
   meanValueBytes: mean(records.map((r) => r.value!.length)),
   meanPayloadOnlyValueBytes: mean(payloadOnly.map((r) => r.value.length)),
+  gzipRatio: Math.round((gzipSync(firstRecords(BATCH)).length / firstRecords(BATCH).length) * 1000) / 1000,
   cpuMicrosPerChange: perChange,
   brokerCpuMicrosPerChangeDuringSend: brokerMicrosPerChange,
 }));

@@ -218,6 +218,7 @@ function checkCaptureVsDebezium(report: any) {
     "kafkajsUtf8",
     "kafkajsCrc32c",
     "kafkajsEncodePayloadOnly",
+    "gzipBatches",
     "captureProcess",
     "walsender",
   ];
@@ -228,4 +229,5 @@ function checkCaptureVsDebezium(report: any) {
   assert.equal(micros.captureProcess, Math.round(capture.streaming.cpuSPer1000.process * 1000 * 10) / 10);
   assert.ok(peer.profile.meanValueBytes > peer.profile.meanPayloadOnlyValueBytes);
   assert.ok(peer.profile.meanPayloadOnlyValueBytes > 0);
+  assert.ok(peer.profile.gzipRatio > 0 && peer.profile.gzipRatio < 1);
 }
