@@ -1,9 +1,11 @@
 /**
- * `deno task bench [--quick] [--events N]`: throughput and memory of the pipeline, each figure
- * next to a reference measured in the same run (Kafka's Java producer perf tool, the Go
- * original's one-event-per-transaction design, PostgreSQL COPY), printed as one JSON document
- * on stdout; progress goes to stderr. Sets up its own topics, groups and database, and removes
- * them afterwards, also when a phase fails or the run is interrupted.
+ * `deno task bench [--quick] [--events N] [--capture-update-rows N] [--capture-snapshot-rows N]
+ * [--only capture-peer]`: throughput and memory of the pipeline, each figure next to a reference
+ * measured in the same run (Kafka's Java producer perf tool, the Go original's
+ * one-event-per-transaction design, PostgreSQL COPY, the Debezium connector beside the capture),
+ * printed as one JSON document on stdout; progress goes to stderr. Sets up its own topics, groups
+ * and database, and removes them afterwards, also when a phase fails or the run is interrupted.
+ * `--only capture-peer` runs the capture-vs-Debezium section alone (scripts/bench_capture_peer.ts).
  * @module
  */
 import { createRequire } from "node:module";
@@ -17,17 +19,44 @@ import { partitionPositions } from "../lib/kafka_admin.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
 import { murmur2 } from "../lib/partitioner.ts";
+import { captureVsDebezium, cleanUpPeer, type PeerReport } from "./bench_capture_peer.ts";
 
 const { values } = parseArgs({
   args: Deno.args.filter((a) => a !== "--"),
-  options: { quick: { type: "boolean" }, events: { type: "string" } },
+  options: {
+    quick: { type: "boolean" },
+    events: { type: "string" },
+    "capture-update-rows": { type: "string" },
+    "capture-snapshot-rows": { type: "string" },
+    only: { type: "string" },
+  },
 });
 const QUICK = Boolean(values.quick);
-const EVENTS = Number(values.events ?? (QUICK ? 20_000 : 1_000_000));
-if (!Number.isInteger(EVENTS) || EVENTS < 1000) {
-  console.error(`bench: --events must be an integer of at least 1000: got ${values.events}`);
+/** Reads an integer flag of at least `min`, or exits naming the flag, the rule and the value. */
+function integerFlag(name: "events" | "capture-update-rows" | "capture-snapshot-rows", fallback: number, min: number) {
+  const value = Number(values[name] ?? fallback);
+  if (!Number.isInteger(value) || value < min) {
+    console.error(`bench: --${name} must be an integer of at least ${min}: got ${values[name]}`);
+    Deno.exit(2);
+  }
+  return value;
+}
+const EVENTS = integerFlag("events", QUICK ? 20_000 : 1_000_000, 1000);
+/** Rows of the capture-vs-Debezium section's UPDATE, and of its first snapshot (users and orders). */
+const PEER_UPDATE_ROWS = integerFlag("capture-update-rows", QUICK ? 20_000 : 200_000, 100);
+const PEER_SNAPSHOT_ROWS = integerFlag("capture-snapshot-rows", QUICK ? 50_000 : 1_000_000, 100);
+if (values.only !== undefined && values.only !== "capture-peer") {
+  console.error(`bench: --only must be capture-peer (the one section that runs alone): got ${values.only}`);
   Deno.exit(2);
 }
+if (PEER_UPDATE_ROWS > PEER_SNAPSHOT_ROWS - Math.round(PEER_SNAPSHOT_ROWS * 0.2)) {
+  console.error(
+    `bench: --capture-update-rows must be at most the orders among --capture-snapshot-rows (80%): got ` +
+      `${PEER_UPDATE_ROWS} and ${PEER_SNAPSHOT_ROWS}`,
+  );
+  Deno.exit(2);
+}
+const ONLY_PEER = values.only === "capture-peer";
 const BASELINE_EVENTS = Math.min(EVENTS, QUICK ? 2_000 : 10_000);
 /** Seconds a phase may take before the run gives up; generous for a noisy shared machine. */
 const PHASE_TIMEOUT_S = Math.max(120, EVENTS / 2_000);
@@ -577,8 +606,9 @@ async function captureWhileConsuming() {
   }
 }
 
-/** Removes everything the run created: database, topics (with DLQs) and consumer groups. */
+/** Removes everything the run created: databases, slots, topics (with DLQs) and consumer groups. */
 async function cleanUp(): Promise<void> {
+  await cleanUpPeer(ADMIN_URL, BROKERS.split(","), RUN).catch((e) => progress(`removing the Debezium section: ${e}`));
   const admin = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
   for (const db of [RUN, BINARY_DB]) {
     await admin.unsafe(`drop database if exists ${db} with (force)`).catch((e) => progress(`drop database: ${e}`));
@@ -637,12 +667,94 @@ Deno.addSignalListener("SIGINT", async () => {
   Deno.exit(130);
 });
 
-let exitCode = 0;
-try {
+/** The capture-vs-Debezium section (scripts/bench_capture_peer.ts) on the run's names and sizes. */
+function capturePeer(): Promise<PeerReport> {
+  return timed(
+    `the capture beside Debezium: one UPDATE of ${PEER_UPDATE_ROWS} orders, a first snapshot of ${PEER_SNAPSHOT_ROWS} rows`,
+    async () =>
+      captureVsDebezium({
+        root: ROOT,
+        adminUrl: ADMIN_URL,
+        brokers: BROKERS.split(","),
+        run: RUN,
+        updateRows: PEER_UPDATE_ROWS,
+        snapshotRows: PEER_SNAPSHOT_ROWS,
+        captureCommand: await taskCommand("capture", []),
+        captureEnv: { ...env, KAFKA_BROKERS: BROKERS },
+        progress,
+      }),
+  );
+}
+
+/** The capture's figures over Debezium's, from the same run (a CPU or memory ratio under 1 favours the capture). */
+function peerRatios(peer: PeerReport) {
+  const { capture, debezium } = peer;
+  return {
+    captureVsDebeziumStreamingRecordsPerS: round(capture.streaming.recordsPerS / debezium.streaming.recordsPerS, 2),
+    captureVsDebeziumSnapshotRecordsPerS: round(capture.snapshot.recordsPerS / debezium.snapshot.recordsPerS, 2),
+    captureVsDebeziumStreamingCpuPerChange: round(
+      capture.streaming.cpuSPer1000.process / debezium.streaming.cpuSPer1000.process,
+      2,
+    ),
+    captureVsDebeziumSnapshotCpuPerChange: round(
+      capture.snapshot.cpuSPer1000.process / debezium.snapshot.cpuSPer1000.process,
+      2,
+    ),
+    captureVsDebeziumStreamingPeakRss: round(capture.streaming.peakRssMb / debezium.streaming.peakRssMb, 2),
+    captureVsDebeziumSnapshotPeakRss: round(capture.snapshot.peakRssMb / debezium.snapshot.peakRssMb, 2),
+  };
+}
+
+const atLeast = (value: number, min: number) => ({ value, min, met: value >= min });
+const atMost = (value: number, max: number) => ({ value, max, met: value <= max });
+
+/** Issue 22's targets for the capture, on this machine. */
+function peerTargets(peer: PeerReport, ratios: ReturnType<typeof peerRatios>) {
+  const { streaming, snapshot } = peer.capture;
+  return {
+    captureStreamingVsDebezium: atLeast(ratios.captureVsDebeziumStreamingRecordsPerS, 2),
+    captureSnapshotVsDebezium: atLeast(ratios.captureVsDebeziumSnapshotRecordsPerS, 2),
+    captureCpuSPer1000Changes: atMost(Math.max(streaming.cpuSPer1000.process, snapshot.cpuSPer1000.process), 0.05),
+    capturePeakRssMb: atMost(Math.max(streaming.peakRssMb, snapshot.peakRssMb), 150),
+  };
+}
+
+/** The machine the figures belong to; the load average says how much else ran on it. */
+function machine() {
+  return {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? "unknown",
+    memoryGb: round(os.totalmem() / 2 ** 30, 1),
+    os: `${os.type()} ${os.release()}`,
+    loadAverage1m: round(os.loadavg()[0], 2),
+  };
+}
+
+/** `--only capture-peer`: the capture-vs-Debezium section alone, with the machine and versions. */
+async function peerOnly(pgVersion: string): Promise<void> {
+  const peer = await capturePeer();
+  const ratios = peerRatios(peer);
+  console.log(JSON.stringify(
+    {
+      run: RUN,
+      quick: QUICK,
+      only: "capture-peer",
+      machine: machine(),
+      versions: { deno: Deno.version.deno, kafka: KAFKA_VERSION, postgres: pgVersion },
+      captureVsDebezium: peer,
+      ratios,
+      targets: peerTargets(peer, ratios),
+    },
+    null,
+    2,
+  ));
+}
+
+/** Every phase of the bench, then the one JSON document. */
+async function fullBench(pgVersion: string): Promise<void> {
   const setup = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
   await setup.unsafe(`create database ${RUN}`);
   await setup.unsafe(`create database ${BINARY_DB}`);
-  const [{ version: pgVersion }] = await setup`select current_setting('server_version') as version`;
   await setup.end();
 
   const produceArgs = [
@@ -731,11 +843,13 @@ try {
     ),
   };
   progress(`idle consumer: ${idleCpu.consumer}% of a core, standalone ${idleCpu.standaloneConsumer}%`);
+  const peer = await capturePeer();
 
   const ratios = {
     consumerVsOneEventPerTx: round(consumerRate / baselineRate, 1),
     producerVsJavaPerfTool: round(producerRate / javaRate, 2),
     consumerVsCopy: round(copy.seconds / consume.seconds, 3),
+    ...peerRatios(peer),
   };
   const figures = {
     producerEventsPerS: Math.round(producerRate),
@@ -779,8 +893,6 @@ try {
     standaloneProducer: profileOf(binaryProduce, "producer"),
     standaloneConsumer: profileOf(binaryConsume, "consumer"),
   };
-  const atLeast = (value: number, min: number) => ({ value, min, met: value >= min });
-  const atMost = (value: number, max: number) => ({ value, max, met: value <= max });
   console.log(JSON.stringify(
     {
       run: RUN,
@@ -790,13 +902,7 @@ try {
       meanRecordBytes: recordBytes,
       rowsAfterConsume: { users: Number(users), orders: Number(orders) },
       consumerDeadLettered: summary?.deadLettered ?? {},
-      machine: {
-        cpus: os.cpus().length,
-        cpuModel: os.cpus()[0]?.model ?? "unknown",
-        memoryGb: round(os.totalmem() / 2 ** 30, 1),
-        os: `${os.type()} ${os.release()}`,
-        loadAverage1m: round(os.loadavg()[0], 2),
-      },
+      machine: machine(),
       versions: { deno: Deno.version.deno, kafka: KAFKA_VERSION, postgres: pgVersion },
       settings: {
         producer: `deno task produce: acks=all, one request in flight, ${PRODUCE_BATCH} events per send`,
@@ -810,6 +916,7 @@ try {
         ...capture,
         settings: "deno task capture (acks=all) on a second database that the consumer fills from the same backlog",
       },
+      captureVsDebezium: peer,
       ratios,
       profile,
       targets: {
@@ -826,11 +933,20 @@ try {
         standaloneProducerPeakRssMb: atMost(figures.standaloneProducerPeakRssMb, 300),
         consumerPeakRssMb: atMost(figures.consumerPeakRssMb, 300),
         standaloneConsumerPeakRssMb: atMost(figures.standaloneConsumerPeakRssMb, 300),
+        ...peerTargets(peer, ratios),
       },
     },
     null,
     2,
   ));
+}
+
+let exitCode = 0;
+try {
+  const setup = postgres(ADMIN_URL, { max: 1, onnotice: () => {} });
+  const [{ version: pgVersion }] = await setup`select current_setting('server_version') as version`;
+  await setup.end();
+  await (ONLY_PEER ? peerOnly(pgVersion) : fullBench(pgVersion));
 } catch (error) {
   progress(`failed: ${error instanceof Error ? error.message : error}`);
   exitCode = 1;

@@ -11,6 +11,7 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
       "--allow-net",
       "--allow-env",
       "--allow-read",
+      "--allow-write",
       "--allow-run",
       "--allow-sys",
       "scripts/bench.ts",
@@ -76,6 +77,7 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     assert.ok(report.capture[key] > 0, `capture.${key} = ${report.capture[key]}`);
   }
   assert.equal(typeof report.capture.slotRetainedWalBytesAtEnd, "number");
+  checkCaptureVsDebezium(report);
   assert.ok(report.profile.kafkajsEncodeOnlyEventsPerS > 0);
   assert.ok(report.profile.producerVsKafkajsEncodeOnly > 0);
   const targets = [
@@ -92,6 +94,10 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     "standaloneProducerPeakRssMb",
     "consumerPeakRssMb",
     "standaloneConsumerPeakRssMb",
+    "captureStreamingVsDebezium",
+    "captureSnapshotVsDebezium",
+    "captureCpuSPer1000Changes",
+    "capturePeakRssMb",
   ];
   for (const key of targets) {
     const target = report.targets[key];
@@ -120,4 +126,108 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
   const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${report.run}_`));
   await admin.disconnect();
   assert.deepEqual(topics, []);
+  const slots = await leftSlots(report.run);
+  assert.deepEqual(slots, []);
 });
+
+Deno.test("the bench refuses an UPDATE larger than the snapshot's orders, naming both flags", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      "scripts/bench.ts",
+      "--only",
+      "capture-peer",
+      "--capture-update-rows",
+      "5000",
+      "--capture-snapshot-rows",
+      "5000",
+    ],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(new TextDecoder().decode(out.stderr), /--capture-update-rows.*--capture-snapshot-rows.*5000/);
+});
+
+/** Replication slots left behind by the run named `run`. */
+async function leftSlots(run: string): Promise<string[]> {
+  const sql = postgres(Deno.env.get("DATABASE_URL") ?? DEFAULTS.databaseUrl, { max: 1, onnotice: () => {} });
+  const rows = await sql<{ slot_name: string }[]>`
+    select slot_name from pg_replication_slots where starts_with(slot_name, ${run + "_"})`;
+  await sql.end();
+  return rows.map((r) => r.slot_name);
+}
+
+const round2 = (value: number) => Math.round(value * 100) / 100;
+
+/**
+ * The capture and Debezium each measured on both workloads (records, rate, CPU per 1,000 changes
+ * by party, peak RSS), the ratios computed from those very figures, and the capture's profile.
+ */
+function checkCaptureVsDebezium(report: any) {
+  const peer = report.captureVsDebezium;
+  assert.ok(peer, "captureVsDebezium");
+  assert.ok(peer.updateRows > 0 && peer.snapshotRows >= peer.updateRows);
+  assert.match(peer.settings.debezium, /3\.6\.1\.Final.*local file/);
+  assert.match(peer.settings.capture, /acks/);
+  const phases = [["debezium", peer.debezium], ["capture", peer.capture]];
+  if (peer.captureSchemasFalse !== null) phases.push(["captureSchemasFalse", peer.captureSchemasFalse]);
+  for (const [name, connector] of phases) {
+    for (const workload of ["streaming", "snapshot"]) {
+      const phase = connector[workload];
+      const where = `captureVsDebezium.${name}.${workload}`;
+      assert.equal(phase.records, workload === "streaming" ? peer.updateRows : peer.snapshotRows, `${where}.records`);
+      for (const key of ["seconds", "recordsPerS", "peakRssMb"]) assert.ok(phase[key] > 0, `${where}.${key}`);
+      assert.ok(phase.startupS >= 0, `${where}.startupS`);
+      assert.ok(Math.abs(phase.recordsPerS - phase.records / phase.seconds) <= 0.01 * phase.recordsPerS + 1, where);
+      assert.ok(phase.cpuSPer1000.process > 0, `${where}.cpuSPer1000.process`);
+      for (const party of ["walsender", "backends"]) assert.ok(phase.cpuSPer1000[party] >= 0, `${where}.${party}`);
+      assert.ok(phase.cpuSPer1000.broker === null || phase.cpuSPer1000.broker >= 0, `${where}.broker`);
+    }
+    // Decoding thousands of changes takes the walsender several clock ticks: its pid was found.
+    assert.ok(connector.streaming.cpuSPer1000.walsender > 0, `captureVsDebezium.${name}.streaming.walsender`);
+  }
+  const { capture, debezium } = peer;
+  assert.deepEqual(
+    {
+      streaming: report.ratios.captureVsDebeziumStreamingRecordsPerS,
+      snapshot: report.ratios.captureVsDebeziumSnapshotRecordsPerS,
+      streamingCpu: report.ratios.captureVsDebeziumStreamingCpuPerChange,
+      snapshotCpu: report.ratios.captureVsDebeziumSnapshotCpuPerChange,
+      streamingRss: report.ratios.captureVsDebeziumStreamingPeakRss,
+      snapshotRss: report.ratios.captureVsDebeziumSnapshotPeakRss,
+    },
+    {
+      streaming: round2(capture.streaming.recordsPerS / debezium.streaming.recordsPerS),
+      snapshot: round2(capture.snapshot.recordsPerS / debezium.snapshot.recordsPerS),
+      streamingCpu: round2(capture.streaming.cpuSPer1000.process / debezium.streaming.cpuSPer1000.process),
+      snapshotCpu: round2(capture.snapshot.cpuSPer1000.process / debezium.snapshot.cpuSPer1000.process),
+      streamingRss: round2(capture.streaming.peakRssMb / debezium.streaming.peakRssMb),
+      snapshotRss: round2(capture.snapshot.peakRssMb / debezium.snapshot.peakRssMb),
+    },
+  );
+  for (const key of ["before", "after"]) assert.ok(peer.loadAverage1m[key] >= 0, `loadAverage1m.${key}`);
+  // The profile: each in-process stage measured; the capture's whole CPU per change is the streaming run's.
+  const micros = peer.profile.cpuMicrosPerChange;
+  const measuredStages = [
+    "pgoutputDecode",
+    "debeziumEncode",
+    "kafkajsEncode",
+    "kafkajsUtf8",
+    "kafkajsCrc32c",
+    "kafkajsEncodePayloadOnly",
+    "gzipBatches",
+    "captureProcess",
+    "walsender",
+  ];
+  for (const key of measuredStages) {
+    assert.ok(micros[key] > 0, `profile.cpuMicrosPerChange.${key} = ${micros[key]}`);
+  }
+  for (const key of ["kafkajsNetwork", "captureOther"]) assert.ok(micros[key] >= 0, `profile.${key}`);
+  assert.equal(micros.captureProcess, Math.round(capture.streaming.cpuSPer1000.process * 1000 * 10) / 10);
+  assert.ok(peer.profile.meanValueBytes > peer.profile.meanPayloadOnlyValueBytes);
+  assert.ok(peer.profile.meanPayloadOnlyValueBytes > 0);
+  assert.ok(peer.profile.gzipRatio > 0 && peer.profile.gzipRatio < 1);
+}

@@ -24,13 +24,15 @@ import sun.misc.Signal;
  * Runs the Debezium Engine with the connector configuration in a properties file and writes
  * every record it emits to a file, one JSON line each:
  * {"topic": ..., "key": JSON text or null, "value": JSON text or null, "headers": {name: JSON text}}.
- * Each line is flushed as it is written, so a reader sees a record as soon as Debezium emits it.
+ * Each line is flushed as it is written, so a reader sees a record as soon as Debezium emits it;
+ * with -Ddebezium.flush=batch, once per batch of the engine, as a sink writing in batches would.
  * SIGTERM or SIGINT closes the engine; the exit code is 0 after a clean stop, 1 when the engine failed.
  *
  * Usage: java -cp 'libs/*:classes' DebeziumToFile CONNECTOR.properties OUTPUT.jsonl
  */
 public final class DebeziumToFile {
     private static final ObjectMapper JSON = new ObjectMapper();
+    private static final boolean FLUSH_EACH_RECORD = !"batch".equals(System.getProperty("debezium.flush"));
 
     public static void main(String[] args) throws Exception {
         if (args.length != 2) {
@@ -53,6 +55,9 @@ public final class DebeziumToFile {
                     for (ChangeEvent<String, String> record : records) {
                         writeLine(out, record);
                         committer.markProcessed(record);
+                    }
+                    if (!FLUSH_EACH_RECORD) {
+                        flush(out);
                     }
                     committer.markBatchFinished();
                 })
@@ -105,6 +110,16 @@ public final class DebeziumToFile {
         try {
             out.write(JSON.writeValueAsString(line));
             out.write('\n');
+        } catch (IOException error) {
+            throw new IllegalStateException("writing a record to the output file failed: " + error, error);
+        }
+        if (FLUSH_EACH_RECORD) {
+            flush(out);
+        }
+    }
+
+    private static synchronized void flush(BufferedWriter out) {
+        try {
             out.flush();
         } catch (IOException error) {
             throw new IllegalStateException("writing a record to the output file failed: " + error, error);

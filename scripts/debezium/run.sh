@@ -5,6 +5,10 @@
 #   scripts/debezium/run.sh CONNECTOR.properties OUTPUT.jsonl   run it (SIGTERM stops it cleanly)
 #   scripts/debezium/run.sh resolve                             only resolve the jars and compile
 #
+# DEBEZIUM_JVM_OPTS, when set (even empty), replaces the JVM's sizing and compiler flags: the
+# defaults below start fast for tests; the bench sets it empty to measure the JVM as users run it.
+# DEBEZIUM_FLUSH=batch flushes the output once per batch of the engine instead of once per record.
+#
 # The first use resolves the jars with Maven into .cache/debezium-<version>/libs (Maven Central
 # through the machine's configured mirror, as scripts/services.sh does for Kafka) and compiles
 # the program there with javac; later uses reuse both.
@@ -57,7 +61,10 @@ compile
 [[ "${1:-}" == resolve ]] && exit 0
 [[ $# -eq 2 ]] || die "usage: scripts/debezium/run.sh CONNECTOR.properties OUTPUT.jsonl (or: resolve)"
 # Pinned to UTC, so that nothing Debezium writes can depend on the zone of the machine running the test.
-exec java -Duser.timezone=UTC -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+# Word splitting of the flags is wanted: they are separate arguments.
+# shellcheck disable=SC2086
+exec java -Duser.timezone=UTC ${DEBEZIUM_JVM_OPTS--Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1} \
+  -Djava.awt.headless=true -Ddebezium.flush="${DEBEZIUM_FLUSH:-record}" \
   -Dorg.slf4j.simpleLogger.defaultLogLevel=info -Dorg.slf4j.simpleLogger.log.org.apache.kafka=warn \
   -Dorg.slf4j.simpleLogger.logFile=System.err \
   -cp "$LIBS/*:$CLASSES" DebeziumToFile "$1" "$2"

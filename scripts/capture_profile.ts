@@ -1,0 +1,249 @@
+/**
+ * The in-process part of the capture's CPU per change, measured one stage at a time on the
+ * change `deno task bench` streams (an UPDATE of an `orders` row under REPLICA IDENTITY FULL):
+ *
+ * - pgoutput decoding: XLogData frames holding Update messages, through decodeFrame and decodePgOutput;
+ * - Debezium encoding: those changes through DebeziumEncoder.encode (JsonConverter, schemas on);
+ * - kafkajs encoding: the records, grouped by partition in sends of the capture's batch size, as
+ *   one produce request each (records, batches, CRC), with no network; apart, two of its parts
+ *   (UTF-8 encoding of the strings, the batches' CRC-32C) and the same encoding of payload-only
+ *   records (what JsonConverter writes with `schemas.enable=false`) and the gzip compression of
+ *   each batch's records (kafkajs' codec: node:zlib at its default level);
+ * - kafkajs sending: the same sends to a real topic with acks from all replicas, one request in
+ *   flight, as the capture's producer sends them (encoding, socket, responses); the broker's CPU
+ *   meanwhile is read from /proc when the broker runs on this machine.
+ *
+ * `deno run -A scripts/capture_profile.ts [--changes N] [--batch N] [--topic T]` prints one JSON
+ * document: CPU microseconds per change of each stage (user + system of this process, GC and
+ * compiler threads included) and the records' sizes. Used by scripts/bench.ts; runnable alone.
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { createRequire } from "node:module";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { gzipSync } from "node:zlib";
+import { Kafka, logLevel } from "kafkajs";
+import { DEFAULTS } from "../lib/config.ts";
+// The capture encodes with the project's kafkajs fixes in place (lib/kafka_admin.ts imports them).
+import "../lib/kafkajs_fixes.ts";
+import { CAPTURED_TABLES, type CaptureRecord, DebeziumEncoder, type RowChange } from "../lib/debezium.ts";
+import { decodeFrame, decodePgOutput, type TupleValues } from "../lib/pgoutput.ts";
+import { partitionOf } from "../lib/partitioner.ts";
+import { createPublisher } from "../lib/publisher.ts";
+import { brokerPids, procStats } from "./_proc.ts";
+
+const { values } = parseArgs({
+  args: Deno.args.filter((a) => a !== "--"),
+  options: { changes: { type: "string" }, batch: { type: "string" }, topic: { type: "string" } },
+});
+const CHANGES = Number(values.changes ?? 200_000);
+const BATCH = Number(values.batch ?? DEFAULTS.captureBatchSize);
+for (const [flag, value] of [["--changes", CHANGES], ["--batch", BATCH]] as const) {
+  if (!Number.isInteger(value) || value < 1) {
+    console.error(`capture_profile: ${flag} must be a positive integer: got ${value}`);
+    Deno.exit(2);
+  }
+}
+const BROKERS = (Deno.env.get("KAFKA_BROKERS") ?? DEFAULTS.brokers).split(",");
+const TOPIC = values.topic ?? `capture_profile_${Date.now().toString(36)}`;
+/** Distinct changes cycled through: enough that no stage sees the same strings twice in a row. */
+const DISTINCT = 2_000;
+const ORDERS_PARTITIONS = DEFAULTS.ordersPartitions;
+
+/** CPU microseconds (user + system) this process spends in `run`, per change. */
+async function cpuMicrosPerChange(run: () => unknown): Promise<number> {
+  const before = process.cpuUsage();
+  await run();
+  const used = process.cpuUsage(before);
+  return Math.round(((used.user + used.system) / CHANGES) * 100) / 100;
+}
+
+const utf8 = new TextEncoder();
+
+/** One pgoutput tuple ('t' columns, 'n' for SQL NULL). */
+function tupleBytes(values: (string | null)[]): number[] {
+  const out = [values.length >> 8, values.length & 0xff];
+  for (const value of values) {
+    if (value === null) {
+      out.push("n".charCodeAt(0));
+      continue;
+    }
+    const bytes = utf8.encode(value);
+    out.push("t".charCodeAt(0), (bytes.length >>> 24) & 0xff, (bytes.length >>> 16) & 0xff);
+    out.push((bytes.length >>> 8) & 0xff, bytes.length & 0xff, ...bytes);
+  }
+  return out;
+}
+
+/** An XLogData frame holding the Update of an order: PLACED -> SHIPPED, modified_at set, old row in full. */
+function updateFrame(i: number): Uint8Array {
+  // Random ids and times as in real rows, so that compression meets real entropy.
+  const id = crypto.randomUUID();
+  const user = crypto.randomUUID();
+  const placedAt = new Date(Date.UTC(2025, 0, 1) + Math.floor(Math.random() * 3e10)).toISOString()
+    .replace("T", " ").replace("Z", "+00");
+  const total = (Math.random() * 10_000).toFixed(2);
+  const before = [id, "PLACED", user, String(1 + (i % 100)), total, placedAt, null, "f"];
+  const modifiedAt = `2026-11-30 15:00:${String(i % 60).padStart(2, "0")}.${
+    String(i * 7919 % 1e6).padStart(6, "0")
+  }+00`;
+  const after = [...before.slice(0, 6), modifiedAt, "f"];
+  after[1] = "SHIPPED";
+  const message = [
+    "U".charCodeAt(0),
+    0,
+    0,
+    0x40,
+    0x01,
+    "O".charCodeAt(0),
+    ...tupleBytes(before),
+    "N".charCodeAt(0),
+    ...tupleBytes(after),
+  ];
+  const frame = new Uint8Array(25 + message.length);
+  const view = new DataView(frame.buffer);
+  frame[0] = "w".charCodeAt(0);
+  view.setBigUint64(1, BigInt(0x1_0000_0000 + i * 200));
+  view.setBigUint64(9, BigInt(0x1_0000_0000 + i * 200));
+  view.setBigInt64(17, 0n);
+  frame.set(message, 25);
+  return frame;
+}
+
+const frames = Array.from({ length: DISTINCT }, (_, i) => updateFrame(i));
+const decoded: { before: TupleValues; after: TupleValues }[] = frames.map((frame) => {
+  const xlog = decodeFrame(frame);
+  if (xlog.type !== "xlog") throw new Error("capture_profile built a frame that is not XLogData: fix updateFrame");
+  const message = decodePgOutput(xlog.data);
+  if (message.tag !== "update" || !message.before) throw new Error("capture_profile: the frame is not a full Update");
+  return { before: message.before, after: message.after };
+});
+
+const encoder = new DebeziumEncoder({ prefix: "bench", database: "bench", version: "bench" });
+const spec = CAPTURED_TABLES.orders;
+const change = (i: number): RowChange => ({
+  op: "u",
+  before: decoded[i % DISTINCT].before,
+  after: decoded[i % DISTINCT].after,
+  source: { tsUs: 1_764_514_800_000_000n, txId: 1234, lsn: BigInt(0x1_0000_0000 + i * 200), lastCommitLsn: null },
+});
+const records: CaptureRecord[] = Array.from({ length: DISTINCT }, (_, i) => encoder.encode(spec, change(i), 1n)[0]);
+/** The capture's messages: key and value as strings, as AckingPublisher hands them to kafkajs. */
+const messages = records.map(({ key, value }) => ({ key, value: value! }));
+/** The same records as JsonConverter writes them with `schemas.enable=false`: the payloads alone. */
+const payloadOnly = messages.map(({ key, value }) => ({
+  key: JSON.stringify(JSON.parse(key).payload),
+  value: JSON.stringify(JSON.parse(value).payload),
+}));
+const require = createRequire(import.meta.url);
+const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
+const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C/index.js");
+/** All distinct records' bytes in one buffer: the CRC's cost is linear in the bytes. */
+const allBytes = Buffer.concat(messages.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(value)]));
+/** The bytes of about the first `n` records (`n` up to DISTINCT). */
+const firstRecords = (n: number) =>
+  allBytes.subarray(0, Math.round((allBytes.length * Math.min(n, DISTINCT)) / DISTINCT));
+
+/** kafkajs' encoding of `list`'s records, grouped by partition, in produce requests of BATCH records. */
+async function kafkajsEncode(list: { key: string; value: string }[]) {
+  for (let sent = 0; sent < CHANGES; sent += BATCH) {
+    const perPartition: Record<number, { key: string; value: string }[]> = {};
+    for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) {
+      const message = list[i % DISTINCT];
+      (perPartition[partitionOf(message.key, ORDERS_PARTITIONS)] ??= []).push(message);
+    }
+    const partitions = Object.entries(perPartition).map(([partition, messages]) => ({
+      partition: Number(partition),
+      messages,
+    }));
+    await produceRequest({ acks: -1, timeout: 30_000, topicData: [{ topic: TOPIC, partitions }] }).encode();
+  }
+}
+
+// A warm-up pass per stage, so each measures steady state, not the JIT.
+const stages = {
+  pgoutputDecode: () => {
+    for (let i = 0; i < CHANGES; i++) {
+      const frame = decodeFrame(frames[i % DISTINCT]);
+      if (frame.type === "xlog") decodePgOutput(frame.data);
+    }
+  },
+  debeziumEncode: () => {
+    for (let i = 0; i < CHANGES; i++) encoder.encode(spec, change(i), BigInt(i));
+  },
+  kafkajsEncode: () => kafkajsEncode(messages),
+  kafkajsUtf8: () => {
+    for (let i = 0; i < CHANGES; i++) {
+      Buffer.from(messages[i % DISTINCT].key);
+      Buffer.from(messages[i % DISTINCT].value);
+    }
+  },
+  kafkajsCrc32c: () => {
+    for (let done = 0; done < CHANGES; done += DISTINCT) {
+      const n = Math.min(DISTINCT, CHANGES - done);
+      crc32C(firstRecords(n));
+    }
+  },
+  kafkajsEncodePayloadOnly: () => kafkajsEncode(payloadOnly),
+  // kafkajs' gzip codec is node:zlib's gzip at its default level, over each batch's records.
+  gzipBatches: () => {
+    for (let done = 0; done < CHANGES; done += BATCH) {
+      const n = Math.min(BATCH, CHANGES - done);
+      gzipSync(firstRecords(n));
+    }
+  },
+};
+const perChange: Record<string, number> = {};
+for (const [name, run] of Object.entries(stages)) {
+  await run();
+  perChange[name] = await cpuMicrosPerChange(run);
+}
+
+/** The broker's CPU seconds so far, from /proc, or null when it runs elsewhere. */
+async function brokerCpuSeconds(): Promise<number | null> {
+  const pids = await brokerPids(BROKERS);
+  if (pids.length === 0) return null;
+  return (await Promise.all(pids.map(procStats))).reduce((sum, stats) => sum + (stats?.cpuS ?? 0), 0);
+}
+
+const kafka = new Kafka({ clientId: "cdc-capture-profile", brokers: BROKERS, logLevel: logLevel.NOTHING });
+const admin = kafka.admin();
+const producer = createPublisher(kafka);
+let brokerMicrosPerChange: number | null = null;
+try {
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic: TOPIC, numPartitions: ORDERS_PARTITIONS }], waitForLeaders: true });
+  await producer.connect();
+  const send = async () => {
+    for (let sent = 0; sent < CHANGES; sent += BATCH) {
+      const batch = [];
+      for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) batch.push(messages[i % DISTINCT]);
+      await producer.sendBatch({ topicMessages: [{ topic: TOPIC, messages: batch }], acks: -1 });
+    }
+  };
+  const brokerBefore = await brokerCpuSeconds();
+  perChange.kafkajsSend = await cpuMicrosPerChange(send);
+  const brokerAfter = await brokerCpuSeconds();
+  if (brokerBefore !== null && brokerAfter !== null) {
+    brokerMicrosPerChange = Math.round(((brokerAfter - brokerBefore) * 1e6 / CHANGES) * 100) / 100;
+  }
+} finally {
+  await producer.disconnect().catch(() => {});
+  await admin.deleteTopics({ topics: [TOPIC] }).catch(() => {});
+  await admin.disconnect().catch(() => {});
+}
+
+const mean = (list: number[]) => Math.round(list.reduce((a, b) => a + b, 0) / list.length);
+console.log(JSON.stringify({
+  changes: CHANGES,
+  batch: BATCH,
+  meanFrameBytes: mean(frames.map((f) => f.length)),
+  meanKeyBytes: mean(records.map((r) => r.key.length)),
+  meanValueBytes: mean(records.map((r) => r.value!.length)),
+  meanPayloadOnlyValueBytes: mean(payloadOnly.map((r) => r.value.length)),
+  gzipRatio: Math.round((gzipSync(firstRecords(BATCH)).length / firstRecords(BATCH).length) * 1000) / 1000,
+  cpuMicrosPerChange: perChange,
+  brokerCpuMicrosPerChangeDuringSend: brokerMicrosPerChange,
+}));
+Deno.exit(0);
