@@ -2,17 +2,72 @@
  * Shared by the capture's integration and fault tests: an audit trigger that records every
  * committed row change independently of replication, reading the capture topics back, and the
  * check that the topics hold every audited change, in commit order per key, ending on the final
- * row, with duplicates counted.
+ * row, with duplicates counted; starting the real capture and dropping what it leaves.
  * @module
  */
 import type postgres from "postgres";
 import { ensureSchema, type Sql } from "../lib/sink.ts";
-import { readTables, readWholeTopic, uniqueName } from "./_helpers.ts";
+import {
+  type PipelineEnv,
+  readTables,
+  readWholeTopic,
+  runCommand,
+  type Running,
+  startCommand,
+  uniqueName,
+  waitFor,
+} from "./_helpers.ts";
 
 /** Names of one capture under test: its topics' prefix, slot and publication. */
 export function captureNames(): { CAPTURE_TOPIC_PREFIX: string; CAPTURE_SLOT: string; CAPTURE_PUBLICATION: string } {
   const id = uniqueName("c").toLowerCase();
   return { CAPTURE_TOPIC_PREFIX: id, CAPTURE_SLOT: `${id}_slot`, CAPTURE_PUBLICATION: `${id}_pub` };
+}
+
+/** Starts the real capture (`produce capture`, or the binary in `binDir`) and waits until it streams from its slot. */
+export async function startCapture(env: PipelineEnv, args: string[] = [], binDir?: string): Promise<Running> {
+  const capture = startCommand("produce", ["capture", ...args], env, binDir);
+  await waitFor("the capture to stream", () => /streaming from slot/.test(capture.stderr()), 60_000, 100)
+    .catch((error) => {
+      throw new Error(`${error.message}\n${capture.stderr().slice(-2000)}`);
+    });
+  return capture;
+}
+
+/** Drops the capture's slot and publication (a database with a slot cannot be dropped), then the database. */
+export async function dropCaptureAndDatabase(
+  db: { drop: () => Promise<void> },
+  env: PipelineEnv,
+  binDir?: string,
+): Promise<void> {
+  const dropped = await runCommand("produce", ["capture", "--drop-slot"], env, binDir)
+    .catch((error) => ({ code: -1, stderr: `${error}` }));
+  if (dropped.code !== 0) console.error(`dropping the slot failed: ${dropped.stderr}`);
+  await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
+}
+
+/**
+ * Waits until the capture topics hold every audited change and end on the final rows; returns
+ * the last check, complete or not when the deadline passed.
+ */
+export async function settleCapture(
+  sql: postgres.Sql,
+  prefix: string,
+  brokers: string[],
+  timeoutMs = 120_000,
+): Promise<CaptureCheck> {
+  let last: CaptureCheck | undefined;
+  await waitFor(
+    "the capture topics to hold every audited change",
+    async () => {
+      last = await checkCaptured(sql, prefix, brokers);
+      return last.gaps.length === 0 && last.finalMismatches.length === 0;
+    },
+    timeoutMs,
+    1_000,
+  ).catch(() => {});
+  if (!last) throw new Error(`the capture topics under ${prefix} could not be checked within ${timeoutMs} ms`);
+  return last;
 }
 
 /**

@@ -8,10 +8,11 @@ import { Buffer } from "node:buffer";
 import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { DEFAULTS } from "../lib/config.ts";
+import { dlqTopic } from "../lib/dead_letter.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { groupPositions } from "../lib/kafka_admin.ts";
 import "../lib/kafkajs_fixes.ts";
-import type { OrderEvent, UserEvent } from "../lib/model.ts";
+import type { EventType, OrderEvent, UserEvent } from "../lib/model.ts";
 import { normalizeTimestamp, toCents } from "../lib/model.ts";
 
 /** Brokers and database of the local services (or the env's). */
@@ -84,15 +85,35 @@ export interface PipelineEnv {
   [name: string]: string | undefined;
 }
 
-/** Fresh topic and group names. */
-export function pipelineNames(databaseUrl: string): PipelineEnv {
+/** Fresh topic and group names; with `brokers`, the commands talk to those instead of the shared broker. */
+export function pipelineNames(databaseUrl: string, brokers?: string[]): PipelineEnv {
   const id = uniqueName("t");
   return {
     USERS_TOPIC: `${id}_users`,
     ORDERS_TOPIC: `${id}_orders`,
     CONSUMER_GROUP: `${id}_group`,
     DATABASE_URL: databaseUrl,
+    ...(brokers ? { KAFKA_BROKERS: brokers.join(",") } : {}),
   };
+}
+
+/** The size and seed of a generated workload. */
+export interface Workload {
+  users: number;
+  orders: number;
+  seed: number;
+}
+
+/** The producer's flags for `workload`, then `extra`. */
+export function workloadArgs(workload: Workload, ...extra: string[]): string[] {
+  return ["--users", `${workload.users}`, "--orders", `${workload.orders}`, "--seed", `${workload.seed}`, ...extra];
+}
+
+/** Publishes `workload` with the real producer (or the binary in `binDir`) and asserts it exits 0. */
+export async function produceWorkload(env: PipelineEnv, workload: Workload, binDir?: string): Promise<RunResult> {
+  const produced = await runCommand("produce", workloadArgs(workload), env, binDir);
+  if (produced.code !== 0) throw new Error(`the producer exited with ${produced.code}:\n${produced.stderr}`);
+  return produced;
 }
 
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
@@ -185,6 +206,75 @@ export function startCommand(
     return { code: status.code, stdout: out, stderr: err };
   })();
   return { process: child, stderr: () => err, done };
+}
+
+/** Sends `signal` to `running` (nothing if it has exited) and waits for it to exit; returns its exit code and output. */
+export async function stopProcess(running: Running, signal: Deno.Signal = "SIGTERM"): Promise<RunResult> {
+  try {
+    running.process.kill(signal);
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error; // it had exited already
+  }
+  return await running.done;
+}
+
+/** SIGTERM, then SIGKILL if `running` has not exited within `graceMs`: a stop that cannot hang a test. */
+export async function stopWithin(running: Running, graceMs = 30_000): Promise<RunResult> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<"late">((resolve) => timer = setTimeout(() => resolve("late"), graceMs));
+  try {
+    if (await Promise.race([stopProcess(running, "SIGTERM"), deadline]) === "late") {
+      return await stopProcess(running, "SIGKILL");
+    }
+    return await running.done;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** SIGKILLs whichever of `runs` still run, so a failed test leaves no process behind. */
+export async function killLeftovers(...runs: (Running | undefined)[]): Promise<void> {
+  for (const run of runs) if (run) await stopProcess(run, "SIGKILL");
+}
+
+/** The base URL of the metrics server `running` started (`--metrics-port 0`), once its log names it. */
+export function metricsAddress(running: Running, timeoutMs = 60_000): Promise<string> {
+  return waitFor(
+    "the metrics address in the log",
+    () => /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(running.stderr())?.[1] ?? "",
+    timeoutMs,
+  );
+}
+
+/** A local port nothing listens on now, chosen by the OS: connecting to it is refused until someone listens. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** The first of `count` consecutive local ports nothing listens on, for a service that takes a port and the next ones. */
+export function freePortRange(count: number): number {
+  const free = (port: number) => {
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    if (Array.from({ length: count }, (_, i) => base + i).every(free)) return base;
+  }
+}
+
+/** Moves `groupId`'s committed offsets on `topics` back to their start, as an operator's reset does. */
+export async function rewindGroup(groupId: string, topics: string[], brokers = BROKERS): Promise<void> {
+  await withAdmin(brokers, async (admin) => {
+    for (const topic of topics) await admin.resetOffsets({ groupId, topic, earliest: true });
+  });
 }
 
 /** A record read back from a topic. */
@@ -440,10 +530,47 @@ export async function topicSize(topic: string, brokers = BROKERS): Promise<numbe
   });
 }
 
+/** Records in the DLQ topics of `env`'s two topics now. */
+export async function dlqSize(env: PipelineEnv, brokers = BROKERS): Promise<number> {
+  return await topicSize(dlqTopic(env.USERS_TOPIC), brokers) + await topicSize(dlqTopic(env.ORDERS_TOPIC), brokers);
+}
+
+/** The values of `records` as text (a tombstone's as an empty string). */
+export function valuesOf(records: ReadRecord[]): string[] {
+  const decoder = new TextDecoder();
+  return records.map((r) => r.value ? decoder.decode(r.value) : "");
+}
+
+/** How often each value occurs in `values`. */
+export function tally(values: string[]): Map<string, number> {
+  return values.reduce((counts, v) => counts.set(v, (counts.get(v) ?? 0) + 1), new Map<string, number>());
+}
+
 /** Reads every record `topic` holds now, sorted by partition, then offset (log order per key). */
 export async function readWholeTopic(topic: string, timeoutMs = 60_000, brokers = BROKERS): Promise<ReadRecord[]> {
   const records = await readTopic(topic, await topicSize(topic, brokers), timeoutMs, brokers);
   return records.sort((a, b) => a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)));
+}
+
+/** The timestamp the event builders put in every time field they fill. */
+export const EVENT_TIME = "2025-07-03T10:11:12Z";
+
+/** A valid user event of `type`; `fields` replace or add fields (invalid ones too, for rejection tests). */
+export function userEvent(type: EventType, userId: string, fields: Record<string, unknown> = {}): UserEvent {
+  const typical = type === "CREATE"
+    ? { name: "Ada Lovelace", dob: "1990-01-01", created_at: EVENT_TIME }
+    : type === "UPDATE"
+    ? { name: "Ada King", modified_at: EVENT_TIME }
+    : { modified_at: EVENT_TIME };
+  return { event_type: type, user_id: userId, ...typical, ...fields } as UserEvent;
+}
+
+/** A valid order event of `type`; a CREATE belongs to `fields.user_id`; `fields` replace or add fields. */
+export function orderEvent(type: EventType, orderId: string, fields: Record<string, unknown> = {}): OrderEvent {
+  const typical = type === "CREATE"
+    ? { order_status: "PLACED", quantity: 3, order_total: 10, placed_at: EVENT_TIME }
+    : { order_status: type === "UPDATE" ? "SHIPPED" : "CANCELLED", modified_at: EVENT_TIME };
+  return { event_type: type, order_id: orderId, ...typical, ...fields } as OrderEvent;
 }
 
 /** The events of a seeded generator run, split by topic, in generation order. */

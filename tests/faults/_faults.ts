@@ -13,6 +13,7 @@ import {
   ROOT,
   type Running,
   type RunResult,
+  runServices,
   testKafka,
   uniqueName,
   waitFor,
@@ -39,14 +40,9 @@ const SERVICES_ENV = {
 
 /** Runs `scripts/services.sh <args>` against the fault suite's own services; throws with its stderr on failure. */
 export async function services(...args: string[]): Promise<void> {
-  const output = await new Deno.Command("bash", {
-    args: [`${ROOT}scripts/services.sh`, ...args],
-    env: SERVICES_ENV,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(output.stderr).trim();
-  if (!output.success) throw new Error(`scripts/services.sh ${args.join(" ")} failed: ${stderr}`);
+  const run = await runServices(args, SERVICES_ENV);
+  const stderr = run.stderr.trim();
+  if (run.code !== 0) throw new Error(`scripts/services.sh ${args.join(" ")} failed: ${stderr}`);
   console.log(stderr.split("\n").map((l) => `    ${l}`).join("\n"));
   if (args[0] === "up" && /reusing/.test(stderr)) {
     // Another run's service on our port: stopping it would break that run, and stopping ours would not.
@@ -161,21 +157,6 @@ async function lagDetail(groupId: string, topics: string[], brokers: string[]): 
   } finally {
     await admin.disconnect();
   }
-}
-
-/** SIGKILLs whichever of `runs` still run, so a failed test leaves no process behind. */
-export async function killLeftovers(...runs: (Running | undefined)[]): Promise<void> {
-  for (const run of runs) if (run) await stopProcess(run, "SIGKILL");
-}
-
-/** Kills `running` with `signal` and waits for it to exit; returns its exit code and output. */
-export async function stopProcess(running: Running, signal: Deno.Signal) {
-  try {
-    running.process.kill(signal);
-  } catch (error) {
-    if (!(error instanceof TypeError)) throw error; // it had exited already
-  }
-  return await running.done;
 }
 
 /** DLQ reasons with ids blanked, counted, so a report line shows why records were dead-lettered. */

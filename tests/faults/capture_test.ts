@@ -8,23 +8,29 @@ import assert from "node:assert/strict";
 import {
   createTestDatabase,
   groupLag,
-  type PipelineEnv,
+  killLeftovers,
   pipelineNames,
-  runCommand,
+  produceWorkload,
   type Running,
   startCommand,
+  stopProcess,
   topicSize,
   waitFor,
 } from "../_helpers.ts";
-import { type CaptureCheck, captureNames, checkCaptured, installAudit } from "../_capture.ts";
+import {
+  type CaptureCheck,
+  captureNames,
+  dropCaptureAndDatabase,
+  installAudit,
+  settleCapture,
+  startCapture,
+} from "../_capture.ts";
 import {
   FAULTS_BROKERS,
   FAULTS_DATABASE_URL,
-  killLeftovers,
   report,
   seededRandom,
   services,
-  stopProcess,
   waitForCommitsBeyond,
   waitForDrain,
 } from "./_faults.ts";
@@ -40,51 +46,15 @@ const KILLS = 3, SIGKILL_SCALE = 8;
 async function prepare(seed: number, users = USERS, orders = ORDERS) {
   const db = await createTestDatabase(FAULTS_DATABASE_URL);
   const names = captureNames();
-  const env: PipelineEnv = { ...pipelineNames(db.url), ...names, KAFKA_BROKERS: FAULTS_BROKERS.join(",") };
+  const env = { ...pipelineNames(db.url, FAULTS_BROKERS), ...names };
   await installAudit(db.sql);
-  const produced = await runCommand(
-    "produce",
-    ["--users", `${users}`, "--orders", `${orders}`, "--seed", `${seed}`],
-    env,
-  );
-  assert.equal(produced.code, 0, produced.stderr);
+  await produceWorkload(env, { users, orders, seed });
   return { db, env, names, topics: [env.USERS_TOPIC, env.ORDERS_TOPIC] };
-}
-
-async function startCapture(env: PipelineEnv): Promise<Running> {
-  const capture = startCommand("produce", ["capture"], env);
-  await waitFor("the capture to stream", () => /streaming from slot/.test(capture.stderr()), 60_000, 100);
-  return capture;
 }
 
 async function capturedRecords(prefix: string): Promise<number> {
   return await topicSize(`${prefix}.public.users`, FAULTS_BROKERS) +
     await topicSize(`${prefix}.public.orders`, FAULTS_BROKERS);
-}
-
-/** Waits until the topics hold every audited change; returns the last check either way. */
-async function settle(sql: Parameters<typeof checkCaptured>[0], prefix: string): Promise<CaptureCheck> {
-  let last: CaptureCheck | undefined;
-  await waitFor(
-    "the capture topics to hold every audited change",
-    async () => {
-      last = await checkCaptured(sql, prefix, FAULTS_BROKERS);
-      return last.gaps.length === 0 && last.finalMismatches.length === 0;
-    },
-    120_000,
-    1_000,
-  ).catch(() => {});
-  return last!;
-}
-
-/** Drops the slot (a database with a slot cannot be dropped) and the database. */
-async function cleanUp(db: { drop: () => Promise<void> }, env: PipelineEnv) {
-  const dropped = await runCommand("produce", ["capture", "--drop-slot"], env).catch((error) => ({
-    code: -1,
-    stderr: `${error}`,
-  }));
-  if (dropped.code !== 0) console.error(`dropping the slot failed: ${dropped.stderr}`);
-  await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
 }
 
 function assertComplete(check: CaptureCheck, capture: string) {
@@ -118,7 +88,7 @@ async function outageMidStream(seed: number, service: "postgres" | "kafka", wait
     await services("up", service);
     await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
     assert.equal((await stopProcess(consumer, "SIGTERM")).code, 0);
-    const check = await settle(db.sql, names.CAPTURE_TOPIC_PREFIX);
+    const check = await settleCapture(db.sql, names.CAPTURE_TOPIC_PREFIX, FAULTS_BROKERS);
     const result = await stopProcess(capture, "SIGTERM");
     report(`${service} stopped and started mid-stream`, {
       events: USERS + ORDERS,
@@ -135,7 +105,7 @@ async function outageMidStream(seed: number, service: "postgres" | "kafka", wait
     return result;
   } finally {
     await killLeftovers(...runs);
-    await cleanUp(db, env);
+    await dropCaptureAndDatabase(db, env);
   }
 }
 
@@ -182,7 +152,7 @@ Deno.test("capture faults: SIGKILLs, a PostgreSQL restart and a Kafka stop lose 
         }
         await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
         assert.equal((await stopProcess(consumer, "SIGTERM")).code, 0);
-        const check = await settle(db.sql, names.CAPTURE_TOPIC_PREFIX);
+        const check = await settleCapture(db.sql, names.CAPTURE_TOPIC_PREFIX, FAULTS_BROKERS);
         const last = await stopProcess(capture, "SIGTERM");
         report("capture SIGKILLed", {
           events: SIGKILL_SCALE * (USERS + ORDERS),
@@ -201,7 +171,7 @@ Deno.test("capture faults: SIGKILLs, a PostgreSQL restart and a Kafka stop lose 
         assert.doesNotMatch(last.stderr, /created slot/, "a restart resumes from the slot, it takes no new snapshot");
       } finally {
         await killLeftovers(...runs);
-        await cleanUp(db, env);
+        await dropCaptureAndDatabase(db, env);
       }
     });
 

@@ -5,31 +5,34 @@
  * the shared one is used.
  */
 import assert from "node:assert/strict";
-import { dlqTopic } from "../../lib/dead_letter.ts";
 import {
   createTestDatabase,
   diffTables,
+  dlqSize,
+  killLeftovers,
   type PipelineEnv,
   pipelineNames,
+  produceWorkload,
   readTables,
   readWholeTopic,
   referenceState,
-  runCommand,
   type Running,
   seededEvents,
   startCommand,
+  stopProcess,
+  tally,
   topicSize,
+  valuesOf,
   waitFor,
+  workloadArgs,
 } from "../_helpers.ts";
 import {
   CLUSTER_BROKERS,
   dlqReasons,
   killClusterNode,
-  killLeftovers,
   report,
   seededRandom,
   services,
-  stopProcess,
   waitForCommitsBeyond,
   waitForDrain,
 } from "./_faults.ts";
@@ -38,7 +41,7 @@ const USERS = 6_000;
 const ORDERS = 12_000;
 
 function clusterEnv(databaseUrl: string): PipelineEnv {
-  return { ...pipelineNames(databaseUrl), KAFKA_BROKERS: CLUSTER_BROKERS.join(","), REPLICATION_FACTOR: "3" };
+  return { ...pipelineNames(databaseUrl, CLUSTER_BROKERS), REPLICATION_FACTOR: "3" };
 }
 
 /** How often each generated event is in the topics: lost (0) and doubled (more than 1) counts. */
@@ -48,11 +51,7 @@ async function logCensus(env: PipelineEnv, seed: number) {
     ...await readWholeTopic(env.USERS_TOPIC, 60_000, CLUSTER_BROKERS),
     ...await readWholeTopic(env.ORDERS_TOPIC, 60_000, CLUSTER_BROKERS),
   ];
-  const inLog = new Map<string, number>();
-  for (const r of records) {
-    const value = new TextDecoder().decode(r.value!);
-    inLog.set(value, (inLog.get(value) ?? 0) + 1);
-  }
+  const inLog = tally(valuesOf(records));
   const generated = [...userEvents, ...orderEvents].map((e) => JSON.stringify(e));
   return {
     records: records.length,
@@ -73,9 +72,7 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
       try {
         const env = clusterEnv(db.url);
         const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
-        const args = ["--users", `${USERS}`, "--orders", `${ORDERS}`, "--seed", `${seed}`];
-        const produced = await runCommand("produce", args, env);
-        assert.equal(produced.code, 0, produced.stderr);
+        await produceWorkload(env, { users: USERS, orders: ORDERS, seed });
         // The default 30 s order wait: users partitions stalled by the kill must not expire orders.
         const consumer = startCommand("consume", ["--max-batch-bytes", "8192", "--concurrency", "2"], env);
         runs.push(consumer);
@@ -91,8 +88,7 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
 
         const census = await logCensus(env, seed);
         const mismatches = diffTables(census.expected, await readTables(db.sql), 1_000_000);
-        const dlq = await topicSize(dlqTopic(env.USERS_TOPIC), CLUSTER_BROKERS) +
-          await topicSize(dlqTopic(env.ORDERS_TOPIC), CLUSTER_BROKERS);
+        const dlq = await dlqSize(env, CLUSTER_BROKERS);
         report("cluster, broker killed mid-consume", {
           seed,
           events: USERS + ORDERS,
@@ -128,8 +124,8 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
           const logSize = async () =>
             await topicSize(env.USERS_TOPIC, CLUSTER_BROKERS) + await topicSize(env.ORDERS_TOPIC, CLUSTER_BROKERS);
           const consumer = startCommand("consume", ["--max-batch-bytes", "8192", "--concurrency", "2"], env);
-          const args = ["--users", `${USERS}`, "--orders", `${ORDERS}`, "--seed", `${seed + 1}`, "--batch-size", "100"];
-          const producer = startCommand("produce", args, env);
+          const workload = { users: USERS, orders: ORDERS, seed: seed + 1 };
+          const producer = startCommand("produce", workloadArgs(workload, "--batch-size", "100"), env);
           runs.push(consumer, producer);
           let producerExited = false;
           producer.done.then(() => (producerExited = true));

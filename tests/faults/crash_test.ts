@@ -10,25 +10,21 @@ import {
   BROKERS,
   createTestDatabase,
   diffTables,
+  killLeftovers,
+  orderEvent,
   pipelineNames,
+  produceWorkload,
   publishRaw,
   readTables,
   readWholeTopic,
   referenceState,
-  runCommand,
   type Running,
   seededEvents,
   startCommand,
-} from "../_helpers.ts";
-import {
-  copyCommittedOffsets,
-  killLeftovers,
-  report,
-  seededRandom,
   stopProcess,
-  waitForCommitsBeyond,
-  waitForDrain,
-} from "./_faults.ts";
+  userEvent,
+} from "../_helpers.ts";
+import { copyCommittedOffsets, report, seededRandom, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 const USERS = 10_000;
 const ORDERS = 20_000;
@@ -37,19 +33,17 @@ const KILLS = 5;
 const UNAPPLIABLE = 100;
 
 function unappliable(): { users: UserEvent[]; orders: OrderEvent[] } {
-  const uuid = () => crypto.randomUUID();
   const users: UserEvent[] = [];
   const orders: OrderEvent[] = [];
   for (let i = 0; i < UNAPPLIABLE; i++) {
     const modified_at = `2025-06-01T00:00:${String(i % 60).padStart(2, "0")}Z`;
     if (i % 2) {
-      users.push({ event_type: i % 4 === 1 ? "UPDATE" : "DELETE", user_id: uuid(), name: "ghost", modified_at });
-    } else {orders.push({
-        event_type: i % 4 === 0 ? "UPDATE" : "DELETE",
-        order_id: uuid(),
-        order_status: "SHIPPED",
-        modified_at,
-      });}
+      users.push(userEvent(i % 4 === 1 ? "UPDATE" : "DELETE", crypto.randomUUID(), { name: "ghost", modified_at }));
+    } else {
+      orders.push(
+        orderEvent(i % 4 === 0 ? "UPDATE" : "DELETE", crypto.randomUUID(), { order_status: "SHIPPED", modified_at }),
+      );
+    }
   }
   return { users, orders };
 }
@@ -70,12 +64,7 @@ Deno.test("a consumer SIGKILLed at random moments and restarted converges to the
     };
     // A quarter before the workload, the rest after: rejections early and late in the log.
     await publishGhosts(0, UNAPPLIABLE / 4);
-    const produced = await runCommand(
-      "produce",
-      ["--users", `${USERS}`, "--orders", `${ORDERS}`, "--seed", `${seed}`],
-      env,
-    );
-    assert.equal(produced.code, 0, produced.stderr);
+    await produceWorkload(env, { users: USERS, orders: ORDERS, seed });
     await publishGhosts(UNAPPLIABLE / 4, UNAPPLIABLE);
 
     // Small batches: many commits, so a kill lands between and inside them.

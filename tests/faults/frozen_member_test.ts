@@ -4,21 +4,23 @@
  * members joining mid-drain at once. Only consumers are stopped, so the shared services are used.
  */
 import assert from "node:assert/strict";
-import { dlqTopic } from "../../lib/dead_letter.ts";
 import {
   BROKERS,
   createTestDatabase,
   diffTables,
+  dlqSize,
+  killLeftovers,
   pipelineNames,
   readTables,
   referenceState,
   type Running,
   seededEvents,
   startCommand,
-  topicSize,
+  stopProcess,
   waitFor,
+  workloadArgs,
 } from "../_helpers.ts";
-import { killLeftovers, report, stopProcess, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
+import { report, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 /** Short enough to keep the test fast; the broker's minimum is 6 s. */
 const SESSION_TIMEOUT_S = 10;
@@ -81,16 +83,7 @@ Deno.test("a member frozen inside its batch past the session timeout: the new ow
     ];
     const frozen = startCommand("consume", consumeArgs, env);
     runs.push(frozen);
-    const producer = startCommand("produce", [
-      "--users",
-      `${users}`,
-      "--orders",
-      `${orders}`,
-      "--seed",
-      `${seed}`,
-      "--batch-size",
-      "200",
-    ], env);
+    const producer = startCommand("produce", workloadArgs({ users, orders, seed }, "--batch-size", "200"), env);
     runs.push(producer);
     await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, 0);
     const attempts = await freezeInsideBatch(frozen, db.sql);
@@ -146,7 +139,7 @@ Deno.test("a member frozen inside its batch past the session timeout: the new ow
     const { userEvents, orderEvents } = seededEvents(seed, users, orders);
     const expected = referenceState(userEvents, orderEvents);
     const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
-    const dlq = await topicSize(dlqTopic(env.USERS_TOPIC)) + await topicSize(dlqTopic(env.ORDERS_TOPIC));
+    const dlq = await dlqSize(env);
     const count = (log: string, pattern: RegExp) => log.match(pattern)?.length ?? 0;
     const fencedOwner = count(stayed.stderr.slice(ownerLogBeforeResume), /fenced/g);
     report("frozen member", {
@@ -202,16 +195,7 @@ Deno.test("ten consumers joining mid-drain at once all join and stop cleanly, no
     const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
     const first = startCommand("consume", consumeArgs, env);
     runs.push(first);
-    const producer = startCommand("produce", [
-      "--users",
-      `${users}`,
-      "--orders",
-      `${orders}`,
-      "--seed",
-      `${seed}`,
-      "--batch-size",
-      "100",
-    ], env);
+    const producer = startCommand("produce", workloadArgs({ users, orders, seed }, "--batch-size", "100"), env);
     runs.push(producer);
     await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, 0);
     const joiners = Array.from({ length: 10 }, () => startCommand("consume", consumeArgs, env));

@@ -3,14 +3,16 @@
  * against the fault suite's own Kafka (19092) and PostgreSQL (15432), started once for this file.
  */
 import assert from "node:assert/strict";
-import { dlqTopic } from "../../lib/dead_letter.ts";
 import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   committedOffsets,
   createTestDatabase,
   diffTables,
-  type PipelineEnv,
+  dlqSize,
+  killLeftovers,
+  metricsAddress,
   pipelineNames,
+  produceWorkload,
   type ReadRecord,
   readTables,
   readWholeTopic,
@@ -19,17 +21,19 @@ import {
   type Running,
   seededEvents,
   startCommand,
+  stopProcess,
+  tally,
   topicSize,
+  valuesOf,
   waitFor,
+  workloadArgs,
 } from "../_helpers.ts";
 import {
   dlqReasons,
   FAULTS_BROKERS,
   FAULTS_DATABASE_URL,
-  killLeftovers,
   report,
   services,
-  stopProcess,
   waitForCommitsBeyond,
   waitForDrain,
 } from "./_faults.ts";
@@ -37,27 +41,14 @@ import {
 const SEED = Number(Deno.env.get("FAULTS_SEED") ?? 31);
 const CONSUME_ARGS = ["--max-batch-bytes", "8192", "--concurrency", "2"];
 
-/** Publishes a seeded workload with the real producer, which must succeed. */
-async function publishSeeded(env: PipelineEnv, users: number, orders: number, seed: number): Promise<void> {
-  const args = ["--users", `${users}`, "--orders", `${orders}`, "--seed", `${seed}`];
-  const produced = await runCommand("produce", args, env);
-  assert.equal(produced.code, 0, produced.stderr);
-}
-
 async function freshPipeline() {
   const db = await createTestDatabase(FAULTS_DATABASE_URL);
-  const env: PipelineEnv = { ...pipelineNames(db.url), KAFKA_BROKERS: FAULTS_BROKERS.join(",") };
+  const env = pipelineNames(db.url, FAULTS_BROKERS);
   return { db, env, topics: [env.USERS_TOPIC, env.ORDERS_TOPIC] };
 }
 
-async function dlqSize(env: PipelineEnv): Promise<number> {
-  return await topicSize(dlqTopic(env.USERS_TOPIC), FAULTS_BROKERS) +
-    await topicSize(dlqTopic(env.ORDERS_TOPIC), FAULTS_BROKERS);
-}
-
 function eventsOf(records: ReadRecord[]) {
-  const decoder = new TextDecoder();
-  return records.map((r) => JSON.parse(decoder.decode(r.value!)));
+  return valuesOf(records).map((v) => JSON.parse(v));
 }
 
 Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tables converge", async (t) => {
@@ -70,13 +61,10 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
         const runs: Running[] = [];
         try {
           const users = 4_000, orders = 8_000;
-          await publishSeeded(env, users, orders, SEED);
+          await produceWorkload(env, { users, orders, seed: SEED });
           const consumer = startCommand("consume", [...CONSUME_ARGS, "--metrics-port", "0"], env);
           runs.push(consumer);
-          const metricsUrl = await waitFor(
-            "the consumer to log its metrics address",
-            () => /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(consumer.stderr())?.[1],
-          );
+          const metricsUrl = await metricsAddress(consumer);
           const health = async () => {
             const response = await fetch(`${metricsUrl}/health`);
             return { status: response.status, body: await response.text() };
@@ -123,7 +111,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           const { userEvents, orderEvents } = seededEvents(SEED, users, orders);
           const expected = referenceState(userEvents, orderEvents);
           const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
-          const dlq = await dlqSize(env);
+          const dlq = await dlqSize(env, FAULTS_BROKERS);
           const waits = result.stderr.match(/waiting for PostgreSQL/g)?.length ?? 0;
           report("database outage", {
             events: users + orders,
@@ -156,7 +144,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
         const runs: Running[] = [];
         try {
           const users = 6_000, orders = 12_000;
-          const args = ["--users", `${users}`, "--orders", `${orders}`, "--seed", `${SEED + 1}`, "--batch-size", "100"];
+          const args = workloadArgs({ users, orders, seed: SEED + 1 }, "--batch-size", "100");
           const producer = startCommand("produce", args, env);
           runs.push(producer);
           let producerExited = false;
@@ -173,15 +161,13 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           if (first.code !== 0) {
             assert.match(firstLines.at(-1)!, /failed: .*(Kafka|publish|connect|broker)/i, "a failure names its cause");
           }
-          const firstRun = eventsOf([
+          const firstRun = valuesOf([
             ...await readWholeTopic(env.USERS_TOPIC, 60_000, FAULTS_BROKERS),
             ...await readWholeTopic(env.ORDERS_TOPIC, 60_000, FAULTS_BROKERS),
           ]);
           const generated = seededEvents(SEED + 1, users, orders);
           const all = [...generated.userEvents, ...generated.orderEvents].map((e) => JSON.stringify(e));
-          const countOf = (values: string[]) =>
-            values.reduce((m, v) => m.set(v, (m.get(v) ?? 0) + 1), new Map<string, number>());
-          const firstCounts = countOf(firstRun.map((e) => JSON.stringify(e)));
+          const firstCounts = tally(firstRun);
           const firstDuplicates = [...firstCounts.values()].reduce((s, n) => s + n - 1, 0);
           const firstLost = all.filter((v) => !firstCounts.has(v)).length;
 
@@ -191,7 +177,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           assert.equal(rerun.code, 0, rerun.stderr);
           const userRecords = await readWholeTopic(env.USERS_TOPIC, 60_000, FAULTS_BROKERS);
           const orderRecords = await readWholeTopic(env.ORDERS_TOPIC, 60_000, FAULTS_BROKERS);
-          const logCounts = countOf([...userRecords, ...orderRecords].map((r) => new TextDecoder().decode(r.value!)));
+          const logCounts = tally(valuesOf([...userRecords, ...orderRecords]));
           const lostAfterRerun = all.filter((v) => !logCounts.has(v)).length;
           const consumed = await runCommand("consume", ["--idle-timeout", "2"], env);
           assert.equal(consumed.code, 0, consumed.stderr);
@@ -236,7 +222,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
         const runs: Running[] = [];
         try {
           const users = 4_000, orders = 8_000;
-          await publishSeeded(env, users, orders, SEED + 2);
+          await produceWorkload(env, { users, orders, seed: SEED + 2 });
           const consumer = startCommand("consume", CONSUME_ARGS, env);
           runs.push(consumer);
           const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
@@ -248,7 +234,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           const { userEvents, orderEvents } = seededEvents(SEED + 2, users, orders);
           const expected = referenceState(userEvents, orderEvents);
           const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
-          const dlq = await dlqSize(env);
+          const dlq = await dlqSize(env, FAULTS_BROKERS);
           report("broker outage mid-consume", {
             events: users + orders,
             faults: "kafka stopped and restarted",

@@ -8,6 +8,7 @@ import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
 import {
   createTestDatabase,
   diffTables,
+  orderEvent,
   pipelineNames,
   publishRaw,
   readTables,
@@ -15,6 +16,7 @@ import {
   referenceState,
   runCommand,
   seededEvents,
+  userEvent,
 } from "../_helpers.ts";
 import { report, seededRandom } from "./_faults.ts";
 
@@ -37,79 +39,59 @@ const KINDS: PoisonKind[] = [
   {
     kind: "wrong type (name)",
     topic: "users",
-    value: () => JSON.stringify({ event_type: "UPDATE", user_id: UUID, name: 42, modified_at: TS }),
+    value: () => JSON.stringify(userEvent("UPDATE", UUID, { name: 42, modified_at: TS })),
     reason: /name must be a string/,
   },
   {
     kind: "wrong type (quantity)",
     topic: "orders",
     value: () =>
-      JSON.stringify({
-        event_type: "CREATE",
-        order_id: UUID,
-        order_status: "PLACED",
-        user_id: UUID,
-        quantity: "3",
-        order_total: 1,
-        placed_at: TS,
-      }),
+      JSON.stringify(orderEvent("CREATE", UUID, { user_id: UUID, quantity: "3", order_total: 1, placed_at: TS })),
     reason: /quantity must be an integer/,
   },
   {
     kind: "unknown event_type",
     topic: "users",
-    value: () => JSON.stringify({ event_type: "UPSERT", user_id: UUID, name: "x", modified_at: TS }),
+    value: () => JSON.stringify(userEvent("UPDATE", UUID, { event_type: "UPSERT", name: "x", modified_at: TS })),
     reason: /event_type must be CREATE, UPDATE or DELETE: got "UPSERT"/,
   },
   {
     kind: "bad UUID",
     topic: "orders",
-    value: () => JSON.stringify({ event_type: "DELETE", order_id: "not-a-uuid", order_status: "CANCELLED" }),
+    value: () => JSON.stringify(orderEvent("DELETE", "not-a-uuid")),
     reason: /order_id must be a UUID/,
   },
   {
     kind: "bad date",
     topic: "users",
-    value: () => JSON.stringify({ event_type: "CREATE", user_id: UUID, name: "x", dob: "2025-02-30", created_at: TS }),
+    value: () => JSON.stringify(userEvent("CREATE", UUID, { name: "x", dob: "2025-02-30", created_at: TS })),
     reason: /dob must be a calendar date/,
   },
   {
     kind: "bad timestamp",
     topic: "orders",
-    value: () =>
-      JSON.stringify({
-        event_type: "UPDATE",
-        order_id: UUID,
-        order_status: "SHIPPED",
-        modified_at: "2025-13-01T00:00Z",
-      }),
+    value: () => JSON.stringify(orderEvent("UPDATE", UUID, { modified_at: "2025-13-01T00:00Z" })),
     reason: /modified_at must be an RFC 3339 timestamp/,
   },
   {
     kind: "name over 50 characters",
     topic: "users",
-    value: () => JSON.stringify({ event_type: "UPDATE", user_id: UUID, name: "n".repeat(51), modified_at: TS }),
+    value: () => JSON.stringify(userEvent("UPDATE", UUID, { name: "n".repeat(51), modified_at: TS })),
     reason: /name must be a string of 1\.\.50 characters \(it has 51\)/,
   },
   {
     kind: "amount beyond DECIMAL(10,2)",
     topic: "orders",
     value: () =>
-      JSON.stringify({
-        event_type: "CREATE",
-        order_id: UUID,
-        order_status: "PLACED",
-        user_id: UUID,
-        quantity: 1,
-        order_total: 123456789.5,
-        placed_at: TS,
-      }),
+      JSON.stringify(
+        orderEvent("CREATE", UUID, { user_id: UUID, quantity: 1, order_total: 123456789.5, placed_at: TS }),
+      ),
     reason: /order_total must be a non-negative amount that fits DECIMAL\(10,2\)/,
   },
   {
     kind: "key not the entity id",
     topic: "users",
-    value: () => JSON.stringify({ event_type: "CREATE", user_id: UUID, name: "x", dob: "1990-01-01", created_at: TS }),
+    value: () => JSON.stringify(userEvent("CREATE", UUID, { name: "x", created_at: TS })),
     reason: /record key must be the event's user_id "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b": got "poison-\d+"/,
   },
   {
@@ -123,7 +105,7 @@ const KINDS: PoisonKind[] = [
 const HUGE: PoisonKind = {
   kind: "2 MB record",
   topic: "users",
-  value: () => JSON.stringify({ event_type: "CREATE", user_id: UUID, name: "y".repeat(2_000_000), dob: "1990-01-01" }),
+  value: () => JSON.stringify(userEvent("CREATE", UUID, { name: "y".repeat(2_000_000) })),
   reason: /name must be a string of 1\.\.50 characters/,
 };
 

@@ -4,22 +4,24 @@
  * die, so the shared services are used.
  */
 import assert from "node:assert/strict";
-import { dlqTopic } from "../../lib/dead_letter.ts";
 import {
   BROKERS,
   createTestDatabase,
   diffTables,
+  dlqSize,
   groupLag,
+  killLeftovers,
   pipelineNames,
   readTables,
   referenceState,
   type Running,
   seededEvents,
   startCommand,
-  topicSize,
+  stopProcess,
   waitFor,
+  workloadArgs,
 } from "../_helpers.ts";
-import { dlqReasons, killLeftovers, report, stopProcess, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
+import { dlqReasons, report, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 const USERS = 8_000;
 const ORDERS = 16_000;
@@ -37,16 +39,11 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
     const first = startCommand("consume", consumeArgs, env);
     runs.push(first);
     // Publishing while the group consumes keeps the drain going through every membership change.
-    const producer = startCommand("produce", [
-      "--users",
-      `${USERS}`,
-      "--orders",
-      `${ORDERS}`,
-      "--seed",
-      `${seed}`,
-      "--batch-size",
-      "100",
-    ], env);
+    const producer = startCommand(
+      "produce",
+      workloadArgs({ users: USERS, orders: ORDERS, seed }, "--batch-size", "100"),
+      env,
+    );
     runs.push(producer);
     const lagAt: Record<string, number> = {};
     let committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, 0);
@@ -83,7 +80,7 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
     const { userEvents, orderEvents } = seededEvents(seed, USERS, ORDERS);
     const expected = referenceState(userEvents, orderEvents);
     const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
-    const dlq = await topicSize(dlqTopic(env.USERS_TOPIC)) + await topicSize(dlqTopic(env.ORDERS_TOPIC));
+    const dlq = await dlqSize(env);
     const joins = (log: string) => log.match(/joined group/g)?.length ?? 0;
     report("rebalance", {
       seed,
