@@ -14,6 +14,7 @@ import {
   runCommand,
   type Running,
   startCommand,
+  stopProcess,
   uniqueName,
   waitFor,
 } from "./_helpers.ts";
@@ -28,7 +29,8 @@ export function captureNames(): { CAPTURE_TOPIC_PREFIX: string; CAPTURE_SLOT: st
 export async function startCapture(env: PipelineEnv, args: string[] = [], binDir?: string): Promise<Running> {
   const capture = startCommand("produce", ["capture", ...args], env, binDir);
   await waitFor("the capture to stream", () => /streaming from slot/.test(capture.stderr()), 60_000, 100)
-    .catch((error) => {
+    .catch(async (error) => {
+      await stopProcess(capture, "SIGKILL");
       throw new Error(`${error.message}\n${capture.stderr().slice(-2000)}`);
     });
   return capture;

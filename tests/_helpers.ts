@@ -109,9 +109,13 @@ export function workloadArgs(workload: Workload, ...extra: string[]): string[] {
   return ["--users", `${workload.users}`, "--orders", `${workload.orders}`, "--seed", `${workload.seed}`, ...extra];
 }
 
-/** Publishes `workload` with the real producer (or the binary in `binDir`) and asserts it exits 0. */
-export async function produceWorkload(env: PipelineEnv, workload: Workload, binDir?: string): Promise<RunResult> {
-  const produced = await runCommand("produce", workloadArgs(workload), env, binDir);
+/** Publishes `workload` with the real producer (or the binary in `binDir`), flags `args` added; throws unless it exits 0. */
+export async function produceWorkload(
+  env: PipelineEnv,
+  workload: Workload,
+  { args = [], binDir }: { args?: string[]; binDir?: string } = {},
+): Promise<RunResult> {
+  const produced = await runCommand("produce", workloadArgs(workload, ...args), env, binDir);
   if (produced.code !== 0) throw new Error(`the producer exited with ${produced.code}:\n${produced.stderr}`);
   return produced;
 }
@@ -119,7 +123,7 @@ export async function produceWorkload(env: PipelineEnv, workload: Workload, binD
 const PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
 
 /** The command line of `main_<name>.ts` under Deno, or of the built binary in `binDir`. */
-export function commandLine(name: "produce" | "consume", args: string[], binDir?: string): string[] {
+function commandLine(name: "produce" | "consume", args: string[], binDir?: string): string[] {
   if (binDir) return [`${binDir}/cdc-${name}`, ...args];
   return [Deno.execPath(), "run", ...PERMISSIONS, `${ROOT}main_${name}.ts`, ...args];
 }

@@ -3,21 +3,24 @@
  * the whole pipeline end to end run without Deno, and the same metrics.
  */
 import assert from "node:assert/strict";
-import { generateEvents } from "../lib/generator.ts";
-import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { VERSION } from "../lib/version.ts";
-import { captureNames, checkCaptured, installAudit } from "./_capture.ts";
+import { captureNames, checkCaptured, dropCaptureAndDatabase, installAudit } from "./_capture.ts";
 import {
   BROKERS,
-  commandLine,
   createTestDatabase,
   diffTables,
+  freePort,
+  metricsAddress,
   pipelineNames,
+  produceWorkload,
   readTables,
   referenceState,
   ROOT,
   runCommand,
+  seededEvents,
   startCommand,
+  stopProcess,
+  stopWithin,
   waitFor,
 } from "./_helpers.ts";
 
@@ -70,20 +73,14 @@ Deno.test("end to end through the binaries: produce, consume, and the tables equ
   const db = await createTestDatabase();
   try {
     const env = pipelineNames(db.url);
-    const produced = await runCommand("produce", ["--users", "2000", "--orders", "4000", "--seed", "21"], env, DIST);
-    assert.equal(produced.code, 0, produced.stderr);
+    const produced = await produceWorkload(env, { users: 2000, orders: 4000, seed: 21 }, { binDir: DIST });
     const consumed = await runCommand("consume", ["--idle-timeout", "2"], env, DIST);
     assert.equal(consumed.code, 0, consumed.stderr);
     for (const { stderr } of [produced, consumed]) {
       assert.doesNotMatch(stderr, /TimeoutNegativeWarning/, "kafkajs' idle timer loop is fixed in the binaries");
     }
-    const users: UserEvent[] = [];
-    const orders: OrderEvent[] = [];
-    for (const e of generateEvents({ users: 2000, orders: 4000, seed: 21 })) {
-      if (e.entity === "user") users.push(e.value);
-      else orders.push(e.value);
-    }
-    const expected = referenceState(users, orders);
+    const { userEvents, orderEvents } = seededEvents(21, 2000, 4000);
+    const expected = referenceState(userEvents, orderEvents);
     const actual = await readTables(db.sql);
     assert.deepEqual(diffTables(expected, actual), []);
     assert.equal(actual.users.size, expected.users.size);
@@ -94,16 +91,11 @@ Deno.test("end to end through the binaries: produce, consume, and the tables equ
 
 Deno.test("the Bun-built consumer serves the default process metrics, read from /proc, beside its own at /metrics", async () => {
   await built;
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const closedPort = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const closedPort = freePort();
   const env = pipelineNames(`postgres://postgres:postgres@127.0.0.1:${closedPort}/cdc_db`);
   const consumer = startCommand("consume", ["--metrics-port", "0"], env, DIST);
   try {
-    const url = await waitFor(
-      "the metrics address in the log",
-      () => /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(consumer.stderr())?.[1],
-    );
+    const url = await metricsAddress(consumer);
     const text = await (await fetch(`${url}/metrics`)).text();
     const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
     assert.ok(value("process_cpu_seconds_total") > 0);
@@ -113,7 +105,7 @@ Deno.test("the Bun-built consumer serves the default process metrics, read from 
     assert.match(text, /^nodejs_eventloop_lag_seconds \S+$/m);
     assert.match(text, /^cdc_connected\{dependency="database"\} 0$/m);
   } finally {
-    consumer.process.kill("SIGTERM");
+    await stopWithin(consumer);
   }
   const result = await consumer.done;
   assert.equal(result.code, 0, result.stderr);
@@ -125,14 +117,9 @@ Deno.test("the Bun-built binary captures: the first snapshot and streamed change
   const env = { ...pipelineNames(db.url), ...captureNames() };
   try {
     await installAudit(db.sql);
-    assert.equal(
-      (await runCommand("produce", ["--users", "300", "--orders", "600", "--seed", "8"], env, DIST)).code,
-      0,
-    );
+    await produceWorkload(env, { users: 300, orders: 600, seed: 8 }, { binDir: DIST });
     assert.equal((await runCommand("consume", ["--idle-timeout", "2"], env, DIST)).code, 0);
-    const [cmd, ...args] = commandLine("produce", ["capture"], DIST);
-    const capture = new Deno.Command(cmd, { args, env, stdout: "null", stderr: "piped" }).spawn();
-    const stderr = new Response(capture.stderr).text();
+    const capture = startCommand("produce", ["capture"], env, DIST);
     await waitFor("the first snapshot in the topics", async () => {
       const check = await checkCaptured(db.sql, env.CAPTURE_TOPIC_PREFIX, BROKERS).catch(() => undefined);
       return check !== undefined && check.events > 0;
@@ -144,12 +131,11 @@ Deno.test("the Bun-built binary captures: the first snapshot and streamed change
         ? result
         : undefined;
     });
-    capture.kill("SIGTERM");
-    assert.equal((await capture.status).code, 0);
-    assert.match(await stderr, /first snapshot published: \d+ rows/);
+    const stopped = await stopProcess(capture);
+    assert.equal(stopped.code, 0);
+    assert.match(stopped.stderr, /first snapshot published: \d+ rows/);
     assert.equal(check!.duplicates, 0);
   } finally {
-    await runCommand("produce", ["capture", "--drop-slot"], env, DIST);
-    await db.drop();
+    await dropCaptureAndDatabase(db, env, DIST);
   }
 });

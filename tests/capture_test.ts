@@ -10,26 +10,29 @@ import assert from "node:assert/strict";
 import {
   BROKERS,
   createTestDatabase,
+  killLeftovers,
+  metricsAddress,
   type PipelineEnv,
   pipelineNames,
+  produceWorkload,
   readWholeTopic,
   runCommand,
   type Running,
   startCommand,
+  stopProcess,
   testKafka,
   waitFor,
 } from "./_helpers.ts";
-import { type CaptureCheck, captureNames, checkCaptured, installAudit } from "./_capture.ts";
+import {
+  type CaptureCheck,
+  captureNames,
+  checkCaptured,
+  dropCaptureAndDatabase,
+  installAudit,
+  settleCapture,
+  startCapture,
+} from "./_capture.ts";
 import { loadCaptureConfig } from "../lib/config.ts";
-
-async function stop(running: Running, signal: Deno.Signal = "SIGTERM") {
-  try {
-    running.process.kill(signal);
-  } catch {
-    // it had exited already
-  }
-  return await running.done;
-}
 
 /** Waits until the topics hold every audited change and end on the final rows. */
 async function waitForCapture(
@@ -37,20 +40,12 @@ async function waitForCapture(
   prefix: string,
   capture: Running,
 ): Promise<CaptureCheck> {
-  let last: CaptureCheck | undefined;
-  return (await waitFor(
-    "the capture topics to hold every audited change",
-    async () => {
-      last = await checkCaptured(db.sql, prefix, BROKERS);
-      return last.gaps.length === 0 && last.finalMismatches.length === 0 ? last : undefined;
-    },
-    90_000,
-    1_000,
-  ).catch((error) => {
-    throw new Error(
-      `${error.message}\n${JSON.stringify(last, null, 1)}\ncapture log:\n${capture.stderr().slice(-3000)}`,
-    );
-  })) as CaptureCheck;
+  const check = await settleCapture(db.sql, prefix, BROKERS, 90_000);
+  if (check.gaps.length === 0 && check.finalMismatches.length === 0) return check;
+  throw new Error(
+    `the capture topics do not hold every audited change after 90 s\n${JSON.stringify(check, null, 1)}\n` +
+      `capture log:\n${capture.stderr().slice(-3000)}`,
+  );
 }
 
 Deno.test("capture: a snapshot then the stream with no gap or overlap, a restart resumes, --drop-slot cleans up", async () => {
@@ -61,8 +56,7 @@ Deno.test("capture: a snapshot then the stream with no gap or overlap, a restart
   let writing = true;
   try {
     await installAudit(db.sql);
-    const produce = await runCommand("produce", ["--users", "300", "--orders", "600", "--seed", "5"], env);
-    assert.equal(produce.code, 0, produce.stderr);
+    await produceWorkload(env, { users: 300, orders: 600, seed: 5 });
     const consume = await runCommand("consume", ["--idle-timeout", "2"], env);
     assert.equal(consume.code, 0, consume.stderr);
     const [probe] = await db.sql<{ id: string }[]>`select id::text from users order by id limit 1`;
@@ -75,9 +69,8 @@ Deno.test("capture: a snapshot then the stream with no gap or overlap, a restart
         await new Promise((r) => setTimeout(r, 5));
       }
     })();
-    const capture = startCommand("produce", ["capture", "--metrics-port", "0"], env);
+    const capture = await startCapture(env, ["--metrics-port", "0"]);
     runs.push(capture);
-    await waitFor("the capture to stream", () => /streaming from slot/.test(capture.stderr()), 60_000);
     const atStream = probeWrites;
     await waitFor("50 more probe writes", () => probeWrites > atStream + 50, 30_000, 50);
     writing = false;
@@ -86,25 +79,24 @@ Deno.test("capture: a snapshot then the stream with no gap or overlap, a restart
     assert.match(capture.stderr(), /first snapshot published: \d+ rows/);
     assert.equal(first.duplicates, 0, "no change is both read by the snapshot and streamed");
 
-    const metricsUrl = /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(capture.stderr())![1];
+    const metricsUrl = await metricsAddress(capture);
     const metrics = await (await fetch(`${metricsUrl}/metrics`)).text();
     assert.match(metrics, /^cdc_capture_slot_retained_wal_bytes \d+/m);
     assert.match(metrics, /^cdc_capture_changes_total\{table="users",op="r"\} [1-9]/m);
     const health = await fetch(`${metricsUrl}/health`);
     assert.equal(health.status, 200, await health.text());
 
-    const stopped = await stop(capture);
+    const stopped = await stopProcess(capture);
     assert.equal(stopped.code, 0, stopped.stderr);
     assert.match(stopped.stderr, /INFO {2}capture: done .*snapshotRows=\d+/);
 
     // Changes made while the capture is down come when it returns, from the slot, without a new snapshot.
-    const more = await runCommand("produce", ["--users", "200", "--orders", "400", "--seed", "6"], env);
-    assert.equal(more.code, 0, more.stderr);
+    await produceWorkload(env, { users: 200, orders: 400, seed: 6 });
     assert.equal((await runCommand("consume", ["--idle-timeout", "2"], env)).code, 0);
     const again = startCommand("produce", ["capture"], env);
     runs.push(again);
     const second = await waitForCapture(db, names.CAPTURE_TOPIC_PREFIX, again);
-    const resumed = await stop(again);
+    const resumed = await stopProcess(again);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.doesNotMatch(resumed.stderr, /created slot/, "the restart resumes from the slot");
     assert.match(resumed.stderr, /snapshotRows=0/);
@@ -124,9 +116,7 @@ Deno.test("capture: a snapshot then the stream with no gap or overlap, a restart
     assert.deepEqual({ ...left }, { slots: 0, publications: 0 });
   } finally {
     writing = false;
-    for (const run of runs) await stop(run, "SIGKILL");
-    await runCommand("produce", ["capture", "--drop-slot"], env).catch(() => {});
-    await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
+    await cleanUp(db, env, runs);
   }
 });
 
@@ -161,16 +151,6 @@ async function itemsCapture(extra = "") {
   await db.sql.unsafe(`create table items (id integer primary key, name text not null${extra})`);
   const topic = `${names.CAPTURE_TOPIC_PREFIX}.public.items`;
   return { db, names, env, topic };
-}
-
-/** Starts the capture and waits until it streams. */
-async function startStreaming(env: PipelineEnv, args: string[] = []): Promise<Running> {
-  const capture = startCommand("produce", ["capture", ...args], env);
-  await waitFor("the capture to stream", () => /streaming from slot/.test(capture.stderr()), 60_000, 100)
-    .catch((error) => {
-      throw new Error(`${error.message}\n${capture.stderr().slice(-2000)}`);
-    });
-  return capture;
 }
 
 /** The ids of a capture topic's records with a value, in log order, with their op. */
@@ -215,10 +195,10 @@ async function dropSlotUnderCapture(sql: Parameters<typeof checkCaptured>[0], sl
   );
 }
 
+/** Kills what still runs, then drops the slot, publication and database. */
 async function cleanUp(db: { drop: () => Promise<void> }, env: PipelineEnv, runs: Running[]) {
-  for (const run of runs) await stop(run, "SIGKILL");
-  await runCommand("produce", ["capture", "--drop-slot"], env).catch(() => {});
-  await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
+  await killLeftovers(...runs);
+  await dropCaptureAndDatabase(db, env);
 }
 
 Deno.test("a slot dropped under a running capture stops it with one line naming --new-snapshot, which recovers every row", async () => {
@@ -226,7 +206,7 @@ Deno.test("a slot dropped under a running capture stops it with one line naming 
   const runs: Running[] = [];
   try {
     await db.sql`insert into items values (1, 'one')`;
-    const capture = await startStreaming(env);
+    const capture = await startCapture(env);
     runs.push(capture);
     await db.sql`insert into items values (2, 'two')`;
     await waitFor("the insert in Kafka", async () => (await capturedOps(topic)).includes("c:2"), 30_000, 250);
@@ -244,7 +224,7 @@ Deno.test("a slot dropped under a running capture stops it with one line naming 
     const again = runCommand("produce", ["capture"], env);
     assert.equal((await again).code, 1, "a restart without the flag stops again");
 
-    const recovered = await startStreaming(env, ["--new-snapshot"]);
+    const recovered = await startCapture(env, ["--new-snapshot"]);
     runs.push(recovered);
     await waitFor(
       "the new snapshot in Kafka",
@@ -256,11 +236,15 @@ Deno.test("a slot dropped under a running capture stops it with one line naming 
       250,
     );
     assert.match(recovered.stderr(), /first snapshot published: 2 rows/);
-    const stopped = await stop(recovered);
+    const stopped = await stopProcess(recovered);
     assert.equal(stopped.code, 0, stopped.stderr);
-    const resumed = await startStreaming(env);
+    const resumed = await startCapture(env);
     runs.push(resumed);
-    assert.doesNotMatch((await stop(resumed)).stderr, /created slot/, "the flag takes one snapshot, then it resumes");
+    assert.doesNotMatch(
+      (await stopProcess(resumed)).stderr,
+      /created slot/,
+      "the flag takes one snapshot, then it resumes",
+    );
   } finally {
     await cleanUp(db, env, runs);
   }
@@ -270,7 +254,7 @@ Deno.test("a table taken out of the publication stops the capture with one line 
   const { db, names, env, topic } = await itemsCapture();
   const runs: Running[] = [];
   try {
-    const capture = await startStreaming(env);
+    const capture = await startCapture(env);
     runs.push(capture);
     await db.sql.unsafe(`alter publication ${names.CAPTURE_PUBLICATION} drop table items`);
     await db.sql`insert into items values (1, 'made while out of the publication')`;
@@ -279,7 +263,7 @@ Deno.test("a table taken out of the publication stops the capture with one line 
     assert.equal(restart.code, 1, "a restart stops on the same gap");
     assert.match(restart.stderr, /table public\.items is not in publication/);
 
-    const recovered = await startStreaming(env, ["--new-snapshot"]);
+    const recovered = await startCapture(env, ["--new-snapshot"]);
     runs.push(recovered);
     const [member] = await db.sql`
       select count(*)::int as n from pg_publication_tables where pubname = ${names.CAPTURE_PUBLICATION} and tablename = 'items'`;
@@ -316,7 +300,7 @@ Deno.test("sends stay within the topic's max.message.bytes, delivering every wid
       from generate_series(${i}::int, ${i + 99}::int) g`;
     await wide(1);
     await wide(101);
-    const capture = await startStreaming(env);
+    const capture = await startCapture(env);
     runs.push(capture);
     await wide(201); // one transaction of 100 wide rows, streamed
     await waitFor("every wide row in Kafka", async () => (await capturedOps(topic)).length === 300, 60_000, 500);
@@ -341,7 +325,7 @@ Deno.test("a capture topic deleted while the capture runs stops it with one line
   const runs: Running[] = [];
   const admin = testKafka().admin();
   try {
-    const capture = await startStreaming(env);
+    const capture = await startCapture(env);
     runs.push(capture);
     await admin.connect();
     await admin.deleteTopics({ topics: [topic] });
@@ -361,7 +345,7 @@ Deno.test("a third table given with --tables is captured, and ADD COLUMN, DROP N
   env.CAPTURE_TABLES = "public.users,public.orders,public.items";
   try {
     await db.sql`insert into items values (1, 'one')`;
-    const capture = await startStreaming(env);
+    const capture = await startCapture(env);
     runs.push(capture);
     const values = async () =>
       (await readWholeTopic(topic, 30_000, BROKERS)).filter((r) => r.value !== null)
@@ -400,7 +384,7 @@ Deno.test("a third table given with --tables is captured, and ADD COLUMN, DROP N
     assert.equal(fields(c5), "id,name?");
     assert.equal(c5.payload.after.name, "five");
     assert.match(capture.stderr(), new RegExp(`${names.CAPTURE_TOPIC_PREFIX}\\.public\\.items`));
-    const stopped = await stop(capture);
+    const stopped = await stopProcess(capture);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
     await cleanUp(db, env, runs);

@@ -9,16 +9,20 @@ import {
   createTestDatabase,
   diffTables,
   groupLag,
+  orderEvent,
   pipelineNames,
+  produceWorkload,
   publishRaw,
   readTables,
   readTopic,
   referenceState,
+  rewindGroup,
   ROOT,
   runCommand,
   seededEvents,
   startCommand,
-  testKafka,
+  stopWithin,
+  userEvent,
   waitFor,
 } from "./_helpers.ts";
 
@@ -31,8 +35,7 @@ Deno.test("end to end: a seeded workload lands in PostgreSQL exactly as the refe
   const db = await createTestDatabase();
   try {
     const env = pipelineNames(db.url);
-    const produced = await runCommand("produce", ["--users", "3000", "--orders", "6000", "--seed", "11"], env);
-    assert.equal(produced.code, 0, produced.stderr);
+    await produceWorkload(env, { users: 3000, orders: 6000, seed: 11 });
     const consumed = await runCommand("consume", ["--idle-timeout", "2"], env);
     assert.equal(consumed.code, 0, consumed.stderr);
     assert.match(consumed.stderr, /drained and idle/);
@@ -48,12 +51,7 @@ Deno.test("end to end: a seeded workload lands in PostgreSQL exactly as the refe
 
     // Replay: rewind the group to the beginning. The offsets stored in PostgreSQL say every
     // record is applied already, so nothing is applied or dead-lettered again.
-    const admin = testKafka().admin();
-    await admin.connect();
-    for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
-      await admin.resetOffsets({ groupId: env.CONSUMER_GROUP, topic, earliest: true });
-    }
-    await admin.disconnect();
+    await rewindGroup(env.CONSUMER_GROUP, [env.USERS_TOPIC, env.ORDERS_TOPIC]);
     const replayed = await runCommand("consume", ["--idle-timeout", "2"], env);
     assert.equal(replayed.code, 0, replayed.stderr);
     assert.equal(appliedOf(replayed.stderr), 0, "a rewound group applies nothing twice");
@@ -80,24 +78,12 @@ Deno.test("two consumers in one group share the partitions and reach the same st
       "both consumers to join the group",
       () => /joined group/.test(first.stderr()) && /joined group/.test(second.stderr()),
     );
-    const produced = await runCommand("produce", [
-      "--users",
-      "4000",
-      "--orders",
-      "8000",
-      "--seed",
-      "12",
-      "--batch-size",
-      "500",
-    ], env);
-    assert.equal(produced.code, 0, produced.stderr);
+    await produceWorkload(env, { users: 4000, orders: 8000, seed: 12 }, { args: ["--batch-size", "500"] });
     await waitFor(
       "the group to drain both topics",
       async () => (await groupLag(env.CONSUMER_GROUP, [env.USERS_TOPIC, env.ORDERS_TOPIC])) === 0,
     );
-    first.process.kill("SIGTERM");
-    second.process.kill("SIGTERM");
-    const [a, b] = await Promise.all([first.done, second.done]);
+    const [a, b] = await Promise.all([stopWithin(first), stopWithin(second)]);
     assert.equal(a.code, 0, a.stderr);
     assert.equal(b.code, 0, b.stderr);
     assert.match(a.stderr, /SIGTERM received/);
@@ -171,32 +157,18 @@ Deno.test("an order published before its user waits, then applies once the user 
     const env = pipelineNames(db.url);
     const userId = "0b7e3c1a-2f4d-4e5b-8c6d-7e8f9a0b1c2d";
     const orderId = "1c8f4d2b-3a5e-4f6c-9d7e-8f9a0b1c2d3e";
-    const order = {
-      event_type: "CREATE",
-      order_id: orderId,
-      order_status: "PLACED",
+    const order = orderEvent("CREATE", orderId, {
       user_id: userId,
       quantity: 2,
       order_total: 9.5,
       placed_at: "2025-07-03T10:00:00Z",
-    };
-    const update = {
-      event_type: "UPDATE",
-      order_id: orderId,
-      order_status: "SHIPPED",
-      modified_at: "2025-07-03T11:00:00Z",
-    };
+    });
+    const update = orderEvent("UPDATE", orderId, { modified_at: "2025-07-03T11:00:00Z" });
     await publishRaw(env.USERS_TOPIC, 3, []);
     await publishRaw(env.ORDERS_TOPIC, 5, [order, update].map((o) => ({ key: orderId, value: JSON.stringify(o) })));
     const consumer = startCommand("consume", ["--idle-timeout", "2", "--order-wait", "60"], env);
     await waitFor("the consumer to report the waiting order", () => /order waits for its user/.test(consumer.stderr()));
-    const user = {
-      event_type: "CREATE",
-      user_id: userId,
-      name: "late user",
-      dob: "1990-01-01",
-      created_at: "2025-07-03T09:00:00Z",
-    };
+    const user = userEvent("CREATE", userId, { name: "late user", created_at: "2025-07-03T09:00:00Z" });
     await publishRaw(env.USERS_TOPIC, 3, [{ key: userId, value: JSON.stringify(user) }]);
     const result = await consumer.done;
     assert.equal(result.code, 0, result.stderr);
@@ -215,22 +187,13 @@ Deno.test("an order whose user never arrives goes to the DLQ after the deadline,
     const env = pipelineNames(db.url);
     const userId = "2d9a5e3c-4b6f-4a7d-8e8f-9a0b1c2d3e4f";
     const orphanId = "3e0b6f4d-5c7a-4b8e-9f9a-0b1c2d3e4f50";
-    const user = {
-      event_type: "CREATE",
-      user_id: userId,
-      name: "present",
-      dob: "1990-01-01",
-      created_at: "2025-07-03T09:00:00Z",
-    };
-    const orphan = {
-      event_type: "CREATE",
-      order_id: orphanId,
-      order_status: "PLACED",
+    const user = userEvent("CREATE", userId, { name: "present", created_at: "2025-07-03T09:00:00Z" });
+    const orphan = orderEvent("CREATE", orphanId, {
       user_id: "4f1c7a5e-6d8b-4c9f-8a0b-1c2d3e4f5061",
       quantity: 1,
       order_total: 1,
       placed_at: "2025-07-03T10:00:00Z",
-    };
+    });
     const fine = { ...orphan, order_id: "5a2d8b6f-7e9c-4d0a-9b1c-2d3e4f506172", user_id: userId };
     await publishRaw(env.USERS_TOPIC, 3, [{ key: userId, value: JSON.stringify(user) }]);
     // One partition, so the good order sits behind the orphan.

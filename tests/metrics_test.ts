@@ -8,11 +8,14 @@ import type { Registry } from "prom-client";
 import { newProduceStats, runProducer } from "../lib/producer.ts";
 import {
   createTestDatabase,
+  freePort,
+  metricsAddress,
   pipelineNames,
+  produceWorkload,
   referenceState,
-  runCommand,
   seededEvents,
   startCommand,
+  stopWithin,
   waitFor,
 } from "./_helpers.ts";
 
@@ -95,19 +98,14 @@ Deno.test("health is 200 only when every dependency is up, and 503 names what is
   });
 });
 
-function metricsUrl(stderr: string): string | undefined {
-  return /metrics on (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)?.[1];
-}
-
 Deno.test("a running consumer's /metrics counts what it applied, its lag reaches 0, and /health is 200", async () => {
   const db = await createTestDatabase();
   try {
     const env = pipelineNames(db.url);
-    const produced = await runCommand("produce", ["--users", "200", "--orders", "400", "--seed", "21"], env);
-    assert.equal(produced.code, 0, produced.stderr);
+    await produceWorkload(env, { users: 200, orders: 400, seed: 21 });
     const consumer = startCommand("consume", ["--metrics-port", "0", "--log-format", "json"], env);
     try {
-      const url = await waitFor("the metrics address in the log", () => metricsUrl(consumer.stderr()));
+      const url = await metricsAddress(consumer);
       const drained = await waitFor("the lag gauges to reach 0 on every partition", async () => {
         const text = await (await fetch(`${url}/metrics`)).text();
         const lags = [...text.matchAll(/^cdc_consumer_lag\{[^}]*\} (\d+)$/gm)].map((m) => Number(m[1]));
@@ -139,7 +137,7 @@ Deno.test("a running consumer's /metrics counts what it applied, its lag reaches
       assert.deepEqual(await health.json(), { status: "ok", kafka: "up", database: "up" });
       assert.equal(await fetch(`${url}/nothing`).then(async (r) => (await r.body?.cancel(), r.status)), 404);
     } finally {
-      consumer.process.kill("SIGTERM");
+      await stopWithin(consumer);
     }
     const result = await consumer.done;
     assert.equal(result.code, 0, result.stderr);
@@ -158,13 +156,11 @@ Deno.test("a running consumer's /metrics counts what it applied, its lag reaches
 });
 
 Deno.test("a consumer whose database does not answer reports /health 503 naming the database, and stops cleanly on SIGTERM", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const closedPort = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const closedPort = freePort();
   const env = pipelineNames(`postgres://postgres:postgres@127.0.0.1:${closedPort}/cdc_db`);
   const consumer = startCommand("consume", ["--metrics-port", "0"], env);
   try {
-    const url = await waitFor("the metrics address in the log", () => metricsUrl(consumer.stderr()));
+    const url = await metricsAddress(consumer);
     await waitFor(
       "the consumer to log that it waits for PostgreSQL",
       () => /waiting for PostgreSQL/.test(consumer.stderr()),
@@ -179,7 +175,7 @@ Deno.test("a consumer whose database does not answer reports /health 503 naming 
     assert.match(metrics, /^cdc_connected\{dependency="database"\} 0$/m);
     assert.ok(sampleValue(metrics, /^cdc_retries_total (\d+)$/m) >= 1);
   } finally {
-    consumer.process.kill("SIGTERM");
+    await stopWithin(consumer);
   }
   const result = await consumer.done;
   assert.equal(result.code, 0, `SIGTERM while waiting for PostgreSQL is a clean stop:\n${result.stderr}`);
@@ -206,9 +202,7 @@ Deno.test("producer metrics count the records Kafka acknowledged per topic and t
 });
 
 Deno.test("a producer that cannot reach Kafka reports /health 503 naming kafka, in JSON log lines only", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const closedPort = (listener.addr as Deno.NetAddr).port;
-  listener.close();
+  const closedPort = freePort();
   const env = {
     ...pipelineNames("postgres://unused@localhost:5432/unused"),
     KAFKA_BROKERS: `127.0.0.1:${closedPort}`,
@@ -227,7 +221,7 @@ Deno.test("a producer that cannot reach Kafka reports /health 503 naming kafka, 
     "--log-format",
     "json",
   ], env);
-  const url = await waitFor("the metrics address in the log", () => metricsUrl(producer.stderr()));
+  const url = await metricsAddress(producer);
   const health = await fetch(`${url}/health`);
   assert.equal(health.status, 503);
   assert.deepEqual(await health.json(), { status: "unavailable", down: ["kafka"], kafka: "down" });

@@ -10,6 +10,7 @@ import { ConfigError } from "../lib/config.ts";
 import { connectDatabase, databaseTls } from "../lib/sink.ts";
 import {
   diffTables,
+  freePort,
   pipelineNames,
   readTables,
   referenceState,
@@ -160,13 +161,6 @@ async function certificate(dir: string, name: string, subject: string, ca?: stri
     "2",
     ...extensions,
   ], { cwd: dir });
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /**

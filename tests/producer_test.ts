@@ -9,6 +9,7 @@ import { partitionOf } from "../lib/partitioner.ts";
 import { runProducer } from "../lib/producer.ts";
 import {
   BROKERS,
+  freePort,
   readTopic,
   readWholeTopic,
   runCommand,
@@ -81,7 +82,7 @@ Deno.test("an unreachable broker gives a one-line error and a non-zero exit with
 
 Deno.test("a broker that is not there yet, then is: the producer retries and publishes everything", async () => {
   // The bootstrap address refuses connections until the test opens a proxy to the real broker.
-  const port = await freePort();
+  const port = freePort();
   const id = uniqueName("late");
   const env = { KAFKA_BROKERS: `localhost:${port}`, USERS_TOPIC: `${id}_users`, ORDERS_TOPIC: `${id}_orders` };
   const producer = startCommand("produce", [
@@ -114,15 +115,6 @@ Deno.test("a broker that is not there yet, then is: the producer retries and pub
   assert.deepEqual(await topicSizes(env.USERS_TOPIC), { partitions: 3, records: 300 });
   assert.deepEqual(await topicSizes(env.ORDERS_TOPIC), { partitions: 5, records: 300 });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 Deno.test("a stop request ends the run after the batch in hand: interrupted, and the summary counts what Kafka holds", async () => {
   const id = uniqueName("p");

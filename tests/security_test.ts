@@ -15,13 +15,16 @@ import {
   BROKERS,
   createTestDatabase,
   diffTables,
+  freePortRange,
   pipelineNames,
   readTables,
   referenceState,
   ROOT,
   runCommand,
   type RunResult,
+  runServices,
   startCommand,
+  stopWithin,
   uniqueName,
   waitFor,
 } from "./_helpers.ts";
@@ -134,22 +137,9 @@ async function acceptsSasl(brokers: string[]): Promise<boolean> {
   }
 }
 
-function portFree(port: number): boolean {
-  try {
-    Deno.listen({ hostname: "127.0.0.1", port }).close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function services(action: "up" | "down", env: Record<string, string>): Promise<void> {
-  const run = await new Deno.Command("bash", {
-    args: [`${ROOT}scripts/services.sh`, action, "kafka"],
-    env,
-    stderr: "piped",
-  }).output();
-  assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+  const run = await runServices([action, "kafka"], env);
+  assert.equal(run.code, 0, run.stderr);
 }
 
 /**
@@ -160,11 +150,7 @@ async function saslBroker(): Promise<{ brokers: string; stop: () => Promise<void
   const [host, port] = BROKERS[0].split(":");
   const shared = `${host}:${Number(port) + 2}`;
   if (await acceptsSasl([shared])) return { brokers: shared, stop: () => Promise.resolve() };
-  let base = 0;
-  while (!base) {
-    const candidate = 20_000 + Math.floor(Math.random() * 30_000);
-    if ([0, 1, 2].every((i) => portFree(candidate + i))) base = candidate;
-  }
+  const base = freePortRange(3);
   const dataDir = `${ROOT}.data/${uniqueName("security")}`;
   const env = { CDC_DATA_DIR: dataDir, KAFKA_PORT: String(base) };
   const stop = async () => {
@@ -266,7 +252,7 @@ Deno.test("SASL/PLAIN and SCRAM end to end; refused Kafka and PostgreSQL logins 
         );
         for (const path of ["/metrics", "/health"]) scraped += await (await fetch(`${url}${path}`)).text();
       } finally {
-        consumer.process.kill("SIGTERM");
+        await stopWithin(consumer);
       }
       const consumed = await consumer.done;
       assert.equal(consumed.code, 0, consumed.stderr);
