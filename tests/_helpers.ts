@@ -572,7 +572,7 @@ export function userEvent(type: EventType, userId: string, fields: Record<string
 /** A valid order event of `type`; a CREATE belongs to `fields.user_id`; `fields` replace or add fields. */
 export function orderEvent(type: EventType, orderId: string, fields: Record<string, unknown> = {}): OrderEvent {
   const typical = type === "CREATE"
-    ? { order_status: "PLACED", quantity: 3, order_total: 10, placed_at: EVENT_TIME }
+    ? { order_status: "PLACED", user_id: fields.user_id, quantity: 3, order_total: 10, placed_at: EVENT_TIME }
     : { order_status: type === "UPDATE" ? "SHIPPED" : "CANCELLED", modified_at: EVENT_TIME };
   return { event_type: type, order_id: orderId, ...typical, ...fields } as OrderEvent;
 }

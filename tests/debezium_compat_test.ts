@@ -19,6 +19,7 @@ import {
   ROOT,
   type Running,
   startCommand,
+  stopProcess,
   testKafka,
   topicSize,
   uniqueName,
@@ -333,14 +334,7 @@ class SideBySide {
   /** Stops both (SIGTERM), then drops the slots they leave, so the database can be dropped. */
   async stop() {
     await this.follower?.stop().catch(() => {});
-    if (this.capture && this.captureExit === undefined) {
-      try {
-        this.capture.process.kill("SIGTERM");
-      } catch {
-        // it had exited already
-      }
-    }
-    await this.capture?.done;
+    if (this.capture) await stopProcess(this.capture);
     const code = await this.debezium?.stop();
     if (code) console.error(`Debezium exited with ${code} when stopped:\n${this.debezium!.stderr().slice(-3000)}`);
     const sql = this.db.sql;

@@ -10,30 +10,35 @@ import { runConsumer } from "../lib/consumer.ts";
 import { dlqTopic } from "../lib/dead_letter.ts";
 import { createKafka } from "../lib/kafka_admin.ts";
 import { createLogger } from "../lib/log.ts";
+import type { EventType } from "../lib/model.ts";
 import { connectDatabase, ensureSchema } from "../lib/sink.ts";
 import {
   BROKERS,
   createTestDatabase,
   diffTables,
+  orderEvent,
   pipelineNames,
+  produceWorkload,
   publishRaw,
   readTables,
   readTopic,
   referenceState,
+  rewindGroup,
   runCommand,
   seededEvents,
   startCommand,
   testKafka,
   topicSize,
+  userEvent,
   waitFor,
 } from "./_helpers.ts";
 
 const U = "6f1c1b8e-3a57-4d0e-9d0a-2b7f4f1a9c01";
 const AT = "2025-07-03T10:11:12.123456Z";
 const create = (id: string, name = "Ada Lovelace") =>
-  JSON.stringify({ event_type: "CREATE", user_id: id, name, dob: "1990-01-02", created_at: AT });
-const update = (id: string) => JSON.stringify({ event_type: "UPDATE", user_id: id, name: "Ada King", modified_at: AT });
-const remove = (id: string) => JSON.stringify({ event_type: "DELETE", user_id: id, modified_at: AT });
+  JSON.stringify(userEvent("CREATE", id, { name, dob: "1990-01-02", created_at: AT }));
+const update = (id: string) => JSON.stringify(userEvent("UPDATE", id, { modified_at: AT }));
+const remove = (id: string) => JSON.stringify(userEvent("DELETE", id, { modified_at: AT }));
 
 async function storedOffsets(
   sql: ReturnType<typeof connectDatabase> | Awaited<ReturnType<typeof createTestDatabase>>["sql"],
@@ -121,24 +126,13 @@ Deno.test("re-sent identical events (user and order CREATE, UPDATE, DELETE) rewr
       "0d9c3f7e-1b2a-4c5d-8e6f-000000000002",
       "0d9c3f7e-1b2a-4c5d-8e6f-000000000003",
     ];
-    const order = (id: string, type: string, user?: string) =>
+    const order = (id: string, type: EventType, user?: string) =>
       JSON.stringify(
-        type === "CREATE"
-          ? {
-            event_type: type,
-            order_id: id,
-            order_status: "PLACED",
-            user_id: user,
-            quantity: 2,
-            order_total: 9.99,
-            placed_at: AT,
-          }
-          : {
-            event_type: type,
-            order_id: id,
-            order_status: type === "UPDATE" ? "SHIPPED" : "CANCELLED",
-            modified_at: AT,
-          },
+        orderEvent(
+          type,
+          id,
+          type === "CREATE" ? { user_id: user, quantity: 2, order_total: 9.99, placed_at: AT } : { modified_at: AT },
+        ),
       );
     const users = [{ key: A, value: create(A) }, { key: B, value: create(B) }, { key: A, value: update(A) }];
     const orders = [{ key: X, value: order(X, "CREATE", A) }, { key: Y, value: order(Y, "CREATE", A) }, {
@@ -186,8 +180,7 @@ Deno.test("a crash between the database commit and Kafka's commit re-delivers re
   const db = await createTestDatabase();
   try {
     const env = pipelineNames(db.url);
-    const produced = await runCommand("produce", ["--users", "400", "--orders", "800", "--seed", "5"], env);
-    assert.equal(produced.code, 0, produced.stderr);
+    await produceWorkload(env, { users: 400, orders: 800, seed: 5 });
     await publishRaw(env.USERS_TOPIC, 3, [{ key: U, value: remove(U) }, { key: "bad", value: "{not json" }]);
     const first = await runCommand("consume", ["--idle-timeout", "2"], env);
     assert.equal(first.code, 0, first.stderr);
@@ -195,12 +188,7 @@ Deno.test("a crash between the database commit and Kafka's commit re-delivers re
     const dlqSize = await topicSize(dlqTopic(env.USERS_TOPIC));
     assert.equal(dlqSize, 2);
     // The state such a crash leaves: PostgreSQL committed, Kafka's committed offsets never moved.
-    const admin = testKafka().admin();
-    await admin.connect();
-    for (const topic of [env.USERS_TOPIC, env.ORDERS_TOPIC]) {
-      await admin.resetOffsets({ groupId: env.CONSUMER_GROUP, topic, earliest: true });
-    }
-    await admin.disconnect();
+    await rewindGroup(env.CONSUMER_GROUP, [env.USERS_TOPIC, env.ORDERS_TOPIC]);
     const redelivered = await runCommand("consume", ["--idle-timeout", "2"], env);
     assert.equal(redelivered.code, 0, redelivered.stderr);
     assert.match(redelivered.stderr, /done .*applied=\{\}/, "nothing applied on re-delivery");

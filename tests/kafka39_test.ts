@@ -6,7 +6,9 @@ import assert from "node:assert/strict";
 import {
   createTestDatabase,
   diffTables,
+  dlqSize,
   pipelineNames,
+  produceWorkload,
   publishRaw,
   readTables,
   referenceState,
@@ -14,7 +16,6 @@ import {
   runCommand,
   runServices,
   seededEvents,
-  topicSize,
 } from "./_helpers.ts";
 
 const KAFKA_39 = "3.9.1";
@@ -32,9 +33,8 @@ Deno.test(`end to end on Kafka ${KAFKA_39}: a seeded workload lands in PostgreSQ
     assert.equal(up.code, 0, up.stderr);
     assert.match(up.stderr, new RegExp(`starting Kafka ${KAFKA_39.replaceAll(".", "\\.")} on localhost:${PORT}`));
 
-    const env = { ...pipelineNames(db.url), KAFKA_BROKERS: BROKERS.join(",") };
-    const produced = await runCommand("produce", ["--users", "1500", "--orders", "3000", "--seed", "39"], env);
-    assert.equal(produced.code, 0, produced.stderr);
+    const env = pipelineNames(db.url, BROKERS);
+    await produceWorkload(env, { users: 1500, orders: 3000, seed: 39 });
     // One record that is not JSON, so the dead-letter path runs on 3.9 too.
     await publishRaw(env.USERS_TOPIC, 1, [{ key: "not-json", value: "{not json" }], BROKERS);
     const consumed = await runCommand("consume", ["--idle-timeout", "2"], env);
@@ -44,9 +44,7 @@ Deno.test(`end to end on Kafka ${KAFKA_39}: a seeded workload lands in PostgreSQ
     const { userEvents, orderEvents } = seededEvents(39, 1500, 3000);
     const expected = referenceState(userEvents, orderEvents);
     assert.deepEqual(diffTables(expected, await readTables(db.sql)), []);
-    const deadLettered = await topicSize(`${env.USERS_TOPIC}.dlq`, BROKERS) +
-      await topicSize(`${env.ORDERS_TOPIC}.dlq`, BROKERS);
-    assert.equal(deadLettered, expected.rejected + 1);
+    assert.equal(await dlqSize(env, BROKERS), expected.rejected + 1);
   } finally {
     await db.drop();
     const down = await runServices(["down", "kafka"], SERVICES_ENV);

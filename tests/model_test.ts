@@ -15,6 +15,7 @@ import {
   toCents,
   type UserChange,
 } from "../lib/model.ts";
+import { orderEvent, userEvent } from "./_helpers.ts";
 
 const WIRE = new URL("./fixtures/wire/", import.meta.url);
 
@@ -26,28 +27,14 @@ function fixtureLines(name: string): string[] {
 const USER_ID = "8f14e45f-ceea-4e7a-9c1b-2d5f3a6b7c80";
 const ORDER_ID = "45c48cce-2e2d-4fbd-a3f1-0b9e7d6c5a41";
 
-function userCreate(overrides: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    event_type: "CREATE",
-    user_id: USER_ID,
-    name: "Ada Lovelace",
-    dob: "1990-01-01",
-    created_at: "2025-07-03T10:11:12Z",
-    ...overrides,
-  });
+/** A user CREATE as wire text, `fields` replacing or adding fields. */
+function userCreate(fields: Record<string, unknown> = {}): string {
+  return JSON.stringify(userEvent("CREATE", USER_ID, fields));
 }
 
-function orderCreate(overrides: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    event_type: "CREATE",
-    order_id: ORDER_ID,
-    order_status: "PLACED",
-    user_id: USER_ID,
-    quantity: 3,
-    order_total: 10,
-    placed_at: "2025-07-03T10:11:12Z",
-    ...overrides,
-  });
+/** An order CREATE of the user as wire text, `fields` replacing or adding fields. */
+function orderCreate(fields: Record<string, unknown> = {}): string {
+  return JSON.stringify(orderEvent("CREATE", ORDER_ID, { user_id: USER_ID, ...fields }));
 }
 
 /** Runs `fn`, asserts it throws InvalidEventError, and returns the message. */
