@@ -70,6 +70,14 @@ export async function killClusterNode(node: number): Promise<number> {
   return pid;
 }
 
+/** The seed of a scenario: FAULTS_SEED when set, to repeat a failed run, else the scenario's `fallback`. */
+export function faultSeed(fallback: number): number {
+  return Number(Deno.env.get("FAULTS_SEED") ?? fallback);
+}
+
+/** Consumer flags for small batches in two lanes: many commits, so a fault lands between and inside them. */
+export const SMALL_BATCHES = ["--max-batch-bytes", "8192", "--concurrency", "2"];
+
 /** A seeded source of floats in [0, 1), so a failing run's fault timing can be repeated. */
 export { mulberry32 as seededRandom } from "../../lib/generator.ts";
 

@@ -28,6 +28,7 @@ import {
 import {
   FAULTS_BROKERS,
   FAULTS_DATABASE_URL,
+  faultSeed,
   report,
   seededRandom,
   services,
@@ -35,7 +36,7 @@ import {
   waitForDrain,
 } from "./_faults.ts";
 
-const SEED = Number(Deno.env.get("FAULTS_SEED") ?? 41);
+const SEED = faultSeed(41);
 // Small batches: many transactions, so the faults land while the consumer is still applying.
 const CONSUME_ARGS = ["--max-batch-bytes", "1024", "--concurrency", "1"];
 const USERS = 4_000, ORDERS = 8_000;

@@ -29,10 +29,12 @@ import {
 import {
   CLUSTER_BROKERS,
   dlqReasons,
+  faultSeed,
   killClusterNode,
   report,
   seededRandom,
   services,
+  SMALL_BATCHES,
   waitForCommitsBeyond,
   waitForDrain,
 } from "./_faults.ts";
@@ -62,7 +64,7 @@ async function logCensus(env: PipelineEnv, seed: number) {
 }
 
 Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses nothing and the tables converge", async (t) => {
-  const seed = Number(Deno.env.get("FAULTS_SEED") ?? 41);
+  const seed = faultSeed(41);
   const random = seededRandom(seed);
   await services("up", "cluster");
   try {
@@ -74,7 +76,7 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
         const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
         await produceWorkload(env, { users: USERS, orders: ORDERS, seed });
         // The default 30 s order wait: users partitions stalled by the kill must not expire orders.
-        const consumer = startCommand("consume", ["--max-batch-bytes", "8192", "--concurrency", "2"], env);
+        const consumer = startCommand("consume", SMALL_BATCHES, env);
         runs.push(consumer);
         const atKill = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, CLUSTER_BROKERS, 0);
         const node = 1 + Math.floor(random() * 3);
@@ -123,7 +125,7 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
           const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
           const logSize = async () =>
             await topicSize(env.USERS_TOPIC, CLUSTER_BROKERS) + await topicSize(env.ORDERS_TOPIC, CLUSTER_BROKERS);
-          const consumer = startCommand("consume", ["--max-batch-bytes", "8192", "--concurrency", "2"], env);
+          const consumer = startCommand("consume", SMALL_BATCHES, env);
           const workload = { users: USERS, orders: ORDERS, seed: seed + 1 };
           const producer = startCommand("produce", workloadArgs(workload, "--batch-size", "100"), env);
           runs.push(consumer, producer);

@@ -24,7 +24,15 @@ import {
   stopProcess,
   userEvent,
 } from "../_helpers.ts";
-import { copyCommittedOffsets, report, seededRandom, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
+import {
+  copyCommittedOffsets,
+  faultSeed,
+  report,
+  seededRandom,
+  SMALL_BATCHES,
+  waitForCommitsBeyond,
+  waitForDrain,
+} from "./_faults.ts";
 
 const USERS = 10_000;
 const ORDERS = 20_000;
@@ -49,7 +57,7 @@ function unappliable(): { users: UserEvent[]; orders: OrderEvent[] } {
 }
 
 Deno.test("a consumer SIGKILLed at random moments and restarted converges to the reference state, and dead-letters every rejection at least once", async () => {
-  const seed = Number(Deno.env.get("FAULTS_SEED") ?? Date.now() % 1_000_000);
+  const seed = faultSeed(Date.now() % 1_000_000);
   const random = seededRandom(seed);
   const db = await createTestDatabase();
   let consumer: Running | undefined;
@@ -68,7 +76,7 @@ Deno.test("a consumer SIGKILLed at random moments and restarted converges to the
     await publishGhosts(UNAPPLIABLE / 4, UNAPPLIABLE);
 
     // Small batches: many commits, so a kill lands between and inside them.
-    const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
+    const consumeArgs = SMALL_BATCHES;
     let group = env.CONSUMER_GROUP;
     consumer = startCommand("consume", consumeArgs, env);
     const kills: { afterCommitted: number; delayMs: number }[] = [];

@@ -20,7 +20,7 @@ import {
   waitFor,
   workloadArgs,
 } from "../_helpers.ts";
-import { report, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
+import { faultSeed, report, SMALL_BATCHES, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 /** Short enough to keep the test fast; the broker's minimum is 6 s. */
 const SESSION_TIMEOUT_S = 10;
@@ -64,7 +64,7 @@ async function freezeInsideBatch(
 }
 
 Deno.test("a member frozen inside its batch past the session timeout: the new owner applies during the freeze, a member joins meanwhile, the resumed member rejoins without fencing it, and the tables equal the reference", async () => {
-  const seed = Number(Deno.env.get("FAULTS_SEED") ?? 29);
+  const seed = faultSeed(29);
   const [users, orders] = [6_000, 12_000];
   const db = await createTestDatabase();
   const runs: Running[] = [];
@@ -185,14 +185,14 @@ Deno.test("a member frozen inside its batch past the session timeout: the new ow
 });
 
 Deno.test("ten consumers joining mid-drain at once all join and stop cleanly, none dies on the schema step, and the tables equal the reference", async () => {
-  const seed = Number(Deno.env.get("FAULTS_SEED") ?? 31);
+  const seed = faultSeed(31);
   const [users, orders] = [4_000, 8_000];
   const db = await createTestDatabase();
   const runs: Running[] = [];
   try {
     const env = pipelineNames(db.url);
     const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
-    const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
+    const consumeArgs = SMALL_BATCHES;
     const first = startCommand("consume", consumeArgs, env);
     runs.push(first);
     const producer = startCommand("produce", workloadArgs({ users, orders, seed }, "--batch-size", "100"), env);

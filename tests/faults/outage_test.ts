@@ -32,14 +32,15 @@ import {
   dlqReasons,
   FAULTS_BROKERS,
   FAULTS_DATABASE_URL,
+  faultSeed,
   report,
   services,
+  SMALL_BATCHES,
   waitForCommitsBeyond,
   waitForDrain,
 } from "./_faults.ts";
 
-const SEED = Number(Deno.env.get("FAULTS_SEED") ?? 31);
-const CONSUME_ARGS = ["--max-batch-bytes", "8192", "--concurrency", "2"];
+const SEED = faultSeed(31);
 
 async function freshPipeline() {
   const db = await createTestDatabase(FAULTS_DATABASE_URL);
@@ -62,7 +63,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
         try {
           const users = 4_000, orders = 8_000;
           await produceWorkload(env, { users, orders, seed: SEED });
-          const consumer = startCommand("consume", [...CONSUME_ARGS, "--metrics-port", "0"], env);
+          const consumer = startCommand("consume", [...SMALL_BATCHES, "--metrics-port", "0"], env);
           runs.push(consumer);
           const metricsUrl = await metricsAddress(consumer);
           const health = async () => {
@@ -223,7 +224,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
         try {
           const users = 4_000, orders = 8_000;
           await produceWorkload(env, { users, orders, seed: SEED + 2 });
-          const consumer = startCommand("consume", CONSUME_ARGS, env);
+          const consumer = startCommand("consume", SMALL_BATCHES, env);
           runs.push(consumer);
           const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
           await services("down", "kafka");

@@ -18,7 +18,7 @@ import {
   seededEvents,
   userEvent,
 } from "../_helpers.ts";
-import { report, seededRandom } from "./_faults.ts";
+import { faultSeed, report, seededRandom } from "./_faults.ts";
 
 const USERS = 2_000;
 const ORDERS = 4_000;
@@ -110,7 +110,7 @@ const HUGE: PoisonKind = {
 };
 
 Deno.test("5% poison records of every malformed kind each land in the DLQ once with reason and source headers, and every good record applies", async () => {
-  const seed = Number(Deno.env.get("FAULTS_SEED") ?? 17);
+  const seed = faultSeed(17);
   const random = seededRandom(seed);
   const db = await createTestDatabase();
   try {

@@ -21,13 +21,13 @@ import {
   waitFor,
   workloadArgs,
 } from "../_helpers.ts";
-import { dlqReasons, report, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
+import { dlqReasons, faultSeed, report, SMALL_BATCHES, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
 
 const USERS = 8_000;
 const ORDERS = 16_000;
 
 Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain reach the same state as one consumer", async () => {
-  const seed = Number(Deno.env.get("FAULTS_SEED") ?? 23);
+  const seed = faultSeed(23);
   const db = await createTestDatabase();
   const runs: Running[] = [];
   try {
@@ -35,7 +35,7 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
     const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
     // The default 30 s order wait: the SIGKILLed member's partitions stall until its session ends,
     // and orders waiting for users in them must not expire meanwhile.
-    const consumeArgs = ["--max-batch-bytes", "8192", "--concurrency", "2"];
+    const consumeArgs = SMALL_BATCHES;
     const first = startCommand("consume", consumeArgs, env);
     runs.push(first);
     // Publishing while the group consumes keeps the drain going through every membership change.
