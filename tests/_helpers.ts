@@ -4,6 +4,7 @@
  * final tables.
  * @module
  */
+import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
@@ -30,6 +31,20 @@ export function uniqueName(prefix: string): string {
 /** A kafkajs client for tests, quiet. */
 export function testKafka(brokers = BROKERS): Kafka {
   return new Kafka({ clientId: "cdc-tests", brokers, logLevel: logLevel.NOTHING });
+}
+
+/** Runs `fn`, asserts it throws a `type` named as its class with a one-line message, and returns the message. */
+export function oneLineError(fn: () => unknown, type: new (...args: never[]) => Error): string {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof type, `expected ${type.name}, got ${caught}`);
+  assert.equal(caught.name, type.name);
+  assert.ok(!caught.message.includes("\n"), `one-line message: ${caught.message}`);
+  return caught.message;
 }
 
 /** Waits until `check` returns a truthy value, or throws naming `what` at the deadline. */
@@ -135,35 +150,38 @@ export interface RunResult {
   stderr: string;
 }
 
+/** Runs `program` to completion, in the project root unless `cwd` says otherwise; returns its exit code and output. */
+export async function runProgram(
+  program: string,
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string; signal?: AbortSignal } = {},
+): Promise<RunResult> {
+  const output = await new Deno.Command(program, {
+    args,
+    env: options.env,
+    cwd: options.cwd ?? ROOT,
+    signal: options.signal,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+}
+
 /** Runs `main_<name>.ts` (or the binary in `binDir`) to completion with `env` added to the environment. */
-export async function runCommand(
+export function runCommand(
   name: "produce" | "consume",
   args: string[],
   env: Record<string, string | undefined>,
   binDir?: string,
 ): Promise<RunResult> {
   const [cmd, ...rest] = commandLine(name, args, binDir);
-  const output = await new Deno.Command(cmd, {
-    args: rest,
-    env: definedOnly(env),
-    stdout: "piped",
-    stderr: "piped",
-    cwd: ROOT,
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+  return runProgram(cmd, rest, { env: definedOnly(env) });
 }
 
 /** Runs `scripts/services.sh <args>` of the checkout at `root` with `env` added to the environment. */
-export async function runServices(args: string[], env: Record<string, string> = {}, root = ROOT): Promise<RunResult> {
-  const output = await new Deno.Command("bash", {
-    args: [`${root}scripts/services.sh`, ...args],
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
+export function runServices(args: string[], env: Record<string, string> = {}, root = ROOT): Promise<RunResult> {
+  return runProgram("bash", [`${root}scripts/services.sh`, ...args], { env, cwd: root });
 }
 
 function definedOnly(env: Record<string, string | undefined>): Record<string, string> {

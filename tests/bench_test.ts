@@ -2,28 +2,22 @@ import assert from "node:assert/strict";
 import { DEFAULTS } from "../lib/config.ts";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { ROOT } from "./_helpers.ts";
+import { runProgram } from "./_helpers.ts";
 
 Deno.test("the quick bench prints one JSON document with every figure, ratio and target, and cleans up", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-sys",
-      "scripts/bench.ts",
-      "--quick",
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, stderr);
-  const report = JSON.parse(new TextDecoder().decode(out.stdout));
+  const out = await runProgram(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-env",
+    "--allow-read",
+    "--allow-write",
+    "--allow-run",
+    "--allow-sys",
+    "scripts/bench.ts",
+    "--quick",
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  const report = JSON.parse(out.stdout);
 
   assert.equal(report.quick, true);
   assert.ok(report.events > 0);
@@ -131,24 +125,19 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
 });
 
 Deno.test("the bench refuses an UPDATE larger than the snapshot's orders, naming both flags", async () => {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      "scripts/bench.ts",
-      "--only",
-      "capture-peer",
-      "--capture-update-rows",
-      "5000",
-      "--capture-snapshot-rows",
-      "5000",
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
+  const out = await runProgram(Deno.execPath(), [
+    "run",
+    "--allow-all",
+    "scripts/bench.ts",
+    "--only",
+    "capture-peer",
+    "--capture-update-rows",
+    "5000",
+    "--capture-snapshot-rows",
+    "5000",
+  ]);
   assert.equal(out.code, 2);
-  assert.match(new TextDecoder().decode(out.stderr), /--capture-update-rows.*--capture-snapshot-rows.*5000/);
+  assert.match(out.stderr, /--capture-update-rows.*--capture-snapshot-rows.*5000/);
 });
 
 /** Replication slots left behind by the run named `run`. */

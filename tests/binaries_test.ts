@@ -17,6 +17,7 @@ import {
   referenceState,
   ROOT,
   runCommand,
+  runProgram,
   seededEvents,
   startCommand,
   stopProcess,
@@ -27,14 +28,8 @@ import {
 const DIST = `${ROOT}dist`;
 
 async function buildOnce(): Promise<void> {
-  const build = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "-q", "build"],
-    cwd: ROOT,
-    stderr: "piped",
-    stdout: "piped",
-  })
-    .output();
-  assert.equal(build.code, 0, new TextDecoder().decode(build.stderr));
+  const build = await runProgram(Deno.execPath(), ["task", "-q", "build"]);
+  assert.equal(build.code, 0, build.stderr);
 }
 const built = buildOnce();
 

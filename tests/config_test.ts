@@ -17,6 +17,7 @@ import {
   readCommandLine,
   redactUrl,
 } from "../lib/config.ts";
+import { oneLineError } from "./_helpers.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -34,18 +35,9 @@ function consume(args: string[] = [], env: Env = {}): ConsumeConfig {
   return parsed.config;
 }
 
-/** Runs `fn`, asserts it throws ConfigError, and returns the message. */
+/** Runs `fn`, asserts it throws a one-line ConfigError, and returns the message. */
 function configError(fn: () => unknown): string {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof ConfigError, `expected ConfigError, got ${caught}`);
-  assert.equal(caught.name, "ConfigError");
-  assert.ok(!caught.message.includes("\n"), `one-line message: ${caught.message}`);
-  return caught.message;
+  return oneLineError(fn, ConfigError);
 }
 
 /** What CONTRACT.md section 5 promises, independent of the DEFAULTS constant. */

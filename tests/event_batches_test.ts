@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { type EventBatch, generateInWorker, newStats } from "../lib/event_batches.ts";
 import { generateEvents } from "../lib/generator.ts";
-import { ROOT } from "./_helpers.ts";
+import { runProgram } from "./_helpers.ts";
 
 async function collect(options: Parameters<typeof generateInWorker>[0]): Promise<EventBatch[]> {
   const batches: EventBatch[] = [];
@@ -38,15 +38,11 @@ Deno.test("breaking off the batches early ends the worker: the process exits ins
       console.log(batch.count);
       break;
     }`;
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--ext=ts", script],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
+  const output = await runProgram(Deno.execPath(), ["eval", "--ext=ts", script], {
     signal: AbortSignal.timeout(20_000),
-  }).output();
-  assert.equal(output.code, 0, "the process ended on its own: " + new TextDecoder().decode(output.stderr));
-  assert.equal(new TextDecoder().decode(output.stdout), "1000\n");
+  });
+  assert.equal(output.code, 0, "the process ended on its own: " + output.stderr);
+  assert.equal(output.stdout, "1000\n");
 });
 
 Deno.test("a generator error in the worker reaches the caller with its message", async () => {

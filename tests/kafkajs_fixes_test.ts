@@ -5,7 +5,7 @@ import { createKafka } from "../lib/kafka_admin.ts";
 import { KAFKAJS_FIX, REQUEST_TIMEOUT_SWEEP_MS } from "../lib/kafkajs_fixes.ts";
 import { createLogger } from "../lib/log.ts";
 import { loadProduceConfig } from "../lib/config.ts";
-import { BROKERS, ROOT, waitFor } from "./_helpers.ts";
+import { BROKERS, ROOT, runProgram, waitFor } from "./_helpers.ts";
 
 const FIXTURE = "tests/fixtures/record_encoding.ts";
 
@@ -149,9 +149,9 @@ function recordBytes(r: { key: string; value: string; offsetDelta: number; times
 }
 
 async function run(command: string, args: string[]): Promise<string> {
-  const output = await new Deno.Command(command, { args, cwd: ROOT, stdout: "piped", stderr: "piped" }).output();
-  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-  return new TextDecoder().decode(output.stdout);
+  const output = await runProgram(command, args);
+  assert.equal(output.code, 0, output.stderr);
+  return output.stdout;
 }
 
 interface Encoded {

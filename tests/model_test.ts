@@ -15,7 +15,7 @@ import {
   toCents,
   type UserChange,
 } from "../lib/model.ts";
-import { orderEvent, userEvent } from "./_helpers.ts";
+import { oneLineError, orderEvent, userEvent } from "./_helpers.ts";
 
 const WIRE = new URL("./fixtures/wire/", import.meta.url);
 
@@ -37,18 +37,9 @@ function orderCreate(fields: Record<string, unknown> = {}): string {
   return JSON.stringify(orderEvent("CREATE", ORDER_ID, { user_id: USER_ID, ...fields }));
 }
 
-/** Runs `fn`, asserts it throws InvalidEventError, and returns the message. */
+/** Runs `fn`, asserts it throws a one-line InvalidEventError, and returns the message. */
 function rejection(fn: () => unknown): string {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught instanceof InvalidEventError, `expected InvalidEventError, got ${caught}`);
-  assert.equal(caught.name, "InvalidEventError");
-  assert.ok(!caught.message.includes("\n"), `the reason is one line: ${caught.message}`);
-  return caught.message;
+  return oneLineError(fn, InvalidEventError);
 }
 
 // ---- fixtures -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import {
   readTables,
   referenceState,
   runCommand,
+  runProgram,
   type RunResult,
   seededEvents,
 } from "./_helpers.ts";
@@ -128,11 +129,8 @@ async function run(cmd: string, args: string[], options: { cwd?: string; asServe
   const [program, argv] = options.asServer && AS_ROOT
     ? ["runuser", ["-u", "postgres", "--", cmd, ...args]]
     : [cmd, args];
-  const output = await new Deno.Command(program, { args: argv, cwd: options.cwd, stdout: "piped", stderr: "piped" })
-    .output();
-  if (!output.success) {
-    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(output.stderr).trim()}`);
-  }
+  const output = await runProgram(program, argv, { cwd: options.cwd });
+  if (output.code !== 0) throw new Error(`${cmd} ${args.join(" ")} failed: ${output.stderr.trim()}`);
 }
 
 /** Makes `<name>.key` and `<name>.crt` in `dir` for `subject`, signed by the CA `ca` (self-signed when absent). */

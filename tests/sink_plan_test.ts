@@ -38,23 +38,15 @@ function orderCreate(id: string, userId: string, second = 0): OrderChange {
     placedAt: t(second),
   };
 }
+function orderStatusChange(type: "UPDATE" | "DELETE", id: string, second?: number): OrderChange {
+  const status = type === "UPDATE" ? "SHIPPED" : "CANCELLED";
+  return { entity: "order", type, id, status, modifiedAt: second === undefined ? undefined : t(second) };
+}
 function orderUpdate(id: string, second?: number): OrderChange {
-  return {
-    entity: "order",
-    type: "UPDATE",
-    id,
-    status: "SHIPPED",
-    modifiedAt: second === undefined ? undefined : t(second),
-  };
+  return orderStatusChange("UPDATE", id, second);
 }
 function orderDelete(id: string, second?: number): OrderChange {
-  return {
-    entity: "order",
-    type: "DELETE",
-    id,
-    status: "CANCELLED",
-    modifiedAt: second === undefined ? undefined : t(second),
-  };
+  return orderStatusChange("DELETE", id, second);
 }
 
 // ---- users ----------------------------------------------------------------------------------
