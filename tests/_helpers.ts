@@ -1,7 +1,7 @@
 /**
- * Shared by the integration tests: isolated topics and databases per test, running the real
- * commands as subprocesses, reading topics back, and an independent reference model of the
- * final tables.
+ * Shared by the tests, each written once: isolated topics and databases per test, running and
+ * stopping the real commands and scripts as subprocesses, free ports, reading topics back, event
+ * builders, and an independent reference model of the final tables.
  * @module
  */
 import assert from "node:assert/strict";
@@ -575,7 +575,7 @@ export async function readWholeTopic(topic: string, timeoutMs = 60_000, brokers 
 }
 
 /** The timestamp the event builders put in every time field they fill. */
-export const EVENT_TIME = "2025-07-03T10:11:12Z";
+const EVENT_TIME = "2025-07-03T10:11:12Z";
 
 /** A valid user event of `type`; `fields` replace or add fields (invalid ones too, for rejection tests). */
 export function userEvent(type: EventType, userId: string, fields: Record<string, unknown> = {}): UserEvent {

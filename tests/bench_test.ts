@@ -2,20 +2,16 @@ import assert from "node:assert/strict";
 import { DEFAULTS } from "../lib/config.ts";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { runProgram } from "./_helpers.ts";
+import { runProgram, type RunResult } from "./_helpers.ts";
+
+/** Runs scripts/bench.ts with `args` and the permissions `deno task bench` gives it. */
+function bench(...args: string[]): Promise<RunResult> {
+  const permissions = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys"];
+  return runProgram(Deno.execPath(), ["run", ...permissions, "scripts/bench.ts", ...args]);
+}
 
 Deno.test("the quick bench prints one JSON document with every figure, ratio and target, and cleans up", async () => {
-  const out = await runProgram(Deno.execPath(), [
-    "run",
-    "--allow-net",
-    "--allow-env",
-    "--allow-read",
-    "--allow-write",
-    "--allow-run",
-    "--allow-sys",
-    "scripts/bench.ts",
-    "--quick",
-  ]);
+  const out = await bench("--quick");
   assert.equal(out.code, 0, out.stderr);
   const report = JSON.parse(out.stdout);
 
@@ -125,17 +121,7 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
 });
 
 Deno.test("the bench refuses an UPDATE larger than the snapshot's orders, naming both flags", async () => {
-  const out = await runProgram(Deno.execPath(), [
-    "run",
-    "--allow-all",
-    "scripts/bench.ts",
-    "--only",
-    "capture-peer",
-    "--capture-update-rows",
-    "5000",
-    "--capture-snapshot-rows",
-    "5000",
-  ]);
+  const out = await bench("--only", "capture-peer", "--capture-update-rows", "5000", "--capture-snapshot-rows", "5000");
   assert.equal(out.code, 2);
   assert.match(out.stderr, /--capture-update-rows.*--capture-snapshot-rows.*5000/);
 });
