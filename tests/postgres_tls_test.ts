@@ -12,6 +12,7 @@ import {
   diffTables,
   freePort,
   pipelineNames,
+  produceWorkload,
   readTables,
   referenceState,
   runCommand,
@@ -167,9 +168,7 @@ async function certificate(dir: string, name: string, subject: string, ca?: stri
  */
 async function tlsPostgres() {
   const dir = await Deno.makeTempDir({ prefix: "cdc-pg-tls-" });
-  const postgresUid = AS_ROOT
-    ? Number(new TextDecoder().decode((await new Deno.Command("id", { args: ["-u", "postgres"] }).output()).stdout))
-    : undefined;
+  const postgresUid = AS_ROOT ? Number((await runProgram("id", ["-u", "postgres"])).stdout) : undefined;
   const own = (path: string) => postgresUid !== undefined && Deno.chownSync(path, postgresUid, postgresUid);
   await certificate(dir, "ca", "/CN=cdc-pipeline test CA");
   await certificate(dir, "server", "/CN=localhost", "ca", "DNS:localhost,IP:127.0.0.1,IP:::1");
@@ -268,8 +267,7 @@ Deno.test({
       ) {
         await t.step(`with a ${what}: the tables equal the reference and the session is TLS`, async () => {
           const env = pipelineNames(url);
-          const produced = await runCommand("produce", ["--users", "200", "--orders", "400", "--seed", "9"], env);
-          assert.equal(produced.code, 0, produced.stderr);
+          await produceWorkload(env, { users: 200, orders: 400, seed: 9 });
           const consumed = await runCommand("consume", ["--idle-timeout", "2"], env);
           assert.equal(consumed.code, 0, consumed.stderr);
           assert.ok(!consumed.stderr.includes(server.password), "the password is not logged");

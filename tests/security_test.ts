@@ -6,9 +6,7 @@ import assert from "node:assert/strict";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ConfigError, loadConsumeConfig, loadProduceConfig, redactUrl } from "../lib/config.ts";
-import { generateEvents } from "../lib/generator.ts";
 import { kafkaSecurityOptions } from "../lib/kafka_admin.ts";
-import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { connectDatabase } from "../lib/sink.ts";
 import {
   ADMIN_DATABASE_URL,
@@ -16,13 +14,16 @@ import {
   createTestDatabase,
   diffTables,
   freePortRange,
+  metricsAddress,
   pipelineNames,
+  produceWorkload,
   readTables,
   referenceState,
   ROOT,
   runCommand,
   type RunResult,
   runServices,
+  seededEvents,
   startCommand,
   stopWithin,
   uniqueName,
@@ -229,23 +230,14 @@ Deno.test("SASL/PLAIN and SCRAM end to end; refused Kafka and PostgreSQL logins 
     };
 
     await t.step("a seeded workload goes through the SASL listener into PostgreSQL as the reference says", async () => {
-      const produced = await runCommand("produce", ["--users", "200", "--orders", "400", "--seed", "5"], env);
-      assert.equal(produced.code, 0, produced.stderr);
+      const produced = await produceWorkload(env, { users: 200, orders: 400, seed: 5 });
       assertNoSecrets(produced, secrets, "produce");
-      const users: UserEvent[] = [];
-      const orders: OrderEvent[] = [];
-      for (const event of generateEvents({ users: 200, orders: 400, seed: 5 })) {
-        if (event.entity === "user") users.push(event.value);
-        else orders.push(event.value);
-      }
-      const expected = referenceState(users, orders);
+      const { userEvents, orderEvents } = seededEvents(5, 200, 400);
+      const expected = referenceState(userEvents, orderEvents);
       const consumer = startCommand("consume", ["--metrics-port", "0", "--log-format", "json"], env);
       let scraped = "";
       try {
-        const url = await waitFor(
-          "the metrics address in the log",
-          () => /metrics on (http:\/\/[\w.:]+)/.exec(consumer.stderr())?.[1],
-        );
+        const url = await metricsAddress(consumer);
         await waitFor(
           "the tables to reach the reference state",
           async () => diffTables(expected, await readTables(db.sql)).length === 0,
