@@ -48,6 +48,11 @@ async function freshPipeline() {
   return { db, env, topics: [env.USERS_TOPIC, env.ORDERS_TOPIC] };
 }
 
+/** A step that failed during its outage must not leave the next steps without the service it stopped. */
+async function restoreServices() {
+  await services("up", "kafka", "postgres");
+}
+
 function eventsOf(records: ReadRecord[]) {
   return valuesOf(records).map((v) => JSON.parse(v));
 }
@@ -76,7 +81,9 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
             "the consumer to log that it waits for PostgreSQL",
             () => /waiting for PostgreSQL/.test(consumer.stderr()),
             30_000,
-          );
+          ).catch((error) => {
+            throw new Error(`${error.message}; the consumer's log ends with: ${consumer.stderr().slice(-3_000)}`);
+          });
           // Kafka's committed offsets follow what PostgreSQL holds, within a second: once they have
           // caught up with what was applied before the outage, none may move while it lasts.
           const offsetsNow = async () =>
@@ -133,6 +140,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           assert.equal(dlq, expected.rejected, "an outage dead-letters nothing");
         } finally {
           await killLeftovers(...runs);
+          await restoreServices();
           await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
         }
       },
@@ -209,6 +217,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           assert.deepEqual(diffTables(fromGenerated, actual), [], "a duplicate suffix leaves the single run's state");
         } finally {
           await killLeftovers(...runs);
+          await restoreServices();
           await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
         }
       },
@@ -250,6 +259,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           assert.equal(dlq, expected.rejected, "an outage dead-letters nothing");
         } finally {
           await killLeftovers(...runs);
+          await restoreServices();
           await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
         }
       },
