@@ -1,5 +1,5 @@
 /**
- * Configuration for both commands: CONTRACT.md section 5. Every value comes from a default
+ * Configuration for both commands: docs/CONTRACT.md section 5. Every value comes from a default
  * written once here, then the environment, then a command-line flag, in that order.
  * @module
  */
@@ -84,7 +84,7 @@ export interface ConsumeConfig extends CommonConfig {
   sessionTimeoutS: number;
 }
 
-/** Settings of `main_produce.ts capture` (CONTRACT.md section 7). */
+/** Settings of `main_produce.ts capture` (docs/CONTRACT.md section 7). */
 export interface CaptureConfig extends CommonConfig {
   /** Capture topics are `<prefix>.<schema>.<table>`; Debezium's logical name. @default "cdc" */
   topicPrefix: string;
@@ -102,7 +102,7 @@ export interface CaptureConfig extends CommonConfig {
   newSnapshot: boolean;
 }
 
-/** Defaults of CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
+/** Defaults of docs/CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
 export const DEFAULTS = {
   brokers: "localhost:9092",
   databaseUrl: "postgres://postgres:postgres@localhost:5432/cdc_db",

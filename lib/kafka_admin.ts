@@ -1,6 +1,6 @@
 /**
- * Kafka plumbing shared by both commands: the client (TLS, SASL, logs routed to our logger),
- * topic administration, and sends retried within a budget.
+ * Kafka plumbing shared by the commands: the client (TLS, SASL, logs routed to our logger),
+ * topic administration and partition positions. Sends retried within a budget are lib/publisher.ts'.
  * @module
  */
 import { type Admin, Kafka, type KafkaConfig, logLevel } from "kafkajs";
@@ -124,13 +124,4 @@ export async function partitionPositions(
     }
   }
   return positions;
-}
-
-/** A consumer group's committed positions on `topics`, as Kafka holds them (what lag tools show). */
-export async function groupPositions(admin: Admin, groupId: string, topics: string[]): Promise<PartitionPosition[]> {
-  const committed = new Map<string, number>();
-  for (const { topic, partitions } of await admin.fetchOffsets({ groupId, topics })) {
-    for (const p of partitions) if (Number(p.offset) >= 0) committed.set(`${topic}:${p.partition}`, Number(p.offset));
-  }
-  return await partitionPositions(admin, topics, (key) => committed.get(key));
 }

@@ -1,5 +1,5 @@
 /**
- * The wire format of CONTRACT.md section 2: event types, validation of what arrives, and the
+ * The wire format of docs/CONTRACT.md section 2: event types, validation of what arrives, and the
  * normalised changes the sink applies. Validation errors name the field, the rule and the
  * value, and become DLQ reasons verbatim.
  * @module
@@ -273,7 +273,7 @@ export function parseOrderEvent(value: Uint8Array | string | null | undefined): 
 
 /**
  * Checks that a record's key is its event's entity id (`user_id` or `order_id`) as UTF-8, as
- * CONTRACT.md section 2 says: per-key order holds only when every event of an entity carries its
+ * docs/CONTRACT.md section 2 says: per-key order holds only when every event of an entity carries its
  * id as the key, so one with another key (or none) could be applied out of order. Throws
  * InvalidEventError naming the key and the id. The comparison ignores case, as the ids do.
  */

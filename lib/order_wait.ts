@@ -1,5 +1,5 @@
 /**
- * The policy for an order whose user is not in PostgreSQL yet (CONTRACT.md invariant 5): its
+ * The policy for an order whose user is not in PostgreSQL yet (docs/CONTRACT.md invariant 5): its
  * partition pauses and retries with backoff until the user exists, or until `--order-wait`
  * seconds have passed since the group applied every user that was in the users topic when the
  * order blocked. An order is dead-lettered because its user never came, never because the users

@@ -192,7 +192,7 @@ export interface EnsureSchemaOptions {
 }
 
 /**
- * Creates what is missing of the tables, indexes and soft-delete trigger of CONTRACT.md section
+ * Creates what is missing of the tables, indexes and soft-delete trigger of docs/CONTRACT.md section
  * 3. The catalog is read first: when the schema is current, which is every start but the first,
  * no DDL runs and no lock is taken, so a consumer joining while another's batch transaction is
  * open (or frozen) neither waits on it nor deadlocks with it. What is missing is created in one
@@ -246,7 +246,7 @@ async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
   }
   if (gaps.ordersUserIdIndex) await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
   // How far the tables have applied each source partition, advanced by the transaction that
-  // applies it (CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
+  // applies it (docs/CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
   // any group applying into this database resumes here; consumer_group says who wrote last.
   if (gaps.offsets) {
     await tx`
@@ -469,7 +469,7 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
   const found = await existingIds(tx, "orders", [...new Set(changes.map((c) => c.id))]);
   const plan = planOrderBatch(changes, found, new Set(users.map((r) => r.id)));
   const creates = plan.patches.filter((p) => p.create);
-  // An order of a deleted user is deleted too (CONTRACT.md section 3); the lock above keeps the
+  // An order of a deleted user is deleted too (docs/CONTRACT.md section 3); the lock above keeps the
   // flag read here current until commit.
   const deletedUsers = new Set(users.filter((r) => r.is_deleted).map((r) => r.id));
   for (const p of creates) if (deletedUsers.has(p.create!.userId)) p.deleted = true;
