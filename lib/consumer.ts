@@ -17,6 +17,7 @@ import { AppliedPositions, type BatchStats, PartitionBatches } from "./partition
 import { classifyDatabaseError, describeError, isKafkaJSError, isKafkaOutage } from "./errors.ts";
 import { retry, sleep } from "./retry.ts";
 import { ensureSchema, readStoredOffsets, resetForRebuild, type Sql, storedOffsetsWithin } from "./sink.ts";
+import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** Counters of a consume run, for progress lines, metrics and the exit summary. */
 export interface ConsumeStats extends BatchStats {
@@ -126,7 +127,7 @@ class ConsumerRun {
         new Map((await this.admin.fetchTopicOffsets(config.usersTopic)).map((e) => [e.partition, BigInt(e.high)])),
       usersApplied: async () => {
         const stored = await readStoredOffsets(options.sql, [config.usersTopic]);
-        return new Map([...stored].map(([key, next]) => [Number(key.slice(key.lastIndexOf(":") + 1)), next]));
+        return new Map([...stored].map(([key, next]) => [parsePartitionKey(key).partition, next]));
       },
     });
     options.stopRequested.then(() => this.shutdown.abort());
@@ -295,14 +296,14 @@ class ConsumerRun {
    * log's end means the topic was recreated: applying would skip the new records, so the run stops.
    */
   async startFromStoredOffsets(assigned: [string, number[]][]): Promise<void> {
-    const mine = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => `${t}:${p}`)));
+    const mine = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => partitionKey(t, p))));
     this.orderWaits.keepOnly(mine);
     this.positions.reassigned(mine);
     const stored = await readStoredOffsets(this.options.sql, this.topics);
     for (const [topic, partitions] of assigned) {
       const ends = new Map((await this.admin.fetchTopicOffsets(topic)).map((e) => [e.partition, BigInt(e.high)]));
       for (const partition of partitions) {
-        const next = stored.get(`${topic}:${partition}`);
+        const next = stored.get(partitionKey(topic, partition));
         if (next === undefined) continue;
         const end = ends.get(partition) ?? 0n;
         if (next > end) {
@@ -364,10 +365,7 @@ class ConsumerRun {
   async commitToKafka(): Promise<void> {
     const positions = this.positions.takeUncommitted();
     if (positions.size === 0 || !this.consumer) return;
-    const offsets = [...positions].map(([key, next]) => {
-      const at = key.lastIndexOf(":");
-      return { topic: key.slice(0, at), partition: Number(key.slice(at + 1)), offset: next.toString() };
-    });
+    const offsets = [...positions].map(([key, next]) => ({ ...parsePartitionKey(key), offset: next.toString() }));
     await this.consumer.commitOffsets(offsets).catch((error) => {
       this.positions.restoreUncommitted(positions);
       this.options.logger.debug("advisory offset commit to Kafka failed; retried in a second", {
@@ -377,13 +375,13 @@ class ConsumerRun {
   }
 
   /** Log end minus the offset stored in PostgreSQL, per `topic:partition`; undefined when Kafka is away. */
-  async measureLag(stored: Map<string, bigint>): Promise<Record<string, number> | undefined> {
+  async measureLag(stored: Map<PartitionKey, bigint>): Promise<Record<string, number> | undefined> {
     try {
       const positions = await partitionPositions(this.admin, this.topics, (key) => {
         const next = stored.get(key);
         return next === undefined ? undefined : Number(next);
       });
-      return Object.fromEntries(positions.map((p) => [`${p.topic}:${p.partition}`, p.lag]));
+      return Object.fromEntries(positions.map((p) => [partitionKey(p.topic, p.partition), p.lag]));
     } catch (error) {
       if (isKafkaOutage(error)) this.stats.connected.kafka = false;
       return undefined;

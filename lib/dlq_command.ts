@@ -16,6 +16,7 @@ import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher
 import { commandLogger, createLogger, type Logger, routeProcessWarnings } from "./log.ts";
 import { describeError, isKafkaOutage } from "./errors.ts";
 import { retry } from "./retry.ts";
+import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
 export const REPLAYED_FROM_HEADER = "dlq.replayed.from";
@@ -95,7 +96,7 @@ export interface ReadDlqOptions {
 export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<number> {
   const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000 } = options;
   const admin = kafka.admin();
-  const ends = new Map<string, { next: bigint; end: bigint }>();
+  const ends = new Map<PartitionKey, { next: bigint; end: bigint }>();
   await admin.connect();
   try {
     const existing = new Set(await admin.listTopics());
@@ -108,7 +109,7 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
       for (const { partition, low, high } of await admin.fetchTopicOffsets(topic)) {
         const from = at.get(partition) ?? -1n;
         const next = from > BigInt(low) ? from : BigInt(low);
-        if (next < BigInt(high)) ends.set(`${topic}:${partition}`, { next, end: BigInt(high) });
+        if (next < BigInt(high)) ends.set(partitionKey(topic, partition), { next, end: BigInt(high) });
       }
     }
   } finally {
@@ -121,7 +122,7 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
   let fail = (_error: unknown) => {};
   const finished = new Promise<void>((resolve, reject) => ((finish = resolve), (fail = reject)));
   const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, allowAutoTopicCreation: false });
-  const pendingTopics = [...new Set([...ends.keys()].map((k) => k.slice(0, k.lastIndexOf(":"))))];
+  const pendingTopics = [...new Set([...ends.keys()].map((k) => parsePartitionKey(k).topic))];
   const timer = setTimeout(
     () => fail(new Error(`timed out after ${timeoutMs / 1000}s reading ${pendingTopics.join(", ")}`)),
     timeoutMs,
@@ -136,7 +137,7 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
       autoCommit: false,
       eachBatchAutoResolve: false,
       eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
-        const key = `${batch.topic}:${batch.partition}`;
+        const key = partitionKey(batch.topic, batch.partition);
         const position = ends.get(key);
         if (!position || handled >= limit) return;
         const messages = batch.messages

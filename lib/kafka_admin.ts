@@ -7,6 +7,7 @@ import { type Admin, Kafka, type KafkaConfig, logLevel } from "kafkajs";
 import type { CommonConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 import "./kafkajs_fixes.ts";
+import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /**
  * kafkajs lines that retell a refused login: a login is never retried and the command reports
@@ -113,12 +114,12 @@ export interface PartitionPosition {
 export async function partitionPositions(
   admin: Admin,
   topics: string[],
-  positionOf: (key: string) => number | undefined,
+  positionOf: (key: PartitionKey) => number | undefined,
 ): Promise<PartitionPosition[]> {
   const positions: PartitionPosition[] = [];
   for (const topic of topics) {
     for (const { partition, low, high } of await admin.fetchTopicOffsets(topic)) {
-      const position = positionOf(`${topic}:${partition}`);
+      const position = positionOf(partitionKey(topic, partition));
       const from = Math.max(position ?? 0, Number(low));
       positions.push({ topic, partition, position, lag: Math.max(0, Number(high) - from) });
     }

@@ -14,6 +14,7 @@ import type { ConsumeStats } from "./consumer.ts";
 import type { Logger } from "./log.ts";
 import type { ProduceStats } from "./producer.ts";
 import { describeError } from "./errors.ts";
+import { parsePartitionKey } from "./partition_key.ts";
 
 /** Bucket bounds of batch sizes, in records. */
 export const BATCH_SIZE_BUCKETS = [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
@@ -118,8 +119,8 @@ export function consumeMetrics(stats: ConsumeStats): Registry {
     labelNames: ["topic", "partition"],
     read: () =>
       Object.entries(stats.lag).map(([key, value]) => {
-        const at = key.lastIndexOf(":");
-        return [{ topic: key.slice(0, at), partition: key.slice(at + 1) }, value];
+        const { topic, partition } = parsePartitionKey(key);
+        return [{ topic, partition: String(partition) }, value];
       }),
   });
   scraped(Gauge, registry, {

@@ -35,6 +35,7 @@ import {
   readStoredOffsets,
   type Sql,
 } from "./sink.ts";
+import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** Counters a batch fills: records applied and dead-lettered per topic, batches, waits, health. */
 export interface BatchStats {
@@ -48,15 +49,15 @@ export interface BatchStats {
 
 /** The next offset to apply per `topic:partition` as this member knows it; null when nothing is stored yet. */
 export class AppliedPositions {
-  #known = new Map<string, bigint | null>();
-  #uncommitted = new Map<string, bigint>();
+  #known = new Map<PartitionKey, bigint | null>();
+  #uncommitted = new Map<PartitionKey, bigint>();
 
   /** Creates the map over the pool where cdc_offsets lives. */
   constructor(private readonly sql: Sql) {}
 
   /** The stored next offset of the partition, read from PostgreSQL the first time it is asked for. */
   async of(topic: string, partition: number): Promise<bigint | null> {
-    const key = `${topic}:${partition}`;
+    const key = partitionKey(topic, partition);
     if (!this.#known.has(key)) {
       const stored = await readStoredOffsets(this.sql, [topic]);
       this.#known.set(key, stored.get(key) ?? null);
@@ -66,30 +67,30 @@ export class AppliedPositions {
 
   /** Records that the tables now hold everything of the partition below `next`. */
   advanced(topic: string, partition: number, next: bigint): void {
-    this.#known.set(`${topic}:${partition}`, next);
-    this.#uncommitted.set(`${topic}:${partition}`, next);
+    this.#known.set(partitionKey(topic, partition), next);
+    this.#uncommitted.set(partitionKey(topic, partition), next);
   }
 
   /** Forgets what is known of partition `key` (after a fencing): its next batch reads PostgreSQL again. */
-  forget(key: string): void {
+  forget(key: PartitionKey): void {
     this.#known.delete(key);
   }
 
   /** After a rebalance: every partition is read from PostgreSQL again; only `mine` are committed to Kafka. */
-  reassigned(mine: Set<string>): void {
+  reassigned(mine: Set<PartitionKey>): void {
     this.#known.clear();
     for (const key of this.#uncommitted.keys()) if (!mine.has(key)) this.#uncommitted.delete(key);
   }
 
   /** Positions advanced since the last call, for Kafka's advisory offset commit. */
-  takeUncommitted(): Map<string, bigint> {
+  takeUncommitted(): Map<PartitionKey, bigint> {
     const taken = this.#uncommitted;
     this.#uncommitted = new Map();
     return taken;
   }
 
   /** Puts back positions whose commit failed, unless a newer one was recorded since. */
-  restoreUncommitted(positions: Map<string, bigint>): void {
+  restoreUncommitted(positions: Map<PartitionKey, bigint>): void {
     for (const [key, next] of positions) if (!this.#uncommitted.has(key)) this.#uncommitted.set(key, next);
   }
 }
@@ -135,7 +136,7 @@ interface StepResult {
  * for the run to end on: outages and bad records never leave it.
  */
 export class PartitionBatches {
-  #gapsSought = new Map<string, bigint>();
+  #gapsSought = new Map<PartitionKey, bigint>();
 
   /** Creates the handler over its dependencies. */
   constructor(private readonly deps: PartitionBatchDeps) {}
@@ -154,7 +155,7 @@ export class PartitionBatches {
   async #apply(payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, heartbeat, pause, isRunning, isStale } = payload;
     const { topic, partition } = batch;
-    const key = `${topic}:${partition}`;
+    const key = partitionKey(topic, partition);
     const batchEnd = BigInt(batch.lastOffset()) + 1n;
     let messages = await this.#unapplied(topic, partition, batch.messages);
     if (messages === undefined) return;
@@ -190,7 +191,7 @@ export class PartitionBatches {
     if (stored === null || messages.length === 0) return messages;
     const unapplied = messages.filter((m) => BigInt(m.offset) >= stored);
     const first = unapplied.length > 0 ? BigInt(unapplied[0].offset) : undefined;
-    const key = `${topic}:${partition}`;
+    const key = partitionKey(topic, partition);
     if (first !== undefined && first > stored && this.#gapsSought.get(key) !== stored) {
       this.#gapsSought.set(key, stored);
       this.deps.seek(topic, partition, stored);
@@ -228,7 +229,7 @@ export class PartitionBatches {
         await this.deps.beforeApply?.(topic, partition);
         return await this.#step(topic, partition, start, messages, validated, batchEnd);
       }, {
-        what: `applying ${topic}:${partition}`,
+        what: `applying ${partitionKey(topic, partition)}`,
         maxAttempts: Infinity,
         baseMs: 500,
         capMs: 10_000,
@@ -316,7 +317,7 @@ export class PartitionBatches {
     if (outcome.blocked) {
       const { message, change } = valid[outcome.blocked.index];
       const { userId } = outcome.blocked;
-      const decision = await this.deps.orderWaits.decide(`${topic}:${partition}`, message.offset);
+      const decision = await this.deps.orderWaits.decide(partitionKey(topic, partition), message.offset);
       if (decision.expired) {
         const reason =
           `user ${userId} of order ${change.id} did not exist after waiting ${this.deps.config.orderWaitS}s`;
@@ -367,7 +368,7 @@ export class PartitionBatches {
   /** Drops the batch of a partition another member applied, and sends the fetch back to the stored offset. */
   async #fenced(topic: string, partition: number, error: FencedError): Promise<void> {
     this.deps.logger.warn(`fenced: ${error.message}; batch dropped`, { topic, partition });
-    this.deps.positions.forget(`${topic}:${partition}`);
+    this.deps.positions.forget(partitionKey(topic, partition));
     const stored = await this.deps.positions.of(topic, partition).catch(() => null);
     if (stored !== null) this.deps.seek(topic, partition, stored);
   }

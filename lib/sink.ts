@@ -11,6 +11,7 @@ import { ConfigError } from "./config.ts";
 import type { OrderChange, UserChange } from "./model.ts";
 import { classifyDatabaseError, describeError } from "./errors.ts";
 import { retry } from "./retry.ts";
+import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** A postgres.js connection pool. */
 export type Sql = postgres.Sql<Record<string, never>>;
@@ -560,7 +561,11 @@ export interface PartitionOffset {
 export class FencedError extends Error {
   /** Names the partition, the offset this member expected and the one stored. */
   constructor(topic: string, partition: number, expected: bigint, stored: bigint) {
-    super(`${topic}:${partition} is at offset ${stored} in PostgreSQL, not ${expected}: another member applied it`);
+    super(
+      `${
+        partitionKey(topic, partition)
+      } is at offset ${stored} in PostgreSQL, not ${expected}: another member applied it`,
+    );
     this.name = "FencedError";
   }
 }
@@ -596,7 +601,7 @@ export async function storedOffsetsWithin(
   sql: Sql,
   topics: string[],
   timeoutMs = 3_000,
-): Promise<Map<string, bigint> | undefined> {
+): Promise<Map<PartitionKey, bigint> | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
   try {
@@ -607,12 +612,12 @@ export async function storedOffsetsWithin(
 }
 
 /** The stored next offsets of every partition of `topics`, keyed `topic:partition`. */
-export async function readStoredOffsets(sql: Sql | Tx, topics: string[]): Promise<Map<string, bigint>> {
+export async function readStoredOffsets(sql: Sql | Tx, topics: string[]): Promise<Map<PartitionKey, bigint>> {
   const rows = await sql<{ topic: string; partition: number; next_offset: string }[]>`
     select topic, partition, next_offset::text as next_offset from cdc_offsets where topic = any(${
     textArray(sql as Tx, topics)
   }::text[])`;
-  return new Map(rows.map((r) => [`${r.topic}:${r.partition}`, BigInt(r.next_offset)]));
+  return new Map(rows.map((r) => [partitionKey(r.topic, r.partition), BigInt(r.next_offset)]));
 }
 
 /**

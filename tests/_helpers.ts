@@ -9,7 +9,7 @@ import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { DEFAULTS } from "../lib/config.ts";
 import { generateEvents } from "../lib/generator.ts";
-import { partitionPositions, type PartitionPosition } from "../lib/kafka_admin.ts";
+import { type PartitionPosition, partitionPositions } from "../lib/kafka_admin.ts";
 import "../lib/kafkajs_fixes.ts";
 import type { OrderEvent, UserEvent } from "../lib/model.ts";
 import { normalizeTimestamp, toCents } from "../lib/model.ts";
