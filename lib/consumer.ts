@@ -15,7 +15,7 @@ import type { Logger } from "./log.ts";
 import { OrderWaits } from "./order_wait.ts";
 import { AppliedPositions, type BatchStats, PartitionBatches } from "./partition_batch.ts";
 import { classifyDatabaseError, describeError, isKafkaJSError, isKafkaOutage } from "./errors.ts";
-import { retry, sleep } from "./retry.ts";
+import { OUTAGE, sleep, waitOut, type WaitOutOptions } from "./retry.ts";
 import { ensureSchema, readStoredOffsets, resetForRebuild, type Sql, storedOffsetsWithin } from "./sink.ts";
 import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
@@ -167,15 +167,13 @@ class ConsumerRun {
   }
 
   /** Waits out an outage at start-up (forever, with backoff), giving up only on a stop or a fatal error. */
-  waitingFor(what: string, isOutage: (error: unknown) => boolean) {
+  waitingFor(what: string, isOutage: (error: unknown) => boolean): WaitOutOptions {
     return {
       what,
-      maxAttempts: Infinity,
-      baseMs: 500,
-      capMs: 10_000,
+      policy: OUTAGE,
       isRetriable: isOutage,
       signal: this.shutdown.signal,
-      onRetry: (error: unknown, attempt: number, delayMs: number) => {
+      onWait: (error, attempt, delayMs) => {
         this.stats.retries++;
         this.options.logger.warn(`waiting for ${what}`, { attempt, retryInMs: delayMs, error: describeError(error) });
       },
@@ -186,7 +184,7 @@ class ConsumerRun {
   async start(): Promise<void> {
     const { config, options: { sql, logger } } = this;
     const isDatabaseOutage = (e: unknown) => classifyDatabaseError(e) === "outage";
-    await retry(() =>
+    await waitOut(() =>
       ensureSchema(sql, {
         signal: this.shutdown.signal,
         onRetry: (error, attempt, retryInMs) => {
@@ -199,7 +197,7 @@ class ConsumerRun {
         },
       }), this.waitingFor("PostgreSQL", isDatabaseOutage));
     this.stats.connected.database = true;
-    await retry(async () => {
+    await waitOut(async () => {
       await this.admin.connect();
       await createTopic(this.admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
       await createTopic(this.admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
@@ -207,7 +205,7 @@ class ConsumerRun {
         await createTopic(this.admin, dlqTopic(topic), 1, config.replicationFactor, logger);
       }
     }, this.waitingFor("Kafka", isKafkaOutage));
-    await retry(() => this.publisher.connect(), this.waitingFor("Kafka (DLQ producer)", isKafkaOutage));
+    await waitOut(() => this.publisher.connect(), this.waitingFor("Kafka (DLQ producer)", isKafkaOutage));
     if (config.rebuild) await this.rebuild();
     this.consumer = this.createConsumer();
     await this.consumer.connect();

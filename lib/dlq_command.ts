@@ -9,13 +9,13 @@
 import { Buffer } from "node:buffer";
 import { parseArgs } from "node:util";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
-import { ConfigError, type ConsumeConfig, DEFAULTS, integerRule, loadConsumeConfig, shownValue } from "./config.ts";
+import { ConfigError, type ConsumeConfig, integerRule, loadConsumeConfig, shownValue } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./dead_letter.ts";
 import { createKafka } from "./kafka_admin.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
 import { commandLogger, createLogger, type Logger, routeProcessWarnings } from "./log.ts";
 import { describeError, isKafkaOutage } from "./errors.ts";
-import { retry } from "./retry.ts";
+import { SEND, waitOut } from "./retry.ts";
 import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
@@ -323,7 +323,7 @@ export async function replayDlq(
   const summary: ReplaySummary = { replayed: {}, skipped: 0 };
   const producer = createPublisher(kafka);
   if (!dryRun) {
-    await retry(() => producer.connect(), { what: "connecting to Kafka", isRetriable: isKafkaOutage });
+    await waitOut(() => producer.connect(), { what: "connecting to Kafka", policy: SEND, isRetriable: isKafkaOutage });
   }
   try {
     await readDlq(kafka, {
@@ -347,8 +347,8 @@ export async function replayDlq(
         const topicMessages: TopicMessages[] = [...bySource].map(([topic, messages]) => ({ topic, messages }));
         if (!dryRun && topicMessages.length > 0) {
           await writeWithRetry(producer, topicMessages, {
-            maxAttempts: DEFAULTS.maxAttempts,
-            backoffMs: DEFAULTS.retryBackoffMs,
+            maxAttempts: SEND.maxAttempts,
+            backoffMs: SEND.baseMs,
             logger,
           });
         }

@@ -25,7 +25,7 @@ import {
 } from "./model.ts";
 import type { OrderWaits } from "./order_wait.ts";
 import { classifyDatabaseError, describeError, isGroupMembershipLost, isKafkaOutage } from "./errors.ts";
-import { retry, RetryError } from "./retry.ts";
+import { OUTAGE, RetryError, waitOut } from "./retry.ts";
 import {
   advanceOffset,
   applyChanges,
@@ -224,18 +224,16 @@ export class PartitionBatches {
     const validated = this.#validate(topic, messages);
     const { stats, logger, signal } = this.deps;
     try {
-      const step = await retry(async () => {
+      const step = await waitOut(async () => {
         await stillMember(heartbeat);
         await this.deps.beforeApply?.(topic, partition);
         return await this.#step(topic, partition, start, messages, validated, batchEnd);
       }, {
         what: `applying ${partitionKey(topic, partition)}`,
-        maxAttempts: Infinity,
-        baseMs: 500,
-        capMs: 10_000,
+        policy: OUTAGE,
         signal,
         isRetriable: (error) => waitedFor(error) !== undefined,
-        onRetry: (error, attempt, delayMs) => {
+        onWait: (error, attempt, delayMs) => {
           const what = waitedFor(error)!;
           if (what === "PostgreSQL") stats.connected.database = false;
           if (what === "Kafka (DLQ)") stats.connected.kafka = false;

@@ -12,7 +12,7 @@ import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { partitionOf } from "./partitioner.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
-import { retry } from "./retry.ts";
+import { SEND, waitOut, type WaitOutOptions } from "./retry.ts";
 
 /** What a produce run did, printed at exit. */
 export interface ProduceSummary {
@@ -122,11 +122,10 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     { length: LANES },
     () => ({ producer: createPublisher(kafka), inFlight: Promise.resolve() }),
   );
-  const budget = {
-    maxAttempts: config.maxAttempts,
-    baseMs: config.retryBackoffMs,
+  const budget: Omit<WaitOutOptions, "what"> = {
+    policy: { ...SEND, maxAttempts: config.maxAttempts, baseMs: config.retryBackoffMs },
     isRetriable: (error: unknown) => !isKafkaAuthError(error),
-    onRetry: (error: unknown, attempt: number, delayMs: number) =>
+    onWait: (error: unknown, attempt: number, delayMs: number) =>
       logger.warn(`Kafka at ${config.brokers.join(",")} not ready, retrying in ${delayMs} ms`, {
         attempt,
         of: config.maxAttempts,
@@ -134,7 +133,7 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       }),
   };
   try {
-    const partitions = await retry(async () => {
+    const partitions = await waitOut(async () => {
       await admin.connect();
       await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
       await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
@@ -150,7 +149,7 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
         connectedLanes--;
         produceStats.connected.kafka = false;
       });
-      await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+      await waitOut(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
     }
     const writeOptions = {
       maxAttempts: config.maxAttempts,

@@ -10,7 +10,7 @@ import postgres from "postgres";
 import { ConfigError } from "./config.ts";
 import type { OrderChange, UserChange } from "./model.ts";
 import { classifyDatabaseError, describeError } from "./errors.ts";
-import { retry } from "./retry.ts";
+import { TRANSIENT, waitOut } from "./retry.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** A postgres.js connection pool. */
@@ -203,19 +203,17 @@ export interface EnsureSchemaOptions {
 export async function ensureSchema(sql: Sql, options: EnsureSchemaOptions = {}): Promise<void> {
   const current = (gaps: SchemaGaps) => Object.values(gaps).every((missing) => !missing);
   if (current(await schemaGaps(sql))) return;
-  await retry(() =>
+  await waitOut(() =>
     sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
       const gaps = await schemaGaps(tx);
       if (!current(gaps)) await createMissing(tx, gaps);
     }), {
     what: "creating the schema",
-    maxAttempts: Infinity,
-    baseMs: 100,
-    capMs: 2_000,
+    policy: TRANSIENT,
     isRetriable: (error) => classifyDatabaseError(error) === "transient",
     signal: options.signal,
-    onRetry: options.onRetry,
+    onWait: options.onRetry,
   });
 }
 
