@@ -12,7 +12,7 @@ import { createKafka } from "./lib/kafka_admin.ts";
 import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
 import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
 import { describeError } from "./lib/errors.ts";
-import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
+import { exitOnUncaught, stopSignal } from "./lib/shutdown.ts";
 import { connectDatabase, type Sql } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -38,7 +38,7 @@ async function main(args: string[]): Promise<number> {
   const logger = commandLogger("consume", config, process.env);
   routeProcessWarnings(logger);
   exitOnUncaught(logger, "postgres.js wrote to a connection that had just closed; its query failed and is retried");
-  const stopRequested = stopOnSignal(logger, "finishing the batch in hand, then exiting");
+  const signal = stopSignal(logger, "finishing the batch in hand, then exiting");
   logger.info("starting", {
     brokers: config.brokers.join(","),
     database: databaseLocation(config.databaseUrl),
@@ -68,7 +68,7 @@ async function main(args: string[]): Promise<number> {
         logger,
       });
     }
-    const reason = await runConsumer(config, { kafka, sql, logger, stats, stopRequested });
+    const reason = await runConsumer(config, { kafka, sql, logger, stats, signal });
     const elapsedS = (performance.now() - started) / 1000;
     const applied = Object.values(stats.applied).reduce((a, b) => a + b, 0);
     logger.info("done", {

@@ -11,7 +11,7 @@ import { describeError } from "./lib/errors.ts";
 import { commandLogger, type Logger, routeProcessWarnings } from "./lib/log.ts";
 import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
 import { newProduceStats, runProducer } from "./lib/producer.ts";
-import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
+import { exitOnUncaught, stopSignal } from "./lib/shutdown.ts";
 import { connectDatabase } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -67,8 +67,7 @@ async function capture(args: string[]): Promise<number> {
       await sql.end({ timeout: 5 }).catch(() => {});
     }
   }
-  const stop = new AbortController();
-  stopOnSignal(logger, "publishing what is in hand, acknowledging it, then exiting").then(() => stop.abort());
+  const signal = stopSignal(logger, "publishing what is in hand, acknowledging it, then exiting");
   logger.info("starting", {
     brokers: config.brokers.join(","),
     database: databaseLocation(config.databaseUrl),
@@ -87,7 +86,7 @@ async function capture(args: string[]): Promise<number> {
         logger,
       });
     }
-    const summary = await runCapture(config, { logger, stats, signal: stop.signal });
+    const summary = await runCapture(config, { logger, stats, signal });
     logger.info("done", { ...summary });
     return 0;
   } catch (error) {
@@ -110,13 +109,7 @@ async function main(args: string[]): Promise<number> {
   const config = commandLine.config;
   const logger = commandLogger("produce", config, process.env);
   routeProcessWarnings(logger);
-  let stop = false;
-  const onSignal = (signal: string) => {
-    logger.warn(`${signal} received: stopping after the batch in hand`);
-    stop = true;
-  };
-  process.on("SIGINT", () => onSignal("SIGINT"));
-  process.on("SIGTERM", () => onSignal("SIGTERM"));
+  const signal = stopSignal(logger, "stopping after the batch in hand");
   const stats = newProduceStats();
   let metrics: MetricsServer | undefined;
   try {
@@ -128,7 +121,7 @@ async function main(args: string[]): Promise<number> {
         logger,
       });
     }
-    const summary = await runProducer(config, { logger, stats, stopRequested: () => stop });
+    const summary = await runProducer(config, { logger, stats, signal });
     logger.info(summary.interrupted ? "interrupted" : "done", { ...summary });
     return summary.interrupted ? 130 : 0;
   } catch (error) {

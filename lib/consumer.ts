@@ -47,8 +47,8 @@ export interface ConsumerRunOptions {
   logger: Logger;
   /** Counters to fill. @default fresh counters */
   stats?: ConsumeStats;
-  /** Resolves when a stop was requested (SIGINT/SIGTERM). */
-  stopRequested: Promise<void>;
+  /** Aborted when a stop is requested (SIGINT/SIGTERM): the batch in hand finishes, then the run ends. */
+  signal: AbortSignal;
   /** Seconds between progress lines. @default 5 */
   progressEveryS?: number;
   /** Awaited before each batch transaction; tests hold a batch with it across a rebalance. */
@@ -130,7 +130,8 @@ class ConsumerRun {
         return new Map([...stored].map(([key, next]) => [parsePartitionKey(key).partition, next]));
       },
     });
-    options.stopRequested.then(() => this.shutdown.abort());
+    if (options.signal.aborted) this.shutdown.abort();
+    else options.signal.addEventListener("abort", () => this.shutdown.abort(), { once: true });
   }
 
   get stopping(): boolean {

@@ -16,6 +16,7 @@ import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher
 import { commandLogger, createLogger, type Logger, routeProcessWarnings } from "./log.ts";
 import { describeError, isKafkaOutage } from "./errors.ts";
 import { SEND, waitOut } from "./retry.ts";
+import { stopSignal } from "./shutdown.ts";
 import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
@@ -87,6 +88,8 @@ export interface ReadDlqOptions {
   limit?: number;
   /** Give up reading after this long. @default 60000 */
   timeoutMs?: number;
+  /** Aborted on a stop (SIGINT/SIGTERM): reading ends after the batch in hand. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -94,7 +97,7 @@ export interface ReadDlqOptions {
  * had when the call started, then returns the number of records handled; never waits for more.
  */
 export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<number> {
-  const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000 } = options;
+  const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000, signal } = options;
   const admin = kafka.admin();
   const ends = new Map<PartitionKey, { next: bigint; end: bigint }>();
   await admin.connect();
@@ -115,7 +118,7 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
   } finally {
     await admin.disconnect();
   }
-  if (ends.size === 0 || limit <= 0) return 0;
+  if (ends.size === 0 || limit <= 0 || signal?.aborted) return 0;
 
   let handled = 0;
   let finish = () => {};
@@ -127,6 +130,7 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
     () => fail(new Error(`timed out after ${timeoutMs / 1000}s reading ${pendingTopics.join(", ")}`)),
     timeoutMs,
   );
+  signal?.addEventListener("abort", () => finish(), { once: true });
   consumer.on(consumer.events.CRASH, (event) => {
     if (!event.payload.restart) fail(event.payload.error);
   });
@@ -226,6 +230,8 @@ Connection flags are those of cdc-consume (see cdc-consume --help): --brokers, -
 export interface DlqIo {
   /** Writes one line to stdout. */
   out: (line: string) => void;
+  /** The command's stop. @default lib/shutdown.ts' stopSignal */
+  signal?: AbortSignal;
 }
 
 interface DlqArgs {
@@ -297,14 +303,14 @@ export async function listDlq(
   config: ConsumeConfig,
   topics: string[],
   out: (line: string) => void,
-  limit?: number,
+  options: { limit?: number; signal?: AbortSignal } = {},
 ): Promise<number> {
   // A group of its own that never commits: listing moves no one's position.
   const groupId = `${config.consumerGroup}.dlq-list.${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
   return await readDlq(kafka, {
     topics,
     groupId,
-    limit,
+    ...options,
     onRecords: (records) => {
       for (const record of records) out(formatDlqRecord(record));
       return Promise.resolve();
@@ -317,19 +323,25 @@ export async function replayDlq(
   kafka: Kafka,
   config: ConsumeConfig,
   topics: string[],
-  options: { dryRun: boolean; out: (line: string) => void; logger: Logger },
+  options: { dryRun: boolean; out: (line: string) => void; logger: Logger; signal?: AbortSignal },
 ): Promise<ReplaySummary> {
-  const { dryRun, out, logger } = options;
+  const { dryRun, out, logger, signal } = options;
   const summary: ReplaySummary = { replayed: {}, skipped: 0 };
   const producer = createPublisher(kafka);
   if (!dryRun) {
-    await waitOut(() => producer.connect(), { what: "connecting to Kafka", policy: SEND, isRetriable: isKafkaOutage });
+    await waitOut(() => producer.connect(), {
+      what: "connecting to Kafka",
+      policy: SEND,
+      isRetriable: isKafkaOutage,
+      signal,
+    });
   }
   try {
     await readDlq(kafka, {
       topics,
       groupId: replayGroup(config.consumerGroup),
       commit: !dryRun,
+      signal,
       onRecords: async (records) => {
         const bySource = new Map<string, Message[]>();
         for (const record of records) {
@@ -350,6 +362,7 @@ export async function replayDlq(
             maxAttempts: SEND.maxAttempts,
             backoffMs: SEND.baseMs,
             logger,
+            signal,
           });
         }
         for (const { topic, messages } of topicMessages) {
@@ -395,13 +408,14 @@ export async function runDlqCommand(
   const logger = commandLogger("dlq", config, env);
   routeProcessWarnings(logger);
   const kafka = createKafka(config, "cdc-dlq", logger);
+  const signal = io.signal ?? stopSignal(logger, "ending after the batch in hand");
   try {
     if (parsed.action === "list") {
-      const count = await listDlq(kafka, config, topics, io.out, parsed.limit);
+      const count = await listDlq(kafka, config, topics, io.out, { limit: parsed.limit, signal });
       logger.info(`listed ${count} DLQ records`, { topics: topics.join(",") });
       return 0;
     }
-    const summary = await replayDlq(kafka, config, topics, { dryRun: parsed.dryRun, out: io.out, logger });
+    const summary = await replayDlq(kafka, config, topics, { dryRun: parsed.dryRun, out: io.out, logger, signal });
     const total = Object.values(summary.replayed).reduce((a, b) => a + b, 0);
     const perTopic = Object.entries(summary.replayed).map(([t, n]) => `${t}: ${n}`).join(", ");
     io.out(

@@ -57,8 +57,8 @@ export interface ProducerRunOptions {
   logger: Logger;
   /** Writes dry-run output; resolves once the chunk is taken. @default stdout */
   writeOut?: (chunk: string) => Promise<void>;
-  /** Returns true once a stop was requested (SIGINT/SIGTERM). */
-  stopRequested?: () => boolean;
+  /** Aborted when a stop is requested (SIGINT/SIGTERM): the run ends after the batch in hand. */
+  signal?: AbortSignal;
   /** Seconds between progress lines. @default 5 */
   progressEveryS?: number;
   /** Counters to fill. @default fresh counters */
@@ -75,7 +75,7 @@ export function writeStdout(chunk: string): Promise<void> {
 
 /** Generates and publishes (or prints) the configured events. */
 export async function runProducer(config: ProduceConfig, options: ProducerRunOptions): Promise<ProduceSummary> {
-  const { logger, writeOut = writeStdout, stopRequested = () => false, progressEveryS = 5 } = options;
+  const { logger, writeOut = writeStdout, signal, progressEveryS = 5 } = options;
   const produceStats = options.stats ?? newProduceStats();
   const seed = config.seed ?? randomSeed();
   const stats = newStats();
@@ -108,7 +108,7 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       Object.assign(stats, batch.stats);
       done += batch.count;
       progress();
-      if (stopRequested()) {
+      if (signal?.aborted) {
         interrupted = true;
         break;
       }
@@ -182,7 +182,7 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       batchAcked = Promise.all(sends).then(() => {
         if (lanes.every((lane) => !lane.failure)) produceStats.onSend?.(performance.now() - sendStarted);
       });
-      if (stopRequested()) {
+      if (signal?.aborted) {
         interrupted = true;
         break;
       }
