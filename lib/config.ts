@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { PipelineError } from "./errors.ts";
 
 /** Kafka SASL credentials, for brokers that ask for them. */
 export interface SaslConfig {
@@ -131,13 +132,7 @@ export const DEFAULTS = {
 } as const;
 
 /** A configuration value that breaks its rule; the message names the flag, rule and value. */
-export class ConfigError extends Error {
-  /** Creates the error with a one-line message. */
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfigError";
-  }
-}
+export class ConfigError extends PipelineError {}
 
 /** The result of parsing a command line: either help was asked for, or a configuration. */
 export type Parsed<T> = { help: true } | { help: false; config: T };

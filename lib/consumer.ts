@@ -14,7 +14,7 @@ import { createPublisher } from "./publisher.ts";
 import type { Logger } from "./log.ts";
 import { OrderWaits } from "./order_wait.ts";
 import { AppliedPositions, type BatchStats, PartitionBatches } from "./partition_batch.ts";
-import { classifyDatabaseError, describeError, isKafkaJSError, isKafkaOutage } from "./errors.ts";
+import { classify, describeError, isKafkaJSError, TopicRecreatedError } from "./errors.ts";
 import { OUTAGE, sleep, waitOut, type WaitOutOptions } from "./retry.ts";
 import { ensureSchema, readStoredOffsets, resetForRebuild, type Sql, storedOffsetsWithin } from "./sink.ts";
 import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
@@ -168,11 +168,11 @@ class ConsumerRun {
   }
 
   /** Waits out an outage at start-up (forever, with backoff), giving up only on a stop or a fatal error. */
-  waitingFor(what: string, isOutage: (error: unknown) => boolean): WaitOutOptions {
+  waitingFor(what: string): WaitOutOptions {
     return {
       what,
       policy: OUTAGE,
-      isRetriable: isOutage,
+      isRetriable: (error) => classify(error) === "outage",
       signal: this.shutdown.signal,
       onWait: (error, attempt, delayMs) => {
         this.stats.retries++;
@@ -184,7 +184,6 @@ class ConsumerRun {
   /** Schema, topics, the DLQ producer, an optional rebuild, then the consumer group. */
   async start(): Promise<void> {
     const { config, options: { sql, logger } } = this;
-    const isDatabaseOutage = (e: unknown) => classifyDatabaseError(e) === "outage";
     await waitOut(() =>
       ensureSchema(sql, {
         signal: this.shutdown.signal,
@@ -196,7 +195,7 @@ class ConsumerRun {
             error: describeError(error),
           });
         },
-      }), this.waitingFor("PostgreSQL", isDatabaseOutage));
+      }), this.waitingFor("PostgreSQL"));
     this.stats.connected.database = true;
     await waitOut(async () => {
       await this.admin.connect();
@@ -205,8 +204,8 @@ class ConsumerRun {
       for (const topic of this.topics) {
         await createTopic(this.admin, dlqTopic(topic), 1, config.replicationFactor, logger);
       }
-    }, this.waitingFor("Kafka", isKafkaOutage));
-    await waitOut(() => this.publisher.connect(), this.waitingFor("Kafka (DLQ producer)", isKafkaOutage));
+    }, this.waitingFor("Kafka"));
+    await waitOut(() => this.publisher.connect(), this.waitingFor("Kafka (DLQ producer)"));
     if (config.rebuild) await this.rebuild();
     this.consumer = this.createConsumer();
     await this.consumer.connect();
@@ -306,10 +305,7 @@ class ConsumerRun {
         if (next === undefined) continue;
         const end = ends.get(partition) ?? 0n;
         if (next > end) {
-          throw new Error(
-            `${topic}:${partition} is stored in PostgreSQL at offset ${next} but the log ends at ${end}: ` +
-              `the topic was recreated; run consume --rebuild to apply it from the start`,
-          );
+          throw new TopicRecreatedError(topic, partition, next, end);
         }
         this.consumer!.seek({ topic, partition, offset: next.toString() });
         // The group's committed offset follows, for lag tools, even when nothing is left to apply.
@@ -382,7 +378,7 @@ class ConsumerRun {
       });
       return Object.fromEntries(positions.map((p) => [partitionKey(p.topic, p.partition), p.lag]));
     } catch (error) {
-      if (isKafkaOutage(error)) this.stats.connected.kafka = false;
+      if (classify(error) === "outage") this.stats.connected.kafka = false;
       return undefined;
     }
   }

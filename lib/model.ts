@@ -4,6 +4,7 @@
  * value, and become DLQ reasons verbatim.
  * @module
  */
+import { PipelineError } from "./errors.ts";
 
 /** What happened to an entity. */
 export type EventType = "CREATE" | "UPDATE" | "DELETE";
@@ -65,13 +66,7 @@ export const STATUS_OF: Record<EventType, OrderStatus> = {
 };
 
 /** An event that breaks the wire format; `message` is the reason a person reads in the DLQ. */
-export class InvalidEventError extends Error {
-  /** Creates the error with a one-line reason. */
-  constructor(message: string) {
-    super(message);
-    this.name = "InvalidEventError";
-  }
-}
+export class InvalidEventError extends PipelineError {}
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;

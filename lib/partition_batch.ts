@@ -24,7 +24,7 @@ import {
   type UserChange,
 } from "./model.ts";
 import type { OrderWaits } from "./order_wait.ts";
-import { classifyDatabaseError, describeError, isGroupMembershipLost, isKafkaOutage } from "./errors.ts";
+import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
 import { OUTAGE, RetryError, waitOut } from "./retry.ts";
 import {
   advanceOffset,
@@ -225,7 +225,7 @@ export class PartitionBatches {
     const { stats, logger, signal } = this.deps;
     try {
       const step = await waitOut(async () => {
-        await stillMember(heartbeat);
+        await stillMember(topic, partition, heartbeat);
         await this.deps.beforeApply?.(topic, partition);
         return await this.#step(topic, partition, start, messages, validated, batchEnd);
       }, {
@@ -248,7 +248,7 @@ export class PartitionBatches {
       stats.connected.database = true;
       return step;
     } catch (error) {
-      if (error instanceof MembershipLost) {
+      if (error instanceof MembershipLostError) {
         logger.warn(`${error.message}; batch given up, the group is rejoined`, { topic, partition });
         throw error.cause; // kafkajs rejoins, and the new assignment starts from the stored offsets
       }
@@ -372,32 +372,32 @@ export class PartitionBatches {
   }
 }
 
-/** The group rebalanced without this member: the batch in hand belongs to another now. */
-class MembershipLost extends Error {
-  constructor(cause: unknown) {
+/** The group rebalanced without this member: the batch in hand of the partition belongs to another now. */
+export class MembershipLostError extends PipelineError {
+  /** Names the partition whose batch is given up, keeping Kafka's answer as `cause`. */
+  constructor(readonly topic: string, readonly partition: number, cause: unknown) {
     super(`the group rebalanced: ${describeError(cause)}`, { cause });
-    this.name = "MembershipLost";
   }
 }
 
 /**
  * Heartbeats before each transaction (kafkajs sends one only once its interval has passed, so
- * this is free between batches) and throws MembershipLost when the group has moved on: a member
+ * this is free between batches) and throws MembershipLostError when the group has moved on: a member
  * that was frozen past its session learns it here, before it could apply a partition that is no
  * longer its own. A heartbeat Kafka does not answer (an outage) is no reason to stop applying.
  */
-async function stillMember(heartbeat: () => Promise<void>): Promise<void> {
+async function stillMember(topic: string, partition: number, heartbeat: () => Promise<void>): Promise<void> {
   try {
     await heartbeat();
   } catch (error) {
-    if (isGroupMembershipLost(error)) throw new MembershipLost(error);
+    if (isGroupMembershipLost(error)) throw new MembershipLostError(topic, partition, error);
   }
 }
 
 /** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
-  if (error instanceof FencedError || error instanceof MembershipLost) return undefined;
-  if (isKafkaOutage(error)) return "Kafka (DLQ)";
-  const kind = classifyDatabaseError(error);
+  if (error instanceof FencedError || error instanceof MembershipLostError) return undefined;
+  const kind = classify(error);
+  if (dependencyOf(error) === "kafka") return kind === "outage" ? "Kafka (DLQ)" : undefined;
   return kind === "outage" || kind === "transient" ? "PostgreSQL" : undefined;
 }

@@ -9,7 +9,7 @@
  * @module
  */
 import { DEFAULTS } from "./config.ts";
-import { describeError } from "./errors.ts";
+import { describeError, PipelineError } from "./errors.ts";
 
 /** How long to wait between attempts, and how many to make. */
 export interface BackoffPolicy {
@@ -35,11 +35,10 @@ export const SEND: BackoffPolicy = Object.freeze({
 });
 
 /** A retry budget that ran out; `cause` is the last error. */
-export class RetryError extends Error {
+export class RetryError extends PipelineError {
   /** Creates the error naming the attempts spent and the last cause. */
-  constructor(what: string, attempts: number, cause: unknown) {
+  constructor(readonly what: string, readonly attempts: number, cause: unknown) {
     super(`${what} failed after ${attempts} attempts: ${describeError(cause)}`, { cause });
-    this.name = "RetryError";
   }
 }
 

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import postgres from "postgres";
 import { ConfigError } from "./config.ts";
 import type { OrderChange, UserChange } from "./model.ts";
-import { classifyDatabaseError, describeError } from "./errors.ts";
+import { classify, describeError, PipelineError } from "./errors.ts";
 import { TRANSIENT, waitOut } from "./retry.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
@@ -211,7 +211,7 @@ export async function ensureSchema(sql: Sql, options: EnsureSchemaOptions = {}):
     }), {
     what: "creating the schema",
     policy: TRANSIENT,
-    isRetriable: (error) => classifyDatabaseError(error) === "transient",
+    isRetriable: (error) => classify(error) === "transient",
     signal: options.signal,
     onWait: options.onRetry,
   });
@@ -521,7 +521,7 @@ async function applyIsolatingCulprits(tx: Tx, changes: UserChange[] | OrderChang
       changes[0].entity === "user" ? applyUsers(sp, changes as UserChange[]) : applyOrders(sp, changes as OrderChange[])
     ) as ApplyOutcome;
   } catch (error) {
-    if (classifyDatabaseError(error) !== "record") throw error;
+    if (classify(error) !== "record") throw error;
     if (changes.length === 1) {
       return { rejected: [{ index: 0, reason: `PostgreSQL rejected the record: ${describeError(error)}` }] };
     }
@@ -556,15 +556,14 @@ export interface PartitionOffset {
 }
 
 /** The stored offset moved away from the one this member started from: another member owns the partition now. */
-export class FencedError extends Error {
-  /** Names the partition, the offset this member expected and the one stored. */
-  constructor(topic: string, partition: number, expected: bigint, stored: bigint) {
+export class FencedError extends PipelineError {
+  /** Names the partition, the offset this member expected and the one stored (-1 when it moved meanwhile). */
+  constructor(readonly topic: string, readonly partition: number, readonly expected: bigint, readonly stored: bigint) {
     super(
       `${
         partitionKey(topic, partition)
       } is at offset ${stored} in PostgreSQL, not ${expected}: another member applied it`,
     );
-    this.name = "FencedError";
   }
 }
 
