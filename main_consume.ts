@@ -6,7 +6,8 @@
  */
 import process from "node:process";
 import { ConfigError, databaseLocation, loadConsumeConfig, readCommandLine } from "./lib/config.ts";
-import { consumerSessionParameters, newConsumeStats, runConsumer } from "./lib/consumer.ts";
+import { consumerSessionParameters, runConsumer } from "./lib/consumer.ts";
+import { type ConsumeObserver, newConsumeStats } from "./lib/stats.ts";
 import { runDlqCommand } from "./lib/dlq_command.ts";
 import { createKafka } from "./lib/kafka_admin.ts";
 import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
@@ -59,16 +60,19 @@ async function main(args: string[]): Promise<number> {
   const kafka = createKafka(config, "cdc-consume", logger);
   const started = performance.now();
   let metrics: MetricsServer | undefined;
+  let observer: ConsumeObserver | undefined;
   try {
     if (config.metricsPort !== undefined) {
+      const run = consumeMetrics(stats);
+      observer = run.observer;
       metrics = await serveMetrics({
         port: config.metricsPort,
-        registry: consumeMetrics(stats),
-        health: () => ({ ...stats.connected }),
+        registry: run.registry,
+        health: () => stats.health.snapshot(),
         logger,
       });
     }
-    const reason = await runConsumer(config, { kafka, sql, logger, stats, signal });
+    const reason = await runConsumer(config, { kafka, sql, logger, stats, observer, signal });
     const elapsedS = (performance.now() - started) / 1000;
     const applied = Object.values(stats.applied).reduce((a, b) => a + b, 0);
     logger.info("done", {

@@ -10,7 +10,8 @@ import { ConfigError, databaseLocation, loadCaptureConfig, loadProduceConfig, re
 import { describeError } from "./lib/errors.ts";
 import { commandLogger, type Logger, routeProcessWarnings } from "./lib/log.ts";
 import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
-import { newProduceStats, runProducer } from "./lib/producer.ts";
+import { runProducer } from "./lib/producer.ts";
+import { newProduceStats, type SendObserver } from "./lib/stats.ts";
 import { exitOnUncaught, stopSignal } from "./lib/shutdown.ts";
 import { connectDatabase } from "./lib/sink.ts";
 import { VERSION } from "./lib/version.ts";
@@ -79,9 +80,12 @@ async function capture(args: string[]): Promise<number> {
   let metrics: MetricsServer | undefined;
   try {
     if (config.metricsPort !== undefined) {
+      const run = captureMetrics(stats);
+      // The capture still reports its sends through the onSend hook, until it takes an observer.
+      stats.onSend = (sendMs) => run.observer.batchSent(sendMs);
       metrics = await serveMetrics({
         port: config.metricsPort,
-        registry: captureMetrics(stats),
+        registry: run.registry,
         health: () => ({ ...stats.connected }),
         logger,
       });
@@ -112,16 +116,19 @@ async function main(args: string[]): Promise<number> {
   const signal = stopSignal(logger, "stopping after the batch in hand");
   const stats = newProduceStats();
   let metrics: MetricsServer | undefined;
+  let observer: SendObserver | undefined;
   try {
     if (config.metricsPort !== undefined) {
+      const run = produceMetrics(stats);
+      observer = run.observer;
       metrics = await serveMetrics({
         port: config.metricsPort,
-        registry: produceMetrics(stats),
-        health: () => ({ ...stats.connected }),
+        registry: run.registry,
+        health: () => stats.health.snapshot(),
         logger,
       });
     }
-    const summary = await runProducer(config, { logger, stats, signal });
+    const summary = await runProducer(config, { logger, stats, observer, signal });
     logger.info(summary.interrupted ? "interrupted" : "done", { ...summary });
     return summary.interrupted ? 130 : 0;
   } catch (error) {

@@ -13,29 +13,12 @@ import { createTopic, partitionPositions } from "./kafka_admin.ts";
 import { createPublisher } from "./publisher.ts";
 import type { Logger } from "./log.ts";
 import { OrderWaits } from "./order_wait.ts";
-import { AppliedPositions, type BatchStats, PartitionBatches } from "./partition_batch.ts";
+import { AppliedPositions, PartitionBatches } from "./partition_batch.ts";
+import { type ConsumeObserver, type ConsumeStats, newConsumeStats } from "./stats.ts";
 import { classify, describeError, isKafkaJSError, TopicRecreatedError } from "./errors.ts";
 import { OUTAGE, sleep, waitOut, type WaitOutOptions } from "./retry.ts";
 import { ensureSchema, readStoredOffsets, resetForRebuild, type Sql, storedOffsetsWithin } from "./sink.ts";
 import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
-
-/** Counters of a consume run, for progress lines, metrics and the exit summary. */
-export interface ConsumeStats extends BatchStats {
-  /** Records applied to PostgreSQL, per topic. */
-  applied: Record<string, number>;
-  /** Records written to the DLQ, per source topic. */
-  deadLettered: Record<string, number>;
-  /** Batches committed. */
-  batches: number;
-  /** Waits for an outage or a missing user. */
-  retries: number;
-  /** Sizes of committed batches and their apply times, for the histograms. */
-  onBatch?: (size: number, applyMs: number) => void;
-  /** Lag per `topic:partition` (log end minus the offset stored in PostgreSQL), refreshed once a second. */
-  lag: Record<string, number>;
-  /** Whether Kafka and PostgreSQL are connected. */
-  connected: { kafka: boolean; database: boolean };
-}
 
 /** Options of {@linkcode runConsumer}. */
 export interface ConsumerRunOptions {
@@ -47,24 +30,14 @@ export interface ConsumerRunOptions {
   logger: Logger;
   /** Counters to fill. @default fresh counters */
   stats?: ConsumeStats;
+  /** Told of each committed batch (the metrics' histograms). */
+  observer?: ConsumeObserver;
   /** Aborted when a stop is requested (SIGINT/SIGTERM): the batch in hand finishes, then the run ends. */
   signal: AbortSignal;
   /** Seconds between progress lines. @default 5 */
   progressEveryS?: number;
   /** Awaited before each batch transaction; tests hold a batch with it across a rebalance. */
   beforeApply?: (topic: string, partition: number) => Promise<void>;
-}
-
-/** Fresh counters for a consume run. */
-export function newConsumeStats(): ConsumeStats {
-  return {
-    applied: {},
-    deadLettered: {},
-    batches: 0,
-    retries: 0,
-    lag: {},
-    connected: { kafka: false, database: false },
-  };
 }
 
 /**
@@ -196,7 +169,7 @@ class ConsumerRun {
           });
         },
       }), this.waitingFor("PostgreSQL"));
-    this.stats.connected.database = true;
+    this.stats.health.set("database", true);
     await waitOut(async () => {
       await this.admin.connect();
       await createTopic(this.admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
@@ -217,6 +190,7 @@ class ConsumerRun {
       positions: this.positions,
       orderWaits: this.orderWaits,
       stats: this.stats,
+      observer: this.options.observer,
       logger,
       signal: this.shutdown.signal,
       seek: (topic, partition, offset) => this.consumer!.seek({ topic, partition, offset: offset.toString() }),
@@ -266,12 +240,12 @@ class ConsumerRun {
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
     });
     // Health reads these flags: up on every sign of a working broker, down on every sign of none.
-    consumer.on(consumer.events.CONNECT, () => (stats.connected.kafka = true));
-    consumer.on(consumer.events.FETCH, () => (stats.connected.kafka = true));
-    consumer.on(consumer.events.DISCONNECT, () => (stats.connected.kafka = false));
-    consumer.on(consumer.events.STOP, () => (stats.connected.kafka = false));
+    consumer.on(consumer.events.CONNECT, () => stats.health.set("kafka", true));
+    consumer.on(consumer.events.FETCH, () => stats.health.set("kafka", true));
+    consumer.on(consumer.events.DISCONNECT, () => stats.health.set("kafka", false));
+    consumer.on(consumer.events.STOP, () => stats.health.set("kafka", false));
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      stats.connected.kafka = true;
+      stats.health.set("kafka", true);
       const assigned = Object.entries(event.payload.memberAssignment);
       logger.info("joined group", {
         group: config.consumerGroup,
@@ -280,7 +254,7 @@ class ConsumerRun {
       this.startFromStoredOffsets(assigned).catch((error) => this.fail(error));
     });
     consumer.on(consumer.events.CRASH, (event) => {
-      stats.connected.kafka = false;
+      stats.health.set("kafka", false);
       if (event.payload.restart) {
         logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
       } else this.fail(event.payload.error); // kafkajs gave up: fetching has stopped, so the run must end
@@ -328,7 +302,7 @@ class ConsumerRun {
       if (this.stopping) break;
       const stored = await storedOffsetsWithin(sql, this.topics);
       // Batches report the database's state as they apply; between them, this read does.
-      if (Date.now() - this.lastActivity >= 2_000) stats.connected.database = stored !== undefined;
+      if (Date.now() - this.lastActivity >= 2_000) stats.health.set("database", stored !== undefined);
       await this.commitToKafka();
       const lag = stored && await this.measureLag(stored);
       if (lag) stats.lag = lag;
@@ -378,7 +352,7 @@ class ConsumerRun {
       });
       return Object.fromEntries(positions.map((p) => [partitionKey(p.topic, p.partition), p.lag]));
     } catch (error) {
-      if (classify(error) === "outage") this.stats.connected.kafka = false;
+      if (classify(error) === "outage") this.stats.health.set("kafka", false);
       return undefined;
     }
   }

@@ -24,6 +24,7 @@ import {
   type UserChange,
 } from "./model.ts";
 import type { OrderWaits } from "./order_wait.ts";
+import type { BatchStats, ConsumeObserver } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
 import { OUTAGE, RetryError, waitOut } from "./retry.ts";
 import {
@@ -36,16 +37,6 @@ import {
   type Sql,
 } from "./sink.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
-
-/** Counters a batch fills: records applied and dead-lettered per topic, batches, waits, health. */
-export interface BatchStats {
-  applied: Record<string, number>;
-  deadLettered: Record<string, number>;
-  batches: number;
-  retries: number;
-  connected: { kafka: boolean; database: boolean };
-  onBatch?: (size: number, applyMs: number) => void;
-}
 
 /** The next offset to apply per `topic:partition` as this member knows it; null when nothing is stored yet. */
 export class AppliedPositions {
@@ -104,6 +95,8 @@ export interface PartitionBatchDeps {
   positions: AppliedPositions;
   orderWaits: OrderWaits;
   stats: BatchStats;
+  /** Told of each committed batch (the metrics' histograms). */
+  observer?: ConsumeObserver;
   logger: Logger;
   /** Aborted when the run stops: waits end at once and no new step starts. */
   signal: AbortSignal;
@@ -235,8 +228,7 @@ export class PartitionBatches {
         isRetriable: (error) => waitedFor(error) !== undefined,
         onWait: (error, attempt, delayMs) => {
           const what = waitedFor(error)!;
-          if (what === "PostgreSQL") stats.connected.database = false;
-          if (what === "Kafka (DLQ)") stats.connected.kafka = false;
+          stats.health.set(what === "PostgreSQL" ? "database" : "kafka", false);
           stats.retries++;
           logger.warn(`waiting for ${what}; nothing is committed meanwhile`, {
             attempt,
@@ -245,7 +237,7 @@ export class PartitionBatches {
           });
         },
       });
-      stats.connected.database = true;
+      stats.health.set("database", true);
       return step;
     } catch (error) {
       if (error instanceof MembershipLostError) {
@@ -336,7 +328,7 @@ export class PartitionBatches {
     const { stats, logger } = this.deps;
     stats.applied[topic] = (stats.applied[topic] ?? 0) + step.applied;
     stats.batches++;
-    stats.onBatch?.(step.applied + step.deadLettered.length, step.applyMs);
+    this.deps.observer?.batchCommitted(step.applied + step.deadLettered.length, step.applyMs);
     if (step.deadLettered.length === 0) return;
     stats.deadLettered[topic] = (stats.deadLettered[topic] ?? 0) + step.deadLettered.length;
     for (const { message, reason } of step.deadLettered) {
