@@ -58,7 +58,6 @@ async function main(args: string[]): Promise<number> {
   }
   const stats = newConsumeStats();
   const kafka = createKafka(config, "cdc-consume", logger);
-  const started = performance.now();
   let metrics: MetricsServer | undefined;
   let observer: ConsumeObserver | undefined;
   try {
@@ -72,18 +71,8 @@ async function main(args: string[]): Promise<number> {
         logger,
       });
     }
-    const reason = await runConsumer(config, { kafka, sql, logger, stats, observer, signal });
-    const elapsedS = (performance.now() - started) / 1000;
-    const applied = Object.values(stats.applied).reduce((a, b) => a + b, 0);
-    logger.info("done", {
-      stoppedBy: reason,
-      applied: stats.applied,
-      deadLettered: stats.deadLettered,
-      batches: stats.batches,
-      retries: stats.retries,
-      elapsedS: Math.round(elapsedS * 1000) / 1000,
-      eventsPerS: Math.round(applied / Math.max(elapsedS, 1e-6)),
-    });
+    const summary = await runConsumer(config, { kafka, sql, logger, stats, observer, signal });
+    logger.info("done", { ...summary });
     return 0;
   } catch (error) {
     logger.error(`failed: ${describeError(error)}`);

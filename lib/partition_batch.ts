@@ -23,7 +23,7 @@ import {
   parseUserEvent,
   type UserChange,
 } from "./model.ts";
-import type { OrderWaits } from "./order_wait.ts";
+import type { OrderWaits, WaitDecision } from "./order_wait.ts";
 import type { BatchStats, ConsumeObserver } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
 import { OUTAGE, RetryError, waitOut } from "./retry.ts";
@@ -214,7 +214,7 @@ export class PartitionBatches {
     batchEnd: bigint,
     heartbeat: () => Promise<void>,
   ): Promise<StepResult | undefined> {
-    const validated = this.#validate(topic, messages);
+    const validated = validate(topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent, messages);
     const { stats, logger, signal } = this.deps;
     try {
       const step = await waitOut(async () => {
@@ -253,23 +253,6 @@ export class PartitionBatches {
     }
   }
 
-  /** Parses every record and checks its key; the ones that break the contract are bound for the DLQ with the reason. */
-  #validate(topic: string, messages: KafkaMessage[]): Validated {
-    const parse = topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent;
-    const validated: Validated = { valid: [], invalid: [] };
-    for (const message of messages) {
-      try {
-        const change = parse(message.value);
-        checkRecordKey(message.key, change);
-        validated.valid.push({ message, change });
-      } catch (error) {
-        if (!(error instanceof InvalidEventError)) throw error;
-        validated.invalid.push({ message, reason: error.message });
-      }
-    }
-    return validated;
-  }
-
   /** One transaction: claim the offset, apply, dead-letter (acked by Kafka), advance the offset. */
   async #step(
     topic: string,
@@ -285,43 +268,12 @@ export class PartitionBatches {
       const started = performance.now();
       const outcome = await applyChanges(tx, valid.map((v) => v.change) as UserChange[] | OrderChange[]);
       const applyMs = performance.now() - started;
-      const step = await this.#settle(topic, partition, messages, { valid, invalid }, outcome, batchEnd);
+      const decide = (offset: string) => this.deps.orderWaits.decide(partitionKey(topic, partition), offset);
+      const step = await settle(messages, { valid, invalid }, outcome, batchEnd, decide, this.deps.config.orderWaitS);
       await writeDeadLetters(this.deps.publisher, topic, partition, step.deadLettered, new Date());
       if (step.next > start) await advanceOffset(tx, claimed, step.next);
       return { ...step, applyMs };
     }) as StepResult;
-  }
-
-  /** Where the step ends and what goes to the DLQ: everything before a blocked order, or the whole batch. */
-  async #settle(
-    topic: string,
-    partition: number,
-    messages: KafkaMessage[],
-    { valid, invalid }: Validated,
-    outcome: ApplyOutcome,
-    batchEnd: bigint,
-  ): Promise<Omit<StepResult, "applyMs">> {
-    const rejected = outcome.rejected.map((r) => ({ message: valid[r.index].message, reason: r.reason }));
-    let next = batchEnd;
-    let blocked: StepResult["blocked"];
-    if (outcome.blocked) {
-      const { message, change } = valid[outcome.blocked.index];
-      const { userId } = outcome.blocked;
-      const decision = await this.deps.orderWaits.decide(partitionKey(topic, partition), message.offset);
-      if (decision.expired) {
-        const reason =
-          `user ${userId} of order ${change.id} did not exist after waiting ${this.deps.config.orderWaitS}s`;
-        rejected.push({ message, reason });
-        next = BigInt(message.offset) + 1n;
-      } else {
-        next = BigInt(message.offset);
-        blocked = { offset: message.offset, userId, ...decision };
-      }
-    }
-    const deadLettered = [...invalid.filter((d) => BigInt(d.message.offset) < next), ...rejected]
-      .sort((a, b) => (BigInt(a.message.offset) < BigInt(b.message.offset) ? -1 : 1));
-    const done = messages.filter((m) => BigInt(m.offset) < next).length;
-    return { next, applied: done - deadLettered.length, deadLettered, blocked };
   }
 
   #count(topic: string, partition: number, step: StepResult): void {
@@ -392,4 +344,59 @@ function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
   const kind = classify(error);
   if (dependencyOf(error) === "kafka") return kind === "outage" ? "Kafka (DLQ)" : undefined;
   return kind === "outage" || kind === "transient" ? "PostgreSQL" : undefined;
+}
+
+/** Parses every record and checks its key; the ones that break the contract are bound for the DLQ with the reason. */
+function validate(
+  parse: (value: KafkaMessage["value"]) => UserChange | OrderChange,
+  messages: KafkaMessage[],
+): Validated {
+  const validated: Validated = { valid: [], invalid: [] };
+  for (const message of messages) {
+    try {
+      const change = parse(message.value);
+      checkRecordKey(message.key, change);
+      validated.valid.push({ message, change });
+    } catch (error) {
+      if (!(error instanceof InvalidEventError)) throw error;
+      validated.invalid.push({ message, reason: error.message });
+    }
+  }
+  return validated;
+}
+
+/**
+ * Where the step ends and what goes to the DLQ: everything before a blocked order, or the whole
+ * batch. `decide` says whether the blocking order has waited `orderWaitS` for its user.
+ */
+async function settle(
+  messages: KafkaMessage[],
+  { valid, invalid }: Validated,
+  outcome: ApplyOutcome,
+  batchEnd: bigint,
+  decide: (offset: string) => Promise<WaitDecision>,
+  orderWaitS: number,
+): Promise<Omit<StepResult, "applyMs">> {
+  const rejected = outcome.rejected.map((r) => ({ message: valid[r.index].message, reason: r.reason }));
+  let next = batchEnd;
+  let blocked: StepResult["blocked"];
+  if (outcome.blocked) {
+    const { message, change } = valid[outcome.blocked.index];
+    const { userId } = outcome.blocked;
+    const decision = await decide(message.offset);
+    if (decision.expired) {
+      rejected.push({
+        message,
+        reason: `user ${userId} of order ${change.id} did not exist after waiting ${orderWaitS}s`,
+      });
+      next = BigInt(message.offset) + 1n;
+    } else {
+      next = BigInt(message.offset);
+      blocked = { offset: message.offset, userId, ...decision };
+    }
+  }
+  const deadLettered = [...invalid.filter((d) => BigInt(d.message.offset) < next), ...rejected]
+    .sort((a, b) => (BigInt(a.message.offset) < BigInt(b.message.offset) ? -1 : 1));
+  const done = messages.filter((m) => BigInt(m.offset) < next).length;
+  return { next, applied: done - deadLettered.length, deadLettered, blocked };
 }
