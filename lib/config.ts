@@ -236,12 +236,22 @@ const CAPTURE_FLAGS: Record<string, FlagSpec> = {
   },
 };
 
-/** Flags of each command line, for parsing and `--help`. */
+const DLQ_FLAGS: Record<string, FlagSpec> = {
+  topic: { type: "string", help: "users or orders (or a configured topic name); default both" },
+  limit: { type: "string", help: "list: print at most N records" },
+  "dry-run": { type: "boolean", help: "replay: print what would be replayed; publish and commit nothing" },
+};
+
+/** Flags of each command line, for parsing and `--help`; dlq also reads the consume flags it shares. */
 const COMMAND_FLAGS = {
   produce: PRODUCE_FLAGS,
   consume: CONSUME_FLAGS,
   "produce capture": CAPTURE_FLAGS,
+  "consume dlq": { ...CONSUME_FLAGS, ...DLQ_FLAGS },
 } as const;
+
+/** What a command line holds before its flags, in its usage line. */
+const POSITIONALS: Partial<Record<CommandName, string>> = { "consume dlq": "list|replay " };
 
 /** A command whose flags {@linkcode readCommandLine} reads. */
 export type CommandName = keyof typeof COMMAND_FLAGS;
@@ -480,17 +490,55 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
   const flags = { ...COMMON_FLAGS, ...CONSUME_FLAGS };
   const values = readValues(flags, args, env);
   if (values.get("help") === true) return { help: true };
+  return { help: false, config: consumeSettings(values, flags) };
+}
+
+function consumeSettings(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): ConsumeConfig {
+  return {
+    ...common(values, flags),
+    idleTimeoutS: integer(values, flags, "idle-timeout", undefined, 1, 86_400),
+    orderWaitS: integer(values, flags, "order-wait", DEFAULTS.orderWaitS, 0, 86_400)!,
+    concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
+    maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
+    rebuild: values.get("rebuild") === true,
+    // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms).
+    sessionTimeoutS: integer(values, flags, "session-timeout", DEFAULTS.sessionTimeoutS, 6, 1800)!,
+  };
+}
+
+/** Settings of `main_consume.ts dlq`: the consumer's, and the action with its own flags. */
+export interface DlqConfig extends ConsumeConfig {
+  /** `list` prints the DLQ records, `replay` republishes them to their source topics. */
+  action: "list" | "replay";
+  /** `users`, `orders`, a configured topic or its DLQ; both when absent. */
+  topic?: string;
+  /** list: print at most this many records. */
+  limit?: number;
+  /** replay: print what would be replayed; publish and commit nothing. @default false */
+  dryRun: boolean;
+}
+
+/** Reads `dlq list|replay` and its flags (its own and the consumer's) from the environment and `args`. */
+export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
+  const [action, ...rest] = args;
+  if (action === undefined || action === "--help" || action === "help") return { help: true };
+  if (action !== "list" && action !== "replay") {
+    throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
+  }
+  const flags = { ...COMMON_FLAGS, ...COMMAND_FLAGS["consume dlq"] };
+  const values = readValues(flags, rest, env);
+  if (values.get("help") === true) return { help: true };
+  const dryRun = values.get("dry-run") === true;
+  if (dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
+  if (values.has("limit") && action !== "list") throw new ConfigError("--limit belongs to dlq list");
   return {
     help: false,
     config: {
-      ...common(values, flags),
-      idleTimeoutS: integer(values, flags, "idle-timeout", undefined, 1, 86_400),
-      orderWaitS: integer(values, flags, "order-wait", DEFAULTS.orderWaitS, 0, 86_400)!,
-      concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
-      maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
-      rebuild: values.get("rebuild") === true,
-      // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms).
-      sessionTimeoutS: integer(values, flags, "session-timeout", DEFAULTS.sessionTimeoutS, 6, 1800)!,
+      ...consumeSettings(values, flags),
+      action,
+      topic: values.has("topic") ? text(values, flags, "topic", "") : undefined,
+      limit: integer(values, flags, "limit", undefined, 1),
+      dryRun,
     },
   };
 }
@@ -596,7 +644,7 @@ export function readCommandLine<T>(
 export function helpText(command: CommandName, summary: string): string {
   const flags = { ...COMMON_FLAGS, ...COMMAND_FLAGS[command] };
   const lines = [
-    `usage: cdc-${command} [flags]`,
+    `usage: cdc-${command} ${POSITIONALS[command] ?? ""}[flags]`,
     "",
     summary,
     "",

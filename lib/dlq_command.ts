@@ -7,16 +7,15 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { parseArgs } from "node:util";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
-import { ConfigError, type ConsumeConfig, integerRule, loadConsumeConfig, shownValue } from "./config.ts";
+import type { CommandDefinition } from "./command.ts";
+import { ConfigError, type ConsumeConfig, type DlqConfig, loadDlqConfig } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./dead_letter.ts";
 import { createKafka } from "./kafka_admin.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
-import { commandLogger, createLogger, type Logger, routeProcessWarnings } from "./log.ts";
-import { describeError, isKafkaOutage } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { isKafkaOutage } from "./errors.ts";
 import { SEND, waitOut } from "./retry.ts";
-import { stopSignal } from "./shutdown.ts";
 import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
@@ -203,10 +202,7 @@ export function replayGroup(consumerGroup: string): string {
   return `${consumerGroup}.dlq-replay`;
 }
 
-const USAGE = `usage: cdc-consume dlq list [--topic users|orders] [--limit N] [flags]
-       cdc-consume dlq replay [--topic users|orders] [--dry-run] [flags]
-
-Inspects and replays the dead-letter topics <topic>.dlq that the consumer writes.
+const SUMMARY = `Inspects and replays the dead-letter topics <topic>.dlq that the consumer writes.
 
   list      prints one line per DLQ record to stdout (source topic:partition:offset, failed-at,
             reason, key, a shortened value, and the record's own dlq topic:partition:offset),
@@ -216,74 +212,7 @@ Inspects and replays the dead-letter topics <topic>.dlq that the consumer writes
             "dlq-topic:partition:offset" added. Its position is committed in the consumer group
             <group>.dlq-replay after Kafka acknowledged the records, so re-running replay
             replays only DLQ records that arrived since the last run. Fix the cause first
-            (e.g. create the missing user): a record that fails again goes back to the DLQ.
-
-  --topic NAME              users or orders (or a configured topic name); default both
-  --limit N                 list: print at most N records
-  --dry-run                 replay: print what would be replayed; publish and commit nothing
-  --help                    show this help
-
-Connection flags are those of cdc-consume (see cdc-consume --help): --brokers, --users-topic,
---orders-topic, --group, --kafka-tls, --sasl-*, --log-format, each also read from its env variable.`;
-
-/** Where the DLQ command writes: stdout for records and summaries, stderr through the logger. */
-export interface DlqIo {
-  /** Writes one line to stdout. */
-  out: (line: string) => void;
-  /** The command's stop. @default lib/shutdown.ts' stopSignal */
-  signal?: AbortSignal;
-}
-
-interface DlqArgs {
-  action: "list" | "replay";
-  topic?: string;
-  limit?: number;
-  dryRun: boolean;
-  rest: string[];
-}
-
-/** Splits the dlq command line into its own flags and the consume flags it shares; undefined means help. */
-export function parseDlqArgs(args: string[]): DlqArgs | undefined {
-  const [action, ...tail] = args;
-  if (action === undefined || action === "--help" || action === "help" || tail.includes("--help")) return undefined;
-  if (action !== "list" && action !== "replay") {
-    throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
-  }
-  const { tokens } = parseArgs({
-    args: tail,
-    options: { topic: { type: "string" }, limit: { type: "string" }, "dry-run": { type: "boolean" } },
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-  });
-  const own = new Set<number>();
-  const values: { topic?: string; limit?: string; dryRun: boolean } = { dryRun: false };
-  for (const token of tokens) {
-    if (token.kind !== "option" || !["topic", "limit", "dry-run"].includes(token.name)) continue;
-    own.add(token.index);
-    if (token.name === "dry-run") {
-      values.dryRun = true;
-      continue;
-    }
-    let value = token.value;
-    if (token.inlineValue === false || value === undefined) {
-      value = tail[token.index + 1];
-      if (value === undefined || value.startsWith("--")) throw new ConfigError(`--${token.name} needs a value`);
-      own.add(token.index + 1);
-    }
-    values[token.name as "topic" | "limit"] = value;
-  }
-  if (values.dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
-  let limit: number | undefined;
-  if (values.limit !== undefined) {
-    if (action !== "list") throw new ConfigError("--limit belongs to dlq list");
-    limit = Number(values.limit);
-    if (!/^\d+$/.test(values.limit) || !Number.isSafeInteger(limit) || limit < 1) {
-      throw new ConfigError(`--limit must be ${integerRule(1)}: ${shownValue(values.limit)}`);
-    }
-  }
-  return { action, topic: values.topic, limit, dryRun: values.dryRun, rest: tail.filter((_, i) => !own.has(i)) };
-}
+            (e.g. create the missing user): a record that fails again goes back to the DLQ.`;
 
 /** The DLQ topics `--topic` names: `users`, `orders`, a configured topic or its DLQ; both when absent. */
 export function dlqTopicsOf(config: ConsumeConfig, topic: string | undefined): string[] {
@@ -376,62 +305,42 @@ export async function replayDlq(
   return summary;
 }
 
-/** Runs `cdc-consume dlq ...`; returns the exit code. */
-export async function runDlqCommand(
-  args: string[],
-  env: Record<string, string | undefined>,
-  io: DlqIo,
-): Promise<number> {
-  let parsed: DlqArgs | undefined;
-  let config: ConsumeConfig;
-  let topics: string[];
-  try {
-    parsed = parseDlqArgs(args);
-    if (!parsed) {
-      io.out(USAGE);
-      return 0;
+/** What a dlq command did, logged at exit. */
+export type DlqSummary =
+  | { action: "list"; listed: number; topics: string }
+  | ({ action: "replay"; dryRun: boolean; group: string } & ReplaySummary);
+
+/** `cdc-consume dlq list|replay`, run by lib/command.ts' skeleton. */
+export const dlqCommand: CommandDefinition<DlqConfig, DlqSummary> = {
+  name: "consume dlq",
+  component: "dlq",
+  summary: SUMMARY,
+  load: loadDlqConfig,
+  onStop: "ending after the batch in hand",
+  run: async (config, { logger, signal, out }) => {
+    const topics = dlqTopicsOf(config, config.topic);
+    const kafka = createKafka(config, "cdc-dlq", logger);
+    if (config.action === "list") {
+      const listed = await listDlq(kafka, config, topics, out, { limit: config.limit, signal });
+      return { action: "list", listed, topics: topics.join(",") };
     }
-    const loaded = loadConsumeConfig(parsed.rest, env);
-    if (loaded.help) {
-      io.out(USAGE);
-      return 0;
-    }
-    config = loaded.config;
-    topics = dlqTopicsOf(config, parsed.topic);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    createLogger({ component: "dlq", format: env.LOG_FORMAT === "json" ? "json" : "human" }).error(
-      `cdc-consume dlq: ${error.message}`,
-    );
-    return 2;
-  }
-  const logger = commandLogger("dlq", config, env);
-  routeProcessWarnings(logger);
-  const kafka = createKafka(config, "cdc-dlq", logger);
-  const signal = io.signal ?? stopSignal(logger, "ending after the batch in hand");
-  try {
-    if (parsed.action === "list") {
-      const count = await listDlq(kafka, config, topics, io.out, { limit: parsed.limit, signal });
-      logger.info(`listed ${count} DLQ records`, { topics: topics.join(",") });
-      return 0;
-    }
-    const summary = await replayDlq(kafka, config, topics, { dryRun: parsed.dryRun, out: io.out, logger, signal });
+    const summary = await replayDlq(kafka, config, topics, { dryRun: config.dryRun, out, logger, signal });
     const total = Object.values(summary.replayed).reduce((a, b) => a + b, 0);
     const perTopic = Object.entries(summary.replayed).map(([t, n]) => `${t}: ${n}`).join(", ");
-    io.out(
-      parsed.dryRun
+    out(
+      config.dryRun
         ? `dry run: would replay ${total} DLQ records${perTopic ? ` (${perTopic})` : ""}; published nothing`
         : `replayed ${total} DLQ records${perTopic ? ` (${perTopic})` : ""}` +
           (total === 0 ? ": nothing arrived since the last replay" : ""),
     );
-    logger.info(parsed.dryRun ? "dry run done" : "replay done", {
-      replayed: summary.replayed,
-      skipped: summary.skipped,
-      group: replayGroup(config.consumerGroup),
-    });
-    return 0;
-  } catch (error) {
-    logger.error(`dlq ${parsed.action} failed: ${describeError(error)}`);
-    return 1;
-  }
-}
+    return { action: "replay", dryRun: config.dryRun, group: replayGroup(config.consumerGroup), ...summary };
+  },
+  outcome: (summary) => ({
+    message: summary.action === "list"
+      ? `listed ${summary.listed} DLQ records`
+      : summary.dryRun
+      ? "dry run done"
+      : "replay done",
+    exitCode: 0,
+  }),
+};
