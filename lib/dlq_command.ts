@@ -91,12 +91,12 @@ export interface ReadDlqOptions {
   signal?: AbortSignal;
 }
 
-/**
- * Reads `topics` from the group's committed position (or the start) up to the end offsets they
- * had when the call started, then returns the number of records handled; never waits for more.
- */
-export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<number> {
-  const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000, signal } = options;
+/** Where the group is on each partition of `topics` (or the log's start) and where the log ends, for partitions with records left. */
+async function unreadRanges(
+  kafka: Kafka,
+  topics: string[],
+  groupId: string,
+): Promise<Map<PartitionKey, { next: bigint; end: bigint }>> {
   const admin = kafka.admin();
   const ends = new Map<PartitionKey, { next: bigint; end: bigint }>();
   await admin.connect();
@@ -117,6 +117,16 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
   } finally {
     await admin.disconnect();
   }
+  return ends;
+}
+
+/**
+ * Reads `topics` from the group's committed position (or the start) up to the end offsets they
+ * had when the call started, then returns the number of records handled; never waits for more.
+ */
+export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<number> {
+  const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000, signal } = options;
+  const ends = await unreadRanges(kafka, topics, groupId);
   if (ends.size === 0 || limit <= 0 || signal?.aborted) return 0;
 
   let handled = 0;

@@ -4,7 +4,7 @@
  * @module
  */
 import process from "node:process";
-import type { Message, Producer } from "kafkajs";
+import type { Admin, Message, Producer } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { describeError, isKafkaAuthError } from "./errors.ts";
 import { type EventBatch, generateInWorker, type GenerationStats, newStats, randomSeed } from "./event_batches.ts";
@@ -62,27 +62,44 @@ export function writeStdout(chunk: string): Promise<void> {
   });
 }
 
+/** The state of one produce run that printing and publishing share: counts, the stop, progress lines. */
+class ProduceRun {
+  readonly generation: GenerationStats = newStats();
+  readonly topicOf: { user: string; order: string };
+  readonly started = performance.now();
+  done = 0;
+  interrupted = false;
+  #lastProgress = this.started;
+
+  constructor(readonly config: ProduceConfig, readonly options: ProducerRunOptions) {
+    this.topicOf = { user: config.usersTopic, order: config.ordersTopic };
+  }
+
+  /** Takes a batch's generation counts; true when a stop was asked for, so the run ends after this batch. */
+  tookBatch(batch: EventBatch): boolean {
+    Object.assign(this.generation, batch.stats);
+    this.interrupted = this.options.signal?.aborted === true;
+    return this.interrupted;
+  }
+
+  /** Counts records done and logs a progress line when one is due. */
+  advanced(count: number): void {
+    this.done += count;
+    const now = performance.now();
+    if (now - this.#lastProgress < (this.options.progressEveryS ?? 5) * 1000) return;
+    this.#lastProgress = now;
+    const rate = Math.round(this.done / ((now - this.started) / 1000));
+    const total = this.config.users + this.config.orders;
+    this.options.logger.info(`${this.config.dryRun ? "printed" : "published"} ${this.done}/${total} events`, {
+      eventsPerS: rate,
+    });
+  }
+}
+
 /** Generates and publishes (or prints) the configured events. */
 export async function runProducer(config: ProduceConfig, options: ProducerRunOptions): Promise<ProduceSummary> {
-  const { logger, writeOut = writeStdout, signal, progressEveryS = 5 } = options;
-  const produceStats = options.stats ?? newProduceStats();
   const seed = config.seed ?? randomSeed();
-  const stats = newStats();
-  const topicOf = { user: config.usersTopic, order: config.ordersTopic };
-  const started = performance.now();
-  const total = config.users + config.orders;
-  let done = 0;
-  let interrupted = false;
-  let lastProgress = started;
-
-  const progress = () => {
-    const now = performance.now();
-    if (now - lastProgress < progressEveryS * 1000) return;
-    lastProgress = now;
-    const rate = Math.round(done / ((now - started) / 1000));
-    logger.info(`${config.dryRun ? "printed" : "published"} ${done}/${total} events`, { eventsPerS: rate });
-  };
-
+  const run = new ProduceRun(config, options);
   const batches = generateInWorker({
     users: config.users,
     orders: config.orders,
@@ -90,21 +107,31 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     systemClock: config.seed === undefined,
     batchSize: config.batchSize,
   });
-
   if (config.dryRun) {
+    const writeOut = options.writeOut ?? writeStdout;
     for await (const batch of batches) {
       await writeOut(batch.values + "\n");
-      Object.assign(stats, batch.stats);
-      done += batch.count;
-      progress();
-      if (signal?.aborted) {
-        interrupted = true;
-        break;
-      }
+      run.advanced(batch.count);
+      if (run.tookBatch(batch)) break;
     }
-    return summarize(stats, seed, done, started, interrupted, topicOf);
-  }
+  } else await publish(run, batches);
+  return summarize(run.generation, seed, run.done, run.started, run.interrupted, run.topicOf);
+}
 
+/** Creates the topics when missing; returns the partition count of each. */
+async function prepareTopics(admin: Admin, config: ProduceConfig, logger: Logger) {
+  await admin.connect();
+  await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
+  await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
+  const { topics } = await admin.fetchTopicMetadata({ topics: [config.usersTopic, config.ordersTopic] });
+  const count = (topic: string) => topics.find((t) => t.name === topic)?.partitions.length ?? 0;
+  return { user: count(config.usersTopic), order: count(config.ordersTopic) };
+}
+
+/** Publishes the generated batches over the {@linkcode LANES}, each send acknowledged by all in-sync replicas. */
+async function publish(run: ProduceRun, batches: AsyncIterable<EventBatch>): Promise<void> {
+  const { config, options: { logger, observer } } = run;
+  const produceStats = run.options.stats ?? newProduceStats();
   const kafka = createKafka(config, "cdc-produce", logger);
   const admin = kafka.admin();
   const lanes: Lane[] = Array.from(
@@ -122,14 +149,10 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       }),
   };
   try {
-    const partitions = await waitOut(async () => {
-      await admin.connect();
-      await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
-      await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
-      const { topics } = await admin.fetchTopicMetadata({ topics: [config.usersTopic, config.ordersTopic] });
-      const count = (topic: string) => topics.find((t) => t.name === topic)?.partitions.length ?? 0;
-      return { user: count(config.usersTopic), order: count(config.ordersTopic) };
-    }, { ...budget, what: `preparing topics on ${config.brokers.join(",")}` });
+    const partitions = await waitOut(() => prepareTopics(admin, config, logger), {
+      ...budget,
+      what: `preparing topics on ${config.brokers.join(",")}`,
+    });
     await admin.disconnect();
     let connectedLanes = 0;
     for (const { producer } of lanes) {
@@ -150,16 +173,14 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       writeWithRetry(lane.producer, topicMessages, writeOptions).then(() => {
         for (const { topic, messages } of topicMessages) {
           produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
-          done += messages.length;
+          run.advanced(messages.length);
         }
-        progress();
       }, (error) => {
         lane.failure = { error };
       });
     let batchAcked: Promise<void> = Promise.resolve();
     for await (const batch of batches) {
-      const perLane = splitByLane(batch, topicOf, partitions);
-      Object.assign(stats, batch.stats);
+      const perLane = splitByLane(batch, run.topicOf, partitions);
       let sendStarted = 0;
       const sends: Promise<void>[] = [];
       for (let i = 0; i < LANES; i++) {
@@ -169,12 +190,9 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
         sends.push(lanes[i].inFlight = send(lanes[i], perLane[i]));
       }
       batchAcked = Promise.all(sends).then(() => {
-        if (lanes.every((lane) => !lane.failure)) options.observer?.batchSent(performance.now() - sendStarted);
+        if (lanes.every((lane) => !lane.failure)) observer?.batchSent(performance.now() - sendStarted);
       });
-      if (signal?.aborted) {
-        interrupted = true;
-        break;
-      }
+      if (run.tookBatch(batch)) break;
     }
     for (const lane of lanes) await settle(lane);
     await batchAcked;
@@ -183,7 +201,6 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     await Promise.all(lanes.map((lane) => lane.producer.disconnect().catch(() => {})));
     await admin.disconnect().catch(() => {});
   }
-  return summarize(stats, seed, done, started, interrupted, topicOf);
 }
 
 /**
