@@ -139,122 +139,288 @@ export type Parsed<T> = { help: true } | { help: false; config: T };
 
 type Env = Record<string, string | undefined>;
 
-interface FlagSpec {
+/** The commands whose flags config.ts reads; `consume dlq` also reads the consume flags. */
+export const COMMANDS = ["produce", "consume", "produce capture", "consume dlq"] as const;
+
+/** A command whose flags {@linkcode readCommandLine} reads. */
+export type CommandName = typeof COMMANDS[number];
+
+/** One setting: its flag, env variable, default, help line and the commands that read it. */
+export interface Setting {
+  /** The flag, without `--`. */
+  flag: string;
+  /** The environment variable read when the flag is absent. */
   env?: string;
+  /** A `string` flag takes a value; a `boolean` one is set by its presence. */
   type: "string" | "boolean";
+  /** The default, as shown in `--help` and the README; absent when there is none or it is off. */
+  default?: string | number;
+  /** One line saying what it sets. */
   help: string;
+  /** The commands that read it. */
+  commands: readonly CommandName[];
 }
 
-const COMMON_FLAGS: Record<string, FlagSpec> = {
-  brokers: { env: "KAFKA_BROKERS", type: "string", help: "comma-separated bootstrap brokers" },
-  "database-url": { env: "DATABASE_URL", type: "string", help: "PostgreSQL URL (libpq form)" },
-  "users-topic": { env: "USERS_TOPIC", type: "string", help: "topic of user events" },
-  "orders-topic": { env: "ORDERS_TOPIC", type: "string", help: "topic of order events" },
-  "users-partitions": { env: "USERS_PARTITIONS", type: "string", help: "partitions of a new users topic" },
-  "orders-partitions": { env: "ORDERS_PARTITIONS", type: "string", help: "partitions of a new orders topic" },
-  "replication-factor": { env: "REPLICATION_FACTOR", type: "string", help: "replication of new topics" },
-  group: { env: "CONSUMER_GROUP", type: "string", help: "consumer group id" },
-  "kafka-tls": { env: "KAFKA_TLS", type: "boolean", help: "connect to Kafka over TLS" },
-  "kafka-ca-file": { env: "KAFKA_TLS_CA_FILE", type: "string", help: "PEM file of the brokers' CA (implies TLS)" },
-  "sasl-mechanism": { env: "KAFKA_SASL_MECHANISM", type: "string", help: "plain, scram-sha-256 or scram-sha-512" },
-  "sasl-username": { env: "KAFKA_SASL_USERNAME", type: "string", help: "SASL user" },
-  "sasl-password": { env: "KAFKA_SASL_PASSWORD", type: "string", help: "SASL password (prefer the env variable)" },
-  "log-format": { env: "LOG_FORMAT", type: "string", help: "human or json" },
-  "metrics-port": { env: "METRICS_PORT", type: "string", help: "serve /metrics and /health on this port" },
-  help: { type: "boolean", help: "show this help" },
-};
+const ALL = COMMANDS;
+const CONSUMERS = ["consume", "consume dlq"] as const;
 
-const PRODUCE_FLAGS: Record<string, FlagSpec> = {
-  users: { type: "string", help: `user events to generate (default ${DEFAULTS.users})` },
-  orders: { type: "string", help: `order events to generate (default ${DEFAULTS.orders})` },
-  "batch-size": { type: "string", help: `events per send (default ${DEFAULTS.batchSize})` },
-  seed: { type: "string", help: "seed for a repeatable stream" },
-  "dry-run": { type: "boolean", help: "print events as JSON lines, publish nothing" },
-  "max-attempts": {
+/**
+ * Every setting of every command, in `--help` order. The loaders below read values through it
+ * and check each against its rule; `--help` and the README's settings table
+ * ({@linkcode settingsTable}) are rendered from it.
+ */
+export const SETTINGS: readonly Setting[] = [
+  {
+    flag: "brokers",
+    env: "KAFKA_BROKERS",
+    type: "string",
+    default: DEFAULTS.brokers,
+    help: "comma-separated bootstrap brokers",
+    commands: ALL,
+  },
+  {
+    flag: "database-url",
+    env: "DATABASE_URL",
+    type: "string",
+    default: DEFAULTS.databaseUrl,
+    help: "PostgreSQL URL (libpq form)",
+    commands: ALL,
+  },
+  {
+    flag: "users-topic",
+    env: "USERS_TOPIC",
+    type: "string",
+    default: DEFAULTS.usersTopic,
+    help: "topic of user events",
+    commands: ALL,
+  },
+  {
+    flag: "orders-topic",
+    env: "ORDERS_TOPIC",
+    type: "string",
+    default: DEFAULTS.ordersTopic,
+    help: "topic of order events",
+    commands: ALL,
+  },
+  {
+    flag: "users-partitions",
+    env: "USERS_PARTITIONS",
+    type: "string",
+    default: DEFAULTS.usersPartitions,
+    help: "partitions of a new users topic",
+    commands: ALL,
+  },
+  {
+    flag: "orders-partitions",
+    env: "ORDERS_PARTITIONS",
+    type: "string",
+    default: DEFAULTS.ordersPartitions,
+    help: "partitions of a new orders topic",
+    commands: ALL,
+  },
+  {
+    flag: "replication-factor",
+    env: "REPLICATION_FACTOR",
+    type: "string",
+    default: DEFAULTS.replicationFactor,
+    help: "replication of new topics",
+    commands: ALL,
+  },
+  {
+    flag: "group",
+    env: "CONSUMER_GROUP",
+    type: "string",
+    default: DEFAULTS.consumerGroup,
+    help: "consumer group id",
+    commands: ALL,
+  },
+  { flag: "kafka-tls", env: "KAFKA_TLS", type: "boolean", help: "connect to Kafka over TLS", commands: ALL },
+  {
+    flag: "kafka-ca-file",
+    env: "KAFKA_TLS_CA_FILE",
+    type: "string",
+    help: "PEM file of the brokers' CA (implies TLS)",
+    commands: ALL,
+  },
+  {
+    flag: "sasl-mechanism",
+    env: "KAFKA_SASL_MECHANISM",
+    type: "string",
+    help: "plain, scram-sha-256 or scram-sha-512",
+    commands: ALL,
+  },
+  { flag: "sasl-username", env: "KAFKA_SASL_USERNAME", type: "string", help: "SASL user", commands: ALL },
+  {
+    flag: "sasl-password",
+    env: "KAFKA_SASL_PASSWORD",
+    type: "string",
+    help: "SASL password (prefer the env variable)",
+    commands: ALL,
+  },
+  { flag: "log-format", env: "LOG_FORMAT", type: "string", default: "human", help: "human or json", commands: ALL },
+  {
+    flag: "metrics-port",
+    env: "METRICS_PORT",
+    type: "string",
+    help: "serve /metrics and /health on this port",
+    commands: ALL,
+  },
+  { flag: "help", type: "boolean", help: "show this help", commands: ALL },
+  { flag: "users", type: "string", default: DEFAULTS.users, help: "user events to generate", commands: ["produce"] },
+  { flag: "orders", type: "string", default: DEFAULTS.orders, help: "order events to generate", commands: ["produce"] },
+  { flag: "batch-size", type: "string", default: DEFAULTS.batchSize, help: "events per send", commands: ["produce"] },
+  { flag: "seed", type: "string", help: "seed for a repeatable stream", commands: ["produce"] },
+  { flag: "dry-run", type: "boolean", help: "print events as JSON lines, publish nothing", commands: ["produce"] },
+  {
+    flag: "max-attempts",
     env: "PRODUCE_MAX_ATTEMPTS",
     type: "string",
-    help: `attempts per send (default ${DEFAULTS.maxAttempts})`,
+    default: DEFAULTS.maxAttempts,
+    help: "attempts per send",
+    commands: ["produce"],
   },
-  "retry-backoff-ms": {
+  {
+    flag: "retry-backoff-ms",
     env: "PRODUCE_RETRY_BACKOFF_MS",
     type: "string",
-    help: `first retry delay (default ${DEFAULTS.retryBackoffMs})`,
+    default: DEFAULTS.retryBackoffMs,
+    help: "first retry delay",
+    commands: ["produce"],
   },
-};
-
-const CONSUME_FLAGS: Record<string, FlagSpec> = {
-  "idle-timeout": { env: "IDLE_TIMEOUT", type: "string", help: "exit once drained and idle this many seconds" },
-  "order-wait": {
+  {
+    flag: "idle-timeout",
+    env: "IDLE_TIMEOUT",
+    type: "string",
+    help: "exit once drained and idle this many seconds",
+    commands: CONSUMERS,
+  },
+  {
+    flag: "order-wait",
     env: "ORDER_WAIT_SECONDS",
     type: "string",
-    help: `seconds an order waits for its user (default ${DEFAULTS.orderWaitS})`,
+    default: DEFAULTS.orderWaitS,
+    help: "seconds an order waits for its user",
+    commands: CONSUMERS,
   },
-  concurrency: {
+  {
+    flag: "concurrency",
     env: "CONSUMER_CONCURRENCY",
     type: "string",
-    help: `partitions applied at once (default ${DEFAULTS.concurrency})`,
+    default: DEFAULTS.concurrency,
+    help: "partitions applied at once",
+    commands: CONSUMERS,
   },
-  "max-batch-bytes": {
+  {
+    flag: "max-batch-bytes",
     env: "MAX_BATCH_BYTES",
     type: "string",
-    help: `fetch bytes per partition (default ${DEFAULTS.maxBatchBytes})`,
+    default: DEFAULTS.maxBatchBytes,
+    help: "fetch bytes per partition",
+    commands: CONSUMERS,
   },
-  "session-timeout": {
+  {
+    flag: "session-timeout",
     env: "CONSUMER_SESSION_TIMEOUT",
     type: "string",
-    help:
-      `seconds before a silent member loses its partitions and its open transaction (default ${DEFAULTS.sessionTimeoutS})`,
+    default: DEFAULTS.sessionTimeoutS,
+    help: "seconds before a silent member loses its partitions and its open transaction",
+    commands: CONSUMERS,
   },
-  rebuild: {
+  {
+    flag: "rebuild",
     type: "boolean",
     help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
+    commands: CONSUMERS,
   },
-};
-
-const CAPTURE_FLAGS: Record<string, FlagSpec> = {
-  "topic-prefix": {
+  {
+    flag: "topic-prefix",
     env: "CAPTURE_TOPIC_PREFIX",
     type: "string",
-    help: `capture topics are <prefix>.<schema>.<table> (default ${DEFAULTS.captureTopicPrefix})`,
+    default: DEFAULTS.captureTopicPrefix,
+    help: "capture topics are <prefix>.<schema>.<table>",
+    commands: ["produce capture"],
   },
-  tables: {
+  {
+    flag: "tables",
     env: "CAPTURE_TABLES",
     type: "string",
-    help: `tables to capture, comma-separated schema.table (default ${DEFAULTS.captureTables})`,
+    default: DEFAULTS.captureTables,
+    help: "tables to capture, comma-separated schema.table",
+    commands: ["produce capture"],
   },
-  slot: { env: "CAPTURE_SLOT", type: "string", help: `replication slot (default ${DEFAULTS.captureSlot})` },
-  publication: {
+  {
+    flag: "slot",
+    env: "CAPTURE_SLOT",
+    type: "string",
+    default: DEFAULTS.captureSlot,
+    help: "replication slot",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "publication",
     env: "CAPTURE_PUBLICATION",
     type: "string",
-    help: `publication of the captured tables (default ${DEFAULTS.capturePublication})`,
+    default: DEFAULTS.capturePublication,
+    help: "publication of the captured tables",
+    commands: ["produce capture"],
   },
-  "batch-size": { type: "string", help: `most records per send (default ${DEFAULTS.captureBatchSize})` },
-  "drop-slot": { type: "boolean", help: "drop the slot and the publication, then exit" },
-  "new-snapshot": {
+  {
+    flag: "batch-size",
+    type: "string",
+    default: DEFAULTS.captureBatchSize,
+    help: "most records per send",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "drop-slot",
+    type: "boolean",
+    help: "drop the slot and the publication, then exit",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "new-snapshot",
     type: "boolean",
     help: "create the slot anew and publish every row again (after a lost slot or publication gap)",
+    commands: ["produce capture"],
   },
-};
+  {
+    flag: "topic",
+    type: "string",
+    help: "users or orders (or a configured topic name); default both",
+    commands: ["consume dlq"],
+  },
+  { flag: "limit", type: "string", help: "list: print at most N records", commands: ["consume dlq"] },
+  {
+    flag: "dry-run",
+    type: "boolean",
+    help: "replay: print what would be replayed; publish and commit nothing",
+    commands: ["consume dlq"],
+  },
+];
 
-const DLQ_FLAGS: Record<string, FlagSpec> = {
-  topic: { type: "string", help: "users or orders (or a configured topic name); default both" },
-  limit: { type: "string", help: "list: print at most N records" },
-  "dry-run": { type: "boolean", help: "replay: print what would be replayed; publish and commit nothing" },
-};
+/** The settings of `command`, by flag. */
+function settingsOf(command: CommandName): Record<string, Setting> {
+  return Object.fromEntries(SETTINGS.filter((s) => s.commands.includes(command)).map((s) => [s.flag, s]));
+}
 
-/** Flags of each command line, for parsing and `--help`; dlq also reads the consume flags it shares. */
-const COMMAND_FLAGS = {
-  produce: PRODUCE_FLAGS,
-  consume: CONSUME_FLAGS,
-  "produce capture": CAPTURE_FLAGS,
-  "consume dlq": { ...CONSUME_FLAGS, ...DLQ_FLAGS },
-} as const;
+/** The README's settings table: one row per setting, its env variable and flag, default, meaning and commands. */
+export function settingsTable(): string {
+  const rows = [
+    "| env / flag | default | meaning | commands |",
+    "| --- | --- | --- | --- |",
+  ];
+  for (const s of SETTINGS) {
+    if (s.flag === "help") continue;
+    const names = [s.env, `--${s.flag}`].filter(Boolean).map((n) => `\`${n}\``).join(" / ");
+    const fallback = s.default === undefined ? "" : `\`${s.default}\``;
+    const meaning = s.help.replaceAll("|", "\\|").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+    rows.push(`| ${names} | ${fallback} | ${meaning} | ${s.commands === ALL ? "all" : s.commands.join(", ")} |`);
+  }
+  return rows.join("\n");
+}
 
 /** What a command line holds before its flags, in its usage line. */
 const POSITIONALS: Partial<Record<CommandName, string>> = { "consume dlq": "list|replay " };
-
-/** A command whose flags {@linkcode readCommandLine} reads. */
-export type CommandName = keyof typeof COMMAND_FLAGS;
 
 /**
  * `args` with every negative number that follows a flag taking a value joined to it
@@ -274,7 +440,7 @@ export function joinNegativeValues(args: string[], takesValue: (flag: string) =>
   return joined;
 }
 
-function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): Map<string, string | boolean> {
+function readValues(flags: Record<string, Setting>, args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
   for (const [name, spec] of Object.entries(flags)) options[name] = { type: spec.type };
   let parsed;
@@ -300,14 +466,14 @@ function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): 
   return values;
 }
 
-function source(flags: Record<string, FlagSpec>, name: string): string {
+function source(flags: Record<string, Setting>, name: string): string {
   const env = flags[name]?.env;
   return env ? `--${name} (or ${env})` : `--${name}`;
 }
 
 function integer(
   values: Map<string, string | boolean>,
-  flags: Record<string, FlagSpec>,
+  flags: Record<string, Setting>,
   name: string,
   fallback: number | undefined,
   min: number,
@@ -338,7 +504,7 @@ export function shownValue(text: string): string {
 
 function text(
   values: Map<string, string | boolean>,
-  flags: Record<string, FlagSpec>,
+  flags: Record<string, Setting>,
   name: string,
   fallback: string,
 ): string {
@@ -349,7 +515,7 @@ function text(
   return value;
 }
 
-function common(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): CommonConfig {
+function common(values: Map<string, string | boolean>, flags: Record<string, Setting>): CommonConfig {
   const brokerList = text(values, flags, "brokers", DEFAULTS.brokers);
   const brokers = brokerList.split(",").map((b) => b.trim()).filter(Boolean);
   if (brokers.length === 0) {
@@ -425,7 +591,7 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
  * the error is one line with the password masked, because every later parser (postgres.js, the
  * capture) would throw it whole, password included.
  */
-function checkedDatabaseUrl(url: string, flags: Record<string, FlagSpec>): string {
+function checkedDatabaseUrl(url: string, flags: Record<string, Setting>): string {
   if (!/^postgres(ql)?:\/\//.test(url)) {
     throw new ConfigError(
       `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
@@ -444,7 +610,7 @@ function checkedDatabaseUrl(url: string, flags: Record<string, FlagSpec>): strin
   return url;
 }
 
-function readCaFile(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): string | undefined {
+function readCaFile(values: Map<string, string | boolean>, flags: Record<string, Setting>): string | undefined {
   if (!values.has("kafka-ca-file")) return undefined;
   const path = text(values, flags, "kafka-ca-file", "");
   let pem: string;
@@ -467,7 +633,7 @@ function readCaFile(values: Map<string, string | boolean>, flags: Record<string,
 
 /** Reads the producer's configuration from the environment, then the flags in `args`. */
 export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfig> {
-  const flags = { ...COMMON_FLAGS, ...PRODUCE_FLAGS };
+  const flags = settingsOf("produce");
   const values = readValues(flags, args, env);
   if (values.get("help") === true) return { help: true };
   return {
@@ -487,13 +653,13 @@ export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfi
 
 /** Reads the consumer's configuration from the environment, then the flags in `args`. */
 export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfig> {
-  const flags = { ...COMMON_FLAGS, ...CONSUME_FLAGS };
+  const flags = settingsOf("consume");
   const values = readValues(flags, args, env);
   if (values.get("help") === true) return { help: true };
   return { help: false, config: consumeSettings(values, flags) };
 }
 
-function consumeSettings(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): ConsumeConfig {
+function consumeSettings(values: Map<string, string | boolean>, flags: Record<string, Setting>): ConsumeConfig {
   return {
     ...common(values, flags),
     idleTimeoutS: integer(values, flags, "idle-timeout", undefined, 1, 86_400),
@@ -525,7 +691,7 @@ export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
   if (action !== "list" && action !== "replay") {
     throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
   }
-  const flags = { ...COMMON_FLAGS, ...COMMAND_FLAGS["consume dlq"] };
+  const flags = settingsOf("consume dlq");
   const values = readValues(flags, rest, env);
   if (values.get("help") === true) return { help: true };
   const dryRun = values.get("dry-run") === true;
@@ -549,7 +715,7 @@ export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
  * PostgreSQL's slot name rule.
  */
 export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfig> {
-  const flags = { ...COMMON_FLAGS, ...CAPTURE_FLAGS };
+  const flags = settingsOf("produce capture");
   const values = readValues(flags, args, env);
   if (values.get("help") === true) return { help: true };
   const name = (flag: string, fallback: string) => {
@@ -642,7 +808,7 @@ export function readCommandLine<T>(
 
 /** The `--help` text of a command: usage line, then every flag with its env variable. */
 export function helpText(command: CommandName, summary: string): string {
-  const flags = { ...COMMON_FLAGS, ...COMMAND_FLAGS[command] };
+  const flags = settingsOf(command);
   const lines = [
     `usage: cdc-${command} ${POSITIONALS[command] ?? ""}[flags]`,
     "",
@@ -652,7 +818,8 @@ export function helpText(command: CommandName, summary: string): string {
   ];
   for (const [name, spec] of Object.entries(flags)) {
     const left = `  --${name}${spec.type === "string" ? " VALUE" : ""}`;
-    lines.push(`${left.padEnd(28)} ${spec.help}${spec.env ? ` [${spec.env}]` : ""}`);
+    const fallback = spec.default === undefined ? "" : ` (default ${spec.default})`;
+    lines.push(`${left.padEnd(28)} ${spec.help}${fallback}${spec.env ? ` [${spec.env}]` : ""}`);
   }
   return lines.join("\n");
 }
