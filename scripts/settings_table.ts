@@ -1,7 +1,7 @@
 /**
  * Writes the settings table of lib/config.ts (settingsTable) into README.md between its
  * `settings:begin` and `settings:end` markers; tests/readme_settings_test.ts checks they match.
- * Run: scripts/deno run --allow-read --allow-write scripts/settings_table.ts
+ * Run: deno task readme:settings
  * @module
  */
 import { settingsTable } from "../lib/config.ts";

@@ -20,6 +20,6 @@ Deno.test("the README's settings table matches lib/config.ts' settings, row for 
   assert.deepEqual(
     cells(block[1]),
     cells(settingsTable()),
-    "README.md is stale: run scripts/deno run --allow-read --allow-write scripts/settings_table.ts",
+    "README.md is stale: run deno task readme:settings",
   );
 });
