@@ -5,16 +5,14 @@
  * @module
  */
 import process from "node:process";
-import { ConfigError, databaseLocation, loadConsumeConfig, readCommandLine } from "./lib/config.ts";
-import { consumerSessionParameters, newConsumeStats, runConsumer } from "./lib/consumer.ts";
-import { runDlqCommand } from "./lib/dlq_command.ts";
+import { type CommandContext, type CommandDefinition, runCommand } from "./lib/command.ts";
+import { type ConsumeConfig, databaseLocation, loadConsumeConfig } from "./lib/config.ts";
+import { consumerSessionParameters, type ConsumeSummary, runConsumer } from "./lib/consumer.ts";
+import { dlqCommand } from "./lib/dlq_command.ts";
 import { createKafka } from "./lib/kafka_admin.ts";
-import { commandLogger, routeProcessWarnings } from "./lib/log.ts";
 import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
-import { describeError } from "./lib/errors.ts";
-import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
-import { connectDatabase, type Sql } from "./lib/sink.ts";
-import { VERSION } from "./lib/version.ts";
+import { connectDatabase } from "./lib/sink.ts";
+import { newConsumeStats } from "./lib/stats.ts";
 
 const SUMMARY = "Reads the users and orders topics in one consumer group and applies the events to\n" +
   "PostgreSQL exactly once: each partition batch is one transaction that also advances the\n" +
@@ -26,69 +24,49 @@ const SUMMARY = "Reads the users and orders topics in one consumer group and app
   "  dlq list|replay            inspect or replay the DLQ topics (cdc-consume dlq --help)\n" +
   "  --version                  print the version";
 
-async function main(args: string[]): Promise<number> {
-  if (args[0] === "dlq") return await runDlqCommand(args.slice(1), process.env, { out: (line) => console.log(line) });
-  const commandLine = readCommandLine("consume", args, process.env, {
-    summary: SUMMARY,
-    version: VERSION,
-    load: loadConsumeConfig,
-  });
-  if ("exitCode" in commandLine) return commandLine.exitCode;
-  const config = commandLine.config;
-  const logger = commandLogger("consume", config, process.env);
-  routeProcessWarnings(logger);
-  exitOnUncaught(logger, "postgres.js wrote to a connection that had just closed; its query failed and is retried");
-  const stopRequested = stopOnSignal(logger, "finishing the batch in hand, then exiting");
+/** Connects the pool and Kafka, serves metrics when asked, and runs the consumer until it stops. */
+async function consume(config: ConsumeConfig, { logger, signal }: CommandContext): Promise<ConsumeSummary> {
   logger.info("starting", {
     brokers: config.brokers.join(","),
     database: databaseLocation(config.databaseUrl),
     topics: `${config.usersTopic},${config.ordersTopic}`,
     group: config.consumerGroup,
   });
-  let sql: Sql;
-  try {
-    sql = connectDatabase(config.databaseUrl, config.concurrency + 2, {
-      connection: consumerSessionParameters(config),
-    });
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    logger.error(`cdc-consume: ${error.message}`);
-    return 2;
-  }
+  const sql = connectDatabase(config.databaseUrl, config.concurrency + 2, {
+    connection: consumerSessionParameters(config),
+  });
   const stats = newConsumeStats();
   const kafka = createKafka(config, "cdc-consume", logger);
-  const started = performance.now();
   let metrics: MetricsServer | undefined;
   try {
-    if (config.metricsPort !== undefined) {
+    const run = config.metricsPort === undefined ? undefined : consumeMetrics(stats);
+    if (run) {
       metrics = await serveMetrics({
-        port: config.metricsPort,
-        registry: consumeMetrics(stats),
-        health: () => ({ ...stats.connected }),
+        port: config.metricsPort!,
+        registry: run.registry,
+        health: () => stats.health.snapshot(),
         logger,
       });
     }
-    const reason = await runConsumer(config, { kafka, sql, logger, stats, stopRequested });
-    const elapsedS = (performance.now() - started) / 1000;
-    const applied = Object.values(stats.applied).reduce((a, b) => a + b, 0);
-    logger.info("done", {
-      stoppedBy: reason,
-      applied: stats.applied,
-      deadLettered: stats.deadLettered,
-      batches: stats.batches,
-      retries: stats.retries,
-      elapsedS: Math.round(elapsedS * 1000) / 1000,
-      eventsPerS: Math.round(applied / Math.max(elapsedS, 1e-6)),
-    });
-    return 0;
-  } catch (error) {
-    logger.error(`failed: ${describeError(error)}`);
-    return 1;
+    return await runConsumer(config, { kafka, sql, logger, stats, observer: run?.observer, signal });
   } finally {
     await metrics?.close();
     await sql.end({ timeout: 5 }).catch(() => {});
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+const consumeCommand: CommandDefinition<ConsumeConfig, ConsumeSummary> = {
+  name: "consume",
+  component: "consume",
+  summary: SUMMARY,
+  load: loadConsumeConfig,
+  onStop: "finishing the batch in hand, then exiting",
+  survives: "postgres.js wrote to a connection that had just closed; its query failed and is retried",
+  run: consume,
+};
+
+const args = process.argv.slice(2);
+process.exitCode = args[0] === "dlq"
+  ? await runCommand(dlqCommand, args.slice(1), process.env)
+  : await runCommand(consumeCommand, args, process.env);
 process.exit();

@@ -6,14 +6,18 @@
  */
 import process from "node:process";
 import { dropCapture, newCaptureStats, runCapture } from "./lib/capture.ts";
-import { ConfigError, databaseLocation, loadCaptureConfig, loadProduceConfig, readCommandLine } from "./lib/config.ts";
-import { describeError } from "./lib/errors.ts";
-import { commandLogger, type Logger, routeProcessWarnings } from "./lib/log.ts";
+import { type CommandContext, type CommandDefinition, runCommand } from "./lib/command.ts";
+import {
+  type CaptureConfig,
+  databaseLocation,
+  loadCaptureConfig,
+  loadProduceConfig,
+  type ProduceConfig,
+} from "./lib/config.ts";
 import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
-import { newProduceStats, runProducer } from "./lib/producer.ts";
-import { exitOnUncaught, stopOnSignal } from "./lib/shutdown.ts";
+import { type ProduceSummary, runProducer } from "./lib/producer.ts";
 import { connectDatabase } from "./lib/sink.ts";
-import { VERSION } from "./lib/version.ts";
+import { newProduceStats } from "./lib/stats.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +
   "to Kafka keyed by entity id, or prints them as JSON lines with --dry-run.\n" +
@@ -31,44 +35,19 @@ const CAPTURE_SUMMARY = "Streams every change of the --tables (default users and
   "publication. SIGINT/SIGTERM publish what is in hand, acknowledge it and exit 0.\n" +
   "With --metrics-port, serves /metrics (incl. the slot's retained WAL) and GET /health.";
 
-/** A setting found unusable once the run started (a TLS file of DATABASE_URL): one line, exit 2. */
-function settingFailed(logger: Logger, error: unknown): number {
-  if (!(error instanceof ConfigError)) throw error;
-  logger.error(`cdc-produce capture: ${error.message}`);
-  return 2;
+/** --drop-slot: removes the slot and the publication; returns what was dropped. */
+async function dropSlot(config: CaptureConfig): Promise<Record<string, unknown>> {
+  const sql = connectDatabase(config.databaseUrl, 1);
+  try {
+    return { slot: config.slot, publication: config.publication, ...await dropCapture(sql, config) };
+  } finally {
+    await sql.end({ timeout: 5 }).catch(() => {});
+  }
 }
 
-async function capture(args: string[]): Promise<number> {
-  const commandLine = readCommandLine("produce capture", args, process.env, {
-    summary: CAPTURE_SUMMARY,
-    version: VERSION,
-    load: loadCaptureConfig,
-  });
-  if ("exitCode" in commandLine) return commandLine.exitCode;
-  const config = commandLine.config;
-  const logger = commandLogger("capture", config, process.env);
-  routeProcessWarnings(logger);
-  exitOnUncaught(logger, "postgres.js wrote to a connection that had just closed; the capture reconnects");
-  if (config.dropSlot) {
-    let sql;
-    try {
-      sql = connectDatabase(config.databaseUrl, 1);
-    } catch (error) {
-      return settingFailed(logger, error);
-    }
-    try {
-      const dropped = await dropCapture(sql, config);
-      logger.info("done", { slot: config.slot, publication: config.publication, ...dropped });
-      return 0;
-    } catch (error) {
-      logger.error(`failed: ${describeError(error)}`);
-      return 1;
-    } finally {
-      await sql.end({ timeout: 5 }).catch(() => {});
-    }
-  }
-  const stop = new AbortController();
-  stopOnSignal(logger, "publishing what is in hand, acknowledging it, then exiting").then(() => stop.abort());
+/** Serves metrics when asked, and streams the tables' changes to Kafka until stopped. */
+async function capture(config: CaptureConfig, { logger, signal }: CommandContext): Promise<Record<string, unknown>> {
+  if (config.dropSlot) return await dropSlot(config);
   logger.info("starting", {
     brokers: config.brokers.join(","),
     database: databaseLocation(config.databaseUrl),
@@ -80,64 +59,67 @@ async function capture(args: string[]): Promise<number> {
   let metrics: MetricsServer | undefined;
   try {
     if (config.metricsPort !== undefined) {
+      const run = captureMetrics(stats);
+      // The capture still reports its sends through the onSend hook, until it takes an observer.
+      stats.onSend = (sendMs) => run.observer.batchSent(sendMs);
       metrics = await serveMetrics({
         port: config.metricsPort,
-        registry: captureMetrics(stats),
+        registry: run.registry,
         health: () => ({ ...stats.connected }),
         logger,
       });
     }
-    const summary = await runCapture(config, { logger, stats, signal: stop.signal });
-    logger.info("done", { ...summary });
-    return 0;
-  } catch (error) {
-    if (error instanceof ConfigError) return settingFailed(logger, error);
-    logger.error(`failed: ${describeError(error)}`);
-    return 1;
+    return { ...await runCapture(config, { logger, stats, signal }) };
   } finally {
     await metrics?.close();
   }
 }
 
-async function main(args: string[]): Promise<number> {
-  if (args[0] === "capture") return await capture(args.slice(1));
-  const commandLine = readCommandLine("produce", args, process.env, {
-    summary: SUMMARY,
-    version: VERSION,
-    load: loadProduceConfig,
-  });
-  if ("exitCode" in commandLine) return commandLine.exitCode;
-  const config = commandLine.config;
-  const logger = commandLogger("produce", config, process.env);
-  routeProcessWarnings(logger);
-  let stop = false;
-  const onSignal = (signal: string) => {
-    logger.warn(`${signal} received: stopping after the batch in hand`);
-    stop = true;
-  };
-  process.on("SIGINT", () => onSignal("SIGINT"));
-  process.on("SIGTERM", () => onSignal("SIGTERM"));
+/** Serves metrics when asked, and generates and publishes (or prints) the events. */
+async function produce(config: ProduceConfig, { logger, signal }: CommandContext): Promise<ProduceSummary> {
   const stats = newProduceStats();
   let metrics: MetricsServer | undefined;
   try {
-    if (config.metricsPort !== undefined) {
+    const run = config.metricsPort === undefined ? undefined : produceMetrics(stats);
+    if (run) {
       metrics = await serveMetrics({
-        port: config.metricsPort,
-        registry: produceMetrics(stats),
-        health: () => ({ ...stats.connected }),
+        port: config.metricsPort!,
+        registry: run.registry,
+        health: () => stats.health.snapshot(),
         logger,
       });
     }
-    const summary = await runProducer(config, { logger, stats, stopRequested: () => stop });
-    logger.info(summary.interrupted ? "interrupted" : "done", { ...summary });
-    return summary.interrupted ? 130 : 0;
-  } catch (error) {
-    logger.error(`failed: ${describeError(error)}`);
-    return 1;
+    return await runProducer(config, { logger, stats, observer: run?.observer, signal });
   } finally {
     await metrics?.close();
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+const captureCommand: CommandDefinition<CaptureConfig, Record<string, unknown>> = {
+  name: "produce capture",
+  component: "capture",
+  summary: CAPTURE_SUMMARY,
+  load: loadCaptureConfig,
+  onStop: "publishing what is in hand, acknowledging it, then exiting",
+  survives: "postgres.js wrote to a connection that had just closed; the capture reconnects",
+  run: capture,
+};
+
+const produceCommand: CommandDefinition<ProduceConfig, ProduceSummary> = {
+  name: "produce",
+  component: "produce",
+  summary: SUMMARY,
+  load: loadProduceConfig,
+  onStop: "stopping after the batch in hand",
+  run: produce,
+  outcome: (summary) => ({
+    message: summary.interrupted ? "interrupted" : "done",
+    exitCode: summary.interrupted ? 130 : 0,
+  }),
+};
+
+const args = process.argv.slice(2);
+process.exitCode = args[0] === "capture"
+  ? await runCommand(captureCommand, args.slice(1), process.env)
+  : await runCommand(produceCommand, args, process.env);
 process.exit();

@@ -1,10 +1,11 @@
 /**
- * Configuration for both commands: CONTRACT.md section 5. Every value comes from a default
+ * Configuration for both commands: docs/CONTRACT.md section 5. Every value comes from a default
  * written once here, then the environment, then a command-line flag, in that order.
  * @module
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { PipelineError } from "./errors.ts";
 
 /** Kafka SASL credentials, for brokers that ask for them. */
 export interface SaslConfig {
@@ -84,7 +85,7 @@ export interface ConsumeConfig extends CommonConfig {
   sessionTimeoutS: number;
 }
 
-/** Settings of `main_produce.ts capture` (CONTRACT.md section 7). */
+/** Settings of `main_produce.ts capture` (docs/CONTRACT.md section 7). */
 export interface CaptureConfig extends CommonConfig {
   /** Capture topics are `<prefix>.<schema>.<table>`; Debezium's logical name. @default "cdc" */
   topicPrefix: string;
@@ -102,7 +103,7 @@ export interface CaptureConfig extends CommonConfig {
   newSnapshot: boolean;
 }
 
-/** Defaults of CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
+/** Defaults of docs/CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
 export const DEFAULTS = {
   brokers: "localhost:9092",
   databaseUrl: "postgres://postgres:postgres@localhost:5432/cdc_db",
@@ -131,125 +132,295 @@ export const DEFAULTS = {
 } as const;
 
 /** A configuration value that breaks its rule; the message names the flag, rule and value. */
-export class ConfigError extends Error {
-  /** Creates the error with a one-line message. */
-  constructor(message: string) {
-    super(message);
-    this.name = "ConfigError";
-  }
-}
+export class ConfigError extends PipelineError {}
 
 /** The result of parsing a command line: either help was asked for, or a configuration. */
 export type Parsed<T> = { help: true } | { help: false; config: T };
 
 type Env = Record<string, string | undefined>;
 
-interface FlagSpec {
-  env?: string;
-  type: "string" | "boolean";
-  help: string;
-}
-
-const COMMON_FLAGS: Record<string, FlagSpec> = {
-  brokers: { env: "KAFKA_BROKERS", type: "string", help: "comma-separated bootstrap brokers" },
-  "database-url": { env: "DATABASE_URL", type: "string", help: "PostgreSQL URL (libpq form)" },
-  "users-topic": { env: "USERS_TOPIC", type: "string", help: "topic of user events" },
-  "orders-topic": { env: "ORDERS_TOPIC", type: "string", help: "topic of order events" },
-  "users-partitions": { env: "USERS_PARTITIONS", type: "string", help: "partitions of a new users topic" },
-  "orders-partitions": { env: "ORDERS_PARTITIONS", type: "string", help: "partitions of a new orders topic" },
-  "replication-factor": { env: "REPLICATION_FACTOR", type: "string", help: "replication of new topics" },
-  group: { env: "CONSUMER_GROUP", type: "string", help: "consumer group id" },
-  "kafka-tls": { env: "KAFKA_TLS", type: "boolean", help: "connect to Kafka over TLS" },
-  "kafka-ca-file": { env: "KAFKA_TLS_CA_FILE", type: "string", help: "PEM file of the brokers' CA (implies TLS)" },
-  "sasl-mechanism": { env: "KAFKA_SASL_MECHANISM", type: "string", help: "plain, scram-sha-256 or scram-sha-512" },
-  "sasl-username": { env: "KAFKA_SASL_USERNAME", type: "string", help: "SASL user" },
-  "sasl-password": { env: "KAFKA_SASL_PASSWORD", type: "string", help: "SASL password (prefer the env variable)" },
-  "log-format": { env: "LOG_FORMAT", type: "string", help: "human or json" },
-  "metrics-port": { env: "METRICS_PORT", type: "string", help: "serve /metrics and /health on this port" },
-  help: { type: "boolean", help: "show this help" },
-};
-
-const PRODUCE_FLAGS: Record<string, FlagSpec> = {
-  users: { type: "string", help: `user events to generate (default ${DEFAULTS.users})` },
-  orders: { type: "string", help: `order events to generate (default ${DEFAULTS.orders})` },
-  "batch-size": { type: "string", help: `events per send (default ${DEFAULTS.batchSize})` },
-  seed: { type: "string", help: "seed for a repeatable stream" },
-  "dry-run": { type: "boolean", help: "print events as JSON lines, publish nothing" },
-  "max-attempts": {
-    env: "PRODUCE_MAX_ATTEMPTS",
-    type: "string",
-    help: `attempts per send (default ${DEFAULTS.maxAttempts})`,
-  },
-  "retry-backoff-ms": {
-    env: "PRODUCE_RETRY_BACKOFF_MS",
-    type: "string",
-    help: `first retry delay (default ${DEFAULTS.retryBackoffMs})`,
-  },
-};
-
-const CONSUME_FLAGS: Record<string, FlagSpec> = {
-  "idle-timeout": { env: "IDLE_TIMEOUT", type: "string", help: "exit once drained and idle this many seconds" },
-  "order-wait": {
-    env: "ORDER_WAIT_SECONDS",
-    type: "string",
-    help: `seconds an order waits for its user (default ${DEFAULTS.orderWaitS})`,
-  },
-  concurrency: {
-    env: "CONSUMER_CONCURRENCY",
-    type: "string",
-    help: `partitions applied at once (default ${DEFAULTS.concurrency})`,
-  },
-  "max-batch-bytes": {
-    env: "MAX_BATCH_BYTES",
-    type: "string",
-    help: `fetch bytes per partition (default ${DEFAULTS.maxBatchBytes})`,
-  },
-  "session-timeout": {
-    env: "CONSUMER_SESSION_TIMEOUT",
-    type: "string",
-    help:
-      `seconds before a silent member loses its partitions and its open transaction (default ${DEFAULTS.sessionTimeoutS})`,
-  },
-  rebuild: {
-    type: "boolean",
-    help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
-  },
-};
-
-const CAPTURE_FLAGS: Record<string, FlagSpec> = {
-  "topic-prefix": {
-    env: "CAPTURE_TOPIC_PREFIX",
-    type: "string",
-    help: `capture topics are <prefix>.<schema>.<table> (default ${DEFAULTS.captureTopicPrefix})`,
-  },
-  tables: {
-    env: "CAPTURE_TABLES",
-    type: "string",
-    help: `tables to capture, comma-separated schema.table (default ${DEFAULTS.captureTables})`,
-  },
-  slot: { env: "CAPTURE_SLOT", type: "string", help: `replication slot (default ${DEFAULTS.captureSlot})` },
-  publication: {
-    env: "CAPTURE_PUBLICATION",
-    type: "string",
-    help: `publication of the captured tables (default ${DEFAULTS.capturePublication})`,
-  },
-  "batch-size": { type: "string", help: `most records per send (default ${DEFAULTS.captureBatchSize})` },
-  "drop-slot": { type: "boolean", help: "drop the slot and the publication, then exit" },
-  "new-snapshot": {
-    type: "boolean",
-    help: "create the slot anew and publish every row again (after a lost slot or publication gap)",
-  },
-};
-
-/** Flags of each command line, for parsing and `--help`. */
-const COMMAND_FLAGS = {
-  produce: PRODUCE_FLAGS,
-  consume: CONSUME_FLAGS,
-  "produce capture": CAPTURE_FLAGS,
-} as const;
+/** The commands whose flags config.ts reads; `consume dlq` also reads the consume flags. */
+export const COMMANDS = ["produce", "consume", "produce capture", "consume dlq"] as const;
 
 /** A command whose flags {@linkcode readCommandLine} reads. */
-export type CommandName = keyof typeof COMMAND_FLAGS;
+export type CommandName = typeof COMMANDS[number];
+
+/** One setting: its flag, env variable, default, help line and the commands that read it. */
+export interface Setting {
+  /** The flag, without `--`. */
+  flag: string;
+  /** The environment variable read when the flag is absent. */
+  env?: string;
+  /** A `string` flag takes a value; a `boolean` one is set by its presence. */
+  type: "string" | "boolean";
+  /** The default, as shown in `--help` and the README; absent when there is none or it is off. */
+  default?: string | number;
+  /** One line saying what it sets. */
+  help: string;
+  /** The commands that read it. */
+  commands: readonly CommandName[];
+}
+
+const ALL = COMMANDS;
+const CONSUMERS = ["consume", "consume dlq"] as const;
+
+/**
+ * Every setting of every command, in `--help` order. The loaders below read values through it
+ * and check each against its rule; `--help` and the README's settings table
+ * ({@linkcode settingsTable}) are rendered from it.
+ */
+export const SETTINGS: readonly Setting[] = [
+  {
+    flag: "brokers",
+    env: "KAFKA_BROKERS",
+    type: "string",
+    default: DEFAULTS.brokers,
+    help: "comma-separated bootstrap brokers",
+    commands: ALL,
+  },
+  {
+    flag: "database-url",
+    env: "DATABASE_URL",
+    type: "string",
+    default: DEFAULTS.databaseUrl,
+    help: "PostgreSQL URL (libpq form)",
+    commands: ALL,
+  },
+  {
+    flag: "users-topic",
+    env: "USERS_TOPIC",
+    type: "string",
+    default: DEFAULTS.usersTopic,
+    help: "topic of user events",
+    commands: ALL,
+  },
+  {
+    flag: "orders-topic",
+    env: "ORDERS_TOPIC",
+    type: "string",
+    default: DEFAULTS.ordersTopic,
+    help: "topic of order events",
+    commands: ALL,
+  },
+  {
+    flag: "users-partitions",
+    env: "USERS_PARTITIONS",
+    type: "string",
+    default: DEFAULTS.usersPartitions,
+    help: "partitions of a new users topic",
+    commands: ALL,
+  },
+  {
+    flag: "orders-partitions",
+    env: "ORDERS_PARTITIONS",
+    type: "string",
+    default: DEFAULTS.ordersPartitions,
+    help: "partitions of a new orders topic",
+    commands: ALL,
+  },
+  {
+    flag: "replication-factor",
+    env: "REPLICATION_FACTOR",
+    type: "string",
+    default: DEFAULTS.replicationFactor,
+    help: "replication of new topics",
+    commands: ALL,
+  },
+  {
+    flag: "group",
+    env: "CONSUMER_GROUP",
+    type: "string",
+    default: DEFAULTS.consumerGroup,
+    help: "consumer group id",
+    commands: ALL,
+  },
+  { flag: "kafka-tls", env: "KAFKA_TLS", type: "boolean", help: "connect to Kafka over TLS", commands: ALL },
+  {
+    flag: "kafka-ca-file",
+    env: "KAFKA_TLS_CA_FILE",
+    type: "string",
+    help: "PEM file of the brokers' CA (implies TLS)",
+    commands: ALL,
+  },
+  {
+    flag: "sasl-mechanism",
+    env: "KAFKA_SASL_MECHANISM",
+    type: "string",
+    help: "plain, scram-sha-256 or scram-sha-512",
+    commands: ALL,
+  },
+  { flag: "sasl-username", env: "KAFKA_SASL_USERNAME", type: "string", help: "SASL user", commands: ALL },
+  {
+    flag: "sasl-password",
+    env: "KAFKA_SASL_PASSWORD",
+    type: "string",
+    help: "SASL password (prefer the env variable)",
+    commands: ALL,
+  },
+  { flag: "log-format", env: "LOG_FORMAT", type: "string", default: "human", help: "human or json", commands: ALL },
+  {
+    flag: "metrics-port",
+    env: "METRICS_PORT",
+    type: "string",
+    help: "serve /metrics and /health on this port",
+    commands: ALL,
+  },
+  { flag: "help", type: "boolean", help: "show this help", commands: ALL },
+  { flag: "users", type: "string", default: DEFAULTS.users, help: "user events to generate", commands: ["produce"] },
+  { flag: "orders", type: "string", default: DEFAULTS.orders, help: "order events to generate", commands: ["produce"] },
+  { flag: "batch-size", type: "string", default: DEFAULTS.batchSize, help: "events per send", commands: ["produce"] },
+  { flag: "seed", type: "string", help: "seed for a repeatable stream", commands: ["produce"] },
+  { flag: "dry-run", type: "boolean", help: "print events as JSON lines, publish nothing", commands: ["produce"] },
+  {
+    flag: "max-attempts",
+    env: "PRODUCE_MAX_ATTEMPTS",
+    type: "string",
+    default: DEFAULTS.maxAttempts,
+    help: "attempts per send",
+    commands: ["produce"],
+  },
+  {
+    flag: "retry-backoff-ms",
+    env: "PRODUCE_RETRY_BACKOFF_MS",
+    type: "string",
+    default: DEFAULTS.retryBackoffMs,
+    help: "first retry delay",
+    commands: ["produce"],
+  },
+  {
+    flag: "idle-timeout",
+    env: "IDLE_TIMEOUT",
+    type: "string",
+    help: "exit once drained and idle this many seconds",
+    commands: CONSUMERS,
+  },
+  {
+    flag: "order-wait",
+    env: "ORDER_WAIT_SECONDS",
+    type: "string",
+    default: DEFAULTS.orderWaitS,
+    help: "seconds an order waits for its user",
+    commands: CONSUMERS,
+  },
+  {
+    flag: "concurrency",
+    env: "CONSUMER_CONCURRENCY",
+    type: "string",
+    default: DEFAULTS.concurrency,
+    help: "partitions applied at once",
+    commands: CONSUMERS,
+  },
+  {
+    flag: "max-batch-bytes",
+    env: "MAX_BATCH_BYTES",
+    type: "string",
+    default: DEFAULTS.maxBatchBytes,
+    help: "fetch bytes per partition",
+    commands: CONSUMERS,
+  },
+  {
+    flag: "session-timeout",
+    env: "CONSUMER_SESSION_TIMEOUT",
+    type: "string",
+    default: DEFAULTS.sessionTimeoutS,
+    help: "seconds before a silent member loses its partitions and its open transaction",
+    commands: CONSUMERS,
+  },
+  {
+    flag: "rebuild",
+    type: "boolean",
+    help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
+    commands: CONSUMERS,
+  },
+  {
+    flag: "topic-prefix",
+    env: "CAPTURE_TOPIC_PREFIX",
+    type: "string",
+    default: DEFAULTS.captureTopicPrefix,
+    help: "capture topics are <prefix>.<schema>.<table>",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "tables",
+    env: "CAPTURE_TABLES",
+    type: "string",
+    default: DEFAULTS.captureTables,
+    help: "tables to capture, comma-separated schema.table",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "slot",
+    env: "CAPTURE_SLOT",
+    type: "string",
+    default: DEFAULTS.captureSlot,
+    help: "replication slot",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "publication",
+    env: "CAPTURE_PUBLICATION",
+    type: "string",
+    default: DEFAULTS.capturePublication,
+    help: "publication of the captured tables",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "batch-size",
+    type: "string",
+    default: DEFAULTS.captureBatchSize,
+    help: "most records per send",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "drop-slot",
+    type: "boolean",
+    help: "drop the slot and the publication, then exit",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "new-snapshot",
+    type: "boolean",
+    help: "create the slot anew and publish every row again (after a lost slot or publication gap)",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "topic",
+    type: "string",
+    help: "users or orders (or a configured topic name); default both",
+    commands: ["consume dlq"],
+  },
+  { flag: "limit", type: "string", help: "list: print at most N records", commands: ["consume dlq"] },
+  {
+    flag: "dry-run",
+    type: "boolean",
+    help: "replay: print what would be replayed; publish and commit nothing",
+    commands: ["consume dlq"],
+  },
+];
+
+/** The settings of `command`, by flag. */
+function settingsOf(command: CommandName): Record<string, Setting> {
+  return Object.fromEntries(SETTINGS.filter((s) => s.commands.includes(command)).map((s) => [s.flag, s]));
+}
+
+/** The README's settings table: one row per setting, its env variable and flag, default, meaning and commands. */
+export function settingsTable(): string {
+  const rows = [
+    "| env / flag | default | meaning | commands |",
+    "| --- | --- | --- | --- |",
+  ];
+  for (const s of SETTINGS) {
+    if (s.flag === "help") continue;
+    const names = [s.env, `--${s.flag}`].filter(Boolean).map((n) => `\`${n}\``).join(" / ");
+    const fallback = s.default === undefined ? "" : `\`${s.default}\``;
+    const meaning = s.help.replaceAll("|", "\\|").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+    rows.push(`| ${names} | ${fallback} | ${meaning} | ${s.commands === ALL ? "all" : s.commands.join(", ")} |`);
+  }
+  return rows.join("\n");
+}
+
+/** What a command line holds before its flags, in its usage line. */
+const POSITIONALS: Partial<Record<CommandName, string>> = { "consume dlq": "list|replay " };
 
 /**
  * `args` with every negative number that follows a flag taking a value joined to it
@@ -269,7 +440,7 @@ export function joinNegativeValues(args: string[], takesValue: (flag: string) =>
   return joined;
 }
 
-function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): Map<string, string | boolean> {
+function readValues(flags: Record<string, Setting>, args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
   for (const [name, spec] of Object.entries(flags)) options[name] = { type: spec.type };
   let parsed;
@@ -295,14 +466,14 @@ function readValues(flags: Record<string, FlagSpec>, args: string[], env: Env): 
   return values;
 }
 
-function source(flags: Record<string, FlagSpec>, name: string): string {
+function source(flags: Record<string, Setting>, name: string): string {
   const env = flags[name]?.env;
   return env ? `--${name} (or ${env})` : `--${name}`;
 }
 
 function integer(
   values: Map<string, string | boolean>,
-  flags: Record<string, FlagSpec>,
+  flags: Record<string, Setting>,
   name: string,
   fallback: number | undefined,
   min: number,
@@ -333,7 +504,7 @@ export function shownValue(text: string): string {
 
 function text(
   values: Map<string, string | boolean>,
-  flags: Record<string, FlagSpec>,
+  flags: Record<string, Setting>,
   name: string,
   fallback: string,
 ): string {
@@ -344,7 +515,7 @@ function text(
   return value;
 }
 
-function common(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): CommonConfig {
+function common(values: Map<string, string | boolean>, flags: Record<string, Setting>): CommonConfig {
   const brokerList = text(values, flags, "brokers", DEFAULTS.brokers);
   const brokers = brokerList.split(",").map((b) => b.trim()).filter(Boolean);
   if (brokers.length === 0) {
@@ -420,7 +591,7 @@ function common(values: Map<string, string | boolean>, flags: Record<string, Fla
  * the error is one line with the password masked, because every later parser (postgres.js, the
  * capture) would throw it whole, password included.
  */
-function checkedDatabaseUrl(url: string, flags: Record<string, FlagSpec>): string {
+function checkedDatabaseUrl(url: string, flags: Record<string, Setting>): string {
   if (!/^postgres(ql)?:\/\//.test(url)) {
     throw new ConfigError(
       `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
@@ -439,7 +610,7 @@ function checkedDatabaseUrl(url: string, flags: Record<string, FlagSpec>): strin
   return url;
 }
 
-function readCaFile(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): string | undefined {
+function readCaFile(values: Map<string, string | boolean>, flags: Record<string, Setting>): string | undefined {
   if (!values.has("kafka-ca-file")) return undefined;
   const path = text(values, flags, "kafka-ca-file", "");
   let pem: string;
@@ -462,7 +633,7 @@ function readCaFile(values: Map<string, string | boolean>, flags: Record<string,
 
 /** Reads the producer's configuration from the environment, then the flags in `args`. */
 export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfig> {
-  const flags = { ...COMMON_FLAGS, ...PRODUCE_FLAGS };
+  const flags = settingsOf("produce");
   const values = readValues(flags, args, env);
   if (values.get("help") === true) return { help: true };
   return {
@@ -482,20 +653,58 @@ export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfi
 
 /** Reads the consumer's configuration from the environment, then the flags in `args`. */
 export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfig> {
-  const flags = { ...COMMON_FLAGS, ...CONSUME_FLAGS };
+  const flags = settingsOf("consume");
   const values = readValues(flags, args, env);
   if (values.get("help") === true) return { help: true };
+  return { help: false, config: consumeSettings(values, flags) };
+}
+
+function consumeSettings(values: Map<string, string | boolean>, flags: Record<string, Setting>): ConsumeConfig {
+  return {
+    ...common(values, flags),
+    idleTimeoutS: integer(values, flags, "idle-timeout", undefined, 1, 86_400),
+    orderWaitS: integer(values, flags, "order-wait", DEFAULTS.orderWaitS, 0, 86_400)!,
+    concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
+    maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
+    rebuild: values.get("rebuild") === true,
+    // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms).
+    sessionTimeoutS: integer(values, flags, "session-timeout", DEFAULTS.sessionTimeoutS, 6, 1800)!,
+  };
+}
+
+/** Settings of `main_consume.ts dlq`: the consumer's, and the action with its own flags. */
+export interface DlqConfig extends ConsumeConfig {
+  /** `list` prints the DLQ records, `replay` republishes them to their source topics. */
+  action: "list" | "replay";
+  /** `users`, `orders`, a configured topic or its DLQ; both when absent. */
+  topic?: string;
+  /** list: print at most this many records. */
+  limit?: number;
+  /** replay: print what would be replayed; publish and commit nothing. @default false */
+  dryRun: boolean;
+}
+
+/** Reads `dlq list|replay` and its flags (its own and the consumer's) from the environment and `args`. */
+export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
+  const [action, ...rest] = args;
+  if (action === undefined || action === "--help" || action === "help") return { help: true };
+  if (action !== "list" && action !== "replay") {
+    throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
+  }
+  const flags = settingsOf("consume dlq");
+  const values = readValues(flags, rest, env);
+  if (values.get("help") === true) return { help: true };
+  const dryRun = values.get("dry-run") === true;
+  if (dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
+  if (values.has("limit") && action !== "list") throw new ConfigError("--limit belongs to dlq list");
   return {
     help: false,
     config: {
-      ...common(values, flags),
-      idleTimeoutS: integer(values, flags, "idle-timeout", undefined, 1, 86_400),
-      orderWaitS: integer(values, flags, "order-wait", DEFAULTS.orderWaitS, 0, 86_400)!,
-      concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
-      maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
-      rebuild: values.get("rebuild") === true,
-      // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms).
-      sessionTimeoutS: integer(values, flags, "session-timeout", DEFAULTS.sessionTimeoutS, 6, 1800)!,
+      ...consumeSettings(values, flags),
+      action,
+      topic: values.has("topic") ? text(values, flags, "topic", "") : undefined,
+      limit: integer(values, flags, "limit", undefined, 1),
+      dryRun,
     },
   };
 }
@@ -506,7 +715,7 @@ export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfi
  * PostgreSQL's slot name rule.
  */
 export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfig> {
-  const flags = { ...COMMON_FLAGS, ...CAPTURE_FLAGS };
+  const flags = settingsOf("produce capture");
   const values = readValues(flags, args, env);
   if (values.get("help") === true) return { help: true };
   const name = (flag: string, fallback: string) => {
@@ -599,9 +808,9 @@ export function readCommandLine<T>(
 
 /** The `--help` text of a command: usage line, then every flag with its env variable. */
 export function helpText(command: CommandName, summary: string): string {
-  const flags = { ...COMMON_FLAGS, ...COMMAND_FLAGS[command] };
+  const flags = settingsOf(command);
   const lines = [
-    `usage: cdc-${command} [flags]`,
+    `usage: cdc-${command} ${POSITIONALS[command] ?? ""}[flags]`,
     "",
     summary,
     "",
@@ -609,7 +818,8 @@ export function helpText(command: CommandName, summary: string): string {
   ];
   for (const [name, spec] of Object.entries(flags)) {
     const left = `  --${name}${spec.type === "string" ? " VALUE" : ""}`;
-    lines.push(`${left.padEnd(28)} ${spec.help}${spec.env ? ` [${spec.env}]` : ""}`);
+    const fallback = spec.default === undefined ? "" : ` (default ${spec.default})`;
+    lines.push(`${left.padEnd(28)} ${spec.help}${fallback}${spec.env ? ` [${spec.env}]` : ""}`);
   }
   return lines.join("\n");
 }

@@ -1,40 +1,27 @@
 /**
- * The consume command's run: wiring and the monitor loop (progress, lag, idle, health). What
- * happens to a partition batch, and the delivery semantics, are decided in
- * lib/partition_batch.ts: exactly-once effects in PostgreSQL, each batch applied in one
+ * The consume command's run: its lifecycle (start, monitor loop, stop) and its summary. The
+ * group member and its handlers are lib/consumer_group.ts', the monitor's tick
+ * lib/consumer_monitor.ts'. What happens to a partition batch, and the delivery semantics, are
+ * decided in lib/partition_batch.ts: exactly-once effects in PostgreSQL, each batch applied in one
  * transaction with its partition's stored offset. Kafka's committed offsets follow once a second,
  * for lag tools only; on assignment each partition starts from the offset stored in PostgreSQL.
  * @module
  */
-import type { Admin, Consumer, Kafka, Producer } from "kafkajs";
+import type { Admin, Kafka, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
 import { dlqTopic } from "./dead_letter.ts";
-import { createTopic, partitionPositions } from "./kafka_admin.ts";
+import { createTopic } from "./kafka_admin.ts";
+import { ConsumerGroup } from "./consumer_group.ts";
+import { ConsumeMonitor, total } from "./consumer_monitor.ts";
 import { createPublisher } from "./publisher.ts";
 import type { Logger } from "./log.ts";
 import { OrderWaits } from "./order_wait.ts";
-import { AppliedPositions, type BatchStats, PartitionBatches } from "./partition_batch.ts";
-import { classifyDatabaseError, describeError, isKafkaJSError, isKafkaOutage } from "./errors.ts";
-import { retry, sleep } from "./retry.ts";
-import { ensureSchema, readStoredOffsets, resetForRebuild, type Sql, storedOffsetsWithin } from "./sink.ts";
-
-/** Counters of a consume run, for progress lines, metrics and the exit summary. */
-export interface ConsumeStats extends BatchStats {
-  /** Records applied to PostgreSQL, per topic. */
-  applied: Record<string, number>;
-  /** Records written to the DLQ, per source topic. */
-  deadLettered: Record<string, number>;
-  /** Batches committed. */
-  batches: number;
-  /** Waits for an outage or a missing user. */
-  retries: number;
-  /** Sizes of committed batches and their apply times, for the histograms. */
-  onBatch?: (size: number, applyMs: number) => void;
-  /** Lag per `topic:partition` (log end minus the offset stored in PostgreSQL), refreshed once a second. */
-  lag: Record<string, number>;
-  /** Whether Kafka and PostgreSQL are connected. */
-  connected: { kafka: boolean; database: boolean };
-}
+import { AppliedPositions, PartitionBatches } from "./partition_batch.ts";
+import { type ConsumeObserver, type ConsumeStats, newConsumeStats } from "./stats.ts";
+import { classify, describeError } from "./errors.ts";
+import { OUTAGE, sleep, waitOut, type WaitOutOptions } from "./retry.ts";
+import { ensureSchema, readStoredOffsets, resetForRebuild, type Sql } from "./sink.ts";
+import { parsePartitionKey } from "./partition_key.ts";
 
 /** Options of {@linkcode runConsumer}. */
 export interface ConsumerRunOptions {
@@ -46,24 +33,14 @@ export interface ConsumerRunOptions {
   logger: Logger;
   /** Counters to fill. @default fresh counters */
   stats?: ConsumeStats;
-  /** Resolves when a stop was requested (SIGINT/SIGTERM). */
-  stopRequested: Promise<void>;
+  /** Told of each committed batch (the metrics' histograms). */
+  observer?: ConsumeObserver;
+  /** Aborted when a stop is requested (SIGINT/SIGTERM): the batch in hand finishes, then the run ends. */
+  signal: AbortSignal;
   /** Seconds between progress lines. @default 5 */
   progressEveryS?: number;
   /** Awaited before each batch transaction; tests hold a batch with it across a rebalance. */
   beforeApply?: (topic: string, partition: number) => Promise<void>;
-}
-
-/** Fresh counters for a consume run. */
-export function newConsumeStats(): ConsumeStats {
-  return {
-    applied: {},
-    deadLettered: {},
-    batches: 0,
-    retries: 0,
-    lag: {},
-    connected: { kafka: false, database: false },
-  };
 }
 
 /**
@@ -89,17 +66,48 @@ export function consumerSessionParameters(config: Pick<ConsumeConfig, "sessionTi
 /** Why the run ended. */
 export type StopReason = "signal" | "idle";
 
+/** What a consume run did, printed at exit. */
+export interface ConsumeSummary {
+  /** Why the run ended. */
+  stoppedBy: StopReason;
+  /** Records applied to PostgreSQL, per topic. */
+  applied: Record<string, number>;
+  /** Records written to the DLQ, per source topic. */
+  deadLettered: Record<string, number>;
+  /** Batches committed. */
+  batches: number;
+  /** Waits for an outage or a missing user. */
+  retries: number;
+  /** Wall time of the run in seconds. */
+  elapsedS: number;
+  /** Records applied per second over the run. */
+  eventsPerS: number;
+}
+
 /**
  * Consumes both topics in one group until a stop is requested or, with `idleTimeoutS`, until
- * the topics are drained and idle; returns why it stopped. Throws, after closing every client,
+ * the topics are drained and idle; returns its summary. Throws, after closing every client,
  * on what is neither an outage nor a bad record: a refused login, a dropped table, a DLQ write
  * Kafka refuses, an error kafkajs will not retry.
  */
-export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOptions): Promise<StopReason> {
-  return await new ConsumerRun(config, options).run();
+export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOptions): Promise<ConsumeSummary> {
+  const started = performance.now();
+  const run = new ConsumerRun(config, options);
+  const stoppedBy = await run.run();
+  const elapsedS = (performance.now() - started) / 1000;
+  const { applied, deadLettered, batches, retries } = run.stats;
+  return {
+    stoppedBy,
+    applied,
+    deadLettered,
+    batches,
+    retries,
+    elapsedS: Math.round(elapsedS * 1000) / 1000,
+    eventsPerS: Math.round(total(applied) / Math.max(elapsedS, 1e-6)),
+  };
 }
 
-/** The state of one consume run, shared by its start, its batches and its monitor loop. */
+/** The lifecycle of one consume run: start, the monitor loop, and the stop that closes every client. */
 class ConsumerRun {
   readonly stats: ConsumeStats;
   readonly topics: string[];
@@ -107,12 +115,11 @@ class ConsumerRun {
   readonly publisher: Producer;
   readonly positions: AppliedPositions;
   readonly orderWaits: OrderWaits;
-  consumer?: Consumer;
+  group?: ConsumerGroup;
   /** Aborted when the run stops: a signal, the idle timeout, or a fatal error. Every wait ends on it. */
   readonly shutdown = new AbortController();
   fatal?: { error: unknown };
   stopReason: StopReason = "signal";
-  lastActivity = Date.now();
 
   constructor(readonly config: ConsumeConfig, readonly options: ConsumerRunOptions) {
     this.stats = options.stats ?? newConsumeStats();
@@ -126,10 +133,11 @@ class ConsumerRun {
         new Map((await this.admin.fetchTopicOffsets(config.usersTopic)).map((e) => [e.partition, BigInt(e.high)])),
       usersApplied: async () => {
         const stored = await readStoredOffsets(options.sql, [config.usersTopic]);
-        return new Map([...stored].map(([key, next]) => [Number(key.slice(key.lastIndexOf(":") + 1)), next]));
+        return new Map([...stored].map(([key, next]) => [parsePartitionKey(key).partition, next]));
       },
     });
-    options.stopRequested.then(() => this.shutdown.abort());
+    if (options.signal.aborted) this.shutdown.abort();
+    else options.signal.addEventListener("abort", () => this.shutdown.abort(), { once: true });
   }
 
   get stopping(): boolean {
@@ -148,7 +156,7 @@ class ConsumerRun {
       logger.info("stopped before the consumer started");
     } finally {
       this.shutdown.abort();
-      await this.consumer?.disconnect().catch((e) =>
+      await this.group?.consumer.disconnect().catch((e) =>
         logger.warn("consumer disconnect failed", { error: describeError(e) })
       );
       await this.publisher.disconnect().catch(() => {});
@@ -166,15 +174,13 @@ class ConsumerRun {
   }
 
   /** Waits out an outage at start-up (forever, with backoff), giving up only on a stop or a fatal error. */
-  waitingFor(what: string, isOutage: (error: unknown) => boolean) {
+  waitingFor(what: string): WaitOutOptions {
     return {
       what,
-      maxAttempts: Infinity,
-      baseMs: 500,
-      capMs: 10_000,
-      isRetriable: isOutage,
+      policy: OUTAGE,
+      isRetriable: (error) => classify(error) === "outage",
       signal: this.shutdown.signal,
-      onRetry: (error: unknown, attempt: number, delayMs: number) => {
+      onWait: (error, attempt, delayMs) => {
         this.stats.retries++;
         this.options.logger.warn(`waiting for ${what}`, { attempt, retryInMs: delayMs, error: describeError(error) });
       },
@@ -184,8 +190,7 @@ class ConsumerRun {
   /** Schema, topics, the DLQ producer, an optional rebuild, then the consumer group. */
   async start(): Promise<void> {
     const { config, options: { sql, logger } } = this;
-    const isDatabaseOutage = (e: unknown) => classifyDatabaseError(e) === "outage";
-    await retry(() =>
+    await waitOut(() =>
       ensureSchema(sql, {
         signal: this.shutdown.signal,
         onRetry: (error, attempt, retryInMs) => {
@@ -196,197 +201,76 @@ class ConsumerRun {
             error: describeError(error),
           });
         },
-      }), this.waitingFor("PostgreSQL", isDatabaseOutage));
-    this.stats.connected.database = true;
-    await retry(async () => {
+      }), this.waitingFor("PostgreSQL"));
+    this.stats.health.set("database", true);
+    await waitOut(async () => {
       await this.admin.connect();
-      await createTopic(this.admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
-      await createTopic(this.admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
-      for (const topic of this.topics) {
-        await createTopic(this.admin, dlqTopic(topic), 1, config.replicationFactor, logger);
+      for (const [topic, partitions] of topicsToCreate(config)) {
+        await createTopic(this.admin, topic, partitions, config.replicationFactor, logger);
       }
-    }, this.waitingFor("Kafka", isKafkaOutage));
-    await retry(() => this.publisher.connect(), this.waitingFor("Kafka (DLQ producer)", isKafkaOutage));
-    if (config.rebuild) await this.rebuild();
-    this.consumer = this.createConsumer();
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topics: this.topics, fromBeginning: true });
-    const batches = new PartitionBatches({
-      config,
-      sql,
-      publisher: this.publisher,
-      positions: this.positions,
-      orderWaits: this.orderWaits,
-      stats: this.stats,
-      logger,
-      signal: this.shutdown.signal,
-      seek: (topic, partition, offset) => this.consumer!.seek({ topic, partition, offset: offset.toString() }),
-      beforeApply: this.options.beforeApply,
+    }, this.waitingFor("Kafka"));
+    await waitOut(() => this.publisher.connect(), this.waitingFor("Kafka (DLQ producer)"));
+    if (config.rebuild) await rebuildFromLogStart(this.admin, sql, config, logger);
+    const group = this.group = new ConsumerGroup({
+      ...this.#parts(),
+      kafka: this.options.kafka,
+      fail: (e) => this.fail(e),
     });
-    await this.consumer.run({
-      autoCommit: false,
-      eachBatchAutoResolve: false,
-      partitionsConsumedConcurrently: config.concurrency,
-      eachBatch: async (payload) => {
-        this.lastActivity = Date.now();
-        await batches.handle(payload).catch((error) => {
-          if (isKafkaJSError(error)) throw error; // a rebalance: kafkajs rejoins
-          this.fail(error);
-        });
-      },
-    });
-  }
-
-  /** Empties the tables and stores every partition's first offset, so the tables are rebuilt from the log. */
-  async rebuild(): Promise<void> {
-    const starts = [];
-    for (const topic of this.topics) {
-      for (const { partition, low } of await this.admin.fetchTopicOffsets(topic)) {
-        starts.push({ topic, partition, nextOffset: BigInt(low) });
-      }
-    }
-    await resetForRebuild(this.options.sql, this.config.consumerGroup, starts);
-    this.options.logger.info(
-      "rebuild: emptied users, orders and the stored offsets; applying the topics from the start",
-      {
-        partitions: starts.length,
-      },
+    await group.start(
+      new PartitionBatches({
+        ...this.#parts(),
+        publisher: this.publisher,
+        observer: this.options.observer,
+        signal: this.shutdown.signal,
+        seek: (topic, partition, offset) => group.seek(topic, partition, offset),
+        beforeApply: this.options.beforeApply,
+      }),
     );
   }
 
-  createConsumer(): Consumer {
-    const { config, stats, options: { kafka, logger } } = this;
-    const consumer = kafka.consumer({
-      groupId: config.consumerGroup,
-      maxBytesPerPartition: config.maxBatchBytes,
-      maxBytes: config.maxBatchBytes * 8,
-      sessionTimeout: config.sessionTimeoutS * 1000,
-      heartbeatInterval: Math.min(3_000, config.sessionTimeoutS * 100),
-      maxWaitTimeInMs: 2_000,
-      allowAutoTopicCreation: false,
-      retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
-    });
-    // Health reads these flags: up on every sign of a working broker, down on every sign of none.
-    consumer.on(consumer.events.CONNECT, () => (stats.connected.kafka = true));
-    consumer.on(consumer.events.FETCH, () => (stats.connected.kafka = true));
-    consumer.on(consumer.events.DISCONNECT, () => (stats.connected.kafka = false));
-    consumer.on(consumer.events.STOP, () => (stats.connected.kafka = false));
-    consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      stats.connected.kafka = true;
-      const assigned = Object.entries(event.payload.memberAssignment);
-      logger.info("joined group", {
-        group: config.consumerGroup,
-        assigned: assigned.map(([t, ps]) => `${t}[${ps.join(",")}]`).join(" ") || "nothing",
-      });
-      this.startFromStoredOffsets(assigned).catch((error) => this.fail(error));
-    });
-    consumer.on(consumer.events.CRASH, (event) => {
-      stats.connected.kafka = false;
-      if (event.payload.restart) {
-        logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
-      } else this.fail(event.payload.error); // kafkajs gave up: fetching has stopped, so the run must end
-    });
-    return consumer;
+  /** The parts of the run its group, batches and monitor share. */
+  #parts() {
+    const { config, stats, admin, positions, orderWaits, topics, options: { sql, logger } } = this;
+    return { config, stats, admin, positions, orderWaits, topics, sql, logger };
   }
 
-  /**
-   * On assignment: each partition starts from the offset stored in PostgreSQL (a seek), or, when
-   * none is stored, from the group's committed offset, else the earliest. A stored offset past the
-   * log's end means the topic was recreated: applying would skip the new records, so the run stops.
-   */
-  async startFromStoredOffsets(assigned: [string, number[]][]): Promise<void> {
-    const mine = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => `${t}:${p}`)));
-    this.orderWaits.keepOnly(mine);
-    this.positions.reassigned(mine);
-    const stored = await readStoredOffsets(this.options.sql, this.topics);
-    for (const [topic, partitions] of assigned) {
-      const ends = new Map((await this.admin.fetchTopicOffsets(topic)).map((e) => [e.partition, BigInt(e.high)]));
-      for (const partition of partitions) {
-        const next = stored.get(`${topic}:${partition}`);
-        if (next === undefined) continue;
-        const end = ends.get(partition) ?? 0n;
-        if (next > end) {
-          throw new Error(
-            `${topic}:${partition} is stored in PostgreSQL at offset ${next} but the log ends at ${end}: ` +
-              `the topic was recreated; run consume --rebuild to apply it from the start`,
-          );
-        }
-        this.consumer!.seek({ topic, partition, offset: next.toString() });
-        // The group's committed offset follows, for lag tools, even when nothing is left to apply.
-        this.positions.advanced(topic, partition, next);
-      }
-    }
-  }
-
-  /** Until stopped: progress lines, lag, health, Kafka's advisory commits, and the idle stop. */
+  /** Until stopped: a monitor tick once a second (every 5 s when idle); a last advisory commit at the end. */
   async monitor(): Promise<void> {
-    const { config, stats, options: { sql, logger, progressEveryS = 5 } } = this;
-    let lastProgress = Date.now();
-    let lastApplied = 0;
-    const total = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
-    while (!this.stopping) {
-      // Once a second while batches come; every 5 s after 10 s without one, so an idle consumer
-      // costs well under 1% of a core. A new batch is taken at once either way (kafkajs fetches).
-      const settled = Date.now() - this.lastActivity >= 10_000;
-      await sleep(settled ? 5_000 : 1_000, this.shutdown.signal);
-      if (this.stopping) break;
-      const stored = await storedOffsetsWithin(sql, this.topics);
-      // Batches report the database's state as they apply; between them, this read does.
-      if (Date.now() - this.lastActivity >= 2_000) stats.connected.database = stored !== undefined;
-      await this.commitToKafka();
-      const lag = stored && await this.measureLag(stored);
-      if (lag) stats.lag = lag;
-      const totalLag = lag ? total(lag) : -1;
-      if (Date.now() - lastProgress >= progressEveryS * 1000) {
-        const applied = total(stats.applied);
-        logger.info("progress", {
-          applied,
-          deadLettered: total(stats.deadLettered),
-          eventsPerS: Math.round((applied - lastApplied) / ((Date.now() - lastProgress) / 1000)),
-          lag: totalLag,
-        });
-        lastApplied = applied;
-        lastProgress = Date.now();
-      }
-      if (
-        config.idleTimeoutS !== undefined && totalLag === 0 && this.orderWaits.size === 0 &&
-        Date.now() - this.lastActivity >= config.idleTimeoutS * 1000
-      ) {
-        logger.info(`drained and idle for ${config.idleTimeoutS}s; stopping`);
+    const group = this.group!;
+    const monitor = new ConsumeMonitor({
+      ...this.#parts(),
+      group,
+      progressEveryS: this.options.progressEveryS ?? 5,
+      idle: () => {
         this.stopReason = "idle";
         this.shutdown.abort();
-      }
-    }
-    await this.commitToKafka();
-  }
-
-  /** Commits the positions applied since the last call to Kafka: advisory, for lag tools; a failure is retried next time. */
-  async commitToKafka(): Promise<void> {
-    const positions = this.positions.takeUncommitted();
-    if (positions.size === 0 || !this.consumer) return;
-    const offsets = [...positions].map(([key, next]) => {
-      const at = key.lastIndexOf(":");
-      return { topic: key.slice(0, at), partition: Number(key.slice(at + 1)), offset: next.toString() };
+      },
     });
-    await this.consumer.commitOffsets(offsets).catch((error) => {
-      this.positions.restoreUncommitted(positions);
-      this.options.logger.debug("advisory offset commit to Kafka failed; retried in a second", {
-        error: describeError(error),
-      });
-    });
+    while (await sleep(monitor.nextTickMs(), this.shutdown.signal)) await monitor.tick();
+    await group.commitToKafka();
   }
+}
 
-  /** Log end minus the offset stored in PostgreSQL, per `topic:partition`; undefined when Kafka is away. */
-  async measureLag(stored: Map<string, bigint>): Promise<Record<string, number> | undefined> {
-    try {
-      const positions = await partitionPositions(this.admin, this.topics, (key) => {
-        const next = stored.get(key);
-        return next === undefined ? undefined : Number(next);
-      });
-      return Object.fromEntries(positions.map((p) => [`${p.topic}:${p.partition}`, p.lag]));
-    } catch (error) {
-      if (isKafkaOutage(error)) this.stats.connected.kafka = false;
-      return undefined;
+/** The source topics and their DLQs, with the partitions each gets when created. */
+function topicsToCreate(config: ConsumeConfig): [topic: string, partitions: number][] {
+  return [
+    [config.usersTopic, config.usersPartitions],
+    [config.ordersTopic, config.ordersPartitions],
+    [dlqTopic(config.usersTopic), 1],
+    [dlqTopic(config.ordersTopic), 1],
+  ];
+}
+
+/** Empties the tables and stores every partition's first offset, so the tables are rebuilt from the log. */
+async function rebuildFromLogStart(admin: Admin, sql: Sql, config: ConsumeConfig, logger: Logger): Promise<void> {
+  const starts = [];
+  for (const topic of [config.usersTopic, config.ordersTopic]) {
+    for (const { partition, low } of await admin.fetchTopicOffsets(topic)) {
+      starts.push({ topic, partition, nextOffset: BigInt(low) });
     }
   }
+  await resetForRebuild(sql, config.consumerGroup, starts);
+  logger.info("rebuild: emptied users, orders and the stored offsets; applying the topics from the start", {
+    partitions: starts.length,
+  });
 }

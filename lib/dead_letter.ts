@@ -6,7 +6,7 @@
  * @module
  */
 import type { IHeaders, KafkaMessage, Message, Producer } from "kafkajs";
-import { describeError, isKafkaOutage } from "./errors.ts";
+import { describeError, isKafkaOutage, PipelineError } from "./errors.ts";
 
 /** Header names on DLQ records. */
 export const DLQ_HEADERS = {
@@ -31,13 +31,15 @@ export interface DeadLetter {
 }
 
 /** A DLQ write that waiting will not fix (a record over the broker's size limit, a refused topic). */
-export class DeadLetterError extends Error {
+export class DeadLetterError extends PipelineError {
+  /** The first record's offset in its source partition. */
+  readonly offset: string;
   /** Names the first record of the write, its DLQ topic and Kafka's answer. */
-  constructor(topic: string, partition: number, letters: DeadLetter[], cause: unknown) {
+  constructor(readonly topic: string, readonly partition: number, letters: DeadLetter[], cause: unknown) {
     const offsets = letters.map((l) => l.message.offset);
     const where = `${topic}:${partition}:${offsets[0]}${offsets.length > 1 ? ` (and ${offsets.length - 1} more)` : ""}`;
     super(`could not write ${where} to ${dlqTopic(topic)}: ${describeError(cause)}`, { cause });
-    this.name = "DeadLetterError";
+    this.offset = offsets[0];
   }
 }
 

@@ -7,15 +7,16 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { parseArgs } from "node:util";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
-import { ConfigError, type ConsumeConfig, DEFAULTS, integerRule, loadConsumeConfig, shownValue } from "./config.ts";
+import type { CommandDefinition } from "./command.ts";
+import { ConfigError, type ConsumeConfig, type DlqConfig, loadDlqConfig } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./dead_letter.ts";
 import { createKafka } from "./kafka_admin.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
-import { commandLogger, createLogger, type Logger, routeProcessWarnings } from "./log.ts";
-import { describeError, isKafkaOutage } from "./errors.ts";
-import { retry } from "./retry.ts";
+import type { Logger } from "./log.ts";
+import { isKafkaOutage } from "./errors.ts";
+import { SEND, waitOut } from "./retry.ts";
+import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** Header added to a replayed record: `dlq-topic:partition:offset` of the DLQ record it came from. */
 export const REPLAYED_FROM_HEADER = "dlq.replayed.from";
@@ -86,16 +87,18 @@ export interface ReadDlqOptions {
   limit?: number;
   /** Give up reading after this long. @default 60000 */
   timeoutMs?: number;
+  /** Aborted on a stop (SIGINT/SIGTERM): reading ends after the batch in hand. */
+  signal?: AbortSignal;
 }
 
-/**
- * Reads `topics` from the group's committed position (or the start) up to the end offsets they
- * had when the call started, then returns the number of records handled; never waits for more.
- */
-export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<number> {
-  const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000 } = options;
+/** Where the group is on each partition of `topics` (or the log's start) and where the log ends, for partitions with records left. */
+async function unreadRanges(
+  kafka: Kafka,
+  topics: string[],
+  groupId: string,
+): Promise<Map<PartitionKey, { next: bigint; end: bigint }>> {
   const admin = kafka.admin();
-  const ends = new Map<string, { next: bigint; end: bigint }>();
+  const ends = new Map<PartitionKey, { next: bigint; end: bigint }>();
   await admin.connect();
   try {
     const existing = new Set(await admin.listTopics());
@@ -108,24 +111,35 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
       for (const { partition, low, high } of await admin.fetchTopicOffsets(topic)) {
         const from = at.get(partition) ?? -1n;
         const next = from > BigInt(low) ? from : BigInt(low);
-        if (next < BigInt(high)) ends.set(`${topic}:${partition}`, { next, end: BigInt(high) });
+        if (next < BigInt(high)) ends.set(partitionKey(topic, partition), { next, end: BigInt(high) });
       }
     }
   } finally {
     await admin.disconnect();
   }
-  if (ends.size === 0 || limit <= 0) return 0;
+  return ends;
+}
+
+/**
+ * Reads `topics` from the group's committed position (or the start) up to the end offsets they
+ * had when the call started, then returns the number of records handled; never waits for more.
+ */
+export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<number> {
+  const { topics, groupId, onRecords, commit = false, limit = Infinity, timeoutMs = 60_000, signal } = options;
+  const ends = await unreadRanges(kafka, topics, groupId);
+  if (ends.size === 0 || limit <= 0 || signal?.aborted) return 0;
 
   let handled = 0;
   let finish = () => {};
   let fail = (_error: unknown) => {};
   const finished = new Promise<void>((resolve, reject) => ((finish = resolve), (fail = reject)));
   const consumer = kafka.consumer({ groupId, maxWaitTimeInMs: 200, allowAutoTopicCreation: false });
-  const pendingTopics = [...new Set([...ends.keys()].map((k) => k.slice(0, k.lastIndexOf(":"))))];
+  const pendingTopics = [...new Set([...ends.keys()].map((k) => parsePartitionKey(k).topic))];
   const timer = setTimeout(
     () => fail(new Error(`timed out after ${timeoutMs / 1000}s reading ${pendingTopics.join(", ")}`)),
     timeoutMs,
   );
+  signal?.addEventListener("abort", () => finish(), { once: true });
   consumer.on(consumer.events.CRASH, (event) => {
     if (!event.payload.restart) fail(event.payload.error);
   });
@@ -136,7 +150,7 @@ export async function readDlq(kafka: Kafka, options: ReadDlqOptions): Promise<nu
       autoCommit: false,
       eachBatchAutoResolve: false,
       eachBatch: async ({ batch, resolveOffset, commitOffsetsIfNecessary }) => {
-        const key = `${batch.topic}:${batch.partition}`;
+        const key = partitionKey(batch.topic, batch.partition);
         const position = ends.get(key);
         if (!position || handled >= limit) return;
         const messages = batch.messages
@@ -198,10 +212,7 @@ export function replayGroup(consumerGroup: string): string {
   return `${consumerGroup}.dlq-replay`;
 }
 
-const USAGE = `usage: cdc-consume dlq list [--topic users|orders] [--limit N] [flags]
-       cdc-consume dlq replay [--topic users|orders] [--dry-run] [flags]
-
-Inspects and replays the dead-letter topics <topic>.dlq that the consumer writes.
+const SUMMARY = `Inspects and replays the dead-letter topics <topic>.dlq that the consumer writes.
 
   list      prints one line per DLQ record to stdout (source topic:partition:offset, failed-at,
             reason, key, a shortened value, and the record's own dlq topic:partition:offset),
@@ -211,72 +222,7 @@ Inspects and replays the dead-letter topics <topic>.dlq that the consumer writes
             "dlq-topic:partition:offset" added. Its position is committed in the consumer group
             <group>.dlq-replay after Kafka acknowledged the records, so re-running replay
             replays only DLQ records that arrived since the last run. Fix the cause first
-            (e.g. create the missing user): a record that fails again goes back to the DLQ.
-
-  --topic NAME              users or orders (or a configured topic name); default both
-  --limit N                 list: print at most N records
-  --dry-run                 replay: print what would be replayed; publish and commit nothing
-  --help                    show this help
-
-Connection flags are those of cdc-consume (see cdc-consume --help): --brokers, --users-topic,
---orders-topic, --group, --kafka-tls, --sasl-*, --log-format, each also read from its env variable.`;
-
-/** Where the DLQ command writes: stdout for records and summaries, stderr through the logger. */
-export interface DlqIo {
-  /** Writes one line to stdout. */
-  out: (line: string) => void;
-}
-
-interface DlqArgs {
-  action: "list" | "replay";
-  topic?: string;
-  limit?: number;
-  dryRun: boolean;
-  rest: string[];
-}
-
-/** Splits the dlq command line into its own flags and the consume flags it shares; undefined means help. */
-export function parseDlqArgs(args: string[]): DlqArgs | undefined {
-  const [action, ...tail] = args;
-  if (action === undefined || action === "--help" || action === "help" || tail.includes("--help")) return undefined;
-  if (action !== "list" && action !== "replay") {
-    throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
-  }
-  const { tokens } = parseArgs({
-    args: tail,
-    options: { topic: { type: "string" }, limit: { type: "string" }, "dry-run": { type: "boolean" } },
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-  });
-  const own = new Set<number>();
-  const values: { topic?: string; limit?: string; dryRun: boolean } = { dryRun: false };
-  for (const token of tokens) {
-    if (token.kind !== "option" || !["topic", "limit", "dry-run"].includes(token.name)) continue;
-    own.add(token.index);
-    if (token.name === "dry-run") {
-      values.dryRun = true;
-      continue;
-    }
-    let value = token.value;
-    if (token.inlineValue === false || value === undefined) {
-      value = tail[token.index + 1];
-      if (value === undefined || value.startsWith("--")) throw new ConfigError(`--${token.name} needs a value`);
-      own.add(token.index + 1);
-    }
-    values[token.name as "topic" | "limit"] = value;
-  }
-  if (values.dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
-  let limit: number | undefined;
-  if (values.limit !== undefined) {
-    if (action !== "list") throw new ConfigError("--limit belongs to dlq list");
-    limit = Number(values.limit);
-    if (!/^\d+$/.test(values.limit) || !Number.isSafeInteger(limit) || limit < 1) {
-      throw new ConfigError(`--limit must be ${integerRule(1)}: ${shownValue(values.limit)}`);
-    }
-  }
-  return { action, topic: values.topic, limit, dryRun: values.dryRun, rest: tail.filter((_, i) => !own.has(i)) };
-}
+            (e.g. create the missing user): a record that fails again goes back to the DLQ.`;
 
 /** The DLQ topics `--topic` names: `users`, `orders`, a configured topic or its DLQ; both when absent. */
 export function dlqTopicsOf(config: ConsumeConfig, topic: string | undefined): string[] {
@@ -296,14 +242,14 @@ export async function listDlq(
   config: ConsumeConfig,
   topics: string[],
   out: (line: string) => void,
-  limit?: number,
+  options: { limit?: number; signal?: AbortSignal } = {},
 ): Promise<number> {
   // A group of its own that never commits: listing moves no one's position.
   const groupId = `${config.consumerGroup}.dlq-list.${Date.now().toString(36)}${Math.random().toString(36).slice(2)}`;
   return await readDlq(kafka, {
     topics,
     groupId,
-    limit,
+    ...options,
     onRecords: (records) => {
       for (const record of records) out(formatDlqRecord(record));
       return Promise.resolve();
@@ -316,19 +262,25 @@ export async function replayDlq(
   kafka: Kafka,
   config: ConsumeConfig,
   topics: string[],
-  options: { dryRun: boolean; out: (line: string) => void; logger: Logger },
+  options: { dryRun: boolean; out: (line: string) => void; logger: Logger; signal?: AbortSignal },
 ): Promise<ReplaySummary> {
-  const { dryRun, out, logger } = options;
+  const { dryRun, out, logger, signal } = options;
   const summary: ReplaySummary = { replayed: {}, skipped: 0 };
   const producer = createPublisher(kafka);
   if (!dryRun) {
-    await retry(() => producer.connect(), { what: "connecting to Kafka", isRetriable: isKafkaOutage });
+    await waitOut(() => producer.connect(), {
+      what: "connecting to Kafka",
+      policy: SEND,
+      isRetriable: isKafkaOutage,
+      signal,
+    });
   }
   try {
     await readDlq(kafka, {
       topics,
       groupId: replayGroup(config.consumerGroup),
       commit: !dryRun,
+      signal,
       onRecords: async (records) => {
         const bySource = new Map<string, Message[]>();
         for (const record of records) {
@@ -346,9 +298,10 @@ export async function replayDlq(
         const topicMessages: TopicMessages[] = [...bySource].map(([topic, messages]) => ({ topic, messages }));
         if (!dryRun && topicMessages.length > 0) {
           await writeWithRetry(producer, topicMessages, {
-            maxAttempts: DEFAULTS.maxAttempts,
-            backoffMs: DEFAULTS.retryBackoffMs,
+            maxAttempts: SEND.maxAttempts,
+            backoffMs: SEND.baseMs,
             logger,
+            signal,
           });
         }
         for (const { topic, messages } of topicMessages) {
@@ -362,61 +315,42 @@ export async function replayDlq(
   return summary;
 }
 
-/** Runs `cdc-consume dlq ...`; returns the exit code. */
-export async function runDlqCommand(
-  args: string[],
-  env: Record<string, string | undefined>,
-  io: DlqIo,
-): Promise<number> {
-  let parsed: DlqArgs | undefined;
-  let config: ConsumeConfig;
-  let topics: string[];
-  try {
-    parsed = parseDlqArgs(args);
-    if (!parsed) {
-      io.out(USAGE);
-      return 0;
+/** What a dlq command did, logged at exit. */
+export type DlqSummary =
+  | { action: "list"; listed: number; topics: string }
+  | ({ action: "replay"; dryRun: boolean; group: string } & ReplaySummary);
+
+/** `cdc-consume dlq list|replay`, run by lib/command.ts' skeleton. */
+export const dlqCommand: CommandDefinition<DlqConfig, DlqSummary> = {
+  name: "consume dlq",
+  component: "dlq",
+  summary: SUMMARY,
+  load: loadDlqConfig,
+  onStop: "ending after the batch in hand",
+  run: async (config, { logger, signal, out }) => {
+    const topics = dlqTopicsOf(config, config.topic);
+    const kafka = createKafka(config, "cdc-dlq", logger);
+    if (config.action === "list") {
+      const listed = await listDlq(kafka, config, topics, out, { limit: config.limit, signal });
+      return { action: "list", listed, topics: topics.join(",") };
     }
-    const loaded = loadConsumeConfig(parsed.rest, env);
-    if (loaded.help) {
-      io.out(USAGE);
-      return 0;
-    }
-    config = loaded.config;
-    topics = dlqTopicsOf(config, parsed.topic);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    createLogger({ component: "dlq", format: env.LOG_FORMAT === "json" ? "json" : "human" }).error(
-      `cdc-consume dlq: ${error.message}`,
-    );
-    return 2;
-  }
-  const logger = commandLogger("dlq", config, env);
-  routeProcessWarnings(logger);
-  const kafka = createKafka(config, "cdc-dlq", logger);
-  try {
-    if (parsed.action === "list") {
-      const count = await listDlq(kafka, config, topics, io.out, parsed.limit);
-      logger.info(`listed ${count} DLQ records`, { topics: topics.join(",") });
-      return 0;
-    }
-    const summary = await replayDlq(kafka, config, topics, { dryRun: parsed.dryRun, out: io.out, logger });
+    const summary = await replayDlq(kafka, config, topics, { dryRun: config.dryRun, out, logger, signal });
     const total = Object.values(summary.replayed).reduce((a, b) => a + b, 0);
     const perTopic = Object.entries(summary.replayed).map(([t, n]) => `${t}: ${n}`).join(", ");
-    io.out(
-      parsed.dryRun
+    out(
+      config.dryRun
         ? `dry run: would replay ${total} DLQ records${perTopic ? ` (${perTopic})` : ""}; published nothing`
         : `replayed ${total} DLQ records${perTopic ? ` (${perTopic})` : ""}` +
           (total === 0 ? ": nothing arrived since the last replay" : ""),
     );
-    logger.info(parsed.dryRun ? "dry run done" : "replay done", {
-      replayed: summary.replayed,
-      skipped: summary.skipped,
-      group: replayGroup(config.consumerGroup),
-    });
-    return 0;
-  } catch (error) {
-    logger.error(`dlq ${parsed.action} failed: ${describeError(error)}`);
-    return 1;
-  }
-}
+    return { action: "replay", dryRun: config.dryRun, group: replayGroup(config.consumerGroup), ...summary };
+  },
+  outcome: (summary) => ({
+    message: summary.action === "list"
+      ? `listed ${summary.listed} DLQ records`
+      : summary.dryRun
+      ? "dry run done"
+      : "replay done",
+    exitCode: 0,
+  }),
+};

@@ -36,15 +36,14 @@ const OUTAGE_SQLSTATE = /^(08|53|57P)|^25006$/;
 const TRANSIENT_SQLSTATE = new Set(["40001", "40P01", "55P03", "25P03"]);
 
 /**
- * Classifies a PostgreSQL failure. Outages are the socket errors and SQLSTATE class 08
+ * A PostgreSQL or socket failure. Outages are the socket errors and SQLSTATE class 08
  * (connection), 53 (resources), 57P (shutdown) and 25006 (read-only); TRANSIENT_SQLSTATE
  * (serialization, deadlock, lock timeout, idle transaction ended) are transient; class 22 (data)
  * and 23 (integrity) belong to the record. Everything else is fatal: a dropped table (42P01), a
  * refused login (28P01), a missing database (3D000), an error with no code at all (a bug of
  * ours) will not pass by waiting.
  */
-export function classifyDatabaseError(error: unknown): FailureKind {
-  const code = (error as { code?: unknown } | null)?.code;
+function classifyDatabase(code: unknown): FailureKind {
   if (typeof code !== "string") return "fatal";
   if (SOCKET_CODES.has(code)) return "outage";
   if (!/^[0-9A-Z]{5}$/.test(code)) return "fatal";
@@ -54,20 +53,18 @@ export function classifyDatabaseError(error: unknown): FailureKind {
   return "fatal";
 }
 
-/** Whether a Kafka failure is worth waiting out (connection, timeout, leadership, retriable). */
-export function isKafkaOutage(error: unknown): boolean {
-  const e = error as { name?: string; retriable?: boolean; type?: string; cause?: unknown } | null;
-  if (!e) return false;
-  if (isKafkaAuthError(error)) return false;
-  if (e.retriable === true) return true;
-  if (
-    e.name === "KafkaJSConnectionError" || e.name === "KafkaJSRequestTimeoutError" ||
-    e.name === "KafkaJSNumberOfRetriesExceeded" || e.name === "KafkaJSConnectionClosedError" ||
-    e.name === "KafkaJSBrokerNotFound" || e.name === "KafkaJSLockTimeout" || e.name === "KafkaJSMetadataNotLoaded" ||
-    e.name === "KafkaJSTopicMetadataNotLoaded" || e.name === "KafkaJSStaleTopicMetadataAssignment"
-  ) return true;
-  return e.cause !== undefined && isKafkaOutage(e.cause);
-}
+/** kafkajs error names of a broker that is away, slow or moving leadership: waited out. */
+const KAFKA_OUTAGE_NAMES = new Set([
+  "KafkaJSConnectionError",
+  "KafkaJSRequestTimeoutError",
+  "KafkaJSNumberOfRetriesExceeded",
+  "KafkaJSConnectionClosedError",
+  "KafkaJSBrokerNotFound",
+  "KafkaJSLockTimeout",
+  "KafkaJSMetadataNotLoaded",
+  "KafkaJSTopicMetadataNotLoaded",
+  "KafkaJSStaleTopicMetadataAssignment",
+]);
 
 /** Kafka error types telling a member that the group has moved on without it. */
 const MEMBERSHIP_LOST = new Set([
@@ -76,6 +73,64 @@ const MEMBERSHIP_LOST = new Set([
   "ILLEGAL_GENERATION",
   "FENCED_INSTANCE_ID",
 ]);
+
+/** Kafka error types of a refused login or a refused authorization: a setting to fix. */
+const KAFKA_REFUSED = new Set([
+  "SASL_AUTHENTICATION_FAILED",
+  "TOPIC_AUTHORIZATION_FAILED",
+  "GROUP_AUTHORIZATION_FAILED",
+]);
+
+/** Kafka error types of one record the broker will not take (too large, invalid): no retry sends it. */
+const KAFKA_RECORD = new Set(["MESSAGE_TOO_LARGE", "RECORD_LIST_TOO_LARGE", "INVALID_RECORD", "CORRUPT_MESSAGE"]);
+
+type KafkaLike = { name?: unknown; type?: unknown; retriable?: unknown; cause?: unknown } | null | undefined;
+
+/** Whether a failure came from Kafka: kafkajs' own, one carrying a Kafka error type or retriable flag, or one caused by such. */
+function fromKafka(error: unknown): boolean {
+  const e = error as KafkaLike;
+  if (e === null || typeof e !== "object") return false;
+  if (isKafkaJSError(e) || typeof e.type === "string" || typeof e.retriable === "boolean") return true;
+  return e.cause !== undefined && fromKafka(e.cause);
+}
+
+/** A Kafka failure, by kafkajs' error name, the Kafka error type and its retriable flag; a cause decides last. */
+function classifyKafka(error: unknown): FailureKind {
+  const e = error as KafkaLike;
+  if (!e || typeof e !== "object") return "fatal";
+  if (isKafkaAuthError(e)) return "fatal";
+  if (typeof e.type === "string" && MEMBERSHIP_LOST.has(e.type)) return "transient";
+  if (typeof e.type === "string" && KAFKA_RECORD.has(e.type)) return "record";
+  if (e.retriable === true || KAFKA_OUTAGE_NAMES.has(e.name as string)) return "outage";
+  return e.cause !== undefined ? classifyKafka(e.cause) : "fatal";
+}
+
+/**
+ * The one classifier of the project, for PostgreSQL and Kafka failures alike: by SQLSTATE class
+ * and socket code, or by kafkajs error name and Kafka error type; never by message text. A group
+ * membership lost (a rebalance) is transient: the batch is given up and the group rejoined.
+ */
+export function classify(error: unknown): FailureKind {
+  return fromKafka(error) ? classifyKafka(error) : classifyDatabaseError(error);
+}
+
+/** Which dependency a failure came from, for the health flags. */
+export function dependencyOf(error: unknown): "kafka" | "database" {
+  return fromKafka(error) ? "kafka" : "database";
+}
+
+/** Whether a failure is a Kafka outage, waited out; {@linkcode classify} decides. */
+export function isKafkaOutage(error: unknown): boolean {
+  return fromKafka(error) && classify(error) === "outage";
+}
+
+/**
+ * The kind of a failure read as PostgreSQL's (by its SQLSTATE or socket code only): a Kafka
+ * failure is fatal here. The capture's name until it is migrated to {@linkcode classify}.
+ */
+export function classifyDatabaseError(error: unknown): FailureKind {
+  return classifyDatabase((error as { code?: unknown } | null)?.code);
+}
 
 /** Whether a heartbeat's failure means the member no longer owns its partitions: the group rebalances. */
 export function isGroupMembershipLost(error: unknown): boolean {
@@ -89,11 +144,33 @@ export function isKafkaJSError(error: unknown): boolean {
   return typeof name === "string" && name.startsWith("KafkaJS");
 }
 
-/** Whether a Kafka failure is a refused login (SASL), which waiting will not fix. */
+/** Whether a Kafka failure is a refused login (SASL) or authorization, which waiting will not fix. */
 export function isKafkaAuthError(error: unknown): boolean {
-  const e = error as { name?: string; type?: string } | null;
-  return e?.name === "KafkaJSSASLAuthenticationError" || e?.type === "SASL_AUTHENTICATION_FAILED" ||
-    e?.type === "TOPIC_AUTHORIZATION_FAILED" || e?.type === "GROUP_AUTHORIZATION_FAILED";
+  const e = error as { name?: unknown; type?: unknown } | null;
+  return e?.name === "KafkaJSSASLAuthenticationError" || KAFKA_REFUSED.has(e?.type as string);
+}
+
+/**
+ * The base of the project's typed errors: `name` is the subclass's, the underlying error is kept
+ * as `cause`, and each subclass adds the fields an operator needs (topic, partition, offset).
+ */
+export class PipelineError extends Error {
+  /** Creates the error with a one-line message naming what happened and what to do. */
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A partition's offset stored in PostgreSQL is past its log's end: the topic was recreated. */
+export class TopicRecreatedError extends PipelineError {
+  /** Names the partition, the stored offset and the log's end. */
+  constructor(readonly topic: string, readonly partition: number, readonly offset: bigint, readonly logEnd: bigint) {
+    super(
+      `${topic}:${partition} is stored in PostgreSQL at offset ${offset} but the log ends at ${logEnd}: ` +
+        `the topic was recreated; run consume --rebuild to apply it from the start`,
+    );
+  }
 }
 
 /** node:tls codes of a server certificate the client refused: a setting to fix, said so. */

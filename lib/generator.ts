@@ -114,6 +114,38 @@ function clip50(name: string): string {
 }
 
 /**
+ * A user event of `type` at `now`, `created` users being made so far: a CREATE makes user number
+ * `created`; UPDATE and DELETE pick one of them.
+ */
+function userValue(
+  type: EventType,
+  { seed, faker, pick, created, now }: {
+    seed: number;
+    faker: Faker;
+    pick: (n: number) => number;
+    created: number;
+    now: string;
+  },
+): UserEvent {
+  if (type === "CREATE") {
+    const id = entityId(seed, "user", created);
+    const born = faker.date.between({ from: "1970-01-01T00:00:00Z", to: "2015-12-31T23:59:59Z" });
+    return {
+      event_type: type,
+      user_id: id,
+      name: clip50(faker.person.fullName()),
+      dob: born.toISOString().slice(0, 10),
+      created_at: now,
+    };
+  }
+  const id = entityId(seed, "user", pick(created));
+  if (type === "UPDATE") {
+    return { event_type: type, user_id: id, name: clip50(faker.person.fullName()), modified_at: now };
+  }
+  return { event_type: type, user_id: id, modified_at: now };
+}
+
+/**
  * Generates `users` user events, then `orders` order events, lazily. About 60% CREATE, 30%
  * UPDATE and 10% DELETE; UPDATE and DELETE only target ids created earlier in the run.
  */
@@ -140,29 +172,8 @@ export function generateEvents(options: GeneratorOptions, stats?: GenerationStat
       for (let i = 0; i < users; i++) {
         const type = nextType(usersCreated);
         const now = formatMicros(clock.nowMicros());
-        let value: UserEvent;
-        if (type === "CREATE") {
-          const id = entityId(seed, "user", usersCreated++);
-          const born = faker.date.between({ from: "1970-01-01T00:00:00Z", to: "2015-12-31T23:59:59Z" });
-          value = {
-            event_type: type,
-            user_id: id,
-            name: clip50(faker.person.fullName()),
-            dob: born.toISOString().slice(0, 10),
-            created_at: now,
-          };
-          counts.usersCreated = usersCreated;
-        } else if (type === "UPDATE") {
-          const id = entityId(seed, "user", pick(usersCreated));
-          value = {
-            event_type: type,
-            user_id: id,
-            name: clip50(faker.person.fullName()),
-            modified_at: now,
-          };
-        } else {
-          value = { event_type: type, user_id: entityId(seed, "user", pick(usersCreated)), modified_at: now };
-        }
+        const value = userValue(type, { seed, faker, pick, created: usersCreated, now });
+        if (type === "CREATE") counts.usersCreated = ++usersCreated;
         count(userKey[type]);
         yield { entity: "user", key: value.user_id, value };
       }

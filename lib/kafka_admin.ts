@@ -1,12 +1,13 @@
 /**
- * Kafka plumbing shared by both commands: the client (TLS, SASL, logs routed to our logger),
- * topic administration, and sends retried within a budget.
+ * Kafka plumbing shared by the commands: the client (TLS, SASL, logs routed to our logger),
+ * topic administration and partition positions. Sends retried within a budget are lib/publisher.ts'.
  * @module
  */
 import { type Admin, Kafka, type KafkaConfig, logLevel } from "kafkajs";
 import type { CommonConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 import "./kafkajs_fixes.ts";
+import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /**
  * kafkajs lines that retell a refused login: a login is never retried and the command reports
@@ -113,24 +114,15 @@ export interface PartitionPosition {
 export async function partitionPositions(
   admin: Admin,
   topics: string[],
-  positionOf: (key: string) => number | undefined,
+  positionOf: (key: PartitionKey) => number | undefined,
 ): Promise<PartitionPosition[]> {
   const positions: PartitionPosition[] = [];
   for (const topic of topics) {
     for (const { partition, low, high } of await admin.fetchTopicOffsets(topic)) {
-      const position = positionOf(`${topic}:${partition}`);
+      const position = positionOf(partitionKey(topic, partition));
       const from = Math.max(position ?? 0, Number(low));
       positions.push({ topic, partition, position, lag: Math.max(0, Number(high) - from) });
     }
   }
   return positions;
-}
-
-/** A consumer group's committed positions on `topics`, as Kafka holds them (what lag tools show). */
-export async function groupPositions(admin: Admin, groupId: string, topics: string[]): Promise<PartitionPosition[]> {
-  const committed = new Map<string, number>();
-  for (const { topic, partitions } of await admin.fetchOffsets({ groupId, topics })) {
-    for (const p of partitions) if (Number(p.offset) >= 0) committed.set(`${topic}:${p.partition}`, Number(p.offset));
-  }
-  return await partitionPositions(admin, topics, (key) => committed.get(key));
 }

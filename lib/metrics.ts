@@ -1,7 +1,7 @@
 /**
- * Prometheus metrics through prom-client: the pipeline's metrics, read from a run's stats at
- * scrape time, the library's default process metrics, and the HTTP endpoint that serves
- * `/metrics` and `/health`.
+ * Prometheus metrics through prom-client: the pipeline's metrics, read from a run's stats
+ * (lib/stats.ts) at scrape time, durations told through the observer the run is given, the
+ * library's default process metrics, and the HTTP endpoint that serves `/metrics` and `/health`.
  * @module
  */
 import { readFileSync } from "node:fs";
@@ -9,11 +9,10 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import process from "node:process";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { CaptureStats } from "./capture.ts";
-import type { ConsumeStats } from "./consumer.ts";
 import type { Logger } from "./log.ts";
-import type { ProduceStats } from "./producer.ts";
+import type { CaptureStats, ConsumeObserver, ConsumeStats, ProduceStats, SendObserver } from "./stats.ts";
 import { describeError } from "./errors.ts";
+import { parsePartitionKey } from "./partition_key.ts";
 
 /** Bucket bounds of batch sizes, in records. */
 export const BATCH_SIZE_BUCKETS = [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
@@ -85,8 +84,16 @@ function processRegistry(): Registry {
   return registry;
 }
 
-/** The consumer's metrics, read from `stats` at scrape time; hooks `stats.onBatch` for the histograms. */
-export function consumeMetrics(stats: ConsumeStats): Registry {
+/** A command's metrics: the registry to serve, and the observer the run tells its durations. */
+export interface RunMetrics<O> {
+  /** Served at `/metrics`. */
+  registry: Registry;
+  /** Passed to the run: fills the histograms. */
+  observer: O;
+}
+
+/** The consumer's metrics, read from `stats` at scrape time; the observer fills the histograms. */
+export function consumeMetrics(stats: ConsumeStats): RunMetrics<ConsumeObserver> {
   const registry = processRegistry();
   scraped(Counter, registry, {
     name: "cdc_records_applied_total",
@@ -118,15 +125,15 @@ export function consumeMetrics(stats: ConsumeStats): Registry {
     labelNames: ["topic", "partition"],
     read: () =>
       Object.entries(stats.lag).map(([key, value]) => {
-        const at = key.lastIndexOf(":");
-        return [{ topic: key.slice(0, at), partition: key.slice(at + 1) }, value];
+        const { topic, partition } = parsePartitionKey(key);
+        return [{ topic, partition: String(partition) }, value];
       }),
   });
   scraped(Gauge, registry, {
     name: "cdc_connected",
     help: "Whether the consumer is connected to a dependency (1) or not (0).",
     labelNames: ["dependency"],
-    read: () => connectedSamples(stats.connected),
+    read: () => connectedSamples(stats.health.snapshot()),
   });
   const batchSize = new Histogram({
     name: "cdc_batch_size_records",
@@ -140,18 +147,25 @@ export function consumeMetrics(stats: ConsumeStats): Registry {
     buckets: DURATION_BUCKETS,
     registers: [registry],
   });
-  const previous = stats.onBatch;
-  stats.onBatch = (size, applyMs) => {
-    previous?.(size, applyMs);
-    batchSize.observe(size);
-    applyDuration.observe(applyMs / 1000);
+  const observer: ConsumeObserver = {
+    batchCommitted(size, applyMs) {
+      batchSize.observe(size);
+      applyDuration.observe(applyMs / 1000);
+    },
   };
-  return registry;
+  return { registry, observer };
 }
 
-/** The producer's metrics, read from `stats` at scrape time; hooks `stats.onSend` for the histogram. */
-export function produceMetrics(stats: ProduceStats): Registry {
-  const registry = processRegistry();
+/**
+ * The metrics of a run that publishes to Kafka (produce, capture) into `registry`: records
+ * acknowledged, retries, health, and the send-duration histogram its observer fills.
+ */
+function publishMetrics(
+  registry: Registry,
+  stats: Pick<ProduceStats, "published" | "sendRetries">,
+  connected: () => Record<string, boolean>,
+  who: string,
+): SendObserver {
   scraped(Counter, registry, {
     name: "cdc_records_published_total",
     help: "Records published and acknowledged by Kafka, per topic.",
@@ -166,9 +180,9 @@ export function produceMetrics(stats: ProduceStats): Registry {
   });
   scraped(Gauge, registry, {
     name: "cdc_connected",
-    help: "Whether the producer is connected to a dependency (1) or not (0).",
+    help: `Whether the ${who} is connected to a dependency (1) or not (0).`,
     labelNames: ["dependency"],
-    read: () => connectedSamples(stats.connected),
+    read: () => connectedSamples(connected()),
   });
   const sendDuration = new Histogram({
     name: "cdc_send_duration_seconds",
@@ -176,17 +190,20 @@ export function produceMetrics(stats: ProduceStats): Registry {
     buckets: DURATION_BUCKETS,
     registers: [registry],
   });
-  const previous = stats.onSend;
-  stats.onSend = (sendMs) => {
-    previous?.(sendMs);
-    sendDuration.observe(sendMs / 1000);
-  };
-  return registry;
+  return { batchSent: (sendMs) => sendDuration.observe(sendMs / 1000) };
 }
 
-/** The capture's metrics, read from `stats` at scrape time; hooks `stats.onSend` for the histogram. */
-export function captureMetrics(stats: CaptureStats): Registry {
-  const registry = produceMetrics(stats);
+/** The producer's metrics, read from `stats` at scrape time; the observer fills the send histogram. */
+export function produceMetrics(stats: ProduceStats): RunMetrics<SendObserver> {
+  const registry = processRegistry();
+  const observer = publishMetrics(registry, stats, () => stats.health.snapshot(), "producer");
+  return { registry, observer };
+}
+
+/** The capture's metrics, read from `stats` at scrape time; the observer fills the send histogram. */
+export function captureMetrics(stats: CaptureStats): RunMetrics<SendObserver> {
+  const registry = processRegistry();
+  const observer = publishMetrics(registry, stats, () => ({ ...stats.connected }), "producer");
   scraped(Counter, registry, {
     name: "cdc_capture_changes_total",
     help: "Row changes captured and acknowledged by Kafka, per table and Debezium op (r, c, u, d).",
@@ -209,7 +226,7 @@ export function captureMetrics(stats: CaptureStats): Registry {
     labelNames: [],
     read: () => (stats.retainedWalBytes === null ? [] : [[{}, stats.retainedWalBytes]]),
   });
-  return registry;
+  return { registry, observer };
 }
 
 /** Options of {@linkcode serveMetrics}. */

@@ -1,9 +1,10 @@
 /**
- * The wire format of CONTRACT.md section 2: event types, validation of what arrives, and the
+ * The wire format of docs/CONTRACT.md section 2: event types, validation of what arrives, and the
  * normalised changes the sink applies. Validation errors name the field, the rule and the
  * value, and become DLQ reasons verbatim.
  * @module
  */
+import { PipelineError } from "./errors.ts";
 
 /** What happened to an entity. */
 export type EventType = "CREATE" | "UPDATE" | "DELETE";
@@ -65,13 +66,7 @@ export const STATUS_OF: Record<EventType, OrderStatus> = {
 };
 
 /** An event that breaks the wire format; `message` is the reason a person reads in the DLQ. */
-export class InvalidEventError extends Error {
-  /** Creates the error with a one-line reason. */
-  constructor(message: string) {
-    super(message);
-    this.name = "InvalidEventError";
-  }
-}
+export class InvalidEventError extends PipelineError {}
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 const DATE = /^(\d{4})-(\d{2})-(\d{2})$/;
@@ -273,7 +268,7 @@ export function parseOrderEvent(value: Uint8Array | string | null | undefined): 
 
 /**
  * Checks that a record's key is its event's entity id (`user_id` or `order_id`) as UTF-8, as
- * CONTRACT.md section 2 says: per-key order holds only when every event of an entity carries its
+ * docs/CONTRACT.md section 2 says: per-key order holds only when every event of an entity carries its
  * id as the key, so one with another key (or none) could be applied out of order. Throws
  * InvalidEventError naming the key and the id. The comparison ignores case, as the ids do.
  */

@@ -1,5 +1,5 @@
 /**
- * The policy for an order whose user is not in PostgreSQL yet (CONTRACT.md invariant 5): its
+ * The policy for an order whose user is not in PostgreSQL yet (docs/CONTRACT.md invariant 5): its
  * partition pauses and retries with backoff until the user exists, or until `--order-wait`
  * seconds have passed since the group applied every user that was in the users topic when the
  * order blocked. An order is dead-lettered because its user never came, never because the users
@@ -7,6 +7,7 @@
  * @module
  */
 import { backoffDelay } from "./retry.ts";
+import type { PartitionKey } from "./partition_key.ts";
 
 /** Where the users topic stands, per partition. */
 export type UsersPositions = Map<number, bigint>;
@@ -50,7 +51,7 @@ const RETRY_CAP_MS = 5_000;
 
 /** The wait state of every partition that holds a blocked order, keyed `topic:partition`. */
 export class OrderWaits {
-  #waits = new Map<string, Wait>();
+  #waits = new Map<PartitionKey, Wait>();
   #options: Required<OrderWaitOptions>;
 
   /** Creates the policy; `options` gives the deadline, the clock and where positions come from. */
@@ -64,7 +65,7 @@ export class OrderWaits {
   }
 
   /** Decides for the order at `offset` that blocks partition `key`: dead-letter it, or retry after a delay. */
-  async decide(key: string, offset: string): Promise<WaitDecision> {
+  async decide(key: PartitionKey, offset: string): Promise<WaitDecision> {
     const { waitS, now, random } = this.#options;
     const previous = this.#waits.get(key);
     const wait: Wait = previous?.offset === offset
@@ -88,12 +89,12 @@ export class OrderWaits {
   }
 
   /** Forgets the wait of partition `key` (its order applied or was dead-lettered). */
-  forget(key: string): void {
+  forget(key: PartitionKey): void {
     this.#waits.delete(key);
   }
 
   /** Keeps only the waits of `assigned` partitions: the others moved to another member. */
-  keepOnly(assigned: Set<string>): void {
+  keepOnly(assigned: ReadonlySet<string>): void {
     for (const key of this.#waits.keys()) if (!assigned.has(key)) this.#waits.delete(key);
   }
 

@@ -23,9 +23,10 @@ import {
   parseUserEvent,
   type UserChange,
 } from "./model.ts";
-import type { OrderWaits } from "./order_wait.ts";
-import { classifyDatabaseError, describeError, isGroupMembershipLost, isKafkaOutage } from "./errors.ts";
-import { retry, RetryError } from "./retry.ts";
+import type { OrderWaits, WaitDecision } from "./order_wait.ts";
+import type { BatchStats, ConsumeObserver } from "./stats.ts";
+import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
+import { OUTAGE, RetryError, waitOut } from "./retry.ts";
 import {
   advanceOffset,
   applyChanges,
@@ -35,28 +36,19 @@ import {
   readStoredOffsets,
   type Sql,
 } from "./sink.ts";
-
-/** Counters a batch fills: records applied and dead-lettered per topic, batches, waits, health. */
-export interface BatchStats {
-  applied: Record<string, number>;
-  deadLettered: Record<string, number>;
-  batches: number;
-  retries: number;
-  connected: { kafka: boolean; database: boolean };
-  onBatch?: (size: number, applyMs: number) => void;
-}
+import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** The next offset to apply per `topic:partition` as this member knows it; null when nothing is stored yet. */
 export class AppliedPositions {
-  #known = new Map<string, bigint | null>();
-  #uncommitted = new Map<string, bigint>();
+  #known = new Map<PartitionKey, bigint | null>();
+  #uncommitted = new Map<PartitionKey, bigint>();
 
   /** Creates the map over the pool where cdc_offsets lives. */
   constructor(private readonly sql: Sql) {}
 
   /** The stored next offset of the partition, read from PostgreSQL the first time it is asked for. */
   async of(topic: string, partition: number): Promise<bigint | null> {
-    const key = `${topic}:${partition}`;
+    const key = partitionKey(topic, partition);
     if (!this.#known.has(key)) {
       const stored = await readStoredOffsets(this.sql, [topic]);
       this.#known.set(key, stored.get(key) ?? null);
@@ -66,30 +58,30 @@ export class AppliedPositions {
 
   /** Records that the tables now hold everything of the partition below `next`. */
   advanced(topic: string, partition: number, next: bigint): void {
-    this.#known.set(`${topic}:${partition}`, next);
-    this.#uncommitted.set(`${topic}:${partition}`, next);
+    this.#known.set(partitionKey(topic, partition), next);
+    this.#uncommitted.set(partitionKey(topic, partition), next);
   }
 
   /** Forgets what is known of partition `key` (after a fencing): its next batch reads PostgreSQL again. */
-  forget(key: string): void {
+  forget(key: PartitionKey): void {
     this.#known.delete(key);
   }
 
   /** After a rebalance: every partition is read from PostgreSQL again; only `mine` are committed to Kafka. */
-  reassigned(mine: Set<string>): void {
+  reassigned(mine: Set<PartitionKey>): void {
     this.#known.clear();
     for (const key of this.#uncommitted.keys()) if (!mine.has(key)) this.#uncommitted.delete(key);
   }
 
   /** Positions advanced since the last call, for Kafka's advisory offset commit. */
-  takeUncommitted(): Map<string, bigint> {
+  takeUncommitted(): Map<PartitionKey, bigint> {
     const taken = this.#uncommitted;
     this.#uncommitted = new Map();
     return taken;
   }
 
   /** Puts back positions whose commit failed, unless a newer one was recorded since. */
-  restoreUncommitted(positions: Map<string, bigint>): void {
+  restoreUncommitted(positions: Map<PartitionKey, bigint>): void {
     for (const [key, next] of positions) if (!this.#uncommitted.has(key)) this.#uncommitted.set(key, next);
   }
 }
@@ -103,6 +95,8 @@ export interface PartitionBatchDeps {
   positions: AppliedPositions;
   orderWaits: OrderWaits;
   stats: BatchStats;
+  /** Told of each committed batch (the metrics' histograms). */
+  observer?: ConsumeObserver;
   logger: Logger;
   /** Aborted when the run stops: waits end at once and no new step starts. */
   signal: AbortSignal;
@@ -135,7 +129,7 @@ interface StepResult {
  * for the run to end on: outages and bad records never leave it.
  */
 export class PartitionBatches {
-  #gapsSought = new Map<string, bigint>();
+  #gapsSought = new Map<PartitionKey, bigint>();
 
   /** Creates the handler over its dependencies. */
   constructor(private readonly deps: PartitionBatchDeps) {}
@@ -154,7 +148,7 @@ export class PartitionBatches {
   async #apply(payload: EachBatchPayload): Promise<void> {
     const { batch, resolveOffset, heartbeat, pause, isRunning, isStale } = payload;
     const { topic, partition } = batch;
-    const key = `${topic}:${partition}`;
+    const key = partitionKey(topic, partition);
     const batchEnd = BigInt(batch.lastOffset()) + 1n;
     let messages = await this.#unapplied(topic, partition, batch.messages);
     if (messages === undefined) return;
@@ -190,7 +184,7 @@ export class PartitionBatches {
     if (stored === null || messages.length === 0) return messages;
     const unapplied = messages.filter((m) => BigInt(m.offset) >= stored);
     const first = unapplied.length > 0 ? BigInt(unapplied[0].offset) : undefined;
-    const key = `${topic}:${partition}`;
+    const key = partitionKey(topic, partition);
     if (first !== undefined && first > stored && this.#gapsSought.get(key) !== stored) {
       this.#gapsSought.set(key, stored);
       this.deps.seek(topic, partition, stored);
@@ -220,24 +214,21 @@ export class PartitionBatches {
     batchEnd: bigint,
     heartbeat: () => Promise<void>,
   ): Promise<StepResult | undefined> {
-    const validated = this.#validate(topic, messages);
+    const validated = validate(topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent, messages);
     const { stats, logger, signal } = this.deps;
     try {
-      const step = await retry(async () => {
-        await stillMember(heartbeat);
+      const step = await waitOut(async () => {
+        await stillMember(topic, partition, heartbeat);
         await this.deps.beforeApply?.(topic, partition);
         return await this.#step(topic, partition, start, messages, validated, batchEnd);
       }, {
-        what: `applying ${topic}:${partition}`,
-        maxAttempts: Infinity,
-        baseMs: 500,
-        capMs: 10_000,
+        what: `applying ${partitionKey(topic, partition)}`,
+        policy: OUTAGE,
         signal,
         isRetriable: (error) => waitedFor(error) !== undefined,
-        onRetry: (error, attempt, delayMs) => {
+        onWait: (error, attempt, delayMs) => {
           const what = waitedFor(error)!;
-          if (what === "PostgreSQL") stats.connected.database = false;
-          if (what === "Kafka (DLQ)") stats.connected.kafka = false;
+          stats.health.set(what === "PostgreSQL" ? "database" : "kafka", false);
           stats.retries++;
           logger.warn(`waiting for ${what}; nothing is committed meanwhile`, {
             attempt,
@@ -246,10 +237,10 @@ export class PartitionBatches {
           });
         },
       });
-      stats.connected.database = true;
+      stats.health.set("database", true);
       return step;
     } catch (error) {
-      if (error instanceof MembershipLost) {
+      if (error instanceof MembershipLostError) {
         logger.warn(`${error.message}; batch given up, the group is rejoined`, { topic, partition });
         throw error.cause; // kafkajs rejoins, and the new assignment starts from the stored offsets
       }
@@ -260,23 +251,6 @@ export class PartitionBatches {
       if (error instanceof RetryError && signal.aborted) return undefined;
       throw error;
     }
-  }
-
-  /** Parses every record and checks its key; the ones that break the contract are bound for the DLQ with the reason. */
-  #validate(topic: string, messages: KafkaMessage[]): Validated {
-    const parse = topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent;
-    const validated: Validated = { valid: [], invalid: [] };
-    for (const message of messages) {
-      try {
-        const change = parse(message.value);
-        checkRecordKey(message.key, change);
-        validated.valid.push({ message, change });
-      } catch (error) {
-        if (!(error instanceof InvalidEventError)) throw error;
-        validated.invalid.push({ message, reason: error.message });
-      }
-    }
-    return validated;
   }
 
   /** One transaction: claim the offset, apply, dead-letter (acked by Kafka), advance the offset. */
@@ -294,50 +268,19 @@ export class PartitionBatches {
       const started = performance.now();
       const outcome = await applyChanges(tx, valid.map((v) => v.change) as UserChange[] | OrderChange[]);
       const applyMs = performance.now() - started;
-      const step = await this.#settle(topic, partition, messages, { valid, invalid }, outcome, batchEnd);
+      const decide = (offset: string) => this.deps.orderWaits.decide(partitionKey(topic, partition), offset);
+      const step = await settle(messages, { valid, invalid }, outcome, batchEnd, decide, this.deps.config.orderWaitS);
       await writeDeadLetters(this.deps.publisher, topic, partition, step.deadLettered, new Date());
       if (step.next > start) await advanceOffset(tx, claimed, step.next);
       return { ...step, applyMs };
     }) as StepResult;
   }
 
-  /** Where the step ends and what goes to the DLQ: everything before a blocked order, or the whole batch. */
-  async #settle(
-    topic: string,
-    partition: number,
-    messages: KafkaMessage[],
-    { valid, invalid }: Validated,
-    outcome: ApplyOutcome,
-    batchEnd: bigint,
-  ): Promise<Omit<StepResult, "applyMs">> {
-    const rejected = outcome.rejected.map((r) => ({ message: valid[r.index].message, reason: r.reason }));
-    let next = batchEnd;
-    let blocked: StepResult["blocked"];
-    if (outcome.blocked) {
-      const { message, change } = valid[outcome.blocked.index];
-      const { userId } = outcome.blocked;
-      const decision = await this.deps.orderWaits.decide(`${topic}:${partition}`, message.offset);
-      if (decision.expired) {
-        const reason =
-          `user ${userId} of order ${change.id} did not exist after waiting ${this.deps.config.orderWaitS}s`;
-        rejected.push({ message, reason });
-        next = BigInt(message.offset) + 1n;
-      } else {
-        next = BigInt(message.offset);
-        blocked = { offset: message.offset, userId, ...decision };
-      }
-    }
-    const deadLettered = [...invalid.filter((d) => BigInt(d.message.offset) < next), ...rejected]
-      .sort((a, b) => (BigInt(a.message.offset) < BigInt(b.message.offset) ? -1 : 1));
-    const done = messages.filter((m) => BigInt(m.offset) < next).length;
-    return { next, applied: done - deadLettered.length, deadLettered, blocked };
-  }
-
   #count(topic: string, partition: number, step: StepResult): void {
     const { stats, logger } = this.deps;
     stats.applied[topic] = (stats.applied[topic] ?? 0) + step.applied;
     stats.batches++;
-    stats.onBatch?.(step.applied + step.deadLettered.length, step.applyMs);
+    this.deps.observer?.batchCommitted(step.applied + step.deadLettered.length, step.applyMs);
     if (step.deadLettered.length === 0) return;
     stats.deadLettered[topic] = (stats.deadLettered[topic] ?? 0) + step.deadLettered.length;
     for (const { message, reason } of step.deadLettered) {
@@ -367,38 +310,93 @@ export class PartitionBatches {
   /** Drops the batch of a partition another member applied, and sends the fetch back to the stored offset. */
   async #fenced(topic: string, partition: number, error: FencedError): Promise<void> {
     this.deps.logger.warn(`fenced: ${error.message}; batch dropped`, { topic, partition });
-    this.deps.positions.forget(`${topic}:${partition}`);
+    this.deps.positions.forget(partitionKey(topic, partition));
     const stored = await this.deps.positions.of(topic, partition).catch(() => null);
     if (stored !== null) this.deps.seek(topic, partition, stored);
   }
 }
 
-/** The group rebalanced without this member: the batch in hand belongs to another now. */
-class MembershipLost extends Error {
-  constructor(cause: unknown) {
+/** The group rebalanced without this member: the batch in hand of the partition belongs to another now. */
+export class MembershipLostError extends PipelineError {
+  /** Names the partition whose batch is given up, keeping Kafka's answer as `cause`. */
+  constructor(readonly topic: string, readonly partition: number, cause: unknown) {
     super(`the group rebalanced: ${describeError(cause)}`, { cause });
-    this.name = "MembershipLost";
   }
 }
 
 /**
  * Heartbeats before each transaction (kafkajs sends one only once its interval has passed, so
- * this is free between batches) and throws MembershipLost when the group has moved on: a member
+ * this is free between batches) and throws MembershipLostError when the group has moved on: a member
  * that was frozen past its session learns it here, before it could apply a partition that is no
  * longer its own. A heartbeat Kafka does not answer (an outage) is no reason to stop applying.
  */
-async function stillMember(heartbeat: () => Promise<void>): Promise<void> {
+async function stillMember(topic: string, partition: number, heartbeat: () => Promise<void>): Promise<void> {
   try {
     await heartbeat();
   } catch (error) {
-    if (isGroupMembershipLost(error)) throw new MembershipLost(error);
+    if (isGroupMembershipLost(error)) throw new MembershipLostError(topic, partition, error);
   }
 }
 
 /** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
-  if (error instanceof FencedError || error instanceof MembershipLost) return undefined;
-  if (isKafkaOutage(error)) return "Kafka (DLQ)";
-  const kind = classifyDatabaseError(error);
+  if (error instanceof FencedError || error instanceof MembershipLostError) return undefined;
+  const kind = classify(error);
+  if (dependencyOf(error) === "kafka") return kind === "outage" ? "Kafka (DLQ)" : undefined;
   return kind === "outage" || kind === "transient" ? "PostgreSQL" : undefined;
+}
+
+/** Parses every record and checks its key; the ones that break the contract are bound for the DLQ with the reason. */
+function validate(
+  parse: (value: KafkaMessage["value"]) => UserChange | OrderChange,
+  messages: KafkaMessage[],
+): Validated {
+  const validated: Validated = { valid: [], invalid: [] };
+  for (const message of messages) {
+    try {
+      const change = parse(message.value);
+      checkRecordKey(message.key, change);
+      validated.valid.push({ message, change });
+    } catch (error) {
+      if (!(error instanceof InvalidEventError)) throw error;
+      validated.invalid.push({ message, reason: error.message });
+    }
+  }
+  return validated;
+}
+
+/**
+ * Where the step ends and what goes to the DLQ: everything before a blocked order, or the whole
+ * batch. `decide` says whether the blocking order has waited `orderWaitS` for its user.
+ */
+async function settle(
+  messages: KafkaMessage[],
+  { valid, invalid }: Validated,
+  outcome: ApplyOutcome,
+  batchEnd: bigint,
+  decide: (offset: string) => Promise<WaitDecision>,
+  orderWaitS: number,
+): Promise<Omit<StepResult, "applyMs">> {
+  const rejected = outcome.rejected.map((r) => ({ message: valid[r.index].message, reason: r.reason }));
+  let next = batchEnd;
+  let blocked: StepResult["blocked"];
+  if (outcome.blocked) {
+    const { message, change } = valid[outcome.blocked.index];
+    const { userId } = outcome.blocked;
+    const decision = await decide(message.offset);
+    if (decision.expired) {
+      rejected.push({
+        message,
+        reason: `user ${userId} of order ${change.id} did not exist after waiting ${orderWaitS}s`,
+      });
+      next = BigInt(message.offset) + 1n;
+    } else {
+      next = BigInt(message.offset);
+      blocked = { offset: message.offset, userId, ...decision };
+    }
+  }
+  const deadLettered = [...invalid.filter((d) => BigInt(d.message.offset) < next), ...rejected]
+    .sort((a, b) => (BigInt(a.message.offset) < BigInt(b.message.offset) ? -1 : 1));
+  const done = messages.filter((m) => BigInt(m.offset) < next).length;
+  return { next, applied: done - deadLettered.length, deadLettered, blocked };
 }

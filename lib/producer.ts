@@ -4,7 +4,7 @@
  * @module
  */
 import process from "node:process";
-import type { Message, Producer } from "kafkajs";
+import type { Admin, Message, Producer } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { describeError, isKafkaAuthError } from "./errors.ts";
 import { type EventBatch, generateInWorker, type GenerationStats, newStats, randomSeed } from "./event_batches.ts";
@@ -12,7 +12,8 @@ import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { partitionOf } from "./partitioner.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
-import { retry } from "./retry.ts";
+import { SEND, waitOut, type WaitOutOptions } from "./retry.ts";
+import { newProduceStats, type ProduceStats as PublishStats, type SendObserver } from "./stats.ts";
 
 /** What a produce run did, printed at exit. */
 export interface ProduceSummary {
@@ -34,22 +35,8 @@ export interface ProduceSummary {
   interrupted: boolean;
 }
 
-/** Counters of a publishing run, for metrics and health; filled as Kafka acknowledges. */
-export interface ProduceStats {
-  /** Records acknowledged by Kafka, per topic. */
-  published: Record<string, number>;
-  /** Send attempts made again after a failure. */
-  sendRetries: number;
-  /** Whether the producer is connected to Kafka. */
-  connected: { kafka: boolean };
-  /** Called with the time one batch took to be acknowledged, retries included. */
-  onSend?: (sendMs: number) => void;
-}
-
-/** Fresh counters for a produce run. */
-export function newProduceStats(): ProduceStats {
-  return { published: {}, sendRetries: 0, connected: { kafka: false } };
-}
+/** The capture's send counters, under the name it imports from here until it is migrated to lib/stats.ts. */
+export type { CaptureSendStats as ProduceStats } from "./stats.ts";
 
 /** Options of {@linkcode runProducer}. */
 export interface ProducerRunOptions {
@@ -57,12 +44,14 @@ export interface ProducerRunOptions {
   logger: Logger;
   /** Writes dry-run output; resolves once the chunk is taken. @default stdout */
   writeOut?: (chunk: string) => Promise<void>;
-  /** Returns true once a stop was requested (SIGINT/SIGTERM). */
-  stopRequested?: () => boolean;
+  /** Aborted when a stop is requested (SIGINT/SIGTERM): the run ends after the batch in hand. */
+  signal?: AbortSignal;
   /** Seconds between progress lines. @default 5 */
   progressEveryS?: number;
   /** Counters to fill. @default fresh counters */
-  stats?: ProduceStats;
+  stats?: PublishStats;
+  /** Told of each acknowledged send (the metrics' histogram). */
+  observer?: SendObserver;
 }
 
 /** Writes to stdout, waiting for the pipe to drain when it is full. */
@@ -73,27 +62,44 @@ export function writeStdout(chunk: string): Promise<void> {
   });
 }
 
+/** The state of one produce run that printing and publishing share: counts, the stop, progress lines. */
+class ProduceRun {
+  readonly generation: GenerationStats = newStats();
+  readonly topicOf: { user: string; order: string };
+  readonly started = performance.now();
+  done = 0;
+  interrupted = false;
+  #lastProgress = this.started;
+
+  constructor(readonly config: ProduceConfig, readonly options: ProducerRunOptions) {
+    this.topicOf = { user: config.usersTopic, order: config.ordersTopic };
+  }
+
+  /** Takes a batch's generation counts; true when a stop was asked for, so the run ends after this batch. */
+  tookBatch(batch: EventBatch): boolean {
+    Object.assign(this.generation, batch.stats);
+    this.interrupted = this.options.signal?.aborted === true;
+    return this.interrupted;
+  }
+
+  /** Counts records done and logs a progress line when one is due. */
+  advanced(count: number): void {
+    this.done += count;
+    const now = performance.now();
+    if (now - this.#lastProgress < (this.options.progressEveryS ?? 5) * 1000) return;
+    this.#lastProgress = now;
+    const rate = Math.round(this.done / ((now - this.started) / 1000));
+    const total = this.config.users + this.config.orders;
+    this.options.logger.info(`${this.config.dryRun ? "printed" : "published"} ${this.done}/${total} events`, {
+      eventsPerS: rate,
+    });
+  }
+}
+
 /** Generates and publishes (or prints) the configured events. */
 export async function runProducer(config: ProduceConfig, options: ProducerRunOptions): Promise<ProduceSummary> {
-  const { logger, writeOut = writeStdout, stopRequested = () => false, progressEveryS = 5 } = options;
-  const produceStats = options.stats ?? newProduceStats();
   const seed = config.seed ?? randomSeed();
-  const stats = newStats();
-  const topicOf = { user: config.usersTopic, order: config.ordersTopic };
-  const started = performance.now();
-  const total = config.users + config.orders;
-  let done = 0;
-  let interrupted = false;
-  let lastProgress = started;
-
-  const progress = () => {
-    const now = performance.now();
-    if (now - lastProgress < progressEveryS * 1000) return;
-    lastProgress = now;
-    const rate = Math.round(done / ((now - started) / 1000));
-    logger.info(`${config.dryRun ? "printed" : "published"} ${done}/${total} events`, { eventsPerS: rate });
-  };
-
+  const run = new ProduceRun(config, options);
   const batches = generateInWorker({
     users: config.users,
     orders: config.orders,
@@ -101,32 +107,41 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     systemClock: config.seed === undefined,
     batchSize: config.batchSize,
   });
-
   if (config.dryRun) {
+    const writeOut = options.writeOut ?? writeStdout;
     for await (const batch of batches) {
       await writeOut(batch.values + "\n");
-      Object.assign(stats, batch.stats);
-      done += batch.count;
-      progress();
-      if (stopRequested()) {
-        interrupted = true;
-        break;
-      }
+      run.advanced(batch.count);
+      if (run.tookBatch(batch)) break;
     }
-    return summarize(stats, seed, done, started, interrupted, topicOf);
-  }
+  } else await publish(run, batches);
+  return summarize(run.generation, seed, run.done, run.started, run.interrupted, run.topicOf);
+}
 
+/** Creates the topics when missing; returns the partition count of each. */
+async function prepareTopics(admin: Admin, config: ProduceConfig, logger: Logger) {
+  await admin.connect();
+  await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
+  await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
+  const { topics } = await admin.fetchTopicMetadata({ topics: [config.usersTopic, config.ordersTopic] });
+  const count = (topic: string) => topics.find((t) => t.name === topic)?.partitions.length ?? 0;
+  return { user: count(config.usersTopic), order: count(config.ordersTopic) };
+}
+
+/** Publishes the generated batches over the {@linkcode LANES}, each send acknowledged by all in-sync replicas. */
+async function publish(run: ProduceRun, batches: AsyncIterable<EventBatch>): Promise<void> {
+  const { config, options: { logger, observer } } = run;
+  const produceStats = run.options.stats ?? newProduceStats();
   const kafka = createKafka(config, "cdc-produce", logger);
   const admin = kafka.admin();
   const lanes: Lane[] = Array.from(
     { length: LANES },
     () => ({ producer: createPublisher(kafka), inFlight: Promise.resolve() }),
   );
-  const budget = {
-    maxAttempts: config.maxAttempts,
-    baseMs: config.retryBackoffMs,
+  const budget: Omit<WaitOutOptions, "what"> = {
+    policy: { ...SEND, maxAttempts: config.maxAttempts, baseMs: config.retryBackoffMs },
     isRetriable: (error: unknown) => !isKafkaAuthError(error),
-    onRetry: (error: unknown, attempt: number, delayMs: number) =>
+    onWait: (error: unknown, attempt: number, delayMs: number) =>
       logger.warn(`Kafka at ${config.brokers.join(",")} not ready, retrying in ${delayMs} ms`, {
         attempt,
         of: config.maxAttempts,
@@ -134,23 +149,19 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       }),
   };
   try {
-    const partitions = await retry(async () => {
-      await admin.connect();
-      await createTopic(admin, config.usersTopic, config.usersPartitions, config.replicationFactor, logger);
-      await createTopic(admin, config.ordersTopic, config.ordersPartitions, config.replicationFactor, logger);
-      const { topics } = await admin.fetchTopicMetadata({ topics: [config.usersTopic, config.ordersTopic] });
-      const count = (topic: string) => topics.find((t) => t.name === topic)?.partitions.length ?? 0;
-      return { user: count(config.usersTopic), order: count(config.ordersTopic) };
-    }, { ...budget, what: `preparing topics on ${config.brokers.join(",")}` });
+    const partitions = await waitOut(() => prepareTopics(admin, config, logger), {
+      ...budget,
+      what: `preparing topics on ${config.brokers.join(",")}`,
+    });
     await admin.disconnect();
     let connectedLanes = 0;
     for (const { producer } of lanes) {
-      producer.on(producer.events.CONNECT, () => (produceStats.connected.kafka = ++connectedLanes === LANES));
+      producer.on(producer.events.CONNECT, () => produceStats.health.set("kafka", ++connectedLanes === LANES));
       producer.on(producer.events.DISCONNECT, () => {
         connectedLanes--;
-        produceStats.connected.kafka = false;
+        produceStats.health.set("kafka", false);
       });
-      await retry(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+      await waitOut(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
     }
     const writeOptions = {
       maxAttempts: config.maxAttempts,
@@ -162,16 +173,14 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
       writeWithRetry(lane.producer, topicMessages, writeOptions).then(() => {
         for (const { topic, messages } of topicMessages) {
           produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
-          done += messages.length;
+          run.advanced(messages.length);
         }
-        progress();
       }, (error) => {
         lane.failure = { error };
       });
     let batchAcked: Promise<void> = Promise.resolve();
     for await (const batch of batches) {
-      const perLane = splitByLane(batch, topicOf, partitions);
-      Object.assign(stats, batch.stats);
+      const perLane = splitByLane(batch, run.topicOf, partitions);
       let sendStarted = 0;
       const sends: Promise<void>[] = [];
       for (let i = 0; i < LANES; i++) {
@@ -181,12 +190,9 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
         sends.push(lanes[i].inFlight = send(lanes[i], perLane[i]));
       }
       batchAcked = Promise.all(sends).then(() => {
-        if (lanes.every((lane) => !lane.failure)) produceStats.onSend?.(performance.now() - sendStarted);
+        if (lanes.every((lane) => !lane.failure)) observer?.batchSent(performance.now() - sendStarted);
       });
-      if (stopRequested()) {
-        interrupted = true;
-        break;
-      }
+      if (run.tookBatch(batch)) break;
     }
     for (const lane of lanes) await settle(lane);
     await batchAcked;
@@ -195,7 +201,6 @@ export async function runProducer(config: ProduceConfig, options: ProducerRunOpt
     await Promise.all(lanes.map((lane) => lane.producer.disconnect().catch(() => {})));
     await admin.disconnect().catch(() => {});
   }
-  return summarize(stats, seed, done, started, interrupted, topicOf);
 }
 
 /**

@@ -1,16 +1,44 @@
 /**
- * Retrying with exponential backoff, jitter and a budget, stopped early by an AbortSignal. What
- * is worth retrying is the caller's predicate, built on lib/errors.ts.
+ * Retrying with exponential backoff, jitter and a budget, stopped early by an AbortSignal, and
+ * the named backoff policies every wait of the project uses ({@linkcode waitOut}). What is worth
+ * retrying is the caller's predicate, built on lib/errors.ts' classify().
+ *
+ * Waits end one way on a stop: {@linkcode sleep} resolves `false` when the signal aborted (true
+ * when the time passed), and {@linkcode retry} / {@linkcode waitOut} throw a RetryError whose
+ * `cause` is the last failure.
  * @module
  */
-import { describeError } from "./errors.ts";
+import { DEFAULTS } from "./config.ts";
+import { describeError, PipelineError } from "./errors.ts";
+
+/** How long to wait between attempts, and how many to make. */
+export interface BackoffPolicy {
+  /** First delay in milliseconds, doubled per attempt with jitter. */
+  readonly baseMs: number;
+  /** Largest delay in milliseconds. */
+  readonly capMs: number;
+  /** Attempts before giving up; Infinity waits until the signal aborts. */
+  readonly maxAttempts: number;
+}
+
+/** A dependency that is away (PostgreSQL, Kafka): waited out forever, 0.5 s doubling to 10 s. */
+export const OUTAGE: BackoffPolicy = Object.freeze({ baseMs: 500, capMs: 10_000, maxAttempts: Infinity });
+
+/** A transaction that met another (deadlock, serialization failure): tried again soon, forever. */
+export const TRANSIENT: BackoffPolicy = Object.freeze({ baseMs: 100, capMs: 2_000, maxAttempts: Infinity });
+
+/** A send to Kafka: a budget of attempts, then the error (the producer's flags may set its own). */
+export const SEND: BackoffPolicy = Object.freeze({
+  baseMs: DEFAULTS.retryBackoffMs,
+  capMs: 10_000,
+  maxAttempts: DEFAULTS.maxAttempts,
+});
 
 /** A retry budget that ran out; `cause` is the last error. */
-export class RetryError extends Error {
+export class RetryError extends PipelineError {
   /** Creates the error naming the attempts spent and the last cause. */
-  constructor(what: string, attempts: number, cause: unknown) {
+  constructor(readonly what: string, readonly attempts: number, cause: unknown) {
     super(`${what} failed after ${attempts} attempts: ${describeError(cause)}`, { cause });
-    this.name = "RetryError";
   }
 }
 
@@ -33,7 +61,7 @@ export interface RetryOptions {
   /** Source of jitter in [0, 1). @default Math.random */
   random?: () => number;
   /** Waits, ending early when `signal` aborts; injected by tests. @default {@linkcode sleep} */
-  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<unknown>;
 }
 
 /** Exponential backoff with "equal jitter": half the step fixed, half random, capped. */
@@ -47,17 +75,18 @@ export function backoffDelay(
   return Math.round(step / 2 + random() * (step / 2));
 }
 
-/** Resolves after `ms` milliseconds, or as soon as `signal` aborts. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.resolve();
+/** Resolves `true` after `ms` milliseconds, or `false` as soon as `signal` aborts (at once if it has). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false);
   return new Promise((resolve) => {
-    const done = () => {
+    const done = (elapsed: boolean) => {
       clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
+      signal?.removeEventListener("abort", aborted);
+      resolve(elapsed);
     };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
+    const aborted = () => done(false);
+    const timer = setTimeout(() => done(true), ms);
+    signal?.addEventListener("abort", aborted, { once: true });
   });
 }
 
@@ -87,4 +116,24 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
       if (signal?.aborted) throw new RetryError(what, attempt, error);
     }
   }
+}
+
+/** Options of {@linkcode waitOut}. */
+export interface WaitOutOptions {
+  /** What is waited for, for messages ("PostgreSQL"). */
+  what: string;
+  /** The numbers of the wait: {@linkcode OUTAGE}, {@linkcode TRANSIENT}, {@linkcode SEND} or a send budget. */
+  policy: BackoffPolicy;
+  /** Whether a failure is waited out; any other is thrown at once. */
+  isRetriable: (error: unknown) => boolean;
+  /** Aborted on shutdown: the wait ends and the last failure is thrown as a RetryError. */
+  signal?: AbortSignal;
+  /** Called before each wait, with the failure, the attempt that failed and the delay chosen. */
+  onWait?: (error: unknown, attempt: number, delayMs: number) => void;
+}
+
+/** Runs `fn` until it succeeds, waiting between attempts as `policy` says while `isRetriable` holds. */
+export async function waitOut<T>(fn: (attempt: number) => Promise<T>, options: WaitOutOptions): Promise<T> {
+  const { policy, onWait, ...rest } = options;
+  return await retry(fn, { ...rest, ...policy, onRetry: onWait });
 }

@@ -1,6 +1,6 @@
 /**
- * Process-level wiring of the long-running commands (consume, capture): the stop signals, and
- * uncaught errors, of which exactly one is survived.
+ * Process-level wiring of the commands: the one stop signal every command takes (an AbortSignal
+ * aborted on the first SIGINT or SIGTERM), and uncaught errors, of which exactly one is survived.
  * @module
  */
 import process from "node:process";
@@ -8,16 +8,20 @@ import type { Logger } from "./log.ts";
 import { describeError } from "./errors.ts";
 import { isClosedConnectionWrite } from "./sink.ts";
 
-/** Resolves on the first SIGINT or SIGTERM, after logging it with what the command does next. */
-export function stopOnSignal(logger: Logger, next: string): Promise<void> {
-  return new Promise((resolve) => {
-    for (const signal of ["SIGINT", "SIGTERM"] as const) {
-      process.on(signal, () => {
-        logger.info(`${signal} received: ${next}`);
-        resolve();
-      });
-    }
-  });
+/**
+ * The command's stop: aborted on the first SIGINT or SIGTERM, after logging it with what the
+ * command does next. The only place that listens to those signals.
+ */
+export function stopSignal(logger: Logger, next: string): AbortSignal {
+  const stop = new AbortController();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      if (stop.signal.aborted) return;
+      logger.info(`${signal} received: ${next}`);
+      stop.abort();
+    });
+  }
+  return stop.signal;
 }
 
 /**

@@ -9,8 +9,9 @@ import { readFileSync } from "node:fs";
 import postgres from "postgres";
 import { ConfigError } from "./config.ts";
 import type { OrderChange, UserChange } from "./model.ts";
-import { classifyDatabaseError, describeError } from "./errors.ts";
-import { retry } from "./retry.ts";
+import { classify, describeError, PipelineError } from "./errors.ts";
+import { TRANSIENT, waitOut } from "./retry.ts";
+import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** A postgres.js connection pool. */
 export type Sql = postgres.Sql<Record<string, never>>;
@@ -192,7 +193,7 @@ export interface EnsureSchemaOptions {
 }
 
 /**
- * Creates what is missing of the tables, indexes and soft-delete trigger of CONTRACT.md section
+ * Creates what is missing of the tables, indexes and soft-delete trigger of docs/CONTRACT.md section
  * 3. The catalog is read first: when the schema is current, which is every start but the first,
  * no DDL runs and no lock is taken, so a consumer joining while another's batch transaction is
  * open (or frozen) neither waits on it nor deadlocks with it. What is missing is created in one
@@ -202,19 +203,17 @@ export interface EnsureSchemaOptions {
 export async function ensureSchema(sql: Sql, options: EnsureSchemaOptions = {}): Promise<void> {
   const current = (gaps: SchemaGaps) => Object.values(gaps).every((missing) => !missing);
   if (current(await schemaGaps(sql))) return;
-  await retry(() =>
+  await waitOut(() =>
     sql.begin(async (tx) => {
       await tx`select pg_advisory_xact_lock(${SCHEMA_LOCK})`;
       const gaps = await schemaGaps(tx);
       if (!current(gaps)) await createMissing(tx, gaps);
     }), {
     what: "creating the schema",
-    maxAttempts: Infinity,
-    baseMs: 100,
-    capMs: 2_000,
-    isRetriable: (error) => classifyDatabaseError(error) === "transient",
+    policy: TRANSIENT,
+    isRetriable: (error) => classify(error) === "transient",
     signal: options.signal,
-    onRetry: options.onRetry,
+    onWait: options.onRetry,
   });
 }
 
@@ -246,7 +245,7 @@ async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
   }
   if (gaps.ordersUserIdIndex) await tx`create index if not exists orders_user_id_idx on orders (user_id)`;
   // How far the tables have applied each source partition, advanced by the transaction that
-  // applies it (CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
+  // applies it (docs/CONTRACT.md invariant 2). It belongs to the tables, not to a consumer group:
   // any group applying into this database resumes here; consumer_group says who wrote last.
   if (gaps.offsets) {
     await tx`
@@ -469,7 +468,7 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
   const found = await existingIds(tx, "orders", [...new Set(changes.map((c) => c.id))]);
   const plan = planOrderBatch(changes, found, new Set(users.map((r) => r.id)));
   const creates = plan.patches.filter((p) => p.create);
-  // An order of a deleted user is deleted too (CONTRACT.md section 3); the lock above keeps the
+  // An order of a deleted user is deleted too (docs/CONTRACT.md section 3); the lock above keeps the
   // flag read here current until commit.
   const deletedUsers = new Set(users.filter((r) => r.is_deleted).map((r) => r.id));
   for (const p of creates) if (deletedUsers.has(p.create!.userId)) p.deleted = true;
@@ -522,7 +521,7 @@ async function applyIsolatingCulprits(tx: Tx, changes: UserChange[] | OrderChang
       changes[0].entity === "user" ? applyUsers(sp, changes as UserChange[]) : applyOrders(sp, changes as OrderChange[])
     ) as ApplyOutcome;
   } catch (error) {
-    if (classifyDatabaseError(error) !== "record") throw error;
+    if (classify(error) !== "record") throw error;
     if (changes.length === 1) {
       return { rejected: [{ index: 0, reason: `PostgreSQL rejected the record: ${describeError(error)}` }] };
     }
@@ -557,11 +556,14 @@ export interface PartitionOffset {
 }
 
 /** The stored offset moved away from the one this member started from: another member owns the partition now. */
-export class FencedError extends Error {
-  /** Names the partition, the offset this member expected and the one stored. */
-  constructor(topic: string, partition: number, expected: bigint, stored: bigint) {
-    super(`${topic}:${partition} is at offset ${stored} in PostgreSQL, not ${expected}: another member applied it`);
-    this.name = "FencedError";
+export class FencedError extends PipelineError {
+  /** Names the partition, the offset this member expected and the one stored (-1 when it moved meanwhile). */
+  constructor(readonly topic: string, readonly partition: number, readonly expected: bigint, readonly stored: bigint) {
+    super(
+      `${
+        partitionKey(topic, partition)
+      } is at offset ${stored} in PostgreSQL, not ${expected}: another member applied it`,
+    );
   }
 }
 
@@ -596,7 +598,7 @@ export async function storedOffsetsWithin(
   sql: Sql,
   topics: string[],
   timeoutMs = 3_000,
-): Promise<Map<string, bigint> | undefined> {
+): Promise<Map<PartitionKey, bigint> | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
   try {
@@ -607,12 +609,12 @@ export async function storedOffsetsWithin(
 }
 
 /** The stored next offsets of every partition of `topics`, keyed `topic:partition`. */
-export async function readStoredOffsets(sql: Sql | Tx, topics: string[]): Promise<Map<string, bigint>> {
+export async function readStoredOffsets(sql: Sql | Tx, topics: string[]): Promise<Map<PartitionKey, bigint>> {
   const rows = await sql<{ topic: string; partition: number; next_offset: string }[]>`
     select topic, partition, next_offset::text as next_offset from cdc_offsets where topic = any(${
     textArray(sql as Tx, topics)
   }::text[])`;
-  return new Map(rows.map((r) => [`${r.topic}:${r.partition}`, BigInt(r.next_offset)]));
+  return new Map(rows.map((r) => [partitionKey(r.topic, r.partition), BigInt(r.next_offset)]));
 }
 
 /**

@@ -11,7 +11,7 @@ import postgres from "postgres";
 import { DEFAULTS } from "../lib/config.ts";
 import { dlqTopic } from "../lib/dead_letter.ts";
 import { generateEvents } from "../lib/generator.ts";
-import { groupPositions } from "../lib/kafka_admin.ts";
+import { type PartitionPosition, partitionPositions } from "../lib/kafka_admin.ts";
 import "../lib/kafkajs_fixes.ts";
 import type { EventType, OrderEvent, UserEvent } from "../lib/model.ts";
 import { normalizeTimestamp, toCents } from "../lib/model.ts";
@@ -435,7 +435,7 @@ export async function readTables(sql: postgres.Sql): Promise<TableState> {
 }
 
 /**
- * The reference model: applies events one at a time, per key in log order, the way CONTRACT.md
+ * The reference model: applies events one at a time, per key in log order, the way docs/CONTRACT.md
  * section 4 states them, independently of the sink's set-based code. Returns the expected
  * tables, how many events it expects in the DLQ, and those events as JSON (their wire form).
  */
@@ -513,6 +513,15 @@ export function diffTables(expected: TableState, actual: TableState, limit = 10)
     for (const id of have.keys()) if (!want.has(id)) lines.push(`${table} ${id}: unexpected row`);
   }
   return lines.slice(0, limit).concat(lines.length > limit ? [`... and ${lines.length - limit} more`] : []);
+}
+
+/** A consumer group's committed positions on `topics`, as Kafka holds them (what lag tools show). */
+async function groupPositions(admin: Admin, groupId: string, topics: string[]): Promise<PartitionPosition[]> {
+  const committed = new Map<string, number>();
+  for (const { topic, partitions } of await admin.fetchOffsets({ groupId, topics })) {
+    for (const p of partitions) if (Number(p.offset) >= 0) committed.set(`${topic}:${p.partition}`, Number(p.offset));
+  }
+  return await partitionPositions(admin, topics, (key) => committed.get(key));
 }
 
 /** Total lag of `groupId` on `topics`, from Kafka's committed offsets (a partition without one lags from its start). */

@@ -1,5 +1,5 @@
 /**
- * Unit tests of configuration (lib/config.ts): CONTRACT.md section 5 defaults, the order
+ * Unit tests of configuration (lib/config.ts): docs/CONTRACT.md section 5 defaults, the order
  * default < environment < flag, error messages a person can act on, and the help text.
  * @module
  */
@@ -40,7 +40,7 @@ function configError(fn: () => unknown): string {
   return oneLineError(fn, ConfigError);
 }
 
-/** What CONTRACT.md section 5 promises, independent of the DEFAULTS constant. */
+/** What docs/CONTRACT.md section 5 promises, independent of the DEFAULTS constant. */
 const CONTRACT_DEFAULTS = {
   brokers: ["localhost:9092"],
   databaseUrl: "postgres://postgres:postgres@localhost:5432/cdc_db",

@@ -145,7 +145,7 @@ Deno.test("records in the Go original's shapes apply as documented, and bad reco
     assert.equal(d3?.is_deleted, true, "the order of a deleted user is deleted");
     assert.equal(rows.users.size, 2);
     assert.equal(rows.orders.size, 2);
-    // Where the bad records went (the DLQ, with reasons and sources) is tests/dlq_test.ts'.
+    // Where the bad records went (the DLQ, with reasons and sources) is tests/dlq_command_test.ts'.
   } finally {
     await db.drop();
   }

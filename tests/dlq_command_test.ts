@@ -1,9 +1,9 @@
 /** The DLQ tool: pure formatting and argument rules, then list and replay against real Kafka and PostgreSQL. */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { loadConsumeConfig } from "../lib/config.ts";
+import { loadConsumeConfig, loadDlqConfig } from "../lib/config.ts";
 import { DLQ_HEADERS, dlqTopic } from "../lib/dead_letter.ts";
-import { dlqTopicsOf, formatDlqRecord, parseDlqArgs, REPLAYED_FROM_HEADER, replayMessage } from "../lib/dlq_command.ts";
+import { dlqTopicsOf, formatDlqRecord, REPLAYED_FROM_HEADER, replayMessage } from "../lib/dlq_command.ts";
 import {
   createTestDatabase,
   pipelineNames,
@@ -56,28 +56,35 @@ Deno.test("a replayed record keeps key, value and other headers, drops the DLQ h
 });
 
 Deno.test("dlq arguments: an action is required, each flag belongs to its action, the rest are consume flags", () => {
-  assert.equal(parseDlqArgs([]), undefined);
-  assert.equal(parseDlqArgs(["list", "--help"]), undefined);
-  assert.deepEqual(parseDlqArgs(["list", "--brokers", "b:1", "--topic=orders", "--limit", "3"]), {
+  const load = (args: string[]) => loadDlqConfig(args, {});
+  const own = (args: string[]) => {
+    const parsed = load(args);
+    assert.ok(!parsed.help);
+    const { action, topic, limit, dryRun, brokers } = parsed.config;
+    return { action, topic, limit, dryRun, brokers };
+  };
+  assert.deepEqual(load([]), { help: true });
+  assert.deepEqual(load(["list", "--help"]), { help: true });
+  assert.deepEqual(own(["list", "--brokers", "b:1", "--topic=orders", "--limit", "3"]), {
     action: "list",
     topic: "orders",
     limit: 3,
     dryRun: false,
-    rest: ["--brokers", "b:1"],
+    brokers: ["b:1"],
   });
-  assert.deepEqual(parseDlqArgs(["replay", "--dry-run", "--topic", "users"]), {
+  assert.deepEqual(own(["replay", "--dry-run", "--topic", "users"]), {
     action: "replay",
     topic: "users",
     limit: undefined,
     dryRun: true,
-    rest: [],
+    brokers: ["localhost:9092"],
   });
-  assert.throws(() => parseDlqArgs(["purge"]), /dlq needs an action, list or replay: got "purge"/);
-  assert.throws(() => parseDlqArgs(["list", "--dry-run"]), /--dry-run belongs to dlq replay/);
-  assert.throws(() => parseDlqArgs(["replay", "--limit", "2"]), /--limit belongs to dlq list/);
-  assert.throws(() => parseDlqArgs(["list", "--limit", "0"]), /--limit must be a positive integer: 0$/);
-  assert.throws(() => parseDlqArgs(["list", "--limit", "-5"]), /--limit must be a positive integer: -5$/);
-  assert.throws(() => parseDlqArgs(["list", "--topic"]), /--topic needs a value/);
+  assert.throws(() => load(["purge"]), /dlq needs an action, list or replay: got "purge"/);
+  assert.throws(() => load(["list", "--dry-run"]), /--dry-run belongs to dlq replay/);
+  assert.throws(() => load(["replay", "--limit", "2"]), /--limit belongs to dlq list/);
+  assert.throws(() => load(["list", "--limit", "0"]), /--limit must be a positive integer: 0$/);
+  assert.throws(() => load(["list", "--limit", "-5"]), /--limit must be a positive integer: -5$/);
+  assert.throws(() => load(["list", "--topic"]), /--topic/);
   const parsed = loadConsumeConfig([], { USERS_TOPIC: "u1", ORDERS_TOPIC: "o1" });
   assert.ok(!parsed.help);
   assert.deepEqual(dlqTopicsOf(parsed.config, undefined), ["u1.dlq", "o1.dlq"]);

@@ -1,13 +1,18 @@
 /** Unit tests of the failure taxonomy (lib/errors.ts): what is a record's fault, an outage, fatal. */
 import assert from "node:assert/strict";
 import {
+  classify,
   classifyDatabaseError,
+  dependencyOf,
   describeError,
   isGroupMembershipLost,
   isKafkaAuthError,
   isKafkaJSError,
   isKafkaOutage,
+  PipelineError,
+  TopicRecreatedError,
 } from "../lib/errors.ts";
+import { RetryError } from "../lib/retry.ts";
 
 /** An error shaped like postgres.js's PostgresError or a socket error. */
 function dbError(code: string, message = "boom"): Error {
@@ -157,4 +162,34 @@ Deno.test("a refused server certificate is described with what to check", () => 
     );
   }
   assert.equal(describeError(dbError("ECONNREFUSED", "refused")), "Error ECONNREFUSED: refused");
+});
+
+Deno.test("classify decides PostgreSQL and Kafka failures alike, by code and Kafka error type", () => {
+  assert.equal(classify({ code: "08006" }), "outage");
+  assert.equal(classify({ code: "40P01" }), "transient");
+  assert.equal(classify({ code: "23505" }), "record");
+  assert.equal(classify({ code: "42P01" }), "fatal");
+  assert.equal(classify({ name: "KafkaJSConnectionError" }), "outage");
+  assert.equal(classify({ name: "KafkaJSProtocolError", type: "REBALANCE_IN_PROGRESS" }), "transient");
+  assert.equal(classify({ name: "KafkaJSProtocolError", type: "MESSAGE_TOO_LARGE" }), "record");
+  assert.equal(classify({ name: "KafkaJSSASLAuthenticationError", retriable: true }), "fatal");
+  assert.equal(
+    classify({ name: "KafkaJSProtocolError", type: "UNKNOWN_TOPIC_OR_PARTITION", retriable: false }),
+    "fatal",
+  );
+  assert.equal(classify(new RetryError("x", 3, { name: "KafkaJSConnectionError" })), "outage", "by its cause");
+  assert.equal(dependencyOf({ name: "KafkaJSConnectionError" }), "kafka");
+  assert.equal(dependencyOf({ code: "ECONNREFUSED" }), "database");
+});
+
+Deno.test("typed stops carry their fields and their subclass's name on one base class", () => {
+  const recreated = new TopicRecreatedError("orders", 2, 40n, 7n);
+  assert.ok(recreated instanceof PipelineError);
+  assert.equal(recreated.name, "TopicRecreatedError");
+  assert.deepEqual([recreated.topic, recreated.partition, recreated.offset, recreated.logEnd], ["orders", 2, 40n, 7n]);
+  assert.match(recreated.message, /^orders:2 is stored in PostgreSQL at offset 40 but the log ends at 7: .*--rebuild/);
+  const retry = new RetryError("sending", 3, new Error("down"));
+  assert.ok(retry instanceof PipelineError);
+  assert.equal(retry.name, "RetryError");
+  assert.equal(retry.attempts, 3);
 });

@@ -236,8 +236,7 @@ Deno.test("a member that lost its partition during a rebalance while holding a b
   const lines: string[] = [];
   let release = () => {};
   const released = new Promise<void>((resolve) => (release = resolve));
-  let stopA = () => {};
-  const stopRequested = new Promise<void>((resolve) => (stopA = resolve));
+  const stopA = new AbortController();
   const env = pipelineNames(db.url);
   const sql = connectDatabase(db.url, 4);
   let runA: Promise<unknown> | undefined;
@@ -252,7 +251,7 @@ Deno.test("a member that lost its partition during a rebalance while holding a b
       kafka: createKafka(config, "member-a", logger),
       sql,
       logger,
-      stopRequested,
+      signal: stopA.signal,
       // Member A holds its first batch until member B has applied the whole log.
       beforeApply: async () => {
         if (held) return;
@@ -277,7 +276,7 @@ Deno.test("a member that lost its partition during a rebalance while holding a b
     assert.ok(!lines.some((l) => /applied=\{"[^"]+_users":[1-9]/.test(l)), "member A applied nothing");
   } finally {
     release();
-    stopA();
+    stopA.abort();
     await runA?.catch(() => {});
     await sql.end({ timeout: 5 });
     await db.drop();

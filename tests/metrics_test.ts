@@ -1,11 +1,11 @@
 /** /metrics and /health as served: from a run's stats, then of the real commands against real Kafka and PostgreSQL. */
 import assert from "node:assert/strict";
-import { newConsumeStats } from "../lib/consumer.ts";
 import { loadProduceConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/log.ts";
 import { consumeMetrics, healthResponse, produceMetrics, serveMetrics } from "../lib/metrics.ts";
 import type { Registry } from "prom-client";
-import { newProduceStats, runProducer } from "../lib/producer.ts";
+import { runProducer } from "../lib/producer.ts";
+import { newConsumeStats, newProduceStats } from "../lib/stats.ts";
 import {
   createTestDatabase,
   freePort,
@@ -39,13 +39,13 @@ function sampleValue(text: string, line: RegExp): number {
 
 Deno.test("the consumer's /metrics reads the run's counters at scrape time and splits lag keys into topic and partition labels", async () => {
   const stats = newConsumeStats();
-  const registry = consumeMetrics(stats);
+  const { registry, observer } = consumeMetrics(stats);
   stats.applied["a:b"] = 4;
   stats.deadLettered.users = 1;
   stats.retries = 2;
   stats.lag = { "a:b:3": 9 };
-  stats.connected.kafka = true;
-  stats.onBatch?.(40, 12);
+  stats.health.set("kafka", true);
+  observer.batchCommitted(40, 12);
   const { text, contentType } = await scrape(registry);
   assert.equal(contentType, "text/plain; version=0.0.4; charset=utf-8");
   assert.match(text, /^# TYPE cdc_records_applied_total counter$/m);
@@ -68,7 +68,7 @@ Deno.test("the consumer's /metrics reads the run's counters at scrape time and s
 });
 
 Deno.test("/metrics of both commands carries the default process metrics: CPU seconds, resident memory, event-loop lag, heap", async () => {
-  for (const registry of [consumeMetrics(newConsumeStats()), produceMetrics(newProduceStats())]) {
+  for (const { registry } of [consumeMetrics(newConsumeStats()), produceMetrics(newProduceStats())]) {
     const text = await waitFor(
       "the event-loop delay histogram to have samples",
       async () => {
@@ -186,8 +186,8 @@ Deno.test("producer metrics count the records Kafka acknowledged per topic and t
   const config = loadProduceConfig(["--users", "300", "--orders", "600", "--seed", "5", "--batch-size", "100"], env);
   assert.ok(!config.help);
   const stats = newProduceStats();
-  const registry = produceMetrics(stats);
-  const summary = await runProducer(config.config, { logger: quietLogger, stats });
+  const { registry, observer } = produceMetrics(stats);
+  const summary = await runProducer(config.config, { logger: quietLogger, stats, observer });
   assert.equal(summary.total, 900);
   const { text } = await scrape(registry);
   const published = (topic: string) =>

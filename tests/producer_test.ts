@@ -125,9 +125,15 @@ Deno.test("a stop request ends the run after the batch in hand: interrupted, and
   );
   assert.ok(!config.help);
   let checks = 0;
+  // The producer looks at its signal once after each batch: the third look finds it aborted.
+  const signal = {
+    get aborted() {
+      return ++checks >= 3;
+    },
+  } as AbortSignal;
   const summary = await runProducer(config.config, {
     logger: createLogger({ component: "test", write: () => {} }),
-    stopRequested: () => ++checks >= 3,
+    signal,
   });
   assert.equal(summary.interrupted, true);
   assert.equal(summary.total, 3_000, "three batches of 1000 sent, the third being the one in hand");

@@ -1,6 +1,6 @@
 /** Unit tests of the retry loop (lib/retry.ts). Sleeps are injected, so nothing here waits long. */
 import assert from "node:assert/strict";
-import { backoffDelay, retry, RetryError, sleep } from "../lib/retry.ts";
+import { backoffDelay, OUTAGE, retry, RetryError, sleep, waitOut } from "../lib/retry.ts";
 
 /** A sleep that records the delays asked for and resolves at once. */
 function recordingSleep(): { delays: number[]; sleep: (ms: number) => Promise<void> } {
@@ -163,14 +163,51 @@ Deno.test("retry does not wait at all when its signal has already aborted after 
   assert.deepEqual(delays, []);
 });
 
-Deno.test("sleep ends as soon as its signal aborts, and at once when it already has", async () => {
+Deno.test("sleep ends with false as soon as its signal aborts, and at once when it already has", async () => {
   const shutdown = new AbortController();
   const started = performance.now();
   const waiting = sleep(60_000, shutdown.signal);
   shutdown.abort();
-  await waiting;
-  await sleep(60_000, shutdown.signal);
+  assert.equal(await waiting, false);
+  assert.equal(await sleep(60_000, shutdown.signal), false);
   assert.ok(performance.now() - started < 1_000);
+});
+
+Deno.test("sleep ends with true once its time has passed", async () => {
+  assert.equal(await sleep(1, new AbortController().signal), true);
+});
+
+Deno.test("waitOut waits as its policy says, and only while the failure is retriable", async () => {
+  const attempts: number[] = [];
+  const waits: number[] = [];
+  const result = await waitOut((attempt) => {
+    attempts.push(attempt);
+    return attempt < 3 ? Promise.reject(new Error("away")) : Promise.resolve("up");
+  }, {
+    what: "x",
+    policy: { baseMs: 1, capMs: 2, maxAttempts: Infinity },
+    isRetriable: () => true,
+    onWait: (_error, _attempt, delayMs) => waits.push(delayMs),
+  });
+  assert.equal(result, "up");
+  assert.deepEqual(attempts, [1, 2, 3]);
+  assert.ok(waits.every((ms) => ms >= 0 && ms <= 2));
+  await assert.rejects(
+    waitOut(() => Promise.reject(new TypeError("bug")), { what: "x", policy: OUTAGE, isRetriable: () => false }),
+    TypeError,
+  );
+});
+
+Deno.test("waitOut ends with a RetryError once its signal aborts", async () => {
+  const shutdown = new AbortController();
+  const waiting = waitOut(() => Promise.reject(new Error("away")), {
+    what: "PostgreSQL",
+    policy: OUTAGE,
+    isRetriable: () => true,
+    signal: shutdown.signal,
+    onWait: () => shutdown.abort(),
+  });
+  await assert.rejects(waiting, RetryError);
 });
 
 Deno.test("retry returns the first success without sleeping", async () => {

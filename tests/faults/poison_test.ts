@@ -1,5 +1,5 @@
 /**
- * Fault: poison records. A seeded workload with 5% malformed records of every kind CONTRACT.md
+ * Fault: poison records. A seeded workload with 5% malformed records of every kind docs/CONTRACT.md
  * lists, mixed in; each must land in `<topic>.dlq` once with its reason and source headers, and
  * every good record must apply. Nothing is stopped, so the shared services are used.
  */

@@ -1,0 +1,141 @@
+/**
+ * The consume run's Kafka consumer group: the kafkajs consumer with its event handlers (health,
+ * assignment, crashes), the seek of each assigned partition to the offset stored in PostgreSQL,
+ * the batches handed to lib/partition_batch.ts, and Kafka's advisory offset commit.
+ * @module
+ */
+import type { Admin, Consumer, Kafka } from "kafkajs";
+import type { ConsumeConfig } from "./config.ts";
+import { describeError, isKafkaJSError, TopicRecreatedError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import type { OrderWaits } from "./order_wait.ts";
+import type { AppliedPositions, PartitionBatches } from "./partition_batch.ts";
+import { parsePartitionKey, partitionKey } from "./partition_key.ts";
+import { readStoredOffsets, type Sql } from "./sink.ts";
+import type { ConsumeStats } from "./stats.ts";
+
+/** What the group needs from the run it belongs to. */
+export interface ConsumerGroupDeps {
+  config: ConsumeConfig;
+  kafka: Kafka;
+  sql: Sql;
+  admin: Admin;
+  logger: Logger;
+  stats: ConsumeStats;
+  positions: AppliedPositions;
+  orderWaits: OrderWaits;
+  /** The users and orders topics. */
+  topics: string[];
+  /** Ends the run on a failure neither kafkajs nor waiting will get past. */
+  fail: (error: unknown) => void;
+}
+
+/** The consumer group member of one consume run. */
+export class ConsumerGroup {
+  /** The kafkajs consumer, its handlers installed. */
+  readonly consumer: Consumer;
+  /** When the last batch arrived (ms since the epoch): the monitor's idle clock. */
+  lastActivity = Date.now();
+
+  /** Creates the member; nothing connects before {@linkcode ConsumerGroup.start}. */
+  constructor(private readonly deps: ConsumerGroupDeps) {
+    this.consumer = this.#create();
+  }
+
+  /** Joins the group and hands every fetched batch to `batches`; a failure that is not kafkajs' ends the run. */
+  async start(batches: PartitionBatches): Promise<void> {
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics: this.deps.topics, fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: this.deps.config.concurrency,
+      eachBatch: async (payload) => {
+        this.lastActivity = Date.now();
+        await batches.handle(payload).catch((error) => {
+          if (isKafkaJSError(error)) throw error; // a rebalance: kafkajs rejoins
+          this.deps.fail(error);
+        });
+      },
+    });
+  }
+
+  /** Moves the fetch position of a partition. */
+  seek(topic: string, partition: number, offset: bigint): void {
+    this.consumer.seek({ topic, partition, offset: offset.toString() });
+  }
+
+  /** Commits the positions applied since the last call to Kafka: advisory, for lag tools; a failure is retried next time. */
+  async commitToKafka(): Promise<void> {
+    const positions = this.deps.positions.takeUncommitted();
+    if (positions.size === 0) return;
+    const offsets = [...positions].map(([key, next]) => ({ ...parsePartitionKey(key), offset: next.toString() }));
+    await this.consumer.commitOffsets(offsets).catch((error) => {
+      this.deps.positions.restoreUncommitted(positions);
+      this.deps.logger.debug("advisory offset commit to Kafka failed; retried in a second", {
+        error: describeError(error),
+      });
+    });
+  }
+
+  /** The kafkajs consumer, with the handlers that keep the health flag and seek on assignment. */
+  #create(): Consumer {
+    const { config, stats, kafka, logger, fail } = this.deps;
+    const consumer = kafka.consumer({
+      groupId: config.consumerGroup,
+      maxBytesPerPartition: config.maxBatchBytes,
+      maxBytes: config.maxBatchBytes * 8,
+      sessionTimeout: config.sessionTimeoutS * 1000,
+      heartbeatInterval: Math.min(3_000, config.sessionTimeoutS * 100),
+      maxWaitTimeInMs: 2_000,
+      allowAutoTopicCreation: false,
+      retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
+    });
+    // Health reads this flag: up on every sign of a working broker, down on every sign of none.
+    consumer.on(consumer.events.CONNECT, () => stats.health.set("kafka", true));
+    consumer.on(consumer.events.FETCH, () => stats.health.set("kafka", true));
+    consumer.on(consumer.events.DISCONNECT, () => stats.health.set("kafka", false));
+    consumer.on(consumer.events.STOP, () => stats.health.set("kafka", false));
+    consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      stats.health.set("kafka", true);
+      const assigned = Object.entries(event.payload.memberAssignment);
+      logger.info("joined group", {
+        group: config.consumerGroup,
+        assigned: assigned.map(([t, ps]) => `${t}[${ps.join(",")}]`).join(" ") || "nothing",
+      });
+      this.#startFromStoredOffsets(assigned).catch(fail);
+    });
+    consumer.on(consumer.events.CRASH, (event) => {
+      stats.health.set("kafka", false);
+      if (event.payload.restart) {
+        logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
+      } else fail(event.payload.error); // kafkajs gave up: fetching has stopped, so the run must end
+    });
+    return consumer;
+  }
+
+  /**
+   * On assignment: each partition starts from the offset stored in PostgreSQL (a seek), or, when
+   * none is stored, from the group's committed offset, else the earliest. A stored offset past the
+   * log's end means the topic was recreated: applying would skip the new records, so the run stops.
+   */
+  async #startFromStoredOffsets(assigned: [string, number[]][]): Promise<void> {
+    const { positions, orderWaits, admin } = this.deps;
+    const mine = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => partitionKey(t, p))));
+    orderWaits.keepOnly(mine);
+    positions.reassigned(mine);
+    const stored = await readStoredOffsets(this.deps.sql, this.deps.topics);
+    for (const [topic, partitions] of assigned) {
+      const ends = new Map((await admin.fetchTopicOffsets(topic)).map((e) => [e.partition, BigInt(e.high)]));
+      for (const partition of partitions) {
+        const next = stored.get(partitionKey(topic, partition));
+        if (next === undefined) continue;
+        const end = ends.get(partition) ?? 0n;
+        if (next > end) throw new TopicRecreatedError(topic, partition, next, end);
+        this.seek(topic, partition, next);
+        // The group's committed offset follows, for lag tools, even when nothing is left to apply.
+        positions.advanced(topic, partition, next);
+      }
+    }
+  }
+}
