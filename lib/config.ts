@@ -330,7 +330,7 @@ export const SETTINGS: readonly Setting[] = [
     flag: "rebuild",
     type: "boolean",
     help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "topic-prefix",

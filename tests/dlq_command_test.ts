@@ -85,6 +85,8 @@ Deno.test("dlq arguments: an action is required, each flag belongs to its action
   assert.throws(() => load(["list", "--limit", "0"]), /--limit must be a positive integer: 0$/);
   assert.throws(() => load(["list", "--limit", "-5"]), /--limit must be a positive integer: -5$/);
   assert.throws(() => load(["list", "--topic"]), /--topic/);
+  // Rebuilding the tables is the consumer's; the DLQ tool must not accept it and ignore it.
+  assert.throws(() => load(["replay", "--rebuild"]), /rebuild/);
   const parsed = loadConsumeConfig([], { USERS_TOPIC: "u1", ORDERS_TOPIC: "o1" });
   assert.ok(!parsed.help);
   assert.deepEqual(dlqTopicsOf(parsed.config, undefined), ["u1.dlq", "o1.dlq"]);
