@@ -7,7 +7,7 @@
 import { readTableSpec } from "./capture_catalog.ts";
 import type { DebeziumEncoder, RowChange, SnapshotMarker, TableSpec } from "./debezium.ts";
 import { encodeOrStop } from "./capture_errors.ts";
-import type { AckingPublisher } from "./acking_publisher.ts";
+import { type AckingPublisher, MAX_UNACKNOWLEDGED_BYTES } from "./acking_publisher.ts";
 import type { TableName } from "./capture_slot.ts";
 import type { Lsn } from "./pgoutput.ts";
 import type { Sql } from "./sink.ts";
@@ -92,7 +92,9 @@ async function readTable(
       publisher.add(encodeOrStop(encoder, spec, change), spec.table, "r");
       index++;
     }
-    if (publisher.unacknowledged >= options.batchSize) await publisher.flush();
+    // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
+    if (publisher.pending >= options.batchSize) publisher.flush().catch(() => {});
+    await publisher.below(MAX_UNACKNOWLEDGED_BYTES);
     if (options.signal.aborted) return { rows: index, complete: false };
   }
   return { rows: index, complete: true };

@@ -94,6 +94,12 @@ export interface CaptureConfig extends CommonConfig {
   dropSlot: boolean;
   /** Create the slot anew and publish every row again, also when the slot was lost. @default false */
   newSnapshot: boolean;
+  /** Records with their schemas (JsonConverter's schemas.enable); false writes payloads only. @default true */
+  schemas: boolean;
+  /** Compression of the capture's record batches. @default "gzip" */
+  compression: "none" | "gzip";
+  /** Sends in flight at once, each for its own keys: a key's records are only ever in one. @default 4 */
+  inFlight: number;
 }
 
 /** Defaults of CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
@@ -120,6 +126,8 @@ export const DEFAULTS = {
   captureSlot: "cdc_slot",
   capturePublication: "cdc_pub",
   captureBatchSize: 2000,
+  captureCompression: "gzip",
+  captureInFlight: 4,
   captureTables: "public.users,public.orders",
 } as const;
 
@@ -221,6 +229,21 @@ const CAPTURE_FLAGS: Record<string, FlagSpec> = {
     help: `publication of the captured tables (default ${DEFAULTS.capturePublication})`,
   },
   "batch-size": { type: "string", help: `most records per send (default ${DEFAULTS.captureBatchSize})` },
+  schemas: {
+    env: "CAPTURE_SCHEMAS",
+    type: "string",
+    help: "true: records with schemas, as JsonConverter writes them by default; false: payloads only (default true)",
+  },
+  compression: {
+    env: "CAPTURE_COMPRESSION",
+    type: "string",
+    help: `compression of the record batches, none or gzip (default ${DEFAULTS.captureCompression})`,
+  },
+  "in-flight": {
+    env: "CAPTURE_IN_FLIGHT",
+    type: "string",
+    help: `sends in flight at once, each for its own keys (default ${DEFAULTS.captureInFlight})`,
+  },
   "drop-slot": { type: "boolean", help: "drop the slot and the publication, then exit" },
   "new-snapshot": {
     type: "boolean",
@@ -294,6 +317,20 @@ function text(
   const value = String(raw).trim();
   if (value === "") throw new ConfigError(`${source(flags, name)} must not be empty`);
   return value;
+}
+
+function choice<T extends string>(
+  values: Map<string, string | boolean>,
+  flags: Record<string, FlagSpec>,
+  name: string,
+  allowed: T[],
+  fallback: T,
+): T {
+  const value = text(values, flags, name, fallback).toLowerCase();
+  if (!(allowed as string[]).includes(value)) {
+    throw new ConfigError(`${source(flags, name)} must be one of ${allowed.join(", ")}: got ${JSON.stringify(value)}`);
+  }
+  return value as T;
 }
 
 function common(values: Map<string, string | boolean>, flags: Record<string, FlagSpec>): CommonConfig {
@@ -467,6 +504,9 @@ export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfi
       batchSize: integer(values, flags, "batch-size", DEFAULTS.captureBatchSize, 1, 100_000)!,
       dropSlot: values.get("drop-slot") === true,
       newSnapshot: values.get("new-snapshot") === true,
+      schemas: choice(values, flags, "schemas", ["true", "false"], "true") === "true",
+      compression: choice(values, flags, "compression", ["none", "gzip"], DEFAULTS.captureCompression),
+      inFlight: integer(values, flags, "in-flight", DEFAULTS.captureInFlight, 1, 64)!,
       tables: captureTables(text(values, flags, "tables", DEFAULTS.captureTables), source(flags, "tables")),
     },
   };
