@@ -107,6 +107,7 @@ try {
       CAPTURE_PUBLICATION: run,
       CAPTURE_TABLES: "public.orders",
       LOG_FORMAT: "json",
+      ...(Deno.env.get("MALLOC_ARENA_MAX") ? { MALLOC_ARENA_MAX: Deno.env.get("MALLOC_ARENA_MAX")! } : {}),
     },
     stdout: "null",
     stderr: "piped",
