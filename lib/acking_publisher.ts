@@ -52,7 +52,7 @@ export function recordBytes(record: CaptureRecord): number {
  * Record bytes the capture lets be unacknowledged before it reads on: what bounds its memory
  * whatever the transaction size and the backlog (PostgreSQL holds the rest; the walsender waits).
  */
-export const MAX_UNACKNOWLEDGED_BYTES = 8 * 1024 * 1024;
+export const MAX_UNACKNOWLEDGED_BYTES = 24 * 1024 * 1024;
 
 /** Options of {@linkcode AckingPublisher}. */
 export interface AckingPublisherOptions {
