@@ -48,12 +48,6 @@ export function recordBytes(record: CaptureRecord): number {
   return bytes;
 }
 
-/**
- * Record bytes the capture lets be unacknowledged before it reads on: what bounds its memory
- * whatever the transaction size and the backlog (PostgreSQL holds the rest; the walsender waits).
- */
-export const MAX_UNACKNOWLEDGED_BYTES = 24 * 1024 * 1024;
-
 /** Options of {@linkcode AckingPublisher}. */
 export interface AckingPublisherOptions {
   /** Sends one batch; resolves once Kafka acknowledged all of it. */
@@ -62,6 +56,12 @@ export interface AckingPublisherOptions {
   maxBytes: (topic: string) => number;
   /** Most records per send. */
   maxRecords: number;
+  /**
+   * Record bytes let be unacknowledged before {@linkcode AckingPublisher.full} says to wait: what
+   * bounds the capture's memory whatever the transaction size and the backlog (PostgreSQL holds
+   * the rest; the walsender waits). A send goes once a quarter of it is pending. @default 16 MiB
+   */
+  maxUnacknowledgedBytes?: number;
   /**
    * Sends in flight at once. Each key belongs to one lane, whose sends go one after another, so a
    * key's records reach Kafka in order however many lanes send at once. @default 1
@@ -101,11 +101,13 @@ export class AckingPublisher {
   #acknowledged = 0;
   #acknowledgedBytes = 0;
   readonly #lanes: Lane[];
+  readonly #maxUnacknowledgedBytes: number;
   #waiters: (() => void)[] = [];
   #failure: { error: unknown } | undefined;
 
   /** Publishes through `options`, advancing `position`. */
   constructor(readonly position: AcknowledgedPosition, readonly options: AckingPublisherOptions) {
+    this.#maxUnacknowledgedBytes = options.maxUnacknowledgedBytes ?? 16 * 1024 * 1024;
     this.#lanes = Array.from({ length: Math.max(1, options.lanes ?? 1) }, () => ({
       chain: Promise.resolve(),
       unacknowledged: [],
@@ -120,6 +122,17 @@ export class AckingPublisher {
   /** Records added and not yet acknowledged by Kafka: pending and in flight. */
   get unacknowledged(): number {
     return this.#added - this.#acknowledged;
+  }
+
+  /** Whether enough is pending for a send: `maxRecords` records, or a quarter of `maxUnacknowledgedBytes`. */
+  get sendable(): boolean {
+    return this.#pending.length >= this.options.maxRecords ||
+      this.#addedBytes - this.#handedOffBytes >= this.#maxUnacknowledgedBytes / 4;
+  }
+
+  /** Whether `maxUnacknowledgedBytes` are unacknowledged: the caller waits with {@linkcode below} before reading on. */
+  get full(): boolean {
+    return this.unacknowledgedBytes >= this.#maxUnacknowledgedBytes;
   }
 
   /** Bytes of the records added and not yet acknowledged by Kafka (as {@linkcode recordBytes} counts them). */
@@ -170,8 +183,8 @@ export class AckingPublisher {
     });
   }
 
-  /** Resolves once at most `bytes` are unacknowledged (or a send failed). */
-  async below(bytes: number): Promise<void> {
+  /** Resolves once fewer than `bytes` (by default `maxUnacknowledgedBytes`) are unacknowledged, or a send failed. */
+  async below(bytes = this.#maxUnacknowledgedBytes - 1): Promise<void> {
     while (this.unacknowledgedBytes > bytes && !this.#failure && this.#handedOff > this.#acknowledged) {
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }

@@ -147,6 +147,7 @@ class CaptureRun {
       maxBytes: (topic) => this.kafka.maxBytes(topic),
       maxRecords: config.batchSize,
       lanes: config.inFlight,
+      maxUnacknowledgedBytes: config.inFlightBytes,
       onAcknowledged: (records, changes) => countAcknowledged(this.stats, records, changes),
     });
     this.follower = new StreamFollower({
@@ -279,7 +280,6 @@ class CaptureRun {
       tables: config.tables,
       encoder: this.encoder,
       publisher: this.publisher,
-      batchSize: config.batchSize,
       signal: this.signal,
     });
     this.snapshotRows += rows;

@@ -7,7 +7,7 @@
 import { readTableSpec } from "./capture_catalog.ts";
 import type { DebeziumEncoder, RowChange, SnapshotMarker, TableSpec } from "./debezium.ts";
 import { encodeOrStop } from "./capture_errors.ts";
-import { type AckingPublisher, MAX_UNACKNOWLEDGED_BYTES } from "./acking_publisher.ts";
+import type { AckingPublisher } from "./acking_publisher.ts";
 import type { TableName } from "./capture_slot.ts";
 import type { Lsn } from "./pgoutput.ts";
 import type { Sql } from "./sink.ts";
@@ -21,8 +21,6 @@ export interface SnapshotOptions {
   tables: TableName[];
   encoder: DebeziumEncoder;
   publisher: AckingPublisher;
-  /** Records read before the publisher is asked to send them. */
-  batchSize: number;
   /** Aborted on a stop: the snapshot ends after the batch in hand, incomplete. */
   signal: AbortSignal;
 }
@@ -93,8 +91,8 @@ async function readTable(
       index++;
     }
     // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
-    if (publisher.pending >= options.batchSize) publisher.flush().catch(() => {});
-    await publisher.below(MAX_UNACKNOWLEDGED_BYTES);
+    if (publisher.sendable) publisher.flush().catch(() => {});
+    if (publisher.full) await publisher.below();
     if (options.signal.aborted) return { rows: index, complete: false };
   }
   return { rows: index, complete: true };

@@ -2,10 +2,10 @@
  * Following the replication stream: each frame is read by the pure change reader, each change
  * encoded with its table's schema (read again from the catalog on every Relation message) and
  * handed to the acking publisher, each commit and quiet keepalive marked as a position that may
- * be confirmed. Sends overlap reading, bounded to MAX_UNACKNOWLEDGED_BYTES in hand.
+ * be confirmed. Sends overlap reading, bounded to the publisher's unacknowledged bytes.
  * @module
  */
-import { type AckingPublisher, type AcknowledgedPosition, MAX_UNACKNOWLEDGED_BYTES } from "./acking_publisher.ts";
+import type { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
 import { readTableSpec } from "./capture_catalog.ts";
 import type { DebeziumEncoder, TableSpec } from "./debezium.ts";
 import { CaptureError, encodeOrStop, PublicationGapError, StreamEndedError } from "./capture_errors.ts";
@@ -18,7 +18,7 @@ import type { Sql } from "./sink.ts";
 
 /** What {@linkcode StreamFollower} works with. */
 export interface FollowerOptions {
-  config: { tables: TableName[]; publication: string; batchSize: number };
+  config: { tables: TableName[]; publication: string };
   /** Seconds between status updates to PostgreSQL. */
   statusEveryS: number;
   logger: Logger;
@@ -59,11 +59,11 @@ export class StreamFollower {
     try {
       while (!signal.aborted) {
         await this.#apply(reader.read(await session.next()), sendStatus);
-        // Batches are sent while the next are read; reading waits while MAX_UNACKNOWLEDGED_BYTES are
+        // Batches are sent while the next are read; reading waits while the publisher is full: its bytes
         // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
-        if (publisher.pending >= config.batchSize) flushInBackground();
-        if (publisher.unacknowledgedBytes >= MAX_UNACKNOWLEDGED_BYTES) {
-          await publisher.below(MAX_UNACKNOWLEDGED_BYTES);
+        if (publisher.sendable) flushInBackground();
+        if (publisher.full) {
+          await publisher.below();
         } else if (publisher.pending > 0 && !idleFlush) {
           // A quiet stream still gets its changes out (and acknowledged) within 50 ms.
           idleFlush = setTimeout(() => {

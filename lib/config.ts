@@ -100,6 +100,8 @@ export interface CaptureConfig extends CommonConfig {
   compression: "none" | "gzip";
   /** Sends in flight at once, each for its own keys: a key's records are only ever in one. @default 4 */
   inFlight: number;
+  /** Record bytes unacknowledged at most before the capture reads on: bounds its memory. @default 16 MiB */
+  inFlightBytes: number;
 }
 
 /** Defaults of CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
@@ -128,6 +130,7 @@ export const DEFAULTS = {
   captureBatchSize: 2000,
   captureCompression: "gzip",
   captureInFlight: 4,
+  captureInFlightBytes: 16 * 1024 * 1024,
   captureTables: "public.users,public.orders",
 } as const;
 
@@ -243,6 +246,11 @@ const CAPTURE_FLAGS: Record<string, FlagSpec> = {
     env: "CAPTURE_IN_FLIGHT",
     type: "string",
     help: `sends in flight at once, each for its own keys (default ${DEFAULTS.captureInFlight})`,
+  },
+  "in-flight-bytes": {
+    env: "CAPTURE_IN_FLIGHT_BYTES",
+    type: "string",
+    help: `record bytes unacknowledged at most before reading on (default ${DEFAULTS.captureInFlightBytes})`,
   },
   "drop-slot": { type: "boolean", help: "drop the slot and the publication, then exit" },
   "new-snapshot": {
@@ -507,6 +515,7 @@ export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfi
       schemas: choice(values, flags, "schemas", ["true", "false"], "true") === "true",
       compression: choice(values, flags, "compression", ["none", "gzip"], DEFAULTS.captureCompression),
       inFlight: integer(values, flags, "in-flight", DEFAULTS.captureInFlight, 1, 64)!,
+      inFlightBytes: integer(values, flags, "in-flight-bytes", DEFAULTS.captureInFlightBytes, 1_048_576)!,
       tables: captureTables(text(values, flags, "tables", DEFAULTS.captureTables), source(flags, "tables")),
     },
   };

@@ -159,6 +159,7 @@ try {
     result.peakBeforeUpdateMb = peakBeforeUpdateMb;
   }
   result.flags = captureFlags.join(" ");
+  if (Deno.env.get("SHOW_MEM")) { for (const m of log.matchAll(/"mem":"(.*?)"}/g)) console.log(m[1]); }
   console.log(JSON.stringify(result));
 } finally {
   if (child) {
