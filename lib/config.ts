@@ -100,7 +100,7 @@ export interface CaptureConfig extends CommonConfig {
   compression: "none" | "gzip";
   /** Sends in flight at once, each for its own keys: a key's records are only ever in one. @default 4 */
   inFlight: number;
-  /** Record bytes unacknowledged at most before the capture reads on: bounds its memory. @default 16 MiB */
+  /** Record bytes unacknowledged at most before the capture reads on: bounds its memory. @default 8 MiB */
   inFlightBytes: number;
 }
 
@@ -130,7 +130,7 @@ export const DEFAULTS = {
   captureBatchSize: 2000,
   captureCompression: "gzip",
   captureInFlight: 4,
-  captureInFlightBytes: 16 * 1024 * 1024,
+  captureInFlightBytes: 8 * 1024 * 1024,
   captureTables: "public.users,public.orders",
 } as const;
 

@@ -96,7 +96,10 @@ try {
   await sql`vacuum analyze orders`;
 
   const task = JSON.parse(Deno.readTextFileSync("deno.json")).tasks.capture as string;
-  const args = [...task.split(" ").slice(1), ...captureFlags];
+  // The task's leading NAME=value words are its environment, then `deno` and its arguments.
+  const words = task.split(" ");
+  const taskEnv = Object.fromEntries(words.filter((w) => /^[A-Z_]+=/.test(w)).map((w) => w.split("=")));
+  const args = [...words.slice(Object.keys(taskEnv).length + 1), ...captureFlags];
   const started = performance.now();
   child = new Deno.Command("scripts/deno", {
     args,
@@ -107,7 +110,7 @@ try {
       CAPTURE_PUBLICATION: run,
       CAPTURE_TABLES: "public.orders",
       LOG_FORMAT: "json",
-      ...(Deno.env.get("MALLOC_ARENA_MAX") ? { MALLOC_ARENA_MAX: Deno.env.get("MALLOC_ARENA_MAX")! } : {}),
+      ...taskEnv,
     },
     stdout: "null",
     stderr: "piped",
