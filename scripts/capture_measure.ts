@@ -8,7 +8,8 @@
  *   start to the last snapshot record in Kafka.
  *
  * CPU is user + system time of the capture's process tree during the timed part (/proc/<pid>/stat),
- * peak RSS the largest VmHWM of the tree. Flags after `--` go to the capture.
+ * peak RSS the largest VmHWM of the tree. Flags after `--` go to the capture; `--root DIR` runs
+ * the capture of another checkout (for a before/after comparison).
  * `deno run -A scripts/capture_measure.ts --mode stream [--rows N] [-- --schemas=false]` prints one JSON line.
  * @module
  */
@@ -23,7 +24,7 @@ const own = dash < 0 ? Deno.args : Deno.args.slice(0, dash);
 const captureFlags = dash < 0 ? [] : Deno.args.slice(dash + 1);
 const { values } = parseArgs({
   args: own,
-  options: { mode: { type: "string", default: "stream" }, rows: { type: "string" } },
+  options: { mode: { type: "string", default: "stream" }, rows: { type: "string" }, root: { type: "string" } },
 });
 const mode = values.mode as "stream" | "snapshot";
 const ROWS = Number(values.rows ?? (mode === "stream" ? 200_000 : 1_000_000));
@@ -95,14 +96,16 @@ try {
     from generate_series(1, ${ROWS}) i`;
   await sql`vacuum analyze orders`;
 
-  const task = JSON.parse(Deno.readTextFileSync("deno.json")).tasks.capture as string;
+  const root = values.root ?? ".";
+  const task = JSON.parse(Deno.readTextFileSync(`${root}/deno.json`)).tasks.capture as string;
   // The task's leading NAME=value words are its environment, then `deno` and its arguments.
   const words = task.split(" ");
   const taskEnv = Object.fromEntries(words.filter((w) => /^[A-Z_]+=/.test(w)).map((w) => w.split("=")));
   const args = [...words.slice(Object.keys(taskEnv).length + 1), ...captureFlags];
   const started = performance.now();
-  child = new Deno.Command("scripts/deno", {
+  child = new Deno.Command(`${Deno.cwd()}/scripts/deno`, {
     args,
+    cwd: root,
     env: {
       DATABASE_URL: dbUrl,
       CAPTURE_TOPIC_PREFIX: run,
