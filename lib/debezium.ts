@@ -1,6 +1,7 @@
 /**
  * The capture's output, pure: Kafka records in the shape the Debezium PostgreSQL connector 3.6
- * writes through Kafka Connect's JsonConverter with schemas enabled. Schemas are built from the
+ * writes through Kafka Connect's JsonConverter with schemas enabled (or, with `schemas: false`,
+ * disabled: the payloads alone). Schemas are built from the
  * table as the database describes it (a `TableSpec`, see lib/capture_catalog.ts), following
  * Debezium's TableSchemaBuilder, SchemaFactory and Envelope, in JsonConverter's key order: type,
  * fields, optional, name, version, doc, parameters, default, field. Each spec's schemas are
