@@ -41,7 +41,7 @@ export class StreamFollower {
 
   /** Reads the stream until a stop; publishes changes and confirms what Kafka acknowledged. */
   async follow(session: ReplicationSession): Promise<void> {
-    const { publisher, position, signal, config } = this.options;
+    const { publisher, position, signal } = this.options;
     this.#session = session;
     const reader = new ChangeReader();
     const sendStatus = () => session.sendStatus(position.lsn);
