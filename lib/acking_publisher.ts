@@ -1,8 +1,9 @@
 /**
  * Publishing the capture's records to Kafka, and the one owner of the position Kafka
  * acknowledged. Delivery: at-least-once, no gap. A position becomes acknowledged only when every
- * record added before it was acknowledged by Kafka, sends go one after another in the order the
- * records came, and the position only moves forward.
+ * record added before it was acknowledged by Kafka, a key's records are sent one batch after
+ * another in the order they came (several sends are in flight only for different keys), and the
+ * position only moves forward.
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -55,6 +56,17 @@ export interface AckingPublisherOptions {
   maxBytes: (topic: string) => number;
   /** Most records per send. */
   maxRecords: number;
+  /**
+   * Record bytes let be unacknowledged before {@linkcode AckingPublisher.full} says to wait: what
+   * bounds the capture's memory whatever the transaction size and the backlog (PostgreSQL holds
+   * the rest; the walsender waits). A send goes once a quarter of it is pending. @default 8 MiB
+   */
+  maxUnacknowledgedBytes?: number;
+  /**
+   * Sends in flight at once. Each key belongs to one lane, whose sends go one after another, so a
+   * key's records reach Kafka in order however many lanes send at once. @default 1
+   */
+  lanes?: number;
   /** Called after each acknowledged send with its records and changes per `table.op`. */
   onAcknowledged?: (records: CaptureRecord[], changes: Map<string, number>) => void;
 }
@@ -62,22 +74,45 @@ export interface AckingPublisherOptions {
 interface Added {
   record: CaptureRecord;
   bytes: number;
+  /** The record's number in the order records were added. */
+  seq: number;
 }
 
-/** Publishes records in order and advances the acknowledged position past what Kafka acknowledged. */
+/** One lane's sends: a chain, and the first record number of each batch not yet acknowledged, oldest first. */
+interface Lane {
+  chain: Promise<void>;
+  unacknowledged: number[];
+}
+
+/**
+ * Publishes records in per-key order and advances the acknowledged position past what Kafka
+ * acknowledged. With several lanes, batches of different lanes are in flight at once; a position
+ * is acknowledged only once every record added before it was, whichever lane sent it.
+ */
 export class AckingPublisher {
   #pending: Added[] = [];
   #pendingChanges = new Map<string, number>();
-  /** Positions waiting for their records: `lsn` is acknowledged once record number `upTo` is. */
+  /** Positions waiting for their records: `lsn` is acknowledged once every record numbered below `upTo` is. */
   #marks: { lsn: Lsn; upTo: number }[] = [];
   #added = 0;
+  #addedBytes = 0;
   #handedOff = 0;
+  #handedOffBytes = 0;
   #acknowledged = 0;
-  #chain: Promise<void> = Promise.resolve();
+  #acknowledgedBytes = 0;
+  readonly #lanes: Lane[];
+  readonly #maxUnacknowledgedBytes: number;
+  #waiters: (() => void)[] = [];
   #failure: { error: unknown } | undefined;
 
   /** Publishes through `options`, advancing `position`. */
-  constructor(readonly position: AcknowledgedPosition, readonly options: AckingPublisherOptions) {}
+  constructor(readonly position: AcknowledgedPosition, readonly options: AckingPublisherOptions) {
+    this.#maxUnacknowledgedBytes = options.maxUnacknowledgedBytes ?? 8 * 1024 * 1024;
+    this.#lanes = Array.from({ length: Math.max(1, options.lanes ?? 1) }, () => ({
+      chain: Promise.resolve(),
+      unacknowledged: [],
+    }));
+  }
 
   /** Records waiting to be sent. */
   get pending(): number {
@@ -89,14 +124,30 @@ export class AckingPublisher {
     return this.#added - this.#acknowledged;
   }
 
+  /** Whether enough is pending for a send: `maxRecords` records, or a quarter of `maxUnacknowledgedBytes`. */
+  get sendable(): boolean {
+    return this.#pending.length >= this.options.maxRecords ||
+      this.#addedBytes - this.#handedOffBytes >= this.#maxUnacknowledgedBytes / 4;
+  }
+
+  /** Whether `maxUnacknowledgedBytes` are unacknowledged: the caller waits with {@linkcode below} before reading on. */
+  get full(): boolean {
+    return this.unacknowledgedBytes >= this.#maxUnacknowledgedBytes;
+  }
+
+  /** Bytes of the records added and not yet acknowledged by Kafka (as {@linkcode recordBytes} counts them). */
+  get unacknowledgedBytes(): number {
+    return this.#addedBytes - this.#acknowledgedBytes;
+  }
+
   /** Adds one change's records; a record over its topic's limit stops the run. */
   add(records: CaptureRecord[], table: string, op: string): void {
     for (const record of records) {
       const bytes = recordBytes(record);
       const limit = this.options.maxBytes(record.topic);
       if (bytes + BATCH_OVERHEAD > limit) throw new RecordTooLargeError(table, keyOf(record), bytes, limit);
-      this.#pending.push({ record, bytes });
-      this.#added++;
+      this.#pending.push({ record, bytes, seq: this.#added++ });
+      this.#addedBytes += bytes;
     }
     const key = `${table}.${op}`;
     this.#pendingChanges.set(key, (this.#pendingChanges.get(key) ?? 0) + 1);
@@ -110,31 +161,34 @@ export class AckingPublisher {
     this.#advance();
   }
 
-  /** Sends what is pending, in batches within the limits, after the sends before it; resolves once acknowledged. */
+  /**
+   * Sends what is pending, each lane's records in batches within the limits after that lane's
+   * earlier sends; resolves once all of it, and everything sent before, is acknowledged.
+   */
   flush(): Promise<void> {
-    const batches = this.#split(this.#pending);
+    const byLane: Added[][] = this.#lanes.map(() => []);
+    for (const added of this.#pending) byLane[laneOf(added.record.key, this.#lanes.length)].push(added);
     const changes = this.#pendingChanges;
     this.#pending = [];
     this.#pendingChanges = new Map();
     this.#handedOff = this.#added;
-    this.#chain = this.#chain.then(async () => {
-      if (this.#failure) return;
-      try {
-        for (const batch of batches) {
-          await this.options.send(byTopic(batch));
-          this.#acknowledged += batch.length;
-          this.options.onAcknowledged?.(batch, new Map());
-          this.#advance();
-        }
-        this.options.onAcknowledged?.([], changes);
-        this.#advance();
-      } catch (error) {
-        this.#failure = { error };
-      }
+    this.#handedOffBytes = this.#addedBytes;
+    const sent = this.#lanes.map((lane, i) => {
+      for (const batch of this.#split(byLane[i])) this.#sendInLane(lane, batch);
+      return lane.chain;
     });
-    return this.#chain.then(() => {
+    return Promise.all(sent).then(() => {
       if (this.#failure) throw this.#failure.error;
+      this.options.onAcknowledged?.([], changes);
     });
+  }
+
+  /** Resolves once fewer than `bytes` (by default `maxUnacknowledgedBytes`) are unacknowledged, or a send failed. */
+  async below(bytes = this.#maxUnacknowledgedBytes - 1): Promise<void> {
+    while (this.unacknowledgedBytes > bytes && !this.#failure && this.#handedOff > this.#acknowledged) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
+    if (this.#failure) throw this.#failure.error;
   }
 
   /** Drops records received but not handed to Kafka: the server sends them again from the acknowledged position. */
@@ -142,35 +196,73 @@ export class AckingPublisher {
     this.#pending = [];
     this.#pendingChanges = new Map();
     this.#added = this.#handedOff;
+    this.#addedBytes = this.#handedOffBytes;
     this.#marks = this.#marks.filter((m) => m.upTo <= this.#handedOff);
   }
 
+  #sendInLane(lane: Lane, batch: Added[]): void {
+    lane.unacknowledged.push(batch[0].seq);
+    lane.chain = lane.chain.then(async () => {
+      if (this.#failure) return;
+      try {
+        const records = batch.map((a) => a.record);
+        await this.options.send(byTopic(records));
+        lane.unacknowledged.shift();
+        this.#acknowledged += batch.length;
+        for (const a of batch) this.#acknowledgedBytes += a.bytes;
+        this.options.onAcknowledged?.(records, new Map());
+        this.#advance();
+      } catch (error) {
+        this.#failure ??= { error };
+      } finally {
+        for (const wake of this.#waiters.splice(0)) wake();
+      }
+    });
+  }
+
+  /** Confirms every position whose records all lie below the first record not yet acknowledged in any lane. */
   #advance(): void {
-    while (this.#marks.length && this.#marks[0].upTo <= this.#acknowledged) {
+    let firstUnacknowledged = this.#handedOff;
+    for (const lane of this.#lanes) {
+      if (lane.unacknowledged.length) firstUnacknowledged = Math.min(firstUnacknowledged, lane.unacknowledged[0]);
+    }
+    while (this.#marks.length && this.#marks[0].upTo <= firstUnacknowledged) {
       this.position.advance(this.#marks.shift()!.lsn);
     }
   }
 
-  #split(added: Added[]): CaptureRecord[][] {
-    const batches: CaptureRecord[][] = [];
-    let batch: CaptureRecord[] = [];
+  #split(added: Added[]): Added[][] {
+    const batches: Added[][] = [];
+    let batch: Added[] = [];
     let bytes = BATCH_OVERHEAD;
     let limit = Infinity;
-    for (const { record, bytes: size } of added) {
-      const topicLimit = this.options.maxBytes(record.topic);
-      if (batch.length && (batch.length >= this.options.maxRecords || bytes + size > Math.min(limit, topicLimit))) {
+    for (const entry of added) {
+      const topicLimit = this.options.maxBytes(entry.record.topic);
+      if (
+        batch.length && (batch.length >= this.options.maxRecords || bytes + entry.bytes > Math.min(limit, topicLimit))
+      ) {
         batches.push(batch);
         batch = [];
         bytes = BATCH_OVERHEAD;
         limit = Infinity;
       }
-      batch.push(record);
-      bytes += size;
+      batch.push(entry);
+      bytes += entry.bytes;
       limit = Math.min(limit, topicLimit);
     }
     if (batch.length) batches.push(batch);
     return batches;
   }
+}
+
+/** The lane of a key: a hash of its end, where a key's values are (the schema before them is the table's). */
+export function laneOf(key: string | null, lanes: number): number {
+  if (key === null || lanes === 1) return 0;
+  let hash = 0x811c9dc5;
+  for (let i = Math.max(0, key.length - 96); i < key.length; i++) {
+    hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193);
+  }
+  return (hash >>> 0) % lanes;
 }
 
 /** The key's payload, for messages: the key JSON without its schema. */

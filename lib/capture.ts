@@ -133,7 +133,12 @@ class CaptureRun {
     this.statusEveryS = options.statusEveryS ?? 10;
     this.newSnapshotPending = config.newSnapshot;
     const database = new URL(config.databaseUrl).pathname.slice(1) || "postgres";
-    this.encoder = new DebeziumEncoder({ prefix: config.topicPrefix, database, version: `${VERSION}-cdc-pipeline` });
+    this.encoder = new DebeziumEncoder({
+      prefix: config.topicPrefix,
+      database,
+      version: `${VERSION}-cdc-pipeline`,
+      schemas: config.schemas,
+    });
     this.sql = connectDatabase(config.databaseUrl, 2);
     this.kafka = new CaptureKafka(config, this.logger, this.stats, this.sendsShutdown.signal);
     this.position = new AcknowledgedPosition(0n, (lsn) => (this.stats.acknowledgedLsn = lsn));
@@ -141,6 +146,8 @@ class CaptureRun {
       send: (messages) => this.kafka.send(messages),
       maxBytes: (topic) => this.kafka.maxBytes(topic),
       maxRecords: config.batchSize,
+      lanes: config.inFlight,
+      maxUnacknowledgedBytes: config.inFlightBytes,
       onAcknowledged: (records, changes) => countAcknowledged(this.stats, records, changes),
     });
     this.follower = new StreamFollower({
@@ -273,7 +280,6 @@ class CaptureRun {
       tables: config.tables,
       encoder: this.encoder,
       publisher: this.publisher,
-      batchSize: config.batchSize,
       signal: this.signal,
     });
     this.snapshotRows += rows;

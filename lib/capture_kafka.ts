@@ -5,7 +5,7 @@
  * consumer decides).
  * @module
  */
-import type { Admin, Producer } from "kafkajs";
+import { type Admin, CompressionTypes, type Producer } from "kafkajs";
 import { TopicMissingError } from "./capture_errors.ts";
 import type { CaptureConfig } from "./config.ts";
 import { isKafkaOutage } from "./errors.ts";
@@ -39,7 +39,8 @@ export class CaptureKafka {
   ) {
     const kafka = createKafka(config, "cdc-capture", logger);
     this.admin = kafka.admin();
-    this.producer = createPublisher(kafka);
+    // The publisher's lanes never have two sends of one key in flight (lib/acking_publisher.ts).
+    this.producer = createPublisher(kafka, { maxInFlightRequests: config.inFlight });
     this.producer.on(this.producer.events.CONNECT, () => (stats.connected.kafka = true));
     this.producer.on(this.producer.events.DISCONNECT, () => (stats.connected.kafka = false));
   }
@@ -95,6 +96,7 @@ export class CaptureKafka {
       signal: this.sendsSignal,
       onRetry: () => this.stats.sendRetries++,
       isRetriable: (error: unknown) => isKafkaOutage(error) && !isUnknownTopic(error),
+      compression: this.config.compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None,
     };
     for (let attempt = 1;; attempt++) {
       try {

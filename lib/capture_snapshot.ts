@@ -21,8 +21,6 @@ export interface SnapshotOptions {
   tables: TableName[];
   encoder: DebeziumEncoder;
   publisher: AckingPublisher;
-  /** Records read before the publisher is asked to send them. */
-  batchSize: number;
   /** Aborted on a stop: the snapshot ends after the batch in hand, incomplete. */
   signal: AbortSignal;
 }
@@ -92,7 +90,9 @@ async function readTable(
       publisher.add(encodeOrStop(encoder, spec, change), spec.table, "r");
       index++;
     }
-    if (publisher.unacknowledged >= options.batchSize) await publisher.flush();
+    // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
+    if (publisher.sendable) publisher.flush().catch(() => {});
+    if (publisher.full) await publisher.below();
     if (options.signal.aborted) return { rows: index, complete: false };
   }
   return { rows: index, complete: true };

@@ -2,7 +2,7 @@
  * Following the replication stream: each frame is read by the pure change reader, each change
  * encoded with its table's schema (read again from the catalog on every Relation message) and
  * handed to the acking publisher, each commit and quiet keepalive marked as a position that may
- * be confirmed. Sends overlap reading, bounded to two batches in hand.
+ * be confirmed. Sends overlap reading, bounded to the publisher's unacknowledged bytes.
  * @module
  */
 import type { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
@@ -18,7 +18,7 @@ import type { Sql } from "./sink.ts";
 
 /** What {@linkcode StreamFollower} works with. */
 export interface FollowerOptions {
-  config: { tables: TableName[]; publication: string; batchSize: number };
+  config: { tables: TableName[]; publication: string };
   /** Seconds between status updates to PostgreSQL. */
   statusEveryS: number;
   logger: Logger;
@@ -41,7 +41,7 @@ export class StreamFollower {
 
   /** Reads the stream until a stop; publishes changes and confirms what Kafka acknowledged. */
   async follow(session: ReplicationSession): Promise<void> {
-    const { publisher, position, signal, config } = this.options;
+    const { publisher, position, signal } = this.options;
     this.#session = session;
     const reader = new ChangeReader();
     const sendStatus = () => session.sendStatus(position.lsn);
@@ -59,12 +59,11 @@ export class StreamFollower {
     try {
       while (!signal.aborted) {
         await this.#apply(reader.read(await session.next()), sendStatus);
-        // One batch is sent while the next is read; reading waits while two batches' worth is
+        // Batches are sent while the next are read; reading waits while the publisher is full: its bytes
         // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
-        if (publisher.pending >= config.batchSize) flushInBackground();
-        if (publisher.unacknowledged >= 2 * config.batchSize) {
-          await publisher.flush();
-          sendStatus();
+        if (publisher.sendable) flushInBackground();
+        if (publisher.full) {
+          await publisher.below();
         } else if (publisher.pending > 0 && !idleFlush) {
           // A quiet stream still gets its changes out (and acknowledged) within 50 ms.
           idleFlush = setTimeout(() => {

@@ -101,6 +101,14 @@ export interface CaptureConfig extends CommonConfig {
   dropSlot: boolean;
   /** Create the slot anew and publish every row again, also when the slot was lost. @default false */
   newSnapshot: boolean;
+  /** Records with their schemas (JsonConverter's schemas.enable); false writes payloads only. @default true */
+  schemas: boolean;
+  /** Compression of the capture's record batches. @default "gzip" */
+  compression: "none" | "gzip";
+  /** Sends in flight at once, each for its own keys: a key's records are only ever in one. @default 4 */
+  inFlight: number;
+  /** Record bytes unacknowledged at most before the capture reads on: bounds its memory. @default 8 MiB */
+  inFlightBytes: number;
 }
 
 /** Defaults of docs/CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
@@ -128,6 +136,9 @@ export const DEFAULTS = {
   captureSlot: "cdc_slot",
   capturePublication: "cdc_pub",
   captureBatchSize: 2000,
+  captureCompression: "gzip",
+  captureInFlight: 4,
+  captureInFlightBytes: 8 * 1024 * 1024,
   captureTables: "public.users,public.orders",
 } as const;
 
@@ -372,6 +383,38 @@ export const SETTINGS: readonly Setting[] = [
     commands: ["produce capture"],
   },
   {
+    flag: "schemas",
+    env: "CAPTURE_SCHEMAS",
+    type: "string",
+    default: "true",
+    help: "true: records with schemas, as JsonConverter writes them by default; false: payloads only",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "compression",
+    env: "CAPTURE_COMPRESSION",
+    type: "string",
+    default: DEFAULTS.captureCompression,
+    help: "compression of the record batches, none or gzip",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "in-flight",
+    env: "CAPTURE_IN_FLIGHT",
+    type: "string",
+    default: DEFAULTS.captureInFlight,
+    help: "sends in flight at once, each for its own keys",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "in-flight-bytes",
+    env: "CAPTURE_IN_FLIGHT_BYTES",
+    type: "string",
+    default: DEFAULTS.captureInFlightBytes,
+    help: "record bytes unacknowledged at most before reading on",
+    commands: ["produce capture"],
+  },
+  {
     flag: "drop-slot",
     type: "boolean",
     help: "drop the slot and the publication, then exit",
@@ -513,6 +556,20 @@ function text(
   const value = String(raw).trim();
   if (value === "") throw new ConfigError(`${source(flags, name)} must not be empty`);
   return value;
+}
+
+function choice<T extends string>(
+  values: Map<string, string | boolean>,
+  flags: Record<string, Setting>,
+  name: string,
+  allowed: T[],
+  fallback: T,
+): T {
+  const value = text(values, flags, name, fallback).toLowerCase();
+  if (!(allowed as string[]).includes(value)) {
+    throw new ConfigError(`${source(flags, name)} must be one of ${allowed.join(", ")}: got ${JSON.stringify(value)}`);
+  }
+  return value as T;
 }
 
 function common(values: Map<string, string | boolean>, flags: Record<string, Setting>): CommonConfig {
@@ -743,6 +800,10 @@ export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfi
       batchSize: integer(values, flags, "batch-size", DEFAULTS.captureBatchSize, 1, 100_000)!,
       dropSlot: values.get("drop-slot") === true,
       newSnapshot: values.get("new-snapshot") === true,
+      schemas: choice(values, flags, "schemas", ["true", "false"], "true") === "true",
+      compression: choice(values, flags, "compression", ["none", "gzip"], DEFAULTS.captureCompression),
+      inFlight: integer(values, flags, "in-flight", DEFAULTS.captureInFlight, 1, 64)!,
+      inFlightBytes: integer(values, flags, "in-flight-bytes", DEFAULTS.captureInFlightBytes, 1_048_576)!,
       tables: captureTables(text(values, flags, "tables", DEFAULTS.captureTables), source(flags, "tables")),
     },
   };

@@ -1,6 +1,7 @@
 /**
  * The capture's output, pure: Kafka records in the shape the Debezium PostgreSQL connector 3.6
- * writes through Kafka Connect's JsonConverter with schemas enabled. Schemas are built from the
+ * writes through Kafka Connect's JsonConverter with schemas enabled (or, with `schemas: false`,
+ * disabled: the payloads alone). Schemas are built from the
  * table as the database describes it (a `TableSpec`, see lib/capture_catalog.ts), following
  * Debezium's TableSchemaBuilder, SchemaFactory and Envelope, in JsonConverter's key order: type,
  * fields, optional, name, version, doc, parameters, default, field. Each spec's schemas are
@@ -88,6 +89,11 @@ export interface EncoderSettings {
   database: string;
   /** What `source.version` says: this project's version, marked as not Debezium's. */
   version: string;
+  /**
+   * Whether records carry their schemas, as JsonConverter writes them with `schemas.enable=true`; false writes the
+   * payloads alone, as with `schemas.enable=false`. @default true
+   */
+  schemas?: boolean;
 }
 
 /** A Kafka record, ready to send: key and value JSON text (value `null` for a tombstone). */
@@ -119,10 +125,12 @@ interface CompiledTable {
   readonly topic: string;
   readonly columns: CompiledColumn[];
   readonly keyColumns: CompiledColumn[];
-  /** `{"schema":<key schema>,"payload":`, or null without key. */
+  /** `{"schema":<key schema>,"payload":` (empty without schemas), or null without key. */
   readonly keyHead: string | null;
-  /** `{"schema":<envelope schema>,"payload":{"before":`. */
+  /** `{"schema":<envelope schema>,"payload":{"before":` (`{"before":` without schemas). */
   readonly valueHead: string;
+  /** What closes a key or value: `}` after the payload with schemas, nothing without. */
+  readonly close: string;
   /** `,"schema":"<schema>","table":"<table>",` of the source block. */
   readonly sourceTable: string;
 }
@@ -197,13 +205,15 @@ function compile(settings: EncoderSettings, spec: TableSpec): CompiledTable {
     `"field":"${field}"}`;
   const envelope = `{"type":"struct","fields":[${row("before")},${row("after")},${SOURCE_SCHEMA},${ENVELOPE_TAIL},` +
     `"optional":false,"name":${jsonString(`${topic}.Envelope`)},"version":2}`;
+  const schemas = settings.schemas ?? true;
   return {
     spec,
     topic,
     columns,
     keyColumns,
-    keyHead: keyColumns.length ? `{"schema":${keySchema},"payload":` : null,
-    valueHead: `{"schema":${envelope},"payload":{"before":`,
+    keyHead: keyColumns.length ? (schemas ? `{"schema":${keySchema},"payload":` : "") : null,
+    valueHead: schemas ? `{"schema":${envelope},"payload":{"before":` : `{"before":`,
+    close: schemas ? "}" : "",
     sourceTable: `,"schema":${jsonString(spec.schema)},"table":${jsonString(spec.table)},`,
   };
 }
@@ -280,7 +290,7 @@ export class DebeziumEncoder {
     const envelope = (o: string, b: TupleValues | null, a: TupleValues | null) =>
       `${table.valueHead}${b ? encodeRow(table, table.columns, b) : "null"},"after":` +
       `${a ? encodeRow(table, table.columns, a) : "null"}${source},"transaction":null,"op":"${o}",` +
-      `"ts_ms":${nowNs / 1_000_000n},"ts_us":${nowNs / 1000n},"ts_ns":${nowNs}}}`;
+      `"ts_ms":${nowNs / 1_000_000n},"ts_us":${nowNs / 1000n},"ts_ns":${nowNs}}${table.close}`;
     const { topic } = table;
     if (op === "d") return [{ topic, key, value: envelope("d", before, null) }, { topic, key, value: null }];
     if (op === "u" && before) {
@@ -299,7 +309,7 @@ export class DebeziumEncoder {
   }
 
   #key(table: CompiledTable, row: TupleValues): string | null {
-    return table.keyHead === null ? null : `${table.keyHead}${encodeRow(table, table.keyColumns, row)}}`;
+    return table.keyHead === null ? null : `${table.keyHead}${encodeRow(table, table.keyColumns, row)}${table.close}`;
   }
 
   #source(table: CompiledTable, source: ChangeSource): string {

@@ -84,6 +84,7 @@ type EncoderMethod = ((this: Encoding, ...args: any[]) => unknown) & { [KAFKAJS_
 
 const ENCODER_FIX = "Buffer-free record encoding";
 const NON_ASCII = /[\u0080-\uffff]/;
+const utf8 = new TextEncoder();
 
 /** UTF-8 length of `value`: its length when it is ASCII (ids, JSON of ASCII text), else Buffer's count. */
 function utf8Length(value: string): number {
@@ -110,9 +111,11 @@ function uvarintSize(value: number): number {
  * value, and `Buffer#copy` to gather the records; Deno's Buffer is a JavaScript layer over
  * Uint8Array, so encoding cost the producer 16-18 µs an event under Deno (6 under Bun). The
  * methods below write the same bytes straight into the encoder's buffer: varints byte by
- * byte, timestamp deltas that fit 32 bits without Long, ASCII strings under 4 KiB (every key
- * and value we send) char by char, copies with `Uint8Array#set`; anything else takes kafkajs'
- * own path. Encoding alone went from 47,000-68,000 to 82,000-140,000 events/s under Deno.
+ * byte, timestamp deltas that fit 32 bits without Long, ASCII strings (every key and value we
+ * send) with one `TextEncoder#encodeInto`, copies with `Uint8Array#set`, a batch's records
+ * gathered with one growth of its buffer; anything else takes kafkajs' own path. Encoding alone
+ * went from 47,000-68,000 to 82,000-140,000 events/s under Deno; a capture record with its
+ * schema (4.3 KB), gzipped in batches of 2,000, from 20 to 10 µs of CPU.
  */
 function encodeWithoutBuffers(): void {
   const proto = Encoder.prototype as unknown as Record<string, EncoderMethod>;
@@ -142,25 +145,30 @@ function encodeWithoutBuffers(): void {
       return methods.writeUVarInt.call(this, (value << 1) ^ (value >> 31));
     },
     writeVarIntBytes(value: unknown) {
-      if (typeof value !== "string" || value.length >= 4096) return originals.writeVarIntBytes.call(this, value);
-      // Written as if ASCII, in one pass; a string that is not is rewound and left to kafkajs.
+      if (typeof value !== "string") return originals.writeVarIntBytes.call(this, value);
+      // Written as if ASCII, in one native pass; a string that is not is rewound and left to kafkajs.
       const start = this.offset;
       const length = value.length;
       methods.writeUVarInt.call(this, (length << 1) ^ (length >> 31));
       this.ensureAvailable(length);
-      const buf = this.buf;
       const offset = this.offset;
-      let bits = 0;
-      for (let i = 0; i < length; i++) {
-        const code = value.charCodeAt(i);
-        bits |= code;
-        buf[offset + i] = code;
-      }
-      if (bits > 0x7f) {
+      const { read, written } = utf8.encodeInto(value, this.buf.subarray(offset, offset + length));
+      if (read !== length || written !== length) {
         this.offset = start;
         return originals.writeVarIntBytes.call(this, value);
       }
       this.offset = offset + length;
+      return this;
+    },
+    writeEncoderArray(encoders: Encoding[]) {
+      // One growth for all the records instead of a doubling and copy every few of them.
+      let total = 0;
+      for (const encoder of encoders) total += encoder.offset;
+      this.ensureAvailable(total);
+      for (const encoder of encoders) {
+        this.buf.set(encoder.buf.subarray(0, encoder.offset), this.offset);
+        this.offset += encoder.offset;
+      }
       return this;
     },
     writeBufferInternal(buffer: Uint8Array) {

@@ -1,11 +1,11 @@
 /**
- * Publishing to Kafka, for the producer and DLQ replay: a producer with one request in flight
+ * Publishing to Kafka, for the producer, DLQ replay and the capture: a producer with one request in flight
  * keyed by the Java-compatible murmur2 partitioner, and the one publish-with-retry they share.
  * The consumer's DLQ writer (lib/dead_letter.ts) sends once inside its batch's transaction: a
  * failure rolls the batch back and the batch's own retry sends again.
  * @module
  */
-import type { Kafka, Message, Producer } from "kafkajs";
+import type { CompressionTypes, Kafka, Message, Producer } from "kafkajs";
 import { describeError, isKafkaAuthError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { keyHashPartitioner } from "./partitioner.ts";
@@ -19,7 +19,8 @@ export interface TopicMessages {
 
 /**
  * A producer whose sends are retried by {@linkcode writeWithRetry} only, whole batch at a time,
- * one request in flight (per-key order), keyed by the Java-compatible murmur2 partitioner.
+ * one request in flight (per-key order) unless `maxInFlightRequests` says more, keyed by the
+ * Java-compatible murmur2 partitioner.
  *
  * Delivery: at-least-once, never lost. kafkajs 2.2.4's own send retry skips every broker that
  * answered an earlier attempt even when partitions failed over to it, so it can report success
@@ -28,10 +29,11 @@ export interface TopicMessages {
  * is re-sent whole: a partial write then appears twice in the log, and applying the repeated
  * stretch again leaves the same rows.
  */
-export function createPublisher(kafka: Kafka): Producer {
+export function createPublisher(kafka: Kafka, options: { maxInFlightRequests?: number } = {}): Producer {
   return kafka.producer({
     idempotent: false,
-    maxInFlightRequests: 1,
+    // More than one only for a caller that never has two requests for one key in flight (the capture's lanes).
+    maxInFlightRequests: options.maxInFlightRequests ?? 1,
     allowAutoTopicCreation: false,
     retry: { retries: 0 },
     createPartitioner: keyHashPartitioner,
@@ -52,6 +54,8 @@ export interface WriteRetryOptions {
   signal?: AbortSignal;
   /** Whether a failure is worth another attempt. @default every failure but a refused login */
   isRetriable?: (error: unknown) => boolean;
+  /** Compression of the batch's records (kafkajs' codecs). @default none */
+  compression?: CompressionTypes;
 }
 
 /**
@@ -64,7 +68,7 @@ export async function writeWithRetry(
   topicMessages: TopicMessages[],
   options: WriteRetryOptions,
 ): Promise<void> {
-  await retry(() => producer.sendBatch({ topicMessages, acks: -1 }), {
+  await retry(() => producer.sendBatch({ topicMessages, acks: -1, compression: options.compression }), {
     what: `publishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(" and ")}`,
     maxAttempts: options.maxAttempts,
     baseMs: options.backoffMs,

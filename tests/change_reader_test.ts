@@ -263,3 +263,73 @@ Deno.test("a record's headers (the key-change headers) reach Kafka with it and c
   assert.deepEqual(messages.map((m) => m.headers), [{ "__debezium.newkey": "new" }, undefined]);
   assert.ok(recordBytes(moved) > recordBytes(record("old")) + "__debezium.newkey".length);
 });
+
+Deno.test("with several sends in flight, each key's records reach Kafka in the order they were added", async () => {
+  const landed: string[] = [];
+  let inFlight = 0;
+  let mostInFlight = 0;
+  const publisher = new AckingPublisher(new AcknowledgedPosition(), {
+    // Sends finish out of order: a later send may be acknowledged before an earlier one.
+    send: async (messages) => {
+      mostInFlight = Math.max(mostInFlight, ++inFlight);
+      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 5)));
+      for (const t of messages) for (const m of t.messages) landed.push(`${m.key}:${m.value}`);
+      inFlight--;
+    },
+    maxBytes: () => 1_000_000,
+    maxRecords: 7,
+    lanes: 4,
+  });
+  const keys = Array.from({ length: 20 }, (_, i) => `key-${i}`);
+  for (let version = 0; version < 10; version++) {
+    for (const key of keys) publisher.add([{ topic: "t", key, value: String(version) }], "users", "u");
+    if (version % 3 === 0) publisher.flush().catch(() => {});
+  }
+  await publisher.flush();
+  assert.ok(mostInFlight > 1, `at most ${mostInFlight} sends were in flight`);
+  for (const key of keys) {
+    const versions = landed.filter((l) => l.startsWith(`${key}:`)).map((l) => Number(l.split(":")[1]));
+    assert.deepEqual(versions, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], `order of ${key}`);
+  }
+});
+
+Deno.test("with several sends in flight, a commit is confirmed only once every one of its records is acknowledged", async () => {
+  const kafka = controlledSend();
+  const position = new AcknowledgedPosition();
+  const publisher = new AckingPublisher(position, {
+    send: kafka.send,
+    maxBytes: () => 1_000_000,
+    maxRecords: 100,
+    lanes: 2,
+  });
+  // Keys that land in both lanes, so the transaction's records travel in two sends at once.
+  const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
+  for (const key of keys) publisher.add([record(key)], "users", "c");
+  publisher.confirmableAt(100n);
+  const flushed = publisher.flush();
+  while (kafka.sent.length < 2) await new Promise((r) => setTimeout(r, 1));
+  assert.equal(kafka.sent.length, 2, "both lanes send at once");
+  await kafka.acknowledge();
+  assert.equal(position.lsn, 0n, "one send of the commit's records is still in flight");
+  await kafka.acknowledge();
+  await flushed;
+  assert.equal(position.lsn, 100n);
+  assert.equal(publisher.unacknowledged, 0);
+  assert.equal(publisher.unacknowledgedBytes, 0);
+});
+
+Deno.test("a failed send in one lane stops the confirmations and is thrown by the flush, whatever the other lanes did", async () => {
+  const position = new AcknowledgedPosition();
+  let sends = 0;
+  const publisher = new AckingPublisher(position, {
+    send: () => (++sends === 1 ? Promise.reject(new Error("broker gone")) : Promise.resolve()),
+    maxBytes: () => 1_000_000,
+    maxRecords: 1,
+    lanes: 3,
+  });
+  for (let i = 0; i < 9; i++) publisher.add([record(`k${i}`)], "users", "c");
+  publisher.confirmableAt(50n);
+  await assert.rejects(publisher.flush(), /broker gone/);
+  await assert.rejects(publisher.below(0), /broker gone/);
+  assert.equal(position.lsn, 0n);
+});

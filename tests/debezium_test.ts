@@ -542,3 +542,31 @@ Deno.test("snapshot markers follow Debezium's SnapshotMarkerResolver per table, 
     "last",
   ], []]);
 });
+
+Deno.test("without schemas, key and value are the payloads alone, as JsonConverter writes them with schemas.enable=false", () => {
+  const bare = new DebeziumEncoder({
+    prefix: "cdc",
+    database: "cdc_db",
+    version: "0.1.0-cdc-pipeline",
+    schemas: false,
+  });
+  const changes = [
+    { op: "c" as const, before: null, after: ann, source: STREAMED },
+    { op: "u" as const, before: ann, after: annSmith, source: STREAMED },
+    { op: "d" as const, before: annSmith, after: null, source: STREAMED },
+    { op: "u" as const, before: ann, after: [OTHER_ID, ...ann.slice(1)], source: STREAMED },
+  ];
+  for (const change of changes) {
+    const full = encoder.encode(USERS, change, NOW_NS);
+    const payloads = bare.encode(USERS, change, NOW_NS);
+    assert.equal(payloads.length, full.length);
+    payloads.forEach((record, i) => {
+      // Text, not parsed JSON: ts_ns is past a double's precision. With schemas the payload closes the record.
+      assert.ok(full[i].key!.endsWith(`,"payload":${record.key}}`), `key ${record.key}`);
+      if (full[i].value === null) assert.equal(record.value, null);
+      else assert.ok(full[i].value!.endsWith(`,"payload":${record.value}}`), `value ${record.value}`);
+      assert.ok(record.key!.startsWith('{"id":'), "the key is the key's payload");
+      assert.ok(!record.value?.includes('"schema":{'), "no schema in the value");
+    });
+  }
+});
