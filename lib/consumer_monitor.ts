@@ -58,13 +58,27 @@ export class ConsumeMonitor {
     const { sql, topics, stats, group } = this.deps;
     const stored = await storedOffsetsWithin(sql, topics);
     // Batches report the database's state as they apply; between them, this read does.
-    if (Date.now() - group.lastActivity >= 2_000) stats.health.set("database", stored !== undefined);
+    if (Date.now() - group.lastActivity >= 2_000) this.#databaseAnswered(stored !== undefined);
     await group.commitToKafka();
     const lag = stored && await this.#measureLag(stored);
     if (lag) stats.lag = lag;
     const totalLag = lag ? total(lag) : -1;
     this.#progress(totalLag);
     this.#stopWhenIdle(totalLag);
+  }
+
+  /** Records the idle health check's answer; a change is logged, so an outage between batches is never silent. */
+  #databaseAnswered(up: boolean): void {
+    const { stats, logger } = this.deps;
+    const wasUp = stats.health.isUp("database");
+    stats.health.set("database", up);
+    if (wasUp && !up) {
+      logger.warn(
+        "waiting for PostgreSQL: the stored offsets cannot be read between batches; nothing is committed meanwhile",
+      );
+    } else if (!wasUp && up) {
+      logger.info("PostgreSQL answers again");
+    }
   }
 
   #progress(totalLag: number): void {
