@@ -5,7 +5,7 @@
  * @module
  */
 import process from "node:process";
-import { dropCapture, newCaptureStats, runCapture } from "./lib/capture.ts";
+import { dropCapture, runCapture } from "./lib/capture.ts";
 import { type CommandContext, type CommandDefinition, runCommand } from "./lib/command.ts";
 import {
   type CaptureConfig,
@@ -17,7 +17,7 @@ import {
 import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
 import { type ProduceSummary, runProducer } from "./lib/producer.ts";
 import { connectDatabase } from "./lib/sink.ts";
-import { newProduceStats } from "./lib/stats.ts";
+import { newCaptureStats, newProduceStats } from "./lib/stats.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +
   "to Kafka keyed by entity id, or prints them as JSON lines with --dry-run.\n" +
@@ -58,18 +58,16 @@ async function capture(config: CaptureConfig, { logger, signal }: CommandContext
   const stats = newCaptureStats();
   let metrics: MetricsServer | undefined;
   try {
-    if (config.metricsPort !== undefined) {
-      const run = captureMetrics(stats);
-      // The capture still reports its sends through the onSend hook, until it takes an observer.
-      stats.onSend = (sendMs) => run.observer.batchSent(sendMs);
+    const run = config.metricsPort === undefined ? undefined : captureMetrics(stats);
+    if (run) {
       metrics = await serveMetrics({
-        port: config.metricsPort,
+        port: config.metricsPort!,
         registry: run.registry,
-        health: () => ({ ...stats.connected }),
+        health: () => stats.health.snapshot(),
         logger,
       });
     }
-    return { ...await runCapture(config, { logger, stats, signal }) };
+    return { ...await runCapture(config, { logger, stats, observer: run?.observer, signal }) };
   } finally {
     await metrics?.close();
   }
