@@ -16,17 +16,8 @@
  */
 import { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
 import { DebeziumEncoder } from "./debezium.ts";
-import { CaptureError, isCaptureOutage, SlotLostError } from "./capture_errors.ts";
-import {
-  decideStart,
-  ensurePublication,
-  ensureStateTable,
-  prepareTables,
-  qualified,
-  recordSnapshotDone,
-  retainedWal,
-  slotState,
-} from "./capture_slot.ts";
+import { CaptureError, isCaptureOutage } from "./capture_errors.ts";
+import { decideStart, prepareDatabase, qualified, recordSnapshotDone, retainedWal, slotState } from "./capture_slot.ts";
 import { CaptureKafka } from "./capture_kafka.ts";
 import { readSnapshot } from "./capture_snapshot.ts";
 import { StreamFollower } from "./capture_stream.ts";
@@ -36,7 +27,7 @@ import type { Logger } from "./log.ts";
 import { formatLsn, type Lsn, parseLsn } from "./pgoutput.ts";
 import { OUTAGE, RetryError, waitOut } from "./retry.ts";
 import { ReplicationSession } from "./replication_session.ts";
-import { connectDatabase, ensureSchema, type Sql } from "./sink.ts";
+import { connectDatabase, type Sql } from "./sink.ts";
 import type { CaptureStats, SendObserver } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
@@ -147,7 +138,7 @@ class CaptureRun {
     this.signal.addEventListener("abort", onStop, { once: true });
     const progressTimer = setInterval(() => this.progress().catch(() => {}), this.progressEveryS * 1000);
     try {
-      await this.waitingFor("PostgreSQL", () => this.prepareDatabase(), isCaptureOutage);
+      await this.waitingFor("PostgreSQL", () => prepareDatabase(this.sql, this.config), isCaptureOutage);
       const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic({ ...t, columns: [] }), ...t }));
       await this.waitingFor("Kafka", () => this.kafka.connect(topics), (e) => classify(e) === "outage");
       await this.waitingFor("PostgreSQL (replication)", () => this.replicate(), isCaptureOutage, true);
@@ -198,20 +189,6 @@ class CaptureRun {
         });
       },
     });
-  }
-
-  /** The tables and their identity, the capture's state table, a lost slot, and the publication. */
-  async prepareDatabase(): Promise<void> {
-    const { sql, config } = this;
-    // The contract's tables are created as the consumer creates them, so the capture can start first.
-    if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
-      await ensureSchema(sql);
-    }
-    await ensureStateTable(sql);
-    await prepareTables(sql, config.tables);
-    const state = await slotState(sql, config.slot);
-    if (!state.exists && state.snapshotDone && !config.newSnapshot) throw new SlotLostError(config.slot);
-    await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
   }
 
   /** One replication connection: a snapshot when the slot is new, then the stream until a stop. */
