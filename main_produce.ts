@@ -14,7 +14,7 @@ import {
   loadProduceConfig,
   type ProduceConfig,
 } from "./lib/config.ts";
-import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
+import { captureMetrics, produceMetrics, withMetrics } from "./lib/metrics.ts";
 import { type ProduceSummary, runProducer } from "./lib/producer.ts";
 import { connectDatabase } from "./lib/sink.ts";
 import { newCaptureStats, newProduceStats } from "./lib/stats.ts";
@@ -56,41 +56,19 @@ async function capture(config: CaptureConfig, { logger, signal }: CommandContext
     topics: config.tables.map((t) => `${config.topicPrefix}.${t.schema}.${t.table}`).join(","),
   });
   const stats = newCaptureStats();
-  let metrics: MetricsServer | undefined;
-  try {
-    const run = config.metricsPort === undefined ? undefined : captureMetrics(stats);
-    if (run) {
-      metrics = await serveMetrics({
-        port: config.metricsPort!,
-        registry: run.registry,
-        health: () => stats.health.snapshot(),
-        logger,
-      });
-    }
-    return { ...await runCapture(config, { logger, stats, observer: run?.observer, signal }) };
-  } finally {
-    await metrics?.close();
-  }
+  return await withMetrics(
+    { port: config.metricsPort, metrics: () => captureMetrics(stats), health: () => stats.health.snapshot(), logger },
+    async (observer) => ({ ...await runCapture(config, { logger, stats, observer, signal }) }),
+  );
 }
 
 /** Serves metrics when asked, and generates and publishes (or prints) the events. */
 async function produce(config: ProduceConfig, { logger, signal }: CommandContext): Promise<ProduceSummary> {
   const stats = newProduceStats();
-  let metrics: MetricsServer | undefined;
-  try {
-    const run = config.metricsPort === undefined ? undefined : produceMetrics(stats);
-    if (run) {
-      metrics = await serveMetrics({
-        port: config.metricsPort!,
-        registry: run.registry,
-        health: () => stats.health.snapshot(),
-        logger,
-      });
-    }
-    return await runProducer(config, { logger, stats, observer: run?.observer, signal });
-  } finally {
-    await metrics?.close();
-  }
+  return await withMetrics(
+    { port: config.metricsPort, metrics: () => produceMetrics(stats), health: () => stats.health.snapshot(), logger },
+    (observer) => runProducer(config, { logger, stats, observer, signal }),
+  );
 }
 
 const captureCommand: CommandDefinition<CaptureConfig, Record<string, unknown>> = {

@@ -301,3 +301,21 @@ export function serveMetrics(options: MetricsServerOptions): Promise<MetricsServ
     });
   });
 }
+
+/**
+ * Runs `work` with the run's observer while `/metrics` and `/health` are served on `port`, and
+ * stops serving when it ends; without a port nothing is served and the observer is undefined.
+ */
+export async function withMetrics<O, T>(
+  options: Omit<MetricsServerOptions, "port" | "registry"> & { port?: number; metrics: () => RunMetrics<O> },
+  work: (observer: O | undefined) => Promise<T>,
+): Promise<T> {
+  if (options.port === undefined) return await work(undefined);
+  const { registry, observer } = options.metrics();
+  const server = await serveMetrics({ ...options, port: options.port, registry });
+  try {
+    return await work(observer);
+  } finally {
+    await server.close();
+  }
+}
