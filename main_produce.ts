@@ -28,9 +28,10 @@ const SUMMARY = "Generates User and Order events (users first, then their orders
 
 const CAPTURE_SUMMARY = "Streams every change of the --tables (default users and orders), in commit order,\n" +
   "to <prefix>.<schema>.<table> as the Debezium PostgreSQL connector writes them (JsonConverter,\n" +
-  "schemas enabled), through a durable logical replication slot. The first start publishes the\n" +
-  "existing rows (op r) from the slot's snapshot; a restart resumes from the slot. A lost slot or a\n" +
-  "table gone from the publication stops the run: --new-snapshot starts over on purpose.\n" +
+  "with schemas unless --schemas false), through a durable logical replication slot. The first\n" +
+  "start publishes the existing rows (op r) from the slot's snapshot; a restart resumes from the\n" +
+  "slot. A lost slot or a table gone from the publication stops the run: --new-snapshot starts\n" +
+  "over on purpose.\n" +
   "The slot keeps WAL on the server while the capture is stopped: --drop-slot removes it and the\n" +
   "publication. SIGINT/SIGTERM publish what is in hand, acknowledge it and exit 0.\n" +
   "With --metrics-port, serves /metrics (incl. the slot's retained WAL) and GET /health.";
