@@ -5,7 +5,7 @@
  * @module
  */
 import process from "node:process";
-import { dropCapture, newCaptureStats, runCapture } from "./lib/capture.ts";
+import { dropCapture, runCapture } from "./lib/capture.ts";
 import { type CommandContext, type CommandDefinition, runCommand } from "./lib/command.ts";
 import {
   type CaptureConfig,
@@ -14,10 +14,10 @@ import {
   loadProduceConfig,
   type ProduceConfig,
 } from "./lib/config.ts";
-import { captureMetrics, type MetricsServer, produceMetrics, serveMetrics } from "./lib/metrics.ts";
+import { captureMetrics, produceMetrics, withMetrics } from "./lib/metrics.ts";
 import { type ProduceSummary, runProducer } from "./lib/producer.ts";
 import { connectDatabase } from "./lib/sink.ts";
-import { newProduceStats } from "./lib/stats.ts";
+import { newCaptureStats, newProduceStats } from "./lib/stats.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +
   "to Kafka keyed by entity id, or prints them as JSON lines with --dry-run.\n" +
@@ -28,9 +28,10 @@ const SUMMARY = "Generates User and Order events (users first, then their orders
 
 const CAPTURE_SUMMARY = "Streams every change of the --tables (default users and orders), in commit order,\n" +
   "to <prefix>.<schema>.<table> as the Debezium PostgreSQL connector writes them (JsonConverter,\n" +
-  "schemas enabled), through a durable logical replication slot. The first start publishes the\n" +
-  "existing rows (op r) from the slot's snapshot; a restart resumes from the slot. A lost slot or a\n" +
-  "table gone from the publication stops the run: --new-snapshot starts over on purpose.\n" +
+  "with schemas unless --schemas false), through a durable logical replication slot. The first\n" +
+  "start publishes the existing rows (op r) from the slot's snapshot; a restart resumes from the\n" +
+  "slot. A lost slot or a table gone from the publication stops the run: --new-snapshot starts\n" +
+  "over on purpose.\n" +
   "The slot keeps WAL on the server while the capture is stopped: --drop-slot removes it and the\n" +
   "publication. SIGINT/SIGTERM publish what is in hand, acknowledge it and exit 0.\n" +
   "With --metrics-port, serves /metrics (incl. the slot's retained WAL) and GET /health.";
@@ -56,43 +57,19 @@ async function capture(config: CaptureConfig, { logger, signal }: CommandContext
     topics: config.tables.map((t) => `${config.topicPrefix}.${t.schema}.${t.table}`).join(","),
   });
   const stats = newCaptureStats();
-  let metrics: MetricsServer | undefined;
-  try {
-    if (config.metricsPort !== undefined) {
-      const run = captureMetrics(stats);
-      // The capture still reports its sends through the onSend hook, until it takes an observer.
-      stats.onSend = (sendMs) => run.observer.batchSent(sendMs);
-      metrics = await serveMetrics({
-        port: config.metricsPort,
-        registry: run.registry,
-        health: () => ({ ...stats.connected }),
-        logger,
-      });
-    }
-    return { ...await runCapture(config, { logger, stats, signal }) };
-  } finally {
-    await metrics?.close();
-  }
+  return await withMetrics(
+    { port: config.metricsPort, metrics: () => captureMetrics(stats), health: () => stats.health.snapshot(), logger },
+    async (observer) => ({ ...await runCapture(config, { logger, stats, observer, signal }) }),
+  );
 }
 
 /** Serves metrics when asked, and generates and publishes (or prints) the events. */
 async function produce(config: ProduceConfig, { logger, signal }: CommandContext): Promise<ProduceSummary> {
   const stats = newProduceStats();
-  let metrics: MetricsServer | undefined;
-  try {
-    const run = config.metricsPort === undefined ? undefined : produceMetrics(stats);
-    if (run) {
-      metrics = await serveMetrics({
-        port: config.metricsPort!,
-        registry: run.registry,
-        health: () => stats.health.snapshot(),
-        logger,
-      });
-    }
-    return await runProducer(config, { logger, stats, observer: run?.observer, signal });
-  } finally {
-    await metrics?.close();
-  }
+  return await withMetrics(
+    { port: config.metricsPort, metrics: () => produceMetrics(stats), health: () => stats.health.snapshot(), logger },
+    (observer) => runProducer(config, { logger, stats, observer, signal }),
+  );
 }
 
 const captureCommand: CommandDefinition<CaptureConfig, Record<string, unknown>> = {

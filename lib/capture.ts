@@ -1,5 +1,5 @@
 /**
- * The capture command's run (CONTRACT.md section 7): PostgreSQL logical replication of the
+ * The capture command's run (docs/CONTRACT.md section 7): PostgreSQL logical replication of the
  * configured tables through a durable `pgoutput` slot, published to Kafka as Debezium records.
  * This file wires the rooms together and owns the run's lifecycle; each room is its own module:
  * the slot and publication (capture_slot.ts), the snapshot (capture_snapshot.ts), the replication
@@ -16,57 +16,24 @@
  */
 import { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
 import { DebeziumEncoder } from "./debezium.ts";
-import { CaptureError, isCaptureOutage, SlotLostError } from "./capture_errors.ts";
-import {
-  decideStart,
-  ensurePublication,
-  ensureStateTable,
-  prepareTables,
-  qualified,
-  recordSnapshotDone,
-  retainedWal,
-  slotState,
-} from "./capture_slot.ts";
+import { CaptureError, isCaptureOutage } from "./capture_errors.ts";
+import { decideStart, prepareDatabase, qualified, recordSnapshotDone, retainedWal, slotState } from "./capture_slot.ts";
 import { CaptureKafka } from "./capture_kafka.ts";
 import { readSnapshot } from "./capture_snapshot.ts";
 import { StreamFollower } from "./capture_stream.ts";
 import type { CaptureConfig } from "./config.ts";
-import { describeError, isKafkaOutage } from "./errors.ts";
+import { classify, describeError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { formatLsn, type Lsn, parseLsn } from "./pgoutput.ts";
-import type { ProduceStats } from "./producer.ts";
-import { retry, RetryError, type RetryOptions } from "./retry.ts";
+import { OUTAGE, RetryError, waitOut } from "./retry.ts";
 import { ReplicationSession } from "./replication_session.ts";
-import { connectDatabase, ensureSchema, type Sql } from "./sink.ts";
+import { connectDatabase, type Sql } from "./sink.ts";
+import type { CaptureStats, SendObserver } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
 export { CaptureError } from "./capture_errors.ts";
 export { dropCapture } from "./capture_slot.ts";
 export { snapshotMarker } from "./capture_snapshot.ts";
-
-/** Counters of a capture run, for metrics, health and the summary. */
-export interface CaptureStats extends ProduceStats {
-  /** Changes acknowledged by Kafka, per `table.op`. */
-  captured: Record<string, number>;
-  /** Whether the capture is connected to Kafka and streaming from PostgreSQL. */
-  connected: { kafka: boolean; database: boolean };
-  /** The acknowledged slot position, as the publisher's AcknowledgedPosition last reported it. */
-  acknowledgedLsn: Lsn;
-  /** WAL the slot retains on the server, in bytes; null until measured. */
-  retainedWalBytes: number | null;
-}
-
-/** Fresh counters for a capture run. */
-export function newCaptureStats(): CaptureStats {
-  return {
-    published: {},
-    sendRetries: 0,
-    captured: {},
-    connected: { kafka: false, database: false },
-    acknowledgedLsn: 0n,
-    retainedWalBytes: null,
-  };
-}
 
 /** What a capture run did, printed at exit. */
 export interface CaptureSummary {
@@ -94,6 +61,8 @@ export interface CaptureRunOptions {
   logger: Logger;
   /** Counters to fill. */
   stats: CaptureStats;
+  /** Hears each acknowledged send's duration (the metrics' histogram). */
+  observer?: SendObserver;
   /** Aborted once a stop was requested (SIGINT/SIGTERM): what is in hand is published and acknowledged. */
   signal: AbortSignal;
   /** Seconds between progress lines, slot measurements and publication checks. @default 5 */
@@ -140,7 +109,7 @@ class CaptureRun {
       schemas: config.schemas,
     });
     this.sql = connectDatabase(config.databaseUrl, 2);
-    this.kafka = new CaptureKafka(config, this.logger, this.stats, this.sendsShutdown.signal);
+    this.kafka = new CaptureKafka(config, this.logger, this.stats, this.sendsShutdown.signal, options.observer);
     this.position = new AcknowledgedPosition(0n, (lsn) => (this.stats.acknowledgedLsn = lsn));
     this.publisher = new AckingPublisher(this.position, {
       send: (messages) => this.kafka.send(messages),
@@ -169,10 +138,10 @@ class CaptureRun {
     this.signal.addEventListener("abort", onStop, { once: true });
     const progressTimer = setInterval(() => this.progress().catch(() => {}), this.progressEveryS * 1000);
     try {
-      await retry(() => this.prepareDatabase(), this.waitingFor("PostgreSQL", isCaptureOutage));
+      await this.waitingFor("PostgreSQL", () => prepareDatabase(this.sql, this.config), isCaptureOutage);
       const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic({ ...t, columns: [] }), ...t }));
-      await retry(() => this.kafka.connect(topics), this.waitingFor("Kafka", isKafkaOutage));
-      await retry(() => this.replicate(), this.waitingFor("PostgreSQL (replication)", isCaptureOutage, true));
+      await this.waitingFor("Kafka", () => this.kafka.connect(topics), (e) => classify(e) === "outage");
+      await this.waitingFor("PostgreSQL (replication)", () => this.replicate(), isCaptureOutage, true);
     } catch (error) {
       // A stop during a wait for Kafka or PostgreSQL ends the wait: what is not acknowledged comes again.
       if (!(this.signal.aborted && error instanceof RetryError)) throw error;
@@ -195,20 +164,23 @@ class CaptureRun {
     });
   }
 
-  /** Retry options that wait out an outage forever, giving up only on a stop or another failure. */
-  waitingFor(what: string, isOutage: (error: unknown) => boolean, streaming = false): RetryOptions {
-    return {
+  /** Runs `fn`, waiting out the failures `isOutage` accepts until it succeeds or a stop ends the wait. */
+  async waitingFor(
+    what: string,
+    fn: () => Promise<void>,
+    isOutage: (error: unknown) => boolean,
+    streaming = false,
+  ): Promise<void> {
+    await waitOut(fn, {
       what,
-      maxAttempts: Infinity,
-      baseMs: 500,
-      capMs: 10_000,
+      policy: OUTAGE,
       isRetriable: isOutage,
       signal: this.signal,
-      onRetry: (error, attempt, delayMs) => {
+      onWait: (error, attempt, delayMs) => {
         if (streaming) {
           // What was received but not handed to Kafka comes again from the acknowledged position.
           this.publisher.discard();
-          this.stats.connected.database = false;
+          this.stats.health.set("database", false);
         }
         this.logger.warn(`waiting for ${what}, retrying in ${delayMs} ms`, {
           attempt,
@@ -216,21 +188,7 @@ class CaptureRun {
           acknowledgedLsn: formatLsn(this.position.lsn),
         });
       },
-    };
-  }
-
-  /** The tables and their identity, the capture's state table, a lost slot, and the publication. */
-  async prepareDatabase(): Promise<void> {
-    const { sql, config } = this;
-    // The contract's tables are created as the consumer creates them, so the capture can start first.
-    if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
-      await ensureSchema(sql);
-    }
-    await ensureStateTable(sql);
-    await prepareTables(sql, config.tables);
-    const state = await slotState(sql, config.slot);
-    if (!state.exists && state.snapshotDone && !config.newSnapshot) throw new SlotLostError(config.slot);
-    await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
+    });
   }
 
   /** One replication connection: a snapshot when the slot is new, then the stream until a stop. */
@@ -248,7 +206,7 @@ class CaptureRun {
       const state = await slotState(sql, config.slot);
       this.position.advance(parseLsn(state.confirmed ?? "0/0"));
       await session.start(config.slot, config.publication, this.position.lsn);
-      this.stats.connected.database = true;
+      this.stats.health.set("database", true);
       this.streamsOpened++;
       this.stats.retainedWalBytes = await retainedWal(sql, config.slot);
       this.logger.info(`streaming from slot ${config.slot}`, {
@@ -304,7 +262,7 @@ class CaptureRun {
       acknowledgedLsn: formatLsn(this.position.lsn),
       retainedWalBytes: stats.retainedWalBytes,
     });
-    if (stats.connected.database && !this.signal.aborted) {
+    if (stats.health.isUp("database") && !this.signal.aborted) {
       await this.follower.checkPublication().catch((error) =>
         error instanceof CaptureError && this.follower.fail(error)
       );

@@ -5,17 +5,11 @@
  * @module
  */
 import { type CaptureRecord, type DebeziumEncoder, EncodingError, type RowChange, type TableSpec } from "./debezium.ts";
-import { classifyDatabaseError } from "./errors.ts";
+import { classify, PipelineError } from "./errors.ts";
 import { formatLsn, type Lsn } from "./pgoutput.ts";
 
 /** A stop of the capture that waiting will not fix: bad data, a lost slot, a refused setting. */
-export class CaptureError extends Error {
-  /** Creates the error with a one-line message, keeping the underlying error as `cause`. */
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
+export class CaptureError extends PipelineError {}
 
 /** The slot this capture streamed from is gone: changes made while there was none may be lost. */
 export class SlotLostError extends CaptureError {
@@ -91,7 +85,7 @@ export class StreamEndedError extends CaptureError {
  */
 export function isCaptureOutage(error: unknown): boolean {
   if (error instanceof SlotInUseError || error instanceof StreamEndedError) return true;
-  const kind = classifyDatabaseError(error);
+  const kind = classify(error);
   return kind === "outage" || kind === "transient";
 }
 

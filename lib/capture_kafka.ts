@@ -1,19 +1,19 @@
 /**
  * The capture's side of Kafka: its topics (created when missing), each topic's size limit as the
  * broker enforces it, and the producer whose sends wait out outages but stop on what no wait
- * fixes: a deleted topic, a refused login or SASL handshake (lib/errors.ts' isKafkaOutage, as the
+ * fixes: a deleted topic, a refused login or SASL handshake (lib/errors.ts' classify(), as the
  * consumer decides).
  * @module
  */
 import { type Admin, CompressionTypes, type Producer } from "kafkajs";
 import { TopicMissingError } from "./capture_errors.ts";
 import type { CaptureConfig } from "./config.ts";
-import { isKafkaOutage } from "./errors.ts";
+import { classify } from "./errors.ts";
 import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
-import type { ProduceStats } from "./producer.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
 import { sleep } from "./retry.ts";
+import type { CaptureStats, SendObserver } from "./stats.ts";
 
 /** Kafka's stock `message.max.bytes`, when the broker does not say. */
 const KAFKA_DEFAULT_MAX_BYTES = 1_048_588;
@@ -30,19 +30,23 @@ export class CaptureKafka {
   readonly producer: Producer;
   readonly #maxBytes = new Map<string, number>();
 
-  /** Creates the clients; `sendsSignal` ends the wait of a send (30 s after a stop). */
+  /**
+   * Creates the clients; `sendsSignal` ends the wait of a send (30 s after a stop), and
+   * `observer` hears each acknowledged send's duration.
+   */
   constructor(
     readonly config: CaptureConfig,
     readonly logger: Logger,
-    readonly stats: ProduceStats & { connected: { kafka: boolean } },
+    readonly stats: Pick<CaptureStats, "published" | "sendRetries" | "health">,
     readonly sendsSignal: AbortSignal,
+    readonly observer?: SendObserver,
   ) {
     const kafka = createKafka(config, "cdc-capture", logger);
     this.admin = kafka.admin();
     // The publisher's lanes never have two sends of one key in flight (lib/acking_publisher.ts).
     this.producer = createPublisher(kafka, { maxInFlightRequests: config.inFlight });
-    this.producer.on(this.producer.events.CONNECT, () => (stats.connected.kafka = true));
-    this.producer.on(this.producer.events.DISCONNECT, () => (stats.connected.kafka = false));
+    this.producer.on(this.producer.events.CONNECT, () => stats.health.set("kafka", true));
+    this.producer.on(this.producer.events.DISCONNECT, () => stats.health.set("kafka", false));
   }
 
   /**
@@ -95,7 +99,7 @@ export class CaptureKafka {
       logger: this.logger,
       signal: this.sendsSignal,
       onRetry: () => this.stats.sendRetries++,
-      isRetriable: (error: unknown) => isKafkaOutage(error) && !isUnknownTopic(error),
+      isRetriable: (error: unknown) => classify(error) === "outage" && !isUnknownTopic(error),
       compression: this.config.compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None,
     };
     for (let attempt = 1;; attempt++) {
@@ -110,10 +114,10 @@ export class CaptureKafka {
         if (gone) throw new TopicMissingError(gone.topic);
         this.stats.sendRetries++;
         this.logger.warn("send failed: the broker does not know the topic yet, retrying", { attempt });
-        await sleep(500, this.sendsSignal);
+        if (!await sleep(500, this.sendsSignal)) throw error;
       }
     }
-    this.stats.onSend?.(performance.now() - started);
+    this.observer?.batchSent(performance.now() - started);
   }
 
   /** Disconnects both clients. */

@@ -7,7 +7,8 @@
  * @module
  */
 import { CaptureError, PublicationGapError, SlotInUseError, SlotLostError } from "./capture_errors.ts";
-import type { Sql } from "./sink.ts";
+import type { CaptureConfig } from "./config.ts";
+import { ensureSchema, type Sql } from "./sink.ts";
 
 /** A configured table: `schema.table`. */
 export interface TableName {
@@ -149,4 +150,23 @@ export async function dropCapture(sql: Sql, config: { slot: string; publication:
   const [state] = await sql<{ table: string | null }[]>`select to_regclass('cdc_capture_state')::text as table`;
   if (state.table) await sql`delete from cdc_capture_state where slot_name = ${config.slot}`;
   return { slotDropped: slot !== undefined, publicationDropped: publication !== undefined };
+}
+
+/**
+ * Readies PostgreSQL for a run: the contract's tables (created as the consumer creates them, so
+ * the capture can start first), the state table, the tables' identity, a lost slot refused, and
+ * the publication.
+ */
+export async function prepareDatabase(
+  sql: Sql,
+  config: Pick<CaptureConfig, "tables" | "slot" | "publication" | "newSnapshot">,
+): Promise<void> {
+  if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
+    await ensureSchema(sql);
+  }
+  await ensureStateTable(sql);
+  await prepareTables(sql, config.tables);
+  const state = await slotState(sql, config.slot);
+  if (!state.exists && state.snapshotDone && !config.newSnapshot) throw new SlotLostError(config.slot);
+  await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
 }

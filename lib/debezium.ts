@@ -8,6 +8,7 @@
  * serialized once; rows are written by concatenating pre-escaped JSON pieces.
  * @module
  */
+import { PipelineError } from "./errors.ts";
 import type { TupleValues } from "./pgoutput.ts";
 import { type Codec, codecFor, jsonString } from "./debezium_values.ts";
 
@@ -44,13 +45,7 @@ export interface TableSpec {
 }
 
 /** A value that cannot be encoded; the message names table, column, type, value and the row's key. */
-export class EncodingError extends Error {
-  /** Creates the error with a one-line message. */
-  constructor(message: string) {
-    super(message);
-    this.name = "EncodingError";
-  }
-}
+export class EncodingError extends PipelineError {}
 
 /** Debezium's `source.snapshot` values (SnapshotRecord, lower case); absent means "false". */
 export type SnapshotMarker = "true" | "first" | "first_in_data_collection" | "last_in_data_collection" | "last";

@@ -111,7 +111,7 @@ function classifyKafka(error: unknown): FailureKind {
  * membership lost (a rebalance) is transient: the batch is given up and the group rejoined.
  */
 export function classify(error: unknown): FailureKind {
-  return fromKafka(error) ? classifyKafka(error) : classifyDatabaseError(error);
+  return fromKafka(error) ? classifyKafka(error) : classifyDatabase((error as { code?: unknown } | null)?.code);
 }
 
 /** Which dependency a failure came from, for the health flags. */
@@ -122,14 +122,6 @@ export function dependencyOf(error: unknown): "kafka" | "database" {
 /** Whether a failure is a Kafka outage, waited out; {@linkcode classify} decides. */
 export function isKafkaOutage(error: unknown): boolean {
   return fromKafka(error) && classify(error) === "outage";
-}
-
-/**
- * The kind of a failure read as PostgreSQL's (by its SQLSTATE or socket code only): a Kafka
- * failure is fatal here. The capture's name until it is migrated to {@linkcode classify}.
- */
-export function classifyDatabaseError(error: unknown): FailureKind {
-  return classifyDatabase((error as { code?: unknown } | null)?.code);
 }
 
 /** Whether a heartbeat's failure means the member no longer owns its partitions: the group rebalances. */

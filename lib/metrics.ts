@@ -162,8 +162,7 @@ export function consumeMetrics(stats: ConsumeStats): RunMetrics<ConsumeObserver>
  */
 function publishMetrics(
   registry: Registry,
-  stats: Pick<ProduceStats, "published" | "sendRetries">,
-  connected: () => Record<string, boolean>,
+  stats: Pick<ProduceStats, "published" | "sendRetries" | "health">,
   who: string,
 ): SendObserver {
   scraped(Counter, registry, {
@@ -182,7 +181,7 @@ function publishMetrics(
     name: "cdc_connected",
     help: `Whether the ${who} is connected to a dependency (1) or not (0).`,
     labelNames: ["dependency"],
-    read: () => connectedSamples(connected()),
+    read: () => connectedSamples(stats.health.snapshot()),
   });
   const sendDuration = new Histogram({
     name: "cdc_send_duration_seconds",
@@ -196,14 +195,14 @@ function publishMetrics(
 /** The producer's metrics, read from `stats` at scrape time; the observer fills the send histogram. */
 export function produceMetrics(stats: ProduceStats): RunMetrics<SendObserver> {
   const registry = processRegistry();
-  const observer = publishMetrics(registry, stats, () => stats.health.snapshot(), "producer");
+  const observer = publishMetrics(registry, stats, "producer");
   return { registry, observer };
 }
 
 /** The capture's metrics, read from `stats` at scrape time; the observer fills the send histogram. */
 export function captureMetrics(stats: CaptureStats): RunMetrics<SendObserver> {
   const registry = processRegistry();
-  const observer = publishMetrics(registry, stats, () => ({ ...stats.connected }), "producer");
+  const observer = publishMetrics(registry, stats, "capture");
   scraped(Counter, registry, {
     name: "cdc_capture_changes_total",
     help: "Row changes captured and acknowledged by Kafka, per table and Debezium op (r, c, u, d).",
@@ -301,4 +300,22 @@ export function serveMetrics(options: MetricsServerOptions): Promise<MetricsServ
       });
     });
   });
+}
+
+/**
+ * Runs `work` with the run's observer while `/metrics` and `/health` are served on `port`, and
+ * stops serving when it ends; without a port nothing is served and the observer is undefined.
+ */
+export async function withMetrics<O, T>(
+  options: Omit<MetricsServerOptions, "port" | "registry"> & { port?: number; metrics: () => RunMetrics<O> },
+  work: (observer: O | undefined) => Promise<T>,
+): Promise<T> {
+  if (options.port === undefined) return await work(undefined);
+  const { registry, observer } = options.metrics();
+  const server = await serveMetrics({ ...options, port: options.port, registry });
+  try {
+    return await work(observer);
+  } finally {
+    await server.close();
+  }
 }

@@ -35,9 +35,6 @@ export interface ProduceSummary {
   interrupted: boolean;
 }
 
-/** The capture's send counters, under the name it imports from here until it is migrated to lib/stats.ts. */
-export type { CaptureSendStats as ProduceStats } from "./stats.ts";
-
 /** Options of {@linkcode runProducer}. */
 export interface ProducerRunOptions {
   /** Where progress and errors go. */

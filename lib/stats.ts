@@ -77,11 +77,7 @@ export function newProduceStats(): ProduceStats {
   return { published: {}, sendRetries: 0, health: new Health(["kafka"]) };
 }
 
-/**
- * Counters of a capture run. Its health is still the `connected` flags the capture writes, and
- * its send durations the `onSend` hook, until the capture is migrated to {@linkcode Health} and a
- * {@linkcode SendObserver}.
- */
+/** Counters of a capture run: a publishing run's, and the changes, slot position and retained WAL. */
 export interface CaptureStats {
   /** Records acknowledged by Kafka, per topic. */
   published: Record<string, number>;
@@ -89,23 +85,25 @@ export interface CaptureStats {
   sendRetries: number;
   /** Changes acknowledged by Kafka, per `table.op`. */
   captured: Record<string, number>;
-  /** Whether the capture is connected to Kafka and streaming from PostgreSQL. */
-  connected: { kafka: boolean; database: boolean };
+  /** Whether Kafka and PostgreSQL's replication stream are reachable. */
+  health: Health<"kafka" | "database">;
   /** The acknowledged slot position, as a byte offset. */
   acknowledgedLsn: bigint;
   /** WAL the slot retains on the server, in bytes; null until measured. */
   retainedWalBytes: number | null;
-  /** Called with the time one send took to be acknowledged. */
-  onSend?: (sendMs: number) => void;
 }
 
-/**
- * The send counters the capture's Kafka side fills, under the name it imports from
- * lib/producer.ts until it is migrated to {@linkcode CaptureStats}.
- */
-export type CaptureSendStats = Pick<CaptureStats, "published" | "sendRetries" | "onSend"> & {
-  connected: { kafka: boolean };
-};
+/** Fresh counters for a capture run. */
+export function newCaptureStats(): CaptureStats {
+  return {
+    published: {},
+    sendRetries: 0,
+    captured: {},
+    health: new Health(["kafka", "database"]),
+    acknowledgedLsn: 0n,
+    retainedWalBytes: null,
+  };
+}
 
 /** What a consume run reports as it goes, beyond its counters: each committed batch. */
 export interface ConsumeObserver {

@@ -2,7 +2,6 @@
 import assert from "node:assert/strict";
 import {
   classify,
-  classifyDatabaseError,
   dependencyOf,
   describeError,
   isGroupMembershipLost,
@@ -12,6 +11,7 @@ import {
   PipelineError,
   TopicRecreatedError,
 } from "../lib/errors.ts";
+import { CaptureError, RecordTooLargeError, SlotLostError, TopicMissingError } from "../lib/capture_errors.ts";
 import { RetryError } from "../lib/retry.ts";
 
 /** An error shaped like postgres.js's PostgresError or a socket error. */
@@ -19,28 +19,28 @@ function dbError(code: string, message = "boom"): Error {
   return Object.assign(new Error(message), { code });
 }
 
-// ---- classifyDatabaseError ------------------------------------------------------------------
+// ---- classify: PostgreSQL failures ------------------------------------------------------------
 
 Deno.test("data and integrity violations belong to the record", () => {
   for (const code of ["23505", "23503", "22001", "22003", "23502", "22P02", "22007"]) {
-    assert.equal(classifyDatabaseError(dbError(code)), "record", code);
-    assert.equal(classifyDatabaseError({ code }), "record", `${code} on a plain object`);
+    assert.equal(classify(dbError(code)), "record", code);
+    assert.equal(classify({ code }), "record", `${code} on a plain object`);
   }
 });
 
 Deno.test("serialization failures and deadlocks are transient", () => {
-  assert.equal(classifyDatabaseError({ code: "40001" }), "transient");
-  assert.equal(classifyDatabaseError({ code: "40P01" }), "transient");
-  assert.equal(classifyDatabaseError(dbError("40P01")), "transient");
+  assert.equal(classify({ code: "40001" }), "transient");
+  assert.equal(classify({ code: "40P01" }), "transient");
+  assert.equal(classify(dbError("40P01")), "transient");
 });
 
 Deno.test("a lock wait past lock_timeout and a transaction ended for idling are transient: the step is tried again", () => {
-  assert.equal(classifyDatabaseError(dbError("55P03", "canceling statement due to lock timeout")), "transient");
+  assert.equal(classify(dbError("55P03", "canceling statement due to lock timeout")), "transient");
   assert.equal(
-    classifyDatabaseError(dbError("25P03", "terminating connection due to idle-in-transaction timeout")),
+    classify(dbError("25P03", "terminating connection due to idle-in-transaction timeout")),
     "transient",
   );
-  assert.equal(classifyDatabaseError({ code: "25P02" }), "fatal", "other class 25 states stay fatal");
+  assert.equal(classify({ code: "25P02" }), "fatal", "other class 25 states stay fatal");
 });
 
 Deno.test("a heartbeat answered with a rebalance, an unknown member or an old generation means the membership is lost", () => {
@@ -54,7 +54,7 @@ Deno.test("a heartbeat answered with a rebalance, an unknown member or an old ge
 
 Deno.test("connection, resource, shutdown and read-only failures are outages", () => {
   for (const code of ["08006", "08001", "08P01", "53300", "53100", "57P01", "57P03", "25006"]) {
-    assert.equal(classifyDatabaseError({ code }), "outage", code);
+    assert.equal(classify({ code }), "outage", code);
   }
 });
 
@@ -69,27 +69,27 @@ Deno.test("socket errors are outages", () => {
       "CONNECT_TIMEOUT",
     ]
   ) {
-    assert.equal(classifyDatabaseError(dbError(code)), "outage", code);
+    assert.equal(classify(dbError(code)), "outage", code);
   }
 });
 
 Deno.test("a dropped table, a refused login, a missing database, an internal error and errors without an SQLSTATE are fatal", () => {
   for (const code of ["42P01", "42703", "42601", "28P01", "28000", "3D000", "XX000", "58030", "25001", "57014"]) {
-    assert.equal(classifyDatabaseError({ code }), "fatal", code);
+    assert.equal(classify({ code }), "fatal", code);
   }
-  assert.equal(classifyDatabaseError(new Error("no code at all")), "fatal");
-  assert.equal(classifyDatabaseError(new TypeError("x is undefined")), "fatal", "a bug of ours");
-  assert.equal(classifyDatabaseError({}), "fatal");
-  assert.equal(classifyDatabaseError(null), "fatal");
-  assert.equal(classifyDatabaseError(undefined), "fatal");
-  assert.equal(classifyDatabaseError("text"), "fatal");
-  assert.equal(classifyDatabaseError({ code: 23505 }), "fatal", "a numeric code is not an SQLSTATE");
-  assert.equal(classifyDatabaseError({ code: "UNDEFINED_VALUE" }), "fatal", "a postgres.js client error");
+  assert.equal(classify(new Error("no code at all")), "fatal");
+  assert.equal(classify(new TypeError("x is undefined")), "fatal", "a bug of ours");
+  assert.equal(classify({}), "fatal");
+  assert.equal(classify(null), "fatal");
+  assert.equal(classify(undefined), "fatal");
+  assert.equal(classify("text"), "fatal");
+  assert.equal(classify({ code: 23505 }), "fatal", "a numeric code is not an SQLSTATE");
+  assert.equal(classify({ code: "UNDEFINED_VALUE" }), "fatal", "a postgres.js client error");
 });
 
 Deno.test("the classification never reads the message text", () => {
-  assert.equal(classifyDatabaseError(dbError("08006", "duplicate key value violates unique constraint")), "outage");
-  assert.equal(classifyDatabaseError(dbError("23505", "connection refused")), "record");
+  assert.equal(classify(dbError("08006", "duplicate key value violates unique constraint")), "outage");
+  assert.equal(classify(dbError("23505", "connection refused")), "record");
 });
 
 // ---- Kafka ----------------------------------------------------------------------------------
@@ -192,4 +192,21 @@ Deno.test("typed stops carry their fields and their subclass's name on one base 
   assert.ok(retry instanceof PipelineError);
   assert.equal(retry.name, "RetryError");
   assert.equal(retry.attempts, 3);
+});
+
+Deno.test("the capture's typed stops are PipelineErrors with their fields, and classify waits out none of them", () => {
+  const lost = new SlotLostError("cdc_slot");
+  assert.ok(lost instanceof CaptureError && lost instanceof PipelineError);
+  assert.equal(lost.name, "SlotLostError");
+  assert.equal(lost.slot, "cdc_slot");
+  const tooLarge = new RecordTooLargeError("public.users", "7", 2_000_000, 1_048_588);
+  assert.deepEqual([tooLarge.table, tooLarge.key, tooLarge.size, tooLarge.limit], [
+    "public.users",
+    "7",
+    2_000_000,
+    1_048_588,
+  ]);
+  const missing = new TopicMissingError("cdc.public.users");
+  assert.equal(missing.topic, "cdc.public.users");
+  for (const stop of [lost, tooLarge, missing]) assert.equal(classify(stop), "fatal", stop.name);
 });

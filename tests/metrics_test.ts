@@ -2,10 +2,17 @@
 import assert from "node:assert/strict";
 import { loadProduceConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/log.ts";
-import { consumeMetrics, healthResponse, produceMetrics, serveMetrics } from "../lib/metrics.ts";
+import {
+  captureMetrics,
+  consumeMetrics,
+  healthResponse,
+  produceMetrics,
+  serveMetrics,
+  withMetrics,
+} from "../lib/metrics.ts";
 import type { Registry } from "prom-client";
 import { runProducer } from "../lib/producer.ts";
-import { newConsumeStats, newProduceStats } from "../lib/stats.ts";
+import { newCaptureStats, newConsumeStats, newProduceStats } from "../lib/stats.ts";
 import {
   createTestDatabase,
   freePort,
@@ -230,4 +237,33 @@ Deno.test("a producer that cannot reach Kafka reports /health 503 naming kafka, 
   const lines = result.stderr.split("\n").filter((l) => l.length > 0);
   for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), `not a JSON line: ${line}`);
   assert.ok(lines.some((l) => JSON.parse(l).level === "error"), "the failure is logged as a JSON line");
+});
+
+Deno.test("withMetrics serves a capture's /health and cdc_connected from its Health only while the work runs", async () => {
+  const stats = newCaptureStats();
+  const port = freePort();
+  const health = () => stats.health.snapshot();
+  const served = await withMetrics(
+    { port, metrics: () => captureMetrics(stats), health, logger: quietLogger },
+    async (observer) => {
+      assert.ok(observer, "a port gives the work the run's observer");
+      const down = await fetch(`http://127.0.0.1:${port}/health`);
+      assert.equal(down.status, 503);
+      assert.deepEqual((await down.json()).down, ["kafka", "database"]);
+      stats.health.set("kafka", true);
+      stats.health.set("database", true);
+      const up = await fetch(`http://127.0.0.1:${port}/health`);
+      assert.equal(up.status, 200);
+      await up.body?.cancel();
+      const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+      assert.match(text, /^cdc_connected\{dependency="database"\} 1$/m);
+      return "done";
+    },
+  );
+  assert.equal(served, "done");
+  await assert.rejects(fetch(`http://127.0.0.1:${port}/health`), "the endpoint closes when the work ends");
+  assert.equal(
+    await withMetrics({ metrics: () => captureMetrics(stats), health, logger: quietLogger }, (o) => Promise.resolve(o)),
+    undefined,
+  );
 });
