@@ -6,7 +6,7 @@
  * @module
  */
 import type { IHeaders, KafkaMessage, Message, Producer } from "kafkajs";
-import { describeError, isKafkaOutage, PipelineError } from "./errors.ts";
+import { classify, describeError, PipelineError } from "./errors.ts";
 
 /** Header names on DLQ records. */
 export const DLQ_HEADERS = {
@@ -79,7 +79,7 @@ export async function writeDeadLetters(
       acks: -1,
     });
   } catch (error) {
-    if (isKafkaOutage(error)) throw error;
+    if (classify(error) === "outage") throw error;
     throw new DeadLetterError(topic, partition, letters, error);
   }
 }

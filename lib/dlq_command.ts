@@ -14,7 +14,7 @@ import { DLQ_HEADERS, dlqTopic } from "./dead_letter.ts";
 import { createKafka } from "./kafka_admin.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
 import type { Logger } from "./log.ts";
-import { isKafkaOutage } from "./errors.ts";
+import { classify } from "./errors.ts";
 import { SEND, waitOut } from "./retry.ts";
 import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 
@@ -271,7 +271,7 @@ export async function replayDlq(
     await waitOut(() => producer.connect(), {
       what: "connecting to Kafka",
       policy: SEND,
-      isRetriable: isKafkaOutage,
+      isRetriable: (error) => classify(error) === "outage",
       signal,
     });
   }

@@ -119,11 +119,6 @@ export function dependencyOf(error: unknown): "kafka" | "database" {
   return fromKafka(error) ? "kafka" : "database";
 }
 
-/** Whether a failure is a Kafka outage, waited out; {@linkcode classify} decides. */
-export function isKafkaOutage(error: unknown): boolean {
-  return fromKafka(error) && classify(error) === "outage";
-}
-
 /** Whether a heartbeat's failure means the member no longer owns its partitions: the group rebalances. */
 export function isGroupMembershipLost(error: unknown): boolean {
   const type = (error as { type?: unknown } | null)?.type;
