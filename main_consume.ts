@@ -10,7 +10,7 @@ import { type ConsumeConfig, databaseLocation, loadConsumeConfig } from "./lib/c
 import { consumerSessionParameters, type ConsumeSummary, runConsumer } from "./lib/consumer.ts";
 import { dlqCommand } from "./lib/dlq_command.ts";
 import { createKafka } from "./lib/kafka_admin.ts";
-import { consumeMetrics, type MetricsServer, serveMetrics } from "./lib/metrics.ts";
+import { consumeMetrics, withMetrics } from "./lib/metrics.ts";
 import { connectDatabase } from "./lib/sink.ts";
 import { newConsumeStats } from "./lib/stats.ts";
 
@@ -37,20 +37,12 @@ async function consume(config: ConsumeConfig, { logger, signal }: CommandContext
   });
   const stats = newConsumeStats();
   const kafka = createKafka(config, "cdc-consume", logger);
-  let metrics: MetricsServer | undefined;
   try {
-    const run = config.metricsPort === undefined ? undefined : consumeMetrics(stats);
-    if (run) {
-      metrics = await serveMetrics({
-        port: config.metricsPort!,
-        registry: run.registry,
-        health: () => stats.health.snapshot(),
-        logger,
-      });
-    }
-    return await runConsumer(config, { kafka, sql, logger, stats, observer: run?.observer, signal });
+    return await withMetrics(
+      { port: config.metricsPort, metrics: () => consumeMetrics(stats), health: () => stats.health.snapshot(), logger },
+      (observer) => runConsumer(config, { kafka, sql, logger, stats, observer, signal }),
+    );
   } finally {
-    await metrics?.close();
     await sql.end({ timeout: 5 }).catch(() => {});
   }
 }
