@@ -702,6 +702,21 @@ function peerRatios(peer: PeerReport) {
     ),
     captureVsDebeziumStreamingPeakRss: round(capture.streaming.peakRssMb / debezium.streaming.peakRssMb, 2),
     captureVsDebeziumSnapshotPeakRss: round(capture.snapshot.peakRssMb / debezium.snapshot.peakRssMb, 2),
+    ...payloadOnlyRatios(peer),
+  };
+}
+
+/** The same ratios for the capture with `--schemas=false` (null when its command line lacks the flag). */
+function payloadOnlyRatios({ captureSchemasFalse: capture, debezium }: PeerReport) {
+  const ratio = (pick: (phase: PeerReport["debezium"]) => number) =>
+    capture === null ? null : round(pick(capture) / pick(debezium), 2);
+  return {
+    captureSchemasFalseVsDebeziumStreamingRecordsPerS: ratio((p) => p.streaming.recordsPerS),
+    captureSchemasFalseVsDebeziumSnapshotRecordsPerS: ratio((p) => p.snapshot.recordsPerS),
+    captureSchemasFalseVsDebeziumStreamingCpuPerChange: ratio((p) => p.streaming.cpuSPer1000.process),
+    captureSchemasFalseVsDebeziumSnapshotCpuPerChange: ratio((p) => p.snapshot.cpuSPer1000.process),
+    captureSchemasFalseVsDebeziumStreamingPeakRss: ratio((p) => p.streaming.peakRssMb),
+    captureSchemasFalseVsDebeziumSnapshotPeakRss: ratio((p) => p.snapshot.peakRssMb),
   };
 }
 
