@@ -251,12 +251,18 @@ async function measure(
   };
 }
 
-/** The command line of `deno task <task>` (flags included, so the bench measures what users run). */
+/**
+ * The command line of `deno task <task>` (flags and leading `NAME=value` settings included, so the
+ * bench measures what users run); settings go through env(1), which execs deno under the same pid.
+ */
 async function taskCommand(task: "produce" | "consume" | "capture", args: string[]): Promise<string[]> {
   const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks as Record<string, string>;
-  const [deno, ...rest] = tasks[task].split(/\s+/);
+  const words = tasks[task].split(/\s+/);
+  const settings = words.slice(0, words.findIndex((word) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(word)));
+  const [deno, ...rest] = words.slice(settings.length);
   if (deno !== "deno") throw new Error(`deno.json task ${task} does not start with deno: ${tasks[task]}`);
-  return [Deno.execPath(), ...rest.map((word) => (word.endsWith(".ts") ? `${ROOT}${word}` : word)), ...args];
+  const command = [Deno.execPath(), ...rest.map((word) => (word.endsWith(".ts") ? `${ROOT}${word}` : word)), ...args];
+  return settings.length ? ["env", ...settings, ...command] : command;
 }
 
 /**
@@ -702,6 +708,21 @@ function peerRatios(peer: PeerReport) {
     ),
     captureVsDebeziumStreamingPeakRss: round(capture.streaming.peakRssMb / debezium.streaming.peakRssMb, 2),
     captureVsDebeziumSnapshotPeakRss: round(capture.snapshot.peakRssMb / debezium.snapshot.peakRssMb, 2),
+    ...payloadOnlyRatios(peer),
+  };
+}
+
+/** The same ratios for the capture with `--schemas=false` (null when its command line lacks the flag). */
+function payloadOnlyRatios({ captureSchemasFalse: capture, debezium }: PeerReport) {
+  const ratio = (pick: (phase: PeerReport["debezium"]) => number) =>
+    capture === null ? null : round(pick(capture) / pick(debezium), 2);
+  return {
+    captureSchemasFalseVsDebeziumStreamingRecordsPerS: ratio((p) => p.streaming.recordsPerS),
+    captureSchemasFalseVsDebeziumSnapshotRecordsPerS: ratio((p) => p.snapshot.recordsPerS),
+    captureSchemasFalseVsDebeziumStreamingCpuPerChange: ratio((p) => p.streaming.cpuSPer1000.process),
+    captureSchemasFalseVsDebeziumSnapshotCpuPerChange: ratio((p) => p.snapshot.cpuSPer1000.process),
+    captureSchemasFalseVsDebeziumStreamingPeakRss: ratio((p) => p.streaming.peakRssMb),
+    captureSchemasFalseVsDebeziumSnapshotPeakRss: ratio((p) => p.snapshot.peakRssMb),
   };
 }
 

@@ -82,27 +82,38 @@ export interface CaptureProfile {
   meanValueBytes: number;
   /** Bytes of the same values without their schema, as JsonConverter writes with `schemas.enable=false`. */
   meanPayloadOnlyValueBytes: number;
+  /** The capture's default compression of its batches, which the profile's sends use. */
+  compression: string;
   /** Compressed over uncompressed bytes of a batch's records under gzip. */
   gzipRatio: number;
+  /** The same for payload-only records. */
+  gzipRatioPayloadOnly: number;
   cpuMicrosPerChange: {
     pgoutputDecode: number;
     debeziumEncode: number;
-    /** kafkajs' produce request encoding, with these two parts: */
+    /** DebeziumEncoder with `schemas: false` (the capture's `--schemas=false`). */
+    debeziumEncodePayloadOnly: number;
+    /** kafkajs' produce request encoding without compression, with these two parts: */
     kafkajsEncode: number;
     /** UTF-8 encoding of the key and value strings. */
     kafkajsUtf8: number;
-    /** The record batches' CRC-32C (kafkajs computes it in JavaScript). */
+    /** The record batches' CRC-32C over uncompressed records (kafkajs computes it in JavaScript). */
     kafkajsCrc32c: number;
-    /** kafkajs sending to the broker (acks=all) less its encoding: socket writes, responses, bookkeeping. */
-    kafkajsNetwork: number;
-    /** What kafkajs' encoding would cost for payload-only records (not measured in a run of the capture). */
+    /** kafkajs' uncompressed encoding of payload-only records. */
     kafkajsEncodePayloadOnly: number;
-    /** What gzip of each batch's records would cost (kafkajs' codec; not measured in a run of the capture). */
+    /** gzip of each batch's records alone (kafkajs' codec, node:zlib), with schemas and payload-only. */
     gzipBatches: number;
-    /** The capture process's CPU in the streaming run less the stages above: stream reads, postgres.js, GC, the loop. */
+    gzipBatchesPayloadOnly: number;
+    /** kafkajs sending to the broker (acks=all) as the capture does, gzip included: encoding, gzip, socket, responses. */
+    kafkajsSend: number;
+    kafkajsSendPayloadOnly: number;
+    /** The capture process's CPU in the streaming run less decoding, encoding and kafkajs: stream reads, postgres.js, GC, the loop. */
     captureOther: number;
     /** The whole capture process in the streaming run. */
     captureProcess: number;
+    /** The same with `--schemas=false`, or null when not run. */
+    captureProcessPayloadOnly: number | null;
+    captureOtherPayloadOnly: number | null;
     walsender: number;
     /** The broker during the capture's streaming run (the whole broker, shared). */
     broker: number | null;
@@ -353,7 +364,7 @@ export async function captureVsDebezium(options: PeerOptions): Promise<PeerRepor
       : null;
     const profiled = Math.min(updateRows, 200_000);
     progress(`profiling the capture's stages on ${profiled} changes`);
-    const profile = await profileCapture(options, capture.streaming, profiled);
+    const profile = await profileCapture(options, capture.streaming, captureSchemasFalse?.streaming ?? null, profiled);
     return {
       updateRows,
       snapshotRows,
@@ -645,7 +656,12 @@ async function hasSchemasFlag(options: PeerOptions): Promise<boolean> {
 }
 
 /** Runs scripts/capture_profile.ts and sets its in-process stages beside the streaming run's out-of-process CPU. */
-async function profileCapture(options: PeerOptions, streamed: PhaseResult, changes: number): Promise<CaptureProfile> {
+async function profileCapture(
+  options: PeerOptions,
+  streamed: PhaseResult,
+  streamedPayloadOnly: PhaseResult | null,
+  changes: number,
+): Promise<CaptureProfile> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -670,24 +686,39 @@ async function profileCapture(options: PeerOptions, streamed: PhaseResult, chang
   const stage = measured.cpuMicrosPerChange as Record<string, number>;
   const micros = (sPer1000: number | null) => (sPer1000 === null ? null : round(sPer1000 * 1000, 1));
   const captureProcess = micros(streamed.cpuSPer1000.process)!;
+  const captureProcessPayloadOnly = streamedPayloadOnly && micros(streamedPayloadOnly.cpuSPer1000.process);
   return {
     meanValueBytes: measured.meanValueBytes,
     meanPayloadOnlyValueBytes: measured.meanPayloadOnlyValueBytes,
+    compression: measured.compression,
     gzipRatio: measured.gzipRatio,
+    gzipRatioPayloadOnly: measured.gzipRatioPayloadOnly,
     cpuMicrosPerChange: {
       pgoutputDecode: stage.pgoutputDecode,
       debeziumEncode: stage.debeziumEncode,
+      debeziumEncodePayloadOnly: stage.debeziumEncodePayloadOnly,
       kafkajsEncode: stage.kafkajsEncode,
       kafkajsUtf8: stage.kafkajsUtf8,
       kafkajsCrc32c: stage.kafkajsCrc32c,
-      kafkajsNetwork: round(Math.max(0, stage.kafkajsSend - stage.kafkajsEncode), 2),
       kafkajsEncodePayloadOnly: stage.kafkajsEncodePayloadOnly,
       gzipBatches: stage.gzipBatches,
+      gzipBatchesPayloadOnly: stage.gzipBatchesPayloadOnly,
+      kafkajsSend: stage.kafkajsSend,
+      kafkajsSendPayloadOnly: stage.kafkajsSendPayloadOnly,
       captureOther: round(
         Math.max(0, captureProcess - stage.pgoutputDecode - stage.debeziumEncode - stage.kafkajsSend),
         1,
       ),
       captureProcess,
+      captureProcessPayloadOnly,
+      captureOtherPayloadOnly: captureProcessPayloadOnly === null ? null : round(
+        Math.max(
+          0,
+          captureProcessPayloadOnly - stage.pgoutputDecode - stage.debeziumEncodePayloadOnly -
+            stage.kafkajsSendPayloadOnly,
+        ),
+        1,
+      ),
       walsender: micros(streamed.cpuSPer1000.walsender)!,
       broker: micros(streamed.cpuSPer1000.broker),
       brokerDuringSendsOnly: measured.brokerCpuMicrosPerChangeDuringSend,

@@ -3,15 +3,17 @@
  * change `deno task bench` streams (an UPDATE of an `orders` row under REPLICA IDENTITY FULL):
  *
  * - pgoutput decoding: XLogData frames holding Update messages, through decodeFrame and decodePgOutput;
- * - Debezium encoding: those changes through DebeziumEncoder.encode (JsonConverter, schemas on);
+ * - Debezium encoding: those changes through DebeziumEncoder.encode (JsonConverter, schemas on), and
+ *   apart with `schemas: false` (payload-only records, the capture's `--schemas=false`);
  * - kafkajs encoding: the records, grouped by partition in sends of the capture's batch size, as
  *   one produce request each (records, batches, CRC), with no network; apart, two of its parts
  *   (UTF-8 encoding of the strings, the batches' CRC-32C) and the same encoding of payload-only
  *   records (what JsonConverter writes with `schemas.enable=false`) and the gzip compression of
- *   each batch's records (kafkajs' codec: node:zlib at its default level);
- * - kafkajs sending: the same sends to a real topic with acks from all replicas, one request in
- *   flight, as the capture's producer sends them (encoding, socket, responses); the broker's CPU
- *   meanwhile is read from /proc when the broker runs on this machine.
+ *   each batch's records, with and without schemas (kafkajs' codec: node:zlib at its default level);
+ * - kafkajs sending: the same sends to a real topic with acks from all replicas, compressed as the
+ *   capture compresses by default (gzip), as the capture's producer sends them (encoding, gzip,
+ *   socket, responses); the broker's CPU meanwhile is read from /proc when the broker runs on this
+ *   machine. The payload-only records are sent the same way apart.
  *
  * `deno run -A scripts/capture_profile.ts [--changes N] [--batch N] [--topic T]` prints one JSON
  * document: CPU microseconds per change of each stage (user + system of this process, GC and
@@ -23,11 +25,17 @@ import { createRequire } from "node:module";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
-import { Kafka, logLevel } from "kafkajs";
+import { CompressionTypes, Kafka, logLevel } from "kafkajs";
 import { DEFAULTS } from "../lib/config.ts";
 // The capture encodes with the project's kafkajs fixes in place (lib/kafka_admin.ts imports them).
 import "../lib/kafkajs_fixes.ts";
-import { type CaptureRecord, type ColumnSpec, DebeziumEncoder, type RowChange, type TableSpec } from "../lib/debezium.ts";
+import {
+  type CaptureRecord,
+  type ColumnSpec,
+  DebeziumEncoder,
+  type RowChange,
+  type TableSpec,
+} from "../lib/debezium.ts";
 import { decodeFrame, decodePgOutput, type TupleValues } from "../lib/pgoutput.ts";
 import { partitionOf } from "../lib/partitioner.ts";
 import { createPublisher } from "../lib/publisher.ts";
@@ -121,6 +129,12 @@ const decoded: { before: TupleValues; after: TupleValues }[] = frames.map((frame
 });
 
 const encoder = new DebeziumEncoder({ prefix: "bench", database: "bench", version: "bench" });
+const payloadOnlyEncoder = new DebeziumEncoder({
+  prefix: "bench",
+  database: "bench",
+  version: "bench",
+  schemas: false,
+});
 const column = (name: string, typeOid: number, typeName: string, extra: Partial<ColumnSpec> = {}): ColumnSpec => ({
   name,
   typeOid,
@@ -155,19 +169,24 @@ const change = (i: number): RowChange => ({
 const records: CaptureRecord[] = Array.from({ length: DISTINCT }, (_, i) => encoder.encode(spec, change(i), 1_000n)[0]);
 /** The capture's messages: key and value as strings, as AckingPublisher hands them to kafkajs. */
 const messages = records.map(({ key, value }) => ({ key: key!, value: value! }));
-/** The same records as JsonConverter writes them with `schemas.enable=false`: the payloads alone. */
-const payloadOnly = messages.map(({ key, value }) => ({
-  key: JSON.stringify(JSON.parse(key).payload),
-  value: JSON.stringify(JSON.parse(value).payload),
-}));
+/** The same records as the capture writes them with `--schemas=false`: the payloads alone. */
+const payloadOnly = Array.from({ length: DISTINCT }, (_, i) => payloadOnlyEncoder.encode(spec, change(i), 1_000n)[0])
+  .map(({ key, value }) => ({ key: key!, value: value! }));
 const require = createRequire(import.meta.url);
 const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
 const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C/index.js");
 /** All distinct records' bytes in one buffer: the CRC's cost is linear in the bytes. */
-const allBytes = Buffer.concat(messages.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(value)]));
-/** The bytes of about the first `n` records (`n` up to DISTINCT). */
-const firstRecords = (n: number) =>
-  allBytes.subarray(0, Math.round((allBytes.length * Math.min(n, DISTINCT)) / DISTINCT));
+const bytesOf = (list: { key: string; value: string }[]) =>
+  Buffer.concat(list.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(value)]));
+const allBytes = bytesOf(messages);
+const allPayloadOnlyBytes = bytesOf(payloadOnly);
+/** The bytes of about the first `n` records (`n` up to DISTINCT) of `all`. */
+const firstRecords = (n: number, all = allBytes) =>
+  all.subarray(0, Math.round((all.length * Math.min(n, DISTINCT)) / DISTINCT));
+/** kafkajs' gzip codec is node:zlib's gzip at its default level, over each batch's records. */
+function gzipBatches(all: typeof allBytes) {
+  for (let done = 0; done < CHANGES; done += BATCH) gzipSync(firstRecords(Math.min(BATCH, CHANGES - done), all));
+}
 
 /** kafkajs' encoding of `list`'s records, grouped by partition, in produce requests of BATCH records. */
 async function kafkajsEncode(list: { key: string; value: string }[]) {
@@ -196,6 +215,9 @@ const stages = {
   debeziumEncode: () => {
     for (let i = 0; i < CHANGES; i++) encoder.encode(spec, change(i), BigInt(i) * 1_000n);
   },
+  debeziumEncodePayloadOnly: () => {
+    for (let i = 0; i < CHANGES; i++) payloadOnlyEncoder.encode(spec, change(i), BigInt(i) * 1_000n);
+  },
   kafkajsEncode: () => kafkajsEncode(messages),
   kafkajsUtf8: () => {
     for (let i = 0; i < CHANGES; i++) {
@@ -210,13 +232,8 @@ const stages = {
     }
   },
   kafkajsEncodePayloadOnly: () => kafkajsEncode(payloadOnly),
-  // kafkajs' gzip codec is node:zlib's gzip at its default level, over each batch's records.
-  gzipBatches: () => {
-    for (let done = 0; done < CHANGES; done += BATCH) {
-      const n = Math.min(BATCH, CHANGES - done);
-      gzipSync(firstRecords(n));
-    }
-  },
+  gzipBatches: () => gzipBatches(allBytes),
+  gzipBatchesPayloadOnly: () => gzipBatches(allPayloadOnlyBytes),
 };
 const perChange: Record<string, number> = {};
 for (const [name, run] of Object.entries(stages)) {
@@ -239,16 +256,18 @@ try {
   await admin.connect();
   await admin.createTopics({ topics: [{ topic: TOPIC, numPartitions: ORDERS_PARTITIONS }], waitForLeaders: true });
   await producer.connect();
-  const send = async () => {
+  const compression = DEFAULTS.captureCompression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None;
+  const send = async (list: { key: string; value: string }[]) => {
     for (let sent = 0; sent < CHANGES; sent += BATCH) {
       const batch = [];
-      for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) batch.push(messages[i % DISTINCT]);
-      await producer.sendBatch({ topicMessages: [{ topic: TOPIC, messages: batch }], acks: -1 });
+      for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) batch.push(list[i % DISTINCT]);
+      await producer.sendBatch({ topicMessages: [{ topic: TOPIC, messages: batch }], acks: -1, compression });
     }
   };
   const brokerBefore = await brokerCpuSeconds();
-  perChange.kafkajsSend = await cpuMicrosPerChange(send);
+  perChange.kafkajsSend = await cpuMicrosPerChange(() => send(messages));
   const brokerAfter = await brokerCpuSeconds();
+  perChange.kafkajsSendPayloadOnly = await cpuMicrosPerChange(() => send(payloadOnly));
   if (brokerBefore !== null && brokerAfter !== null) {
     brokerMicrosPerChange = Math.round(((brokerAfter - brokerBefore) * 1e6 / CHANGES) * 100) / 100;
   }
@@ -266,7 +285,12 @@ console.log(JSON.stringify({
   meanKeyBytes: mean(messages.map((m) => m.key.length)),
   meanValueBytes: mean(records.map((r) => r.value!.length)),
   meanPayloadOnlyValueBytes: mean(payloadOnly.map((r) => r.value.length)),
+  compression: DEFAULTS.captureCompression,
   gzipRatio: Math.round((gzipSync(firstRecords(BATCH)).length / firstRecords(BATCH).length) * 1000) / 1000,
+  gzipRatioPayloadOnly: Math.round(
+    (gzipSync(firstRecords(BATCH, allPayloadOnlyBytes)).length / firstRecords(BATCH, allPayloadOnlyBytes).length) *
+      1000,
+  ) / 1000,
   cpuMicrosPerChange: perChange,
   brokerCpuMicrosPerChangeDuringSend: brokerMicrosPerChange,
 }));

@@ -147,8 +147,12 @@ function checkCaptureVsDebezium(report: any) {
   assert.ok(peer.updateRows > 0 && peer.snapshotRows >= peer.updateRows);
   assert.match(peer.settings.debezium, /3\.6\.1\.Final.*local file/);
   assert.match(peer.settings.capture, /acks/);
-  const phases = [["debezium", peer.debezium], ["capture", peer.capture]];
-  if (peer.captureSchemasFalse !== null) phases.push(["captureSchemasFalse", peer.captureSchemasFalse]);
+  // The capture has --schemas=false: the section runs it on both workloads too.
+  assert.notEqual(peer.captureSchemasFalse, null, "captureVsDebezium.captureSchemasFalse");
+  const phases = [["debezium", peer.debezium], ["capture", peer.capture], [
+    "captureSchemasFalse",
+    peer.captureSchemasFalse,
+  ]];
   for (const [name, connector] of phases) {
     for (const workload of ["streaming", "snapshot"]) {
       const phase = connector[workload];
@@ -183,6 +187,7 @@ function checkCaptureVsDebezium(report: any) {
       snapshotRss: round2(capture.snapshot.peakRssMb / debezium.snapshot.peakRssMb),
     },
   );
+  checkPayloadOnlyRatios(report);
   for (const key of ["before", "after"]) assert.ok(peer.loadAverage1m[key] >= 0, `loadAverage1m.${key}`);
   // The profile: each in-process stage measured; the capture's whole CPU per change is the streaming run's.
   const micros = peer.profile.cpuMicrosPerChange;
@@ -193,16 +198,47 @@ function checkCaptureVsDebezium(report: any) {
     "kafkajsUtf8",
     "kafkajsCrc32c",
     "kafkajsEncodePayloadOnly",
+    "debeziumEncodePayloadOnly",
     "gzipBatches",
+    "gzipBatchesPayloadOnly",
+    "kafkajsSend",
+    "kafkajsSendPayloadOnly",
     "captureProcess",
     "walsender",
   ];
   for (const key of measuredStages) {
     assert.ok(micros[key] > 0, `profile.cpuMicrosPerChange.${key} = ${micros[key]}`);
   }
-  for (const key of ["kafkajsNetwork", "captureOther"]) assert.ok(micros[key] >= 0, `profile.${key}`);
+  assert.ok(micros.captureOther >= 0, "profile.captureOther");
+  const payloadOnly = peer.captureSchemasFalse;
+  assert.equal(
+    micros.captureProcessPayloadOnly,
+    Math.round(payloadOnly.streaming.cpuSPer1000.process * 1000 * 10) / 10,
+  );
+  assert.ok(micros.captureOtherPayloadOnly >= 0, "profile.captureOtherPayloadOnly");
   assert.equal(micros.captureProcess, Math.round(capture.streaming.cpuSPer1000.process * 1000 * 10) / 10);
   assert.ok(peer.profile.meanValueBytes > peer.profile.meanPayloadOnlyValueBytes);
   assert.ok(peer.profile.meanPayloadOnlyValueBytes > 0);
-  assert.ok(peer.profile.gzipRatio > 0 && peer.profile.gzipRatio < 1);
+  for (const key of ["gzipRatio", "gzipRatioPayloadOnly"]) {
+    assert.ok(peer.profile[key] > 0 && peer.profile[key] < 1, `profile.${key}`);
+  }
+  assert.equal(peer.profile.compression, "gzip");
+}
+
+/** The capture with `--schemas=false` beside Debezium: ratios computed from the same run's figures. */
+function checkPayloadOnlyRatios(report: any) {
+  const { captureSchemasFalse: capture, debezium } = report.captureVsDebezium;
+  const figures: [string, (phase: any) => number][] = [
+    ["StreamingRecordsPerS", (p) => p.streaming.recordsPerS],
+    ["SnapshotRecordsPerS", (p) => p.snapshot.recordsPerS],
+    ["StreamingCpuPerChange", (p) => p.streaming.cpuSPer1000.process],
+    ["SnapshotCpuPerChange", (p) => p.snapshot.cpuSPer1000.process],
+    ["StreamingPeakRss", (p) => p.streaming.peakRssMb],
+    ["SnapshotPeakRss", (p) => p.snapshot.peakRssMb],
+  ];
+  for (const [name, pick] of figures) {
+    const key = `captureSchemasFalseVsDebezium${name}`;
+    assert.ok(key in report.ratios, `ratios.${key}`);
+    assert.equal(report.ratios[key], round2(pick(capture) / pick(debezium)), `ratios.${key}`);
+  }
 }
