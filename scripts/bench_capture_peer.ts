@@ -16,6 +16,7 @@ import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ensureSchema, type Sql } from "../lib/sink.ts";
 import { brokerPids, processTree, procStats } from "./_proc.ts";
+import { connectorProperties } from "./debezium/connector.ts";
 
 /** What the section needs from the bench. */
 export interface PeerOptions {
@@ -272,33 +273,6 @@ function lineCounter(path: string): { count: () => Promise<number>; close: () =>
     },
     close: () => file?.close(),
   };
-}
-
-/** The Debezium connector's configuration: as the compatibility test sets it up, with this snapshot mode. */
-function debeziumProperties(databaseUrl: string, names: Names, snapshotMode: "initial" | "no_data"): string {
-  const url = new URL(databaseUrl);
-  const properties: Record<string, string> = {
-    "name": `bench-${names.slot}`,
-    "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-    "offset.storage": "org.apache.kafka.connect.storage.MemoryOffsetBackingStore",
-    "database.hostname": url.hostname,
-    "database.port": url.port || "5432",
-    "database.user": decodeURIComponent(url.username),
-    "database.password": decodeURIComponent(url.password),
-    "database.dbname": url.pathname.slice(1),
-    "topic.prefix": names.prefix,
-    "plugin.name": "pgoutput",
-    "slot.name": names.slot,
-    "slot.drop.on.stop": "true",
-    "publication.name": names.publication,
-    "publication.autocreate.mode": "filtered",
-    "table.include.list": "public.users,public.orders",
-    "snapshot.mode": snapshotMode,
-    "converter.schemas.enable": "true",
-  };
-  // java.util.Properties reads backslashes and leading blanks as escapes.
-  const escape = (v: string) => v.replaceAll("\\", "\\\\").replace(/^\s/, (c) => `\\${c}`);
-  return Object.entries(properties).map(([k, v]) => `${k}=${escape(v)}`).join("\n") + "\n";
 }
 
 /** A connector's slot, publication and topic prefix. */
@@ -575,7 +549,16 @@ async function debeziumRuns(bed: Bed): Promise<{ streaming: PhaseResult; snapsho
 async function startDebezium(bed: Bed, names: Names, mode: "initial" | "no_data"): Promise<Connector> {
   const properties = `${bed.dir}/${names.slot}.properties`;
   const output = `${bed.dir}/${names.slot}.jsonl`;
-  await Deno.writeTextFile(properties, debeziumProperties(bed.databaseUrl, names, mode));
+  await Deno.writeTextFile(
+    properties,
+    connectorProperties({
+      ...names,
+      name: `bench-${names.slot}`,
+      databaseUrl: bed.databaseUrl,
+      tables: ["public.users", "public.orders"],
+      snapshotMode: mode,
+    }),
+  );
   await Deno.writeTextFile(output, "");
   const env = { ...Deno.env.toObject(), DEBEZIUM_JVM_OPTS: "", DEBEZIUM_FLUSH: "batch" };
   const process = spawnLogged(["bash", `${bed.options.root}scripts/debezium/run.sh`, properties, output], env, bed.dir);

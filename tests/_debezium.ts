@@ -4,6 +4,7 @@
  * leaf-by-leaf comparison of two connectors' records with the README's list of known differences.
  * @module
  */
+import { connectorProperties } from "../scripts/debezium/connector.ts";
 import { BROKERS, ROOT, testKafka, uniqueName } from "./_helpers.ts";
 
 /** One record as a connector wrote it: key and value as JSON text (null for a tombstone's value). */
@@ -54,37 +55,14 @@ export async function resolveDebezium(): Promise<void> {
   if (code !== 0) throw new Error(`scripts/debezium/run.sh resolve exited with ${code}; see the lines above`);
 }
 
-/** The connector configuration: pgoutput, its own slot and publication, snapshot then stream, JSON with schemas. */
-function debeziumProperties(options: DebeziumOptions): Record<string, string> {
-  const url = new URL(options.databaseUrl);
-  return {
-    "name": `compat-${options.prefix}`,
-    "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-    // The slot is the position that matters here; the engine's own offsets need not outlive the run.
-    "offset.storage": "org.apache.kafka.connect.storage.MemoryOffsetBackingStore",
-    "database.hostname": url.hostname,
-    "database.port": url.port || "5432",
-    "database.user": decodeURIComponent(url.username),
-    "database.password": decodeURIComponent(url.password),
-    "database.dbname": url.pathname.slice(1),
-    "topic.prefix": options.prefix,
-    "plugin.name": "pgoutput",
-    "slot.name": options.slot,
-    "slot.drop.on.stop": "true",
-    "publication.name": options.publication,
-    "publication.autocreate.mode": "filtered",
-    "table.include.list": options.tables.join(","),
-    "snapshot.mode": "initial",
-    "converter.schemas.enable": "true",
-  };
-}
-
 /** Starts Debezium on `options`; its records go to `<dir>/debezium.jsonl`. Call {@linkcode resolveDebezium} first. */
 export async function startDebezium(options: DebeziumOptions): Promise<RunningDebezium> {
   const propertiesFile = `${options.dir}/debezium.properties`;
   const outputFile = `${options.dir}/debezium.jsonl`;
-  const properties = Object.entries(debeziumProperties(options)).map(([k, v]) => `${k}=${escapeProperty(v)}`);
-  await Deno.writeTextFile(propertiesFile, properties.join("\n") + "\n");
+  await Deno.writeTextFile(
+    propertiesFile,
+    connectorProperties({ ...options, name: `compat-${options.prefix}`, snapshotMode: "initial" }),
+  );
   await Deno.writeTextFile(outputFile, "");
   const child = new Deno.Command("bash", {
     args: [RUN_SCRIPT, propertiesFile, outputFile],
@@ -117,11 +95,6 @@ export async function startDebezium(options: DebeziumOptions): Promise<RunningDe
       return await done;
     },
   };
-}
-
-/** A java.util.Properties value: backslashes and leading blanks would otherwise be read as escapes. */
-function escapeProperty(value: string): string {
-  return value.replaceAll("\\", "\\\\").replace(/^\s/, (c) => `\\${c}`);
 }
 
 /** The complete lines of the engine's output file (a line being written has no newline yet). */
