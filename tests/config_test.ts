@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  COMMANDS,
   ConfigError,
   type ConsumeConfig,
   databaseLocation,
@@ -16,6 +17,8 @@ import {
   type ProduceConfig,
   readCommandLine,
   redactUrl,
+  type Setting,
+  SETTINGS,
 } from "../lib/config.ts";
 import { oneLineError } from "./_helpers.ts";
 
@@ -634,4 +637,19 @@ Deno.test("cdc-produce capture --help lists the capture flags with their variabl
   assert.match(help, /--publication VALUE .*\[CAPTURE_PUBLICATION\]/);
   assert.match(help, /--topic-prefix VALUE .*\[CAPTURE_TOPIC_PREFIX\]/);
   assert.match(help, /--drop-slot/);
+});
+
+Deno.test("every setting in the table names its config field and has a parser", () => {
+  for (const s of SETTINGS as readonly Setting[]) {
+    assert.match(s.field, /^[a-z][A-Za-z]*$/, `--${s.flag} has a camelCase field`);
+    assert.equal(typeof s.parse, "function", `--${s.flag} has a parser`);
+  }
+});
+
+Deno.test("every command's --help lists exactly the table's settings for that command, in table order", () => {
+  for (const command of COMMANDS) {
+    const listed = helpText(command, "").split("\n").flatMap((line) => /^ {2}--([a-z-]+)/.exec(line)?.[1] ?? []);
+    const table = (SETTINGS as readonly Setting[]).filter((s) => s.commands.includes(command)).map((s) => s.flag);
+    assert.deepEqual(listed, table, command);
+  }
 });
