@@ -5,11 +5,13 @@
  */
 import assert from "node:assert/strict";
 import {
+  type CaptureConfig,
   COMMANDS,
   ConfigError,
   type ConsumeConfig,
   databaseLocation,
   DEFAULTS,
+  type DlqConfig,
   helpText,
   loadCaptureConfig,
   loadConsumeConfig,
@@ -652,4 +654,21 @@ Deno.test("every command's --help lists exactly the table's settings for that co
     const table = (SETTINGS as readonly Setting[]).filter((s) => s.commands.includes(command)).map((s) => s.flag);
     assert.deepEqual(listed, table, command);
   }
+});
+
+/** True when A and B are the same type (not just assignable one way). */
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
+
+Deno.test("the config types derived from the table keep choices as literal unions and unset settings optional", () => {
+  const checks: [
+    Same<ProduceConfig["logFormat"], "human" | "json">,
+    Same<CaptureConfig["compression"], "none" | "gzip">,
+    Same<Pick<ProduceConfig, "seed">, { seed?: number }>,
+    Same<
+      Pick<ConsumeConfig, "kafkaSasl">,
+      { kafkaSasl?: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } }
+    >,
+    DlqConfig extends ConsumeConfig ? true : false,
+  ] = [true, true, true, true, true];
+  assert.deepEqual(checks, [true, true, true, true, true]);
 });
