@@ -6,7 +6,6 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { PipelineError } from "./errors.ts";
-
 /** Kafka SASL credentials, for brokers that ask for them. */
 export interface SaslConfig {
   /** `plain`, `scram-sha-256` or `scram-sha-512`. */
@@ -15,100 +14,6 @@ export interface SaslConfig {
   username: string;
   /** SASL password; never logged. */
   password: string;
-}
-
-/** Settings shared by the producer and the consumer. */
-export interface CommonConfig {
-  /** Bootstrap brokers. @default ["localhost:9092"] */
-  brokers: string[];
-  /** libpq URL of the database; `sslmode` is honoured. */
-  databaseUrl: string;
-  /** Topic of user events. @default "users" */
-  usersTopic: string;
-  /** Topic of order events. @default "orders" */
-  ordersTopic: string;
-  /** Partitions of the users topic when it is created. @default 3 */
-  usersPartitions: number;
-  /** Partitions of the orders topic when it is created. @default 5 */
-  ordersPartitions: number;
-  /** Replication factor of topics this project creates. @default 1 */
-  replicationFactor: number;
-  /** Consumer group id. @default "cdc-pipeline-sink" */
-  consumerGroup: string;
-  /** Connect to Kafka over TLS; implied by `kafkaTlsCa`. @default false */
-  kafkaTls: boolean;
-  /** PEM certificates of the CA(s) the brokers' certificates must chain to, instead of the system CAs. */
-  kafkaTlsCa?: string;
-  /** SASL credentials, when the broker needs them. */
-  kafkaSasl?: SaslConfig;
-  /** `human` lines or `json` lines on stderr. @default "human" */
-  logFormat: "human" | "json";
-  /** Port of the Prometheus `/metrics` and `/health` endpoint; off when absent. */
-  metricsPort?: number;
-}
-
-/** Settings of `main_produce.ts`. */
-export interface ProduceConfig extends CommonConfig {
-  /** User events to generate. @default 1000 */
-  users: number;
-  /** Order events to generate. @default 2000 */
-  orders: number;
-  /** Events per Kafka send. @default 1000 */
-  batchSize: number;
-  /** Seed of a repeatable stream; absent means a new stream each run. */
-  seed?: number;
-  /** Print events as JSON lines instead of publishing. @default false */
-  dryRun: boolean;
-  /** Attempts per send before giving up. @default 8 */
-  maxAttempts: number;
-  /** First retry delay in milliseconds, doubled per attempt with jitter. @default 250 */
-  retryBackoffMs: number;
-}
-
-/** Settings of `main_consume.ts`. */
-export interface ConsumeConfig extends CommonConfig {
-  /** Exit after the topics are drained and idle this many seconds; absent means run forever. */
-  idleTimeoutS?: number;
-  /** How long an order waits for its user before going to the DLQ. @default 30 */
-  orderWaitS: number;
-  /** Partitions applied at once, each in its own transaction. @default 8 */
-  concurrency: number;
-  /** Largest fetch per partition in bytes, which bounds a batch (and the consumer's memory). @default 262144 */
-  maxBatchBytes: number;
-  /** Empty the tables and the stored offsets first, then apply the topics from their first offset. @default false */
-  rebuild: boolean;
-  /**
-   * Seconds a member may go silent before the group gives its partitions to another. It also
-   * bounds the member's database transactions (lib/consumer.ts, consumerSessionParameters), so a
-   * frozen member cannot hold its partitions' rows longer than that. @default 30
-   */
-  sessionTimeoutS: number;
-}
-
-/** Settings of `main_produce.ts capture` (docs/CONTRACT.md section 7). */
-export interface CaptureConfig extends CommonConfig {
-  /** Capture topics are `<prefix>.<schema>.<table>`; Debezium's logical name. @default "cdc" */
-  topicPrefix: string;
-  /** Tables captured, each with a primary key or REPLICA IDENTITY FULL. @default public.users, public.orders */
-  tables: { schema: string; table: string }[];
-  /** Durable logical replication slot. @default "cdc_slot" */
-  slot: string;
-  /** Publication of the captured tables. @default "cdc_pub" */
-  publication: string;
-  /** Most records per Kafka send (sends also stay within each topic's max.message.bytes). @default 2000 */
-  batchSize: number;
-  /** Drop the slot and publication, then exit. @default false */
-  dropSlot: boolean;
-  /** Create the slot anew and publish every row again, also when the slot was lost. @default false */
-  newSnapshot: boolean;
-  /** Records with their schemas (JsonConverter's schemas.enable); false writes payloads only. @default true */
-  schemas: boolean;
-  /** Compression of the capture's record batches. @default "gzip" */
-  compression: "none" | "gzip";
-  /** Sends in flight at once, each for its own keys: a key's records are only ever in one. @default 4 */
-  inFlight: number;
-  /** Record bytes unacknowledged at most before the capture reads on: bounds its memory. @default 8 MiB */
-  inFlightBytes: number;
 }
 
 /** Defaults of docs/CONTRACT.md section 5, matching compose.yaml and scripts/services.sh. */
@@ -155,17 +60,27 @@ export const COMMANDS = ["produce", "consume", "produce capture", "consume dlq"]
 
 /** A command whose flags {@linkcode readCommandLine} reads. */
 export type CommandName = typeof COMMANDS[number];
+/**
+ * A setting's rule: reads its raw value (the flag's, else the env variable's, else the table's
+ * default; `undefined` when none is given) into its typed value, or throws a ConfigError whose line
+ * starts with `from`, the flag and env variable it came from.
+ */
+export type Parser<T> = (raw: string | boolean | undefined, from: string) => T;
 
-/** One setting: its flag, env variable, default, help line and the commands that read it. */
+/** One setting: its flag, config field, env variable, default, rule, help line and the commands that read it. */
 export interface Setting {
   /** The flag, without `--`. */
   flag: string;
+  /** The config field it sets; the cross-field checks fold the SASL trio into `kafkaSasl`. */
+  field: string;
   /** The environment variable read when the flag is absent. */
   env?: string;
   /** A `string` flag takes a value; a `boolean` one is set by its presence. */
   type: "string" | "boolean";
-  /** The default, as shown in `--help` and the README; absent when there is none or it is off. */
+  /** The default, as shown in `--help` and the README and given to `parse`; absent when there is none or it is off. */
   default?: string | number;
+  /** Its rule: the raw value to the config field's value. */
+  parse: Parser<unknown>;
   /** One line saying what it sets. */
   help: string;
   /** The commands that read it. */
@@ -176,13 +91,15 @@ const ALL = COMMANDS;
 const CONSUMERS = ["consume", "consume dlq"] as const;
 
 /**
- * Every setting of every command, in `--help` order. The loaders below read values through it
- * and check each against its rule; `--help` and the README's settings table
- * ({@linkcode settingsTable}) are rendered from it.
+ * Every setting of every command, in `--help` order, each with its config field and its rule. The
+ * loaders read every command's settings through it, the config types are derived from it, and
+ * `--help` and the README's settings table ({@linkcode settingsTable}) are rendered from it.
  */
-export const SETTINGS: readonly Setting[] = [
+export const SETTINGS = [
   {
     flag: "brokers",
+    field: "brokers",
+    parse: brokerList,
     env: "KAFKA_BROKERS",
     type: "string",
     default: DEFAULTS.brokers,
@@ -191,6 +108,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "database-url",
+    field: "databaseUrl",
+    parse: databaseUrl,
     env: "DATABASE_URL",
     type: "string",
     default: DEFAULTS.databaseUrl,
@@ -199,6 +118,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "users-topic",
+    field: "usersTopic",
+    parse: text,
     env: "USERS_TOPIC",
     type: "string",
     default: DEFAULTS.usersTopic,
@@ -207,6 +128,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "orders-topic",
+    field: "ordersTopic",
+    parse: text,
     env: "ORDERS_TOPIC",
     type: "string",
     default: DEFAULTS.ordersTopic,
@@ -215,6 +138,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "users-partitions",
+    field: "usersPartitions",
+    parse: integer(1, 10_000),
     env: "USERS_PARTITIONS",
     type: "string",
     default: DEFAULTS.usersPartitions,
@@ -223,6 +148,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "orders-partitions",
+    field: "ordersPartitions",
+    parse: integer(1, 10_000),
     env: "ORDERS_PARTITIONS",
     type: "string",
     default: DEFAULTS.ordersPartitions,
@@ -231,6 +158,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "replication-factor",
+    field: "replicationFactor",
+    parse: integer(1, 100),
     env: "REPLICATION_FACTOR",
     type: "string",
     default: DEFAULTS.replicationFactor,
@@ -239,15 +168,27 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "group",
+    field: "consumerGroup",
+    parse: text,
     env: "CONSUMER_GROUP",
     type: "string",
     default: DEFAULTS.consumerGroup,
     help: "consumer group id",
     commands: ALL,
   },
-  { flag: "kafka-tls", env: "KAFKA_TLS", type: "boolean", help: "connect to Kafka over TLS", commands: ALL },
+  {
+    flag: "kafka-tls",
+    field: "kafkaTls",
+    parse: present,
+    env: "KAFKA_TLS",
+    type: "boolean",
+    help: "connect to Kafka over TLS",
+    commands: ALL,
+  },
   {
     flag: "kafka-ca-file",
+    field: "kafkaTlsCa",
+    parse: optional(caFile),
     env: "KAFKA_TLS_CA_FILE",
     type: "string",
     help: "PEM file of the brokers' CA (implies TLS)",
@@ -255,35 +196,98 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "sasl-mechanism",
+    field: "saslMechanism",
+    parse: optional(saslMechanism),
     env: "KAFKA_SASL_MECHANISM",
     type: "string",
     help: "plain, scram-sha-256 or scram-sha-512",
     commands: ALL,
   },
-  { flag: "sasl-username", env: "KAFKA_SASL_USERNAME", type: "string", help: "SASL user", commands: ALL },
+  {
+    flag: "sasl-username",
+    field: "saslUsername",
+    parse: optional(text),
+    env: "KAFKA_SASL_USERNAME",
+    type: "string",
+    help: "SASL user",
+    commands: ALL,
+  },
   {
     flag: "sasl-password",
+    field: "saslPassword",
+    parse: optional(verbatim),
     env: "KAFKA_SASL_PASSWORD",
     type: "string",
     help: "SASL password (prefer the env variable)",
     commands: ALL,
   },
-  { flag: "log-format", env: "LOG_FORMAT", type: "string", default: "human", help: "human or json", commands: ALL },
+  {
+    flag: "log-format",
+    field: "logFormat",
+    parse: choice(["human", "json"], "human or json"),
+    env: "LOG_FORMAT",
+    type: "string",
+    default: "human",
+    help: "human or json",
+    commands: ALL,
+  },
   {
     flag: "metrics-port",
+    field: "metricsPort",
+    parse: optional(integer(0, 65_535)),
     env: "METRICS_PORT",
     type: "string",
     help: "serve /metrics and /health on this port",
     commands: ALL,
   },
-  { flag: "help", type: "boolean", help: "show this help", commands: ALL },
-  { flag: "users", type: "string", default: DEFAULTS.users, help: "user events to generate", commands: ["produce"] },
-  { flag: "orders", type: "string", default: DEFAULTS.orders, help: "order events to generate", commands: ["produce"] },
-  { flag: "batch-size", type: "string", default: DEFAULTS.batchSize, help: "events per send", commands: ["produce"] },
-  { flag: "seed", type: "string", help: "seed for a repeatable stream", commands: ["produce"] },
-  { flag: "dry-run", type: "boolean", help: "print events as JSON lines, publish nothing", commands: ["produce"] },
+  { flag: "help", field: "help", parse: present, type: "boolean", help: "show this help", commands: ALL },
+  {
+    flag: "users",
+    field: "users",
+    parse: integer(0),
+    type: "string",
+    default: DEFAULTS.users,
+    help: "user events to generate",
+    commands: ["produce"],
+  },
+  {
+    flag: "orders",
+    field: "orders",
+    parse: integer(0),
+    type: "string",
+    default: DEFAULTS.orders,
+    help: "order events to generate",
+    commands: ["produce"],
+  },
+  {
+    flag: "batch-size",
+    field: "batchSize",
+    parse: integer(1, 1_000_000),
+    type: "string",
+    default: DEFAULTS.batchSize,
+    help: "events per send",
+    commands: ["produce"],
+  },
+  {
+    flag: "seed",
+    field: "seed",
+    parse: optional(integer(0, 2 ** 32 - 1)),
+    type: "string",
+    help: "seed for a repeatable stream",
+    commands: ["produce"],
+  },
+  {
+    flag: "dry-run",
+    field: "dryRun",
+    parse: present,
+    type: "boolean",
+    help: "print events as JSON lines, publish nothing",
+    commands: ["produce"],
+  },
   {
     flag: "max-attempts",
+    field: "maxAttempts",
+    parse: integer(1, 1000),
     env: "PRODUCE_MAX_ATTEMPTS",
     type: "string",
     default: DEFAULTS.maxAttempts,
@@ -292,6 +296,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "retry-backoff-ms",
+    field: "retryBackoffMs",
+    parse: integer(1, 600_000),
     env: "PRODUCE_RETRY_BACKOFF_MS",
     type: "string",
     default: DEFAULTS.retryBackoffMs,
@@ -300,6 +306,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "idle-timeout",
+    field: "idleTimeoutS",
+    parse: optional(integer(1, 86_400)),
     env: "IDLE_TIMEOUT",
     type: "string",
     help: "exit once drained and idle this many seconds",
@@ -307,6 +315,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "order-wait",
+    field: "orderWaitS",
+    parse: integer(0, 86_400),
     env: "ORDER_WAIT_SECONDS",
     type: "string",
     default: DEFAULTS.orderWaitS,
@@ -315,6 +325,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "concurrency",
+    field: "concurrency",
+    parse: integer(1, 256),
     env: "CONSUMER_CONCURRENCY",
     type: "string",
     default: DEFAULTS.concurrency,
@@ -323,6 +335,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "max-batch-bytes",
+    field: "maxBatchBytes",
+    parse: integer(1024, 64 * 1_048_576),
     env: "MAX_BATCH_BYTES",
     type: "string",
     default: DEFAULTS.maxBatchBytes,
@@ -331,6 +345,11 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "session-timeout",
+    field: "sessionTimeoutS",
+    // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms). It also bounds
+    // the member's database transactions (lib/consumer.ts, consumerSessionParameters), so a frozen
+    // member cannot hold its partitions' rows longer than that.
+    parse: integer(6, 1800),
     env: "CONSUMER_SESSION_TIMEOUT",
     type: "string",
     default: DEFAULTS.sessionTimeoutS,
@@ -339,12 +358,16 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "rebuild",
+    field: "rebuild",
+    parse: present,
     type: "boolean",
     help: "empty users, orders and the stored offsets, then rebuild the tables from the start of the topics",
     commands: ["consume"],
   },
   {
     flag: "topic-prefix",
+    field: "topicPrefix",
+    parse: topicPrefix,
     env: "CAPTURE_TOPIC_PREFIX",
     type: "string",
     default: DEFAULTS.captureTopicPrefix,
@@ -353,6 +376,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "tables",
+    field: "tables",
+    parse: tableList,
     env: "CAPTURE_TABLES",
     type: "string",
     default: DEFAULTS.captureTables,
@@ -361,6 +386,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "slot",
+    field: "slot",
+    parse: slotName,
     env: "CAPTURE_SLOT",
     type: "string",
     default: DEFAULTS.captureSlot,
@@ -369,6 +396,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "publication",
+    field: "publication",
+    parse: slotName,
     env: "CAPTURE_PUBLICATION",
     type: "string",
     default: DEFAULTS.capturePublication,
@@ -377,6 +406,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "batch-size",
+    field: "batchSize",
+    parse: integer(1, 100_000),
     type: "string",
     default: DEFAULTS.captureBatchSize,
     help: "most records per send",
@@ -384,6 +415,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "schemas",
+    field: "schemas",
+    parse: trueOrFalse,
     env: "CAPTURE_SCHEMAS",
     type: "string",
     default: "true",
@@ -392,6 +425,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "compression",
+    field: "compression",
+    parse: choice(["none", "gzip"]),
     env: "CAPTURE_COMPRESSION",
     type: "string",
     default: DEFAULTS.captureCompression,
@@ -400,6 +435,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "in-flight",
+    field: "inFlight",
+    parse: integer(1, 64),
     env: "CAPTURE_IN_FLIGHT",
     type: "string",
     default: DEFAULTS.captureInFlight,
@@ -408,6 +445,8 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "in-flight-bytes",
+    field: "inFlightBytes",
+    parse: integer(1_048_576),
     env: "CAPTURE_IN_FLIGHT_BYTES",
     type: "string",
     default: DEFAULTS.captureInFlightBytes,
@@ -416,34 +455,167 @@ export const SETTINGS: readonly Setting[] = [
   },
   {
     flag: "drop-slot",
+    field: "dropSlot",
+    parse: present,
     type: "boolean",
     help: "drop the slot and the publication, then exit",
     commands: ["produce capture"],
   },
   {
     flag: "new-snapshot",
+    field: "newSnapshot",
+    parse: present,
     type: "boolean",
     help: "create the slot anew and publish every row again (after a lost slot or publication gap)",
     commands: ["produce capture"],
   },
   {
     flag: "topic",
+    field: "topic",
+    parse: optional(text),
     type: "string",
     help: "users or orders (or a configured topic name); default both",
     commands: ["consume dlq"],
   },
-  { flag: "limit", type: "string", help: "list: print at most N records", commands: ["consume dlq"] },
+  {
+    flag: "limit",
+    field: "limit",
+    parse: optional(integer(1)),
+    type: "string",
+    help: "list: print at most N records",
+    commands: ["consume dlq"],
+  },
   {
     flag: "dry-run",
+    field: "dryRun",
+    parse: present,
     type: "boolean",
     help: "replay: print what would be replayed; publish and commit nothing",
     commands: ["consume dlq"],
   },
-];
+] as const satisfies readonly Setting[];
+type AnySetting = typeof SETTINGS[number];
 
-/** The settings of `command`, by flag. */
-function settingsOf(command: CommandName): Record<string, Setting> {
-  return Object.fromEntries(SETTINGS.filter((s) => s.commands.includes(command)).map((s) => [s.flag, s]));
+/** The settings `command` reads; for a union of commands, those every one of them reads. */
+type SettingsOf<C extends CommandName, S = AnySetting> = S extends { commands: readonly (infer K)[] }
+  ? [C] extends [K] ? S
+  : never
+  : never;
+
+/** A field per setting, typed by what its parser returns. */
+type Fields<S extends AnySetting> = { [X in S as X["field"]]: ReturnType<X["parse"]> };
+
+/** `T` with every field that may be `undefined` made optional, as one flat object type. */
+type Optionals<T> = Flat<
+  & { [K in keyof T as undefined extends T[K] ? never : K]: T[K] }
+  & { [K in keyof T as undefined extends T[K] ? K : never]?: Exclude<T[K], undefined> }
+>;
+type Flat<T> = { [K in keyof T]: T[K] };
+
+/** The fields the cross-field checks fold into `kafkaSasl`, and `help`, which is no configuration. */
+type Folded = "saslMechanism" | "saslUsername" | "saslPassword" | "help";
+
+/** The configuration `command`'s settings make, after the cross-field checks. */
+type ConfigOf<C extends CommandName> = Flat<
+  Optionals<Omit<Fields<SettingsOf<C>>, Folded>> & { kafkaSasl?: SaslConfig }
+>;
+
+/** Settings shared by the producer and the consumer: those every command reads. */
+export type CommonConfig = ConfigOf<CommandName>;
+
+/** Settings of `main_produce.ts`. */
+export type ProduceConfig = ConfigOf<"produce">;
+
+/** Settings of `main_consume.ts`. */
+export type ConsumeConfig = ConfigOf<"consume">;
+
+/** Settings of `main_produce.ts capture` (docs/CONTRACT.md section 7). */
+export type CaptureConfig = ConfigOf<"produce capture">;
+
+/**
+ * Settings of `main_consume.ts dlq`: the consumer's, and the action with its own flags. `rebuild`
+ * is the consumer's, always false here, so that a DlqConfig is a ConsumeConfig.
+ */
+export type DlqConfig = Flat<ConfigOf<"consume dlq"> & { rebuild: boolean; action: "list" | "replay" }>;
+
+/** What the command's settings read as, one field per setting, before the cross-field checks. */
+type Read<C extends CommandName> = Fields<SettingsOf<C>>;
+
+/** The settings of `command`, in table order. */
+function settingsOf(command: CommandName): AnySetting[] {
+  return SETTINGS.filter((s) => (s.commands as readonly CommandName[]).includes(command));
+}
+
+/**
+ * Reads `command`'s settings from `args`, then `env`, then the defaults, each through its parser;
+ * `undefined` when `--help` is asked for, which no bad value may stop.
+ */
+function readSettings<C extends CommandName>(command: C, args: string[], env: Env): Read<C> | undefined {
+  const settings = settingsOf(command);
+  const values = readValues(settings, args, env);
+  if (values.get("help") === true) return undefined;
+  const read: Record<string, unknown> = {};
+  for (const s of settings) {
+    const given = values.get(s.flag);
+    const raw = given ?? ("default" in s ? String(s.default) : undefined);
+    read[s.field] = s.parse(raw, source(s));
+  }
+  return read as Read<C>;
+}
+
+/** How an error line names where a setting's value came from: its flag and env variable. */
+function source(setting: Pick<Setting, "flag" | "env">): string {
+  return setting.env ? `--${setting.flag} (or ${setting.env})` : `--${setting.flag}`;
+}
+
+/** The rules that span settings of every command: distinct topics, TLS implied by a CA file, the SASL trio. */
+function common<T extends Read<CommandName>>(read: T) {
+  const { saslMechanism: mechanism, saslUsername: username, saslPassword: password, help: _, ...rest } = read;
+  if (read.usersTopic === read.ordersTopic) {
+    throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(read.usersTopic)}`);
+  }
+  const named = (flag: string) => source(SETTINGS.find((s) => s.flag === flag)!);
+  let kafkaSasl: SaslConfig | undefined;
+  if (mechanism !== undefined) {
+    if (!username) throw new ConfigError(`${named("sasl-username")} is required with a SASL mechanism`);
+    if (!password) throw new ConfigError(`${named("sasl-password")} is required with a SASL mechanism`);
+    kafkaSasl = { mechanism, username, password };
+  } else if (username !== undefined || password !== undefined) {
+    throw new ConfigError(`SASL credentials need ${named("sasl-mechanism")}: plain, scram-sha-256 or scram-sha-512`);
+  }
+  return { ...rest, kafkaTls: read.kafkaTls || read.kafkaTlsCa !== undefined, kafkaSasl };
+}
+
+/** Reads the producer's configuration from the environment, then the flags in `args`. */
+export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfig> {
+  const read = readSettings("produce", args, env);
+  return read ? { help: false, config: common(read) } : { help: true };
+}
+
+/** Reads the consumer's configuration from the environment, then the flags in `args`. */
+export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfig> {
+  const read = readSettings("consume", args, env);
+  return read ? { help: false, config: common(read) } : { help: true };
+}
+
+/** Reads `dlq list|replay` and its flags (its own and the consumer's) from the environment and `args`. */
+export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
+  const [action, ...rest] = args;
+  if (action === undefined || action === "--help" || action === "help") return { help: true };
+  if (action !== "list" && action !== "replay") {
+    throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
+  }
+  const read = readSettings("consume dlq", rest, env);
+  if (!read) return { help: true };
+  if (read.dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
+  if (read.limit !== undefined && action !== "list") throw new ConfigError("--limit belongs to dlq list");
+  return { help: false, config: { ...common(read), rebuild: false, action } };
+}
+
+/** Reads the capture's configuration from the environment, then the flags in `args`. */
+export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfig> {
+  const read = readSettings("produce capture", args, env);
+  return read ? { help: false, config: common(read) } : { help: true };
 }
 
 /** The README's settings table: one row per setting, its env variable and flag, default, meaning and commands. */
@@ -452,7 +624,7 @@ export function settingsTable(): string {
     "| env / flag | default | meaning | commands |",
     "| --- | --- | --- | --- |",
   ];
-  for (const s of SETTINGS) {
+  for (const s of SETTINGS as readonly Setting[]) {
     if (s.flag === "help") continue;
     const names = [s.env, `--${s.flag}`].filter(Boolean).map((n) => `\`${n}\``).join(" / ");
     const fallback = s.default === undefined ? "" : `\`${s.default}\``;
@@ -483,13 +655,14 @@ export function joinNegativeValues(args: string[], takesValue: (flag: string) =>
   return joined;
 }
 
-function readValues(flags: Record<string, Setting>, args: string[], env: Env): Map<string, string | boolean> {
+/** The raw value of each setting given, from its flag, else its env variable (booleans as true-ish words). */
+function readValues(settings: readonly Setting[], args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const [name, spec] of Object.entries(flags)) options[name] = { type: spec.type };
+  for (const s of settings) options[s.flag] = { type: s.type };
   let parsed;
   try {
     parsed = parseArgs({
-      args: joinNegativeValues(args, (flag) => flags[flag]?.type === "string"),
+      args: joinNegativeValues(args, (flag) => options[flag]?.type === "string"),
       options,
       strict: true,
       allowPositionals: false,
@@ -498,38 +671,15 @@ function readValues(flags: Record<string, Setting>, args: string[], env: Env): M
     throw new ConfigError((error as Error).message.split("\n")[0]);
   }
   const values = new Map<string, string | boolean>();
-  for (const [name, spec] of Object.entries(flags)) {
-    const fromFlag = (parsed.values as Record<string, string | boolean | undefined>)[name];
-    const fromEnv = spec.env ? env[spec.env] : undefined;
-    if (fromFlag !== undefined) values.set(name, fromFlag);
+  for (const s of settings) {
+    const fromFlag = (parsed.values as Record<string, string | boolean | undefined>)[s.flag];
+    const fromEnv = s.env ? env[s.env] : undefined;
+    if (fromFlag !== undefined) values.set(s.flag, fromFlag);
     else if (fromEnv !== undefined && fromEnv !== "") {
-      values.set(name, spec.type === "boolean" ? ["1", "true", "yes"].includes(fromEnv.toLowerCase()) : fromEnv);
+      values.set(s.flag, s.type === "boolean" ? ["1", "true", "yes"].includes(fromEnv.toLowerCase()) : fromEnv);
     }
   }
   return values;
-}
-
-function source(flags: Record<string, Setting>, name: string): string {
-  const env = flags[name]?.env;
-  return env ? `--${name} (or ${env})` : `--${name}`;
-}
-
-function integer(
-  values: Map<string, string | boolean>,
-  flags: Record<string, Setting>,
-  name: string,
-  fallback: number | undefined,
-  min: number,
-  max = Number.MAX_SAFE_INTEGER,
-): number | undefined {
-  const raw = values.get(name);
-  if (raw === undefined) return fallback;
-  const text = String(raw).trim();
-  const value = Number(text);
-  if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-    throw new ConfigError(`${source(flags, name)} must be ${integerRule(min, max)}: ${shownValue(text)}`);
-  }
-  return value;
 }
 
 /** The rule an integer setting breaks, in words: "a non-negative integer", "an integer in 1..256". */
@@ -545,272 +695,147 @@ export function shownValue(text: string): string {
   return /^-?\d+(\.\d+)?$/.test(text) ? text : JSON.stringify(text);
 }
 
-function text(
-  values: Map<string, string | boolean>,
-  flags: Record<string, Setting>,
-  name: string,
-  fallback: string,
-): string {
-  const raw = values.get(name);
-  if (raw === undefined) return fallback;
-  const value = String(raw).trim();
-  if (value === "") throw new ConfigError(`${source(flags, name)} must not be empty`);
+/** A trimmed value that must not be empty. */
+function text(raw: string | boolean | undefined, from: string): string {
+  const value = String(raw ?? "").trim();
+  if (value === "") throw new ConfigError(`${from} must not be empty`);
   return value;
 }
 
-function choice<T extends string>(
-  values: Map<string, string | boolean>,
-  flags: Record<string, Setting>,
-  name: string,
-  allowed: T[],
-  fallback: T,
-): T {
-  const value = text(values, flags, name, fallback).toLowerCase();
-  if (!(allowed as string[]).includes(value)) {
-    throw new ConfigError(`${source(flags, name)} must be one of ${allowed.join(", ")}: got ${JSON.stringify(value)}`);
-  }
-  return value as T;
+/** The value as given: a password may begin or end with spaces. */
+function verbatim(raw: string | boolean | undefined): string {
+  return String(raw ?? "");
 }
 
-function common(values: Map<string, string | boolean>, flags: Record<string, Setting>): CommonConfig {
-  const brokerList = text(values, flags, "brokers", DEFAULTS.brokers);
-  const brokers = brokerList.split(",").map((b) => b.trim()).filter(Boolean);
+/** A boolean flag: set by its presence (or a true-ish env variable). */
+function present(raw: string | boolean | undefined): boolean {
+  return raw === true;
+}
+
+/** `parse` for a setting that may be left unset, which then reads as `undefined`. */
+function optional<T>(parse: Parser<T>): Parser<T | undefined> {
+  return (raw, from) => raw === undefined ? undefined : parse(raw, from);
+}
+
+/** A whole number in min..max. */
+function integer(min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> {
+  return (raw, from) => {
+    const text = String(raw ?? "").trim();
+    const value = Number(text);
+    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
+      throw new ConfigError(`${from} must be ${integerRule(min, max)}: ${shownValue(text)}`);
+    }
+    return value;
+  };
+}
+
+/** One of `allowed`, in any case unless `rule` (the words of the error line) is given, which keeps it exact. */
+function choice<const T extends string>(allowed: readonly T[], rule?: string): Parser<T> {
+  return (raw, from) => {
+    const given = text(raw, from);
+    const value = rule === undefined ? given.toLowerCase() : given;
+    if (!(allowed as readonly string[]).includes(value)) {
+      throw new ConfigError(`${from} must be ${rule ?? `one of ${allowed.join(", ")}`}: got ${JSON.stringify(value)}`);
+    }
+    return value as T;
+  };
+}
+
+/** `true` or `false`, in any case. */
+function trueOrFalse(raw: string | boolean | undefined, from: string): boolean {
+  return choice(["true", "false"])(raw, from) === "true";
+}
+
+/** A SASL mechanism, in any case. */
+function saslMechanism(raw: string | boolean | undefined, from: string): SaslConfig["mechanism"] {
+  const m = String(raw).toLowerCase();
+  if (m !== "plain" && m !== "scram-sha-256" && m !== "scram-sha-512") {
+    throw new ConfigError(`${from} must be plain, scram-sha-256 or scram-sha-512: got ${JSON.stringify(m)}`);
+  }
+  return m;
+}
+
+/** Comma-separated host:port pairs, at least one. */
+function brokerList(raw: string | boolean | undefined, from: string): string[] {
+  const list = text(raw, from);
+  const brokers = list.split(",").map((b) => b.trim()).filter(Boolean);
   if (brokers.length === 0) {
-    throw new ConfigError(
-      `${source(flags, "brokers")} must name at least one host:port: got ${JSON.stringify(brokerList)}`,
-    );
+    throw new ConfigError(`${from} must name at least one host:port: got ${JSON.stringify(list)}`);
   }
   for (const broker of brokers) {
     const port = Number(/^[^\s:/]+:(\d{1,5})$/.exec(broker)?.[1] ?? 0);
     if (port < 1 || port > 65_535) {
       throw new ConfigError(
-        `${source(flags, "brokers")} must be host:port[,host:port...] with a port in 1..65535: got ${
-          JSON.stringify(broker)
-        }`,
+        `${from} must be host:port[,host:port...] with a port in 1..65535: got ${JSON.stringify(broker)}`,
       );
     }
   }
-  const databaseUrl = checkedDatabaseUrl(text(values, flags, "database-url", DEFAULTS.databaseUrl), flags);
-  const logFormat = text(values, flags, "log-format", "human");
-  if (logFormat !== "human" && logFormat !== "json") {
-    throw new ConfigError(`${source(flags, "log-format")} must be human or json: got ${JSON.stringify(logFormat)}`);
-  }
-  const mechanism = values.get("sasl-mechanism");
-  let kafkaSasl: SaslConfig | undefined;
-  if (mechanism !== undefined) {
-    const m = String(mechanism).toLowerCase();
-    if (m !== "plain" && m !== "scram-sha-256" && m !== "scram-sha-512") {
-      throw new ConfigError(
-        `${source(flags, "sasl-mechanism")} must be plain, scram-sha-256 or scram-sha-512: got ${JSON.stringify(m)}`,
-      );
-    }
-    kafkaSasl = {
-      mechanism: m,
-      username: text(values, flags, "sasl-username", ""),
-      password: String(values.get("sasl-password") ?? ""),
-    };
-    if (!kafkaSasl.username) {
-      throw new ConfigError(`${source(flags, "sasl-username")} is required with a SASL mechanism`);
-    }
-    if (!kafkaSasl.password) {
-      throw new ConfigError(`${source(flags, "sasl-password")} is required with a SASL mechanism`);
-    }
-  } else if (values.has("sasl-username") || values.has("sasl-password")) {
-    throw new ConfigError(
-      `SASL credentials need ${source(flags, "sasl-mechanism")}: plain, scram-sha-256 or scram-sha-512`,
-    );
-  }
-  const kafkaTlsCa = readCaFile(values, flags);
-  const usersTopic = text(values, flags, "users-topic", DEFAULTS.usersTopic);
-  const ordersTopic = text(values, flags, "orders-topic", DEFAULTS.ordersTopic);
-  if (usersTopic === ordersTopic) {
-    throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(usersTopic)}`);
-  }
-  return {
-    brokers,
-    databaseUrl,
-    usersTopic,
-    ordersTopic,
-    usersPartitions: integer(values, flags, "users-partitions", DEFAULTS.usersPartitions, 1, 10_000)!,
-    ordersPartitions: integer(values, flags, "orders-partitions", DEFAULTS.ordersPartitions, 1, 10_000)!,
-    replicationFactor: integer(values, flags, "replication-factor", DEFAULTS.replicationFactor, 1, 100)!,
-    consumerGroup: text(values, flags, "group", DEFAULTS.consumerGroup),
-    kafkaTls: values.get("kafka-tls") === true || kafkaTlsCa !== undefined,
-    kafkaTlsCa,
-    kafkaSasl,
-    logFormat,
-    metricsPort: integer(values, flags, "metrics-port", undefined, 0, 65_535),
-  };
+  return brokers;
 }
 
 /**
- * `url` if it is a postgres:// URL that parses, else a ConfigError. The URL is checked here, where
- * the error is one line with the password masked, because every later parser (postgres.js, the
- * capture) would throw it whole, password included.
+ * A postgres:// URL that parses. The URL is checked here, where the error is one line with the
+ * password masked, because every later parser (postgres.js, the capture) would throw it whole,
+ * password included.
  */
-function checkedDatabaseUrl(url: string, flags: Record<string, Setting>): string {
+function databaseUrl(raw: string | boolean | undefined, from: string): string {
+  const url = text(raw, from);
   if (!/^postgres(ql)?:\/\//.test(url)) {
     throw new ConfigError(
-      `${source(flags, "database-url")} must start with postgres:// or postgresql://: got ${
-        JSON.stringify(redactUrl(url))
-      }`,
+      `${from} must start with postgres:// or postgresql://: got ${JSON.stringify(redactUrl(url))}`,
     );
   }
   try {
     new URL(url);
   } catch {
     throw new ConfigError(
-      `${source(flags, "database-url")} is not a valid URL (check the host, a port in 1..65535, and ` +
+      `${from} is not a valid URL (check the host, a port in 1..65535, and ` +
         `percent-encode special characters of the password): got ${JSON.stringify(redactUrl(url))}`,
     );
   }
   return url;
 }
 
-function readCaFile(values: Map<string, string | boolean>, flags: Record<string, Setting>): string | undefined {
-  if (!values.has("kafka-ca-file")) return undefined;
-  const path = text(values, flags, "kafka-ca-file", "");
+/** The PEM certificates in the file at the path given. */
+function caFile(raw: string | boolean | undefined, from: string): string {
+  const path = text(raw, from);
   let pem: string;
   try {
     pem = readFileSync(path, "utf8");
   } catch (error) {
     throw new ConfigError(
-      `${source(flags, "kafka-ca-file")} cannot be read: ${JSON.stringify(path)}: ${
-        (error as Error).message.split("\n")[0]
-      }`,
+      `${from} cannot be read: ${JSON.stringify(path)}: ${(error as Error).message.split("\n")[0]}`,
     );
   }
   if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new ConfigError(
-      `${source(flags, "kafka-ca-file")} must be a PEM file of certificates: got ${JSON.stringify(path)}`,
-    );
+    throw new ConfigError(`${from} must be a PEM file of certificates: got ${JSON.stringify(path)}`);
   }
   return pem;
 }
 
-/** Reads the producer's configuration from the environment, then the flags in `args`. */
-export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfig> {
-  const flags = settingsOf("produce");
-  const values = readValues(flags, args, env);
-  if (values.get("help") === true) return { help: true };
-  return {
-    help: false,
-    config: {
-      ...common(values, flags),
-      users: integer(values, flags, "users", DEFAULTS.users, 0)!,
-      orders: integer(values, flags, "orders", DEFAULTS.orders, 0)!,
-      batchSize: integer(values, flags, "batch-size", DEFAULTS.batchSize, 1, 1_000_000)!,
-      seed: integer(values, flags, "seed", undefined, 0, 2 ** 32 - 1),
-      dryRun: values.get("dry-run") === true,
-      maxAttempts: integer(values, flags, "max-attempts", DEFAULTS.maxAttempts, 1, 1000)!,
-      retryBackoffMs: integer(values, flags, "retry-backoff-ms", DEFAULTS.retryBackoffMs, 1, 600_000)!,
-    },
-  };
-}
-
-/** Reads the consumer's configuration from the environment, then the flags in `args`. */
-export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfig> {
-  const flags = settingsOf("consume");
-  const values = readValues(flags, args, env);
-  if (values.get("help") === true) return { help: true };
-  return { help: false, config: consumeSettings(values, flags) };
-}
-
-function consumeSettings(values: Map<string, string | boolean>, flags: Record<string, Setting>): ConsumeConfig {
-  return {
-    ...common(values, flags),
-    idleTimeoutS: integer(values, flags, "idle-timeout", undefined, 1, 86_400),
-    orderWaitS: integer(values, flags, "order-wait", DEFAULTS.orderWaitS, 0, 86_400)!,
-    concurrency: integer(values, flags, "concurrency", DEFAULTS.concurrency, 1, 256)!,
-    maxBatchBytes: integer(values, flags, "max-batch-bytes", DEFAULTS.maxBatchBytes, 1024, 64 * 1_048_576)!,
-    rebuild: values.get("rebuild") === true,
-    // Kafka brokers accept 6..1800 s by default (group.min/max.session.timeout.ms).
-    sessionTimeoutS: integer(values, flags, "session-timeout", DEFAULTS.sessionTimeoutS, 6, 1800)!,
-  };
-}
-
-/** Settings of `main_consume.ts dlq`: the consumer's, and the action with its own flags. */
-export interface DlqConfig extends ConsumeConfig {
-  /** `list` prints the DLQ records, `replay` republishes them to their source topics. */
-  action: "list" | "replay";
-  /** `users`, `orders`, a configured topic or its DLQ; both when absent. */
-  topic?: string;
-  /** list: print at most this many records. */
-  limit?: number;
-  /** replay: print what would be replayed; publish and commit nothing. @default false */
-  dryRun: boolean;
-}
-
-/** Reads `dlq list|replay` and its flags (its own and the consumer's) from the environment and `args`. */
-export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
-  const [action, ...rest] = args;
-  if (action === undefined || action === "--help" || action === "help") return { help: true };
-  if (action !== "list" && action !== "replay") {
-    throw new ConfigError(`dlq needs an action, list or replay: got ${JSON.stringify(action)}`);
-  }
-  const flags = settingsOf("consume dlq");
-  const values = readValues(flags, rest, env);
-  if (values.get("help") === true) return { help: true };
-  const dryRun = values.get("dry-run") === true;
-  if (dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
-  if (values.has("limit") && action !== "list") throw new ConfigError("--limit belongs to dlq list");
-  return {
-    help: false,
-    config: {
-      ...consumeSettings(values, flags),
-      action,
-      topic: values.has("topic") ? text(values, flags, "topic", "") : undefined,
-      limit: integer(values, flags, "limit", undefined, 1),
-      dryRun,
-    },
-  };
-}
-
-/**
- * Reads the capture's configuration from the environment, then the flags in `args`. The slot and
- * publication names go into replication commands, which take no parameters, so they are held to
- * PostgreSQL's slot name rule.
- */
-export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfig> {
-  const flags = settingsOf("produce capture");
-  const values = readValues(flags, args, env);
-  if (values.get("help") === true) return { help: true };
-  const name = (flag: string, fallback: string) => {
-    const value = text(values, flags, flag, fallback);
-    if (!/^[a-z0-9_]{1,63}$/.test(value)) {
-      throw new ConfigError(
-        `${source(flags, flag)} must be 1..63 lower-case letters, digits or underscores: got ${JSON.stringify(value)}`,
-      );
-    }
-    return value;
-  };
-  const topicPrefix = text(values, flags, "topic-prefix", DEFAULTS.captureTopicPrefix);
-  if (!/^[a-zA-Z0-9._-]{1,200}$/.test(topicPrefix)) {
+/** A slot or publication name: it goes into replication commands, which take no parameters, so PostgreSQL's slot name rule holds. */
+function slotName(raw: string | boolean | undefined, from: string): string {
+  const value = text(raw, from);
+  if (!/^[a-z0-9_]{1,63}$/.test(value)) {
     throw new ConfigError(
-      `${source(flags, "topic-prefix")} must be 1..200 of a-z A-Z 0-9 . _ -: got ${JSON.stringify(topicPrefix)}`,
+      `${from} must be 1..63 lower-case letters, digits or underscores: got ${JSON.stringify(value)}`,
     );
   }
-  return {
-    help: false,
-    config: {
-      ...common(values, flags),
-      topicPrefix,
-      slot: name("slot", DEFAULTS.captureSlot),
-      publication: name("publication", DEFAULTS.capturePublication),
-      batchSize: integer(values, flags, "batch-size", DEFAULTS.captureBatchSize, 1, 100_000)!,
-      dropSlot: values.get("drop-slot") === true,
-      newSnapshot: values.get("new-snapshot") === true,
-      schemas: choice(values, flags, "schemas", ["true", "false"], "true") === "true",
-      compression: choice(values, flags, "compression", ["none", "gzip"], DEFAULTS.captureCompression),
-      inFlight: integer(values, flags, "in-flight", DEFAULTS.captureInFlight, 1, 64)!,
-      inFlightBytes: integer(values, flags, "in-flight-bytes", DEFAULTS.captureInFlightBytes, 1_048_576)!,
-      tables: captureTables(text(values, flags, "tables", DEFAULTS.captureTables), source(flags, "tables")),
-    },
-  };
+  return value;
+}
+
+/** A Kafka topic name prefix. */
+function topicPrefix(raw: string | boolean | undefined, from: string): string {
+  const value = text(raw, from);
+  if (!/^[a-zA-Z0-9._-]{1,200}$/.test(value)) {
+    throw new ConfigError(`${from} must be 1..200 of a-z A-Z 0-9 . _ -: got ${JSON.stringify(value)}`);
+  }
+  return value;
 }
 
 /** Parses `schema.table,...` (a bare name is in `public`); names become topic names, so they are held to a-z A-Z 0-9 _. */
-function captureTables(list: string, from: string): { schema: string; table: string }[] {
+function tableList(raw: string | boolean | undefined, from: string): { schema: string; table: string }[] {
+  const list = text(raw, from);
   const tables = list.split(",").map((item) => item.trim()).filter((item) => item !== "").map((item) => {
     const match = /^(?:([A-Za-z0-9_]{1,63})\.)?([A-Za-z0-9_]{1,63})$/.exec(item);
     if (!match) {
@@ -877,8 +902,8 @@ export function helpText(command: CommandName, summary: string): string {
     "",
     "flags (each also read from the env variable shown):",
   ];
-  for (const [name, spec] of Object.entries(flags)) {
-    const left = `  --${name}${spec.type === "string" ? " VALUE" : ""}`;
+  for (const spec of flags as Setting[]) {
+    const left = `  --${spec.flag}${spec.type === "string" ? " VALUE" : ""}`;
     const fallback = spec.default === undefined ? "" : ` (default ${spec.default})`;
     lines.push(`${left.padEnd(28)} ${spec.help}${fallback}${spec.env ? ` [${spec.env}]` : ""}`);
   }

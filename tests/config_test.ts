@@ -5,10 +5,13 @@
  */
 import assert from "node:assert/strict";
 import {
+  type CaptureConfig,
+  COMMANDS,
   ConfigError,
   type ConsumeConfig,
   databaseLocation,
   DEFAULTS,
+  type DlqConfig,
   helpText,
   loadCaptureConfig,
   loadConsumeConfig,
@@ -16,6 +19,8 @@ import {
   type ProduceConfig,
   readCommandLine,
   redactUrl,
+  type Setting,
+  SETTINGS,
 } from "../lib/config.ts";
 import { oneLineError } from "./_helpers.ts";
 
@@ -634,4 +639,36 @@ Deno.test("cdc-produce capture --help lists the capture flags with their variabl
   assert.match(help, /--publication VALUE .*\[CAPTURE_PUBLICATION\]/);
   assert.match(help, /--topic-prefix VALUE .*\[CAPTURE_TOPIC_PREFIX\]/);
   assert.match(help, /--drop-slot/);
+});
+
+Deno.test("every setting in the table names its config field and has a parser", () => {
+  for (const s of SETTINGS as readonly Setting[]) {
+    assert.match(s.field, /^[a-z][A-Za-z]*$/, `--${s.flag} has a camelCase field`);
+    assert.equal(typeof s.parse, "function", `--${s.flag} has a parser`);
+  }
+});
+
+Deno.test("every command's --help lists exactly the table's settings for that command, in table order", () => {
+  for (const command of COMMANDS) {
+    const listed = helpText(command, "").split("\n").flatMap((line) => /^ {2}--([a-z-]+)/.exec(line)?.[1] ?? []);
+    const table = (SETTINGS as readonly Setting[]).filter((s) => s.commands.includes(command)).map((s) => s.flag);
+    assert.deepEqual(listed, table, command);
+  }
+});
+
+/** True when A and B are the same type (not just assignable one way). */
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
+
+Deno.test("the config types derived from the table keep choices as literal unions and unset settings optional", () => {
+  const checks: [
+    Same<ProduceConfig["logFormat"], "human" | "json">,
+    Same<CaptureConfig["compression"], "none" | "gzip">,
+    Same<Pick<ProduceConfig, "seed">, { seed?: number }>,
+    Same<
+      Pick<ConsumeConfig, "kafkaSasl">,
+      { kafkaSasl?: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } }
+    >,
+    DlqConfig extends ConsumeConfig ? true : false,
+  ] = [true, true, true, true, true];
+  assert.deepEqual(checks, [true, true, true, true, true]);
 });
