@@ -215,6 +215,7 @@ class ConsumerRun {
       ...this.#parts(),
       kafka: this.options.kafka,
       fail: (e) => this.fail(e),
+      signal: this.shutdown.signal,
     });
     await group.start(
       new PartitionBatches({

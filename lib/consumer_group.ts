@@ -9,8 +9,9 @@ import type { ConsumeConfig } from "./config.ts";
 import { describeError, isKafkaJSError, TopicRecreatedError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { OrderWaits } from "./order_wait.ts";
-import type { AppliedPositions, PartitionBatches } from "./partition_batch.ts";
+import { type AppliedPositions, databaseWait, type PartitionBatches } from "./partition_batch.ts";
 import { parsePartitionKey, partitionKey } from "./partition_key.ts";
+import { RetryError, waitOut } from "./retry.ts";
 import { readStoredOffsets, type Sql } from "./sink.ts";
 import type { ConsumeStats } from "./stats.ts";
 
@@ -28,6 +29,8 @@ export interface ConsumerGroupDeps {
   topics: string[];
   /** Ends the run on a failure neither kafkajs nor waiting will get past. */
   fail: (error: unknown) => void;
+  /** Aborted when the run stops: a wait for PostgreSQL on assignment ends. */
+  signal: AbortSignal;
 }
 
 /** The consumer group member of one consume run. */
@@ -124,7 +127,14 @@ export class ConsumerGroup {
     const mine = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => partitionKey(t, p))));
     orderWaits.keepOnly(mine);
     positions.reassigned(mine);
-    const stored = await readStoredOffsets(this.deps.sql, this.deps.topics);
+    const stored = await waitOut(
+      () => readStoredOffsets(this.deps.sql, this.deps.topics),
+      databaseWait("reading the stored offsets on assignment", this.deps),
+    ).catch((error) => {
+      if (error instanceof RetryError && this.deps.signal.aborted) return undefined; // stopping
+      throw error;
+    });
+    if (!stored) return;
     for (const [topic, partitions] of assigned) {
       const ends = new Map((await admin.fetchTopicOffsets(topic)).map((e) => [e.partition, BigInt(e.high)]));
       for (const partition of partitions) {

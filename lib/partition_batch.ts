@@ -26,7 +26,7 @@ import {
 import type { OrderWaits, WaitDecision } from "./order_wait.ts";
 import type { BatchStats, ConsumeObserver } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
-import { OUTAGE, RetryError, waitOut } from "./retry.ts";
+import { OUTAGE, RetryError, waitOut, type WaitOutOptions } from "./retry.ts";
 import {
   advanceOffset,
   applyChanges,
@@ -140,7 +140,12 @@ export class PartitionBatches {
    * and retries) this is how the member learns of a rebalance; the heartbeat throws it.
    */
   async handle(payload: EachBatchPayload): Promise<void> {
-    await this.#apply(payload);
+    try {
+      await this.#apply(payload);
+    } catch (error) {
+      if (error instanceof RetryError && this.deps.signal.aborted) return; // stopped during a wait: nothing applied
+      throw error;
+    }
     await payload.heartbeat();
   }
 
@@ -157,7 +162,7 @@ export class PartitionBatches {
       return;
     }
     while (messages.length > 0 && isRunning() && !isStale() && !this.deps.signal.aborted) {
-      const start = (await this.deps.positions.of(topic, partition)) ?? BigInt(messages[0].offset);
+      const start = (await this.#position(topic, partition)) ?? BigInt(messages[0].offset);
       const step = await this.#stepWithRetries(topic, partition, start, messages, batchEnd, heartbeat);
       if (!step) return;
       if (step.next > start) {
@@ -175,12 +180,18 @@ export class PartitionBatches {
     }
   }
 
+  /** The partition's stored position; reading it waits out an outage of PostgreSQL as a step does. */
+  async #position(topic: string, partition: number): Promise<bigint | null> {
+    const what = `reading ${partitionKey(topic, partition)}'s stored offset`;
+    return await waitOut(() => this.deps.positions.of(topic, partition), databaseWait(what, this.deps));
+  }
+
   /**
    * The batch's records the tables have not seen, or undefined when the batch starts past the
    * stored offset: then the consumer is sent back there (once; a gap that remains is the log's).
    */
   async #unapplied(topic: string, partition: number, messages: KafkaMessage[]): Promise<KafkaMessage[] | undefined> {
-    const stored = await this.deps.positions.of(topic, partition);
+    const stored = await this.#position(topic, partition);
     if (stored === null || messages.length === 0) return messages;
     const unapplied = messages.filter((m) => BigInt(m.offset) >= stored);
     const first = unapplied.length > 0 ? BigInt(unapplied[0].offset) : undefined;
@@ -339,6 +350,31 @@ async function stillMember(topic: string, partition: number, heartbeat: () => Pr
 }
 
 /** What a failed step waits for before it is tried again; undefined when waiting will not help. */
+/**
+ * How a read of PostgreSQL outside a step waits out an outage: the step's policy, its line, the
+ * health flag; `signal` ends the wait with a RetryError.
+ */
+export function databaseWait(
+  what: string,
+  deps: { stats: BatchStats; logger: Logger; signal: AbortSignal },
+): WaitOutOptions {
+  return {
+    what,
+    policy: OUTAGE,
+    signal: deps.signal,
+    isRetriable: (error) => waitedFor(error) === "PostgreSQL",
+    onWait: (error, attempt, delayMs) => {
+      deps.stats.health.set("database", false);
+      deps.stats.retries++;
+      deps.logger.warn(`waiting for PostgreSQL (${what})`, {
+        attempt,
+        retryInMs: delayMs,
+        error: describeError(error),
+      });
+    },
+  };
+}
+
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
   if (error instanceof FencedError || error instanceof MembershipLostError) return undefined;
   const kind = classify(error);

@@ -106,19 +106,20 @@ export async function copyCommittedOffsets(groupId: string, topics: string[], br
   return copy;
 }
 
-/** Waits until the group has committed more than `beyond` records in all, or fails at the deadline. */
+/** Waits until the group has committed more than `beyond` records in all, or `all` of them (a drain already done), or fails at the deadline. */
 export function waitForCommitsBeyond(
   groupId: string,
   topics: string[],
   brokers: string[],
   beyond: number,
   timeoutMs = 90_000,
+  all = Infinity,
 ): Promise<number> {
   return waitFor(
-    `group ${groupId} to commit beyond ${beyond}`,
+    `group ${groupId} to commit beyond ${beyond}${all < Infinity ? ` (or all ${all})` : ""}`,
     async () => {
       const total = await committedTotal(groupId, topics, brokers);
-      return total > beyond ? total : 0;
+      return total > beyond || total >= all ? total : 0;
     },
     timeoutMs,
     250,
