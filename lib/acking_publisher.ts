@@ -41,7 +41,7 @@ const HEADER_OVERHEAD = 10;
 /** The bytes one record takes in a record batch, at most. */
 export function recordBytes(record: CaptureRecord): number {
   let bytes = RECORD_OVERHEAD + (record.key === null ? 0 : Buffer.byteLength(record.key)) +
-    (record.value === null ? 0 : Buffer.byteLength(record.value));
+    (record.value === null ? 0 : record.value.byteLength);
   for (const [name, value] of Object.entries(record.headers ?? {})) {
     bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(value);
   }

@@ -7,14 +7,18 @@
  */
 import type { CompressionTypes, Kafka, Message, Producer } from "kafkajs";
 import { describeError, isKafkaAuthError } from "./errors.ts";
+import type { SelfWriting } from "./kafkajs_fixes.ts";
 import type { Logger } from "./log.ts";
 import { keyHashPartitioner } from "./partitioner.ts";
 import { retry } from "./retry.ts";
 
+/** A record to send: kafkajs' message, whose value may also write its own bytes (lib/kafkajs_fixes.ts). */
+export type OutgoingMessage = Omit<Message, "value"> & { value: Message["value"] | SelfWriting };
+
 /** Records for one topic, as one element of a batch send. */
 export interface TopicMessages {
   topic: string;
-  messages: Message[];
+  messages: OutgoingMessage[];
 }
 
 /**
@@ -68,7 +72,9 @@ export async function writeWithRetry(
   topicMessages: TopicMessages[],
   options: WriteRetryOptions,
 ): Promise<void> {
-  await retry(() => producer.sendBatch({ topicMessages, acks: -1, compression: options.compression }), {
+  // A SelfWriting value reaches the encoder as it is: kafkajs only checks that a value is not undefined.
+  const batch = { topicMessages: topicMessages as { topic: string; messages: Message[] }[], acks: -1 };
+  await retry(() => producer.sendBatch({ ...batch, compression: options.compression }), {
     what: `publishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(" and ")}`,
     maxAttempts: options.maxAttempts,
     baseMs: options.backoffMs,

@@ -33,12 +33,14 @@ import {
   type CaptureRecord,
   type ColumnSpec,
   DebeziumEncoder,
+  type FramedJson,
   type RowChange,
   type TableSpec,
 } from "../lib/debezium.ts";
 import { decodeFrame, decodePgOutput, type TupleValues } from "../lib/pgoutput.ts";
 import { partitionOf } from "../lib/partitioner.ts";
-import { createPublisher } from "../lib/publisher.ts";
+import { createPublisher, writeWithRetry } from "../lib/publisher.ts";
+import { createLogger } from "../lib/log.ts";
 import { brokerPids, procStats } from "./_proc.ts";
 
 const { values } = parseArgs({
@@ -167,17 +169,20 @@ const change = (i: number): RowChange => ({
   source: { tsUs: 1_764_514_800_000_000n, txId: 1234, lsn: BigInt(0x1_0000_0000 + i * 200), lastCommitLsn: null },
 });
 const records: CaptureRecord[] = Array.from({ length: DISTINCT }, (_, i) => encoder.encode(spec, change(i), 1_000n)[0]);
-/** The capture's messages: key and value as strings, as AckingPublisher hands them to kafkajs. */
+/** A record as AckingPublisher hands it to kafkajs: the key a string, the value a FramedJson. */
+type Outgoing = { key: string; value: FramedJson };
+/** The capture's messages. */
 const messages = records.map(({ key, value }) => ({ key: key!, value: value! }));
 /** The same records as the capture writes them with `--schemas=false`: the payloads alone. */
 const payloadOnly = Array.from({ length: DISTINCT }, (_, i) => payloadOnlyEncoder.encode(spec, change(i), 1_000n)[0])
   .map(({ key, value }) => ({ key: key!, value: value! }));
+const scratch = new Uint8Array(64 * 1024);
 const require = createRequire(import.meta.url);
 const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
 const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C/index.js");
 /** All distinct records' bytes in one buffer: the CRC's cost is linear in the bytes. */
-const bytesOf = (list: { key: string; value: string }[]) =>
-  Buffer.concat(list.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(value)]));
+const bytesOf = (list: Outgoing[]) =>
+  Buffer.concat(list.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(String(value))]));
 const allBytes = bytesOf(messages);
 const allPayloadOnlyBytes = bytesOf(payloadOnly);
 /** The bytes of about the first `n` records (`n` up to DISTINCT) of `all`. */
@@ -189,9 +194,9 @@ function gzipBatches(all: typeof allBytes) {
 }
 
 /** kafkajs' encoding of `list`'s records, grouped by partition, in produce requests of BATCH records. */
-async function kafkajsEncode(list: { key: string; value: string }[]) {
+async function kafkajsEncode(list: Outgoing[]) {
   for (let sent = 0; sent < CHANGES; sent += BATCH) {
-    const perPartition: Record<number, { key: string; value: string }[]> = {};
+    const perPartition: Record<number, Outgoing[]> = {};
     for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) {
       const message = list[i % DISTINCT];
       (perPartition[partitionOf(message.key, ORDERS_PARTITIONS)] ??= []).push(message);
@@ -221,8 +226,9 @@ const stages = {
   kafkajsEncode: () => kafkajsEncode(messages),
   kafkajsUtf8: () => {
     for (let i = 0; i < CHANGES; i++) {
-      Buffer.from(messages[i % DISTINCT].key);
-      Buffer.from(messages[i % DISTINCT].value);
+      const { key, value } = messages[i % DISTINCT];
+      utf8.encodeInto(key, scratch);
+      value.writeInto(scratch, 0);
     }
   },
   kafkajsCrc32c: () => {
@@ -257,11 +263,16 @@ try {
   await admin.createTopics({ topics: [{ topic: TOPIC, numPartitions: ORDERS_PARTITIONS }], waitForLeaders: true });
   await producer.connect();
   const compression = DEFAULTS.captureCompression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None;
-  const send = async (list: { key: string; value: string }[]) => {
+  const send = async (list: Outgoing[]) => {
     for (let sent = 0; sent < CHANGES; sent += BATCH) {
       const batch = [];
       for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) batch.push(list[i % DISTINCT]);
-      await producer.sendBatch({ topicMessages: [{ topic: TOPIC, messages: batch }], acks: -1, compression });
+      await writeWithRetry(producer, [{ topic: TOPIC, messages: batch }], {
+        maxAttempts: 1,
+        backoffMs: 0,
+        logger: createLogger({ component: "capture-profile" }),
+        compression,
+      });
     }
   };
   const brokerBefore = await brokerCpuSeconds();
@@ -283,8 +294,8 @@ console.log(JSON.stringify({
   batch: BATCH,
   meanFrameBytes: mean(frames.map((f) => f.length)),
   meanKeyBytes: mean(messages.map((m) => m.key.length)),
-  meanValueBytes: mean(records.map((r) => r.value!.length)),
-  meanPayloadOnlyValueBytes: mean(payloadOnly.map((r) => r.value.length)),
+  meanValueBytes: mean(records.map((r) => r.value!.byteLength)),
+  meanPayloadOnlyValueBytes: mean(payloadOnly.map((r) => r.value.byteLength)),
   compression: DEFAULTS.captureCompression,
   gzipRatio: Math.round((gzipSync(firstRecords(BATCH)).length / firstRecords(BATCH).length) * 1000) / 1000,
   gzipRatioPayloadOnly: Math.round(

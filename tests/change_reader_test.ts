@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { AckingPublisher, AcknowledgedPosition, recordBytes } from "../lib/acking_publisher.ts";
-import { type CaptureRecord, type DebeziumEncoder, EncodingError } from "../lib/debezium.ts";
+import { type CaptureRecord, type DebeziumEncoder, EncodingError, FramedJson } from "../lib/debezium.ts";
 import { encodeOrStop, RecordTooLargeError, UnencodableChangeError } from "../lib/capture_errors.ts";
 import { ChangeReader, type StreamEvent } from "../lib/change_reader.ts";
 import { PG_EPOCH_OFFSET_US } from "../lib/pgoutput.ts";
@@ -33,8 +33,13 @@ function controlledSend() {
   };
 }
 
+/** A payload-only value of `text`. */
+function framed(text: string): FramedJson {
+  return new FramedJson(new Uint8Array(), text, new Uint8Array());
+}
+
 function record(key: string, bytes = 10): CaptureRecord {
-  return { topic: "t", key, value: "v".repeat(bytes) };
+  return { topic: "t", key, value: framed("v".repeat(bytes)) };
 }
 
 /** Reads frames and feeds changes and boundaries to the publisher, as the capture does. */
@@ -186,7 +191,7 @@ Deno.test("sends are split so that no batch passes its topic's byte limit, and e
   assert.ok(batches.length > 1, `split into ${batches.length} sends`);
   for (const batch of batches) {
     const bytes = 61 +
-      batch.reduce((n, m) => n + recordBytes({ topic: "t", key: m.key as string, value: m.value as string }), 0);
+      batch.reduce((n, m) => n + recordBytes({ topic: "t", key: m.key as string, value: m.value as FramedJson }), 0);
     assert.ok(bytes <= limit, `a send of ${bytes} bytes`);
   }
   assert.deepEqual(batches.flat().map((m) => m.key), records.map((r) => r.key));
@@ -198,7 +203,7 @@ Deno.test("a record over its topic's limit stops the run naming the table, key a
     maxBytes: () => 65_536,
     maxRecords: 100,
   });
-  const wide = { topic: "t", key: '{"schema":{},"payload":{"id":42}}', value: "x".repeat(70_000) };
+  const wide = { topic: "t", key: '{"schema":{},"payload":{"id":42}}', value: framed("x".repeat(70_000)) };
   assert.throws(() => publisher.add([wide], "users", "c"), (error: Error) => {
     assert.ok(error instanceof RecordTooLargeError);
     assert.match(
@@ -282,7 +287,7 @@ Deno.test("with several sends in flight, each key's records reach Kafka in the o
   });
   const keys = Array.from({ length: 20 }, (_, i) => `key-${i}`);
   for (let version = 0; version < 10; version++) {
-    for (const key of keys) publisher.add([{ topic: "t", key, value: String(version) }], "users", "u");
+    for (const key of keys) publisher.add([{ topic: "t", key, value: framed(String(version)) }], "users", "u");
     if (version % 3 === 0) publisher.flush().catch(() => {});
   }
   await publisher.flush();

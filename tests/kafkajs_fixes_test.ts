@@ -157,6 +157,9 @@ async function run(command: string, args: string[]): Promise<string> {
 interface Encoded {
   fix: string | null;
   asciiBufferFromCalls: number;
+  framedBufferFromCalls: number;
+  framedBatchHex: string;
+  stringBatchHex: string;
   records: Parameters<typeof recordBytes>[0][];
   hex: string[];
 }
@@ -164,11 +167,13 @@ interface Encoded {
 function assertEncodedWithoutBuffers(result: Encoded) {
   assert.equal(result.fix, "Buffer-free record encoding");
   assert.equal(result.asciiBufferFromCalls, 0, "kafkajs 2.2.4 makes a Buffer per varint: 4 a record");
-  assert.equal(result.hex.length, 6);
+  assert.equal(result.framedBufferFromCalls, 0, "a FramedJson value is written by its own method");
+  assert.equal(result.hex.length, 9);
+  assert.equal(result.framedBatchHex, result.stringBatchHex, "a batch of FramedJson values is the batch of their text");
   assert.deepEqual(result.hex, result.records.map(recordBytes));
 }
 
-Deno.test("kafkajs encodes records under Deno with no Buffer per varint, in Kafka's record format byte for byte", async () => {
+Deno.test("kafkajs encodes records under Deno with no Buffer per varint, FramedJson values included, in Kafka's record format byte for byte", async () => {
   assertEncodedWithoutBuffers(JSON.parse(await run(Deno.execPath(), ["run", "--allow-read", "--allow-env", FIXTURE])));
 });
 
