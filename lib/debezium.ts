@@ -11,6 +11,7 @@
 import { PipelineError } from "./errors.ts";
 import type { TupleValues } from "./pgoutput.ts";
 import { type Codec, codecFor, jsonString } from "./debezium_values.ts";
+import { utf8Length } from "./utf8.ts";
 
 /** One column, from pgoutput's Relation message and the catalog. */
 export interface ColumnSpec {
@@ -93,7 +94,6 @@ export interface EncoderSettings {
 
 const utf8 = new TextEncoder();
 const fromUtf8 = new TextDecoder();
-const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
  * A record value as UTF-8 bytes in three parts: the table's serialized schema before the payload and what closes it
@@ -110,11 +110,7 @@ export class FramedJson {
 
   /** The value's length in UTF-8 bytes. */
   get byteLength(): number {
-    if (this.#byteLength < 0) {
-      const { payload } = this;
-      const payloadBytes = NON_ASCII.test(payload) ? utf8.encode(payload).length : payload.length;
-      this.#byteLength = this.head.length + payloadBytes + this.tail.length;
-    }
+    if (this.#byteLength < 0) this.#byteLength = this.head.length + utf8Length(this.payload) + this.tail.length;
     return this.#byteLength;
   }
 
@@ -291,16 +287,37 @@ function encodeRow(table: CompiledTable, columns: CompiledColumn[], row: TupleVa
   return `${json}}`;
 }
 
+/**
+ * An update's old and new rows. With REPLICA IDENTITY FULL the old row comes whole and most of its columns equal the
+ * new row's: a column whose text did not change is encoded once for both.
+ */
+function encodeRowPair(table: CompiledTable, before: TupleValues, after: TupleValues): [string, string] {
+  let beforeJson = "{";
+  let afterJson = "{";
+  for (const column of table.columns) {
+    const old = before[column.index];
+    const now = after[column.index];
+    const value = encodeValue(table, column, old, before);
+    beforeJson += column.member + value;
+    afterJson += column.member + (now === old ? value : encodeValue(table, column, now, after));
+  }
+  return [`${beforeJson}}`, `${afterJson}}`];
+}
+
 /** Encodes row changes as Debezium records; each spec's schemas are built and serialized once. */
 export class DebeziumEncoder {
   // A new spec object (after a Relation message) gets new schemas; old ones are collected with their specs.
   #compiled = new WeakMap<TableSpec, CompiledTable>();
   readonly #sourceHead: string;
+  /** `"db":"<database>",` of the source block. */
+  readonly #database: string;
+  #lastCommitTime: { us: bigint; ms: string; ns: string } | undefined;
 
   /** Creates an encoder for one run's settings. */
   constructor(readonly settings: EncoderSettings) {
     this.#sourceHead = `,"source":{"version":${jsonString(settings.version)},"connector":"postgresql",` +
       `"name":${jsonString(settings.prefix)},"ts_ms":`;
+    this.#database = `"db":${jsonString(settings.database)},`;
   }
 
   /** The topic of a table: `<prefix>.<schema>.<table>`. */
@@ -326,14 +343,17 @@ export class DebeziumEncoder {
     if (!row) throw new EncodingError(`${spec.schema}.${spec.table}: a ${op} change has no row`);
     const key = this.#key(table, row);
     const source = this.#source(table, change.source);
-    const envelope = (o: string, b: TupleValues | null, a: TupleValues | null) =>
-      new FramedJson(
+    const envelope = (o: string, b: TupleValues | null, a: TupleValues | null) => {
+      const [beforeJson, afterJson] = b && a
+        ? encodeRowPair(table, b, a)
+        : [b ? encodeRow(table, table.columns, b) : "null", a ? encodeRow(table, table.columns, a) : "null"];
+      return new FramedJson(
         table.valueHead,
-        `{"before":${b ? encodeRow(table, table.columns, b) : "null"},"after":` +
-          `${a ? encodeRow(table, table.columns, a) : "null"}${source},"transaction":null,"op":"${o}",` +
+        `{"before":${beforeJson},"after":${afterJson}${source},"transaction":null,"op":"${o}",` +
           `"ts_ms":${nowNs / 1_000_000n},"ts_us":${nowNs / 1000n},"ts_ns":${nowNs}}`,
         table.valueTail,
       );
+    };
     const { topic } = table;
     if (op === "d") return [{ topic, key, value: envelope("d", before, null) }, { topic, key, value: null }];
     if (op === "u" && before) {
@@ -351,18 +371,28 @@ export class DebeziumEncoder {
     return [{ topic, key, value: envelope(op, before, after) }];
   }
 
+  /** A commit time as the source block writes it; a transaction's changes (and a snapshot's rows) share one. */
+  #commitTime(tsUs: bigint): { us: bigint; ms: string; ns: string } {
+    if (this.#lastCommitTime?.us !== tsUs) {
+      this.#lastCommitTime = { us: tsUs, ms: String(tsUs / 1000n), ns: String(tsUs * 1000n) };
+    }
+    return this.#lastCommitTime;
+  }
+
   #key(table: CompiledTable, row: TupleValues): string | null {
     return table.keyHead === null ? null : `${table.keyHead}${encodeRow(table, table.keyColumns, row)}${table.keyTail}`;
   }
 
   #source(table: CompiledTable, source: ChangeSource): string {
-    const { tsUs, lsn, lastCommitLsn } = source;
+    const { tsUs, lastCommitLsn } = source;
+    const lsn = source.lsn === null ? "null" : String(source.lsn);
     // Debezium's SourceInfo.sequence: a JSON array of two strings, itself written as a JSON string.
     const sequence = `[${lastCommitLsn === null ? "null" : `\\"${lastCommitLsn}\\"`},` +
-      `${lsn === null ? "null" : `\\"${lsn}\\"`}]`;
-    const position = `"txId":${source.txId ?? "null"},"lsn":${lsn ?? "null"}`;
-    return `${this.#sourceHead}${tsUs / 1000n},"snapshot":"${source.snapshot ?? "false"}",` +
-      `"db":${jsonString(this.settings.database)},"sequence":"${sequence}","ts_us":${tsUs},"ts_ns":${tsUs * 1000n}` +
+      `${source.lsn === null ? "null" : `\\"${lsn}\\"`}]`;
+    const position = `"txId":${source.txId ?? "null"},"lsn":${lsn}`;
+    const time = this.#commitTime(tsUs);
+    return `${this.#sourceHead}${time.ms},"snapshot":"${source.snapshot ?? "false"}",` +
+      `${this.#database}"sequence":"${sequence}","ts_us":${time.us},"ts_ns":${time.ns}` +
       `${table.sourceTable}${position},"xmin":null,"origin":null,"origin_lsn":null}`;
   }
 }

@@ -8,6 +8,7 @@
 import { Buffer } from "node:buffer";
 import Encoder from "kafkajs/src/protocol/encoder.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
+import { utf8Length } from "./utf8.ts";
 
 /** Set on a patched method, naming what it fixes, so a test can tell that the fix is in place. */
 export const KAFKAJS_FIX = Symbol.for("cdc-pipeline.kafkajs-fix");
@@ -98,13 +99,7 @@ function isSelfWriting(value: unknown): value is SelfWriting {
 type EncoderMethod = ((this: Encoding, ...args: any[]) => unknown) & { [KAFKAJS_FIX]?: string };
 
 const ENCODER_FIX = "Buffer-free record encoding";
-const NON_ASCII = /[\u0080-\uffff]/;
 const utf8 = new TextEncoder();
-
-/** UTF-8 length of `value`: its length when it is ASCII (ids, JSON of ASCII text), else Buffer's count. */
-function utf8Length(value: string): number {
-  return value.length < 4096 && !NON_ASCII.test(value) ? value.length : Buffer.byteLength(value, "utf8");
-}
 
 /** Whether `value` is a plain number that zigzag-encodes in 32 bits, as every timestamp delta of one batch does. */
 function isInt32(value: unknown): value is number {
