@@ -6,6 +6,7 @@
  */
 import postgres from "postgres";
 import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
+import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   committedOffsets,
   groupLag,
@@ -197,18 +198,14 @@ export function report(scenario: string, fields: Record<string, unknown>): void 
  * make their order in the log matter.
  */
 export function referenceOfWaves(waves: Workload[]): ReturnType<typeof referenceState> {
-  const users = [], orders = [];
-  const seen = new Map<string, number>();
+  const users: UserEvent[] = [], orders: OrderEvent[] = [];
+  const waveOf = new Map<string, number>();
   for (const [i, wave] of waves.entries()) {
     const events = seededEvents(wave.seed, wave.users, wave.orders);
-    for (
-      const id of new Set([
-        ...events.userEvents.map((e) => e.user_id),
-        ...events.orderEvents.map((e) => e.order_id),
-      ])
-    ) {
-      if (seen.has(id)) throw new Error(`waves ${seen.get(id)} and ${i} share id ${id}: give them other seeds`);
-      seen.set(id, i);
+    for (const id of [...events.userEvents.map((e) => e.user_id), ...events.orderEvents.map((e) => e.order_id)]) {
+      const other = waveOf.get(id) ?? i;
+      if (other !== i) throw new Error(`waves ${other} and ${i} share id ${id}: give them other seeds`);
+      waveOf.set(id, i);
     }
     users.push(...events.userEvents);
     orders.push(...events.orderEvents);
@@ -264,13 +261,15 @@ export function sessionsNamed(databaseUrl: string, name: string): string {
 }
 
 /**
- * How many database sessions named `name` wait on a lock, that of {@linkcode holdWrites}: each is
- * a batch a consumer fetched and is applying, uncommitted. `sql` is any session of the same database.
+ * How many database sessions named `name` wait for a lock on users or orders, that of
+ * {@linkcode holdWrites}: each is a batch a consumer fetched and is applying, uncommitted. `sql`
+ * is any session of the same database.
  */
 export async function heldBatches(sql: postgres.Sql, name = "cdc-pipeline"): Promise<number> {
   const [row] = await sql<{ n: number }[]>`
-    select count(*)::int as n from pg_stat_activity
-    where datname = current_database() and application_name = ${name} and wait_event_type = 'Lock'`;
+    select count(distinct a.pid)::int as n from pg_stat_activity a join pg_locks l on l.pid = a.pid
+    where a.datname = current_database() and a.application_name = ${name} and not l.granted
+      and l.relation in ('users'::regclass, 'orders'::regclass)`;
   return row.n;
 }
 

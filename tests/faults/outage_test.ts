@@ -304,7 +304,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           assert.deepEqual(mismatches, []);
           assert.equal(dlq, expected.rejected, "an outage dead-letters nothing");
         } finally {
-          await hold?.release();
+          await hold?.release().catch((error) => console.error(`releasing the lock on the tables failed: ${error}`));
           await killLeftovers(...runs);
           await restoreServices();
           await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
