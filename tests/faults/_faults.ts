@@ -4,19 +4,24 @@
  * source for fault timing; waits on the group's progress; and one report line per scenario.
  * @module
  */
+import postgres from "postgres";
 import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
+import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   committedOffsets,
   groupLag,
   type PipelineEnv,
   readWholeTopic,
+  referenceState,
   ROOT,
   type Running,
   type RunResult,
   runServices,
+  seededEvents,
   testKafka,
   uniqueName,
   waitFor,
+  type Workload,
 } from "../_helpers.ts";
 
 /** Where the fault suite's services keep their data, beside the shared services' `.data/`. */
@@ -184,4 +189,91 @@ export async function dlqReasons(env: PipelineEnv, brokers: string[]): Promise<R
 export function report(scenario: string, fields: Record<string, unknown>): void {
   const parts = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
   console.log(`[faults] ${scenario}: ${parts.join(" ")}`);
+}
+
+/**
+ * The expected state after `waves` were published one after another: each wave is a seeded
+ * workload of its own (its orders reference its own users), so the waves' events, users before
+ * orders, are one stream to the reference. Throws if two waves share an entity id, which would
+ * make their order in the log matter.
+ */
+export function referenceOfWaves(waves: Workload[]): ReturnType<typeof referenceState> {
+  const users: UserEvent[] = [], orders: OrderEvent[] = [];
+  const waveOf = new Map<string, number>();
+  for (const [i, wave] of waves.entries()) {
+    const events = seededEvents(wave.seed, wave.users, wave.orders);
+    for (const id of [...events.userEvents.map((e) => e.user_id), ...events.orderEvents.map((e) => e.order_id)]) {
+      const other = waveOf.get(id) ?? i;
+      if (other !== i) throw new Error(`waves ${other} and ${i} share id ${id}: give them other seeds`);
+      waveOf.set(id, i);
+    }
+    users.push(...events.userEvents);
+    orders.push(...events.orderEvents);
+  }
+  return referenceState(users, orders);
+}
+
+/** A held lock on the tables; `release()` ends it (again: nothing). */
+export interface HeldWrites {
+  release: () => Promise<void>;
+}
+
+/**
+ * Locks users and orders in SHARE mode until `release()`: reads go on, every batch transaction
+ * blocks at its first write. A backlog published meanwhile is then fetched but cannot be applied,
+ * so a fault started now strikes members with records in hand, however fast they are.
+ */
+export async function holdWrites(databaseUrl: string): Promise<HeldWrites> {
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let locked!: () => void;
+  const isLocked = new Promise<void>((resolve) => (locked = resolve));
+  const holding = sql.begin(async (tx) => {
+    await tx`lock table users, orders in share mode`;
+    locked();
+    await released;
+  });
+  try {
+    await Promise.race([isLocked, holding]);
+  } catch (error) {
+    await sql.end({ timeout: 5 });
+    throw error;
+  }
+  let ended: Promise<void> | undefined;
+  return {
+    release: () =>
+      ended ??= (async () => {
+        release();
+        await holding.finally(() => sql.end({ timeout: 5 }));
+      })(),
+  };
+}
+
+/**
+ * `databaseUrl` naming its sessions `name` in pg_stat_activity (libpq's application_name
+ * parameter), so {@linkcode heldBatches} can tell the members of a group apart.
+ */
+export function sessionsNamed(databaseUrl: string, name: string): string {
+  const url = new URL(databaseUrl);
+  url.searchParams.set("application_name", name);
+  return url.href;
+}
+
+/**
+ * How many database sessions named `name` wait for a lock on users or orders, that of
+ * {@linkcode holdWrites}: each is a batch a consumer fetched and is applying, uncommitted. `sql`
+ * is any session of the same database.
+ */
+export async function heldBatches(sql: postgres.Sql, name = "cdc-pipeline"): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select count(distinct a.pid)::int as n from pg_stat_activity a join pg_locks l on l.pid = a.pid
+    where a.datname = current_database() and a.application_name = ${name} and not l.granted
+      and l.relation in ('users'::regclass, 'orders'::regclass)`;
+  return row.n;
+}
+
+/** Waits until the consumer whose sessions are named `name` has a batch in hand that {@linkcode holdWrites} stops; returns how many. */
+export function waitForHeldBatch(sql: postgres.Sql, name = "cdc-pipeline", timeoutMs = 60_000): Promise<number> {
+  return waitFor(`the consumer ${name} to hold a batch it cannot apply`, () => heldBatches(sql, name), timeoutMs, 100);
 }

@@ -1,14 +1,16 @@
 /**
  * Faults: PostgreSQL or Kafka goes away mid-run and comes back. These stop services, so they run
- * against the fault suite's own Kafka (19092) and PostgreSQL (15432), started once for this file.
+ * against the fault suite's own Kafka and PostgreSQL (tests/faults/_faults.ts), started once for this file.
  */
 import assert from "node:assert/strict";
+import type postgres from "postgres";
 import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   committedOffsets,
   createTestDatabase,
   diffTables,
   dlqSize,
+  groupLag,
   killLeftovers,
   metricsAddress,
   pipelineNames,
@@ -33,11 +35,15 @@ import {
   FAULTS_BROKERS,
   FAULTS_DATABASE_URL,
   faultSeed,
+  type HeldWrites,
+  holdWrites,
+  referenceOfWaves,
   report,
   services,
   SMALL_BATCHES,
   waitForCommitsBeyond,
   waitForDrain,
+  waitForHeldBatch,
 } from "./_faults.ts";
 
 const SEED = faultSeed(31);
@@ -53,6 +59,19 @@ async function restoreServices() {
   await services("up", "kafka", "postgres");
 }
 
+/**
+ * The consumer's lines while a batch it fetched waits for PostgreSQL (its step, or the read of its
+ * partition's stored offset); an idle consumer's health check logs another line.
+ */
+const BATCH_WAITS = /waiting for PostgreSQL(; nothing is committed meanwhile| \(reading \S+'s stored offset\))/;
+const BATCH_WAITS_ALL = new RegExp(BATCH_WAITS.source, "g");
+
+/** The sum of the stored next offsets: how far the tables have applied the topics. */
+async function appliedTotal(sql: postgres.Sql): Promise<number> {
+  const [row] = await sql<{ total: number }[]>`select coalesce(sum(next_offset), 0)::int as total from cdc_offsets`;
+  return row.total;
+}
+
 function eventsOf(records: ReadRecord[]) {
   return valuesOf(records).map((v) => JSON.parse(v));
 }
@@ -61,13 +80,16 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
   await services("up", "kafka", "postgres");
   try {
     await t.step(
-      "PostgreSQL stopped mid-drain: the consumer waits, commits nothing meanwhile, then converges",
+      "PostgreSQL stopped mid-drain, events published during the outage: the consumer waits with them in hand, commits nothing meanwhile, then converges",
       async () => {
         const { db, env, topics } = await freshPipeline();
         const runs: Running[] = [];
         try {
-          const users = 4_000, orders = 8_000;
-          await produceWorkload(env, { users, orders, seed: SEED });
+          // The second wave is published while PostgreSQL is down (Kafka is up): the consumer
+          // fetches it but cannot apply it, so the outage strikes it mid-drain however fast it is.
+          const before = { users: 2_000, orders: 4_000, seed: SEED };
+          const during = { users: 2_000, orders: 4_000, seed: SEED + 100 };
+          await produceWorkload(env, before);
           const consumer = startCommand("consume", [...SMALL_BATCHES, "--metrics-port", "0"], env);
           runs.push(consumer);
           const metricsUrl = await metricsAddress(consumer);
@@ -75,11 +97,12 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
             const response = await fetch(`${metricsUrl}/health`);
             return { status: response.status, body: await response.text() };
           };
-          const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
+          const committedBefore = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
           await services("down", "postgres");
+          await produceWorkload(env, during);
           await waitFor(
-            "the consumer to log that it waits for PostgreSQL",
-            () => /waiting for PostgreSQL/.test(consumer.stderr()),
+            "the consumer to wait for PostgreSQL with a batch in hand",
+            () => BATCH_WAITS.test(consumer.stderr()),
             30_000,
           ).catch((error) => {
             throw new Error(`${error.message}; the consumer's log ends with: ${consumer.stderr().slice(-3_000)}`);
@@ -98,6 +121,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
             30_000,
             0,
           );
+          const lagAtOutage = await groupLag(env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
           const outageStart = Date.now();
           let samples = 0, moved = 0, unhealthy = 0;
           while (Date.now() - outageStart < 6_000) {
@@ -107,6 +131,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
             const { status, body } = await health();
             if (status === 503 && body.includes('"database":"down"')) unhealthy++;
           }
+          const lagAtOutageEnd = await groupLag(env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
           await services("up", "postgres");
           await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
           // Drained and idle: the health check now rests on the consumer's own database ping.
@@ -116,15 +141,18 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
           }, 30_000);
           const result = await stopProcess(consumer, "SIGTERM");
           assert.equal(result.code, 0, result.stderr);
-          const { userEvents, orderEvents } = seededEvents(SEED, users, orders);
-          const expected = referenceState(userEvents, orderEvents);
+          const expected = referenceOfWaves([before, during]);
           const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
           const dlq = await dlqSize(env, FAULTS_BROKERS);
           const waits = result.stderr.match(/waiting for PostgreSQL/g)?.length ?? 0;
+          const heldBack = during.users + during.orders;
           report("database outage", {
-            events: users + orders,
-            faults: "postgres stopped ~6s",
-            committedBeforeOutage: before,
+            events: before.users + before.orders + heldBack,
+            faults: `postgres stopped ~6s, ${heldBack} events published during it`,
+            committedBeforeOutage: committedBefore,
+            lagAtOutage,
+            lagAtOutageEnd,
+            batchWaitLines: result.stderr.match(BATCH_WAITS_ALL)?.length ?? 0,
             offsetSamplesDuringOutage: samples,
             samplesWhereOffsetsMoved: moved,
             healthSamples503: unhealthy,
@@ -133,6 +161,7 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
             mismatches: mismatches.length,
             dlqRecords: dlq,
           });
+          assert.ok(lagAtOutageEnd >= heldBack, "the consumer had the events published during the outage to apply");
           assert.equal(moved, 0, "the group's offsets stood still while PostgreSQL was down");
           assert.ok(unhealthy > 0, "/health answered 503 naming the database during the outage");
           assert.match(healthAfter!.body, /"database":"up"/);
@@ -226,38 +255,56 @@ Deno.test("outages of PostgreSQL and Kafka are waited out: nothing lost, the tab
     // An outage longer than --order-wait once dead-lettered orders whose users were in the log;
     // their deadline now starts only after the users topic has caught up.
     await t.step({
-      name: "Kafka stopped mid-consume: the consumer reconnects and converges",
+      name: "Kafka stopped mid-consume, batches fetched but unapplied: the consumer reconnects and converges",
       fn: async () => {
         const { db, env, topics } = await freshPipeline();
         const runs: Running[] = [];
+        let hold: HeldWrites | undefined;
         try {
-          const users = 4_000, orders = 8_000;
-          await produceWorkload(env, { users, orders, seed: SEED + 2 });
+          // The second wave is published while the tables are locked against writes: the consumer
+          // fetches it but cannot apply it, so Kafka goes away while it holds unapplied batches.
+          const before = { users: 2_000, orders: 4_000, seed: SEED + 2 };
+          const held = { users: 2_000, orders: 4_000, seed: SEED + 102 };
+          await produceWorkload(env, before);
           const consumer = startCommand("consume", SMALL_BATCHES, env);
           runs.push(consumer);
-          const before = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
+          const committedBefore = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, FAULTS_BROKERS, 0);
+          hold = await holdWrites(db.url);
+          await produceWorkload(env, held);
+          const heldBatchesAtOutage = await waitForHeldBatch(db.sql);
+          const logEnd = await topicSize(env.USERS_TOPIC, FAULTS_BROKERS) +
+            await topicSize(env.ORDERS_TOPIC, FAULTS_BROKERS);
+          const lagAtOutage = await groupLag(env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
           await services("down", "kafka");
+          const unappliedAtOutage = logEnd - await appliedTotal(db.sql);
+          // The batches in hand apply while Kafka is away; their offsets reach Kafka after it is back.
+          await hold.release();
           await services("up", "kafka");
           await waitForDrain(consumer, env.CONSUMER_GROUP, topics, FAULTS_BROKERS);
           const result = await stopProcess(consumer, "SIGTERM");
           assert.equal(result.code, 0, result.stderr);
-          const { userEvents, orderEvents } = seededEvents(SEED + 2, users, orders);
-          const expected = referenceState(userEvents, orderEvents);
+          const expected = referenceOfWaves([before, held]);
           const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
           const dlq = await dlqSize(env, FAULTS_BROKERS);
+          const heldBack = held.users + held.orders;
           report("broker outage mid-consume", {
-            events: users + orders,
-            faults: "kafka stopped and restarted",
-            committedBeforeOutage: before,
+            events: before.users + before.orders + heldBack,
+            faults: `kafka stopped and restarted, ${heldBack} events fetched but held unapplied by a table lock`,
+            committedBeforeOutage: committedBefore,
+            lagAtOutage,
+            unappliedAtOutage,
+            heldBatchesAtOutage,
             kafkaWarnings: result.stderr.match(/WARN|warn/g)?.length ?? 0,
             dlqReasons: dlq > 0 ? await dlqReasons(env, FAULTS_BROKERS) : {},
             rowsCompared: expected.users.size + expected.orders.size,
             mismatches: mismatches.length,
             dlqRecords: dlq,
           });
+          assert.ok(unappliedAtOutage >= heldBack, "the held events were not applied when Kafka went away");
           assert.deepEqual(mismatches, []);
           assert.equal(dlq, expected.rejected, "an outage dead-letters nothing");
         } finally {
+          await hold?.release().catch((error) => console.error(`releasing the lock on the tables failed: ${error}`));
           await killLeftovers(...runs);
           await restoreServices();
           await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));

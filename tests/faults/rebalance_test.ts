@@ -12,46 +12,80 @@ import {
   groupLag,
   killLeftovers,
   pipelineNames,
+  produceWorkload,
   readTables,
-  referenceState,
   type Running,
-  seededEvents,
   startCommand,
   stopProcess,
   waitFor,
-  workloadArgs,
+  type Workload,
 } from "../_helpers.ts";
-import { dlqReasons, faultSeed, report, SMALL_BATCHES, waitForCommitsBeyond, waitForDrain } from "./_faults.ts";
+import {
+  dlqReasons,
+  faultSeed,
+  type HeldWrites,
+  holdWrites,
+  referenceOfWaves,
+  report,
+  sessionsNamed,
+  SMALL_BATCHES,
+  waitForCommitsBeyond,
+  waitForDrain,
+  waitForHeldBatch,
+} from "./_faults.ts";
 
-const USERS = 8_000;
-const ORDERS = 16_000;
+/**
+ * The SIGKILLed member's partitions stall until its session ends: 10 s (the broker's minimum is
+ * 6 s) keeps the test fast and well inside the default 30 s an order waits for its user.
+ */
+const SESSION_TIMEOUT_S = 10;
 
-Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain reach the same state as one consumer", async () => {
+Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) while members hold unapplied batches reach the same state as one consumer", async () => {
   const seed = faultSeed(23);
+  // One wave to start on, then one published before each membership change: each is its own
+  // seeded workload, so the expected state is exactly that of the four published in turn.
+  const waves: Workload[] = [0, 1, 2, 3].map((i) => ({ users: 2_000, orders: 4_000, seed: seed + i }));
   const db = await createTestDatabase();
   const runs: Running[] = [];
+  let hold: HeldWrites | undefined;
   try {
     const env = pipelineNames(db.url);
     const topics = [env.USERS_TOPIC, env.ORDERS_TOPIC];
-    // The default 30 s order wait: the SIGKILLed member's partitions stall until its session ends,
-    // and orders waiting for users in them must not expire meanwhile.
-    const consumeArgs = SMALL_BATCHES;
-    const first = startCommand("consume", consumeArgs, env);
-    runs.push(first);
-    // Publishing while the group consumes keeps the drain going through every membership change.
-    const producer = startCommand(
-      "produce",
-      workloadArgs({ users: USERS, orders: ORDERS, seed }, "--batch-size", "100"),
-      env,
-    );
-    runs.push(producer);
+    const consumer = (name: string) => {
+      const run = startCommand("consume", [...SMALL_BATCHES, "--session-timeout", `${SESSION_TIMEOUT_S}`], {
+        ...env,
+        DATABASE_URL: sessionsNamed(db.url, name),
+      });
+      runs.push(run);
+      return run;
+    };
+    let published = 0;
+    const publish = async (wave: Workload) => {
+      await produceWorkload(env, wave);
+      published += wave.users + wave.orders;
+    };
     const lagAt: Record<string, number> = {};
+    const heldAt: Record<string, number> = {};
+    /**
+     * Locks the tables, publishes the next wave and waits until `member` holds a batch of it that
+     * it cannot apply: the fault that follows strikes mid-drain by construction, at a lag of at
+     * least the wave.
+     */
+    const backlogFor = async (fault: string, member: string, wave: Workload) => {
+      hold = await holdWrites(db.url);
+      await publish(wave);
+      heldAt[fault] = await waitForHeldBatch(db.sql, member);
+    };
+
+    const first = consumer("member-1");
+    await publish(waves[0]);
     let committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, 0);
 
-    const second = startCommand("consume", consumeArgs, env);
-    const third = startCommand("consume", consumeArgs, env);
-    runs.push(second, third);
-    lagAt.join = await groupLag(env.CONSUMER_GROUP, topics);
+    await backlogFor("join", "member-1", waves[1]);
+    const second = consumer("member-2");
+    const third = consumer("member-3");
+    // The first member's held batch times out on the lock (a third of the session), finds the
+    // group rebalancing and rejoins: the joins complete with the backlog still unapplied.
     await waitFor(
       "the second and third consumers to join the group",
       () => /joined group/.test(second.stderr()) && /joined group/.test(third.stderr()),
@@ -60,44 +94,52 @@ Deno.test("consumers joining, leaving (SIGTERM) and dying (SIGKILL) mid-drain re
       const tails = [first, second, third].map((run, i) => `consumer ${i + 1}:\n${run.stderr().slice(-3000)}`);
       throw new Error(`${error.message}\n${tails.join("\n")}`);
     });
-    // A drain that finished already is progress too: the group cannot commit beyond the whole log.
-    committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, committed, 90_000, USERS + ORDERS);
+    lagAt.join = await groupLag(env.CONSUMER_GROUP, topics);
+    await hold!.release();
+    committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, committed, 90_000, published);
 
+    await backlogFor("sigterm", "member-2", waves[2]);
     lagAt.sigterm = await groupLag(env.CONSUMER_GROUP, topics);
-    const left = await stopProcess(second, "SIGTERM");
+    second.process.kill("SIGTERM");
+    // Released only now, so the leaving member is told to stop with its batch in hand.
+    await hold!.release();
+    const left = await second.done;
     assert.equal(left.code, 0, left.stderr);
-    // A drain that finished already is progress too: the group cannot commit beyond the whole log.
-    committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, committed, 90_000, USERS + ORDERS);
+    committed = await waitForCommitsBeyond(env.CONSUMER_GROUP, topics, BROKERS, committed, 90_000, published);
 
+    await backlogFor("sigkill", "member-3", waves[3]);
     lagAt.sigkill = await groupLag(env.CONSUMER_GROUP, topics);
     const killed = await stopProcess(third, "SIGKILL");
     assert.notEqual(killed.code, 0);
+    await hold!.release();
 
-    const produced = await producer.done;
-    assert.equal(produced.code, 0, produced.stderr);
     await waitForDrain(first, env.CONSUMER_GROUP, topics, BROKERS);
     const last = await stopProcess(first, "SIGTERM");
     assert.equal(last.code, 0, last.stderr);
 
-    const { userEvents, orderEvents } = seededEvents(seed, USERS, ORDERS);
-    const expected = referenceState(userEvents, orderEvents);
+    const expected = referenceOfWaves(waves);
     const mismatches = diffTables(expected, await readTables(db.sql), 1_000_000);
     const dlq = await dlqSize(env);
     const joins = (log: string) => log.match(/joined group/g)?.length ?? 0;
     report("rebalance", {
       seed,
-      events: USERS + ORDERS,
-      faults: "2 joins, 1 SIGTERM, 1 SIGKILL",
+      events: published,
+      faults: "2 joins, 1 SIGTERM, 1 SIGKILL, each after a wave of 6000 held unapplied by a table lock",
       lagAtFault: lagAt,
+      heldBatchesOfFaultedMember: heldAt,
       groupJoinsSeen: { first: joins(last.stderr), second: joins(left.stderr), third: joins(killed.stderr) },
       rowsCompared: expected.users.size + expected.orders.size,
       mismatches: mismatches.length,
       dlqRecords: dlq,
       dlqReasons: dlq > 0 ? await dlqReasons(env, BROKERS) : {},
     });
+    for (const [fault, wave] of [["join", waves[1]], ["sigterm", waves[2]], ["sigkill", waves[3]]] as const) {
+      assert.ok(lagAt[fault] >= wave.users + wave.orders, `the ${fault} struck with the wave before it unapplied`);
+    }
     assert.deepEqual(mismatches, []);
     assert.equal(dlq, expected.rejected);
   } finally {
+    await hold?.release().catch((error) => console.error(`releasing the lock on the tables failed: ${error}`));
     await killLeftovers(...runs);
     await db.drop();
   }
