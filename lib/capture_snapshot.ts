@@ -72,9 +72,13 @@ async function readTable(
   const { encoder, publisher, consistentPoint } = options;
   const columns = spec.columns.map((c) => c.name);
   let index = 0;
-  const cursor = tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}`.raw().cursor(1000);
-  for await (const batch of cursor) {
-    for (const raw of batch as unknown as (Uint8Array | null)[][]) {
+  const batches = tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}`.raw().cursor(1000)
+    [Symbol.asyncIterator]();
+  // The next batch is asked for before this one is encoded, so PostgreSQL reads it meanwhile.
+  let next = batches.next();
+  for (let batch = await next; !batch.done; batch = await next) {
+    next = batches.next();
+    for (const raw of batch.value as unknown as (Uint8Array | null)[][]) {
       const change: RowChange = {
         op: "r",
         before: null,
@@ -93,7 +97,10 @@ async function readTable(
     // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
     if (publisher.sendable) publisher.flush().catch(() => {});
     if (publisher.full) await publisher.below();
-    if (options.signal.aborted) return { rows: index, complete: false };
+    if (options.signal.aborted) {
+      next.catch(() => {}); // the transaction's end settles it
+      return { rows: index, complete: false };
+    }
   }
   return { rows: index, complete: true };
 }

@@ -132,9 +132,12 @@ try {
       return 0;
     }
   };
+  let exited: Deno.CommandStatus | undefined;
+  child.status.then((status) => exited = status);
   const waitFor = async (what: string, ok: () => Promise<boolean> | boolean, timeoutS = 900) => {
     const deadline = performance.now() + timeoutS * 1000;
     while (!(await ok())) {
+      if (exited) throw new Error(`the capture exited (code ${exited.code}) before ${what}\n${log.slice(-3000)}`);
       if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}\n${log.slice(-3000)}`);
       await new Promise((r) => setTimeout(r, TICK));
     }
@@ -165,7 +168,6 @@ try {
     result.peakBeforeUpdateMb = peakBeforeUpdateMb;
   }
   result.flags = captureFlags.join(" ");
-  if (Deno.env.get("SHOW_MEM")) { for (const m of log.matchAll(/"mem":"(.*?)"}/g)) console.log(m[1]); }
   console.log(JSON.stringify(result));
 } finally {
   if (child) {
