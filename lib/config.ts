@@ -42,7 +42,7 @@ export const DEFAULTS = {
   capturePublication: "cdc_pub",
   captureBatchSize: 2000,
   captureCompression: "gzip",
-  captureInFlight: 4,
+  captureInFlight: 1,
   captureInFlightBytes: 8 * 1024 * 1024,
   captureTables: "public.users,public.orders",
 } as const;
