@@ -59,7 +59,7 @@ export interface AckingPublisherOptions {
   /**
    * Record bytes let be unacknowledged before {@linkcode AckingPublisher.full} says to wait: what
    * bounds the capture's memory whatever the transaction size and the backlog (PostgreSQL holds
-   * the rest; the walsender waits). A send goes once a quarter of it is pending. @default 8 MiB
+   * the rest; the walsender waits). A send goes once a quarter of it is pending. @default 4 MiB
    */
   maxUnacknowledgedBytes?: number;
   /**
@@ -107,7 +107,7 @@ export class AckingPublisher {
 
   /** Publishes through `options`, advancing `position`. */
   constructor(readonly position: AcknowledgedPosition, readonly options: AckingPublisherOptions) {
-    this.#maxUnacknowledgedBytes = options.maxUnacknowledgedBytes ?? 8 * 1024 * 1024;
+    this.#maxUnacknowledgedBytes = options.maxUnacknowledgedBytes ?? 4 * 1024 * 1024;
     this.#lanes = Array.from({ length: Math.max(1, options.lanes ?? 1) }, () => ({
       chain: Promise.resolve(),
       unacknowledged: [],

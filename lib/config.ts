@@ -43,7 +43,7 @@ export const DEFAULTS = {
   captureBatchSize: 2000,
   captureCompression: "gzip",
   captureInFlight: 1,
-  captureInFlightBytes: 8 * 1024 * 1024,
+  captureInFlightBytes: 4 * 1024 * 1024,
   captureTables: "public.users,public.orders",
 } as const;
 

@@ -8,15 +8,15 @@ function config(args: string[], env: Record<string, string> = {}) {
   return parsed.config;
 }
 
-Deno.test("by default the capture writes schemas, gzips its batches and keeps 4 sends and 8 MiB in flight", () => {
+Deno.test("by default the capture writes schemas, gzips its batches and keeps 1 send and 4 MiB in flight", () => {
   const { schemas, compression, inFlight, inFlightBytes } = config([]);
   assert.deepEqual({ schemas, compression, inFlight, inFlightBytes }, {
     schemas: true,
     compression: "gzip",
-    inFlight: 4,
+    inFlight: 1,
     inFlightBytes: DEFAULTS.captureInFlightBytes,
   });
-  assert.equal(DEFAULTS.captureInFlightBytes, 8 * 1024 * 1024);
+  assert.equal(DEFAULTS.captureInFlightBytes, 4 * 1024 * 1024);
 });
 
 Deno.test("--schemas=false, --compression=none, --in-flight and --in-flight-bytes are read from flags before CAPTURE_* variables", () => {
