@@ -58,7 +58,10 @@ export class StreamFollower {
     const flushInBackground = () => publisher.flush().then(sendStatus, (error) => this.fail(error));
     try {
       while (!signal.aborted) {
-        await this.#apply(reader.read(await session.next()), sendStatus);
+        const event = reader.read(await session.next());
+        // Only a Relation message waits (on the catalog); a change is handled without a promise of its own.
+        if (event.type === "relation") await this.#describe(event.relation);
+        else this.#apply(event, sendStatus);
         // Batches are sent while the next are read; reading waits while the publisher is full: its bytes
         // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
         if (publisher.sendable) flushInBackground();
@@ -81,11 +84,9 @@ export class StreamFollower {
     }
   }
 
-  /** Acts on one event of the stream. */
-  async #apply(event: StreamEvent, sendStatus: () => void): Promise<void> {
+  /** Acts on one event of the stream other than a Relation message. */
+  #apply(event: Exclude<StreamEvent, { type: "relation" }>, sendStatus: () => void): void {
     switch (event.type) {
-      case "relation":
-        return await this.#describe(event.relation);
       case "change": {
         const spec = this.specs.get(event.relationId);
         if (spec === undefined) {

@@ -304,6 +304,13 @@ function encodeRowPair(table: CompiledTable, before: TupleValues, after: TupleVa
   return [`${beforeJson}}`, `${afterJson}}`];
 }
 
+/** The envelope's `"ts_ms":…,"ts_us":…,"ts_ns":…` of a time in nanoseconds: one bigint to text, the coarser units cut from it. */
+function envelopeTimes(nowNs: bigint): string {
+  const ns = String(nowNs);
+  if (nowNs < 1_000_000n) return `"ts_ms":${nowNs / 1_000_000n},"ts_us":${nowNs / 1000n},"ts_ns":${ns}`;
+  return `"ts_ms":${ns.slice(0, -6)},"ts_us":${ns.slice(0, -3)},"ts_ns":${ns}`;
+}
+
 /** Encodes row changes as Debezium records; each spec's schemas are built and serialized once. */
 export class DebeziumEncoder {
   // A new spec object (after a Relation message) gets new schemas; old ones are collected with their specs.
@@ -350,7 +357,7 @@ export class DebeziumEncoder {
       return new FramedJson(
         table.valueHead,
         `{"before":${beforeJson},"after":${afterJson}${source},"transaction":null,"op":"${o}",` +
-          `"ts_ms":${nowNs / 1_000_000n},"ts_us":${nowNs / 1000n},"ts_ns":${nowNs}}`,
+          `${envelopeTimes(nowNs)}}`,
         table.valueTail,
       );
     };

@@ -385,6 +385,24 @@ function fractionText(micro: number, width: number): string {
 }
 
 /**
+ * A timestamptz text already in UTC with a four-digit year AD, as the capture's sessions (TimeZone UTC) get nearly every
+ * value: "2025-07-03 10:11:12.5+00" -> "2025-07-03T10:11:12.500000Z" by moving characters, without the calendar
+ * arithmetic of the general case; undefined for any other text.
+ */
+function utcTimestamp(text: string, width: number): string | undefined {
+  const n = text.length;
+  if (n < 22 || n > 29 || text[4] !== "-" || text[10] !== " " || !text.endsWith("+00")) return undefined;
+  if (n > 22 && text[19] !== ".") return undefined;
+  const micros = n > 22 ? text.slice(20, n - 3).padEnd(6, "0") : "000000";
+  const fraction = width > 0
+    ? `.${micros.slice(0, width)}`
+    : micros === "000000"
+    ? ""
+    : `.${micros.replace(/0+$/, "")}`;
+  return `${text.slice(0, 10)}T${text.slice(11, 19)}${fraction}Z`;
+}
+
+/**
  * timestamptz(p): io.debezium.time.ZonedTimestamp, the instant in UTC with p fraction digits (6 without
  * a typmod; p = 0 prints only what is non-zero, ISO_OFFSET_DATE_TIME); `infinity` and `-infinity` as
  * themselves (PostgresValueConverter.convertTimestampWithZone, ZonedTimestamp.toIsoString).
@@ -394,6 +412,8 @@ function zonedTimestampCodec(width: number): Codec {
     type: '"type":"string"',
     logical: named("io.debezium.time.ZonedTimestamp"),
     value: (text) => {
+      const utc = utcTimestamp(text, width);
+      if (utc !== undefined) return utc;
       if (text === "infinity" || text === "-infinity") return text;
       const t = parseTimestamp(text, true);
       if (!t) return undefined;

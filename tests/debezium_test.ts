@@ -449,6 +449,21 @@ Deno.test("timestamptz is ZonedTimestamp in UTC with the column's fraction digit
   assert.equal(tz("2025-07-03 10:11:12+00", 0), '"2025-07-03T10:11:12Z"'); // width 0: ISO_OFFSET_DATE_TIME
 });
 
+Deno.test("a UTC timestamptz text (the capture's sessions) encodes as the same instant written in another offset", () => {
+  const tz = (text: string, typmod = -1) => one(col("c", 1184, "timestamptz", { typmod }), text).value;
+  const instants = [
+    ["2025-07-03 10:11:12.123456+00", "2025-07-03 12:11:12.123456+02"],
+    ["2025-07-03 10:11:12.5+00", "2025-07-03 05:41:12.5-04:30"],
+    ["2025-07-03 10:11:12+00", "2025-07-03 11:11:12+01"],
+    ["2024-02-29 23:59:59.000001+00", "2024-03-01 00:59:59.000001+01"],
+    ["0044-03-15 12:00:00.12+00", "0044-03-15 13:00:00.12+01"],
+  ];
+  for (const typmod of [-1, 0, 1, 3, 6]) {
+    for (const [utc, offset] of instants) assert.equal(tz(utc, typmod), tz(offset, typmod), `${utc} (${typmod})`);
+  }
+  assert.equal(tz("2025-07-03 10:11:12.120000+00", 0), '"2025-07-03T10:11:12.12Z"');
+});
+
 Deno.test("a NULL is null in a nullable column, the default where the column has one, the fallback in a required one", () => {
   assert.equal(one(col("c", 23, "int4"), null).value, "null");
   // JsonConverter writes a null with a schema default as the default.
