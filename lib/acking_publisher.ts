@@ -6,7 +6,7 @@
  * position only moves forward.
  * @module
  */
-import { Buffer } from "node:buffer";
+import { utf8Length } from "./utf8.ts";
 import type { TopicMessages } from "./publisher.ts";
 import type { CaptureRecord } from "./debezium.ts";
 import { RecordTooLargeError } from "./capture_errors.ts";
@@ -40,10 +40,10 @@ const HEADER_OVERHEAD = 10;
 
 /** The bytes one record takes in a record batch, at most. */
 export function recordBytes(record: CaptureRecord): number {
-  let bytes = RECORD_OVERHEAD + (record.key === null ? 0 : Buffer.byteLength(record.key)) +
+  let bytes = RECORD_OVERHEAD + (record.key === null ? 0 : utf8Length(record.key)) +
     (record.value === null ? 0 : record.value.byteLength);
   for (const [name, value] of Object.entries(record.headers ?? {})) {
-    bytes += HEADER_OVERHEAD + Buffer.byteLength(name) + Buffer.byteLength(value);
+    bytes += HEADER_OVERHEAD + utf8Length(name) + utf8Length(value);
   }
   return bytes;
 }

@@ -63,8 +63,12 @@ export class ConsumerGroup {
     });
   }
 
-  /** Moves the fetch position of a partition. */
+  /**
+   * Moves the fetch position of a partition; nothing once the run is stopping: the consumer may have stopped already
+   * (kafkajs then throws "Consumer group was not initialized"), and the next start seeks to the stored offsets anyway.
+   */
   seek(topic: string, partition: number, offset: bigint): void {
+    if (this.deps.signal.aborted) return;
     this.consumer.seek({ topic, partition, offset: offset.toString() });
   }
 
@@ -137,6 +141,8 @@ export class ConsumerGroup {
     if (!stored) return;
     for (const [topic, partitions] of assigned) {
       const ends = new Map((await admin.fetchTopicOffsets(topic)).map((e) => [e.partition, BigInt(e.high)]));
+      // An assignment that came while stopping (a rebalance during the stop) is left to the next start.
+      if (this.deps.signal.aborted) return;
       for (const partition of partitions) {
         const next = stored.get(partitionKey(topic, partition));
         if (next === undefined) continue;
