@@ -76,33 +76,37 @@ async function readTable(
     [Symbol.asyncIterator]();
   // The next batch is asked for before this one is encoded, so PostgreSQL reads it meanwhile.
   let next = batches.next();
-  for (let batch = await next; !batch.done; batch = await next) {
-    next = batches.next();
-    for (const raw of batch.value as unknown as (Uint8Array | null)[][]) {
-      const change: RowChange = {
-        op: "r",
-        before: null,
-        after: raw.map((v) => (v === null ? null : utf8.decode(v))),
-        source: {
-          tsUs: snapshot.tsUs,
-          snapshot: snapshotMarker(snapshot.counts, tableIndex, index),
-          txId: snapshot.txId,
-          lsn: consistentPoint,
-          lastCommitLsn: null,
-        },
-      };
-      publisher.add(encodeOrStop(encoder, spec, change), spec.table, "r");
-      index++;
+  let batch = await next;
+  try {
+    for (; !batch.done; batch = await next) {
+      next = batches.next();
+      for (const raw of batch.value as unknown as (Uint8Array | null)[][]) {
+        const change: RowChange = {
+          op: "r",
+          before: null,
+          after: raw.map((v) => (v === null ? null : utf8.decode(v))),
+          source: {
+            tsUs: snapshot.tsUs,
+            snapshot: snapshotMarker(snapshot.counts, tableIndex, index),
+            txId: snapshot.txId,
+            lsn: consistentPoint,
+            lastCommitLsn: null,
+          },
+        };
+        publisher.add(encodeOrStop(encoder, spec, change), spec.table, "r");
+        index++;
+      }
+      // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
+      if (publisher.sendable) publisher.flush().catch(() => {});
+      if (publisher.full) await publisher.below();
+      if (options.signal.aborted) return { rows: index, complete: false };
     }
-    // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
-    if (publisher.sendable) publisher.flush().catch(() => {});
-    if (publisher.full) await publisher.below();
-    if (options.signal.aborted) {
-      next.catch(() => {}); // the transaction's end settles it
-      return { rows: index, complete: false };
-    }
+    return { rows: index, complete: true };
+  } finally {
+    // Left early (a stop, a value that cannot be encoded): the batch asked for ahead is awaited, then the cursor
+    // closed; a suspended cursor would hold the transaction's connection, and its rollback, for ever.
+    if (!batch.done && !(await next.then((read) => read.done, () => true))) batches.return?.();
   }
-  return { rows: index, complete: true };
 }
 
 /**

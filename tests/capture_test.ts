@@ -283,6 +283,25 @@ Deno.test("a table taken out of the publication stops the capture with one line 
   }
 });
 
+Deno.test("a snapshot row that cannot be encoded stops the capture at once with one line naming table, column and key, wherever the cursor stands", async () => {
+  const { db, env } = await itemsCapture(", amount numeric(10,2) not null");
+  const runs: Running[] = [];
+  try {
+    // The bad row first and 5,000 after it: the snapshot stops while the cursor's next batch is already asked for.
+    await db.sql`insert into items values (0, 'bad', 'NaN')`;
+    await db.sql`insert into items select g, 'ok', 1 from generate_series(1, 5000) g`;
+    const capture = startCommand("produce", ["capture"], env);
+    runs.push(capture);
+    await assertStopsWithOneLine(
+      capture,
+      /public\.items\.amount: numeric value "NaN" cannot be encoded as Debezium does \(row key id=0\)/,
+      30_000,
+    );
+  } finally {
+    await cleanUp(db, env, runs);
+  }
+});
+
 Deno.test("sends stay within the topic's max.message.bytes, delivering every wide row; one record over it stops the run naming table, key and size", async () => {
   const { db, env, topic } = await itemsCapture();
   const runs: Running[] = [];
