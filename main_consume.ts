@@ -1,17 +1,17 @@
 /**
  * `deno task consume`: apply User and Order events from Kafka to PostgreSQL until stopped, or
  * until drained and idle with `--idle-timeout`; `dlq list|replay` inspects and replays the
- * dead-letter topics (lib/dlq_command.ts). Parses flags, builds the configuration and wires lib/.
+ * dead-letter topics (lib/consumer_dlq.ts). Parses flags, builds the configuration and wires lib/.
  * @module
  */
 import process from "node:process";
 import { type CommandContext, type CommandDefinition, runCommand } from "./lib/command.ts";
 import { type ConsumeConfig, databaseLocation, loadConsumeConfig } from "./lib/config.ts";
 import { consumerSessionParameters, type ConsumeSummary, runConsumer } from "./lib/consumer.ts";
-import { dlqCommand } from "./lib/dlq_command.ts";
+import { dlqCommand } from "./lib/consumer_dlq.ts";
 import { createKafka } from "./lib/kafka_admin.ts";
 import { consumeMetrics, withMetrics } from "./lib/metrics.ts";
-import { connectDatabase } from "./lib/sink.ts";
+import { connectDatabase } from "./lib/database.ts";
 import { newConsumeStats } from "./lib/stats.ts";
 
 const SUMMARY = "Reads the users and orders topics in one consumer group and applies the events to\n" +

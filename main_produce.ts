@@ -16,7 +16,8 @@ import {
 } from "./lib/config.ts";
 import { captureMetrics, produceMetrics, withMetrics } from "./lib/metrics.ts";
 import { type ProduceSummary, runProducer } from "./lib/producer.ts";
-import { connectDatabase } from "./lib/sink.ts";
+import { connectDatabase } from "./lib/database.ts";
+import { ensureSchema } from "./lib/sink.ts";
 import { newCaptureStats, newProduceStats } from "./lib/stats.ts";
 
 const SUMMARY = "Generates User and Order events (users first, then their orders) and publishes them\n" +
@@ -59,7 +60,9 @@ async function capture(config: CaptureConfig, { logger, signal }: CommandContext
   const stats = newCaptureStats();
   return await withMetrics(
     { port: config.metricsPort, metrics: () => captureMetrics(stats), health: () => stats.health.snapshot(), logger },
-    async (observer) => ({ ...await runCapture(config, { logger, stats, observer, signal }) }),
+    async (observer) => ({
+      ...await runCapture(config, { logger, stats, observer, signal, ensureContractTables: ensureSchema }),
+    }),
   );
 }
 

@@ -3,8 +3,8 @@
  * configured tables through a durable `pgoutput` slot, published to Kafka as Debezium records.
  * This file wires the rooms together and owns the run's lifecycle; each room is its own module:
  * the slot and publication (capture_slot.ts), the snapshot (capture_snapshot.ts), the replication
- * connection (replication_session.ts), the pure reading of its frames (change_reader.ts) and the
- * publisher that owns the acknowledged position (acking_publisher.ts).
+ * connection (capture_replication.ts), the pure reading of its frames (capture_reader.ts) and the
+ * publisher that owns the acknowledged position (capture_publisher.ts).
  *
  * Delivery: at-least-once, no gap. The slot's confirmed position is only ever a position before
  * which Kafka acknowledged every change from all in-sync replicas (`acks: -1`); a restart resumes
@@ -14,8 +14,8 @@
  * with one line.
  * @module
  */
-import { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
-import { DebeziumEncoder } from "./debezium.ts";
+import { AckingPublisher, AcknowledgedPosition } from "./capture_publisher.ts";
+import { DebeziumEncoder } from "./capture_debezium.ts";
 import { CaptureError, isCaptureOutage } from "./capture_errors.ts";
 import { decideStart, prepareDatabase, qualified, recordSnapshotDone, retainedWal, slotState } from "./capture_slot.ts";
 import { CaptureKafka } from "./capture_kafka.ts";
@@ -24,10 +24,10 @@ import { StreamFollower } from "./capture_stream.ts";
 import type { CaptureConfig } from "./config.ts";
 import { classify, describeError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { formatLsn, type Lsn, parseLsn } from "./pgoutput.ts";
+import { formatLsn, type Lsn, parseLsn } from "./capture_pgoutput.ts";
 import { OUTAGE, RetryError, waitOut } from "./retry.ts";
-import { ReplicationSession } from "./replication_session.ts";
-import { connectDatabase, type Sql } from "./sink.ts";
+import { ReplicationSession } from "./capture_replication.ts";
+import { connectDatabase, type Sql } from "./database.ts";
 import type { CaptureStats, SendObserver } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
@@ -69,6 +69,8 @@ export interface CaptureRunOptions {
   progressEveryS?: number;
   /** Seconds between status updates to PostgreSQL. @default 10 */
   statusEveryS?: number;
+  /** Creates the contract's users and orders tables when they are captured and missing (the consumer's schema). */
+  ensureContractTables?: (sql: Sql) => Promise<void>;
 }
 
 /** The whole capture: prepare, snapshot once, then stream until stopped, riding out outages. */
@@ -92,6 +94,7 @@ class CaptureRun {
   readonly follower: StreamFollower;
   readonly progressEveryS: number;
   readonly statusEveryS: number;
+  readonly ensureContractTables?: (sql: Sql) => Promise<void>;
   newSnapshotPending: boolean;
   snapshotRows = 0;
   streamsOpened = 0;
@@ -100,6 +103,7 @@ class CaptureRun {
     ({ logger: this.logger, stats: this.stats, signal: this.signal } = options);
     this.progressEveryS = options.progressEveryS ?? 5;
     this.statusEveryS = options.statusEveryS ?? 10;
+    this.ensureContractTables = options.ensureContractTables;
     this.newSnapshotPending = config.newSnapshot;
     const database = new URL(config.databaseUrl).pathname.slice(1) || "postgres";
     this.encoder = new DebeziumEncoder({
@@ -138,7 +142,11 @@ class CaptureRun {
     this.signal.addEventListener("abort", onStop, { once: true });
     const progressTimer = setInterval(() => this.progress().catch(() => {}), this.progressEveryS * 1000);
     try {
-      await this.waitingFor("PostgreSQL", () => prepareDatabase(this.sql, this.config), isCaptureOutage);
+      await this.waitingFor(
+        "PostgreSQL",
+        () => prepareDatabase(this.sql, this.config, this.ensureContractTables),
+        isCaptureOutage,
+      );
       const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic({ ...t, columns: [] }), ...t }));
       await this.waitingFor("Kafka", () => this.kafka.connect(topics), (e) => classify(e) === "outage");
       await this.waitingFor("PostgreSQL (replication)", () => this.replicate(), isCaptureOutage, true);

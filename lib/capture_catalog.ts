@@ -6,9 +6,9 @@
  * @module
  */
 import type postgres from "postgres";
-import type { ColumnSpec, TableSpec } from "./debezium.ts";
-import { debeziumDefault } from "./debezium_values.ts";
-import type { Relation } from "./pgoutput.ts";
+import type { ColumnSpec, TableSpec } from "./capture_debezium.ts";
+import { debeziumDefault } from "./capture_debezium_values.ts";
+import type { Relation } from "./capture_pgoutput.ts";
 
 /** A column as pg_attribute and pg_attrdef describe it. */
 export interface CatalogColumn {

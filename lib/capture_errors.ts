@@ -4,9 +4,11 @@
  * and exits 1. {@linkcode isCaptureOutage} says which failures are waited out instead.
  * @module
  */
-import { type CaptureRecord, type DebeziumEncoder, EncodingError, type RowChange, type TableSpec } from "./debezium.ts";
 import { classify, PipelineError } from "./errors.ts";
-import { formatLsn, type Lsn } from "./pgoutput.ts";
+import { formatLsn, type Lsn } from "./capture_pgoutput.ts";
+
+/** A value that cannot be encoded; the message names table, column, type, value and the row's key. */
+export class EncodingError extends PipelineError {}
 
 /** A stop of the capture that waiting will not fix: bad data, a lost slot, a refused setting. */
 export class CaptureError extends PipelineError {}
@@ -87,18 +89,4 @@ export function isCaptureOutage(error: unknown): boolean {
   if (error instanceof SlotInUseError || error instanceof StreamEndedError) return true;
   const kind = classify(error);
   return kind === "outage" || kind === "transient";
-}
-
-/** The records of `change`; a value the encoder refuses stops the run with the change's LSN. */
-export function encodeOrStop(encoder: DebeziumEncoder, spec: TableSpec, change: RowChange): CaptureRecord[] {
-  try {
-    return encoder.encode(spec, change, nowNs());
-  } catch (error) {
-    throw error instanceof EncodingError ? new UnencodableChangeError(error, change.source.lsn) : error;
-  }
-}
-
-/** The time now in nanoseconds since 1970, to the microsecond (the clock's precision). */
-export function nowNs(): bigint {
-  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
 }

@@ -11,7 +11,7 @@ import type { CaptureConfig } from "./config.ts";
 import { classify } from "./errors.ts";
 import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
-import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
+import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
 import { sleep } from "./retry.ts";
 import type { CaptureStats, SendObserver } from "./stats.ts";
 
@@ -43,7 +43,7 @@ export class CaptureKafka {
   ) {
     const kafka = createKafka(config, "cdc-capture", logger);
     this.admin = kafka.admin();
-    // The publisher's lanes never have two sends of one key in flight (lib/acking_publisher.ts).
+    // The publisher's lanes never have two sends of one key in flight (lib/capture_publisher.ts).
     this.producer = createPublisher(kafka, { maxInFlightRequests: config.inFlight });
     this.producer.on(this.producer.events.CONNECT, () => stats.health.set("kafka", true));
     this.producer.on(this.producer.events.DISCONNECT, () => stats.health.set("kafka", false));

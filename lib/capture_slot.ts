@@ -7,14 +7,8 @@
  * @module
  */
 import { CaptureError, PublicationGapError, SlotInUseError, SlotLostError } from "./capture_errors.ts";
-import type { CaptureConfig } from "./config.ts";
-import { ensureSchema, type Sql } from "./sink.ts";
-
-/** A configured table: `schema.table`. */
-export interface TableName {
-  schema: string;
-  table: string;
-}
+import type { CaptureConfig, TableName } from "./config.ts";
+import type { Sql } from "./database.ts";
 
 /** `schema.table`, as messages and flags write it. */
 export function qualified(name: TableName): string {
@@ -160,9 +154,10 @@ export async function dropCapture(sql: Sql, config: { slot: string; publication:
 export async function prepareDatabase(
   sql: Sql,
   config: Pick<CaptureConfig, "tables" | "slot" | "publication" | "newSnapshot">,
+  ensureContractTables?: (sql: Sql) => Promise<void>,
 ): Promise<void> {
   if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
-    await ensureSchema(sql);
+    await ensureContractTables?.(sql);
   }
   await ensureStateTable(sql);
   await prepareTables(sql, config.tables);

@@ -5,12 +5,12 @@
  * @module
  */
 import { readTableSpec } from "./capture_catalog.ts";
-import type { DebeziumEncoder, RowChange, SnapshotMarker, TableSpec } from "./debezium.ts";
-import { encodeOrStop } from "./capture_errors.ts";
-import type { AckingPublisher } from "./acking_publisher.ts";
-import type { TableName } from "./capture_slot.ts";
-import type { Lsn } from "./pgoutput.ts";
-import type { Sql } from "./sink.ts";
+import { type DebeziumEncoder, encodeOrStop, type SnapshotMarker, type TableSpec } from "./capture_debezium.ts";
+import type { RowChange } from "./capture_reader.ts";
+import type { AckingPublisher } from "./capture_publisher.ts";
+import type { TableName } from "./config.ts";
+import type { Lsn } from "./capture_pgoutput.ts";
+import type { Sql } from "./database.ts";
 
 /** What {@linkcode readSnapshot} needs. */
 export interface SnapshotOptions {

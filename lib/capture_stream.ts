@@ -5,16 +5,18 @@
  * be confirmed. Sends overlap reading, bounded to the publisher's unacknowledged bytes.
  * @module
  */
-import type { AckingPublisher, AcknowledgedPosition } from "./acking_publisher.ts";
+import type { AckingPublisher, AcknowledgedPosition } from "./capture_publisher.ts";
 import { readTableSpec } from "./capture_catalog.ts";
-import type { DebeziumEncoder, TableSpec } from "./debezium.ts";
-import { CaptureError, encodeOrStop, PublicationGapError, StreamEndedError } from "./capture_errors.ts";
-import { missingFromPublication, qualified, type TableName } from "./capture_slot.ts";
-import { ChangeReader, type StreamEvent } from "./change_reader.ts";
+import type { DebeziumEncoder, TableSpec } from "./capture_debezium.ts";
+import { CaptureError, PublicationGapError, StreamEndedError } from "./capture_errors.ts";
+import { encodeOrStop } from "./capture_debezium.ts";
+import { missingFromPublication, qualified } from "./capture_slot.ts";
+import type { TableName } from "./config.ts";
+import { ChangeReader, type StreamEvent } from "./capture_reader.ts";
 import type { Logger } from "./log.ts";
-import type { Relation } from "./pgoutput.ts";
-import type { ReplicationSession } from "./replication_session.ts";
-import type { Sql } from "./sink.ts";
+import type { Relation } from "./capture_pgoutput.ts";
+import type { ReplicationSession } from "./capture_replication.ts";
+import type { Sql } from "./database.ts";
 
 /** What {@linkcode StreamFollower} works with. */
 export interface FollowerOptions {

@@ -833,8 +833,14 @@ function topicPrefix(raw: string | boolean | undefined, from: string): string {
   return value;
 }
 
+/** A configured table: `schema.table`. */
+export interface TableName {
+  schema: string;
+  table: string;
+}
+
 /** Parses `schema.table,...` (a bare name is in `public`); names become topic names, so they are held to a-z A-Z 0-9 _. */
-function tableList(raw: string | boolean | undefined, from: string): { schema: string; table: string }[] {
+function tableList(raw: string | boolean | undefined, from: string): TableName[] {
   const list = text(raw, from);
   const tables = list.split(",").map((item) => item.trim()).filter((item) => item !== "").map((item) => {
     const match = /^(?:([A-Za-z0-9_]{1,63})\.)?([A-Za-z0-9_]{1,63})$/.exec(item);

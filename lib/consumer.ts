@@ -2,25 +2,26 @@
  * The consume command's run: its lifecycle (start, monitor loop, stop) and its summary. The
  * group member and its handlers are lib/consumer_group.ts', the monitor's tick
  * lib/consumer_monitor.ts'. What happens to a partition batch, and the delivery semantics, are
- * decided in lib/partition_batch.ts: exactly-once effects in PostgreSQL, each batch applied in one
+ * decided in lib/consumer_batch.ts: exactly-once effects in PostgreSQL, each batch applied in one
  * transaction with its partition's stored offset. Kafka's committed offsets follow once a second,
  * for lag tools only; on assignment each partition starts from the offset stored in PostgreSQL.
  * @module
  */
 import type { Admin, Kafka, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
-import { dlqTopic } from "./dead_letter.ts";
+import { dlqTopic } from "./consumer_dead_letter.ts";
 import { createTopic } from "./kafka_admin.ts";
 import { ConsumerGroup } from "./consumer_group.ts";
 import { ConsumeMonitor, total } from "./consumer_monitor.ts";
-import { createPublisher } from "./publisher.ts";
+import { createPublisher } from "./kafka_producer.ts";
 import type { Logger } from "./log.ts";
-import { OrderWaits } from "./order_wait.ts";
-import { AppliedPositions, PartitionBatches } from "./partition_batch.ts";
+import { OrderWaits } from "./consumer_order_wait.ts";
+import { AppliedPositions, PartitionBatches } from "./consumer_batch.ts";
 import { type ConsumeObserver, type ConsumeStats, newConsumeStats } from "./stats.ts";
 import { classify, describeError } from "./errors.ts";
 import { OUTAGE, sleep, waitOut, type WaitOutOptions } from "./retry.ts";
-import { ensureSchema, readStoredOffsets, resetForRebuild, type Sql } from "./sink.ts";
+import type { Sql } from "./database.ts";
+import { ensureSchema, readStoredOffsets, resetForRebuild } from "./sink.ts";
 import { parsePartitionKey } from "./partition_key.ts";
 
 /** Options of {@linkcode runConsumer}. */

@@ -1,18 +1,19 @@
 /**
  * The consume run's Kafka consumer group: the kafkajs consumer with its event handlers (health,
  * assignment, crashes), the seek of each assigned partition to the offset stored in PostgreSQL,
- * the batches handed to lib/partition_batch.ts, and Kafka's advisory offset commit.
+ * the batches handed to lib/consumer_batch.ts, and Kafka's advisory offset commit.
  * @module
  */
 import type { Admin, Consumer, Kafka } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
 import { describeError, isKafkaJSError, TopicRecreatedError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import type { OrderWaits } from "./order_wait.ts";
-import { type AppliedPositions, databaseWait, type PartitionBatches } from "./partition_batch.ts";
+import type { OrderWaits } from "./consumer_order_wait.ts";
+import { type AppliedPositions, databaseWait, type PartitionBatches } from "./consumer_batch.ts";
 import { parsePartitionKey, partitionKey } from "./partition_key.ts";
 import { RetryError, waitOut } from "./retry.ts";
-import { readStoredOffsets, type Sql } from "./sink.ts";
+import type { Sql } from "./database.ts";
+import { readStoredOffsets } from "./sink.ts";
 import type { ConsumeStats } from "./stats.ts";
 
 /** What the group needs from the run it belongs to. */

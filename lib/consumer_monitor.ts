@@ -9,9 +9,10 @@ import type { ConsumerGroup } from "./consumer_group.ts";
 import { classify } from "./errors.ts";
 import { partitionPositions } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
-import type { OrderWaits } from "./order_wait.ts";
+import type { OrderWaits } from "./consumer_order_wait.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
-import { type Sql, storedOffsetsWithin } from "./sink.ts";
+import type { Sql } from "./database.ts";
+import { storedOffsetsWithin } from "./sink.ts";
 import type { ConsumeStats } from "./stats.ts";
 
 /** What the monitor reads and tells. */

@@ -5,7 +5,7 @@
  * @module
  */
 import { en, Faker } from "@faker-js/faker";
-import { type GenerationStats, newStats } from "./event_batches.ts";
+import { type GenerationStats, newStats } from "./producer_event_batches.ts";
 import type { EventType, OrderEvent, UserEvent } from "./model.ts";
 import { STATUS_OF } from "./model.ts";
 

@@ -1,6 +1,6 @@
 /**
  * Kafka plumbing shared by the commands: the client (TLS, SASL, logs routed to our logger),
- * topic administration and partition positions. Sends retried within a budget are lib/publisher.ts'.
+ * topic administration and partition positions. Sends retried within a budget are lib/kafka_producer.ts'.
  * @module
  */
 import { type Admin, Kafka, type KafkaConfig, logLevel } from "kafkajs";

@@ -84,7 +84,7 @@ interface Encoding {
 }
 
 /**
- * A record key or value that writes its own UTF-8 bytes (the capture's values, lib/debezium.ts' FramedJson): kafkajs
+ * A record key or value that writes its own UTF-8 bytes (the capture's values, lib/capture_debezium.ts' FramedJson): kafkajs
  * copies them into its batch without a string or Buffer of the whole value.
  */
 export interface SelfWriting {

@@ -7,11 +7,17 @@ import process from "node:process";
 import type { Admin, Message, Producer } from "kafkajs";
 import type { ProduceConfig } from "./config.ts";
 import { describeError, isKafkaAuthError } from "./errors.ts";
-import { type EventBatch, generateInWorker, type GenerationStats, newStats, randomSeed } from "./event_batches.ts";
+import {
+  type EventBatch,
+  generateInWorker,
+  type GenerationStats,
+  newStats,
+  randomSeed,
+} from "./producer_event_batches.ts";
 import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { partitionOf } from "./partitioner.ts";
-import { createPublisher, type TopicMessages, writeWithRetry } from "./publisher.ts";
+import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
 import { SEND, waitOut, type WaitOutOptions } from "./retry.ts";
 import { newProduceStats, type ProduceStats as PublishStats, type SendObserver } from "./stats.ts";
 

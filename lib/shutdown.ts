@@ -6,7 +6,7 @@
 import process from "node:process";
 import type { Logger } from "./log.ts";
 import { describeError } from "./errors.ts";
-import { isClosedConnectionWrite } from "./sink.ts";
+import { isClosedConnectionWrite } from "./database.ts";
 
 /**
  * The command's stop: aborted on the first SIGINT or SIGTERM, after logging it with what the

@@ -9,7 +9,7 @@
  * @module
  */
 import { createRequire } from "node:module";
-import { dlqTopic } from "../lib/dead_letter.ts";
+import { dlqTopic } from "../lib/consumer_dead_letter.ts";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { Kafka, logLevel } from "kafkajs";

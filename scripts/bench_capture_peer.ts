@@ -14,7 +14,8 @@
 import os from "node:os";
 import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { ensureSchema, type Sql } from "../lib/sink.ts";
+import type { Sql } from "../lib/database.ts";
+import { ensureSchema } from "../lib/sink.ts";
 import { brokerPids, processTree, procStats } from "./_proc.ts";
 import { connectorProperties } from "./debezium/connector.ts";
 

@@ -34,12 +34,12 @@ import {
   type ColumnSpec,
   DebeziumEncoder,
   type FramedJson,
-  type RowChange,
   type TableSpec,
-} from "../lib/debezium.ts";
-import { decodeFrame, decodePgOutput, type TupleValues } from "../lib/pgoutput.ts";
+} from "../lib/capture_debezium.ts";
+import type { RowChange } from "../lib/capture_reader.ts";
+import { decodeFrame, decodePgOutput, type TupleValues } from "../lib/capture_pgoutput.ts";
 import { partitionOf } from "../lib/partitioner.ts";
-import { createPublisher, writeWithRetry } from "../lib/publisher.ts";
+import { createPublisher, writeWithRetry } from "../lib/kafka_producer.ts";
 import { createLogger } from "../lib/log.ts";
 import { brokerPids, procStats } from "./_proc.ts";
 

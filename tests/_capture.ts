@@ -6,7 +6,8 @@
  * @module
  */
 import type postgres from "postgres";
-import { ensureSchema, type Sql } from "../lib/sink.ts";
+import type { Sql } from "../lib/database.ts";
+import { ensureSchema } from "../lib/sink.ts";
 import {
   type PipelineEnv,
   readTables,

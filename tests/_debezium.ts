@@ -1,5 +1,5 @@
 /**
- * Shared by tests/debezium_compat_test.ts: the real Debezium PostgreSQL connector run as the
+ * Shared by tests/capture_debezium_compat_test.ts: the real Debezium PostgreSQL connector run as the
  * Debezium Engine (scripts/debezium/), its records read back from its output file, and the
  * leaf-by-leaf comparison of two connectors' records with the README's list of known differences.
  * @module

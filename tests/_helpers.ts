@@ -9,7 +9,7 @@ import { Buffer } from "node:buffer";
 import { type Admin, Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { DEFAULTS } from "../lib/config.ts";
-import { dlqTopic } from "../lib/dead_letter.ts";
+import { dlqTopic } from "../lib/consumer_dead_letter.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { type PartitionPosition, partitionPositions } from "../lib/kafka_admin.ts";
 import "../lib/kafkajs_fixes.ts";

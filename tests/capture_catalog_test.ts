@@ -5,9 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { buildTableSpec, type CatalogTable, readTableSpec } from "../lib/capture_catalog.ts";
-import { DebeziumEncoder, type TableSpec } from "../lib/debezium.ts";
-import { debeziumDefault } from "../lib/debezium_values.ts";
-import type { Relation } from "../lib/pgoutput.ts";
+import { DebeziumEncoder, type TableSpec } from "../lib/capture_debezium.ts";
+import { debeziumDefault } from "../lib/capture_debezium_values.ts";
+import type { Relation } from "../lib/capture_pgoutput.ts";
 import { createTestDatabase } from "./_helpers.ts";
 
 const type = (oid: number, name: string, extra: Partial<CatalogTable["types"][0]> = {}) => ({

@@ -2,8 +2,9 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { consumerSessionParameters } from "../lib/consumer.ts";
-import { DLQ_HEADERS, dlqTopic } from "../lib/dead_letter.ts";
-import { arrayLiteral, connectDatabase, ensureSchema } from "../lib/sink.ts";
+import { DLQ_HEADERS, dlqTopic } from "../lib/consumer_dead_letter.ts";
+import { connectDatabase } from "../lib/database.ts";
+import { arrayLiteral, ensureSchema } from "../lib/sink.ts";
 import {
   ADMIN_DATABASE_URL,
   createTestDatabase,
@@ -145,7 +146,7 @@ Deno.test("records in the Go original's shapes apply as documented, and bad reco
     assert.equal(d3?.is_deleted, true, "the order of a deleted user is deleted");
     assert.equal(rows.users.size, 2);
     assert.equal(rows.orders.size, 2);
-    // Where the bad records went (the DLQ, with reasons and sources) is tests/dlq_command_test.ts'.
+    // Where the bad records went (the DLQ, with reasons and sources) is tests/consumer_dlq_test.ts'.
   } finally {
     await db.drop();
   }

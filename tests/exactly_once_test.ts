@@ -7,11 +7,12 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { loadConsumeConfig } from "../lib/config.ts";
 import { runConsumer } from "../lib/consumer.ts";
-import { dlqTopic } from "../lib/dead_letter.ts";
+import { dlqTopic } from "../lib/consumer_dead_letter.ts";
 import { createKafka } from "../lib/kafka_admin.ts";
 import { createLogger } from "../lib/log.ts";
 import type { EventType } from "../lib/model.ts";
-import { connectDatabase, ensureSchema } from "../lib/sink.ts";
+import { connectDatabase } from "../lib/database.ts";
+import { ensureSchema } from "../lib/sink.ts";
 import {
   BROKERS,
   createTestDatabase,

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { ConfigError } from "../lib/config.ts";
-import { connectDatabase, databaseTls } from "../lib/sink.ts";
+import { connectDatabase, databaseTls } from "../lib/database.ts";
 import {
   diffTables,
   freePort,

@@ -7,7 +7,7 @@ import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
 import { ConfigError, loadConsumeConfig, loadProduceConfig, redactUrl } from "../lib/config.ts";
 import { kafkaSecurityOptions } from "../lib/kafka_admin.ts";
-import { connectDatabase } from "../lib/sink.ts";
+import { connectDatabase } from "../lib/database.ts";
 import {
   ADMIN_DATABASE_URL,
   BROKERS,

@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { DEFAULTS, loadProduceConfig } from "../lib/config.ts";
 import { createKafka, createTopic } from "../lib/kafka_admin.ts";
 import { createLogger } from "../lib/log.ts";
-import { createPublisher, writeWithRetry } from "../lib/publisher.ts";
-import { connectDatabase } from "../lib/sink.ts";
+import { createPublisher, writeWithRetry } from "../lib/kafka_producer.ts";
+import { connectDatabase } from "../lib/database.ts";
 import {
   ADMIN_DATABASE_URL,
   BROKERS,

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import type { OrderChange, UserChange } from "../lib/model.ts";
 import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
-import { arrayLiteral, isClosedConnectionWrite, planOrderBatch, planUserBatch } from "../lib/sink.ts";
+import { isClosedConnectionWrite } from "../lib/database.ts";
+import { arrayLiteral, planOrderBatch, planUserBatch } from "../lib/sink.ts";
 
 const U1 = "11111111-1111-4111-8111-111111111111";
 const U2 = "22222222-2222-4222-8222-222222222222";

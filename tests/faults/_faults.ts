@@ -5,7 +5,7 @@
  * @module
  */
 import postgres from "postgres";
-import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
+import { DLQ_HEADERS, dlqTopic } from "../../lib/consumer_dead_letter.ts";
 import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   committedOffsets,

@@ -4,7 +4,7 @@
  * group and database).
  */
 import assert from "node:assert/strict";
-import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
+import { DLQ_HEADERS, dlqTopic } from "../../lib/consumer_dead_letter.ts";
 import type { OrderEvent, UserEvent } from "../../lib/model.ts";
 import {
   BROKERS,

@@ -4,7 +4,7 @@
  * every good record must apply. Nothing is stopped, so the shared services are used.
  */
 import assert from "node:assert/strict";
-import { DLQ_HEADERS, dlqTopic } from "../../lib/dead_letter.ts";
+import { DLQ_HEADERS, dlqTopic } from "../../lib/consumer_dead_letter.ts";
 import {
   createTestDatabase,
   diffTables,

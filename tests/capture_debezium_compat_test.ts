@@ -11,7 +11,8 @@
  */
 import assert from "node:assert/strict";
 import type postgres from "postgres";
-import { ensureSchema, type Sql } from "../lib/sink.ts";
+import type { Sql } from "../lib/database.ts";
+import { ensureSchema } from "../lib/sink.ts";
 import {
   createTestDatabase,
   pipelineNames,

@@ -2,8 +2,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { loadConsumeConfig, loadDlqConfig } from "../lib/config.ts";
-import { DLQ_HEADERS, dlqTopic } from "../lib/dead_letter.ts";
-import { dlqTopicsOf, formatDlqRecord, REPLAYED_FROM_HEADER, replayMessage } from "../lib/dlq_command.ts";
+import { DLQ_HEADERS, dlqTopic } from "../lib/consumer_dead_letter.ts";
+import { dlqTopicsOf, formatDlqRecord, REPLAYED_FROM_HEADER, replayMessage } from "../lib/consumer_dlq.ts";
 import {
   createTestDatabase,
   pipelineNames,

@@ -8,9 +8,9 @@
 import type { Duplex } from "node:stream";
 import type postgres from "postgres";
 import { StreamEndedError } from "./capture_errors.ts";
-import { formatLsn, type Lsn, parseLsn, standbyStatusUpdate } from "./pgoutput.ts";
+import { formatLsn, type Lsn, parseLsn, standbyStatusUpdate } from "./capture_pgoutput.ts";
 import { sleep } from "./retry.ts";
-import { connectDatabase } from "./sink.ts";
+import { connectDatabase } from "./database.ts";
 
 const nowMicros = () => BigInt(Date.now()) * 1000n;
 

@@ -8,9 +8,10 @@
  * serialized once; rows are written by concatenating pre-escaped JSON pieces.
  * @module
  */
-import { PipelineError } from "./errors.ts";
-import type { TupleValues } from "./pgoutput.ts";
-import { type Codec, codecFor, jsonString } from "./debezium_values.ts";
+import { EncodingError, UnencodableChangeError } from "./capture_errors.ts";
+import type { TupleValues } from "./capture_pgoutput.ts";
+import type { ChangeSource, RowChange } from "./capture_reader.ts";
+import { type Codec, codecFor, jsonString } from "./capture_debezium_values.ts";
 import { utf8Length } from "./utf8.ts";
 
 /** One column, from pgoutput's Relation message and the catalog. */
@@ -45,37 +46,8 @@ export interface TableSpec {
   keyColumns?: string[];
 }
 
-/** A value that cannot be encoded; the message names table, column, type, value and the row's key. */
-export class EncodingError extends PipelineError {}
-
 /** Debezium's `source.snapshot` values (SnapshotRecord, lower case); absent means "false". */
 export type SnapshotMarker = "true" | "first" | "first_in_data_collection" | "last_in_data_collection" | "last";
-
-/** Where a change comes from: Debezium's `source` block, less what the encoder adds itself. */
-export interface ChangeSource {
-  /** Commit time (streaming) or read time (snapshot), microseconds since 1970. */
-  tsUs: bigint;
-  /** Snapshot marker, for `op: "r"` records; absent while streaming. */
-  snapshot?: SnapshotMarker;
-  /** Transaction id: the streamed transaction's xid, or the snapshot transaction's txid. */
-  txId: number | null;
-  /** LSN of the change (streaming) or the slot's consistent point (snapshot). */
-  lsn: bigint | null;
-  /** End LSN of the last commit before this change's transaction, for `sequence`. */
-  lastCommitLsn: bigint | null;
-}
-
-/** One row change, values in text form, in the spec's column order. */
-export interface RowChange {
-  /** `r` snapshot read, `c` insert, `u` update, `d` delete. */
-  op: "r" | "c" | "u" | "d";
-  /** Row before the change (update, delete), when the replica identity gives it. */
-  before: TupleValues | null;
-  /** Row after the change (read, insert, update). */
-  after: TupleValues | null;
-  /** Where it comes from. */
-  source: ChangeSource;
-}
 
 /** Settings of the encoder, fixed for a run. */
 export interface EncoderSettings {
@@ -402,4 +374,18 @@ export class DebeziumEncoder {
       `${this.#database}"sequence":"${sequence}","ts_us":${time.us},"ts_ns":${time.ns}` +
       `${table.sourceTable}${position},"xmin":null,"origin":null,"origin_lsn":null}`;
   }
+}
+
+/** The records of `change`; a value the encoder refuses stops the run with the change's LSN. */
+export function encodeOrStop(encoder: DebeziumEncoder, spec: TableSpec, change: RowChange): CaptureRecord[] {
+  try {
+    return encoder.encode(spec, change, nowNs());
+  } catch (error) {
+    throw error instanceof EncodingError ? new UnencodableChangeError(error, change.source.lsn) : error;
+  }
+}
+
+/** The time now in nanoseconds since 1970, to the microsecond (the clock's precision). */
+export function nowNs(): bigint {
+  return BigInt(Math.round((performance.timeOrigin + performance.now()) * 1000)) * 1000n;
 }

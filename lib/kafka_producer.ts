@@ -1,7 +1,7 @@
 /**
  * Publishing to Kafka, for the producer, DLQ replay and the capture: a producer with one request in flight
  * keyed by the Java-compatible murmur2 partitioner, and the one publish-with-retry they share.
- * The consumer's DLQ writer (lib/dead_letter.ts) sends once inside its batch's transaction: a
+ * The consumer's DLQ writer (lib/consumer_dead_letter.ts) sends once inside its batch's transaction: a
  * failure rolls the batch back and the batch's own retry sends again.
  * @module
  */

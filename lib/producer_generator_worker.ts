@@ -1,9 +1,9 @@
 /**
- * Worker entry of lib/event_batches.ts' `generateInWorker`: generates a produce run's events
+ * Worker entry of lib/producer_event_batches.ts' `generateInWorker`: generates a produce run's events
  * and serialises them into batches, at most as many ahead as the main thread has room for.
  * @module
  */
-import type { EventBatch, GeneratorMessage, GeneratorRequest } from "./event_batches.ts";
+import type { EventBatch, GeneratorMessage, GeneratorRequest } from "./producer_event_batches.ts";
 import { generateEvents, newStats, systemClock } from "./generator.ts";
 
 /** The part of a worker's global scope used here (the same under Deno and Bun). */

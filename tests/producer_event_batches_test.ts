@@ -1,11 +1,11 @@
 /**
- * The worker that generates the producer's events (lib/event_batches.ts,
- * lib/generator_worker.ts): the same stream as the generator, in batches, with its counts and
+ * The worker that generates the producer's events (lib/producer_event_batches.ts,
+ * lib/producer_generator_worker.ts): the same stream as the generator, in batches, with its counts and
  * its errors.
  * @module
  */
 import assert from "node:assert/strict";
-import { type EventBatch, generateInWorker, newStats } from "../lib/event_batches.ts";
+import { type EventBatch, generateInWorker, newStats } from "../lib/producer_event_batches.ts";
 import { generateEvents } from "../lib/generator.ts";
 import { runProgram } from "./_helpers.ts";
 
@@ -33,7 +33,7 @@ Deno.test("the worker's batches carry generateEvents' stream: same keys, same JS
 
 Deno.test("breaking off the batches early ends the worker: the process exits instead of waiting on it", async () => {
   const script = `
-    import { generateInWorker } from "./lib/event_batches.ts";
+    import { generateInWorker } from "./lib/producer_event_batches.ts";
     for await (const batch of generateInWorker({ users: 100000, orders: 100000, seed: 5, systemClock: false, batchSize: 1000 })) {
       console.log(batch.count);
       break;

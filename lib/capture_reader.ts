@@ -2,11 +2,11 @@
  * The capture's reading of the replication stream, pure: CopyData payloads in; relations, row
  * changes with their `source` (xid, commit time, LSN), commit boundaries and the positions that
  * may be confirmed out. It knows nothing of Kafka or PostgreSQL connections: the session feeds
- * it frames, and the acking publisher (lib/acking_publisher.ts) confirms a position only once
+ * it frames, and the acking publisher (lib/capture_publisher.ts) confirms a position only once
  * Kafka acknowledged every record before it.
  * @module
  */
-import type { ChangeSource, RowChange } from "./debezium.ts";
+import type { SnapshotMarker } from "./capture_debezium.ts";
 import {
   decodeFrame,
   decodePgOutput,
@@ -14,7 +14,34 @@ import {
   type PgOutputMessage,
   pgTimeToUnixMicros,
   type Relation,
-} from "./pgoutput.ts";
+  type TupleValues,
+} from "./capture_pgoutput.ts";
+
+/** Where a change comes from: Debezium's `source` block, less what the encoder adds itself. */
+export interface ChangeSource {
+  /** Commit time (streaming) or read time (snapshot), microseconds since 1970. */
+  tsUs: bigint;
+  /** Snapshot marker, for `op: "r"` records; absent while streaming. */
+  snapshot?: SnapshotMarker;
+  /** Transaction id: the streamed transaction's xid, or the snapshot transaction's txid. */
+  txId: number | null;
+  /** LSN of the change (streaming) or the slot's consistent point (snapshot). */
+  lsn: bigint | null;
+  /** End LSN of the last commit before this change's transaction, for `sequence`. */
+  lastCommitLsn: bigint | null;
+}
+
+/** One row change, values in text form, in the spec's column order. */
+export interface RowChange {
+  /** `r` snapshot read, `c` insert, `u` update, `d` delete. */
+  op: "r" | "c" | "u" | "d";
+  /** Row before the change (update, delete), when the replica identity gives it. */
+  before: TupleValues | null;
+  /** Row after the change (read, insert, update). */
+  after: TupleValues | null;
+  /** Where it comes from. */
+  source: ChangeSource;
+}
 
 /** What one frame of the stream means for the capture. */
 export type StreamEvent =

@@ -7,10 +7,10 @@
  * @module
  */
 import { utf8Length } from "./utf8.ts";
-import type { TopicMessages } from "./publisher.ts";
-import type { CaptureRecord } from "./debezium.ts";
+import type { TopicMessages } from "./kafka_producer.ts";
+import type { CaptureRecord } from "./capture_debezium.ts";
 import { RecordTooLargeError } from "./capture_errors.ts";
-import type { Lsn } from "./pgoutput.ts";
+import type { Lsn } from "./capture_pgoutput.ts";
 
 /** The slot position whose changes are all in Kafka; it only moves forward. */
 export class AcknowledgedPosition {

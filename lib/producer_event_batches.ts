@@ -1,6 +1,6 @@
 /**
  * The produce run's events, generated and serialised in batches by a worker thread
- * (lib/generator_worker.ts), so that generating runs on the second core while this thread talks
+ * (lib/producer_generator_worker.ts), so that generating runs on the second core while this thread talks
  * to Kafka. This module loads neither faker nor the generator: only the worker does.
  * @module
  */
@@ -76,8 +76,8 @@ const BATCHES_AHEAD = 3;
 function workerUrl(): string {
   const here = import.meta.url;
   const bundleRoot = here.indexOf("/$bunfs/root/");
-  if (bundleRoot < 0) return new URL("./generator_worker.ts", here).href;
-  return `${here.slice(0, bundleRoot)}/$bunfs/root/lib/generator_worker.ts`;
+  if (bundleRoot < 0) return new URL("./producer_generator_worker.ts", here).href;
+  return `${here.slice(0, bundleRoot)}/$bunfs/root/lib/producer_generator_worker.ts`;
 }
 
 /**

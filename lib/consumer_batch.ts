@@ -13,7 +13,7 @@
  */
 import type { EachBatchPayload, KafkaMessage, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
-import { type DeadLetter, writeDeadLetters } from "./dead_letter.ts";
+import { type DeadLetter, writeDeadLetters } from "./consumer_dead_letter.ts";
 import type { Logger } from "./log.ts";
 import {
   checkRecordKey,
@@ -23,19 +23,12 @@ import {
   parseUserEvent,
   type UserChange,
 } from "./model.ts";
-import type { OrderWaits, WaitDecision } from "./order_wait.ts";
+import type { OrderWaits, WaitDecision } from "./consumer_order_wait.ts";
 import type { BatchStats, ConsumeObserver } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
 import { OUTAGE, RetryError, waitOut, type WaitOutOptions } from "./retry.ts";
-import {
-  advanceOffset,
-  applyChanges,
-  type ApplyOutcome,
-  claimOffset,
-  FencedError,
-  readStoredOffsets,
-  type Sql,
-} from "./sink.ts";
+import type { Sql } from "./database.ts";
+import { advanceOffset, applyChanges, type ApplyOutcome, claimOffset, FencedError, readStoredOffsets } from "./sink.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** The next offset to apply per `topic:partition` as this member knows it; null when nothing is stored yet. */
