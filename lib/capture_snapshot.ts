@@ -36,6 +36,10 @@ export async function readSnapshot(sql: Sql, options: SnapshotOptions): Promise<
   if (!/^[0-9A-F-]+$/.test(options.snapshotName)) throw new Error(`unexpected snapshot name ${options.snapshotName}`);
   let rows = 0;
   let complete = true;
+  // postgres.js rejects sql.begin() as soon as the connection closes (an outage), while the function
+  // given to it may still hold rows in hand: `abandoned` tells that function to publish nothing more.
+  const abandoned = new AbortController();
+  const reading = { ...options, abandoned: abandoned.signal };
   await sql.begin("isolation level repeatable read read only", async (tx) => {
     // SET TRANSACTION SNAPSHOT takes no parameter; the name was checked above.
     await tx.unsafe(`set transaction snapshot '${options.snapshotName}'`);
@@ -52,11 +56,11 @@ export async function readSnapshot(sql: Sql, options: SnapshotOptions): Promise<
     }
     const source = { counts, txId: Number(txid), tsUs: BigInt(read_us) };
     for (let i = 0; i < specs.length && complete; i++) {
-      const read = await readTable(tx as unknown as Sql, specs[i], i, source, options);
+      const read = await readTable(tx as unknown as Sql, specs[i], i, source, reading);
       rows += read.rows;
       complete = read.complete;
     }
-  });
+  }).finally(() => abandoned.abort());
   await options.publisher.flush();
   return { rows, complete };
 }
@@ -67,19 +71,25 @@ async function readTable(
   spec: TableSpec,
   tableIndex: number,
   snapshot: { counts: number[]; txId: number; tsUs: bigint },
-  options: SnapshotOptions,
+  options: SnapshotOptions & { abandoned: AbortSignal },
 ): Promise<{ rows: number; complete: boolean }> {
-  const { encoder, publisher, consistentPoint } = options;
+  const { encoder, publisher, consistentPoint, abandoned } = options;
   const columns = spec.columns.map((c) => c.name);
   let index = 0;
   const batches = tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}`.raw().cursor(1000)
     [Symbol.asyncIterator]();
-  // The next batch is asked for before this one is encoded, so PostgreSQL reads it meanwhile.
-  let next = batches.next();
+  // The next batch is asked for before this one is encoded, so PostgreSQL reads it meanwhile. Until it is
+  // awaited, its failure (the connection closed) is marked handled: it is thrown where it is awaited.
+  const ahead = () => {
+    const read = batches.next();
+    read.catch(() => {});
+    return read;
+  };
+  let next = ahead();
   let batch = await next;
   try {
-    for (; !batch.done; batch = await next) {
-      next = batches.next();
+    for (; !batch.done && !abandoned.aborted; batch = await next) {
+      next = ahead();
       for (const raw of batch.value as unknown as (Uint8Array | null)[][]) {
         const change: RowChange = {
           op: "r",
@@ -101,11 +111,14 @@ async function readTable(
       if (publisher.full) await publisher.below();
       if (options.signal.aborted) return { rows: index, complete: false };
     }
-    return { rows: index, complete: true };
+    return { rows: index, complete: !abandoned.aborted };
   } finally {
     // Left early (a stop, a value that cannot be encoded): the batch asked for ahead is awaited, then the cursor
-    // closed; a suspended cursor would hold the transaction's connection, and its rollback, for ever.
-    if (!batch.done && !(await next.then((read) => read.done, () => true))) batches.return?.();
+    // closed; a suspended cursor would hold the transaction's connection, and its rollback, for ever. An abandoned
+    // transaction's connection is gone: there is nothing to close.
+    if (!batch.done && !abandoned.aborted && !(await next.then((read) => read.done, () => true))) {
+      batches.return?.();
+    }
   }
 }
 

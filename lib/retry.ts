@@ -104,10 +104,16 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
     sleep: wait = sleep,
   } = options;
   if (!(maxAttempts >= 1)) throw new RangeError(`maxAttempts must be >= 1: current value is ${maxAttempts}`);
+  let lastError: unknown;
   for (let attempt = 1;; attempt++) {
     try {
-      return await fn(attempt);
+      // The first attempt is the work in hand, which a stop lets finish. Once waiting, an attempt can
+      // hang on the dependency (postgres.js waits out its own reconnect backoff, up to 20 s): a stop
+      // abandons it, and the run ends within moments of the stop.
+      return attempt === 1 || !signal ? await fn(attempt) : await untilAborted(fn(attempt), signal);
     } catch (error) {
+      if (error === ABANDONED) throw new RetryError(what, attempt - 1, lastError);
+      lastError = error;
       if (!isRetriable(error)) throw error;
       if (attempt >= maxAttempts || signal?.aborted) throw new RetryError(what, attempt, error);
       const delay = backoffDelay(attempt, baseMs, capMs, random);
@@ -116,6 +122,25 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
       if (signal?.aborted) throw new RetryError(what, attempt, error);
     }
   }
+}
+
+/** What an abandoned attempt rejects with: never seen outside {@linkcode retry}. */
+const ABANDONED = Symbol("abandoned");
+
+/** `work`, or a rejection with {@linkcode ABANDONED} as soon as `signal` aborts; `work`'s own failure is then dropped. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.reject(ABANDONED);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const aborted = () => {
+      work.catch(() => {});
+      reject(ABANDONED);
+    };
+    signal.addEventListener("abort", aborted, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", aborted));
+  });
 }
 
 /** Options of {@linkcode waitOut}. */

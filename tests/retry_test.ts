@@ -221,3 +221,28 @@ Deno.test("retry caps each wait at capMs", async () => {
   await retry(failing(6).fn, { what: "x", baseMs: 100, capMs: 400, random: () => 0.999999, sleep });
   assert.deepEqual(delays, [100, 200, 400, 400, 400, 400]);
 });
+
+Deno.test("a stop abandons an attempt that hangs while waiting out a failure, with the last failure as the cause", async () => {
+  const stop = new AbortController();
+  const hung = Promise.withResolvers<string>();
+  const secondStarted = Promise.withResolvers<void>();
+  const outage = new Error("ECONNREFUSED");
+  const retrying = retry((attempt) => {
+    if (attempt === 1) return Promise.reject(outage);
+    secondStarted.resolve();
+    return hung.promise;
+  }, { what: "reading offsets", maxAttempts: Infinity, signal: stop.signal, sleep: () => Promise.resolve() });
+  await secondStarted.promise;
+  stop.abort();
+  await assert.rejects(retrying, (e) => e instanceof RetryError && e.cause === outage && e.attempts === 1);
+  hung.reject(new Error("failed after the stop")); // dropped: no unhandled rejection fails the test
+});
+
+Deno.test("a stop lets the first attempt, the work in hand, finish", async () => {
+  const stop = new AbortController();
+  const inHand = Promise.withResolvers<string>();
+  const retrying = retry(() => inHand.promise, { what: "applying a batch", signal: stop.signal });
+  stop.abort();
+  inHand.resolve("applied");
+  assert.equal(await retrying, "applied");
+});
