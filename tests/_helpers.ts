@@ -287,7 +287,7 @@ export function freePortRange(count: number): number {
     }
   };
   for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
+    const base = 20_000 + Math.floor(Math.random() * (12_000 - count));
     if (Array.from({ length: count }, (_, i) => base + i).every(free)) return base;
   }
 }
