@@ -1,6 +1,6 @@
 /**
  * Writes the settings table of lib/config.ts (settingsTable) into README.md between its
- * `settings:begin` and `settings:end` markers; tests/readme_settings_test.ts checks they match.
+ * `settings:begin` and `settings:end` markers; tests/unit/readme_settings_test.ts checks they match.
  * Run: deno task readme:settings
  * @module
  */

@@ -2,6 +2,13 @@
 # `deno task test`: starts the local services that are not already running, runs every test,
 # then stops exactly the services it started. Extra arguments go to `deno test`; TEST_PATHS
 # narrows the run (`deno task test:faults` sets it to tests/faults/).
+# The tests come in tiers, all under tests/: tests/unit/ needs no service and no network, nor
+# runs a command that does (`deno task test:unit` runs it alone, without this script); the rest
+# of tests/ needs the local Kafka and PostgreSQL; tests/faults/ starts and breaks its own.
+# test:unit allows the network only to the listeners its metrics tests open (127.0.0.1, and
+# 0.0.0.0, where lib/metrics.ts listens by default) and points KAFKA_BROKERS and DATABASE_URL at
+# a closed port: a unit test that reaches for a service, itself or through a command, fails
+# instead of quietly using the one running.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

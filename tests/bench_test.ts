@@ -2,13 +2,7 @@ import assert from "node:assert/strict";
 import { DEFAULTS } from "../lib/config.ts";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { runProgram, type RunResult } from "./_helpers.ts";
-
-/** Runs scripts/bench.ts with `args` and the permissions `deno task bench` gives it. */
-function bench(...args: string[]): Promise<RunResult> {
-  const permissions = ["--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-run", "--allow-sys"];
-  return runProgram(Deno.execPath(), ["run", ...permissions, "scripts/bench.ts", ...args]);
-}
+import { bench } from "./_bench.ts";
 
 Deno.test("the quick bench prints one JSON document with every figure, ratio and target, and cleans up", async () => {
   const out = await bench("--quick");
@@ -118,12 +112,6 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
   assert.deepEqual(topics, []);
   const slots = await leftSlots(report.run);
   assert.deepEqual(slots, []);
-});
-
-Deno.test("the bench refuses an UPDATE larger than the snapshot's orders, naming both flags", async () => {
-  const out = await bench("--only", "capture-peer", "--capture-update-rows", "5000", "--capture-snapshot-rows", "5000");
-  assert.equal(out.code, 2);
-  assert.match(out.stderr, /--capture-update-rows.*--capture-snapshot-rows.*5000/);
 });
 
 /** Replication slots left behind by the run named `run`. */

@@ -1,7 +1,6 @@
 /** The consumer against real Kafka and PostgreSQL, checked against an independent reference model. */
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { consumerSessionParameters } from "../lib/consumer.ts";
 import { DLQ_HEADERS, dlqTopic } from "../lib/consumer_dead_letter.ts";
 import { connectDatabase } from "../lib/database.ts";
 import { arrayLiteral, ensureSchema } from "../lib/sink.ts";
@@ -303,15 +302,4 @@ Deno.test("the schema step creates only what is missing: a dropped trigger, inde
     await sql.end();
     await db.drop();
   }
-});
-
-Deno.test("the consumer's sessions end a transaction idle for the session timeout and give up a lock wait after a third of it", () => {
-  assert.deepEqual(consumerSessionParameters({ sessionTimeoutS: 30 }), {
-    idle_in_transaction_session_timeout: "30000",
-    lock_timeout: "10000",
-  });
-  assert.deepEqual(consumerSessionParameters({ sessionTimeoutS: 10 }), {
-    idle_in_transaction_session_timeout: "10000",
-    lock_timeout: "3333",
-  });
 });

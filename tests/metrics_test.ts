@@ -1,18 +1,13 @@
-/** /metrics and /health as served: from a run's stats, then of the real commands against real Kafka and PostgreSQL. */
+/**
+ * /metrics and /health of the real commands: against real Kafka and PostgreSQL, and with a
+ * dependency that does not answer.
+ */
 import assert from "node:assert/strict";
 import { loadProduceConfig } from "../lib/config.ts";
 import { createLogger } from "../lib/log.ts";
-import {
-  captureMetrics,
-  consumeMetrics,
-  healthResponse,
-  produceMetrics,
-  serveMetrics,
-  withMetrics,
-} from "../lib/metrics.ts";
-import type { Registry } from "prom-client";
+import { produceMetrics } from "../lib/metrics.ts";
 import { runProducer } from "../lib/producer.ts";
-import { newCaptureStats, newConsumeStats, newProduceStats } from "../lib/stats.ts";
+import { newProduceStats } from "../lib/stats.ts";
 import {
   createTestDatabase,
   freePort,
@@ -25,85 +20,9 @@ import {
   stopWithin,
   waitFor,
 } from "./_helpers.ts";
+import { sampleValue, scrape } from "./_metrics.ts";
 
 const quietLogger = createLogger({ component: "test", write: () => {} });
-
-/** Serves `registry` on a free port, as the commands do, and returns the text of one GET /metrics. */
-async function scrape(registry: Registry): Promise<{ text: string; contentType: string | null }> {
-  const server = await serveMetrics({ port: 0, host: "127.0.0.1", registry, health: () => ({}), logger: quietLogger });
-  try {
-    const response = await fetch(`http://127.0.0.1:${server.port}/metrics`);
-    return { text: await response.text(), contentType: response.headers.get("content-type") };
-  } finally {
-    await server.close();
-  }
-}
-
-function sampleValue(text: string, line: RegExp): number {
-  const m = line.exec(text);
-  return m ? Number(m[1]) : NaN;
-}
-
-Deno.test("the consumer's /metrics reads the run's counters at scrape time and splits lag keys into topic and partition labels", async () => {
-  const stats = newConsumeStats();
-  const { registry, observer } = consumeMetrics(stats);
-  stats.applied["a:b"] = 4;
-  stats.deadLettered.users = 1;
-  stats.retries = 2;
-  stats.lag = { "a:b:3": 9 };
-  stats.health.set("kafka", true);
-  observer.batchCommitted(40, 12);
-  const { text, contentType } = await scrape(registry);
-  assert.equal(contentType, "text/plain; version=0.0.4; charset=utf-8");
-  assert.match(text, /^# TYPE cdc_records_applied_total counter$/m);
-  assert.match(text, /^cdc_records_applied_total\{topic="a:b"\} 4$/m);
-  assert.match(text, /^cdc_records_dead_lettered_total\{topic="users"\} 1$/m);
-  assert.match(text, /^cdc_retries_total 2$/m);
-  assert.match(text, /^cdc_batches_total 0$/m);
-  assert.match(text, /^# TYPE cdc_consumer_lag gauge$/m);
-  assert.match(text, /^cdc_consumer_lag\{topic="a:b",partition="3"\} 9$/m);
-  assert.match(text, /^cdc_connected\{dependency="kafka"\} 1$/m);
-  assert.match(text, /^cdc_connected\{dependency="database"\} 0$/m);
-  assert.match(text, /^cdc_batch_size_records_bucket\{le="50"\} 1$/m);
-  assert.match(text, /^cdc_batch_size_records_bucket\{le="10"\} 0$/m);
-  assert.match(text, /^cdc_apply_duration_seconds_sum 0.012$/m);
-  stats.applied["a:b"] = 10;
-  stats.lag = {};
-  const later = (await scrape(registry)).text;
-  assert.match(later, /^cdc_records_applied_total\{topic="a:b"\} 10$/m, "a scrape reads the stats' current total");
-  assert.doesNotMatch(later, /^cdc_consumer_lag\{/m, "a partition no longer in the stats is no longer reported");
-});
-
-Deno.test("/metrics of both commands carries the default process metrics: CPU seconds, resident memory, event-loop lag, heap", async () => {
-  for (const { registry } of [consumeMetrics(newConsumeStats()), produceMetrics(newProduceStats())]) {
-    const text = await waitFor(
-      "the event-loop delay histogram to have samples",
-      async () => {
-        const { text } = await scrape(registry);
-        return sampleValue(text, /^nodejs_eventloop_lag_p50_seconds (\S+)$/m) > 0 ? text : "";
-      },
-      10_000,
-      50,
-    );
-    assert.ok(sampleValue(text, /^process_cpu_seconds_total (\S+)$/m) > 0);
-    assert.ok(sampleValue(text, /^process_resident_memory_bytes (\S+)$/m) > 10_000_000);
-    assert.ok(sampleValue(text, /^nodejs_heap_size_used_bytes (\S+)$/m) > 0);
-    assert.match(text, /^nodejs_eventloop_lag_seconds \S+$/m);
-    assert.match(text, /^# TYPE nodejs_gc_duration_seconds histogram$/m);
-    assert.doesNotMatch(text, /^process_open_fds 0$/m, "no descriptor count where /proc/self cannot be read");
-  }
-});
-
-Deno.test("health is 200 only when every dependency is up, and 503 names what is down", () => {
-  assert.deepEqual(healthResponse({ kafka: true, database: true }), {
-    status: 200,
-    body: '{"status":"ok","kafka":"up","database":"up"}',
-  });
-  assert.deepEqual(healthResponse({ kafka: true, database: false }), {
-    status: 503,
-    body: '{"status":"unavailable","down":["database"],"kafka":"up","database":"down"}',
-  });
-});
 
 Deno.test("a running consumer's /metrics counts what it applied, its lag reaches 0, and /health is 200", async () => {
   const db = await createTestDatabase();
@@ -237,33 +156,4 @@ Deno.test("a producer that cannot reach Kafka reports /health 503 naming kafka, 
   const lines = result.stderr.split("\n").filter((l) => l.length > 0);
   for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), `not a JSON line: ${line}`);
   assert.ok(lines.some((l) => JSON.parse(l).level === "error"), "the failure is logged as a JSON line");
-});
-
-Deno.test("withMetrics serves a capture's /health and cdc_connected from its Health only while the work runs", async () => {
-  const stats = newCaptureStats();
-  const port = freePort();
-  const health = () => stats.health.snapshot();
-  const served = await withMetrics(
-    { port, metrics: () => captureMetrics(stats), health, logger: quietLogger },
-    async (observer) => {
-      assert.ok(observer, "a port gives the work the run's observer");
-      const down = await fetch(`http://127.0.0.1:${port}/health`);
-      assert.equal(down.status, 503);
-      assert.deepEqual((await down.json()).down, ["kafka", "database"]);
-      stats.health.set("kafka", true);
-      stats.health.set("database", true);
-      const up = await fetch(`http://127.0.0.1:${port}/health`);
-      assert.equal(up.status, 200);
-      await up.body?.cancel();
-      const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
-      assert.match(text, /^cdc_connected\{dependency="database"\} 1$/m);
-      return "done";
-    },
-  );
-  assert.equal(served, "done");
-  await assert.rejects(fetch(`http://127.0.0.1:${port}/health`), "the endpoint closes when the work ends");
-  assert.equal(
-    await withMetrics({ metrics: () => captureMetrics(stats), health, logger: quietLogger }, (o) => Promise.resolve(o)),
-    undefined,
-  );
 });

@@ -1,13 +1,10 @@
 /**
- * Security basics: SASL/PLAIN against a real broker's SASL listener end to end, refused logins
- * as one line, secrets absent from every output, and the TLS options both clients receive.
+ * Security against real services: SASL/PLAIN and SCRAM against a real broker's SASL listener end
+ * to end, refused Kafka and PostgreSQL logins as one line, and secrets absent from every output.
  */
 import assert from "node:assert/strict";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { ConfigError, loadConsumeConfig, loadProduceConfig, redactUrl } from "../lib/config.ts";
-import { kafkaSecurityOptions } from "../lib/kafka_admin.ts";
-import { connectDatabase } from "../lib/database.ts";
 import {
   ADMIN_DATABASE_URL,
   BROKERS,
@@ -21,7 +18,6 @@ import {
   referenceState,
   ROOT,
   runCommand,
-  type RunResult,
   runServices,
   seededEvents,
   startCommand,
@@ -29,93 +25,11 @@ import {
   uniqueName,
   waitFor,
 } from "./_helpers.ts";
+import { assertNoSecrets, oneLine } from "./_output.ts";
 
 /** The local dev credential scripts/services.sh gives the broker's SASL listener. */
 const SASL_USER = "cdc";
 const SASL_PASSWORD = "cdc-secret";
-const CA_FILE = `${ROOT}tests/fixtures/tls/ca.pem`;
-
-// ---- option mapping (no services) -----------------------------------------------------------
-
-Deno.test("Kafka TLS is off by default, on with --kafka-tls, and trusts only the given CA with a CA file", () => {
-  const load = (args: string[], env: Record<string, string> = {}) => {
-    const parsed = loadProduceConfig(args, env);
-    assert.ok(!parsed.help);
-    return parsed.config;
-  };
-  assert.deepEqual(kafkaSecurityOptions(load([])), { ssl: false });
-  assert.deepEqual(kafkaSecurityOptions(load([], { KAFKA_TLS: "true" })), { ssl: true });
-  const withCa = load([], { KAFKA_TLS_CA_FILE: CA_FILE });
-  assert.equal(withCa.kafkaTls, true);
-  assert.deepEqual(kafkaSecurityOptions(withCa), { ssl: { ca: [Deno.readTextFileSync(CA_FILE)] } });
-  assert.deepEqual(
-    kafkaSecurityOptions(
-      load(["--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "u"], { KAFKA_SASL_PASSWORD: "p" }),
-    ),
-    { ssl: false, sasl: { mechanism: "scram-sha-512", username: "u", password: "p" } },
-  );
-});
-
-Deno.test("an unreadable or non-PEM CA file and half-given SASL credentials are one-line configuration errors", () => {
-  const cases: [Record<string, string>, RegExp][] = [
-    [
-      { KAFKA_TLS_CA_FILE: `${ROOT}tests/fixtures/tls/missing.pem` },
-      /KAFKA_TLS_CA_FILE\) cannot be read: ".*missing\.pem"/,
-    ],
-    [{ KAFKA_TLS_CA_FILE: `${ROOT}deno.json` }, /KAFKA_TLS_CA_FILE\) must be a PEM file of certificates/],
-    [{ KAFKA_SASL_USERNAME: "u", KAFKA_SASL_PASSWORD: "p" }, /SASL credentials need --sasl-mechanism/],
-    [{ KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_USERNAME: "u" }, /KAFKA_SASL_PASSWORD\) is required/],
-  ];
-  for (const [env, message] of cases) {
-    assert.throws(() => loadConsumeConfig([], env), (error: Error) => {
-      assert.ok(error instanceof ConfigError, `${JSON.stringify(env)}: ${error}`);
-      assert.match(error.message, message);
-      assert.doesNotMatch(error.message, /\n|"p"/);
-      return true;
-    });
-  }
-});
-
-Deno.test("sslmode in DATABASE_URL reaches the PostgreSQL client and is not sent as a server setting", async () => {
-  for (const [mode, ssl] of [["require", "require"], ["verify-full", "verify-full"], ["disable", false]] as const) {
-    const sql = connectDatabase(`postgres://u:p@db.example:5432/app?sslmode=${mode}`, 1) as unknown as postgres.Sql;
-    assert.equal(sql.options.ssl, ssl, mode);
-    assert.equal((sql.options.connection as Record<string, unknown>).sslmode, undefined);
-    await sql.end();
-  }
-});
-
-// ---- unparsable settings, through the real commands --------------------------------------------
-
-Deno.test("an unparsable DATABASE_URL: consume, produce, capture and dlq each exit 2 with one line and no password in any spelling", async () => {
-  const urls: [string, string][] = [
-    ["postgres://user:Secret@localhost:99999/db", "Secret"],
-    ["postgres://user:S3cr%40t%2Fx@localhost:99999/db", "S3cr@t/x"],
-    ["postgresql://app:p@ss w0rd@[::1/db?sslmode=require", "p@ss w0rd"],
-    ["postgres://app@db:5432:5432/x?password=Hunter%2042", "Hunter 42"],
-  ];
-  const commands: ["produce" | "consume", string[]][] = [
-    ["consume", ["--idle-timeout", "1"]],
-    ["produce", ["--users", "1", "--orders", "1"]],
-    ["produce", ["capture"]],
-    ["consume", ["dlq", "list"]],
-  ];
-  const runs = urls.flatMap(([url, secret]) =>
-    commands.map(async ([name, args]) => {
-      const what = `${[name, ...args].join(" ")} with ${JSON.stringify(redactUrl(url))}`;
-      const result = await runCommand(name, args, { DATABASE_URL: url, KAFKA_BROKERS: BROKERS.join(",") });
-      assert.equal(result.code, 2, `${what}: exit ${result.code}\n${result.stderr}`);
-      const lines = result.stderr.trim().split("\n");
-      assert.equal(lines.length, 1, `${what}: one line in\n${result.stderr}`);
-      assert.match(lines[0], /DATABASE_URL\) (is not a valid URL|must)/, what);
-      assertNoSecrets(result, [secret, encodeURIComponent(secret)], what);
-      assert.ok(!/Secret|S3cr|p@ss|Hunter/.test(result.stderr), `${what}: ${result.stderr}`);
-    })
-  );
-  await Promise.all(runs);
-});
-
-// ---- real broker with a SASL listener ---------------------------------------------------------
 
 /** Whether `brokers` accept the local dev SASL/PLAIN credential. */
 async function acceptsSasl(brokers: string[]): Promise<boolean> {
@@ -192,27 +106,6 @@ async function databaseWithOwnRole(password: string) {
   };
 }
 
-/** Every spelling of `secret` a log line could carry: raw, URL-encoded, JSON-escaped. */
-function spellings(secret: string): string[] {
-  return [...new Set([secret, encodeURIComponent(secret), JSON.stringify(secret).slice(1, -1)])];
-}
-
-function assertNoSecrets(result: RunResult, secrets: string[], what: string): void {
-  for (const secret of secrets) {
-    for (const spelling of spellings(secret)) {
-      assert.ok(!result.stdout.includes(spelling), `${what}: stdout shows ${JSON.stringify(spelling)}`);
-      assert.ok(!result.stderr.includes(spelling), `${what}: stderr shows ${JSON.stringify(spelling)}`);
-    }
-  }
-}
-
-function assertOneLineFailure(result: RunResult, reason: RegExp, what: string): void {
-  assert.notEqual(result.code, 0, `${what} exited 0`);
-  const failures = result.stderr.split("\n").filter((line) => reason.test(line));
-  assert.equal(failures.length, 1, `${what}: one line naming the failure in:\n${result.stderr}`);
-  assert.doesNotMatch(result.stderr, /^\s+at /m, `${what}: a stack trace in:\n${result.stderr}`);
-}
-
 Deno.test("SASL/PLAIN and SCRAM end to end; refused Kafka and PostgreSQL logins are one line; no password is ever printed", async (t) => {
   const broker = await saslBroker();
   const pgPassword = `Pg s3cret/@%${crypto.randomUUID().slice(0, 8)}`;
@@ -271,7 +164,7 @@ Deno.test("SASL/PLAIN and SCRAM end to end; refused Kafka and PostgreSQL logins 
           ["--users", "5", "--orders", "5", "--log-format", format, "--max-attempts", "20"],
           { ...env, KAFKA_SASL_PASSWORD: wrongKafka },
         );
-        assertOneLineFailure(result, /SASL.*authentication failed/i, `produce (${format})`);
+        oneLine(result, /SASL.*authentication failed/i, `produce (${format})`);
         assert.equal(result.stderr.trim().split("\n").length, 1, result.stderr);
         assert.doesNotMatch(result.stderr, /retrying/);
         assertNoSecrets(result, secrets, `produce (${format})`);
@@ -285,7 +178,7 @@ Deno.test("SASL/PLAIN and SCRAM end to end; refused Kafka and PostgreSQL logins 
           ["--idle-timeout", "2", "--log-format", format],
           { ...env, DATABASE_URL: db.urlWithPassword(wrongPg) },
         );
-        assertOneLineFailure(result, /password authentication failed/, `consume (${format})`);
+        oneLine(result, /password authentication failed/, `consume (${format})`);
         assertNoSecrets(result, secrets, `consume (${format})`);
       }
     });

@@ -1,6 +1,6 @@
 /** The real services answer the way the project uses them: its Kafka client and publisher, its database pool. */
 import assert from "node:assert/strict";
-import { DEFAULTS, loadProduceConfig } from "../lib/config.ts";
+import { loadProduceConfig } from "../lib/config.ts";
 import { createKafka, createTopic } from "../lib/kafka_admin.ts";
 import { createLogger } from "../lib/log.ts";
 import { createPublisher, writeWithRetry } from "../lib/kafka_producer.ts";
@@ -79,41 +79,6 @@ Deno.test("the real database, through connectDatabase, keeps timestamptz to the 
   }
 });
 
-Deno.test("compose.yaml offers the services on the ports and credentials of the config defaults", async () => {
-  const compose = await Deno.readTextFile(`${ROOT}compose.yaml`);
-  const pom = await Deno.readTextFile(`${ROOT}scripts/kafka/pom.xml`);
-  const kafkaVersion = /<kafka.version>(.+)<\/kafka.version>/.exec(pom)![1];
-  const url = new URL(DEFAULTS.databaseUrl);
-  const [, kafkaPort] = DEFAULTS.brokers.split(":");
-  assert.match(compose, new RegExp(`image: apache/kafka:${kafkaVersion.replaceAll(".", "\\.")}\\n`));
-  assert.match(compose, new RegExp(`- "${kafkaPort}:${kafkaPort}"`));
-  const saslPort = Number(kafkaPort) + 2;
-  assert.match(compose, new RegExp(`- "${saslPort}:${saslPort}"`));
-  assert.match(
-    compose,
-    new RegExp(
-      `KAFKA_ADVERTISED_LISTENERS: PLAINTEXT://localhost:${kafkaPort},SASL_PLAINTEXT://localhost:${saslPort}\\n`,
-    ),
-  );
-  assert.match(compose, new RegExp(`- "${url.port}:5432"`));
-  assert.match(compose, new RegExp(`POSTGRES_USER: ${url.username}\\n`));
-  assert.match(compose, new RegExp(`POSTGRES_PASSWORD: ${url.password}\\n`));
-  assert.match(compose, new RegExp(`POSTGRES_DB: ${url.pathname.slice(1)}\\n`));
-  assert.match(compose, /wal_level=logical/);
-  assert.match(compose, /KAFKA_AUTO_CREATE_TOPICS_ENABLE: "false"/);
-  const services = await Deno.readTextFile(`${ROOT}scripts/services.sh`);
-  assert.match(services, new RegExp(`KAFKA_PORT="\\$\\{KAFKA_PORT:-${kafkaPort}\\}"`));
-  assert.match(services, new RegExp(`PG_PORT="\\$\\{PG_PORT:-${url.port}\\}"`));
-  assert.match(services, new RegExp(`PG_DB="\\$\\{PG_DB:-${url.pathname.slice(1)}\\}"`));
-  // The same SASL dev credential in both: PLAIN in the listener's JAAS, SCRAM added at start.
-  const [, user, secret] =
-    /KAFKA_SASL_USER="\$\{KAFKA_SASL_USER:-(\w+)\}"\nKAFKA_SASL_SECRET="\$\{KAFKA_SASL_SECRET:-([^}]+)\}"/
-      .exec(services)!;
-  assert.match(compose, new RegExp(`PlainLoginModule required user_${user}="${secret}";`));
-  assert.match(compose, new RegExp(`--entity-name ${user} --add-config "\\$\\$m=\\[password=${secret}\\]"`));
-  assert.match(compose, /SASL_ENABLED_MECHANISMS: PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n/);
-});
-
 Deno.test("services up is idempotent: a second run reuses the running services", async () => {
   const run = await runServices(["up", "kafka", "postgres"]);
   assert.equal(run.code, 0, run.stderr);
@@ -121,23 +86,6 @@ Deno.test("services up is idempotent: a second run reuses the running services",
   const status = await runServices(["status"]);
   assert.match(status.stdout, /^kafka .*(running|reachable)/m);
   assert.match(status.stdout, /^postgres .*(running|reachable)/m);
-});
-
-Deno.test("services up starts nothing for a Kafka and a PostgreSQL on another host, named by KAFKA_BROKERS and DATABASE_URL", async () => {
-  const dataDir = `${ROOT}.data/${uniqueName("remote")}`;
-  const run = await runServices(["up", "kafka", "postgres"], {
-    KAFKA_BROKERS: "kafka-1.example.invalid:9092,kafka-2.example.invalid:9092",
-    DATABASE_URL: "postgres://cdc:secret@db.example.invalid:5432/cdc_db?sslmode=require",
-    // Empty, as when unset: a port given here would ask for a local service.
-    KAFKA_PORT: "",
-    PG_PORT: "",
-    CDC_DATA_DIR: dataDir,
-  });
-  assert.equal(run.code, 0, run.stderr);
-  assert.match(run.stderr, /using the Kafka on kafka-1\.example\.invalid that KAFKA_BROKERS names/);
-  assert.match(run.stderr, /using the PostgreSQL on db\.example\.invalid that DATABASE_URL names/);
-  assert.doesNotMatch(run.stderr, /starting|reusing|secret/);
-  await assert.rejects(Deno.stat(dataDir), Deno.errors.NotFound);
 });
 
 Deno.test("a checkout that did not start the broker resolves Kafka's Java tools and produces with ProducerPerformance", async () => {

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { type ConsumeConfig, loadConsumeConfig } from "../lib/config.ts";
-import { ConsumerGroup, type ConsumerGroupDeps } from "../lib/consumer_group.ts";
-import { createKafka } from "../lib/kafka_admin.ts";
-import { createLogger } from "../lib/log.ts";
-import { newConsumeStats } from "../lib/stats.ts";
+import { type ConsumeConfig, loadConsumeConfig } from "../../lib/config.ts";
+import { ConsumerGroup, type ConsumerGroupDeps } from "../../lib/consumer_group.ts";
+import { createKafka } from "../../lib/kafka_admin.ts";
+import { createLogger } from "../../lib/log.ts";
+import { newConsumeStats } from "../../lib/stats.ts";
 
 /** A group member that was never started, as kafkajs leaves one once it has stopped: no consumer group inside. */
 function unstartedMember(signal: AbortSignal): ConsumerGroup {

@@ -1,6 +1,6 @@
 /** Unit tests of the retry loop (lib/retry.ts). Sleeps are injected, so nothing here waits long. */
 import assert from "node:assert/strict";
-import { backoffDelay, OUTAGE, retry, RetryError, sleep, waitOut } from "../lib/retry.ts";
+import { backoffDelay, OUTAGE, retry, RetryError, sleep, waitOut } from "../../lib/retry.ts";
 
 /** A sleep that records the delays asked for and resolves at once. */
 function recordingSleep(): { delays: number[]; sleep: (ms: number) => Promise<void> } {

@@ -9,9 +9,9 @@ import {
   isKafkaJSError,
   PipelineError,
   TopicRecreatedError,
-} from "../lib/errors.ts";
-import { CaptureError, RecordTooLargeError, SlotLostError, TopicMissingError } from "../lib/capture_errors.ts";
-import { RetryError } from "../lib/retry.ts";
+} from "../../lib/errors.ts";
+import { CaptureError, RecordTooLargeError, SlotLostError, TopicMissingError } from "../../lib/capture_errors.ts";
+import { RetryError } from "../../lib/retry.ts";
 
 /** An error shaped like postgres.js's PostgresError or a socket error. */
 function dbError(code: string, message = "boom"): Error {

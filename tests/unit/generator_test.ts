@@ -12,9 +12,9 @@ import {
   generateEvents,
   newStats,
   simulatedClock,
-} from "../lib/generator.ts";
-import type { OrderEvent, UserEvent } from "../lib/model.ts";
-import { normalizeTimestamp, parseOrderEvent, parseUserEvent, STATUS_OF, toCents } from "../lib/model.ts";
+} from "../../lib/generator.ts";
+import type { OrderEvent, UserEvent } from "../../lib/model.ts";
+import { normalizeTimestamp, parseOrderEvent, parseUserEvent, STATUS_OF, toCents } from "../../lib/model.ts";
 
 /** The stream as the bytes a dry run would print, one line per event with its key. */
 function streamBytes(users: number, orders: number, seed: number): string {

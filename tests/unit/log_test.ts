@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { createLogger, type LoggerOptions, secretsOf } from "../lib/log.ts";
+import { createLogger, type LoggerOptions, secretsOf } from "../../lib/log.ts";
 
 const NOW = new Date("2025-07-03T10:11:12.345Z");
 

@@ -4,12 +4,12 @@
  * before it, Relation messages mid-stream, a key change, and sends split by bytes.
  */
 import assert from "node:assert/strict";
-import { AckingPublisher, AcknowledgedPosition, recordBytes } from "../lib/capture_publisher.ts";
-import { type CaptureRecord, type DebeziumEncoder, encodeOrStop, FramedJson } from "../lib/capture_debezium.ts";
-import { EncodingError, RecordTooLargeError, UnencodableChangeError } from "../lib/capture_errors.ts";
-import { ChangeReader, type StreamEvent } from "../lib/capture_reader.ts";
-import { PG_EPOCH_OFFSET_US } from "../lib/capture_pgoutput.ts";
-import type { TopicMessages } from "../lib/kafka_producer.ts";
+import { AckingPublisher, AcknowledgedPosition, recordBytes } from "../../lib/capture_publisher.ts";
+import { type CaptureRecord, type DebeziumEncoder, encodeOrStop, FramedJson } from "../../lib/capture_debezium.ts";
+import { EncodingError, RecordTooLargeError, UnencodableChangeError } from "../../lib/capture_errors.ts";
+import { ChangeReader, type StreamEvent } from "../../lib/capture_reader.ts";
+import { PG_EPOCH_OFFSET_US } from "../../lib/capture_pgoutput.ts";
+import type { TopicMessages } from "../../lib/kafka_producer.ts";
 import { begin, commit, del, insert, keepalive, relation, update, xlog } from "./_frames.ts";
 
 const USERS: [string, number, number, boolean][] = [["id", 23, -1, true], ["name", 1043, -1, false]];

@@ -3,7 +3,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { parsePartitionKey, partitionKey } from "../lib/partition_key.ts";
+import { parsePartitionKey, partitionKey } from "../../lib/partition_key.ts";
 
 Deno.test("a partition key reads back as its topic and partition, also when the topic holds a colon", () => {
   assert.equal(partitionKey("orders", 3), "orders:3");

@@ -5,9 +5,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { type EventBatch, generateInWorker, newStats } from "../lib/producer_event_batches.ts";
-import { generateEvents } from "../lib/generator.ts";
-import { runProgram } from "./_helpers.ts";
+import { type EventBatch, generateInWorker, newStats } from "../../lib/producer_event_batches.ts";
+import { generateEvents } from "../../lib/generator.ts";
+import { runProgram } from "../_helpers.ts";
 
 async function collect(options: Parameters<typeof generateInWorker>[0]): Promise<EventBatch[]> {
   const batches: EventBatch[] = [];

@@ -8,7 +8,7 @@ import {
   PG_EPOCH_OFFSET_US,
   ProtocolError,
   standbyStatusUpdate,
-} from "../lib/capture_pgoutput.ts";
+} from "../../lib/capture_pgoutput.ts";
 import { Bytes } from "./_frames.ts";
 
 Deno.test("an XLogData frame yields its WAL start, end, send time and payload", () => {

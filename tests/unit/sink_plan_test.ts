@@ -4,10 +4,10 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { OrderChange, UserChange } from "../lib/model.ts";
-import { parseOrderEvent, parseUserEvent } from "../lib/model.ts";
-import { isClosedConnectionWrite } from "../lib/database.ts";
-import { arrayLiteral, planOrderBatch, planUserBatch } from "../lib/sink.ts";
+import type { OrderChange, UserChange } from "../../lib/model.ts";
+import { parseOrderEvent, parseUserEvent } from "../../lib/model.ts";
+import { isClosedConnectionWrite } from "../../lib/database.ts";
+import { arrayLiteral, planOrderBatch, planUserBatch } from "../../lib/sink.ts";
 
 const U1 = "11111111-1111-4111-8111-111111111111";
 const U2 = "22222222-2222-4222-8222-222222222222";
@@ -239,7 +239,9 @@ Deno.test("planning does not change the set of existing orders passed in", () =>
 // ---- the wire fixtures, folded --------------------------------------------------------------
 
 function fixture(name: string): string[] {
-  return Deno.readTextFileSync(new URL(`./fixtures/wire/${name}`, import.meta.url)).split("\n").filter((l) => l.trim());
+  return Deno.readTextFileSync(new URL(`../fixtures/wire/${name}`, import.meta.url)).split("\n").filter((l) =>
+    l.trim()
+  );
 }
 
 Deno.test("array literals leave ids, timestamps and numbers bare and write missing values as NULL", () => {

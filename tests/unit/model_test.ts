@@ -14,10 +14,10 @@ import {
   STATUS_OF,
   toCents,
   type UserChange,
-} from "../lib/model.ts";
-import { oneLineError, orderEvent, userEvent } from "./_helpers.ts";
+} from "../../lib/model.ts";
+import { oneLineError, orderEvent, userEvent } from "../_helpers.ts";
 
-const WIRE = new URL("./fixtures/wire/", import.meta.url);
+const WIRE = new URL("../fixtures/wire/", import.meta.url);
 
 function fixtureLines(name: string): string[] {
   const text = Deno.readTextFileSync(new URL(name, WIRE));

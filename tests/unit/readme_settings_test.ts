@@ -4,7 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { settingsTable } from "../lib/config.ts";
+import { settingsTable } from "../../lib/config.ts";
 
 /** The table's rows as trimmed cells, so column padding (deno fmt's) does not count. */
 function cells(table: string): string[][] {
@@ -14,7 +14,7 @@ function cells(table: string): string[][] {
 }
 
 Deno.test("the README's settings table matches lib/config.ts' settings, row for row", () => {
-  const readme = Deno.readTextFileSync(new URL("../README.md", import.meta.url));
+  const readme = Deno.readTextFileSync(new URL("../../README.md", import.meta.url));
   const block = /<!-- settings:begin[^>]*-->([^]*?)<!-- settings:end -->/.exec(readme);
   assert.ok(block, "README.md has its settings:begin and settings:end markers");
   assert.deepEqual(

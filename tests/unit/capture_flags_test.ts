@@ -1,6 +1,6 @@
 /** The capture's throughput and memory flags: schemas, compression, sends in flight and the bytes they may hold. */
 import assert from "node:assert/strict";
-import { ConfigError, DEFAULTS, loadCaptureConfig } from "../lib/config.ts";
+import { ConfigError, DEFAULTS, loadCaptureConfig } from "../../lib/config.ts";
 
 function config(args: string[], env: Record<string, string> = {}) {
   const parsed = loadCaptureConfig(args, env);

@@ -4,11 +4,11 @@
  * Expected values are derived from Debezium's source; each names the class it follows.
  */
 import assert from "node:assert/strict";
-import { type ColumnSpec, DebeziumEncoder, type FramedJson, type TableSpec } from "../lib/capture_debezium.ts";
-import { EncodingError } from "../lib/capture_errors.ts";
-import type { ChangeSource } from "../lib/capture_reader.ts";
-import { codecFor, javaDouble, javaFloat, unscaledBase64 } from "../lib/capture_debezium_values.ts";
-import { snapshotMarker } from "../lib/capture_snapshot.ts";
+import { type ColumnSpec, DebeziumEncoder, type FramedJson, type TableSpec } from "../../lib/capture_debezium.ts";
+import { EncodingError } from "../../lib/capture_errors.ts";
+import type { ChangeSource } from "../../lib/capture_reader.ts";
+import { codecFor, javaDouble, javaFloat, unscaledBase64 } from "../../lib/capture_debezium_values.ts";
+import { snapshotMarker } from "../../lib/capture_snapshot.ts";
 
 const encoder = new DebeziumEncoder({ prefix: "cdc", database: "cdc_db", version: "0.1.0-cdc-pipeline" });
 const NOW_NS = 1_751_537_473_000_123_456n;

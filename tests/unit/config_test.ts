@@ -21,8 +21,8 @@ import {
   redactUrl,
   type Setting,
   SETTINGS,
-} from "../lib/config.ts";
-import { oneLineError } from "./_helpers.ts";
+} from "../../lib/config.ts";
+import { oneLineError } from "../_helpers.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -503,7 +503,7 @@ Deno.test("the consumer's help lists every flag it accepts, each with its env va
 
 /** A valid value for each string flag that is not a small integer. */
 const VALID_VALUE: Record<string, string> = {
-  "kafka-ca-file": new URL("./fixtures/tls/ca.pem", import.meta.url).pathname,
+  "kafka-ca-file": new URL("../fixtures/tls/ca.pem", import.meta.url).pathname,
   brokers: "h:1",
   "database-url": "postgres://h/db",
   "log-format": "json",

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Partitioners } from "kafkajs";
-import { entityId } from "../lib/generator.ts";
-import { keyHashPartitioner, murmur2 } from "../lib/partitioner.ts";
+import { entityId } from "../../lib/generator.ts";
+import { keyHashPartitioner, murmur2 } from "../../lib/partitioner.ts";
 
 const metadata = (n: number) =>
   Array.from({ length: n }, (_, partitionId) => ({

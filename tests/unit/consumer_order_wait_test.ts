@@ -1,6 +1,6 @@
 /** The order-waits-for-its-user policy, with an injected clock and positions. */
 import assert from "node:assert/strict";
-import { OrderWaits, type UsersPositions } from "../lib/consumer_order_wait.ts";
+import { OrderWaits, type UsersPositions } from "../../lib/consumer_order_wait.ts";
 
 /** A policy whose clock, users log ends and applied positions the test sets. */
 function policy(waitS: number) {
