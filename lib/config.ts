@@ -1,15 +1,40 @@
 /**
- * Configuration for both commands: docs/CONTRACT.md section 5. Every value comes from a default
- * written once here, then the environment, then a command-line flag, in that order.
+ * Configuration of every command (docs/CONTRACT.md section 5): the table of settings, each with
+ * the commands that read it, and the loaders that read a command's settings from a default
+ * written once here, then the environment, then a command-line flag, in that order. The rules of
+ * single values are lib/config_values.ts'; `--help` and the command line's answers are
+ * lib/command.ts'.
  * @module
  */
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { PipelineError } from "./errors.ts";
+import {
+  brokerList,
+  caFile,
+  choice,
+  ConfigError,
+  databaseUrl,
+  integer,
+  optional,
+  type Parser,
+  present,
+  type SaslMechanism,
+  saslMechanism,
+  slotName,
+  tableList,
+  text,
+  topicPrefix,
+  trueOrFalse,
+  verbatim,
+} from "./config_values.ts";
+
+// A loader throws ConfigError and CaptureConfig holds TableNames: callers of the loaders find both here.
+export { ConfigError } from "./config_values.ts";
+export type { TableName } from "./config_values.ts";
+
 /** Kafka SASL credentials, for brokers that ask for them. */
 export interface SaslConfig {
   /** `plain`, `scram-sha-256` or `scram-sha-512`. */
-  mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
+  mechanism: SaslMechanism;
   /** SASL user name. */
   username: string;
   /** SASL password; never logged. */
@@ -47,25 +72,16 @@ export const DEFAULTS = {
   captureTables: "public.users,public.orders",
 } as const;
 
-/** A configuration value that breaks its rule; the message names the flag, rule and value. */
-export class ConfigError extends PipelineError {}
-
 /** The result of parsing a command line: either help was asked for, or a configuration. */
 export type Parsed<T> = { help: true } | { help: false; config: T };
 
 type Env = Record<string, string | undefined>;
 
-/** The commands whose flags config.ts reads; `consume dlq` also reads the consume flags. */
+/** The commands, as their usage line names them after `cdc-`; `consume dlq` also reads the consume flags. */
 export const COMMANDS = ["produce", "consume", "produce capture", "consume dlq"] as const;
 
-/** A command whose flags {@linkcode readCommandLine} reads. */
+/** A command whose settings the table lists. */
 export type CommandName = typeof COMMANDS[number];
-/**
- * A setting's rule: reads its raw value (the flag's, else the env variable's, else the table's
- * default; `undefined` when none is given) into its typed value, or throws a ConfigError whose line
- * starts with `from`, the flag and env variable it came from.
- */
-export type Parser<T> = (raw: string | boolean | undefined, from: string) => T;
 
 /** One setting: its flag, config field, env variable, default, rule, help line and the commands that read it. */
 export interface Setting {
@@ -542,8 +558,8 @@ export type DlqConfig = Flat<ConfigOf<"consume dlq"> & { rebuild: boolean; actio
 type Read<C extends CommandName> = Fields<SettingsOf<C>>;
 
 /** The settings of `command`, in table order. */
-function settingsOf(command: CommandName): AnySetting[] {
-  return SETTINGS.filter((s) => (s.commands as readonly CommandName[]).includes(command));
+export function settingsOf(command: CommandName): Setting[] {
+  return (SETTINGS as readonly Setting[]).filter((s) => s.commands.includes(command));
 }
 
 /**
@@ -634,15 +650,12 @@ export function settingsTable(): string {
   return rows.join("\n");
 }
 
-/** What a command line holds before its flags, in its usage line. */
-const POSITIONALS: Partial<Record<CommandName, string>> = { "consume dlq": "list|replay " };
-
 /**
  * `args` with every negative number that follows a flag taking a value joined to it
  * (`--users -5` becomes `--users=-5`): node:util's parseArgs reads `-5` as an option and would
  * answer "ambiguous" instead of letting the flag's rule name what is wrong.
  */
-export function joinNegativeValues(args: string[], takesValue: (flag: string) => boolean): string[] {
+function joinNegativeValues(args: string[], takesValue: (flag: string) => boolean): string[] {
   const joined: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const flag = /^--([^=]+)$/.exec(args[i])?.[1];
@@ -680,254 +693,4 @@ function readValues(settings: readonly Setting[], args: string[], env: Env): Map
     }
   }
   return values;
-}
-
-/** The rule an integer setting breaks, in words: "a non-negative integer", "an integer in 1..256". */
-export function integerRule(min: number, max = Number.MAX_SAFE_INTEGER): string {
-  if (max !== Number.MAX_SAFE_INTEGER) return `an integer in ${min}..${max}`;
-  if (min === 0) return "a non-negative integer";
-  if (min === 1) return "a positive integer";
-  return `an integer >= ${min}`;
-}
-
-/** A value as an error line shows it: a number as it is, anything else quoted so spaces and emptiness show. */
-export function shownValue(text: string): string {
-  return /^-?\d+(\.\d+)?$/.test(text) ? text : JSON.stringify(text);
-}
-
-/** A trimmed value that must not be empty. */
-function text(raw: string | boolean | undefined, from: string): string {
-  const value = String(raw ?? "").trim();
-  if (value === "") throw new ConfigError(`${from} must not be empty`);
-  return value;
-}
-
-/** The value as given: a password may begin or end with spaces. */
-function verbatim(raw: string | boolean | undefined): string {
-  return String(raw ?? "");
-}
-
-/** A boolean flag: set by its presence (or a true-ish env variable). */
-function present(raw: string | boolean | undefined): boolean {
-  return raw === true;
-}
-
-/** `parse` for a setting that may be left unset, which then reads as `undefined`. */
-function optional<T>(parse: Parser<T>): Parser<T | undefined> {
-  return (raw, from) => raw === undefined ? undefined : parse(raw, from);
-}
-
-/** A whole number in min..max. */
-function integer(min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> {
-  return (raw, from) => {
-    const text = String(raw ?? "").trim();
-    const value = Number(text);
-    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new ConfigError(`${from} must be ${integerRule(min, max)}: ${shownValue(text)}`);
-    }
-    return value;
-  };
-}
-
-/** One of `allowed`, in any case unless `rule` (the words of the error line) is given, which keeps it exact. */
-function choice<const T extends string>(allowed: readonly T[], rule?: string): Parser<T> {
-  return (raw, from) => {
-    const given = text(raw, from);
-    const value = rule === undefined ? given.toLowerCase() : given;
-    if (!(allowed as readonly string[]).includes(value)) {
-      throw new ConfigError(`${from} must be ${rule ?? `one of ${allowed.join(", ")}`}: got ${JSON.stringify(value)}`);
-    }
-    return value as T;
-  };
-}
-
-/** `true` or `false`, in any case. */
-function trueOrFalse(raw: string | boolean | undefined, from: string): boolean {
-  return choice(["true", "false"])(raw, from) === "true";
-}
-
-/** A SASL mechanism, in any case. */
-function saslMechanism(raw: string | boolean | undefined, from: string): SaslConfig["mechanism"] {
-  const m = String(raw).toLowerCase();
-  if (m !== "plain" && m !== "scram-sha-256" && m !== "scram-sha-512") {
-    throw new ConfigError(`${from} must be plain, scram-sha-256 or scram-sha-512: got ${JSON.stringify(m)}`);
-  }
-  return m;
-}
-
-/** Comma-separated host:port pairs, at least one. */
-function brokerList(raw: string | boolean | undefined, from: string): string[] {
-  const list = text(raw, from);
-  const brokers = list.split(",").map((b) => b.trim()).filter(Boolean);
-  if (brokers.length === 0) {
-    throw new ConfigError(`${from} must name at least one host:port: got ${JSON.stringify(list)}`);
-  }
-  for (const broker of brokers) {
-    const port = Number(/^[^\s:/]+:(\d{1,5})$/.exec(broker)?.[1] ?? 0);
-    if (port < 1 || port > 65_535) {
-      throw new ConfigError(
-        `${from} must be host:port[,host:port...] with a port in 1..65535: got ${JSON.stringify(broker)}`,
-      );
-    }
-  }
-  return brokers;
-}
-
-/**
- * A postgres:// URL that parses. The URL is checked here, where the error is one line with the
- * password masked, because every later parser (postgres.js, the capture) would throw it whole,
- * password included.
- */
-function databaseUrl(raw: string | boolean | undefined, from: string): string {
-  const url = text(raw, from);
-  if (!/^postgres(ql)?:\/\//.test(url)) {
-    throw new ConfigError(
-      `${from} must start with postgres:// or postgresql://: got ${JSON.stringify(redactUrl(url))}`,
-    );
-  }
-  try {
-    new URL(url);
-  } catch {
-    throw new ConfigError(
-      `${from} is not a valid URL (check the host, a port in 1..65535, and ` +
-        `percent-encode special characters of the password): got ${JSON.stringify(redactUrl(url))}`,
-    );
-  }
-  return url;
-}
-
-/** The PEM certificates in the file at the path given. */
-function caFile(raw: string | boolean | undefined, from: string): string {
-  const path = text(raw, from);
-  let pem: string;
-  try {
-    pem = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new ConfigError(
-      `${from} cannot be read: ${JSON.stringify(path)}: ${(error as Error).message.split("\n")[0]}`,
-    );
-  }
-  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new ConfigError(`${from} must be a PEM file of certificates: got ${JSON.stringify(path)}`);
-  }
-  return pem;
-}
-
-/** A slot or publication name: it goes into replication commands, which take no parameters, so PostgreSQL's slot name rule holds. */
-function slotName(raw: string | boolean | undefined, from: string): string {
-  const value = text(raw, from);
-  if (!/^[a-z0-9_]{1,63}$/.test(value)) {
-    throw new ConfigError(
-      `${from} must be 1..63 lower-case letters, digits or underscores: got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
-
-/** A Kafka topic name prefix. */
-function topicPrefix(raw: string | boolean | undefined, from: string): string {
-  const value = text(raw, from);
-  if (!/^[a-zA-Z0-9._-]{1,200}$/.test(value)) {
-    throw new ConfigError(`${from} must be 1..200 of a-z A-Z 0-9 . _ -: got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-/** A configured table: `schema.table`. */
-export interface TableName {
-  schema: string;
-  table: string;
-}
-
-/** Parses `schema.table,...` (a bare name is in `public`); names become topic names, so they are held to a-z A-Z 0-9 _. */
-function tableList(raw: string | boolean | undefined, from: string): TableName[] {
-  const list = text(raw, from);
-  const tables = list.split(",").map((item) => item.trim()).filter((item) => item !== "").map((item) => {
-    const match = /^(?:([A-Za-z0-9_]{1,63})\.)?([A-Za-z0-9_]{1,63})$/.exec(item);
-    if (!match) {
-      throw new ConfigError(
-        `${from} must list schema.table names of a-z A-Z 0-9 _, comma-separated: got ${JSON.stringify(item)}`,
-      );
-    }
-    return { schema: match[1] ?? "public", table: match[2] };
-  });
-  if (!tables.length) throw new ConfigError(`${from} must name at least one table: got ${JSON.stringify(list)}`);
-  return tables.filter((t, i) => tables.findIndex((u) => u.schema === t.schema && u.table === t.table) === i);
-}
-
-/** What a command line asks for: a run with a configuration, or an exit once the answer is printed. */
-export type CommandLine<T> = { config: T } | { exitCode: number };
-
-/** What {@linkcode readCommandLine} needs to know about a command. */
-export interface CommandSpec<T> {
-  /** One paragraph on what the command does, shown in `--help`. */
-  summary: string;
-  /** The project's version, for `--version`. */
-  version: string;
-  /** Reads the command's configuration from its flags and environment. */
-  load: (args: string[], env: Env) => Parsed<T>;
-}
-
-/**
- * Reads the flags of `cdc-<command>`: prints the version or the help (exit 0), or a bad value as
- * one line (exit 2), or returns the configuration to run with.
- */
-export function readCommandLine<T>(
-  command: CommandName,
-  args: string[],
-  env: Env,
-  spec: CommandSpec<T>,
-  print: { out: (line: string) => void; err: (line: string) => void } = { out: console.log, err: console.error },
-): CommandLine<T> {
-  if (args.includes("--version")) {
-    print.out(`cdc-${command} ${spec.version}`);
-    return { exitCode: 0 };
-  }
-  let parsed: Parsed<T>;
-  try {
-    parsed = spec.load(args, env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    print.err(`cdc-${command}: ${error.message}`);
-    return { exitCode: 2 };
-  }
-  if (parsed.help) {
-    print.out(helpText(command, spec.summary));
-    return { exitCode: 0 };
-  }
-  return { config: parsed.config };
-}
-
-/** The `--help` text of a command: usage line, then every flag with its env variable. */
-export function helpText(command: CommandName, summary: string): string {
-  const flags = settingsOf(command);
-  const lines = [
-    `usage: cdc-${command} ${POSITIONALS[command] ?? ""}[flags]`,
-    "",
-    summary,
-    "",
-    "flags (each also read from the env variable shown):",
-  ];
-  for (const spec of flags as Setting[]) {
-    const left = `  --${spec.flag}${spec.type === "string" ? " VALUE" : ""}`;
-    const fallback = spec.default === undefined ? "" : ` (default ${spec.default})`;
-    lines.push(`${left.padEnd(28)} ${spec.help}${fallback}${spec.env ? ` [${spec.env}]` : ""}`);
-  }
-  return lines.join("\n");
-}
-
-/** Hides the password of a URL (`postgres://user:***@host/db`, `?password=***`) so it can be logged. */
-export function redactUrl(url: string): string {
-  // Up to the last "@": a raw "@" in a password must not end the redaction early.
-  return url.replace(/(\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, "$1***@").replace(/([?&]password=)[^&#]*/gi, "$1***");
-}
-
-/** The host, port and database of a URL, without user or password, for log lines. */
-export function databaseLocation(url: string): string {
-  try {
-    const parsed = new URL(url);
-    return `${parsed.hostname}:${parsed.port || "5432"}${parsed.pathname}`;
-  } catch {
-    return "(unparsable URL)";
-  }
 }

@@ -1,27 +1,26 @@
 /**
- * Unit tests of configuration (lib/config.ts): docs/CONTRACT.md section 5 defaults, the order
- * default < environment < flag, error messages a person can act on, and the help text.
+ * Unit tests of configuration (lib/config.ts, lib/config_values.ts and the command line of
+ * lib/command.ts): docs/CONTRACT.md section 5 defaults, the order default < environment < flag,
+ * error messages a person can act on, and the help text.
  * @module
  */
 import assert from "node:assert/strict";
+import { helpText, readCommandLine } from "../lib/command.ts";
 import {
   type CaptureConfig,
   COMMANDS,
   ConfigError,
   type ConsumeConfig,
-  databaseLocation,
   DEFAULTS,
   type DlqConfig,
-  helpText,
   loadCaptureConfig,
   loadConsumeConfig,
   loadProduceConfig,
   type ProduceConfig,
-  readCommandLine,
-  redactUrl,
   type Setting,
   SETTINGS,
 } from "../lib/config.ts";
+import { databaseLocation, redactUrl } from "../lib/config_values.ts";
 import { oneLineError } from "./_helpers.ts";
 
 type Env = Record<string, string | undefined>;

@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { Kafka, logLevel } from "kafkajs";
 import postgres from "postgres";
-import { ConfigError, loadConsumeConfig, loadProduceConfig, redactUrl } from "../lib/config.ts";
+import { ConfigError, loadConsumeConfig, loadProduceConfig } from "../lib/config.ts";
+import { redactUrl } from "../lib/config_values.ts";
 import { kafkaSecurityOptions } from "../lib/kafka_admin.ts";
 import { connectDatabase } from "../lib/database.ts";
 import {
