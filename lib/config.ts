@@ -77,7 +77,7 @@ export type Parsed<T> = { help: true } | { help: false; config: T };
 
 type Env = Record<string, string | undefined>;
 
-/** The commands, as their usage line names them after `cdc-`; `consume dlq` also reads the consume flags. */
+/** The commands, as their usage line names them after `cdc-`. */
 export const COMMANDS = ["produce", "consume", "produce capture", "consume dlq"] as const;
 
 /** A command whose settings the table lists. */
@@ -104,12 +104,12 @@ export interface Setting {
 }
 
 const ALL = COMMANDS;
-const CONSUMERS = ["consume", "consume dlq"] as const;
 
 /**
- * Every setting of every command, in `--help` order, each with its config field and its rule. The
- * loaders read every command's settings through it, the config types are derived from it, and
- * `--help` and the README's settings table ({@linkcode settingsTable}) are rendered from it.
+ * Every setting of every command, in `--help` order, each with its config field, its rule and
+ * exactly the commands that read it: another command refuses its flag and leaves its env variable
+ * unread. The loaders read every command's settings through it, the config types are derived from
+ * it, and `--help` and the README's settings table ({@linkcode settingsTable}) are rendered from it.
  */
 export const SETTINGS = [
   {
@@ -130,7 +130,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.databaseUrl,
     help: "PostgreSQL URL (libpq form)",
-    commands: ALL,
+    commands: ["consume", "produce capture"],
   },
   {
     flag: "users-topic",
@@ -140,7 +140,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.usersTopic,
     help: "topic of user events",
-    commands: ALL,
+    commands: ["produce", "consume", "consume dlq"],
   },
   {
     flag: "orders-topic",
@@ -150,7 +150,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.ordersTopic,
     help: "topic of order events",
-    commands: ALL,
+    commands: ["produce", "consume", "consume dlq"],
   },
   {
     flag: "users-partitions",
@@ -160,7 +160,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.usersPartitions,
     help: "partitions of a new users topic",
-    commands: ALL,
+    commands: ["produce", "consume", "produce capture"],
   },
   {
     flag: "orders-partitions",
@@ -170,7 +170,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.ordersPartitions,
     help: "partitions of a new orders topic",
-    commands: ALL,
+    commands: ["produce", "consume", "produce capture"],
   },
   {
     flag: "replication-factor",
@@ -180,7 +180,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.replicationFactor,
     help: "replication of new topics",
-    commands: ALL,
+    commands: ["produce", "consume", "produce capture"],
   },
   {
     flag: "group",
@@ -190,7 +190,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.consumerGroup,
     help: "consumer group id",
-    commands: ALL,
+    commands: ["consume", "consume dlq"],
   },
   {
     flag: "kafka-tls",
@@ -254,7 +254,7 @@ export const SETTINGS = [
     env: "METRICS_PORT",
     type: "string",
     help: "serve /metrics and /health on this port",
-    commands: ALL,
+    commands: ["produce", "consume", "produce capture"],
   },
   { flag: "help", field: "help", parse: present, type: "boolean", help: "show this help", commands: ALL },
   {
@@ -327,7 +327,7 @@ export const SETTINGS = [
     env: "IDLE_TIMEOUT",
     type: "string",
     help: "exit once drained and idle this many seconds",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "order-wait",
@@ -337,7 +337,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.orderWaitS,
     help: "seconds an order waits for its user",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "concurrency",
@@ -347,7 +347,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.concurrency,
     help: "partitions applied at once",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "max-batch-bytes",
@@ -357,7 +357,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.maxBatchBytes,
     help: "fetch bytes per partition",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "session-timeout",
@@ -370,7 +370,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.sessionTimeoutS,
     help: "seconds before a silent member loses its partitions and its open transaction",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "rebuild",
@@ -536,7 +536,7 @@ type ConfigOf<C extends CommandName> = Flat<
   Optionals<Omit<Fields<SettingsOf<C>>, Folded>> & { kafkaSasl?: SaslConfig }
 >;
 
-/** Settings shared by the producer and the consumer: those every command reads. */
+/** Settings every command reads: the Kafka connection and the log format. */
 export type CommonConfig = ConfigOf<CommandName>;
 
 /** Settings of `main_produce.ts`. */
@@ -548,11 +548,8 @@ export type ConsumeConfig = ConfigOf<"consume">;
 /** Settings of `main_produce.ts capture` (docs/CONTRACT.md section 7). */
 export type CaptureConfig = ConfigOf<"produce capture">;
 
-/**
- * Settings of `main_consume.ts dlq`: the consumer's, and the action with its own flags. `rebuild`
- * is the consumer's, always false here, so that a DlqConfig is a ConsumeConfig.
- */
-export type DlqConfig = Flat<ConfigOf<"consume dlq"> & { rebuild: boolean; action: "list" | "replay" }>;
+/** Settings of `main_consume.ts dlq`, and the action its command line names. */
+export type DlqConfig = Flat<ConfigOf<"consume dlq"> & { action: "list" | "replay" }>;
 
 /** What the command's settings read as, one field per setting, before the cross-field checks. */
 type Read<C extends CommandName> = Fields<SettingsOf<C>>;
@@ -570,6 +567,9 @@ function readSettings<C extends CommandName>(command: C, args: string[], env: En
   const settings = settingsOf(command);
   const values = readValues(settings, args, env);
   if (values.get("help") === true) return undefined;
+  const refused = [...values.keys()].find((flag) => !settings.some((s) => s.flag === flag));
+  // The line starts with cdc-<command>: the command's last word is enough to name it.
+  if (refused !== undefined) throw new ConfigError(`${command.split(" ").at(-1)} does not take --${refused}`);
   const read: Record<string, unknown> = {};
   for (const s of settings) {
     const given = values.get(s.flag);
@@ -584,12 +584,9 @@ function source(setting: Pick<Setting, "flag" | "env">): string {
   return setting.env ? `--${setting.flag} (or ${setting.env})` : `--${setting.flag}`;
 }
 
-/** The rules that span settings of every command: distinct topics, TLS implied by a CA file, the SASL trio. */
+/** The rules that span settings of every command: TLS implied by a CA file, the SASL trio. */
 function common<T extends Read<CommandName>>(read: T) {
   const { saslMechanism: mechanism, saslUsername: username, saslPassword: password, help: _, ...rest } = read;
-  if (read.usersTopic === read.ordersTopic) {
-    throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(read.usersTopic)}`);
-  }
   const named = (flag: string) => source(SETTINGS.find((s) => s.flag === flag)!);
   let kafkaSasl: SaslConfig | undefined;
   if (mechanism !== undefined) {
@@ -602,19 +599,27 @@ function common<T extends Read<CommandName>>(read: T) {
   return { ...rest, kafkaTls: read.kafkaTls || read.kafkaTlsCa !== undefined, kafkaSasl };
 }
 
+/** `read`, once its users and orders topics are known to differ. */
+function distinctTopics<T extends { usersTopic: string; ordersTopic: string }>(read: T): T {
+  if (read.usersTopic === read.ordersTopic) {
+    throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(read.usersTopic)}`);
+  }
+  return read;
+}
+
 /** Reads the producer's configuration from the environment, then the flags in `args`. */
 export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfig> {
   const read = readSettings("produce", args, env);
-  return read ? { help: false, config: common(read) } : { help: true };
+  return read ? { help: false, config: common(distinctTopics(read)) } : { help: true };
 }
 
 /** Reads the consumer's configuration from the environment, then the flags in `args`. */
 export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfig> {
   const read = readSettings("consume", args, env);
-  return read ? { help: false, config: common(read) } : { help: true };
+  return read ? { help: false, config: common(distinctTopics(read)) } : { help: true };
 }
 
-/** Reads `dlq list|replay` and its flags (its own and the consumer's) from the environment and `args`. */
+/** Reads `dlq list|replay` and its flags from the environment and `args`. */
 export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
   const [action, ...rest] = args;
   if (action === undefined || action === "--help" || action === "help") return { help: true };
@@ -625,7 +630,7 @@ export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
   if (!read) return { help: true };
   if (read.dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
   if (read.limit !== undefined && action !== "list") throw new ConfigError("--limit belongs to dlq list");
-  return { help: false, config: { ...common(read), rebuild: false, action } };
+  return { help: false, config: { ...common(distinctTopics(read)), action } };
 }
 
 /** Reads the capture's configuration from the environment, then the flags in `args`. */
@@ -668,10 +673,14 @@ function joinNegativeValues(args: string[], takesValue: (flag: string) => boolea
   return joined;
 }
 
-/** The raw value of each setting given, from its flag, else its env variable (booleans as true-ish words). */
+/**
+ * The raw value of each flag given, else of each of `settings`' env variables (booleans as
+ * true-ish words). Every command's flags are known here, so that one a command does not take is
+ * refused by name, not as unknown.
+ */
 function readValues(settings: readonly Setting[], args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const s of settings) options[s.flag] = { type: s.type };
+  for (const s of SETTINGS) options[s.flag] = { type: s.type };
   let parsed;
   try {
     parsed = parseArgs({
@@ -683,12 +692,10 @@ function readValues(settings: readonly Setting[], args: string[], env: Env): Map
   } catch (error) {
     throw new ConfigError((error as Error).message.split("\n")[0]);
   }
-  const values = new Map<string, string | boolean>();
+  const values = new Map(Object.entries(parsed.values as Record<string, string | boolean>));
   for (const s of settings) {
-    const fromFlag = (parsed.values as Record<string, string | boolean | undefined>)[s.flag];
     const fromEnv = s.env ? env[s.env] : undefined;
-    if (fromFlag !== undefined) values.set(s.flag, fromFlag);
-    else if (fromEnv !== undefined && fromEnv !== "") {
+    if (!values.has(s.flag) && fromEnv !== undefined && fromEnv !== "") {
       values.set(s.flag, s.type === "boolean" ? ["1", "true", "yes"].includes(fromEnv.toLowerCase()) : fromEnv);
     }
   }
