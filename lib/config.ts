@@ -22,6 +22,7 @@ import {
   slotName,
   tableList,
   text,
+  topicPartitions,
   topicPrefix,
   trueOrFalse,
   verbatim,
@@ -70,6 +71,8 @@ export const DEFAULTS = {
   captureInFlight: 1,
   captureInFlightBytes: 4 * 1024 * 1024,
   captureTables: "public.users,public.orders",
+  // As the topics the capture reads from: orders' 5 partitions, users' 3 for every other table.
+  captureTopicPartitions: "3,public.orders:5",
 } as const;
 
 /** The result of parsing a command line: either help was asked for, or a configuration. */
@@ -160,7 +163,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.usersPartitions,
     help: "partitions of a new users topic",
-    commands: ["produce", "consume", "produce capture"],
+    commands: ["produce", "consume"],
   },
   {
     flag: "orders-partitions",
@@ -170,7 +173,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.ordersPartitions,
     help: "partitions of a new orders topic",
-    commands: ["produce", "consume", "produce capture"],
+    commands: ["produce", "consume"],
   },
   {
     flag: "replication-factor",
@@ -398,6 +401,16 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.captureTables,
     help: "tables to capture, comma-separated schema.table",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "topic-partitions",
+    field: "topicPartitions",
+    parse: topicPartitions,
+    env: "CAPTURE_TOPIC_PARTITIONS",
+    type: "string",
+    default: DEFAULTS.captureTopicPartitions,
+    help: "partitions of a new capture topic: a count, then schema.table:count for tables that differ",
     commands: ["produce capture"],
   },
   {

@@ -27,6 +27,19 @@ export interface TableName {
 /** A Kafka SASL mechanism. */
 export type SaslMechanism = "plain" | "scram-sha-256" | "scram-sha-512";
 
+/** Partitions of the capture topics the capture creates: `count` for every table but those `tables` names. */
+export interface TopicPartitions {
+  /** Partitions of a table that `tables` does not name. */
+  count: number;
+  /** The tables with a count of their own. */
+  tables: (TableName & { partitions: number })[];
+}
+
+/** The partitions that `setting` gives the capture topic of `table`. */
+export function partitionsOf(setting: TopicPartitions, table: TableName): number {
+  return setting.tables.find((t) => sameTable(t, table))?.partitions ?? setting.count;
+}
+
 /** Whether `a` and `b` name the same table. */
 function sameTable(a: TableName, b: TableName): boolean {
   return a.schema === b.schema && a.table === b.table;
@@ -208,6 +221,41 @@ export function tableList(raw: string | boolean | undefined, from: string): Tabl
   });
   if (!tables.length) throw new ConfigError(`${from} must name at least one table: got ${JSON.stringify(list)}`);
   return tables.filter((t, i) => tables.findIndex((u) => sameTable(u, t)) === i);
+}
+
+/**
+ * Parses `count,schema.table:count,...`: one bare count for every table, then the tables whose
+ * topic gets a count of its own, each once (Kafka Connect's topic.creation.default.partitions and
+ * its per-group partitions, in one value).
+ */
+export function topicPartitions(raw: string | boolean | undefined, from: string): TopicPartitions {
+  const list = text(raw, from);
+  const count = integer(1, 10_000);
+  const counts: number[] = [];
+  const tables: TopicPartitions["tables"] = [];
+  for (const item of items(list)) {
+    const colon = item.lastIndexOf(":");
+    if (colon < 0) {
+      counts.push(count(item, from));
+      continue;
+    }
+    const table = tableName(item.slice(0, colon).trim());
+    if (!table) {
+      throw new ConfigError(`${from} must be a count, then schema.table:count items: got ${JSON.stringify(item)}`);
+    }
+    if (tables.some((t) => sameTable(t, table))) {
+      throw new ConfigError(`${from} names ${table.schema}.${table.table} twice: got ${JSON.stringify(list)}`);
+    }
+    tables.push({ ...table, partitions: count(item.slice(colon + 1), from) });
+  }
+  if (counts.length !== 1) {
+    throw new ConfigError(
+      `${from} must give one count for the tables it does not name (e.g. 3,public.orders:5): got ${
+        JSON.stringify(list)
+      }`,
+    );
+  }
+  return { count: counts[0], tables };
 }
 
 /** Hides the password of a URL (`postgres://user:***@host/db`, `?password=***`) so it can be shown. */

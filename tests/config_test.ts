@@ -23,7 +23,7 @@ import {
   type Setting,
   SETTINGS,
 } from "../lib/config.ts";
-import { databaseLocation, redactUrl } from "../lib/config_values.ts";
+import { databaseLocation, partitionsOf, redactUrl } from "../lib/config_values.ts";
 import { oneLineError } from "./_helpers.ts";
 
 type Env = Record<string, string | undefined>;
@@ -460,7 +460,7 @@ Deno.test("a refused flag is one line and exit 2 on the command line, as other c
 });
 
 Deno.test("an env variable a command does not read is not read: no error, no field", () => {
-  const eventsOnly = { CONSUMER_GROUP: " ", USERS_TOPIC: "same", ORDERS_TOPIC: "same" };
+  const eventsOnly = { CONSUMER_GROUP: " ", USERS_TOPIC: "same", ORDERS_TOPIC: "same", USERS_PARTITIONS: "0" };
   const capture = loadCaptureConfig([], eventsOnly);
   assert.ok(!capture.help && !("consumerGroup" in capture.config) && !("usersTopic" in capture.config));
   const producer = produce([], { DATABASE_URL: "mysql://root:pw@db/x", CONSUMER_GROUP: " " });
@@ -469,7 +469,7 @@ Deno.test("an env variable a command does not read is not read: no error, no fie
   assert.ok(!dlq.help && !("databaseUrl" in dlq.config) && !("metricsPort" in dlq.config));
   // The commands that read them still check them.
   assert.match(configError(() => loadConsumeConfig([], { CONSUMER_GROUP: " " })), /^--group .* must not be empty$/);
-  assert.match(configError(() => loadProduceConfig([], eventsOnly)), /must differ/);
+  assert.match(configError(() => loadProduceConfig([], eventsOnly)), /must differ|USERS_PARTITIONS/);
 });
 
 Deno.test("positional arguments and flags missing their value are ConfigErrors", () => {
@@ -574,9 +574,8 @@ Deno.test("the capture's and dlq's help list exactly the flags they read", () =>
     flags("produce capture").sort(),
     [
       ...kafka,
-      ...["database-url", "users-partitions", "orders-partitions", "replication-factor", "log-format", "metrics-port"],
-      ...["help", "topic-prefix", "tables"],
-      ...["slot", "publication", "batch-size", "schemas", "compression", "in-flight"],
+      ...["database-url", "replication-factor", "log-format", "metrics-port", "help", "topic-prefix", "tables"],
+      ...["topic-partitions", "slot", "publication", "batch-size", "schemas", "compression", "in-flight"],
       ...["in-flight-bytes", "drop-slot", "new-snapshot"],
     ].sort(),
   );
@@ -744,4 +743,49 @@ Deno.test("the config types derived from the table keep choices as literal union
     "databaseUrl" | "metricsPort" extends keyof DlqConfig ? false : true,
   ] = [true, true, true, true, true, true];
   assert.deepEqual(checks, [true, true, true, true, true, true]);
+});
+
+Deno.test("capture topics get 5 partitions for public.orders and 3 for any other table by default, as the source topics", () => {
+  const parsed = loadCaptureConfig([], {});
+  if (parsed.help) throw new Error("unreachable");
+  const { topicPartitions } = parsed.config;
+  assert.deepEqual(topicPartitions, { count: 3, tables: [{ schema: "public", table: "orders", partitions: 5 }] });
+  assert.equal(partitionsOf(topicPartitions, { schema: "public", table: "orders" }), 5);
+  assert.equal(partitionsOf(topicPartitions, { schema: "public", table: "users" }), 3);
+  assert.equal(partitionsOf(topicPartitions, { schema: "shop", table: "orders" }), 3);
+});
+
+Deno.test("--topic-partitions is read from CAPTURE_TOPIC_PARTITIONS or the flag, flag winning, bare names in public", () => {
+  const load = (args: string[], env: Env) => {
+    const parsed = loadCaptureConfig(args, env);
+    if (parsed.help) throw new Error("unreachable");
+    return parsed.config.topicPartitions;
+  };
+  assert.deepEqual(load([], { CAPTURE_TOPIC_PARTITIONS: "6" }), { count: 6, tables: [] });
+  assert.deepEqual(load(["--topic-partitions", " items:2 , 1 ,shop.orders:12"], { CAPTURE_TOPIC_PARTITIONS: "6" }), {
+    count: 1,
+    tables: [{ schema: "public", table: "items", partitions: 2 }, { schema: "shop", table: "orders", partitions: 12 }],
+  });
+  // USERS_PARTITIONS and ORDERS_PARTITIONS are the event topics': the capture neither reads nor refuses them.
+  assert.deepEqual(load([], { ORDERS_PARTITIONS: "9", USERS_PARTITIONS: "0" }).count, 3);
+});
+
+Deno.test("a --topic-partitions value without exactly one bare count, with a bad name, count or a table twice is refused naming it", () => {
+  const from = "--topic-partitions (or CAPTURE_TOPIC_PARTITIONS)";
+  const cases: [string, string][] = [
+    [
+      "public.orders:5",
+      `${from} must give one count for the tables it does not name (e.g. 3,public.orders:5): got "public.orders:5"`,
+    ],
+    ["3,4", `${from} must give one count for the tables it does not name (e.g. 3,public.orders:5): got "3,4"`],
+    ["3,bad-name:2", `${from} must be a count, then schema.table:count items: got "bad-name:2"`],
+    ["3,a:b:2", `${from} must be a count, then schema.table:count items: got "a:b:2"`],
+    ["3,orders:2,public.orders:4", `${from} names public.orders twice: got "3,orders:2,public.orders:4"`],
+    ["0", `${from} must be an integer in 1..10000: 0`],
+    ["3,orders:x", `${from} must be an integer in 1..10000: "x"`],
+    [" , ", `${from} must give one count for the tables it does not name (e.g. 3,public.orders:5): got ","`],
+  ];
+  for (const [value, message] of cases) {
+    assert.equal(configError(() => loadCaptureConfig([], { CAPTURE_TOPIC_PARTITIONS: value })), message, value);
+  }
 });
