@@ -6,7 +6,8 @@
  */
 import process from "node:process";
 import { type CommandContext, type CommandDefinition, runCommand } from "./lib/command.ts";
-import { type ConsumeConfig, databaseLocation, loadConsumeConfig } from "./lib/config.ts";
+import { type ConsumeConfig, loadConsumeConfig } from "./lib/config.ts";
+import { databaseLocation } from "./lib/config_values.ts";
 import { consumerSessionParameters, type ConsumeSummary, runConsumer } from "./lib/consumer.ts";
 import { dlqCommand } from "./lib/consumer_dlq.ts";
 import { createKafka } from "./lib/kafka_admin.ts";

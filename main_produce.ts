@@ -7,13 +7,8 @@
 import process from "node:process";
 import { dropCapture, runCapture } from "./lib/capture.ts";
 import { type CommandContext, type CommandDefinition, runCommand } from "./lib/command.ts";
-import {
-  type CaptureConfig,
-  databaseLocation,
-  loadCaptureConfig,
-  loadProduceConfig,
-  type ProduceConfig,
-} from "./lib/config.ts";
+import { type CaptureConfig, loadCaptureConfig, loadProduceConfig, type ProduceConfig } from "./lib/config.ts";
+import { databaseLocation } from "./lib/config_values.ts";
 import { captureMetrics, produceMetrics, withMetrics } from "./lib/metrics.ts";
 import { type ProduceSummary, runProducer } from "./lib/producer.ts";
 import { connectDatabase } from "./lib/database.ts";

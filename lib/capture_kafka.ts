@@ -7,7 +7,8 @@
  */
 import { type Admin, CompressionTypes, type Producer } from "kafkajs";
 import { TopicMissingError } from "./capture_errors.ts";
-import type { CaptureConfig } from "./config.ts";
+import type { CaptureConfig, TableName } from "./config.ts";
+import { partitionsOf } from "./config_values.ts";
 import { classify } from "./errors.ts";
 import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
@@ -50,14 +51,14 @@ export class CaptureKafka {
   }
 
   /**
-   * Creates the tables' topics that are missing, reads their limits and connects the producer.
-   * `orders` gets ORDERS_PARTITIONS, every other table USERS_PARTITIONS, as `users` does.
+   * Creates the tables' topics that are missing, each with the partitions --topic-partitions
+   * gives its table, reads their limits and connects the producer.
    */
-  async connect(topics: { topic: string; table: string }[]): Promise<void> {
+  async connect(topics: (TableName & { topic: string })[]): Promise<void> {
     const { config } = this;
     await this.admin.connect();
-    for (const { topic, table } of topics) {
-      const partitions = table === "orders" ? config.ordersPartitions : config.usersPartitions;
+    for (const { topic, ...table } of topics) {
+      const partitions = partitionsOf(config.topicPartitions, table);
       await createTopic(this.admin, topic, partitions, config.replicationFactor, this.logger);
     }
     await this.readMaxBytes(topics.map((t) => t.topic));

@@ -1,15 +1,41 @@
 /**
- * Configuration for both commands: docs/CONTRACT.md section 5. Every value comes from a default
- * written once here, then the environment, then a command-line flag, in that order.
+ * Configuration of every command (docs/CONTRACT.md section 5): the table of settings, each with
+ * the commands that read it, and the loaders that read a command's settings from a default
+ * written once here, then the environment, then a command-line flag, in that order. The rules of
+ * single values are lib/config_values.ts'; `--help` and the command line's answers are
+ * lib/command.ts'.
  * @module
  */
-import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { PipelineError } from "./errors.ts";
+import {
+  brokerList,
+  caFile,
+  choice,
+  ConfigError,
+  databaseUrl,
+  integer,
+  optional,
+  type Parser,
+  present,
+  type SaslMechanism,
+  saslMechanism,
+  slotName,
+  tableList,
+  text,
+  topicPartitions,
+  topicPrefix,
+  trueOrFalse,
+  verbatim,
+} from "./config_values.ts";
+
+// A loader throws ConfigError and CaptureConfig holds TableNames: callers of the loaders find both here.
+export { ConfigError } from "./config_values.ts";
+export type { TableName } from "./config_values.ts";
+
 /** Kafka SASL credentials, for brokers that ask for them. */
 export interface SaslConfig {
   /** `plain`, `scram-sha-256` or `scram-sha-512`. */
-  mechanism: "plain" | "scram-sha-256" | "scram-sha-512";
+  mechanism: SaslMechanism;
   /** SASL user name. */
   username: string;
   /** SASL password; never logged. */
@@ -45,27 +71,20 @@ export const DEFAULTS = {
   captureInFlight: 1,
   captureInFlightBytes: 4 * 1024 * 1024,
   captureTables: "public.users,public.orders",
+  // As the topics the capture reads from: orders' 5 partitions, users' 3 for every other table.
+  captureTopicPartitions: "3,public.orders:5",
 } as const;
-
-/** A configuration value that breaks its rule; the message names the flag, rule and value. */
-export class ConfigError extends PipelineError {}
 
 /** The result of parsing a command line: either help was asked for, or a configuration. */
 export type Parsed<T> = { help: true } | { help: false; config: T };
 
 type Env = Record<string, string | undefined>;
 
-/** The commands whose flags config.ts reads; `consume dlq` also reads the consume flags. */
+/** The commands, as their usage line names them after `cdc-`. */
 export const COMMANDS = ["produce", "consume", "produce capture", "consume dlq"] as const;
 
-/** A command whose flags {@linkcode readCommandLine} reads. */
+/** A command whose settings the table lists. */
 export type CommandName = typeof COMMANDS[number];
-/**
- * A setting's rule: reads its raw value (the flag's, else the env variable's, else the table's
- * default; `undefined` when none is given) into its typed value, or throws a ConfigError whose line
- * starts with `from`, the flag and env variable it came from.
- */
-export type Parser<T> = (raw: string | boolean | undefined, from: string) => T;
 
 /** One setting: its flag, config field, env variable, default, rule, help line and the commands that read it. */
 export interface Setting {
@@ -88,12 +107,12 @@ export interface Setting {
 }
 
 const ALL = COMMANDS;
-const CONSUMERS = ["consume", "consume dlq"] as const;
 
 /**
- * Every setting of every command, in `--help` order, each with its config field and its rule. The
- * loaders read every command's settings through it, the config types are derived from it, and
- * `--help` and the README's settings table ({@linkcode settingsTable}) are rendered from it.
+ * Every setting of every command, in `--help` order, each with its config field, its rule and
+ * exactly the commands that read it: another command refuses its flag and leaves its env variable
+ * unread. The loaders read every command's settings through it, the config types are derived from
+ * it, and `--help` and the README's settings table ({@linkcode settingsTable}) are rendered from it.
  */
 export const SETTINGS = [
   {
@@ -114,7 +133,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.databaseUrl,
     help: "PostgreSQL URL (libpq form)",
-    commands: ALL,
+    commands: ["consume", "produce capture"],
   },
   {
     flag: "users-topic",
@@ -124,7 +143,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.usersTopic,
     help: "topic of user events",
-    commands: ALL,
+    commands: ["produce", "consume", "consume dlq"],
   },
   {
     flag: "orders-topic",
@@ -134,7 +153,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.ordersTopic,
     help: "topic of order events",
-    commands: ALL,
+    commands: ["produce", "consume", "consume dlq"],
   },
   {
     flag: "users-partitions",
@@ -144,7 +163,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.usersPartitions,
     help: "partitions of a new users topic",
-    commands: ALL,
+    commands: ["produce", "consume"],
   },
   {
     flag: "orders-partitions",
@@ -154,7 +173,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.ordersPartitions,
     help: "partitions of a new orders topic",
-    commands: ALL,
+    commands: ["produce", "consume"],
   },
   {
     flag: "replication-factor",
@@ -164,7 +183,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.replicationFactor,
     help: "replication of new topics",
-    commands: ALL,
+    commands: ["produce", "consume", "produce capture"],
   },
   {
     flag: "group",
@@ -174,7 +193,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.consumerGroup,
     help: "consumer group id",
-    commands: ALL,
+    commands: ["consume", "consume dlq"],
   },
   {
     flag: "kafka-tls",
@@ -238,7 +257,7 @@ export const SETTINGS = [
     env: "METRICS_PORT",
     type: "string",
     help: "serve /metrics and /health on this port",
-    commands: ALL,
+    commands: ["produce", "consume", "produce capture"],
   },
   { flag: "help", field: "help", parse: present, type: "boolean", help: "show this help", commands: ALL },
   {
@@ -311,7 +330,7 @@ export const SETTINGS = [
     env: "IDLE_TIMEOUT",
     type: "string",
     help: "exit once drained and idle this many seconds",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "order-wait",
@@ -321,7 +340,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.orderWaitS,
     help: "seconds an order waits for its user",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "concurrency",
@@ -331,7 +350,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.concurrency,
     help: "partitions applied at once",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "max-batch-bytes",
@@ -341,7 +360,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.maxBatchBytes,
     help: "fetch bytes per partition",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "session-timeout",
@@ -354,7 +373,7 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.sessionTimeoutS,
     help: "seconds before a silent member loses its partitions and its open transaction",
-    commands: CONSUMERS,
+    commands: ["consume"],
   },
   {
     flag: "rebuild",
@@ -382,6 +401,16 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.captureTables,
     help: "tables to capture, comma-separated schema.table",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "topic-partitions",
+    field: "topicPartitions",
+    parse: topicPartitions,
+    env: "CAPTURE_TOPIC_PARTITIONS",
+    type: "string",
+    default: DEFAULTS.captureTopicPartitions,
+    help: "partitions of a new capture topic: a count, then schema.table:count for tables that differ",
     commands: ["produce capture"],
   },
   {
@@ -520,7 +549,7 @@ type ConfigOf<C extends CommandName> = Flat<
   Optionals<Omit<Fields<SettingsOf<C>>, Folded>> & { kafkaSasl?: SaslConfig }
 >;
 
-/** Settings shared by the producer and the consumer: those every command reads. */
+/** Settings every command reads: the Kafka connection and the log format. */
 export type CommonConfig = ConfigOf<CommandName>;
 
 /** Settings of `main_produce.ts`. */
@@ -532,18 +561,15 @@ export type ConsumeConfig = ConfigOf<"consume">;
 /** Settings of `main_produce.ts capture` (docs/CONTRACT.md section 7). */
 export type CaptureConfig = ConfigOf<"produce capture">;
 
-/**
- * Settings of `main_consume.ts dlq`: the consumer's, and the action with its own flags. `rebuild`
- * is the consumer's, always false here, so that a DlqConfig is a ConsumeConfig.
- */
-export type DlqConfig = Flat<ConfigOf<"consume dlq"> & { rebuild: boolean; action: "list" | "replay" }>;
+/** Settings of `main_consume.ts dlq`, and the action its command line names. */
+export type DlqConfig = Flat<ConfigOf<"consume dlq"> & { action: "list" | "replay" }>;
 
 /** What the command's settings read as, one field per setting, before the cross-field checks. */
 type Read<C extends CommandName> = Fields<SettingsOf<C>>;
 
 /** The settings of `command`, in table order. */
-function settingsOf(command: CommandName): AnySetting[] {
-  return SETTINGS.filter((s) => (s.commands as readonly CommandName[]).includes(command));
+export function settingsOf(command: CommandName): Setting[] {
+  return (SETTINGS as readonly Setting[]).filter((s) => s.commands.includes(command));
 }
 
 /**
@@ -554,6 +580,9 @@ function readSettings<C extends CommandName>(command: C, args: string[], env: En
   const settings = settingsOf(command);
   const values = readValues(settings, args, env);
   if (values.get("help") === true) return undefined;
+  const refused = [...values.keys()].find((flag) => !settings.some((s) => s.flag === flag));
+  // The line starts with cdc-<command>: the command's last word is enough to name it.
+  if (refused !== undefined) throw new ConfigError(`${command.split(" ").at(-1)} does not take --${refused}`);
   const read: Record<string, unknown> = {};
   for (const s of settings) {
     const given = values.get(s.flag);
@@ -568,12 +597,9 @@ function source(setting: Pick<Setting, "flag" | "env">): string {
   return setting.env ? `--${setting.flag} (or ${setting.env})` : `--${setting.flag}`;
 }
 
-/** The rules that span settings of every command: distinct topics, TLS implied by a CA file, the SASL trio. */
+/** The rules that span settings of every command: TLS implied by a CA file, the SASL trio. */
 function common<T extends Read<CommandName>>(read: T) {
   const { saslMechanism: mechanism, saslUsername: username, saslPassword: password, help: _, ...rest } = read;
-  if (read.usersTopic === read.ordersTopic) {
-    throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(read.usersTopic)}`);
-  }
   const named = (flag: string) => source(SETTINGS.find((s) => s.flag === flag)!);
   let kafkaSasl: SaslConfig | undefined;
   if (mechanism !== undefined) {
@@ -586,19 +612,27 @@ function common<T extends Read<CommandName>>(read: T) {
   return { ...rest, kafkaTls: read.kafkaTls || read.kafkaTlsCa !== undefined, kafkaSasl };
 }
 
+/** `read`, once its users and orders topics are known to differ. */
+function distinctTopics<T extends { usersTopic: string; ordersTopic: string }>(read: T): T {
+  if (read.usersTopic === read.ordersTopic) {
+    throw new ConfigError(`the users and orders topics must differ: both are ${JSON.stringify(read.usersTopic)}`);
+  }
+  return read;
+}
+
 /** Reads the producer's configuration from the environment, then the flags in `args`. */
 export function loadProduceConfig(args: string[], env: Env): Parsed<ProduceConfig> {
   const read = readSettings("produce", args, env);
-  return read ? { help: false, config: common(read) } : { help: true };
+  return read ? { help: false, config: common(distinctTopics(read)) } : { help: true };
 }
 
 /** Reads the consumer's configuration from the environment, then the flags in `args`. */
 export function loadConsumeConfig(args: string[], env: Env): Parsed<ConsumeConfig> {
   const read = readSettings("consume", args, env);
-  return read ? { help: false, config: common(read) } : { help: true };
+  return read ? { help: false, config: common(distinctTopics(read)) } : { help: true };
 }
 
-/** Reads `dlq list|replay` and its flags (its own and the consumer's) from the environment and `args`. */
+/** Reads `dlq list|replay` and its flags from the environment and `args`. */
 export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
   const [action, ...rest] = args;
   if (action === undefined || action === "--help" || action === "help") return { help: true };
@@ -609,7 +643,7 @@ export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
   if (!read) return { help: true };
   if (read.dryRun && action !== "replay") throw new ConfigError("--dry-run belongs to dlq replay");
   if (read.limit !== undefined && action !== "list") throw new ConfigError("--limit belongs to dlq list");
-  return { help: false, config: { ...common(read), rebuild: false, action } };
+  return { help: false, config: { ...common(distinctTopics(read)), action } };
 }
 
 /** Reads the capture's configuration from the environment, then the flags in `args`. */
@@ -634,15 +668,12 @@ export function settingsTable(): string {
   return rows.join("\n");
 }
 
-/** What a command line holds before its flags, in its usage line. */
-const POSITIONALS: Partial<Record<CommandName, string>> = { "consume dlq": "list|replay " };
-
 /**
  * `args` with every negative number that follows a flag taking a value joined to it
  * (`--users -5` becomes `--users=-5`): node:util's parseArgs reads `-5` as an option and would
  * answer "ambiguous" instead of letting the flag's rule name what is wrong.
  */
-export function joinNegativeValues(args: string[], takesValue: (flag: string) => boolean): string[] {
+function joinNegativeValues(args: string[], takesValue: (flag: string) => boolean): string[] {
   const joined: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const flag = /^--([^=]+)$/.exec(args[i])?.[1];
@@ -655,10 +686,14 @@ export function joinNegativeValues(args: string[], takesValue: (flag: string) =>
   return joined;
 }
 
-/** The raw value of each setting given, from its flag, else its env variable (booleans as true-ish words). */
+/**
+ * The raw value of each flag given, else of each of `settings`' env variables (booleans as
+ * true-ish words). Every command's flags are known here, so that one a command does not take is
+ * refused by name, not as unknown.
+ */
 function readValues(settings: readonly Setting[], args: string[], env: Env): Map<string, string | boolean> {
   const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const s of settings) options[s.flag] = { type: s.type };
+  for (const s of SETTINGS) options[s.flag] = { type: s.type };
   let parsed;
   try {
     parsed = parseArgs({
@@ -670,264 +705,12 @@ function readValues(settings: readonly Setting[], args: string[], env: Env): Map
   } catch (error) {
     throw new ConfigError((error as Error).message.split("\n")[0]);
   }
-  const values = new Map<string, string | boolean>();
+  const values = new Map(Object.entries(parsed.values as Record<string, string | boolean>));
   for (const s of settings) {
-    const fromFlag = (parsed.values as Record<string, string | boolean | undefined>)[s.flag];
     const fromEnv = s.env ? env[s.env] : undefined;
-    if (fromFlag !== undefined) values.set(s.flag, fromFlag);
-    else if (fromEnv !== undefined && fromEnv !== "") {
+    if (!values.has(s.flag) && fromEnv !== undefined && fromEnv !== "") {
       values.set(s.flag, s.type === "boolean" ? ["1", "true", "yes"].includes(fromEnv.toLowerCase()) : fromEnv);
     }
   }
   return values;
-}
-
-/** The rule an integer setting breaks, in words: "a non-negative integer", "an integer in 1..256". */
-export function integerRule(min: number, max = Number.MAX_SAFE_INTEGER): string {
-  if (max !== Number.MAX_SAFE_INTEGER) return `an integer in ${min}..${max}`;
-  if (min === 0) return "a non-negative integer";
-  if (min === 1) return "a positive integer";
-  return `an integer >= ${min}`;
-}
-
-/** A value as an error line shows it: a number as it is, anything else quoted so spaces and emptiness show. */
-export function shownValue(text: string): string {
-  return /^-?\d+(\.\d+)?$/.test(text) ? text : JSON.stringify(text);
-}
-
-/** A trimmed value that must not be empty. */
-function text(raw: string | boolean | undefined, from: string): string {
-  const value = String(raw ?? "").trim();
-  if (value === "") throw new ConfigError(`${from} must not be empty`);
-  return value;
-}
-
-/** The value as given: a password may begin or end with spaces. */
-function verbatim(raw: string | boolean | undefined): string {
-  return String(raw ?? "");
-}
-
-/** A boolean flag: set by its presence (or a true-ish env variable). */
-function present(raw: string | boolean | undefined): boolean {
-  return raw === true;
-}
-
-/** `parse` for a setting that may be left unset, which then reads as `undefined`. */
-function optional<T>(parse: Parser<T>): Parser<T | undefined> {
-  return (raw, from) => raw === undefined ? undefined : parse(raw, from);
-}
-
-/** A whole number in min..max. */
-function integer(min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> {
-  return (raw, from) => {
-    const text = String(raw ?? "").trim();
-    const value = Number(text);
-    if (!/^-?\d+$/.test(text) || !Number.isSafeInteger(value) || value < min || value > max) {
-      throw new ConfigError(`${from} must be ${integerRule(min, max)}: ${shownValue(text)}`);
-    }
-    return value;
-  };
-}
-
-/** One of `allowed`, in any case unless `rule` (the words of the error line) is given, which keeps it exact. */
-function choice<const T extends string>(allowed: readonly T[], rule?: string): Parser<T> {
-  return (raw, from) => {
-    const given = text(raw, from);
-    const value = rule === undefined ? given.toLowerCase() : given;
-    if (!(allowed as readonly string[]).includes(value)) {
-      throw new ConfigError(`${from} must be ${rule ?? `one of ${allowed.join(", ")}`}: got ${JSON.stringify(value)}`);
-    }
-    return value as T;
-  };
-}
-
-/** `true` or `false`, in any case. */
-function trueOrFalse(raw: string | boolean | undefined, from: string): boolean {
-  return choice(["true", "false"])(raw, from) === "true";
-}
-
-/** A SASL mechanism, in any case. */
-function saslMechanism(raw: string | boolean | undefined, from: string): SaslConfig["mechanism"] {
-  const m = String(raw).toLowerCase();
-  if (m !== "plain" && m !== "scram-sha-256" && m !== "scram-sha-512") {
-    throw new ConfigError(`${from} must be plain, scram-sha-256 or scram-sha-512: got ${JSON.stringify(m)}`);
-  }
-  return m;
-}
-
-/** Comma-separated host:port pairs, at least one. */
-function brokerList(raw: string | boolean | undefined, from: string): string[] {
-  const list = text(raw, from);
-  const brokers = list.split(",").map((b) => b.trim()).filter(Boolean);
-  if (brokers.length === 0) {
-    throw new ConfigError(`${from} must name at least one host:port: got ${JSON.stringify(list)}`);
-  }
-  for (const broker of brokers) {
-    const port = Number(/^[^\s:/]+:(\d{1,5})$/.exec(broker)?.[1] ?? 0);
-    if (port < 1 || port > 65_535) {
-      throw new ConfigError(
-        `${from} must be host:port[,host:port...] with a port in 1..65535: got ${JSON.stringify(broker)}`,
-      );
-    }
-  }
-  return brokers;
-}
-
-/**
- * A postgres:// URL that parses. The URL is checked here, where the error is one line with the
- * password masked, because every later parser (postgres.js, the capture) would throw it whole,
- * password included.
- */
-function databaseUrl(raw: string | boolean | undefined, from: string): string {
-  const url = text(raw, from);
-  if (!/^postgres(ql)?:\/\//.test(url)) {
-    throw new ConfigError(
-      `${from} must start with postgres:// or postgresql://: got ${JSON.stringify(redactUrl(url))}`,
-    );
-  }
-  try {
-    new URL(url);
-  } catch {
-    throw new ConfigError(
-      `${from} is not a valid URL (check the host, a port in 1..65535, and ` +
-        `percent-encode special characters of the password): got ${JSON.stringify(redactUrl(url))}`,
-    );
-  }
-  return url;
-}
-
-/** The PEM certificates in the file at the path given. */
-function caFile(raw: string | boolean | undefined, from: string): string {
-  const path = text(raw, from);
-  let pem: string;
-  try {
-    pem = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new ConfigError(
-      `${from} cannot be read: ${JSON.stringify(path)}: ${(error as Error).message.split("\n")[0]}`,
-    );
-  }
-  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new ConfigError(`${from} must be a PEM file of certificates: got ${JSON.stringify(path)}`);
-  }
-  return pem;
-}
-
-/** A slot or publication name: it goes into replication commands, which take no parameters, so PostgreSQL's slot name rule holds. */
-function slotName(raw: string | boolean | undefined, from: string): string {
-  const value = text(raw, from);
-  if (!/^[a-z0-9_]{1,63}$/.test(value)) {
-    throw new ConfigError(
-      `${from} must be 1..63 lower-case letters, digits or underscores: got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
-
-/** A Kafka topic name prefix. */
-function topicPrefix(raw: string | boolean | undefined, from: string): string {
-  const value = text(raw, from);
-  if (!/^[a-zA-Z0-9._-]{1,200}$/.test(value)) {
-    throw new ConfigError(`${from} must be 1..200 of a-z A-Z 0-9 . _ -: got ${JSON.stringify(value)}`);
-  }
-  return value;
-}
-
-/** A configured table: `schema.table`. */
-export interface TableName {
-  schema: string;
-  table: string;
-}
-
-/** Parses `schema.table,...` (a bare name is in `public`); names become topic names, so they are held to a-z A-Z 0-9 _. */
-function tableList(raw: string | boolean | undefined, from: string): TableName[] {
-  const list = text(raw, from);
-  const tables = list.split(",").map((item) => item.trim()).filter((item) => item !== "").map((item) => {
-    const match = /^(?:([A-Za-z0-9_]{1,63})\.)?([A-Za-z0-9_]{1,63})$/.exec(item);
-    if (!match) {
-      throw new ConfigError(
-        `${from} must list schema.table names of a-z A-Z 0-9 _, comma-separated: got ${JSON.stringify(item)}`,
-      );
-    }
-    return { schema: match[1] ?? "public", table: match[2] };
-  });
-  if (!tables.length) throw new ConfigError(`${from} must name at least one table: got ${JSON.stringify(list)}`);
-  return tables.filter((t, i) => tables.findIndex((u) => u.schema === t.schema && u.table === t.table) === i);
-}
-
-/** What a command line asks for: a run with a configuration, or an exit once the answer is printed. */
-export type CommandLine<T> = { config: T } | { exitCode: number };
-
-/** What {@linkcode readCommandLine} needs to know about a command. */
-export interface CommandSpec<T> {
-  /** One paragraph on what the command does, shown in `--help`. */
-  summary: string;
-  /** The project's version, for `--version`. */
-  version: string;
-  /** Reads the command's configuration from its flags and environment. */
-  load: (args: string[], env: Env) => Parsed<T>;
-}
-
-/**
- * Reads the flags of `cdc-<command>`: prints the version or the help (exit 0), or a bad value as
- * one line (exit 2), or returns the configuration to run with.
- */
-export function readCommandLine<T>(
-  command: CommandName,
-  args: string[],
-  env: Env,
-  spec: CommandSpec<T>,
-  print: { out: (line: string) => void; err: (line: string) => void } = { out: console.log, err: console.error },
-): CommandLine<T> {
-  if (args.includes("--version")) {
-    print.out(`cdc-${command} ${spec.version}`);
-    return { exitCode: 0 };
-  }
-  let parsed: Parsed<T>;
-  try {
-    parsed = spec.load(args, env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    print.err(`cdc-${command}: ${error.message}`);
-    return { exitCode: 2 };
-  }
-  if (parsed.help) {
-    print.out(helpText(command, spec.summary));
-    return { exitCode: 0 };
-  }
-  return { config: parsed.config };
-}
-
-/** The `--help` text of a command: usage line, then every flag with its env variable. */
-export function helpText(command: CommandName, summary: string): string {
-  const flags = settingsOf(command);
-  const lines = [
-    `usage: cdc-${command} ${POSITIONALS[command] ?? ""}[flags]`,
-    "",
-    summary,
-    "",
-    "flags (each also read from the env variable shown):",
-  ];
-  for (const spec of flags as Setting[]) {
-    const left = `  --${spec.flag}${spec.type === "string" ? " VALUE" : ""}`;
-    const fallback = spec.default === undefined ? "" : ` (default ${spec.default})`;
-    lines.push(`${left.padEnd(28)} ${spec.help}${fallback}${spec.env ? ` [${spec.env}]` : ""}`);
-  }
-  return lines.join("\n");
-}
-
-/** Hides the password of a URL (`postgres://user:***@host/db`, `?password=***`) so it can be logged. */
-export function redactUrl(url: string): string {
-  // Up to the last "@": a raw "@" in a password must not end the redaction early.
-  return url.replace(/(\/\/[^:/@]*:)[^]*@(?=[^@]*$)/, "$1***@").replace(/([?&]password=)[^&#]*/gi, "$1***");
-}
-
-/** The host, port and database of a URL, without user or password, for log lines. */
-export function databaseLocation(url: string): string {
-  try {
-    const parsed = new URL(url);
-    return `${parsed.hostname}:${parsed.port || "5432"}${parsed.pathname}`;
-  } catch {
-    return "(unparsable URL)";
-  }
 }

@@ -9,7 +9,7 @@
 import { Buffer } from "node:buffer";
 import type { IHeaders, Kafka, KafkaMessage, Message } from "kafkajs";
 import type { CommandDefinition } from "./command.ts";
-import { ConfigError, type ConsumeConfig, type DlqConfig, loadDlqConfig } from "./config.ts";
+import { ConfigError, type DlqConfig, loadDlqConfig } from "./config.ts";
 import { DLQ_HEADERS, dlqTopic } from "./consumer_dead_letter.ts";
 import { createKafka } from "./kafka_admin.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
@@ -225,7 +225,10 @@ const SUMMARY = `Inspects and replays the dead-letter topics <topic>.dlq that th
             (e.g. create the missing user): a record that fails again goes back to the DLQ.`;
 
 /** The DLQ topics `--topic` names: `users`, `orders`, a configured topic or its DLQ; both when absent. */
-export function dlqTopicsOf(config: ConsumeConfig, topic: string | undefined): string[] {
+export function dlqTopicsOf(
+  config: Pick<DlqConfig, "usersTopic" | "ordersTopic">,
+  topic: string | undefined,
+): string[] {
   const sources = [config.usersTopic, config.ordersTopic];
   if (topic === undefined) return sources.map(dlqTopic);
   const byRole: Record<string, string> = { users: config.usersTopic, orders: config.ordersTopic };
@@ -239,7 +242,7 @@ export function dlqTopicsOf(config: ConsumeConfig, topic: string | undefined): s
 /** Prints the DLQ records of `topics`; returns how many. */
 export async function listDlq(
   kafka: Kafka,
-  config: ConsumeConfig,
+  config: Pick<DlqConfig, "consumerGroup">,
   topics: string[],
   out: (line: string) => void,
   options: { limit?: number; signal?: AbortSignal } = {},
@@ -260,7 +263,7 @@ export async function listDlq(
 /** Republishes (or with `dryRun` prints) the DLQ records the replay group has not replayed yet. */
 export async function replayDlq(
   kafka: Kafka,
-  config: ConsumeConfig,
+  config: Pick<DlqConfig, "consumerGroup">,
   topics: string[],
   options: { dryRun: boolean; out: (line: string) => void; logger: Logger; signal?: AbortSignal },
 ): Promise<ReplaySummary> {

@@ -84,7 +84,7 @@ export function createLogger(options: LoggerOptions): Logger {
 /** The logger of a command run: the configured format, its secrets masked, debug lines with LOG_LEVEL=debug. */
 export function commandLogger(
   component: string,
-  config: { logFormat: "human" | "json"; databaseUrl: string; kafkaSasl?: { password: string } },
+  config: { logFormat: "human" | "json"; databaseUrl?: string; kafkaSasl?: { password: string } },
   env: Record<string, string | undefined>,
 ): Logger {
   return createLogger({
@@ -105,18 +105,19 @@ export function maskUrlCredentials(text: string): string {
 }
 
 /** The secrets found in a configuration: the database password (every spelling) and the SASL password. */
-export function secretsOf(config: { databaseUrl: string; kafkaSasl?: { password: string } }): string[] {
+export function secretsOf(config: { databaseUrl?: string; kafkaSasl?: { password: string } }): string[] {
   const found: string[] = [];
+  const { databaseUrl = "" } = config;
   let url: URL | undefined;
   try {
-    url = new URL(config.databaseUrl);
+    url = new URL(databaseUrl);
   } catch {
     // An unparsable URL still names its password: between "user:" and the last "@".
-    const raw = /^[a-z]+:\/\/[^:/@]*:([^]*)@[^@]*$/i.exec(config.databaseUrl)?.[1];
+    const raw = /^[a-z]+:\/\/[^:/@]*:([^]*)@[^@]*$/i.exec(databaseUrl)?.[1];
     if (raw) found.push(raw);
   }
   if (url?.password) found.push(url.password);
-  const param = /[?&]password=([^&#]*)/i.exec(config.databaseUrl)?.[1];
+  const param = /[?&]password=([^&#]*)/i.exec(databaseUrl)?.[1];
   if (param) found.push(param);
   if (config.kafkaSasl?.password) found.push(config.kafkaSasl.password);
   // Lines may show a password raw, percent-encoded or decoded.

@@ -1,27 +1,29 @@
 /**
- * Unit tests of configuration (lib/config.ts): docs/CONTRACT.md section 5 defaults, the order
- * default < environment < flag, error messages a person can act on, and the help text.
+ * Unit tests of configuration (lib/config.ts, lib/config_values.ts and the command line of
+ * lib/command.ts): docs/CONTRACT.md section 5 defaults, the order default < environment < flag,
+ * each command taking only the flags it reads, error messages a person can act on, and the help text.
  * @module
  */
 import assert from "node:assert/strict";
+import { helpText, readCommandLine } from "../lib/command.ts";
 import {
   type CaptureConfig,
+  type CommandName,
   COMMANDS,
   ConfigError,
   type ConsumeConfig,
-  databaseLocation,
   DEFAULTS,
   type DlqConfig,
-  helpText,
   loadCaptureConfig,
   loadConsumeConfig,
+  loadDlqConfig,
   loadProduceConfig,
+  type Parsed,
   type ProduceConfig,
-  readCommandLine,
-  redactUrl,
   type Setting,
   SETTINGS,
 } from "../../lib/config.ts";
+import { databaseLocation, partitionsOf, redactUrl } from "../../lib/config_values.ts";
 import { oneLineError } from "../_helpers.ts";
 
 type Env = Record<string, string | undefined>;
@@ -59,11 +61,13 @@ const CONTRACT_DEFAULTS = {
 
 // ---- defaults -------------------------------------------------------------------------------
 
-Deno.test("the producer's defaults are the contract's defaults", () => {
+Deno.test("the producer's defaults are the contract's defaults, and it reads no database URL or group", () => {
   const config = produce();
-  for (const [key, value] of Object.entries(CONTRACT_DEFAULTS)) {
+  const { databaseUrl: _, consumerGroup: __, ...kafkaDefaults } = CONTRACT_DEFAULTS;
+  for (const [key, value] of Object.entries(kafkaDefaults)) {
     assert.deepEqual(config[key as keyof ProduceConfig], value, key);
   }
+  assert.ok(!("databaseUrl" in config) && !("consumerGroup" in config), Object.keys(config).join(","));
   assert.equal(config.kafkaTls, false);
   assert.equal(config.kafkaSasl, undefined);
   assert.equal(config.logFormat, "human");
@@ -145,25 +149,25 @@ const ENV_OVERRIDES: Env = {
 Deno.test("environment variables override every common default", () => {
   for (const config of [produce([], ENV_OVERRIDES), consume([], ENV_OVERRIDES)]) {
     assert.deepEqual(config.brokers, ["k1:9093", "k2:9094"]);
-    assert.equal(config.databaseUrl, "postgresql://app:pw@db.internal:6543/app_db?sslmode=require");
     assert.equal(config.usersTopic, "u-env");
     assert.equal(config.ordersTopic, "o-env");
     assert.equal(config.usersPartitions, 6);
     assert.equal(config.ordersPartitions, 10);
     assert.equal(config.replicationFactor, 3);
-    assert.equal(config.consumerGroup, "g-env");
     assert.equal(config.kafkaTls, true);
     assert.equal(config.logFormat, "json");
     assert.equal(config.metricsPort, 9464);
   }
+  const consumer = consume([], ENV_OVERRIDES);
+  assert.equal(consumer.databaseUrl, "postgresql://app:pw@db.internal:6543/app_db?sslmode=require");
+  assert.equal(consumer.consumerGroup, "g-env");
 });
 
 Deno.test("flags override the environment", () => {
+  const consumerArgs = ["--database-url", "postgres://flag@h/flag_db", "--group", "g-flag"];
   const args = [
     "--brokers",
     "f1:1000",
-    "--database-url",
-    "postgres://flag@h/flag_db",
     "--users-topic",
     "u-flag",
     "--orders-topic=o-flag",
@@ -173,25 +177,24 @@ Deno.test("flags override the environment", () => {
     "11",
     "--replication-factor",
     "2",
-    "--group",
-    "g-flag",
     "--log-format",
     "human",
     "--metrics-port",
     "0",
   ];
-  for (const config of [produce(args, ENV_OVERRIDES), consume(args, ENV_OVERRIDES)]) {
+  for (const config of [produce(args, ENV_OVERRIDES), consume([...args, ...consumerArgs], ENV_OVERRIDES)]) {
     assert.deepEqual(config.brokers, ["f1:1000"]);
-    assert.equal(config.databaseUrl, "postgres://flag@h/flag_db");
     assert.equal(config.usersTopic, "u-flag");
     assert.equal(config.ordersTopic, "o-flag");
     assert.equal(config.usersPartitions, 7);
     assert.equal(config.ordersPartitions, 11);
     assert.equal(config.replicationFactor, 2);
-    assert.equal(config.consumerGroup, "g-flag");
     assert.equal(config.logFormat, "human");
     assert.equal(config.metricsPort, 0);
   }
+  const consumer = consume([...args, ...consumerArgs], ENV_OVERRIDES);
+  assert.equal(consumer.databaseUrl, "postgres://flag@h/flag_db");
+  assert.equal(consumer.consumerGroup, "g-flag");
 });
 
 Deno.test("producer-only settings come from their env variables and flags, flags winning", () => {
@@ -421,6 +424,54 @@ Deno.test("an unknown flag is a ConfigError naming it", () => {
   assert.match(configError(() => loadConsumeConfig(["--users", "5"], {})), /--users/);
 });
 
+/** Each command's loader; dlq's with its `list` action, which takes the flags every action does. */
+const LOADERS: Record<CommandName, (args: string[], env: Env) => Parsed<unknown>> = {
+  produce: loadProduceConfig,
+  consume: loadConsumeConfig,
+  "produce capture": loadCaptureConfig,
+  "consume dlq": (args, env) => loadDlqConfig(["list", ...args], env),
+};
+
+Deno.test("each command refuses every flag that only other commands read, in one line naming the flag and the command", () => {
+  for (const command of COMMANDS) {
+    const own = (SETTINGS as readonly Setting[]).filter((s) => s.commands.includes(command)).map((s) => s.flag);
+    const others = (SETTINGS as readonly Setting[]).filter((s) => !own.includes(s.flag));
+    assert.ok(others.length > 0, `${command} has flags it does not take`);
+    for (const setting of others) {
+      const args = setting.type === "string" ? [`--${setting.flag}`, "x"] : [`--${setting.flag}`];
+      assert.equal(
+        configError(() => LOADERS[command](args, {})),
+        `${command.split(" ").at(-1)} does not take --${setting.flag}`,
+        `${command} ${args.join(" ")}`,
+      );
+    }
+  }
+});
+
+Deno.test("a refused flag is one line and exit 2 on the command line, as other config errors", () => {
+  const err: string[] = [];
+  const spec = { summary: "", version: "0", load: loadCaptureConfig };
+  const result = readCommandLine("produce capture", ["--group", "g"], {}, spec, {
+    out: () => {},
+    err: (l) => err.push(l),
+  });
+  assert.deepEqual(result, { exitCode: 2 });
+  assert.deepEqual(err, ["cdc-produce capture: capture does not take --group"]);
+});
+
+Deno.test("an env variable a command does not read is not read: no error, no field", () => {
+  const eventsOnly = { CONSUMER_GROUP: " ", USERS_TOPIC: "same", ORDERS_TOPIC: "same", USERS_PARTITIONS: "0" };
+  const capture = loadCaptureConfig([], eventsOnly);
+  assert.ok(!capture.help && !("consumerGroup" in capture.config) && !("usersTopic" in capture.config));
+  const producer = produce([], { DATABASE_URL: "mysql://root:pw@db/x", CONSUMER_GROUP: " " });
+  assert.ok(!("databaseUrl" in producer) && !("consumerGroup" in producer));
+  const dlq = loadDlqConfig(["list"], { DATABASE_URL: "mysql://x", METRICS_PORT: "-1", IDLE_TIMEOUT: "0" });
+  assert.ok(!dlq.help && !("databaseUrl" in dlq.config) && !("metricsPort" in dlq.config));
+  // The commands that read them still check them.
+  assert.match(configError(() => loadConsumeConfig([], { CONSUMER_GROUP: " " })), /^--group .* must not be empty$/);
+  assert.match(configError(() => loadProduceConfig([], eventsOnly)), /must differ|USERS_PARTITIONS/);
+});
+
 Deno.test("positional arguments and flags missing their value are ConfigErrors", () => {
   configError(() => loadProduceConfig(["extra"], {}));
   assert.match(configError(() => loadProduceConfig(["--users"], {})), /--users/);
@@ -433,17 +484,17 @@ Deno.test("--help returns {help: true} for both commands, even beside bad values
   assert.deepEqual(loadConsumeConfig(["--help"], {}), { help: true });
   assert.deepEqual(loadConsumeConfig(["--help"], { USERS_PARTITIONS: "0" }), { help: true });
   assert.deepEqual(loadProduceConfig(["--users", "abc", "--help"], {}), { help: true });
+  assert.deepEqual(loadCaptureConfig(["--group", "g", "--help"], {}), { help: true });
 });
 
+/** The flags both the producer and the consumer take. */
 const COMMON_FLAGS: [string, string | undefined][] = [
   ["brokers", "KAFKA_BROKERS"],
-  ["database-url", "DATABASE_URL"],
   ["users-topic", "USERS_TOPIC"],
   ["orders-topic", "ORDERS_TOPIC"],
   ["users-partitions", "USERS_PARTITIONS"],
   ["orders-partitions", "ORDERS_PARTITIONS"],
   ["replication-factor", "REPLICATION_FACTOR"],
-  ["group", "CONSUMER_GROUP"],
   ["kafka-tls", "KAFKA_TLS"],
   ["kafka-ca-file", "KAFKA_TLS_CA_FILE"],
   ["sasl-mechanism", "KAFKA_SASL_MECHANISM"],
@@ -463,6 +514,8 @@ const PRODUCE_ONLY: [string, string | undefined][] = [
   ["retry-backoff-ms", "PRODUCE_RETRY_BACKOFF_MS"],
 ];
 const CONSUME_ONLY: [string, string | undefined][] = [
+  ["database-url", "DATABASE_URL"],
+  ["group", "CONSUMER_GROUP"],
   ["idle-timeout", "IDLE_TIMEOUT"],
   ["order-wait", "ORDER_WAIT_SECONDS"],
   ["concurrency", "CONSUMER_CONCURRENCY"],
@@ -513,6 +566,24 @@ const VALID_VALUE: Record<string, string> = {
   "max-batch-bytes": "2048",
   "session-timeout": "10",
 };
+
+Deno.test("the capture's and dlq's help list exactly the flags they read", () => {
+  const flags = (command: CommandName) => [...flagLines(helpText(command, "")).keys()];
+  const kafka = ["brokers", "kafka-tls", "kafka-ca-file", "sasl-mechanism", "sasl-username", "sasl-password"];
+  assert.deepEqual(
+    flags("produce capture").sort(),
+    [
+      ...kafka,
+      ...["database-url", "replication-factor", "log-format", "metrics-port", "help", "topic-prefix", "tables"],
+      ...["topic-partitions", "slot", "publication", "batch-size", "schemas", "compression", "in-flight"],
+      ...["in-flight-bytes", "drop-slot", "new-snapshot"],
+    ].sort(),
+  );
+  assert.deepEqual(
+    flags("consume dlq").sort(),
+    [...kafka, "users-topic", "orders-topic", "group", "log-format", "help", "topic", "limit", "dry-run"].sort(),
+  );
+});
 
 Deno.test("every flag in the help is accepted by its command", () => {
   for (const [command, load] of [["produce", loadProduceConfig], ["consume", loadConsumeConfig]] as const) {
@@ -668,7 +739,53 @@ Deno.test("the config types derived from the table keep choices as literal union
       Pick<ConsumeConfig, "kafkaSasl">,
       { kafkaSasl?: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } }
     >,
-    DlqConfig extends ConsumeConfig ? true : false,
-  ] = [true, true, true, true, true];
-  assert.deepEqual(checks, [true, true, true, true, true]);
+    "consumerGroup" extends keyof CaptureConfig | keyof ProduceConfig ? false : true,
+    "databaseUrl" | "metricsPort" extends keyof DlqConfig ? false : true,
+  ] = [true, true, true, true, true, true];
+  assert.deepEqual(checks, [true, true, true, true, true, true]);
+});
+
+Deno.test("capture topics get 5 partitions for public.orders and 3 for any other table by default, as the source topics", () => {
+  const parsed = loadCaptureConfig([], {});
+  if (parsed.help) throw new Error("unreachable");
+  const { topicPartitions } = parsed.config;
+  assert.deepEqual(topicPartitions, { count: 3, tables: [{ schema: "public", table: "orders", partitions: 5 }] });
+  assert.equal(partitionsOf(topicPartitions, { schema: "public", table: "orders" }), 5);
+  assert.equal(partitionsOf(topicPartitions, { schema: "public", table: "users" }), 3);
+  assert.equal(partitionsOf(topicPartitions, { schema: "shop", table: "orders" }), 3);
+});
+
+Deno.test("--topic-partitions is read from CAPTURE_TOPIC_PARTITIONS or the flag, flag winning, bare names in public", () => {
+  const load = (args: string[], env: Env) => {
+    const parsed = loadCaptureConfig(args, env);
+    if (parsed.help) throw new Error("unreachable");
+    return parsed.config.topicPartitions;
+  };
+  assert.deepEqual(load([], { CAPTURE_TOPIC_PARTITIONS: "6" }), { count: 6, tables: [] });
+  assert.deepEqual(load(["--topic-partitions", " items:2 , 1 ,shop.orders:12"], { CAPTURE_TOPIC_PARTITIONS: "6" }), {
+    count: 1,
+    tables: [{ schema: "public", table: "items", partitions: 2 }, { schema: "shop", table: "orders", partitions: 12 }],
+  });
+  // USERS_PARTITIONS and ORDERS_PARTITIONS are the event topics': the capture neither reads nor refuses them.
+  assert.deepEqual(load([], { ORDERS_PARTITIONS: "9", USERS_PARTITIONS: "0" }).count, 3);
+});
+
+Deno.test("a --topic-partitions value without exactly one bare count, with a bad name, count or a table twice is refused naming it", () => {
+  const from = "--topic-partitions (or CAPTURE_TOPIC_PARTITIONS)";
+  const cases: [string, string][] = [
+    [
+      "public.orders:5",
+      `${from} must give one count for the tables it does not name (e.g. 3,public.orders:5): got "public.orders:5"`,
+    ],
+    ["3,4", `${from} must give one count for the tables it does not name (e.g. 3,public.orders:5): got "3,4"`],
+    ["3,bad-name:2", `${from} must be a count, then schema.table:count items: got "bad-name:2"`],
+    ["3,a:b:2", `${from} must be a count, then schema.table:count items: got "a:b:2"`],
+    ["3,orders:2,public.orders:4", `${from} names public.orders twice: got "3,orders:2,public.orders:4"`],
+    ["0", `${from} must be an integer in 1..10000: 0`],
+    ["3,orders:x", `${from} must be an integer in 1..10000: "x"`],
+    [" , ", `${from} must give one count for the tables it does not name (e.g. 3,public.orders:5): got ","`],
+  ];
+  for (const [value, message] of cases) {
+    assert.equal(configError(() => loadCaptureConfig([], { CAPTURE_TOPIC_PARTITIONS: value })), message, value);
+  }
 });
