@@ -101,6 +101,29 @@ async function idleCpuPercent(run: BenchRun, cmd: string[], environment: Pipelin
   }
 }
 
+/** CPU of an idle `deno task consume` and of an idle standalone consumer, each over the run's idle window. */
+export async function idleConsumersPhase(run: BenchRun): Promise<{ consumer: number; standaloneConsumer: number }> {
+  const idleCpu = {
+    consumer: await timed(
+      `CPU of an idle consumer (deno task consume) over ${run.idleWindowS} s`,
+      async () => idleCpuPercent(run, await taskCommand(run.root, "consume", []), run.env),
+    ),
+    standaloneConsumer: await timed(
+      `CPU of an idle standalone consumer over ${run.idleWindowS} s`,
+      () => idleCpuPercent(run, [`${run.root}dist/cdc-consume`], run.binaryEnv),
+    ),
+  };
+  progress(`idle consumer: ${idleCpu.consumer}% of a core, standalone ${idleCpu.standaloneConsumer}%`);
+  return idleCpu;
+}
+
+/** The process's own CPU seconds, or a one-line error when it is gone. */
+async function ownCpu(pid: number): Promise<number> {
+  const stats = await procStats(pid);
+  if (!stats) throw new Error(`the idle consumer (pid ${pid}) exited`);
+  return stats.ownCpuS;
+}
+
 /** The Go original's design: one event per statement and transaction, one offset commit per message. */
 export async function oneEventPerTransaction(run: BenchRun): Promise<number> {
   const events = run.baselineEvents;
@@ -139,13 +162,6 @@ export async function oneEventPerTransaction(run: BenchRun): Promise<number> {
   return rate;
 }
 
-/** The process's own CPU seconds, or a one-line error when it is gone. */
-async function ownCpu(pid: number): Promise<number> {
-  const stats = await procStats(pid);
-  if (!stats) throw new Error(`the idle consumer (pid ${pid}) exited`);
-  return stats.ownCpuS;
-}
-
 /** One user event as the Go original applied it: one statement. */
 async function applyUser(tx: postgres.TransactionSql, u: UserChange): Promise<void> {
   if (u.type === "CREATE") {
@@ -169,20 +185,4 @@ async function applyOrder(tx: postgres.TransactionSql, o: OrderChange): Promise<
       o.modifiedAt ?? null
     }, is_deleted = is_deleted or ${o.type === "DELETE"} where id = ${o.id}`;
   }
-}
-
-/** CPU of an idle `deno task consume` and of an idle standalone consumer, each over the run's idle window. */
-export async function idleConsumersPhase(run: BenchRun): Promise<{ consumer: number; standaloneConsumer: number }> {
-  const idleCpu = {
-    consumer: await timed(
-      `CPU of an idle consumer (deno task consume) over ${run.idleWindowS} s`,
-      async () => idleCpuPercent(run, await taskCommand(run.root, "consume", []), run.env),
-    ),
-    standaloneConsumer: await timed(
-      `CPU of an idle standalone consumer over ${run.idleWindowS} s`,
-      () => idleCpuPercent(run, [`${run.root}dist/cdc-consume`], run.binaryEnv),
-    ),
-  };
-  progress(`idle consumer: ${idleCpu.consumer}% of a core, standalone ${idleCpu.standaloneConsumer}%`);
-  return idleCpu;
 }

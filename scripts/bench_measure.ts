@@ -62,7 +62,11 @@ export function spawnCommand(root: string, cmd: string[], environment: Record<st
  * The command line of `deno task <task>` (flags and leading `NAME=value` settings included, so the
  * bench measures what users run); settings go through env(1), which execs deno under the same pid.
  */
-export async function taskCommand(root: string, task: "produce" | "consume" | "capture", args: string[]) {
+export async function taskCommand(
+  root: string,
+  task: "produce" | "consume" | "capture",
+  args: string[],
+): Promise<string[]> {
   const tasks = JSON.parse(await Deno.readTextFile(`${root}deno.json`)).tasks as Record<string, string>;
   const words = tasks[task].split(/\s+/);
   const settings = words.slice(0, words.findIndex((word) => !/^[A-Za-z_][A-Za-z0-9_]*=/.test(word)));
