@@ -18,6 +18,7 @@ import type { Sql } from "../lib/database.ts";
 import { ensureSchema } from "../lib/sink.ts";
 import { brokerPids, processTree, procStats } from "./_proc.ts";
 import { connectorProperties } from "./debezium/connector.ts";
+import { databaseUrlFor, decode, round, sleep } from "./_util.ts";
 
 /** What the section needs from the bench. */
 export interface PeerOptions {
@@ -124,9 +125,6 @@ export interface CaptureProfile {
   };
 }
 
-const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const round = (value: number, digits = 0) => Math.round(value * 10 ** digits) / 10 ** digits;
 /** The bench's own sessions are left out of the connectors' CPU by this name. */
 const BENCH_APP = "cdc-bench";
 
@@ -311,7 +309,7 @@ export async function captureVsDebezium(options: PeerOptions): Promise<PeerRepor
   const admin = postgres(options.adminUrl, { max: 1, onnotice: () => {}, connection: { application_name: BENCH_APP } });
   await admin.unsafe(`create database ${database}`);
   await admin.end();
-  const databaseUrl = options.adminUrl.replace(/\/[^/?]*(\?|$)/, `/${database}$1`);
+  const databaseUrl = databaseUrlFor(options.adminUrl, database);
   const kafkaAdmin = new Kafka({ clientId: BENCH_APP, brokers: options.brokers, logLevel: logLevel.NOTHING }).admin();
   const bed: Bed = {
     options,
@@ -707,6 +705,40 @@ async function profileCapture(
       broker: micros(streamed.cpuSPer1000.broker),
       brokerDuringSendsOnly: measured.brokerCpuMicrosPerChangeDuringSend,
     },
+  };
+}
+
+/** The capture's figures over Debezium's, from the same run (a CPU or memory ratio under 1 favours the capture). */
+export function peerRatios(peer: PeerReport): Record<string, number | null> {
+  const { capture, debezium } = peer;
+  return {
+    captureVsDebeziumStreamingRecordsPerS: round(capture.streaming.recordsPerS / debezium.streaming.recordsPerS, 2),
+    captureVsDebeziumSnapshotRecordsPerS: round(capture.snapshot.recordsPerS / debezium.snapshot.recordsPerS, 2),
+    captureVsDebeziumStreamingCpuPerChange: round(
+      capture.streaming.cpuSPer1000.process / debezium.streaming.cpuSPer1000.process,
+      2,
+    ),
+    captureVsDebeziumSnapshotCpuPerChange: round(
+      capture.snapshot.cpuSPer1000.process / debezium.snapshot.cpuSPer1000.process,
+      2,
+    ),
+    captureVsDebeziumStreamingPeakRss: round(capture.streaming.peakRssMb / debezium.streaming.peakRssMb, 2),
+    captureVsDebeziumSnapshotPeakRss: round(capture.snapshot.peakRssMb / debezium.snapshot.peakRssMb, 2),
+    ...payloadOnlyRatios(peer),
+  };
+}
+
+/** The same ratios for the capture with `--schemas=false` (null when its command line lacks the flag). */
+function payloadOnlyRatios({ captureSchemasFalse: capture, debezium }: PeerReport) {
+  const ratio = (pick: (phase: PeerReport["debezium"]) => number) =>
+    capture === null ? null : round(pick(capture) / pick(debezium), 2);
+  return {
+    captureSchemasFalseVsDebeziumStreamingRecordsPerS: ratio((p) => p.streaming.recordsPerS),
+    captureSchemasFalseVsDebeziumSnapshotRecordsPerS: ratio((p) => p.snapshot.recordsPerS),
+    captureSchemasFalseVsDebeziumStreamingCpuPerChange: ratio((p) => p.streaming.cpuSPer1000.process),
+    captureSchemasFalseVsDebeziumSnapshotCpuPerChange: ratio((p) => p.snapshot.cpuSPer1000.process),
+    captureSchemasFalseVsDebeziumStreamingPeakRss: ratio((p) => p.streaming.peakRssMb),
+    captureSchemasFalseVsDebeziumSnapshotPeakRss: ratio((p) => p.snapshot.peakRssMb),
   };
 }
 

@@ -43,30 +43,62 @@ import { createPublisher, writeWithRetry } from "../lib/kafka_producer.ts";
 import { createLogger } from "../lib/log.ts";
 import { brokerPids, procStats } from "./_proc.ts";
 
-const { values } = parseArgs({
-  args: Deno.args.filter((a) => a !== "--"),
-  options: { changes: { type: "string" }, batch: { type: "string" }, topic: { type: "string" } },
-});
-const CHANGES = Number(values.changes ?? 200_000);
-const BATCH = Number(values.batch ?? DEFAULTS.captureBatchSize);
-for (const [flag, value] of [["--changes", CHANGES], ["--batch", BATCH]] as const) {
-  if (!Number.isInteger(value) || value < 1) {
-    console.error(`capture_profile: ${flag} must be a positive integer: got ${value}`);
-    Deno.exit(2);
-  }
-}
-const BROKERS = (Deno.env.get("KAFKA_BROKERS") ?? DEFAULTS.brokers).split(",");
-const TOPIC = values.topic ?? `capture_profile_${Date.now().toString(36)}`;
 /** Distinct changes cycled through: enough that no stage sees the same strings twice in a row. */
 const DISTINCT = 2_000;
 const ORDERS_PARTITIONS = DEFAULTS.ordersPartitions;
 
+/** What to profile: changes per stage, records per send, and the topic the sends go to. */
+interface ProfileOptions {
+  changes: number;
+  batch: number;
+  topic: string;
+  brokers: string[];
+}
+
+/** A record as AckingPublisher hands it to kafkajs: the key a string, the value a FramedJson. */
+type Outgoing = { key: string; value: FramedJson };
+
+/** The changes every stage works on, built once. */
+interface Fixtures {
+  frames: Uint8Array[];
+  encoder: DebeziumEncoder;
+  payloadOnlyEncoder: DebeziumEncoder;
+  change: (i: number) => RowChange;
+  records: CaptureRecord[];
+  /** The capture's messages. */
+  messages: Outgoing[];
+  /** The same records as the capture writes them with `--schemas=false`: the payloads alone. */
+  payloadOnly: Outgoing[];
+  /** All distinct records' bytes in one buffer: the CRC's cost is linear in the bytes. */
+  allBytes: Buffer;
+  allPayloadOnlyBytes: Buffer;
+}
+
+/** Reads the flags; throws a RangeError naming a flag that is not a positive integer. */
+function parseOptions(args: string[]): ProfileOptions {
+  const { values } = parseArgs({
+    args: args.filter((a) => a !== "--"),
+    options: { changes: { type: "string" }, batch: { type: "string" }, topic: { type: "string" } },
+  });
+  const changes = Number(values.changes ?? 200_000);
+  const batch = Number(values.batch ?? DEFAULTS.captureBatchSize);
+  for (const [flag, value] of [["--changes", changes], ["--batch", batch]] as const) {
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`${flag} must be a positive integer: got ${value}`);
+  }
+  return {
+    changes,
+    batch,
+    topic: values.topic ?? `capture_profile_${Date.now().toString(36)}`,
+    brokers: (Deno.env.get("KAFKA_BROKERS") ?? DEFAULTS.brokers).split(","),
+  };
+}
+
 /** CPU microseconds (user + system) this process spends in `run`, per change. */
-async function cpuMicrosPerChange(run: () => unknown): Promise<number> {
+async function cpuMicrosPerChange(changes: number, run: () => unknown): Promise<number> {
   const before = process.cpuUsage();
   await run();
   const used = process.cpuUsage(before);
-  return Math.round(((used.user + used.system) / CHANGES) * 100) / 100;
+  return Math.round(((used.user + used.system) / changes) * 100) / 100;
 }
 
 const utf8 = new TextEncoder();
@@ -121,22 +153,15 @@ function updateFrame(i: number): Uint8Array {
   return frame;
 }
 
-const frames = Array.from({ length: DISTINCT }, (_, i) => updateFrame(i));
-const decoded: { before: TupleValues; after: TupleValues }[] = frames.map((frame) => {
+/** The before and after tuples of an Update frame. */
+function decodeUpdate(frame: Uint8Array): { before: TupleValues; after: TupleValues } {
   const xlog = decodeFrame(frame);
   if (xlog.type !== "xlog") throw new Error("capture_profile built a frame that is not XLogData: fix updateFrame");
   const message = decodePgOutput(xlog.data);
   if (message.tag !== "update" || !message.before) throw new Error("capture_profile: the frame is not a full Update");
   return { before: message.before, after: message.after };
-});
+}
 
-const encoder = new DebeziumEncoder({ prefix: "bench", database: "bench", version: "bench" });
-const payloadOnlyEncoder = new DebeziumEncoder({
-  prefix: "bench",
-  database: "bench",
-  version: "bench",
-  schemas: false,
-});
 const column = (name: string, typeOid: number, typeName: string, extra: Partial<ColumnSpec> = {}): ColumnSpec => ({
   name,
   typeOid,
@@ -147,7 +172,7 @@ const column = (name: string, typeOid: number, typeName: string, extra: Partial<
   ...extra,
 });
 /** The orders table as lib/sink.ts creates it and readTableSpec reads it. */
-const spec: TableSpec = {
+const ORDERS_SPEC: TableSpec = {
   schema: "public",
   table: "orders",
   columns: [
@@ -162,147 +187,185 @@ const spec: TableSpec = {
   ],
   keyColumns: ["id"],
 };
-const change = (i: number): RowChange => ({
-  op: "u",
-  before: decoded[i % DISTINCT].before,
-  after: decoded[i % DISTINCT].after,
-  source: { tsUs: 1_764_514_800_000_000n, txId: 1234, lsn: BigInt(0x1_0000_0000 + i * 200), lastCommitLsn: null },
-});
-const records: CaptureRecord[] = Array.from({ length: DISTINCT }, (_, i) => encoder.encode(spec, change(i), 1_000n)[0]);
-/** A record as AckingPublisher hands it to kafkajs: the key a string, the value a FramedJson. */
-type Outgoing = { key: string; value: FramedJson };
-/** The capture's messages. */
-const messages = records.map(({ key, value }) => ({ key: key!, value: value! }));
-/** The same records as the capture writes them with `--schemas=false`: the payloads alone. */
-const payloadOnly = Array.from({ length: DISTINCT }, (_, i) => payloadOnlyEncoder.encode(spec, change(i), 1_000n)[0])
-  .map(({ key, value }) => ({ key: key!, value: value! }));
-const scratch = new Uint8Array(64 * 1024);
-const require = createRequire(import.meta.url);
-const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
-const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C/index.js");
-/** All distinct records' bytes in one buffer: the CRC's cost is linear in the bytes. */
-const bytesOf = (list: Outgoing[]) =>
-  Buffer.concat(list.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(String(value))]));
-const allBytes = bytesOf(messages);
-const allPayloadOnlyBytes = bytesOf(payloadOnly);
+
+/** DISTINCT update frames, their changes, and those changes encoded with and without schemas. */
+function buildFixtures(): Fixtures {
+  const frames = Array.from({ length: DISTINCT }, (_, i) => updateFrame(i));
+  const decoded = frames.map(decodeUpdate);
+  const encoder = new DebeziumEncoder({ prefix: "bench", database: "bench", version: "bench" });
+  const payloadOnlyEncoder = new DebeziumEncoder({
+    prefix: "bench",
+    database: "bench",
+    version: "bench",
+    schemas: false,
+  });
+  const change = (i: number): RowChange => ({
+    op: "u",
+    before: decoded[i % DISTINCT].before,
+    after: decoded[i % DISTINCT].after,
+    source: { tsUs: 1_764_514_800_000_000n, txId: 1234, lsn: BigInt(0x1_0000_0000 + i * 200), lastCommitLsn: null },
+  });
+  const records = Array.from({ length: DISTINCT }, (_, i) => encoder.encode(ORDERS_SPEC, change(i), 1_000n)[0]);
+  const messages = records.map(({ key, value }) => ({ key: key!, value: value! }));
+  const payloadOnly = Array.from(
+    { length: DISTINCT },
+    (_, i) => payloadOnlyEncoder.encode(ORDERS_SPEC, change(i), 1_000n)[0],
+  ).map(({ key, value }) => ({ key: key!, value: value! }));
+  const bytesOf = (list: Outgoing[]) =>
+    Buffer.concat(list.flatMap(({ key, value }) => [Buffer.from(key), Buffer.from(String(value))]));
+  return {
+    frames,
+    encoder,
+    payloadOnlyEncoder,
+    change,
+    records,
+    messages,
+    payloadOnly,
+    allBytes: bytesOf(messages),
+    allPayloadOnlyBytes: bytesOf(payloadOnly),
+  };
+}
+
 /** The bytes of about the first `n` records (`n` up to DISTINCT) of `all`. */
-const firstRecords = (n: number, all = allBytes) =>
-  all.subarray(0, Math.round((all.length * Math.min(n, DISTINCT)) / DISTINCT));
-/** kafkajs' gzip codec is node:zlib's gzip at its default level, over each batch's records. */
-function gzipBatches(all: typeof allBytes) {
-  for (let done = 0; done < CHANGES; done += BATCH) gzipSync(firstRecords(Math.min(BATCH, CHANGES - done), all));
+function firstRecords(n: number, all: Buffer): Buffer {
+  return all.subarray(0, Math.round((all.length * Math.min(n, DISTINCT)) / DISTINCT));
 }
 
-/** kafkajs' encoding of `list`'s records, grouped by partition, in produce requests of BATCH records. */
-async function kafkajsEncode(list: Outgoing[]) {
-  for (let sent = 0; sent < CHANGES; sent += BATCH) {
-    const perPartition: Record<number, Outgoing[]> = {};
-    for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) {
-      const message = list[i % DISTINCT];
-      (perPartition[partitionOf(message.key, ORDERS_PARTITIONS)] ??= []).push(message);
+/** The in-process stages, each a run over `changes` changes. */
+function stagesOf({ changes, batch, topic }: ProfileOptions, fixtures: Fixtures): Record<string, () => unknown> {
+  const { frames, encoder, payloadOnlyEncoder, change, messages, payloadOnly, allBytes } = fixtures;
+  const require = createRequire(import.meta.url);
+  const produceRequest = require("kafkajs/src/protocol/requests/produce/v7/request.js");
+  const crc32C = require("kafkajs/src/protocol/recordBatch/crc32C/index.js");
+  const scratch = new Uint8Array(64 * 1024);
+  // kafkajs' gzip codec is node:zlib's gzip at its default level, over each batch's records.
+  const gzipBatches = (all: Buffer) => {
+    for (let done = 0; done < changes; done += batch) gzipSync(firstRecords(Math.min(batch, changes - done), all));
+  };
+  // kafkajs' encoding of a list's records, grouped by partition, in produce requests of `batch` records.
+  const kafkajsEncode = async (list: Outgoing[]) => {
+    for (let sent = 0; sent < changes; sent += batch) {
+      const perPartition: Record<number, Outgoing[]> = {};
+      for (let i = sent; i < Math.min(changes, sent + batch); i++) {
+        const message = list[i % DISTINCT];
+        (perPartition[partitionOf(message.key, ORDERS_PARTITIONS)] ??= []).push(message);
+      }
+      const partitions = Object.entries(perPartition).map(([partition, messages]) => ({
+        partition: Number(partition),
+        messages,
+      }));
+      await produceRequest({ acks: -1, timeout: 30_000, topicData: [{ topic, partitions }] }).encode();
     }
-    const partitions = Object.entries(perPartition).map(([partition, messages]) => ({
-      partition: Number(partition),
-      messages,
-    }));
-    await produceRequest({ acks: -1, timeout: 30_000, topicData: [{ topic: TOPIC, partitions }] }).encode();
-  }
-}
-
-// A warm-up pass per stage, so each measures steady state, not the JIT.
-const stages = {
-  pgoutputDecode: () => {
-    for (let i = 0; i < CHANGES; i++) {
-      const frame = decodeFrame(frames[i % DISTINCT]);
-      if (frame.type === "xlog") decodePgOutput(frame.data);
-    }
-  },
-  debeziumEncode: () => {
-    for (let i = 0; i < CHANGES; i++) encoder.encode(spec, change(i), BigInt(i) * 1_000n);
-  },
-  debeziumEncodePayloadOnly: () => {
-    for (let i = 0; i < CHANGES; i++) payloadOnlyEncoder.encode(spec, change(i), BigInt(i) * 1_000n);
-  },
-  kafkajsEncode: () => kafkajsEncode(messages),
-  kafkajsUtf8: () => {
-    for (let i = 0; i < CHANGES; i++) {
-      const { key, value } = messages[i % DISTINCT];
-      utf8.encodeInto(key, scratch);
-      value.writeInto(scratch, 0);
-    }
-  },
-  kafkajsCrc32c: () => {
-    for (let done = 0; done < CHANGES; done += DISTINCT) {
-      const n = Math.min(DISTINCT, CHANGES - done);
-      crc32C(firstRecords(n));
-    }
-  },
-  kafkajsEncodePayloadOnly: () => kafkajsEncode(payloadOnly),
-  gzipBatches: () => gzipBatches(allBytes),
-  gzipBatchesPayloadOnly: () => gzipBatches(allPayloadOnlyBytes),
-};
-const perChange: Record<string, number> = {};
-for (const [name, run] of Object.entries(stages)) {
-  await run();
-  perChange[name] = await cpuMicrosPerChange(run);
+  };
+  return {
+    pgoutputDecode: () => {
+      for (let i = 0; i < changes; i++) {
+        const frame = decodeFrame(frames[i % DISTINCT]);
+        if (frame.type === "xlog") decodePgOutput(frame.data);
+      }
+    },
+    debeziumEncode: () => {
+      for (let i = 0; i < changes; i++) encoder.encode(ORDERS_SPEC, change(i), BigInt(i) * 1_000n);
+    },
+    debeziumEncodePayloadOnly: () => {
+      for (let i = 0; i < changes; i++) payloadOnlyEncoder.encode(ORDERS_SPEC, change(i), BigInt(i) * 1_000n);
+    },
+    kafkajsEncode: () => kafkajsEncode(messages),
+    kafkajsUtf8: () => {
+      for (let i = 0; i < changes; i++) {
+        const { key, value } = messages[i % DISTINCT];
+        utf8.encodeInto(key, scratch);
+        value.writeInto(scratch, 0);
+      }
+    },
+    kafkajsCrc32c: () => {
+      for (let done = 0; done < changes; done += DISTINCT) {
+        crc32C(firstRecords(Math.min(DISTINCT, changes - done), allBytes));
+      }
+    },
+    kafkajsEncodePayloadOnly: () => kafkajsEncode(payloadOnly),
+    gzipBatches: () => gzipBatches(allBytes),
+    gzipBatchesPayloadOnly: () => gzipBatches(fixtures.allPayloadOnlyBytes),
+  };
 }
 
 /** The broker's CPU seconds so far, from /proc, or null when it runs elsewhere. */
-async function brokerCpuSeconds(): Promise<number | null> {
-  const pids = await brokerPids(BROKERS);
+async function brokerCpuSeconds(brokers: string[]): Promise<number | null> {
+  const pids = await brokerPids(brokers);
   if (pids.length === 0) return null;
   return (await Promise.all(pids.map(procStats))).reduce((sum, stats) => sum + (stats?.cpuS ?? 0), 0);
 }
 
-const kafka = new Kafka({ clientId: "cdc-capture-profile", brokers: BROKERS, logLevel: logLevel.NOTHING });
-const admin = kafka.admin();
-const producer = createPublisher(kafka);
-let brokerMicrosPerChange: number | null = null;
-try {
-  await admin.connect();
-  await admin.createTopics({ topics: [{ topic: TOPIC, numPartitions: ORDERS_PARTITIONS }], waitForLeaders: true });
-  await producer.connect();
-  const compression = DEFAULTS.captureCompression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None;
-  const send = async (list: Outgoing[]) => {
-    for (let sent = 0; sent < CHANGES; sent += BATCH) {
-      const batch = [];
-      for (let i = sent; i < Math.min(CHANGES, sent + BATCH); i++) batch.push(list[i % DISTINCT]);
-      await writeWithRetry(producer, [{ topic: TOPIC, messages: batch }], {
-        maxAttempts: 1,
-        backoffMs: 0,
-        logger: createLogger({ component: "capture-profile" }),
-        compression,
-      });
-    }
-  };
-  const brokerBefore = await brokerCpuSeconds();
-  perChange.kafkajsSend = await cpuMicrosPerChange(() => send(messages));
-  const brokerAfter = await brokerCpuSeconds();
-  perChange.kafkajsSendPayloadOnly = await cpuMicrosPerChange(() => send(payloadOnly));
-  if (brokerBefore !== null && brokerAfter !== null) {
-    brokerMicrosPerChange = Math.round(((brokerAfter - brokerBefore) * 1e6 / CHANGES) * 100) / 100;
+/** kafkajs sending the records (acks=all, the capture's compression), with and without schemas; the broker's CPU. */
+async function measureSends(options: ProfileOptions, fixtures: Fixtures, perChange: Record<string, number>) {
+  const { changes, batch, topic } = options;
+  const kafka = new Kafka({ clientId: "cdc-capture-profile", brokers: options.brokers, logLevel: logLevel.NOTHING });
+  const admin = kafka.admin();
+  const producer = createPublisher(kafka);
+  try {
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: ORDERS_PARTITIONS }], waitForLeaders: true });
+    await producer.connect();
+    const compression = DEFAULTS.captureCompression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None;
+    const logger = createLogger({ component: "capture-profile" });
+    const send = async (list: Outgoing[]) => {
+      for (let sent = 0; sent < changes; sent += batch) {
+        const messages = [];
+        for (let i = sent; i < Math.min(changes, sent + batch); i++) messages.push(list[i % DISTINCT]);
+        await writeWithRetry(producer, [{ topic, messages }], { maxAttempts: 1, backoffMs: 0, logger, compression });
+      }
+    };
+    const brokerBefore = await brokerCpuSeconds(options.brokers);
+    perChange.kafkajsSend = await cpuMicrosPerChange(changes, () => send(fixtures.messages));
+    const brokerAfter = await brokerCpuSeconds(options.brokers);
+    perChange.kafkajsSendPayloadOnly = await cpuMicrosPerChange(changes, () => send(fixtures.payloadOnly));
+    if (brokerBefore === null || brokerAfter === null) return null;
+    return Math.round(((brokerAfter - brokerBefore) * 1e6 / changes) * 100) / 100;
+  } finally {
+    await producer.disconnect().catch(() => {});
+    await admin.deleteTopics({ topics: [topic] }).catch(() => {});
+    await admin.disconnect().catch(() => {});
   }
-} finally {
-  await producer.disconnect().catch(() => {});
-  await admin.deleteTopics({ topics: [TOPIC] }).catch(() => {});
-  await admin.disconnect().catch(() => {});
 }
 
-const mean = (list: number[]) => Math.round(list.reduce((a, b) => a + b, 0) / list.length);
-console.log(JSON.stringify({
-  changes: CHANGES,
-  batch: BATCH,
-  meanFrameBytes: mean(frames.map((f) => f.length)),
-  meanKeyBytes: mean(messages.map((m) => m.key.length)),
-  meanValueBytes: mean(records.map((r) => r.value!.byteLength)),
-  meanPayloadOnlyValueBytes: mean(payloadOnly.map((r) => r.value.byteLength)),
-  compression: DEFAULTS.captureCompression,
-  gzipRatio: Math.round((gzipSync(firstRecords(BATCH)).length / firstRecords(BATCH).length) * 1000) / 1000,
-  gzipRatioPayloadOnly: Math.round(
-    (gzipSync(firstRecords(BATCH, allPayloadOnlyBytes)).length / firstRecords(BATCH, allPayloadOnlyBytes).length) *
-      1000,
-  ) / 1000,
-  cpuMicrosPerChange: perChange,
-  brokerCpuMicrosPerChangeDuringSend: brokerMicrosPerChange,
-}));
-Deno.exit(0);
+/** Compressed over uncompressed bytes of one batch's records under gzip. */
+function gzipRatio(batch: number, all: Buffer): number {
+  return Math.round((gzipSync(firstRecords(batch, all)).length / firstRecords(batch, all).length) * 1000) / 1000;
+}
+
+/** Profiles every stage and prints the JSON document. */
+async function main(args: string[]): Promise<number> {
+  let options: ProfileOptions;
+  try {
+    options = parseOptions(args);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    console.error(`capture_profile: ${error.message}`);
+    return 2;
+  }
+  const fixtures = buildFixtures();
+  const perChange: Record<string, number> = {};
+  // A warm-up pass per stage, so each measures steady state, not the JIT.
+  for (const [name, run] of Object.entries(stagesOf(options, fixtures))) {
+    await run();
+    perChange[name] = await cpuMicrosPerChange(options.changes, run);
+  }
+  const brokerMicrosPerChange = await measureSends(options, fixtures, perChange);
+  const mean = (list: number[]) => Math.round(list.reduce((a, b) => a + b, 0) / list.length);
+  console.log(JSON.stringify({
+    changes: options.changes,
+    batch: options.batch,
+    meanFrameBytes: mean(fixtures.frames.map((f) => f.length)),
+    meanKeyBytes: mean(fixtures.messages.map((m) => m.key.length)),
+    meanValueBytes: mean(fixtures.records.map((r) => r.value!.byteLength)),
+    meanPayloadOnlyValueBytes: mean(fixtures.payloadOnly.map((r) => r.value.byteLength)),
+    compression: DEFAULTS.captureCompression,
+    gzipRatio: gzipRatio(options.batch, fixtures.allBytes),
+    gzipRatioPayloadOnly: gzipRatio(options.batch, fixtures.allPayloadOnlyBytes),
+    cpuMicrosPerChange: perChange,
+    brokerCpuMicrosPerChangeDuringSend: brokerMicrosPerChange,
+  }));
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
