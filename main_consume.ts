@@ -39,7 +39,7 @@ async function consume(config: ConsumeConfig, { logger, signal }: CommandContext
   const kafka = createKafka(config, "cdc-consume", logger);
   try {
     return await withMetrics(
-      { port: config.metricsPort, metrics: () => consumeMetrics(stats), health: () => stats.health.snapshot(), logger },
+      { port: config.metricsPort, metrics: () => consumeMetrics(stats), health: () => stats.health(), logger },
       (observer) => runConsumer(config, { kafka, sql, logger, stats, observer, signal }),
     );
   } finally {

@@ -114,7 +114,7 @@ class CaptureRun {
     });
     this.sql = connectDatabase(config.databaseUrl, 2);
     this.kafka = new CaptureKafka(config, this.logger, this.stats, this.sendsShutdown.signal, options.observer);
-    this.position = new AcknowledgedPosition(0n, (lsn) => (this.stats.acknowledgedLsn = lsn));
+    this.position = new AcknowledgedPosition(0n, (lsn) => this.stats.setAcknowledgedLsn(lsn));
     this.publisher = new AckingPublisher(this.position, {
       send: (messages) => this.kafka.send(messages),
       maxBytes: (topic) => this.kafka.maxBytes(topic),
@@ -188,7 +188,7 @@ class CaptureRun {
         if (streaming) {
           // What was received but not handed to Kafka comes again from the acknowledged position.
           this.publisher.discard();
-          this.stats.health.set("database", false);
+          this.stats.markDown("database");
         }
         this.logger.warn(`waiting for ${what}, retrying in ${delayMs} ms`, {
           attempt,
@@ -214,9 +214,9 @@ class CaptureRun {
       const state = await slotState(sql, config.slot);
       this.position.advance(parseLsn(state.confirmed ?? "0/0"));
       await session.start(config.slot, config.publication, this.position.lsn);
-      this.stats.health.set("database", true);
+      this.stats.markUp("database");
       this.streamsOpened++;
-      this.stats.retainedWalBytes = await retainedWal(sql, config.slot);
+      this.stats.setRetainedWal(await retainedWal(sql, config.slot));
       this.logger.info(`streaming from slot ${config.slot}`, {
         from: formatLsn(this.position.lsn),
         tables: config.tables.map(qualified).join(","),
@@ -263,14 +263,14 @@ class CaptureRun {
   /** The progress line, the slot's retained WAL and, while streaming, the publication check. */
   async progress(): Promise<void> {
     const { stats } = this;
-    stats.retainedWalBytes = await retainedWal(this.sql, this.config.slot).catch(() => stats.retainedWalBytes);
+    stats.setRetainedWal(await retainedWal(this.sql, this.config.slot).catch(() => stats.retainedWalBytes));
     const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
     this.logger.info(`captured ${total} changes`, {
       changesPerS: Math.round(total / ((performance.now() - this.started) / 1000)),
       acknowledgedLsn: formatLsn(this.position.lsn),
       retainedWalBytes: stats.retainedWalBytes,
     });
-    if (stats.health.isUp("database") && !this.signal.aborted) {
+    if (stats.isUp("database") && !this.signal.aborted) {
       await this.follower.checkPublication().catch((error) =>
         error instanceof CaptureError && this.follower.fail(error)
       );
@@ -280,8 +280,8 @@ class CaptureRun {
 
 /** Adds an acknowledged send's records and changes to the counters. */
 function countAcknowledged(stats: CaptureStats, records: { topic: string }[], changes: Map<string, number>): void {
-  for (const [key, n] of changes) stats.captured[key] = (stats.captured[key] ?? 0) + n;
-  for (const r of records) stats.published[r.topic] = (stats.published[r.topic] ?? 0) + 1;
+  for (const [key, n] of changes) stats.countCaptured(key, n);
+  for (const r of records) stats.countPublished(r.topic, 1);
 }
 
 /** The summary printed at exit. */
@@ -291,7 +291,7 @@ function summarize(
 ): CaptureSummary {
   const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
   return {
-    captured: stats.captured,
+    captured: { ...stats.captured },
     total,
     snapshotRows: run.snapshotRows,
     acknowledgedLsn: formatLsn(run.acknowledgedLsn),

@@ -13,7 +13,7 @@ import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
 import { sleep } from "./retry.ts";
-import type { CaptureStats, SendObserver } from "./stats.ts";
+import type { PublishStats, SendObserver } from "./stats.ts";
 
 /** Kafka's stock `message.max.bytes`, when the broker does not say. */
 const KAFKA_DEFAULT_MAX_BYTES = 1_048_588;
@@ -37,7 +37,7 @@ export class CaptureKafka {
   constructor(
     readonly config: CaptureConfig,
     readonly logger: Logger,
-    readonly stats: Pick<CaptureStats, "published" | "sendRetries" | "health">,
+    readonly stats: PublishStats<"kafka">,
     readonly sendsSignal: AbortSignal,
     readonly observer?: SendObserver,
   ) {
@@ -45,8 +45,8 @@ export class CaptureKafka {
     this.admin = kafka.admin();
     // The publisher's lanes never have two sends of one key in flight (lib/capture_publisher.ts).
     this.producer = createPublisher(kafka, { maxInFlightRequests: config.inFlight });
-    this.producer.on(this.producer.events.CONNECT, () => stats.health.set("kafka", true));
-    this.producer.on(this.producer.events.DISCONNECT, () => stats.health.set("kafka", false));
+    this.producer.on(this.producer.events.CONNECT, () => stats.markUp("kafka"));
+    this.producer.on(this.producer.events.DISCONNECT, () => stats.markDown("kafka"));
   }
 
   /**
@@ -98,7 +98,7 @@ export class CaptureKafka {
       backoffMs: 500,
       logger: this.logger,
       signal: this.sendsSignal,
-      onRetry: () => this.stats.sendRetries++,
+      onRetry: () => this.stats.countSendRetry(),
       isRetriable: (error: unknown) => classify(error) === "outage" && !isUnknownTopic(error),
       compression: this.config.compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None,
     };
@@ -112,7 +112,7 @@ export class CaptureKafka {
         const topics = await this.admin.listTopics().catch(() => undefined);
         const gone = messages.find((m) => topics && !topics.includes(m.topic));
         if (gone) throw new TopicMissingError(gone.topic);
-        this.stats.sendRetries++;
+        this.stats.countSendRetry();
         this.logger.warn("send failed: the broker does not know the topic yet, retrying", { attempt });
         if (!await sleep(500, this.sendsSignal)) throw error;
       }
