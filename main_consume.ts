@@ -40,12 +40,12 @@ async function consume(config: ConsumeConfig, { logger, signal }: CommandContext
   const kafka = createKafka(config, "cdc-consume", logger);
   try {
     return await withMetrics(
-      { port: config.metricsPort, metrics: () => consumeMetrics(stats), health: () => stats.health.snapshot(), logger },
+      { port: config.metricsPort, metrics: () => consumeMetrics(stats), health: () => stats.health(), logger },
       (observer) => runConsumer(config, { kafka, sql, logger, stats, observer, signal }),
     );
   } finally {
     // With PostgreSQL away, what is queued on the pool can only wait for it: nothing is left to finish.
-    await sql.end({ timeout: stats.health.isUp("database") ? 5 : 0 }).catch(() => {});
+    await sql.end({ timeout: stats.isUp("database") ? 5 : 0 }).catch(() => {});
   }
 }
 

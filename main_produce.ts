@@ -54,7 +54,7 @@ async function capture(config: CaptureConfig, { logger, signal }: CommandContext
   });
   const stats = newCaptureStats();
   return await withMetrics(
-    { port: config.metricsPort, metrics: () => captureMetrics(stats), health: () => stats.health.snapshot(), logger },
+    { port: config.metricsPort, metrics: () => captureMetrics(stats), health: () => stats.health(), logger },
     async (observer) => ({
       ...await runCapture(config, { logger, stats, observer, signal, ensureContractTables: ensureSchema }),
     }),
@@ -65,7 +65,7 @@ async function capture(config: CaptureConfig, { logger, signal }: CommandContext
 async function produce(config: ProduceConfig, { logger, signal }: CommandContext): Promise<ProduceSummary> {
   const stats = newProduceStats();
   return await withMetrics(
-    { port: config.metricsPort, metrics: () => produceMetrics(stats), health: () => stats.health.snapshot(), logger },
+    { port: config.metricsPort, metrics: () => produceMetrics(stats), health: () => stats.health(), logger },
     (observer) => runProducer(config, { logger, stats, observer, signal }),
   );
 }

@@ -2,9 +2,11 @@
  * The capture command's run (docs/CONTRACT.md section 7): PostgreSQL logical replication of the
  * configured tables through a durable `pgoutput` slot, published to Kafka as Debezium records.
  * This file wires the rooms together and owns the run's lifecycle; each room is its own module:
- * the slot and publication (capture_slot.ts), the snapshot (capture_snapshot.ts), the replication
- * connection (capture_replication.ts), the pure reading of its frames (capture_reader.ts) and the
- * publisher that owns the acknowledged position (capture_publisher.ts).
+ * the slot and publication (capture_slot.ts), the snapshot (capture_snapshot.ts), PostgreSQL's side
+ * as the run uses it (capture_database.ts), Kafka's (capture_kafka.ts), the replication connection
+ * (capture_replication.ts), the pure reading of its frames (capture_reader.ts), the following of
+ * the stream (capture_stream.ts), the sizing of sends (capture_batches.ts) and the publisher, the
+ * acknowledged position's one writer (capture_publisher.ts).
  *
  * Delivery: at-least-once, no gap. The slot's confirmed position is only ever a position before
  * which Kafka acknowledged every change from all in-sync replicas (`acks: -1`); a restart resumes
@@ -17,17 +19,17 @@
 import { AckingPublisher, AcknowledgedPosition } from "./capture_publisher.ts";
 import { DebeziumEncoder } from "./capture_debezium.ts";
 import { CaptureError, isCaptureOutage } from "./capture_errors.ts";
-import { decideStart, prepareDatabase, qualified, recordSnapshotDone, retainedWal, slotState } from "./capture_slot.ts";
-import { CaptureKafka } from "./capture_kafka.ts";
-import { readSnapshot } from "./capture_snapshot.ts";
+import { type CaptureDatabase, PostgresCapture } from "./capture_database.ts";
+import { qualified } from "./capture_slot.ts";
+import { CaptureKafka, type CaptureSink } from "./capture_kafka.ts";
+import type { ReplicationConnection } from "./capture_replication.ts";
 import { StreamFollower } from "./capture_stream.ts";
 import type { CaptureConfig } from "./config.ts";
 import { classify, describeError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { formatLsn, type Lsn, parseLsn } from "./capture_pgoutput.ts";
+import { formatLsn, type Lsn } from "./capture_pgoutput.ts";
 import { OUTAGE, RetryError, waitOut } from "./retry.ts";
-import { ReplicationSession } from "./capture_replication.ts";
-import { connectDatabase, type Sql } from "./database.ts";
+import type { Sql } from "./database.ts";
 import type { CaptureStats, SendObserver } from "./stats.ts";
 import { VERSION } from "./version.ts";
 
@@ -73,50 +75,52 @@ export interface CaptureRunOptions {
   ensureContractTables?: (sql: Sql) => Promise<void>;
 }
 
+/** What a capture run works with: PostgreSQL's side and Kafka's; {@linkcode runCapture} gives it the real ones. */
+export interface CaptureParts {
+  database: CaptureDatabase;
+  kafka: CaptureSink;
+}
+
 /** The whole capture: prepare, snapshot once, then stream until stopped, riding out outages. */
 export async function runCapture(config: CaptureConfig, options: CaptureRunOptions): Promise<CaptureSummary> {
-  return await new CaptureRun(config, options).run();
+  const database = new PostgresCapture(config, options.ensureContractTables);
+  const kafka = new CaptureKafka(config, options.logger, options.stats, options.observer);
+  return await new CaptureRun(config, options, { database, kafka }).run();
 }
 
 /** The state of one capture run, shared by its start, its sessions and its timers. */
-class CaptureRun {
+export class CaptureRun {
   readonly started = performance.now();
   readonly logger: Logger;
   readonly stats: CaptureStats;
   readonly signal: AbortSignal;
-  readonly sql: Sql;
-  readonly kafka: CaptureKafka;
+  readonly database: CaptureDatabase;
+  readonly kafka: CaptureSink;
   readonly encoder: DebeziumEncoder;
-  readonly position: AcknowledgedPosition;
   readonly publisher: AckingPublisher;
   /** Aborted 30 s after a stop: sends of what is in hand get that long to be acknowledged. */
   readonly sendsShutdown = new AbortController();
   readonly follower: StreamFollower;
   readonly progressEveryS: number;
-  readonly statusEveryS: number;
-  readonly ensureContractTables?: (sql: Sql) => Promise<void>;
   newSnapshotPending: boolean;
   snapshotRows = 0;
   streamsOpened = 0;
 
-  constructor(readonly config: CaptureConfig, options: CaptureRunOptions) {
+  /** A run of `config` with `parts`; nothing connects before {@linkcode run}. */
+  constructor(readonly config: CaptureConfig, options: CaptureRunOptions, parts: CaptureParts) {
     ({ logger: this.logger, stats: this.stats, signal: this.signal } = options);
+    ({ database: this.database, kafka: this.kafka } = parts);
     this.progressEveryS = options.progressEveryS ?? 5;
-    this.statusEveryS = options.statusEveryS ?? 10;
-    this.ensureContractTables = options.ensureContractTables;
     this.newSnapshotPending = config.newSnapshot;
-    const database = new URL(config.databaseUrl).pathname.slice(1) || "postgres";
     this.encoder = new DebeziumEncoder({
       prefix: config.topicPrefix,
-      database,
+      database: new URL(config.databaseUrl).pathname.slice(1) || "postgres",
       version: `${VERSION}-cdc-pipeline`,
       schemas: config.schemas,
     });
-    this.sql = connectDatabase(config.databaseUrl, 2);
-    this.kafka = new CaptureKafka(config, this.logger, this.stats, this.sendsShutdown.signal, options.observer);
-    this.position = new AcknowledgedPosition(0n, (lsn) => (this.stats.acknowledgedLsn = lsn));
-    this.publisher = new AckingPublisher(this.position, {
-      send: (messages) => this.kafka.send(messages),
+    // The publisher is the acknowledged position's one writer; the run reads it through the publisher.
+    this.publisher = new AckingPublisher(new AcknowledgedPosition(0n, (lsn) => this.stats.setAcknowledgedLsn(lsn)), {
+      send: (messages) => this.kafka.send(messages, this.sendsShutdown.signal),
       maxBytes: (topic) => this.kafka.maxBytes(topic),
       maxRecords: config.batchSize,
       lanes: config.inFlight,
@@ -125,12 +129,11 @@ class CaptureRun {
     });
     this.follower = new StreamFollower({
       config,
-      statusEveryS: this.statusEveryS,
+      statusEveryS: options.statusEveryS ?? 10,
       logger: this.logger,
-      sql: this.sql,
+      catalog: this.database,
       encoder: this.encoder,
       publisher: this.publisher,
-      position: this.position,
       signal: this.signal,
     });
   }
@@ -142,11 +145,7 @@ class CaptureRun {
     this.signal.addEventListener("abort", onStop, { once: true });
     const progressTimer = setInterval(() => this.progress().catch(() => {}), this.progressEveryS * 1000);
     try {
-      await this.waitingFor(
-        "PostgreSQL",
-        () => prepareDatabase(this.sql, this.config, this.ensureContractTables),
-        isCaptureOutage,
-      );
+      await this.waitingFor("PostgreSQL", () => this.database.prepare(), isCaptureOutage);
       const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic({ ...t, columns: [] }), ...t }));
       await this.waitingFor("Kafka", () => this.kafka.connect(topics), (e) => classify(e) === "outage");
       await this.waitingFor("PostgreSQL (replication)", () => this.replicate(), isCaptureOutage, true);
@@ -162,13 +161,13 @@ class CaptureRun {
       clearTimeout(sendsDeadline);
       await this.progress().catch(() => {});
       await this.kafka.disconnect();
-      await this.sql.end({ timeout: 5 }).catch(() => {});
+      await this.database.end();
     }
     return summarize(this.stats, {
       elapsedS: (performance.now() - this.started) / 1000,
       snapshotRows: this.snapshotRows,
       reconnects: Math.max(0, this.streamsOpened - 1),
-      acknowledgedLsn: this.position.lsn,
+      acknowledgedLsn: this.publisher.acknowledgedLsn,
     });
   }
 
@@ -188,12 +187,12 @@ class CaptureRun {
         if (streaming) {
           // What was received but not handed to Kafka comes again from the acknowledged position.
           this.publisher.discard();
-          this.stats.health.set("database", false);
+          this.stats.markDown("database");
         }
         this.logger.warn(`waiting for ${what}, retrying in ${delayMs} ms`, {
           attempt,
           error: describeError(error),
-          acknowledgedLsn: formatLsn(this.position.lsn),
+          acknowledgedLsn: formatLsn(this.publisher.acknowledgedLsn),
         });
       },
     });
@@ -201,37 +200,37 @@ class CaptureRun {
 
   /** One replication connection: a snapshot when the slot is new, then the stream until a stop. */
   async replicate(): Promise<void> {
-    const { config, sql } = this;
-    const session = new ReplicationSession(config.databaseUrl);
+    const { config, database } = this;
+    const session = database.replication();
     try {
-      const start = await decideStart(sql, config.slot, this.newSnapshotPending);
+      const start = await database.decideStart(this.newSnapshotPending);
       if (start.start === "snapshot") {
         if (start.dropped) {
           this.logger.warn(`dropped slot ${config.slot} to start over`, { newSnapshot: this.newSnapshotPending });
         }
         if (!await this.snapshot(session)) return;
       }
-      const state = await slotState(sql, config.slot);
-      this.position.advance(parseLsn(state.confirmed ?? "0/0"));
-      await session.start(config.slot, config.publication, this.position.lsn);
-      this.stats.health.set("database", true);
+      // Everything before the slot's confirmed position is in Kafka already.
+      this.publisher.confirmableAt(await database.confirmedLsn());
+      await session.start(config.slot, config.publication, this.publisher.acknowledgedLsn);
+      this.stats.markUp("database");
       this.streamsOpened++;
-      this.stats.retainedWalBytes = await retainedWal(sql, config.slot);
+      this.stats.setRetainedWal(await database.retainedWal());
       this.logger.info(`streaming from slot ${config.slot}`, {
-        from: formatLsn(this.position.lsn),
+        from: formatLsn(this.publisher.acknowledgedLsn),
         tables: config.tables.map(qualified).join(","),
         retainedWalBytes: this.stats.retainedWalBytes,
       });
       await this.follower.follow(session);
       await this.publisher.flush();
-      session.sendStatus(this.position.lsn);
+      session.sendStatus(this.publisher.acknowledgedLsn);
     } finally {
       await session.end();
     }
   }
 
   /** Creates the slot and publishes its snapshot; false when a stop cut it short. */
-  async snapshot(session: ReplicationSession): Promise<boolean> {
+  async snapshot(session: ReplicationConnection): Promise<boolean> {
     const { config, logger } = this;
     const { consistentPoint, snapshotName } = await session.createSlot(config.slot);
     logger.info(`created slot ${config.slot}: reading the first snapshot`, {
@@ -240,10 +239,9 @@ class CaptureRun {
     });
     // The exported snapshot lives until the replication connection's next command, so it is read
     // in full, and its rows acknowledged by Kafka, before START_REPLICATION.
-    const { rows, complete } = await readSnapshot(this.sql, {
+    const { rows, complete } = await this.database.readSnapshot({
       snapshotName,
       consistentPoint,
-      tables: config.tables,
       encoder: this.encoder,
       publisher: this.publisher,
       signal: this.signal,
@@ -253,9 +251,10 @@ class CaptureRun {
       logger.warn(`stopped during the first snapshot after ${rows} rows: the next start takes it again`);
       return false;
     }
-    await recordSnapshotDone(this.sql, config.slot, formatLsn(consistentPoint));
+    await this.database.recordSnapshotDone(consistentPoint);
     this.newSnapshotPending = false;
-    this.position.advance(consistentPoint);
+    // The snapshot's rows lie before its consistent point, and Kafka acknowledged them all (readSnapshot flushed).
+    this.publisher.confirmableAt(consistentPoint);
     logger.info(`first snapshot published: ${rows} rows`);
     return true;
   }
@@ -263,14 +262,14 @@ class CaptureRun {
   /** The progress line, the slot's retained WAL and, while streaming, the publication check. */
   async progress(): Promise<void> {
     const { stats } = this;
-    stats.retainedWalBytes = await retainedWal(this.sql, this.config.slot).catch(() => stats.retainedWalBytes);
+    stats.setRetainedWal(await this.database.retainedWal().catch(() => stats.retainedWalBytes));
     const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
     this.logger.info(`captured ${total} changes`, {
       changesPerS: Math.round(total / ((performance.now() - this.started) / 1000)),
-      acknowledgedLsn: formatLsn(this.position.lsn),
+      acknowledgedLsn: formatLsn(this.publisher.acknowledgedLsn),
       retainedWalBytes: stats.retainedWalBytes,
     });
-    if (stats.health.isUp("database") && !this.signal.aborted) {
+    if (stats.isUp("database") && !this.signal.aborted) {
       await this.follower.checkPublication().catch((error) =>
         error instanceof CaptureError && this.follower.fail(error)
       );
@@ -280,8 +279,8 @@ class CaptureRun {
 
 /** Adds an acknowledged send's records and changes to the counters. */
 function countAcknowledged(stats: CaptureStats, records: { topic: string }[], changes: Map<string, number>): void {
-  for (const [key, n] of changes) stats.captured[key] = (stats.captured[key] ?? 0) + n;
-  for (const r of records) stats.published[r.topic] = (stats.published[r.topic] ?? 0) + 1;
+  for (const [key, n] of changes) stats.countCaptured(key, n);
+  for (const r of records) stats.countPublished(r.topic, 1);
 }
 
 /** The summary printed at exit. */
@@ -291,7 +290,7 @@ function summarize(
 ): CaptureSummary {
   const total = Object.values(stats.captured).reduce((a, b) => a + b, 0);
   return {
-    captured: stats.captured,
+    captured: { ...stats.captured },
     total,
     snapshotRows: run.snapshotRows,
     acknowledgedLsn: formatLsn(run.acknowledgedLsn),

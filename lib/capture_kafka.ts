@@ -14,7 +14,7 @@ import { createKafka, createTopic } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
 import { sleep } from "./retry.ts";
-import type { CaptureStats, SendObserver } from "./stats.ts";
+import type { PublishStats, SendObserver } from "./stats.ts";
 
 /** Kafka's stock `message.max.bytes`, when the broker does not say. */
 const KAFKA_DEFAULT_MAX_BYTES = 1_048_588;
@@ -25,29 +25,37 @@ export function isUnknownTopic(error: unknown): boolean {
   return !!e && (e.type === "UNKNOWN_TOPIC_OR_PARTITION" || isUnknownTopic(e.cause));
 }
 
+/** What a capture run needs of Kafka (tests give the run their own). */
+export interface CaptureSink {
+  /** Creates the topics that are missing, reads their limits and connects. */
+  connect(topics: { topic: string; table: string }[]): Promise<void>;
+  /** The largest record batch `topic` accepts: its `max.message.bytes`. */
+  maxBytes(topic: string): number;
+  /** Sends one batch; resolves once Kafka acknowledged it; `signal` ends its waits for an outage. */
+  send(messages: TopicMessages[], signal: AbortSignal): Promise<void>;
+  /** Disconnects. */
+  disconnect(): Promise<void>;
+}
+
 /** The capture's Kafka clients, topics and their limits. */
-export class CaptureKafka {
+export class CaptureKafka implements CaptureSink {
   readonly admin: Admin;
   readonly producer: Producer;
   readonly #maxBytes = new Map<string, number>();
 
-  /**
-   * Creates the clients; `sendsSignal` ends the wait of a send (30 s after a stop), and
-   * `observer` hears each acknowledged send's duration.
-   */
+  /** Creates the clients; `observer` hears each acknowledged send's duration. */
   constructor(
     readonly config: CaptureConfig,
     readonly logger: Logger,
-    readonly stats: Pick<CaptureStats, "published" | "sendRetries" | "health">,
-    readonly sendsSignal: AbortSignal,
+    readonly stats: PublishStats<"kafka">,
     readonly observer?: SendObserver,
   ) {
     const kafka = createKafka(config, "cdc-capture", logger);
     this.admin = kafka.admin();
     // The publisher's lanes never have two sends of one key in flight (lib/capture_publisher.ts).
     this.producer = createPublisher(kafka, { maxInFlightRequests: config.inFlight });
-    this.producer.on(this.producer.events.CONNECT, () => stats.health.set("kafka", true));
-    this.producer.on(this.producer.events.DISCONNECT, () => stats.health.set("kafka", false));
+    this.producer.on(this.producer.events.CONNECT, () => stats.markUp("kafka"));
+    this.producer.on(this.producer.events.DISCONNECT, () => stats.markDown("kafka"));
   }
 
   /**
@@ -91,15 +99,18 @@ export class CaptureKafka {
     for (const topic of missing) this.#maxBytes.set(topic, value > 0 ? value : KAFKA_DEFAULT_MAX_BYTES);
   }
 
-  /** Sends one batch, waiting out Kafka outages; a deleted topic or a refused login stops the run. */
-  async send(messages: TopicMessages[]): Promise<void> {
+  /**
+   * Sends one batch, waiting out Kafka outages until `signal` aborts (30 s after a stop); a
+   * deleted topic or a refused login stops the run.
+   */
+  async send(messages: TopicMessages[], signal: AbortSignal): Promise<void> {
     const started = performance.now();
     const options = {
       maxAttempts: Infinity,
       backoffMs: 500,
       logger: this.logger,
-      signal: this.sendsSignal,
-      onRetry: () => this.stats.sendRetries++,
+      signal,
+      onRetry: () => this.stats.countSendRetry(),
       isRetriable: (error: unknown) => classify(error) === "outage" && !isUnknownTopic(error),
       compression: this.config.compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None,
     };
@@ -108,14 +119,14 @@ export class CaptureKafka {
         await writeWithRetry(this.producer, messages, options);
         break;
       } catch (error) {
-        if (!isUnknownTopic(error) || this.sendsSignal.aborted) throw error;
+        if (!isUnknownTopic(error) || signal.aborted) throw error;
         // Unknown right after a leader moved, or deleted: only the topic list tells them apart.
         const topics = await this.admin.listTopics().catch(() => undefined);
         const gone = messages.find((m) => topics && !topics.includes(m.topic));
         if (gone) throw new TopicMissingError(gone.topic);
-        this.stats.sendRetries++;
+        this.stats.countSendRetry();
         this.logger.warn("send failed: the broker does not know the topic yet, retrying", { attempt });
-        if (!await sleep(500, this.sendsSignal)) throw error;
+        if (!await sleep(500, signal)) throw error;
       }
     }
     this.observer?.batchSent(performance.now() - started);

@@ -1,21 +1,30 @@
 /**
- * Publishing the capture's records to Kafka, and the one owner of the position Kafka
+ * Publishing the capture's records to Kafka, and the one writer of the position Kafka
  * acknowledged. Delivery: at-least-once, no gap. A position becomes acknowledged only when every
  * record added before it was acknowledged by Kafka, a key's records are sent one batch after
  * another in the order they came (several sends are in flight only for different keys), and the
- * position only moves forward.
+ * position only moves forward. Sizing the records and cutting them into sends is
+ * lib/capture_batches.ts'; this module holds the lanes, the acknowledgements and the back-pressure.
  * @module
  */
-import { utf8Length } from "./utf8.ts";
+import { byTopic, PendingRecords, type SizedRecord, splitSends, type Tally } from "./capture_batches.ts";
 import type { TopicMessages } from "./kafka_producer.ts";
 import type { CaptureRecord } from "./capture_debezium.ts";
-import { RecordTooLargeError } from "./capture_errors.ts";
 import type { Lsn } from "./capture_pgoutput.ts";
 
-/** The slot position whose changes are all in Kafka; it only moves forward. */
+/**
+ * The slot position whose changes are all in Kafka; it only moves forward. It has one writer:
+ * the {@linkcode AckingPublisher} it is given to, which advances it only from its acknowledgement
+ * path, once Kafka acknowledged every record added before a position marked confirmable
+ * ({@linkcode AckingPublisher.confirmableAt}). Every position reaches it that way, so none can pass
+ * a record still in flight: a commit's end and a quiet keepalive from the stream, the snapshot's
+ * consistent point after its rows, and the slot's confirmed position when a stream starts
+ * (everything before it is in Kafka already; marked like the rest, it may only wait behind sends in
+ * flight). Everything else reads it: through the publisher, and `onAdvance` (the run's stats).
+ */
 export class AcknowledgedPosition {
   #lsn: Lsn;
-  /** Starts at `lsn` (the slot's confirmed position, or 0 before there is a slot). */
+  /** Starts at `lsn` (0 before there is a slot); `onAdvance` hears each move. */
   constructor(lsn: Lsn = 0n, readonly onAdvance?: (lsn: Lsn) => void) {
     this.#lsn = lsn;
   }
@@ -23,29 +32,12 @@ export class AcknowledgedPosition {
   get lsn(): Lsn {
     return this.#lsn;
   }
-  /** Moves to `lsn` when it is ahead; a position behind is ignored. */
+  /** Moves to `lsn` when it is ahead; a position behind is ignored. Called by the publisher alone. */
   advance(lsn: Lsn): void {
     if (lsn <= this.#lsn) return;
     this.#lsn = lsn;
     this.onAdvance?.(lsn);
   }
-}
-
-/** Kafka's overhead of a record batch (v2 header) and, at most, of one record in it, in bytes. */
-const BATCH_OVERHEAD = 61;
-const RECORD_OVERHEAD = 32;
-
-/** Kafka's overhead of one header in a record, at most (two varint lengths). */
-const HEADER_OVERHEAD = 10;
-
-/** The bytes one record takes in a record batch, at most. */
-export function recordBytes(record: CaptureRecord): number {
-  let bytes = RECORD_OVERHEAD + (record.key === null ? 0 : utf8Length(record.key)) +
-    (record.value === null ? 0 : record.value.byteLength);
-  for (const [name, value] of Object.entries(record.headers ?? {})) {
-    bytes += HEADER_OVERHEAD + utf8Length(name) + utf8Length(value);
-  }
-  return bytes;
 }
 
 /** Options of {@linkcode AckingPublisher}. */
@@ -71,47 +63,48 @@ export interface AckingPublisherOptions {
   onAcknowledged?: (records: CaptureRecord[], changes: Map<string, number>) => void;
 }
 
-interface Added {
-  record: CaptureRecord;
-  bytes: number;
-  /** The record's number in the order records were added. */
-  seq: number;
-}
-
 /** One lane's sends: a chain, and the first record number of each batch not yet acknowledged, oldest first. */
 interface Lane {
   chain: Promise<void>;
   unacknowledged: number[];
 }
 
+/** A position waiting for its records: `lsn` is acknowledged once every record numbered below `upTo` is. */
+interface Mark {
+  lsn: Lsn;
+  upTo: number;
+}
+
 /**
  * Publishes records in per-key order and advances the acknowledged position past what Kafka
  * acknowledged. With several lanes, batches of different lanes are in flight at once; a position
- * is acknowledged only once every record added before it was, whichever lane sent it.
+ * is acknowledged only once every record added before it was, whichever lane sent it. Reading
+ * waits on it ({@linkcode full}, {@linkcode below}) while too many bytes are unacknowledged.
  */
 export class AckingPublisher {
-  #pending: Added[] = [];
-  #pendingChanges = new Map<string, number>();
-  /** Positions waiting for their records: `lsn` is acknowledged once every record numbered below `upTo` is. */
-  #marks: { lsn: Lsn; upTo: number }[] = [];
-  #added = 0;
-  #addedBytes = 0;
-  #handedOff = 0;
-  #handedOffBytes = 0;
-  #acknowledged = 0;
-  #acknowledgedBytes = 0;
+  readonly #position: AcknowledgedPosition;
+  readonly #pending: PendingRecords;
   readonly #lanes: Lane[];
+  #marks: Mark[] = [];
+  readonly #acknowledged: Tally = { records: 0, bytes: 0 };
   readonly #maxUnacknowledgedBytes: number;
   #waiters: (() => void)[] = [];
   #failure: { error: unknown } | undefined;
 
-  /** Publishes through `options`, advancing `position`. */
-  constructor(readonly position: AcknowledgedPosition, readonly options: AckingPublisherOptions) {
+  /** Publishes through `options`, the one writer of `position`. */
+  constructor(position: AcknowledgedPosition, readonly options: AckingPublisherOptions) {
+    this.#position = position;
+    this.#pending = new PendingRecords(options);
     this.#maxUnacknowledgedBytes = options.maxUnacknowledgedBytes ?? 4 * 1024 * 1024;
     this.#lanes = Array.from({ length: Math.max(1, options.lanes ?? 1) }, () => ({
       chain: Promise.resolve(),
       unacknowledged: [],
     }));
+  }
+
+  /** The acknowledged position: every change before it is in Kafka. */
+  get acknowledgedLsn(): Lsn {
+    return this.#position.lsn;
   }
 
   /** Records waiting to be sent. */
@@ -121,13 +114,12 @@ export class AckingPublisher {
 
   /** Records added and not yet acknowledged by Kafka: pending and in flight. */
   get unacknowledged(): number {
-    return this.#added - this.#acknowledged;
+    return this.#pending.added.records - this.#acknowledged.records;
   }
 
   /** Whether enough is pending for a send: `maxRecords` records, or a quarter of `maxUnacknowledgedBytes`. */
   get sendable(): boolean {
-    return this.#pending.length >= this.options.maxRecords ||
-      this.#addedBytes - this.#handedOffBytes >= this.#maxUnacknowledgedBytes / 4;
+    return this.#pending.length >= this.options.maxRecords || this.#pending.bytes >= this.#maxUnacknowledgedBytes / 4;
   }
 
   /** Whether `maxUnacknowledgedBytes` are unacknowledged: the caller waits with {@linkcode below} before reading on. */
@@ -135,29 +127,22 @@ export class AckingPublisher {
     return this.unacknowledgedBytes >= this.#maxUnacknowledgedBytes;
   }
 
-  /** Bytes of the records added and not yet acknowledged by Kafka (as {@linkcode recordBytes} counts them). */
+  /** Bytes of the records added and not yet acknowledged by Kafka (as lib/capture_batches.ts' recordBytes counts them). */
   get unacknowledgedBytes(): number {
-    return this.#addedBytes - this.#acknowledgedBytes;
+    return this.#pending.added.bytes - this.#acknowledged.bytes;
   }
 
   /** Adds one change's records; a record over its topic's limit stops the run. */
   add(records: CaptureRecord[], table: string, op: string): void {
-    for (const record of records) {
-      const bytes = recordBytes(record);
-      const limit = this.options.maxBytes(record.topic);
-      if (bytes + BATCH_OVERHEAD > limit) throw new RecordTooLargeError(table, keyOf(record), bytes, limit);
-      this.#pending.push({ record, bytes, seq: this.#added++ });
-      this.#addedBytes += bytes;
-    }
-    const key = `${table}.${op}`;
-    this.#pendingChanges.set(key, (this.#pendingChanges.get(key) ?? 0) + 1);
+    this.#pending.add(records, table, op);
   }
 
   /** Everything added so far lies before `lsn`: it is acknowledged once they all are. */
   confirmableAt(lsn: Lsn): void {
     const last = this.#marks.at(-1);
-    if (last && last.upTo === this.#added) last.lsn = lsn > last.lsn ? lsn : last.lsn;
-    else this.#marks.push({ lsn, upTo: this.#added });
+    const upTo = this.#pending.added.records;
+    if (last && last.upTo === upTo) last.lsn = lsn > last.lsn ? lsn : last.lsn;
+    else this.#marks.push({ lsn, upTo });
     this.#advance();
   }
 
@@ -166,15 +151,11 @@ export class AckingPublisher {
    * earlier sends; resolves once all of it, and everything sent before, is acknowledged.
    */
   flush(): Promise<void> {
-    const byLane: Added[][] = this.#lanes.map(() => []);
-    for (const added of this.#pending) byLane[laneOf(added.record.key, this.#lanes.length)].push(added);
-    const changes = this.#pendingChanges;
-    this.#pending = [];
-    this.#pendingChanges = new Map();
-    this.#handedOff = this.#added;
-    this.#handedOffBytes = this.#addedBytes;
+    const { records, changes } = this.#pending.take();
+    const byLane: SizedRecord[][] = this.#lanes.map(() => []);
+    for (const sized of records) byLane[laneOf(sized.record.key, this.#lanes.length)].push(sized);
     const sent = this.#lanes.map((lane, i) => {
-      for (const batch of this.#split(byLane[i])) this.#sendInLane(lane, batch);
+      for (const batch of splitSends(byLane[i], this.options)) this.#sendInLane(lane, batch);
       return lane.chain;
     });
     return Promise.all(sent).then(() => {
@@ -185,7 +166,9 @@ export class AckingPublisher {
 
   /** Resolves once fewer than `bytes` (by default `maxUnacknowledgedBytes`) are unacknowledged, or a send failed. */
   async below(bytes = this.#maxUnacknowledgedBytes - 1): Promise<void> {
-    while (this.unacknowledgedBytes > bytes && !this.#failure && this.#handedOff > this.#acknowledged) {
+    while (
+      this.unacknowledgedBytes > bytes && !this.#failure && this.#pending.taken.records > this.#acknowledged.records
+    ) {
       await new Promise<void>((resolve) => this.#waiters.push(resolve));
     }
     if (this.#failure) throw this.#failure.error;
@@ -193,14 +176,11 @@ export class AckingPublisher {
 
   /** Drops records received but not handed to Kafka: the server sends them again from the acknowledged position. */
   discard(): void {
-    this.#pending = [];
-    this.#pendingChanges = new Map();
-    this.#added = this.#handedOff;
-    this.#addedBytes = this.#handedOffBytes;
-    this.#marks = this.#marks.filter((m) => m.upTo <= this.#handedOff);
+    this.#pending.discard();
+    this.#marks = this.#marks.filter((m) => m.upTo <= this.#pending.taken.records);
   }
 
-  #sendInLane(lane: Lane, batch: Added[]): void {
+  #sendInLane(lane: Lane, batch: SizedRecord[]): void {
     lane.unacknowledged.push(batch[0].seq);
     lane.chain = lane.chain.then(async () => {
       if (this.#failure) return;
@@ -208,8 +188,8 @@ export class AckingPublisher {
         const records = batch.map((a) => a.record);
         await this.options.send(byTopic(records));
         lane.unacknowledged.shift();
-        this.#acknowledged += batch.length;
-        for (const a of batch) this.#acknowledgedBytes += a.bytes;
+        this.#acknowledged.records += batch.length;
+        for (const a of batch) this.#acknowledged.bytes += a.bytes;
         this.options.onAcknowledged?.(records, new Map());
         this.#advance();
       } catch (error) {
@@ -220,38 +200,18 @@ export class AckingPublisher {
     });
   }
 
-  /** Confirms every position whose records all lie below the first record not yet acknowledged in any lane. */
+  /**
+   * The acknowledgement path, the position's one writer: confirms every position whose records
+   * all lie below the first record not yet acknowledged in any lane.
+   */
   #advance(): void {
-    let firstUnacknowledged = this.#handedOff;
+    let firstUnacknowledged = this.#pending.taken.records;
     for (const lane of this.#lanes) {
       if (lane.unacknowledged.length) firstUnacknowledged = Math.min(firstUnacknowledged, lane.unacknowledged[0]);
     }
     while (this.#marks.length && this.#marks[0].upTo <= firstUnacknowledged) {
-      this.position.advance(this.#marks.shift()!.lsn);
+      this.#position.advance(this.#marks.shift()!.lsn);
     }
-  }
-
-  #split(added: Added[]): Added[][] {
-    const batches: Added[][] = [];
-    let batch: Added[] = [];
-    let bytes = BATCH_OVERHEAD;
-    let limit = Infinity;
-    for (const entry of added) {
-      const topicLimit = this.options.maxBytes(entry.record.topic);
-      if (
-        batch.length && (batch.length >= this.options.maxRecords || bytes + entry.bytes > Math.min(limit, topicLimit))
-      ) {
-        batches.push(batch);
-        batch = [];
-        bytes = BATCH_OVERHEAD;
-        limit = Infinity;
-      }
-      batch.push(entry);
-      bytes += entry.bytes;
-      limit = Math.min(limit, topicLimit);
-    }
-    if (batch.length) batches.push(batch);
-    return batches;
   }
 }
 
@@ -263,24 +223,4 @@ export function laneOf(key: string | null, lanes: number): number {
     hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193);
   }
   return (hash >>> 0) % lanes;
-}
-
-/** The key's payload, for messages: the key JSON without its schema. */
-function keyOf(record: CaptureRecord): string {
-  if (record.key === null) return "(none)";
-  try {
-    return JSON.stringify(JSON.parse(record.key).payload).slice(0, 200);
-  } catch {
-    return record.key.slice(0, 200);
-  }
-}
-
-function byTopic(records: CaptureRecord[]): TopicMessages[] {
-  const topics = new Map<string, TopicMessages>();
-  for (const { topic, key, value, headers } of records) {
-    let entry = topics.get(topic);
-    if (!entry) topics.set(topic, entry = { topic, messages: [] });
-    entry.messages.push(headers ? { key, value, headers } : { key, value });
-  }
-  return [...topics.values()];
 }

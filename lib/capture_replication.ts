@@ -11,11 +11,23 @@ import { StreamEndedError } from "./capture_errors.ts";
 import { formatLsn, type Lsn, parseLsn, standbyStatusUpdate } from "./capture_pgoutput.ts";
 import { sleep } from "./retry.ts";
 import { connectDatabase } from "./database.ts";
+import type { ReplicationStream } from "./capture_stream.ts";
+
+/** A replication connection as a capture run uses it: the slot's creation, then its stream. */
+export interface ReplicationConnection extends ReplicationStream {
+  /**
+   * Creates the logical slot with pgoutput and exports its snapshot, which lives until the
+   * connection's next command: read it before {@linkcode start}.
+   */
+  createSlot(slot: string): Promise<{ consistentPoint: Lsn; snapshotName: string }>;
+  /** Starts streaming the slot's changes after `from`, for the publication's tables. */
+  start(slot: string, publication: string, from: Lsn): Promise<void>;
+}
 
 const nowMicros = () => BigInt(Date.now()) * 1000n;
 
 /** A replication connection and, once started, its stream. */
-export class ReplicationSession {
+export class ReplicationSession implements ReplicationConnection {
   readonly #connection: postgres.Sql<Record<string, unknown>>;
   #stream: Duplex | undefined;
   #payloads: AsyncIterator<unknown> | undefined;
@@ -78,10 +90,5 @@ export class ReplicationSession {
       await Promise.race([new Promise<void>((resolve) => stream.end(resolve)), sleep(5_000)]);
     }
     await this.#connection.end({ timeout: 2 }).catch(() => {});
-  }
-
-  /** Breaks the stream off with `error` (a server that does not answer a stop). */
-  destroy(error: Error): void {
-    this.#stream?.destroy(error);
   }
 }

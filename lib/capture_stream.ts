@@ -5,18 +5,33 @@
  * be confirmed. Sends overlap reading, bounded to the publisher's unacknowledged bytes.
  * @module
  */
-import type { AckingPublisher, AcknowledgedPosition } from "./capture_publisher.ts";
-import { readTableSpec } from "./capture_catalog.ts";
+import type { AckingPublisher } from "./capture_publisher.ts";
 import type { DebeziumEncoder, TableSpec } from "./capture_debezium.ts";
-import { CaptureError, PublicationGapError, StreamEndedError } from "./capture_errors.ts";
+import { CaptureError, PublicationGapError } from "./capture_errors.ts";
 import { encodeOrStop } from "./capture_debezium.ts";
-import { missingFromPublication, qualified } from "./capture_slot.ts";
+import { qualified } from "./capture_slot.ts";
 import type { TableName } from "./config.ts";
 import { ChangeReader, type StreamEvent } from "./capture_reader.ts";
 import type { Logger } from "./log.ts";
-import type { Relation } from "./capture_pgoutput.ts";
-import type { ReplicationSession } from "./capture_replication.ts";
-import type { Sql } from "./database.ts";
+import type { Lsn, Relation } from "./capture_pgoutput.ts";
+
+/** The replication stream as the follower reads it (lib/capture_replication.ts' ReplicationSession). */
+export interface ReplicationStream {
+  /** The stream's next CopyData payload; rejects once the stream ended or broke. */
+  next(): Promise<Uint8Array>;
+  /** Tells the server that everything before `lsn` is safe; `replyRequested` asks for a keepalive back. */
+  sendStatus(lsn: Lsn, replyRequested?: boolean): void;
+  /** Ends the stream; a read waiting on it settles. */
+  end(): Promise<void>;
+}
+
+/** What the follower asks the database (lib/capture_database.ts reads the catalog). */
+export interface FollowerCatalog {
+  /** The spec of the table a Relation message describes, as the catalog describes it now. */
+  tableSpec(relation: Relation): Promise<TableSpec>;
+  /** The configured tables missing from the publication. */
+  missingFromPublication(): Promise<TableName[]>;
+}
 
 /** What {@linkcode StreamFollower} works with. */
 export interface FollowerOptions {
@@ -24,70 +39,139 @@ export interface FollowerOptions {
   /** Seconds between status updates to PostgreSQL. */
   statusEveryS: number;
   logger: Logger;
-  sql: Sql;
+  catalog: FollowerCatalog;
   encoder: DebeziumEncoder;
   publisher: AckingPublisher;
-  position: AcknowledgedPosition;
   /** Aborted on a stop: the stream is asked for a keepalive and reading ends. */
   signal: AbortSignal;
+}
+
+/** How long a change waits for more before it is sent anyway: a quiet stream still gets its changes out. */
+const IDLE_FLUSH_MS = 50;
+
+/** How long a server gets to answer a wake (a stop, a failure) before the stream is ended. */
+const WAKE_ANSWER_MS = 10_000;
+
+/**
+ * The following of one stream: its timers, the background sends, and the failure that ends it.
+ * A failure (a send, a publication check) is kept here for the loop, which throws it once the
+ * next frame comes: the stream is asked for a keepalive so that one comes at once, and ended
+ * only when the server does not answer.
+ */
+class Following {
+  #failure: { error: unknown } | undefined;
+  #idleFlush: ReturnType<typeof setTimeout> | undefined;
+  #wakeTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #statusTimer: ReturnType<typeof setInterval>;
+  #closed = false;
+
+  /** Starts the status updates of `stream`. */
+  constructor(readonly stream: ReplicationStream, readonly options: FollowerOptions) {
+    this.#statusTimer = setInterval(() => this.sendStatus(), options.statusEveryS * 1000);
+  }
+
+  /** Tells the server the acknowledged position. */
+  sendStatus(): void {
+    this.stream.sendStatus(this.options.publisher.acknowledgedLsn);
+  }
+
+  /**
+   * Wakes a quiet stream by asking the server for a keepalive; racing every read against a stop
+   * or a failure instead would keep every message alive in that promise's reactions. A server
+   * that does not answer has its stream ended. Once the following is over, there is nothing to wake.
+   */
+  wake(): void {
+    if (this.#closed) return;
+    this.stream.sendStatus(this.options.publisher.acknowledgedLsn, true);
+    this.#wakeTimer ??= setTimeout(() => this.stream.end().catch(() => {}), WAKE_ANSWER_MS);
+  }
+
+  /** Ends the following with `error`, the first one kept. */
+  fail(error: unknown): void {
+    this.#failure ??= { error };
+    this.wake();
+  }
+
+  /** What the loop throws for a read that failed with `error`: the failure that ended the stream, if any. */
+  failureOr(error: unknown): unknown {
+    return this.#failure ? this.#failure.error : error;
+  }
+
+  /** Throws the failure, if any. */
+  throwIfFailed(): void {
+    if (this.#failure) throw this.#failure.error;
+  }
+
+  /** Sends what is pending without waiting; a failed send ends the following. */
+  flushInBackground(): void {
+    this.options.publisher.flush().then(() => this.sendStatus(), (error) => this.fail(error));
+  }
+
+  /** Sends what is pending once the stream has been quiet for {@linkcode IDLE_FLUSH_MS}. */
+  flushWhenIdle(): void {
+    this.#idleFlush ??= setTimeout(() => {
+      this.#idleFlush = undefined;
+      this.flushInBackground();
+    }, IDLE_FLUSH_MS);
+  }
+
+  /** Stops the timers; a send that fails later is the run's to see (its flush throws it). */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#statusTimer);
+    clearTimeout(this.#idleFlush);
+    clearTimeout(this.#wakeTimer);
+  }
 }
 
 /** Follows one replication stream at a time, with the tables' schemas as the stream described them. */
 export class StreamFollower {
   /** The spec of each relation the stream described; null for a table the capture does not capture. */
   readonly specs = new Map<number, TableSpec | null>();
-  #session: ReplicationSession | undefined;
+  #following: Following | undefined;
 
   /** Follows with `options`. */
   constructor(readonly options: FollowerOptions) {}
 
-  /** Reads the stream until a stop; publishes changes and confirms what Kafka acknowledged. */
-  async follow(session: ReplicationSession): Promise<void> {
-    const { publisher, position, signal } = this.options;
-    this.#session = session;
+  /**
+   * Reads the stream until a stop; publishes changes and confirms what Kafka acknowledged.
+   * Rejects with the failure that ended it: a failed send, a table gone from the publication.
+   */
+  async follow(stream: ReplicationStream): Promise<void> {
+    const { publisher, signal } = this.options;
+    const following = this.#following = new Following(stream, this.options);
     const reader = new ChangeReader();
-    const sendStatus = () => session.sendStatus(position.lsn);
-    const statusTimer = setInterval(sendStatus, this.options.statusEveryS * 1000);
-    // A stop wakes a quiet stream by asking the server for a keepalive; racing every read against
-    // the stop instead would keep every message alive in that promise's reactions.
-    let wakeTimer: ReturnType<typeof setTimeout> | undefined;
-    const onStop = () => {
-      session.sendStatus(position.lsn, true);
-      wakeTimer = setTimeout(() => session.destroy(new StreamEndedError()), 10_000);
-    };
+    const onStop = () => following.wake();
     signal.addEventListener("abort", onStop, { once: true });
-    let idleFlush: ReturnType<typeof setTimeout> | undefined;
-    const flushInBackground = () => publisher.flush().then(sendStatus, (error) => this.fail(error));
     try {
       while (!signal.aborted) {
-        const event = reader.read(await session.next());
+        let frame: Uint8Array;
+        try {
+          frame = await stream.next();
+        } catch (error) {
+          throw following.failureOr(error);
+        }
+        following.throwIfFailed();
+        const event = reader.read(frame);
         // Only a Relation message waits (on the catalog); a change is handled without a promise of its own.
         if (event.type === "relation") await this.#describe(event.relation);
-        else this.#apply(event, sendStatus);
+        else this.#apply(event, following);
         // Batches are sent while the next are read; reading waits while the publisher is full: its bytes
         // unacknowledged, so memory stays bounded and PostgreSQL holds the rest (the walsender waits).
-        if (publisher.sendable) flushInBackground();
-        if (publisher.full) {
-          await publisher.below();
-        } else if (publisher.pending > 0 && !idleFlush) {
-          // A quiet stream still gets its changes out (and acknowledged) within 50 ms.
-          idleFlush = setTimeout(() => {
-            idleFlush = undefined;
-            flushInBackground();
-          }, 50);
-        }
+        if (publisher.sendable) following.flushInBackground();
+        if (publisher.full) await publisher.below();
+        else if (publisher.pending > 0) following.flushWhenIdle();
       }
+      following.throwIfFailed();
     } finally {
       signal.removeEventListener("abort", onStop);
-      clearInterval(statusTimer);
-      clearTimeout(idleFlush);
-      clearTimeout(wakeTimer);
-      this.#session = undefined;
+      following.close();
+      this.#following = undefined;
     }
   }
 
   /** Acts on one event of the stream other than a Relation message. */
-  #apply(event: Exclude<StreamEvent, { type: "relation" }>, sendStatus: () => void): void {
+  #apply(event: Exclude<StreamEvent, { type: "relation" }>, following: Following): void {
     switch (event.type) {
       case "change": {
         const spec = this.specs.get(event.relationId);
@@ -107,7 +191,7 @@ export class StreamFollower {
         return this.options.publisher.confirmableAt(event.endLsn);
       case "keepalive":
         if (event.confirmable !== null) this.options.publisher.confirmableAt(event.confirmable);
-        if (event.replyRequested) sendStatus();
+        if (event.replyRequested) following.sendStatus();
         return;
       case "truncate":
         // Debezium's default (skipped.operations=t) publishes no truncate events either.
@@ -131,20 +215,19 @@ export class StreamFollower {
       }
       this.specs.set(relation.relationId, null);
     } else {
-      this.specs.set(relation.relationId, await readTableSpec(this.options.sql, name.schema, name.table, relation));
+      this.specs.set(relation.relationId, await this.options.catalog.tableSpec(relation));
     }
     await this.checkPublication();
   }
 
   /** Stops the run when a configured table left the publication (PublicationGapError). */
   async checkPublication(): Promise<void> {
-    const { sql, config } = this.options;
-    const [missing] = await missingFromPublication(sql, config.publication, config.tables);
-    if (missing) throw new PublicationGapError(qualified(missing), config.publication);
+    const [missing] = await this.options.catalog.missingFromPublication();
+    if (missing) throw new PublicationGapError(qualified(missing), this.options.config.publication);
   }
 
-  /** Ends the run with `error` (a failed send in the background): the stream breaks off with it. */
+  /** Ends the stream being followed with `error`: {@linkcode follow} rejects with it. */
   fail(error: unknown): void {
-    this.#session?.destroy(error instanceof Error ? error : new Error(String(error)));
+    this.#following?.fail(error);
   }
 }

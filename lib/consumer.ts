@@ -99,8 +99,8 @@ export async function runConsumer(config: ConsumeConfig, options: ConsumerRunOpt
   const { applied, deadLettered, batches, retries } = run.stats;
   return {
     stoppedBy,
-    applied,
-    deadLettered,
+    applied: { ...applied },
+    deadLettered: { ...deadLettered },
     batches,
     retries,
     elapsedS: Math.round(elapsedS * 1000) / 1000,
@@ -182,7 +182,7 @@ class ConsumerRun {
       isRetriable: (error) => classify(error) === "outage",
       signal: this.shutdown.signal,
       onWait: (error, attempt, delayMs) => {
-        this.stats.retries++;
+        this.stats.countRetry();
         this.options.logger.warn(`waiting for ${what}`, { attempt, retryInMs: delayMs, error: describeError(error) });
       },
     };
@@ -195,7 +195,7 @@ class ConsumerRun {
       ensureSchema(sql, {
         signal: this.shutdown.signal,
         onRetry: (error, attempt, retryInMs) => {
-          this.stats.retries++;
+          this.stats.countRetry();
           logger.warn("schema step met a deadlock or serialization failure; retrying", {
             attempt,
             retryInMs,
@@ -203,7 +203,7 @@ class ConsumerRun {
           });
         },
       }), this.waitingFor("PostgreSQL"));
-    this.stats.health.set("database", true);
+    this.stats.markUp("database");
     await waitOut(async () => {
       await this.admin.connect();
       for (const [topic, partitions] of topicsToCreate(config)) {

@@ -24,7 +24,7 @@ import {
   type UserChange,
 } from "./model.ts";
 import type { OrderWaits, WaitDecision } from "./consumer_order_wait.ts";
-import type { BatchStats, ConsumeObserver } from "./stats.ts";
+import type { ConsumeObserver, ConsumeStats } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
 import { OUTAGE, RetryError, waitOut, type WaitOutOptions } from "./retry.ts";
 import type { Sql } from "./database.ts";
@@ -87,7 +87,7 @@ export interface PartitionBatchDeps {
   publisher: Producer;
   positions: AppliedPositions;
   orderWaits: OrderWaits;
-  stats: BatchStats;
+  stats: ConsumeStats;
   /** Told of each committed batch (the metrics' histograms). */
   observer?: ConsumeObserver;
   logger: Logger;
@@ -232,8 +232,8 @@ export class PartitionBatches {
         isRetriable: (error) => waitedFor(error) !== undefined,
         onWait: (error, attempt, delayMs) => {
           const what = waitedFor(error)!;
-          stats.health.set(what === "PostgreSQL" ? "database" : "kafka", false);
-          stats.retries++;
+          stats.markDown(what === "PostgreSQL" ? "database" : "kafka");
+          stats.countRetry();
           logger.warn(`waiting for ${what}; nothing is committed meanwhile`, {
             attempt,
             retryInMs: delayMs,
@@ -241,7 +241,7 @@ export class PartitionBatches {
           });
         },
       });
-      stats.health.set("database", true);
+      stats.markUp("database");
       return step;
     } catch (error) {
       if (error instanceof MembershipLostError) {
@@ -282,11 +282,11 @@ export class PartitionBatches {
 
   #count(topic: string, partition: number, step: StepResult): void {
     const { stats, logger } = this.deps;
-    stats.applied[topic] = (stats.applied[topic] ?? 0) + step.applied;
-    stats.batches++;
+    stats.countApplied(topic, step.applied);
+    stats.countBatch();
     this.deps.observer?.batchCommitted(step.applied + step.deadLettered.length, step.applyMs);
     if (step.deadLettered.length === 0) return;
-    stats.deadLettered[topic] = (stats.deadLettered[topic] ?? 0) + step.deadLettered.length;
+    stats.countDeadLettered(topic, step.deadLettered.length);
     for (const { message, reason } of step.deadLettered) {
       logger.warn("dead-lettered", { topic, partition, offset: message.offset, reason });
     }
@@ -298,7 +298,7 @@ export class PartitionBatches {
     blocked: NonNullable<StepResult["blocked"]>,
     pause: EachBatchPayload["pause"],
   ): void {
-    this.deps.stats.retries++;
+    this.deps.stats.countRetry();
     this.deps.logger.info("order waits for its user; partition paused", {
       topic,
       partition,
@@ -349,7 +349,7 @@ async function stillMember(topic: string, partition: number, heartbeat: () => Pr
  */
 export function databaseWait(
   what: string,
-  deps: { stats: BatchStats; logger: Logger; signal: AbortSignal },
+  deps: { stats: ConsumeStats; logger: Logger; signal: AbortSignal },
 ): WaitOutOptions {
   return {
     what,
@@ -357,8 +357,8 @@ export function databaseWait(
     signal: deps.signal,
     isRetriable: (error) => waitedFor(error) === "PostgreSQL",
     onWait: (error, attempt, delayMs) => {
-      deps.stats.health.set("database", false);
-      deps.stats.retries++;
+      deps.stats.markDown("database");
+      deps.stats.countRetry();
       deps.logger.warn(`waiting for PostgreSQL (${what})`, {
         attempt,
         retryInMs: delayMs,

@@ -100,12 +100,12 @@ export class ConsumerGroup {
       retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 10_000 },
     });
     // Health reads this flag: up on every sign of a working broker, down on every sign of none.
-    consumer.on(consumer.events.CONNECT, () => stats.health.set("kafka", true));
-    consumer.on(consumer.events.FETCH, () => stats.health.set("kafka", true));
-    consumer.on(consumer.events.DISCONNECT, () => stats.health.set("kafka", false));
-    consumer.on(consumer.events.STOP, () => stats.health.set("kafka", false));
+    consumer.on(consumer.events.CONNECT, () => stats.markUp("kafka"));
+    consumer.on(consumer.events.FETCH, () => stats.markUp("kafka"));
+    consumer.on(consumer.events.DISCONNECT, () => stats.markDown("kafka"));
+    consumer.on(consumer.events.STOP, () => stats.markDown("kafka"));
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
-      stats.health.set("kafka", true);
+      stats.markUp("kafka");
       const assigned = Object.entries(event.payload.memberAssignment);
       logger.info("joined group", {
         group: config.consumerGroup,
@@ -114,7 +114,7 @@ export class ConsumerGroup {
       this.#startFromStoredOffsets(assigned).catch(fail);
     });
     consumer.on(consumer.events.CRASH, (event) => {
-      stats.health.set("kafka", false);
+      stats.markDown("kafka");
       if (event.payload.restart) {
         logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
       } else fail(event.payload.error); // kafkajs gave up: fetching has stopped, so the run must end

@@ -33,7 +33,7 @@ export interface ConsumeMonitorDeps {
 }
 
 /** The sum of per-topic or per-partition counts. */
-export function total(counts: Record<string, number>): number {
+export function total(counts: Readonly<Record<string, number>>): number {
   return Object.values(counts).reduce((a, b) => a + b, 0);
 }
 
@@ -62,7 +62,7 @@ export class ConsumeMonitor {
     if (Date.now() - group.lastActivity >= 2_000) this.#databaseAnswered(stored !== undefined);
     await group.commitToKafka();
     const lag = stored && await this.#measureLag(stored);
-    if (lag) stats.lag = lag;
+    if (lag) stats.setLag(lag);
     const totalLag = lag ? total(lag) : -1;
     this.#progress(totalLag);
     this.#stopWhenIdle(totalLag);
@@ -71,8 +71,9 @@ export class ConsumeMonitor {
   /** Records the idle health check's answer; a change is logged, so an outage between batches is never silent. */
   #databaseAnswered(up: boolean): void {
     const { stats, logger } = this.deps;
-    const wasUp = stats.health.isUp("database");
-    stats.health.set("database", up);
+    const wasUp = stats.isUp("database");
+    if (up) stats.markUp("database");
+    else stats.markDown("database");
     if (wasUp && !up) {
       logger.warn(
         "waiting for PostgreSQL: the stored offsets cannot be read between batches; nothing is committed meanwhile",
@@ -116,7 +117,7 @@ export class ConsumeMonitor {
       });
       return Object.fromEntries(positions.map((p) => [partitionKey(p.topic, p.partition), p.lag]));
     } catch (error) {
-      if (classify(error) === "outage") this.deps.stats.health.set("kafka", false);
+      if (classify(error) === "outage") this.deps.stats.markDown("kafka");
       return undefined;
     }
   }

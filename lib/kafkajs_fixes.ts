@@ -136,69 +136,63 @@ function gather(target: Encoding, source: Encoding): void {
   target.offset += source.offset - from;
 }
 
-/**
- * kafkajs 2.2.4 encodes each record with a Buffer per varint (`Buffer.from([...bytes])`),
- * 64-bit Long objects for its timestamp delta, `Buffer.byteLength` then `buf.write` for key and
- * value, and `Buffer#copy` to gather the records; Deno's Buffer is a JavaScript layer over
- * Uint8Array, so encoding cost the producer 16-18 µs an event under Deno (6 under Bun). The
- * methods below write the same bytes straight into the encoder's buffer: varints byte by
- * byte, timestamp deltas that fit 32 bits without Long, ASCII strings (every key and value we
- * send) with one `TextEncoder#encodeInto`, copies with `Uint8Array#set`, a batch's records
- * gathered with one growth of its buffer, a {@linkcode SelfWriting} value written by its own method straight into
- * its batch; anything else takes kafkajs' own path. Encoding alone
- * went from 47,000-68,000 to 82,000-140,000 events/s under Deno; a capture record with its
- * schema (4.3 KB), gzipped in batches of 2,000, from 20 to 10 µs of CPU.
- */
-function encodeWithoutBuffers(): void {
-  const proto = Encoder.prototype as unknown as Record<string, EncoderMethod>;
-  if (proto.writeUVarInt[KAFKAJS_FIX]) return;
-  const statics = Encoder as unknown as Record<string, (value: unknown) => number>;
-  const originals = {
-    writeVarLong: proto.writeVarLong,
-    writeVarIntBytes: proto.writeVarIntBytes,
-    sizeOfVarLong: statics.sizeOfVarLong,
-    sizeOfVarIntBytes: statics.sizeOfVarIntBytes,
-  };
-  const methods: Record<string, EncoderMethod> = {
-    writeUVarInt(value: number) {
-      this.ensureAvailable(5);
-      const buf = this.buf;
-      let offset = this.offset;
-      while ((value & 0xffffff80) !== 0) {
-        buf[offset++] = (value & 0x7f) | 0x80;
-        value >>>= 7;
-      }
-      buf[offset++] = value & 0x7f;
-      this.offset = offset;
-      return this;
-    },
+/** kafkajs' own encoder methods, which the fixes fall back to for values they do not handle. */
+interface EncoderOriginals {
+  writeVarLong: EncoderMethod;
+  writeVarIntBytes: EncoderMethod;
+  sizeOfVarLong: (value: unknown) => number;
+  sizeOfVarIntBytes: (value: unknown) => number;
+}
+
+/** Writes `value` as an unsigned varint, byte by byte, into the encoder's buffer. */
+function writeUVarInt(this: Encoding, value: number): Encoding {
+  this.ensureAvailable(5);
+  const buf = this.buf;
+  let offset = this.offset;
+  while ((value & 0xffffff80) !== 0) {
+    buf[offset++] = (value & 0x7f) | 0x80;
+    value >>>= 7;
+  }
+  buf[offset++] = value & 0x7f;
+  this.offset = offset;
+  return this;
+}
+
+/** Writes a string as if ASCII, in one native pass; false (the encoder rewound) when it is not ASCII. */
+function writeAsciiBytes(encoder: Encoding, value: string): boolean {
+  const start = encoder.offset;
+  const length = value.length;
+  writeUVarInt.call(encoder, (length << 1) ^ (length >> 31));
+  encoder.ensureAvailable(length);
+  const offset = encoder.offset;
+  const { read, written } = utf8.encodeInto(value, encoder.buf.subarray(offset, offset + length));
+  if (read !== length || written !== length) {
+    encoder.offset = start;
+    return false;
+  }
+  encoder.offset = offset + length;
+  return true;
+}
+
+/** The encoder's methods that write without Buffers, falling back to `originals`. */
+function bufferFreeMethods(originals: EncoderOriginals): Record<string, EncoderMethod> {
+  return {
+    writeUVarInt,
     writeVarLong(value: unknown) {
       if (!isInt32(value)) return originals.writeVarLong.call(this, value);
-      return methods.writeUVarInt.call(this, (value << 1) ^ (value >> 31));
+      return writeUVarInt.call(this, (value << 1) ^ (value >> 31));
     },
     writeVarIntBytes(value: unknown) {
       if (isSelfWriting(value)) {
         // Copied once, when the record is gathered into its batch: a record's own buffer then stays at
         // kafkajs' first 512 bytes instead of growing to twice the value for every record.
         const length = value.byteLength;
-        methods.writeUVarInt.call(this, (length << 1) ^ (length >> 31));
+        writeUVarInt.call(this, (length << 1) ^ (length >> 31));
         (this.deferred ??= []).push({ at: this.offset, value });
         return this;
       }
-      if (typeof value !== "string") return originals.writeVarIntBytes.call(this, value);
-      // Written as if ASCII, in one native pass; a string that is not is rewound and left to kafkajs.
-      const start = this.offset;
-      const length = value.length;
-      methods.writeUVarInt.call(this, (length << 1) ^ (length >> 31));
-      this.ensureAvailable(length);
-      const offset = this.offset;
-      const { read, written } = utf8.encodeInto(value, this.buf.subarray(offset, offset + length));
-      if (read !== length || written !== length) {
-        this.offset = start;
-        return originals.writeVarIntBytes.call(this, value);
-      }
-      this.offset = offset + length;
-      return this;
+      if (typeof value === "string" && writeAsciiBytes(this, value)) return this;
+      return originals.writeVarIntBytes.call(this, value);
     },
     writeEncoderArray(encoders: Encoding[]) {
       // One growth for all the records instead of a doubling and copy every few of them.
@@ -219,10 +213,10 @@ function encodeWithoutBuffers(): void {
       this.offset += buffer.length;
     },
   };
-  for (const [name, method] of Object.entries(methods)) {
-    method[KAFKAJS_FIX] = ENCODER_FIX;
-    proto[name] = method;
-  }
+}
+
+/** The encoder's `buffer`, its deferred values gathered in. */
+function gatherDeferredBuffer(proto: object): void {
   const bufferOf = Object.getOwnPropertyDescriptor(proto, "buffer")!.get!;
   Object.defineProperty(proto, "buffer", {
     get(this: Encoding) {
@@ -232,6 +226,10 @@ function encodeWithoutBuffers(): void {
       return whole.buf;
     },
   });
+}
+
+/** The encoder's size functions for what the methods write themselves, falling back to `originals`. */
+function sizeWithoutBuffers(statics: Record<string, (value: unknown) => number>, originals: EncoderOriginals): void {
   statics.sizeOfVarLong = (value) =>
     isInt32(value) ? uvarintSize((value << 1) ^ (value >> 31)) : originals.sizeOfVarLong.call(Encoder, value);
   statics.sizeOfVarIntBytes = (value) => {
@@ -239,6 +237,37 @@ function encodeWithoutBuffers(): void {
     const length = typeof value === "string" ? utf8Length(value) : value.byteLength;
     return uvarintSize((length << 1) ^ (length >> 31)) + length;
   };
+}
+
+/**
+ * kafkajs 2.2.4 encodes each record with a Buffer per varint (`Buffer.from([...bytes])`),
+ * 64-bit Long objects for its timestamp delta, `Buffer.byteLength` then `buf.write` for key and
+ * value, and `Buffer#copy` to gather the records; Deno's Buffer is a JavaScript layer over
+ * Uint8Array, so encoding cost the producer 16-18 µs an event under Deno (6 under Bun). The
+ * methods of {@linkcode bufferFreeMethods} write the same bytes straight into the encoder's buffer: varints byte by
+ * byte, timestamp deltas that fit 32 bits without Long, ASCII strings (every key and value we
+ * send) with one `TextEncoder#encodeInto`, copies with `Uint8Array#set`, a batch's records
+ * gathered with one growth of its buffer, a {@linkcode SelfWriting} value written by its own method straight into
+ * its batch; anything else takes kafkajs' own path. Encoding alone
+ * went from 47,000-68,000 to 82,000-140,000 events/s under Deno; a capture record with its
+ * schema (4.3 KB), gzipped in batches of 2,000, from 20 to 10 µs of CPU.
+ */
+function encodeWithoutBuffers(): void {
+  const proto = Encoder.prototype as unknown as Record<string, EncoderMethod>;
+  if (proto.writeUVarInt[KAFKAJS_FIX]) return;
+  const statics = Encoder as unknown as Record<string, (value: unknown) => number>;
+  const originals: EncoderOriginals = {
+    writeVarLong: proto.writeVarLong,
+    writeVarIntBytes: proto.writeVarIntBytes,
+    sizeOfVarLong: statics.sizeOfVarLong,
+    sizeOfVarIntBytes: statics.sizeOfVarIntBytes,
+  };
+  for (const [name, method] of Object.entries(bufferFreeMethods(originals))) {
+    method[KAFKAJS_FIX] = ENCODER_FIX;
+    proto[name] = method;
+  }
+  gatherDeferredBuffer(proto);
+  sizeWithoutBuffers(statics, originals);
 }
 
 skipIdlePendingCheck();

@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import process from "node:process";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { Logger } from "./log.ts";
-import type { CaptureStats, ConsumeObserver, ConsumeStats, ProduceStats, SendObserver } from "./stats.ts";
+import type { CaptureStats, ConsumeObserver, ConsumeStats, ProduceStats, PublishStats, SendObserver } from "./stats.ts";
 import { describeError } from "./errors.ts";
 import { parsePartitionKey } from "./partition_key.ts";
 
@@ -45,7 +45,7 @@ function scraped(Metric: typeof Counter | typeof Gauge, registry: Registry, opti
   });
 }
 
-const perTopic = (counts: Record<string, number>): Sample[] =>
+const perTopic = (counts: Readonly<Record<string, number>>): Sample[] =>
   Object.entries(counts).map(([topic, value]) => [{ topic }, value]);
 
 const connectedSamples = (connected: Record<string, boolean>): Sample[] =>
@@ -133,7 +133,7 @@ export function consumeMetrics(stats: ConsumeStats): RunMetrics<ConsumeObserver>
     name: "cdc_connected",
     help: "Whether the consumer is connected to a dependency (1) or not (0).",
     labelNames: ["dependency"],
-    read: () => connectedSamples(stats.health.snapshot()),
+    read: () => connectedSamples(stats.health()),
   });
   const batchSize = new Histogram({
     name: "cdc_batch_size_records",
@@ -162,7 +162,7 @@ export function consumeMetrics(stats: ConsumeStats): RunMetrics<ConsumeObserver>
  */
 function publishMetrics(
   registry: Registry,
-  stats: Pick<ProduceStats, "published" | "sendRetries" | "health">,
+  stats: PublishStats,
   who: string,
 ): SendObserver {
   scraped(Counter, registry, {
@@ -181,7 +181,7 @@ function publishMetrics(
     name: "cdc_connected",
     help: `Whether the ${who} is connected to a dependency (1) or not (0).`,
     labelNames: ["dependency"],
-    read: () => connectedSamples(stats.health.snapshot()),
+    read: () => connectedSamples(stats.health()),
   });
   const sendDuration = new Histogram({
     name: "cdc_send_duration_seconds",

@@ -19,7 +19,7 @@ import type { Logger } from "./log.ts";
 import { partitionOf } from "./partitioner.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
 import { SEND, waitOut, type WaitOutOptions } from "./retry.ts";
-import { newProduceStats, type ProduceStats as PublishStats, type SendObserver } from "./stats.ts";
+import { newProduceStats, type ProduceStats, type SendObserver } from "./stats.ts";
 
 /** What a produce run did, printed at exit. */
 export interface ProduceSummary {
@@ -52,7 +52,7 @@ export interface ProducerRunOptions {
   /** Seconds between progress lines. @default 5 */
   progressEveryS?: number;
   /** Counters to fill. @default fresh counters */
-  stats?: PublishStats;
+  stats?: ProduceStats;
   /** Told of each acknowledged send (the metrics' histogram). */
   observer?: SendObserver;
 }
@@ -159,10 +159,14 @@ async function publish(run: ProduceRun, batches: AsyncIterable<EventBatch>): Pro
     await admin.disconnect();
     let connectedLanes = 0;
     for (const { producer } of lanes) {
-      producer.on(producer.events.CONNECT, () => produceStats.health.set("kafka", ++connectedLanes === LANES));
+      // Kafka is up only while every lane is connected.
+      producer.on(producer.events.CONNECT, () => {
+        if (++connectedLanes === LANES) produceStats.markUp("kafka");
+        else produceStats.markDown("kafka");
+      });
       producer.on(producer.events.DISCONNECT, () => {
         connectedLanes--;
-        produceStats.health.set("kafka", false);
+        produceStats.markDown("kafka");
       });
       await waitOut(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
     }
@@ -170,12 +174,12 @@ async function publish(run: ProduceRun, batches: AsyncIterable<EventBatch>): Pro
       maxAttempts: config.maxAttempts,
       backoffMs: config.retryBackoffMs,
       logger,
-      onRetry: () => produceStats.sendRetries++,
+      onRetry: () => produceStats.countSendRetry(),
     };
     const send = (lane: Lane, topicMessages: TopicMessages[]) =>
       writeWithRetry(lane.producer, topicMessages, writeOptions).then(() => {
         for (const { topic, messages } of topicMessages) {
-          produceStats.published[topic] = (produceStats.published[topic] ?? 0) + messages.length;
+          produceStats.countPublished(topic, messages.length);
           run.advanced(messages.length);
         }
       }, (error) => {

@@ -1,12 +1,18 @@
 /**
  * The counters of each command's run, read by progress lines, summaries and metrics, and the
- * one `Health` object that says which dependency is reachable. Metrics read the counters at
- * scrape time; durations reach them through an observer the run is given (lib/metrics.ts).
+ * health flags that say which dependency is reachable. Each run's stats are one object that
+ * changes only through its own methods: the run's parts count and mark through them, and
+ * everything else (metrics at scrape time, summaries, `/health`) reads. Durations reach the
+ * metrics through an observer the run is given (lib/metrics.ts).
  * @module
  */
+/** Adds `n` to `counts[key]`. */
+function add(counts: Record<string, number>, key: string, n: number): void {
+  counts[key] = (counts[key] ?? 0) + n;
+}
 
-/** Whether each dependency of a run is reachable, as its clients last showed; `/health` and `cdc_connected` read it. */
-export class Health<D extends string = string> {
+/** What every run's stats hold: whether each of its dependencies is reachable, as its clients last showed. */
+export class RunStats<D extends string = string> {
   readonly #up: Record<string, boolean> = {};
 
   /** Creates the flags, every dependency down until it answers. */
@@ -14,9 +20,14 @@ export class Health<D extends string = string> {
     for (const dependency of dependencies) this.#up[dependency] = false;
   }
 
-  /** Records a sign of `dependency` working (`true`) or of its absence (`false`). */
-  set(dependency: D, up: boolean): void {
-    this.#up[dependency] = up;
+  /** Records a sign of `dependency` working. */
+  markUp(dependency: D): void {
+    this.#up[dependency] = true;
+  }
+
+  /** Records a sign of `dependency`'s absence. */
+  markDown(dependency: D): void {
+    this.#up[dependency] = false;
   }
 
   /** Whether `dependency` is reachable. */
@@ -24,85 +35,165 @@ export class Health<D extends string = string> {
     return this.#up[dependency] === true;
   }
 
-  /** Each dependency and whether it is reachable, as a copy. */
-  snapshot(): Record<D, boolean> {
+  /** Each dependency and whether it is reachable, as a copy: what `/health` and `cdc_connected` read. */
+  health(): Record<D, boolean> {
     return { ...this.#up } as Record<D, boolean>;
   }
 }
 
-/** Counters a partition batch fills: records applied and dead-lettered per topic, batches, waits, health. */
-export interface BatchStats {
-  /** Records applied to PostgreSQL, per topic. */
-  applied: Record<string, number>;
-  /** Records written to the DLQ, per source topic. */
-  deadLettered: Record<string, number>;
-  /** Batches committed. */
-  batches: number;
-  /** Waits for an outage or a missing user. */
-  retries: number;
-  /** Whether Kafka and PostgreSQL are reachable. */
-  health: Health<"kafka" | "database">;
-}
+/** Counters of a consume run: records applied and dead-lettered per topic, batches, waits, lag; and health. */
+export class ConsumeStats extends RunStats<"kafka" | "database"> {
+  readonly #applied: Record<string, number> = {};
+  readonly #deadLettered: Record<string, number> = {};
+  #batches = 0;
+  #retries = 0;
+  #lag: Record<string, number> = {};
 
-/** Counters of a consume run: a batch's, and the lag the monitor measures. */
-export interface ConsumeStats extends BatchStats {
-  /** Lag per `topic:partition` (lib/partition_key.ts; log end minus the offset stored in PostgreSQL), refreshed once a second. */
-  lag: Record<string, number>;
+  /** Fresh counters, Kafka and PostgreSQL down until they answer. */
+  constructor() {
+    super(["kafka", "database"]);
+  }
+
+  /** Records applied to PostgreSQL, per topic. */
+  get applied(): Readonly<Record<string, number>> {
+    return this.#applied;
+  }
+
+  /** Records written to the DLQ, per source topic. */
+  get deadLettered(): Readonly<Record<string, number>> {
+    return this.#deadLettered;
+  }
+
+  /** Batches committed. */
+  get batches(): number {
+    return this.#batches;
+  }
+
+  /** Waits for an outage or a missing user. */
+  get retries(): number {
+    return this.#retries;
+  }
+
+  /** Lag per `topic:partition` (lib/partition_key.ts; log end minus the offset stored in PostgreSQL). */
+  get lag(): Readonly<Record<string, number>> {
+    return this.#lag;
+  }
+
+  /** Counts `n` records of `topic` applied. */
+  countApplied(topic: string, n: number): void {
+    add(this.#applied, topic, n);
+  }
+
+  /** Counts `n` records of `topic` dead-lettered. */
+  countDeadLettered(topic: string, n: number): void {
+    add(this.#deadLettered, topic, n);
+  }
+
+  /** Counts one committed batch. */
+  countBatch(): void {
+    this.#batches++;
+  }
+
+  /** Counts one wait for an outage or a missing user. */
+  countRetry(): void {
+    this.#retries++;
+  }
+
+  /** Replaces the lag with the one just measured: a partition no longer in it is no longer reported. */
+  setLag(lag: Record<string, number>): void {
+    this.#lag = lag;
+  }
 }
 
 /** Fresh counters for a consume run. */
 export function newConsumeStats(): ConsumeStats {
-  return {
-    applied: {},
-    deadLettered: {},
-    batches: 0,
-    retries: 0,
-    lag: {},
-    health: new Health(["kafka", "database"]),
-  };
+  return new ConsumeStats();
 }
 
-/** Counters of a publishing run; filled as Kafka acknowledges. */
-export interface ProduceStats {
+/** Counters of a run that publishes to Kafka (produce, capture), filled as Kafka acknowledges; and health. */
+export class PublishStats<D extends string = string> extends RunStats<D> {
+  readonly #published: Record<string, number> = {};
+  #sendRetries = 0;
+
   /** Records acknowledged by Kafka, per topic. */
-  published: Record<string, number>;
+  get published(): Readonly<Record<string, number>> {
+    return this.#published;
+  }
+
   /** Send attempts made again after a failure. */
-  sendRetries: number;
-  /** Whether Kafka is reachable. */
-  health: Health<"kafka">;
+  get sendRetries(): number {
+    return this.#sendRetries;
+  }
+
+  /** Counts `n` records of `topic` acknowledged by Kafka. */
+  countPublished(topic: string, n: number): void {
+    add(this.#published, topic, n);
+  }
+
+  /** Counts one send attempted again after a failure. */
+  countSendRetry(): void {
+    this.#sendRetries++;
+  }
+}
+
+/** Counters of a produce run. */
+export class ProduceStats extends PublishStats<"kafka"> {
+  /** Fresh counters, Kafka down until it answers. */
+  constructor() {
+    super(["kafka"]);
+  }
 }
 
 /** Fresh counters for a produce run. */
 export function newProduceStats(): ProduceStats {
-  return { published: {}, sendRetries: 0, health: new Health(["kafka"]) };
+  return new ProduceStats();
 }
 
 /** Counters of a capture run: a publishing run's, and the changes, slot position and retained WAL. */
-export interface CaptureStats {
-  /** Records acknowledged by Kafka, per topic. */
-  published: Record<string, number>;
-  /** Send attempts made again after a failure. */
-  sendRetries: number;
+export class CaptureStats extends PublishStats<"kafka" | "database"> {
+  readonly #captured: Record<string, number> = {};
+  #acknowledgedLsn = 0n;
+  #retainedWalBytes: number | null = null;
+
+  /** Fresh counters, Kafka and PostgreSQL's replication stream down until they answer. */
+  constructor() {
+    super(["kafka", "database"]);
+  }
+
   /** Changes acknowledged by Kafka, per `table.op`. */
-  captured: Record<string, number>;
-  /** Whether Kafka and PostgreSQL's replication stream are reachable. */
-  health: Health<"kafka" | "database">;
+  get captured(): Readonly<Record<string, number>> {
+    return this.#captured;
+  }
+
   /** The acknowledged slot position, as a byte offset. */
-  acknowledgedLsn: bigint;
+  get acknowledgedLsn(): bigint {
+    return this.#acknowledgedLsn;
+  }
+
   /** WAL the slot retains on the server, in bytes; null until measured. */
-  retainedWalBytes: number | null;
+  get retainedWalBytes(): number | null {
+    return this.#retainedWalBytes;
+  }
+
+  /** Counts `n` changes of `key` (`table.op`) acknowledged by Kafka. */
+  countCaptured(key: string, n: number): void {
+    add(this.#captured, key, n);
+  }
+
+  /** Takes the slot position acknowledged now. */
+  setAcknowledgedLsn(lsn: bigint): void {
+    this.#acknowledgedLsn = lsn;
+  }
+
+  /** Takes the slot's retained WAL as just measured (null: no slot to measure). */
+  setRetainedWal(bytes: number | null): void {
+    this.#retainedWalBytes = bytes;
+  }
 }
 
 /** Fresh counters for a capture run. */
 export function newCaptureStats(): CaptureStats {
-  return {
-    published: {},
-    sendRetries: 0,
-    captured: {},
-    health: new Health(["kafka", "database"]),
-    acknowledgedLsn: 0n,
-    retainedWalBytes: null,
-  };
+  return new CaptureStats();
 }
 
 /** What a consume run reports as it goes, beyond its counters: each committed batch. */

@@ -4,7 +4,8 @@
  * before it, Relation messages mid-stream, a key change, and sends split by bytes.
  */
 import assert from "node:assert/strict";
-import { AckingPublisher, AcknowledgedPosition, recordBytes } from "../../lib/capture_publisher.ts";
+import { AckingPublisher, AcknowledgedPosition } from "../../lib/capture_publisher.ts";
+import { recordBytes } from "../../lib/capture_batches.ts";
 import { type CaptureRecord, type DebeziumEncoder, encodeOrStop, FramedJson } from "../../lib/capture_debezium.ts";
 import { EncodingError, RecordTooLargeError, UnencodableChangeError } from "../../lib/capture_errors.ts";
 import { ChangeReader, type StreamEvent } from "../../lib/capture_reader.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { helpText, readCommandLine } from "../lib/command.ts";
+import { helpText, readCommandLine } from "../../lib/command.ts";
 import {
   type CaptureConfig,
   type CommandName,

@@ -11,11 +11,12 @@ const quietLogger = createLogger({ component: "test", write: () => {} });
 Deno.test("the consumer's /metrics reads the run's counters at scrape time and splits lag keys into topic and partition labels", async () => {
   const stats = newConsumeStats();
   const { registry, observer } = consumeMetrics(stats);
-  stats.applied["a:b"] = 4;
-  stats.deadLettered.users = 1;
-  stats.retries = 2;
-  stats.lag = { "a:b:3": 9 };
-  stats.health.set("kafka", true);
+  stats.countApplied("a:b", 4);
+  stats.countDeadLettered("users", 1);
+  stats.countRetry();
+  stats.countRetry();
+  stats.setLag({ "a:b:3": 9 });
+  stats.markUp("kafka");
   observer.batchCommitted(40, 12);
   const { text, contentType } = await scrape(registry);
   assert.equal(contentType, "text/plain; version=0.0.4; charset=utf-8");
@@ -31,8 +32,8 @@ Deno.test("the consumer's /metrics reads the run's counters at scrape time and s
   assert.match(text, /^cdc_batch_size_records_bucket\{le="50"\} 1$/m);
   assert.match(text, /^cdc_batch_size_records_bucket\{le="10"\} 0$/m);
   assert.match(text, /^cdc_apply_duration_seconds_sum 0.012$/m);
-  stats.applied["a:b"] = 10;
-  stats.lag = {};
+  stats.countApplied("a:b", 6);
+  stats.setLag({});
   const later = (await scrape(registry)).text;
   assert.match(later, /^cdc_records_applied_total\{topic="a:b"\} 10$/m, "a scrape reads the stats' current total");
   assert.doesNotMatch(later, /^cdc_consumer_lag\{/m, "a partition no longer in the stats is no longer reported");
@@ -69,10 +70,10 @@ Deno.test("health is 200 only when every dependency is up, and 503 names what is
   });
 });
 
-Deno.test("withMetrics serves a capture's /health and cdc_connected from its Health only while the work runs", async () => {
+Deno.test("withMetrics serves a capture's /health and cdc_connected from its stats' health flags only while the work runs", async () => {
   const stats = newCaptureStats();
   const port = freePort();
-  const health = () => stats.health.snapshot();
+  const health = () => stats.health();
   const served = await withMetrics(
     { port, metrics: () => captureMetrics(stats), health, logger: quietLogger },
     async (observer) => {
@@ -80,8 +81,8 @@ Deno.test("withMetrics serves a capture's /health and cdc_connected from its Hea
       const down = await fetch(`http://127.0.0.1:${port}/health`);
       assert.equal(down.status, 503);
       assert.deepEqual((await down.json()).down, ["kafka", "database"]);
-      stats.health.set("kafka", true);
-      stats.health.set("database", true);
+      stats.markUp("kafka");
+      stats.markUp("database");
       const up = await fetch(`http://127.0.0.1:${port}/health`);
       assert.equal(up.status, 200);
       await up.body?.cancel();
