@@ -69,10 +69,10 @@ const fromUtf8 = new TextDecoder();
 
 /**
  * A record value as UTF-8 bytes in three parts: the table's serialized schema before the payload and what closes it
- * after, both shared by every record of the table, and the change's own JSON between them. A value with its schema
- * is 3.5-4.3 KB of which the payload is 0.6-0.9 KB; making one string of it per record cost a copy, a flattening and
- * the collection of 4 KB strings that lived until Kafka acknowledged them. kafkajs writes the parts straight into its
- * record batch (lib/kafkajs_fixes.ts); `toString()` gives the whole JSON text.
+ * after, both shared by every record of the table, and the change's own JSON between them. The schema is most of a
+ * value's bytes; one string per record would cost a copy, a flattening and the collection of large strings that live
+ * until Kafka acknowledges them (docs/PERFORMANCE.md). kafkajs writes the parts straight into its record batch
+ * (lib/kafkajs_fixes.ts); `toString()` gives the whole JSON text.
  */
 export class FramedJson {
   #byteLength = -1;

@@ -7,6 +7,7 @@
 import type { Admin, Consumer, Kafka } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
 import { describeError, isKafkaJSError, TopicRecreatedError } from "./errors.ts";
+import { isCoordinatorStarting } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import type { OrderWaits } from "./consumer_order_wait.ts";
 import { type AppliedPositions, databaseWait, type PartitionBatches } from "./consumer_batch.ts";
@@ -104,7 +105,9 @@ export class ConsumerGroup {
     consumer.on(consumer.events.FETCH, () => stats.markUp("kafka"));
     consumer.on(consumer.events.DISCONNECT, () => stats.markDown("kafka"));
     consumer.on(consumer.events.STOP, () => stats.markDown("kafka"));
+    let joined = false;
     consumer.on(consumer.events.GROUP_JOIN, (event) => {
+      joined = true;
       stats.markUp("kafka");
       const assigned = Object.entries(event.payload.memberAssignment);
       logger.info("joined group", {
@@ -116,7 +119,11 @@ export class ConsumerGroup {
     consumer.on(consumer.events.CRASH, (event) => {
       stats.markDown("kafka");
       if (event.payload.restart) {
-        logger.warn("Kafka consumer crashed; it restarts by itself", { error: describeError(event.payload.error) });
+        // A new cluster's coordinator still loading at the first join is expected (lib/kafka_admin.ts kafkaLogLevel).
+        const fields = { error: describeError(event.payload.error) };
+        if (!joined && isCoordinatorStarting(event.payload.error)) {
+          logger.debug("Kafka consumer crashed; it restarts by itself", fields);
+        } else logger.warn("Kafka consumer crashed; it restarts by itself", fields);
       } else fail(event.payload.error); // kafkajs gave up: fetching has stopped, so the run must end
     });
     return consumer;

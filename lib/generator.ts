@@ -53,8 +53,8 @@ export function simulatedClock(seed: number): Clock {
   return { nowMicros: () => (now += 1 + Math.floor(random() * 1000)) };
 }
 
-// Consecutive timestamps share their second: formatting it once per second, not per event,
-// was an eighth of the generator's time.
+// Consecutive timestamps share their second: formatting it once per second, not per event, saves
+// a share of the generator's time (docs/PERFORMANCE.md).
 let cachedSecond = NaN;
 let cachedPrefix = "";
 

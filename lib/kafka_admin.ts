@@ -15,6 +15,54 @@ import { type PartitionKey, partitionKey } from "./partition_key.ts";
  */
 const LOGIN_REFUSED_LOG = /SaslAuthenticate|SASL [\w -]{1,30} authentication failed/;
 
+/**
+ * What a new cluster answers a group's first steps while it creates and loads its offsets topic
+ * (the first coordinator lookup creates it): kafkajs retries the lookup, and restarts a consumer
+ * whose join met the loading coordinator (the restart line names no cause; the crash line before
+ * it does). Expected once, at start-up.
+ */
+const COORDINATOR_STARTING = {
+  lookup: "The group coordinator is not available",
+  crash: "Crash: KafkaJSProtocolError: The coordinator is loading and hence can't process requests for this group",
+  restart: /^Restarting the consumer in \d+ms$/,
+};
+
+/** How long a client's groups may meet a coordinator still starting before that is a warning again. */
+const COORDINATOR_START_UP_MS = 30_000;
+
+/** One kafkajs log line, as kafkajs hands it to its log creator. */
+export interface KafkaLogLine {
+  namespace: string;
+  level: logLevel;
+  message: string;
+  /** The `error` field kafkajs attaches, when it does. */
+  error?: unknown;
+}
+
+/**
+ * Our level for a kafkajs line: its errors are our warnings, except lines that retell a refused
+ * login, and, while `startingUp` (no group of the client has joined yet, within its first 30 s),
+ * the lines of a coordinator still starting (COORDINATOR_STARTING): once a group has
+ * joined they are warnings again (a coordinator lost), and so are they when start-up lasts.
+ * kafkajs' own warnings and everything below are debug.
+ */
+export function kafkaLogLevel(line: KafkaLogLine, startingUp: boolean): "warn" | "debug" {
+  if (line.level !== logLevel.ERROR) return "debug";
+  if (LOGIN_REFUSED_LOG.test(`kafkajs ${line.namespace}: ${line.message}${String(line.error ?? "")}`)) return "debug";
+  const { namespace, message, error } = line;
+  const coordinatorStarting = (namespace === "Connection" && message.startsWith("Response GroupCoordinator(") &&
+    error === COORDINATOR_STARTING.lookup) ||
+    (namespace === "Consumer" &&
+      (message === COORDINATOR_STARTING.crash || COORDINATOR_STARTING.restart.test(message)));
+  return coordinatorStarting && startingUp ? "debug" : "warn";
+}
+
+/** Whether `error` is a group coordinator still starting (kafkajs' GROUP_COORDINATOR_NOT_AVAILABLE, GROUP_LOAD_IN_PROGRESS). */
+export function isCoordinatorStarting(error: unknown): boolean {
+  const type = (error as { type?: unknown } | undefined)?.type;
+  return type === "GROUP_COORDINATOR_NOT_AVAILABLE" || type === "GROUP_LOAD_IN_PROGRESS";
+}
+
 /** The kafkajs `ssl` and `sasl` options of `config`: TLS trusting the system CAs or the given CA, SASL. */
 export function kafkaSecurityOptions(
   config: Pick<CommonConfig, "kafkaTls" | "kafkaTlsCa" | "kafkaSasl">,
@@ -29,8 +77,11 @@ export function kafkaSecurityOptions(
   return options;
 }
 
-/** Creates a kafkajs client for `config`, logging through `logger`. */
+/** Creates a kafkajs client for `config`, logging through `logger` at {@linkcode kafkaLogLevel}'s levels. */
 export function createKafka(config: CommonConfig, clientId: string, logger: Logger): Kafka {
+  let groupJoined = false;
+  const startUpEnds = Date.now() + COORDINATOR_START_UP_MS;
+  const startingUp = () => !groupJoined && Date.now() < startUpEnds;
   const options: KafkaConfig = {
     clientId,
     brokers: config.brokers,
@@ -45,12 +96,20 @@ export function createKafka(config: CommonConfig, clientId: string, logger: Logg
       delete (fields as Record<string, unknown>).logger;
       delete (fields as Record<string, unknown>).stack;
       const line = `kafkajs ${namespace}: ${message}`;
-      if (level === logLevel.ERROR && !LOGIN_REFUSED_LOG.test(line + String(fields.error ?? ""))) {
+      if (kafkaLogLevel({ namespace, level, message, error: fields.error }, startingUp()) === "warn") {
         logger.warn(line, fields);
       } else logger.debug(line, fields);
     },
   };
-  return new Kafka(options);
+  const kafka = new Kafka(options);
+  // Every consumer made from this client says when its group has joined (kafkaLogLevel).
+  const consumer = kafka.consumer.bind(kafka);
+  kafka.consumer = (consumerConfig) => {
+    const member = consumer(consumerConfig);
+    member.on(member.events.GROUP_JOIN, () => (groupJoined = true));
+    return member;
+  };
+  return kafka;
 }
 
 /** Whether `topic` exists on the cluster. */

@@ -243,14 +243,12 @@ function sizeWithoutBuffers(statics: Record<string, (value: unknown) => number>,
  * kafkajs 2.2.4 encodes each record with a Buffer per varint (`Buffer.from([...bytes])`),
  * 64-bit Long objects for its timestamp delta, `Buffer.byteLength` then `buf.write` for key and
  * value, and `Buffer#copy` to gather the records; Deno's Buffer is a JavaScript layer over
- * Uint8Array, so encoding cost the producer 16-18 µs an event under Deno (6 under Bun). The
+ * Uint8Array, so encoding costs far more under Deno than under Bun (docs/PERFORMANCE.md). The
  * methods of {@linkcode bufferFreeMethods} write the same bytes straight into the encoder's buffer: varints byte by
  * byte, timestamp deltas that fit 32 bits without Long, ASCII strings (every key and value we
  * send) with one `TextEncoder#encodeInto`, copies with `Uint8Array#set`, a batch's records
  * gathered with one growth of its buffer, a {@linkcode SelfWriting} value written by its own method straight into
- * its batch; anything else takes kafkajs' own path. Encoding alone
- * went from 47,000-68,000 to 82,000-140,000 events/s under Deno; a capture record with its
- * schema (4.3 KB), gzipped in batches of 2,000, from 20 to 10 µs of CPU.
+ * its batch; anything else takes kafkajs' own path.
  */
 function encodeWithoutBuffers(): void {
   const proto = Encoder.prototype as unknown as Record<string, EncoderMethod>;

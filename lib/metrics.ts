@@ -53,8 +53,8 @@ const connectedSamples = (connected: Record<string, boolean>): Sample[] =>
 
 /**
  * Event-loop delay sampling period of the default metrics, in milliseconds. prom-client's 10 ms
- * costs an idle process 0.5% of a core under Deno and Bun, 100 ms about 0.1%, and a lag worth
- * reporting is longer than that.
+ * keeps an idle process measurably busy (docs/PERFORMANCE.md), and a lag worth reporting is
+ * longer than 100 ms.
  */
 const EVENT_LOOP_SAMPLE_MS = 100;
 

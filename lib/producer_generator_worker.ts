@@ -38,7 +38,7 @@ async function generate(start: NonNullable<GeneratorRequest["start"]>): Promise<
   let users = 0;
   const post = async () => {
     await room();
-    // Two strings cross to the main thread faster than arrays of a thousand (Bun: 2.5x).
+    // Two strings cross to the main thread faster than arrays of a thousand (docs/PERFORMANCE.md).
     const batch: EventBatch = {
       values: values.join("\n"),
       keys: keys.join("\n"),

@@ -161,7 +161,7 @@ async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
         execute function cdc_cascade_user_delete()`;
   }
   // Orders arriving after their user's delete are marked by applyOrders, which reads the user
-  // anyway; a per-row trigger doing it cost a third of the orders' apply time. Schemas made
+  // anyway; a per-row trigger doing it slowed the orders' apply (docs/PERFORMANCE.md). Schemas made
   // by earlier versions lose that trigger here.
   if (gaps.legacyTrigger) await tx`drop trigger if exists orders_inherit_soft_delete on orders`;
   if (gaps.legacyFunction) await tx`drop function if exists cdc_inherit_user_delete()`;
@@ -172,8 +172,8 @@ const NEEDS_QUOTES = /^$|^null$|[{}",\\\s]/i;
 
 /**
  * A PostgreSQL array literal of `values` (null and undefined become NULL). Only elements that
- * need it are quoted: ids, timestamps and numbers pass as they are, which costs a fifth of the
- * client CPU of postgres.js' element-by-element array serializer.
+ * need it are quoted: ids, timestamps and numbers pass as they are, at far less client CPU than
+ * postgres.js' element-by-element array serializer (docs/PERFORMANCE.md).
  */
 export function arrayLiteral(values: readonly (string | null | undefined)[]): string {
   let literal = "{";

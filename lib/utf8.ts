@@ -8,8 +8,8 @@ const encoder = new TextEncoder();
 const scratch = new Uint8Array(192 * 1024);
 
 /**
- * The UTF-8 length of `text`. Encoding into a reused buffer is one native pass, five times faster under Deno than
- * testing a 1 KB string for non-ASCII characters with a regular expression (and `Buffer.byteLength` is JavaScript);
+ * The UTF-8 length of `text`. Encoding into a reused buffer is one native pass, faster under Deno than testing the
+ * string for non-ASCII characters with a regular expression (docs/PERFORMANCE.md; `Buffer.byteLength` is JavaScript);
  * a text too long for the buffer is encoded apart.
  */
 export function utf8Length(text: string): number {

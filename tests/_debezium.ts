@@ -1,7 +1,7 @@
 /**
  * Shared by tests/capture_debezium_compat_test.ts: the real Debezium PostgreSQL connector run as the
  * Debezium Engine (scripts/debezium/), its records read back from its output file, and the
- * leaf-by-leaf comparison of two connectors' records with the README's list of known differences.
+ * leaf-by-leaf comparison of two connectors' records with docs/CAPTURE.md's list of known differences.
  * @module
  */
 import { connectorProperties } from "../scripts/debezium/connector.ts";
@@ -313,12 +313,12 @@ export interface KnownDifference {
 }
 
 /**
- * The known differences listed in the README's "### Differences from Debezium" subsection: each
+ * The known differences listed in docs/CAPTURE.md's "### Differences from Debezium" subsection: each
  * bullet starts with a path pattern in backquotes, then the reason.
  */
 export function knownDifferences(readme: string): KnownDifference[] {
   const start = readme.indexOf("\n### Differences from Debezium\n");
-  if (start < 0) throw new Error('README.md has no "### Differences from Debezium" subsection: restore it');
+  if (start < 0) throw new Error('docs/CAPTURE.md has no "### Differences from Debezium" subsection: restore it');
   const section = readme.slice(start + 1).split(/\n(?=#{2,3} )/)[0];
   const known: KnownDifference[] = [];
   for (const match of section.matchAll(/^- `([^`]+)`:? *(.*)$/gm)) {

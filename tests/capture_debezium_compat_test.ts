@@ -2,7 +2,7 @@
  * The capture against the real Debezium PostgreSQL connector 3.6.1.Final (Debezium Engine,
  * pgoutput, JsonConverter with schemas): both read one database, each with its own slot and
  * publication and the same topic prefix, through a snapshot and the same changes; every leaf of
- * every key and value must be equal, schemas included, except the differences README.md lists
+ * every key and value must be equal, schemas included, except the differences docs/CAPTURE.md lists
  * under "### Differences from Debezium".
  *
  * DEBEZIUM_COMPAT_SKIP=edge,ddl (a development aid) leaves out the edge values or the schema
@@ -357,10 +357,10 @@ function failureLines(unexpected: Difference[]): string {
   return lines.join("\n");
 }
 
-Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot and changes, except the README's listed differences", async () => {
+Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot and changes, except docs/CAPTURE.md's listed differences", async () => {
   const started = Date.now();
   await resolveDebezium();
-  const known = knownDifferences(await Deno.readTextFile(`${ROOT}README.md`));
+  const known = knownDifferences(await Deno.readTextFile(`${ROOT}docs/CAPTURE.md`));
   const db = await createTestDatabase();
   const dir = await Deno.makeTempDir({ prefix: "debezium-compat-" });
   const run = new SideBySide(db, dir);
@@ -381,20 +381,20 @@ Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot a
     const unexpected = differences.filter((d) => !known.some((k) => k.matches(d)));
     console.log(
       `    ${ours.length} records from the capture, ${theirs.length} from Debezium, ${differences.length} differences ` +
-        `(${unexpected.length} not listed in README.md), ${((Date.now() - started) / 1000).toFixed(1)} s`,
+        `(${unexpected.length} not listed in docs/CAPTURE.md), ${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
     if (unexpected.length > 0) console.log(`    by path:\n      ${groupByPath(unexpected).join("\n      ")}`);
     if (run.exits()) assert.fail(`the capture stopped before the end of the workload:\n${run.exits()}`);
     if (unexpected.length > 0) {
       assert.fail(
-        `differences from Debezium that README.md's "Differences from Debezium" does not list:\n${
+        `differences from Debezium that docs/CAPTURE.md's "Differences from Debezium" does not list:\n${
           failureLines(unexpected)
         }`,
       );
     }
     if (SKIP.size === 0) {
       const unused = known.filter((k) => !differences.some((d) => k.matches(d))).map((k) => k.pattern);
-      assert.deepEqual(unused, [], "README.md lists differences no record shows: remove them");
+      assert.deepEqual(unused, [], "docs/CAPTURE.md lists differences no record shows: remove them");
     }
   } finally {
     await run.stop().catch((error) => console.error(`stopping the connectors failed: ${error}`));

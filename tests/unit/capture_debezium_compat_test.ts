@@ -1,7 +1,7 @@
 /**
  * How the capture's output is compared with Debezium's (tests/capture_debezium_compat_test.ts runs
  * the comparison against the real connector): leaves by topic, key and path, capture-time values,
- * and the README's list of known differences.
+ * and docs/CAPTURE.md's list of known differences.
  */
 import assert from "node:assert/strict";
 import { compareOutputs, formatDifference, knownDifferences } from "../_debezium.ts";
@@ -61,7 +61,7 @@ Deno.test("capture-time values compare by presence and type, and their precision
   assert.deepEqual(paths(exact, exact.toReversed(), "u", ["8", "8"]), ["value.payload.source.ts_us"]);
 });
 
-Deno.test("the README's list of differences is read from its subsection, * matching any characters, values optional", () => {
+Deno.test("docs/CAPTURE.md's list of differences is read from its subsection, * matching any characters, values optional", () => {
   const readme = "## Change capture\n\n### Differences from Debezium\n\nIntro.\n\n" +
     "- `value.payload.source.version`: ours.\n- `value.schema.fields[after].*.optional`: why.\n" +
     "- `value.payload.after.*: ours=-735160 debezium=-703383`: values.\n\n## Next\n- `key`: no\n";
