@@ -6,6 +6,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import Encoder from "kafkajs/src/protocol/encoder.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import { utf8Length } from "./utf8.ts";
@@ -268,6 +269,37 @@ function encodeWithoutBuffers(): void {
   sizeWithoutBuffers(statics, originals);
 }
 
+/** Pause before asking for metadata again after a fetch from a broker that refuses connections. */
+export const REFUSED_FETCH_PAUSE_MS = 1_000;
+
+/** The part of kafkajs' ConsumerGroup that the fetch fix uses. */
+interface FetchingGroup {
+  cluster: { refreshMetadata(): Promise<void> };
+  recoverFromFetch(error: unknown): Promise<void>;
+}
+
+/**
+ * A fetch from a partition leader that refuses connections (a broker that died) fails with
+ * KafkaJSConnectionError, which kafkajs 2.2.4's recoverFromFetch does not handle: the consumer
+ * retries the dead leader, on metadata up to 5 minutes old, until its retry budget is spent and it
+ * restarts, a minute or more of nothing consumed (tulios/kafkajs#132, #1439; the fix in PR #134 was
+ * never merged). The controller moves the partitions to live replicas within its broker session
+ * timeout, so the fix asks for metadata again, after a pause that keeps a dead broker from being
+ * asked in a tight loop, and fetches from the new leaders.
+ */
+function refreshMetadataOnRefusedFetch(): void {
+  const proto = ConsumerGroup.prototype as unknown as FetchingGroup & { recoverFromFetch: { [KAFKAJS_FIX]?: string } };
+  if (proto.recoverFromFetch[KAFKAJS_FIX]) return;
+  const original = proto.recoverFromFetch;
+  const recoverFromFetch = async function (this: FetchingGroup, error: unknown): Promise<void> {
+    if ((error as Error | undefined)?.name !== "KafkaJSConnectionError") return await original.call(this, error);
+    await new Promise((resolve) => setTimeout(resolve, REFUSED_FETCH_PAUSE_MS));
+    await this.cluster.refreshMetadata();
+  };
+  proto.recoverFromFetch = Object.assign(recoverFromFetch, { [KAFKAJS_FIX]: "tulios/kafkajs#132" });
+}
+
 skipIdlePendingCheck();
 sweepRequestTimeoutsLessOften();
 encodeWithoutBuffers();
+refreshMetadataOnRefusedFetch();

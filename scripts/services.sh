@@ -212,7 +212,11 @@ stop_pidfile() {
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then log "$name did not stop in 60s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
+    if ((SECONDS >= deadline)); then
+      log "$name did not stop in 60s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 3600))
+    fi
     sleep 0.2
   done
   rm -f "$pidfile"

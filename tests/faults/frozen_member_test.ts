@@ -58,7 +58,7 @@ async function freezeInsideBatch(
     const before = await appliedTotal(sql);
     consumer.process.kill("SIGCONT");
     // Let it commit at least once more, so the next try catches another moment of its work.
-    await waitFor("the consumer to apply again", async () => (await appliedTotal(sql)) > before, 10_000, 20);
+    await waitFor("the consumer to apply again", async () => (await appliedTotal(sql)) > before, 30_000, 20);
   }
   throw new Error("the consumer was never caught inside a batch transaction in 200 attempts");
 }

@@ -1,10 +1,12 @@
 /**
- * The kafkajs fixes do what they say: RequestQueue's timers, and records encoded without a Buffer
- * per varint under Deno and in a Bun-built binary.
+ * The kafkajs fixes do what they say: RequestQueue's timers, a fetch from a dead leader that asks
+ * for fresh metadata, and records encoded without a Buffer per varint under Deno and in a
+ * Bun-built binary.
  */
 import assert from "node:assert/strict";
+import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
-import { KAFKAJS_FIX, REQUEST_TIMEOUT_SWEEP_MS } from "../../lib/kafkajs_fixes.ts";
+import { KAFKAJS_FIX, REFUSED_FETCH_PAUSE_MS, REQUEST_TIMEOUT_SWEEP_MS } from "../../lib/kafkajs_fixes.ts";
 import { ROOT, runProgram, waitFor } from "../_helpers.ts";
 
 const FIXTURE = "tests/fixtures/record_encoding.ts";
@@ -33,6 +35,22 @@ function request(correlationId: number, onSent: () => void, onAnswer: () => void
 Deno.test("importing the Kafka client patches RequestQueue's pending-request check and request-timeout sweep", () => {
   assert.equal(RequestQueue.prototype.scheduleCheckPendingRequests[KAFKAJS_FIX], "tulios/kafkajs#1556");
   assert.equal(RequestQueue.prototype.scheduleRequestTimeoutCheck[KAFKAJS_FIX], "idle request-timeout sweep");
+});
+
+Deno.test("a fetch refused by a dead leader asks for fresh metadata after a pause and goes on, where kafkajs 2.2.4 throws until the consumer restarts", async () => {
+  let refreshed = 0;
+  const group = Object.create(ConsumerGroup.prototype);
+  group.cluster = { refreshMetadata: () => (refreshed++, Promise.resolve()) };
+  const refused = Object.assign(new Error("Connection error: connect ECONNREFUSED 127.0.0.1:9194"), {
+    name: "KafkaJSConnectionError",
+  });
+  const started = performance.now();
+  await group.recoverFromFetch(refused);
+  assert.equal(refreshed, 1, "metadata asked for again");
+  assert.ok(performance.now() - started >= REFUSED_FETCH_PAUSE_MS - 5, "after the pause");
+  const other = Object.assign(new Error("boom"), { name: "KafkaJSNonRetriableError" });
+  await assert.rejects(group.recoverFromFetch(other), /boom/, "other errors keep kafkajs' own handling");
+  assert.equal(ConsumerGroup.prototype.recoverFromFetch[KAFKAJS_FIX], "tulios/kafkajs#132");
 });
 
 Deno.test("an idle RequestQueue arms no timer after a response, where kafkajs 2.2.4 re-arms one every millisecond", () => {
