@@ -26,7 +26,7 @@ import {
 import type { OrderWaits, WaitDecision } from "./consumer_order_wait.ts";
 import type { ConsumeObserver, ConsumeStats } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
-import { OUTAGE, RetryError, waitOut, type WaitOutOptions } from "./retry.ts";
+import { FIRST_ATTEMPT_GRACE_MS, OUTAGE, RetryError, waitOut, type WaitOutOptions } from "./retry.ts";
 import type { Sql } from "./database.ts";
 import { advanceOffset, applyChanges, type ApplyOutcome, claimOffset, FencedError, readStoredOffsets } from "./sink.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
@@ -229,6 +229,8 @@ export class PartitionBatches {
         what: `applying ${partitionKey(topic, partition)}`,
         policy: OUTAGE,
         signal,
+        // The batch's effects and its offset commit together: a step abandoned at a stop is applied again later.
+        firstAttemptGraceMs: FIRST_ATTEMPT_GRACE_MS,
         isRetriable: (error) => waitedFor(error) !== undefined,
         onWait: (error, attempt, delayMs) => {
           const what = waitedFor(error)!;
@@ -342,7 +344,6 @@ async function stillMember(topic: string, partition: number, heartbeat: () => Pr
   }
 }
 
-/** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 /**
  * How a read of PostgreSQL outside a step waits out an outage: the step's policy, its line, the
  * health flag; `signal` ends the wait with a RetryError.
@@ -355,6 +356,7 @@ export function databaseWait(
     what,
     policy: OUTAGE,
     signal: deps.signal,
+    firstAttemptGraceMs: FIRST_ATTEMPT_GRACE_MS,
     isRetriable: (error) => waitedFor(error) === "PostgreSQL",
     onWait: (error, attempt, delayMs) => {
       deps.stats.markDown("database");
@@ -368,6 +370,7 @@ export function databaseWait(
   };
 }
 
+/** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
   if (error instanceof FencedError || error instanceof MembershipLostError) return undefined;
   const kind = classify(error);

@@ -60,6 +60,8 @@ export interface RetryOptions {
   signal?: AbortSignal;
   /** Source of jitter in [0, 1). @default Math.random */
   random?: () => number;
+  /** Milliseconds a stop gives the first attempt before abandoning it. @default never abandoned */
+  firstAttemptGraceMs?: number;
   /** Waits, ending early when `signal` aborts; injected by tests. @default {@linkcode sleep} */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<unknown>;
 }
@@ -102,17 +104,19 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
     signal,
     random = Math.random,
     sleep: wait = sleep,
+    firstAttemptGraceMs,
   } = options;
   if (!(maxAttempts >= 1)) throw new RangeError(`maxAttempts must be >= 1: current value is ${maxAttempts}`);
   let lastError: unknown;
   for (let attempt = 1;; attempt++) {
     try {
-      // The first attempt is the work in hand, which a stop lets finish. Once waiting, an attempt can
-      // hang on the dependency (postgres.js waits out its own reconnect backoff, up to 20 s): a stop
-      // abandons it, and the run ends within moments of the stop.
-      return attempt === 1 || !signal ? await fn(attempt) : await untilAborted(fn(attempt), signal);
+      // An attempt can hang on a dependency that went away (postgres.js waits out its own reconnect
+      // backoff, up to 20 s), so a stop abandons it at once while waiting out a failure. The first
+      // attempt is the work in hand: a stop lets it finish, or abandons it after the caller's grace.
+      if (!signal || (attempt === 1 && firstAttemptGraceMs === undefined)) return await fn(attempt);
+      return await untilAborted(fn(attempt), signal, attempt === 1 ? firstAttemptGraceMs! : 0);
     } catch (error) {
-      if (error === ABANDONED) throw new RetryError(what, attempt - 1, lastError);
+      if (error === ABANDONED) throw new RetryError(what, attempt, lastError ?? new Error("stopped in flight"));
       lastError = error;
       if (!isRetriable(error)) throw error;
       if (attempt >= maxAttempts || signal?.aborted) throw new RetryError(what, attempt, error);
@@ -124,22 +128,33 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
   }
 }
 
+/**
+ * How long a stop lets a first attempt in flight finish before abandoning it, where abandoning
+ * loses nothing (a read; a transaction whose effect and offset commit together).
+ */
+export const FIRST_ATTEMPT_GRACE_MS = 2_000;
+
 /** What an abandoned attempt rejects with: never seen outside {@linkcode retry}. */
 const ABANDONED = Symbol("abandoned");
 
-/** `work`, or a rejection with {@linkcode ABANDONED} as soon as `signal` aborts; `work`'s own failure is then dropped. */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => {});
-    return Promise.reject(ABANDONED);
-  }
+/**
+ * `work`, or a rejection with {@linkcode ABANDONED} once `signal` has been aborted for `graceMs`
+ * (counted from the call when it already is); `work`'s own outcome is then dropped.
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal, graceMs: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const aborted = () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const abandon = () => {
       work.catch(() => {});
       reject(ABANDONED);
     };
-    signal.addEventListener("abort", aborted, { once: true });
-    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", aborted));
+    const aborted = () => (timer = setTimeout(abandon, graceMs));
+    if (signal.aborted) aborted();
+    else signal.addEventListener("abort", aborted, { once: true });
+    work.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", aborted);
+    });
   });
 }
 
@@ -155,6 +170,8 @@ export interface WaitOutOptions {
   signal?: AbortSignal;
   /** Called before each wait, with the failure, the attempt that failed and the delay chosen. */
   onWait?: (error: unknown, attempt: number, delayMs: number) => void;
+  /** Milliseconds a stop gives the first attempt before abandoning it. @default never abandoned */
+  firstAttemptGraceMs?: number;
 }
 
 /** Runs `fn` until it succeeds, waiting between attempts as `policy` says while `isRetriable` holds. */

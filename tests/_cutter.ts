@@ -50,6 +50,11 @@ export class ConnectionCutter {
     this.#pending.push(...cuts);
   }
 
+  /** Cuts every connection now and refuses new ones for `downMs`. */
+  cutNow(name: string, downMs: number): void {
+    this.#fire({ name, statement: "", downMs });
+  }
+
   /** Stops relaying and closes every connection. */
   close(): void {
     this.#closed = true;

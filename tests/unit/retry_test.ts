@@ -1,6 +1,6 @@
 /** Unit tests of the retry loop (lib/retry.ts). Sleeps are injected, so nothing here waits long. */
 import assert from "node:assert/strict";
-import { backoffDelay, OUTAGE, retry, RetryError, sleep, waitOut } from "../../lib/retry.ts";
+import { backoffDelay, FIRST_ATTEMPT_GRACE_MS, OUTAGE, retry, RetryError, sleep, waitOut } from "../../lib/retry.ts";
 
 /** A sleep that records the delays asked for and resolves at once. */
 function recordingSleep(): { delays: number[]; sleep: (ms: number) => Promise<void> } {
@@ -234,11 +234,26 @@ Deno.test("a stop abandons an attempt that hangs while waiting out a failure, wi
   }, { what: "reading offsets", maxAttempts: Infinity, signal: stop.signal, sleep: () => Promise.resolve() });
   await secondStarted.promise;
   stop.abort();
-  await assert.rejects(retrying, (e) => e instanceof RetryError && e.cause === outage && e.attempts === 1);
+  await assert.rejects(retrying, (e) => e instanceof RetryError && e.cause === outage && e.attempts === 2);
   hung.reject(new Error("failed after the stop")); // dropped: no unhandled rejection fails the test
 });
 
-Deno.test("a stop lets the first attempt, the work in hand, finish", async () => {
+Deno.test("a stop abandons a first attempt that hangs once the grace its caller gives the work in hand has passed", async () => {
+  const stop = new AbortController();
+  const hung = Promise.withResolvers<string>();
+  const retrying = retry(() => hung.promise, {
+    what: "reading offsets",
+    signal: stop.signal,
+    firstAttemptGraceMs: FIRST_ATTEMPT_GRACE_MS,
+  });
+  const stopped = performance.now();
+  stop.abort();
+  await assert.rejects(retrying, (e) => e instanceof RetryError && e.attempts === 1);
+  assert.ok(performance.now() - stopped >= FIRST_ATTEMPT_GRACE_MS - 5, "not before the grace");
+  hung.reject(new Error("failed after the stop")); // dropped: no unhandled rejection fails the test
+});
+
+Deno.test("a stop lets the first attempt, the work in hand, finish, however long it takes, unless a grace is given", async () => {
   const stop = new AbortController();
   const inHand = Promise.withResolvers<string>();
   const retrying = retry(() => inHand.promise, { what: "applying a batch", signal: stop.signal });
