@@ -309,7 +309,7 @@ Deno.test("sends stay within the topic's max.message.bytes, delivering every wid
     await db.sql`insert into items values (999, repeat(md5('x'), 2500))`;
     await assertStopsWithOneLine(
       capture,
-      /a record of items with key \{"id":999\} is \d{5,} bytes, over its topic's max\.message\.bytes 65536/,
+      /a record of public\.items with key \{"id":999\} is \d{5,} bytes, over its topic's max\.message\.bytes 65536/,
     );
   } finally {
     await admin.disconnect();
