@@ -224,6 +224,11 @@ export class CaptureRun {
       await this.follower.follow(session);
       await this.publisher.flush();
       session.sendStatus(this.publisher.acknowledgedLsn);
+    } catch (error) {
+      // PostgreSQL refuses an invalidated slot with 55000 (object_not_in_prerequisite_state), in words that name
+      // neither the changes lost nor the way out; the slot's state says both.
+      if ((error as { code?: unknown } | null)?.code === "55000") await database.checkSlot();
+      throw error;
     } finally {
       await session.end();
     }

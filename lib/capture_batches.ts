@@ -10,6 +10,8 @@ import { utf8Length } from "./utf8.ts";
 import type { TopicMessages } from "./kafka_producer.ts";
 import type { CaptureRecord } from "./capture_debezium.ts";
 import { RecordTooLargeError } from "./capture_errors.ts";
+import { qualified } from "./capture_slot.ts";
+import type { TableName } from "./config.ts";
 
 /** Kafka's overhead of a record batch (v2 header) and, at most, of one record in it, in bytes. */
 const BATCH_OVERHEAD = 61;
@@ -85,16 +87,16 @@ export class PendingRecords {
     return this.#taken;
   }
 
-  /** Adds one change's records; a record over its topic's limit stops the run (RecordTooLargeError). */
-  add(records: CaptureRecord[], table: string, op: string): void {
+  /** Adds one change's records of `table`; a record over its topic's limit stops the run (RecordTooLargeError). */
+  add(records: CaptureRecord[], table: TableName, op: string): void {
     for (const record of records) {
       const bytes = recordBytes(record);
       const limit = this.limits.maxBytes(record.topic);
-      if (bytes + BATCH_OVERHEAD > limit) throw new RecordTooLargeError(table, keyOf(record), bytes, limit);
+      if (bytes + BATCH_OVERHEAD > limit) throw new RecordTooLargeError(qualified(table), keyOf(record), bytes, limit);
       this.#records.push({ record, bytes, seq: this.#added.records++ });
       this.#added.bytes += bytes;
     }
-    const key = `${table}.${op}`;
+    const key = `${table.table}.${op}`;
     this.#changes.set(key, (this.#changes.get(key) ?? 0) + 1);
   }
 

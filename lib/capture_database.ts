@@ -15,6 +15,7 @@ import {
   missingFromPublication,
   prepareDatabase,
   recordSnapshotDone,
+  refuseLostSlot,
   retainedWal,
   slotState,
 } from "./capture_slot.ts";
@@ -32,6 +33,8 @@ export interface CaptureDatabase extends FollowerCatalog {
   prepare(): Promise<void>;
   /** How the next replication connection starts; drops the slot when it starts over. */
   decideStart(newSnapshot: boolean): Promise<StartDecision>;
+  /** Throws SlotLostError or SlotInvalidatedError when the slot this capture streamed from is missing or invalidated. */
+  checkSlot(): Promise<void>;
   /** The slot's confirmed position: everything before it is in Kafka (0 without a slot). */
   confirmedLsn(): Promise<Lsn>;
   /** WAL the slot retains on the server, in bytes; null without a slot. */
@@ -63,6 +66,11 @@ export class PostgresCapture implements CaptureDatabase {
   /** How the next replication connection starts (lib/capture_slot.ts' decideStart). */
   decideStart(newSnapshot: boolean): Promise<StartDecision> {
     return decideStart(this.sql, this.config.slot, newSnapshot);
+  }
+
+  /** Refuses a missing or invalidated slot (lib/capture_slot.ts' refuseLostSlot). */
+  async checkSlot(): Promise<void> {
+    await refuseLostSlot(this.sql, this.config.slot, await slotState(this.sql, this.config.slot));
   }
 
   /** The slot's confirmed position, 0 without a slot. */

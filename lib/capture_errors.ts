@@ -24,6 +24,28 @@ export class SlotLostError extends CaptureError {
   }
 }
 
+/** PostgreSQL invalidated the slot this capture streamed from: the WAL after its confirmed position may be gone. */
+export class SlotInvalidatedError extends CaptureError {
+  /**
+   * Creates the error for `slot`, invalidated for `reason` (PostgreSQL's invalidation_reason) while
+   * confirmed at `confirmed`; `setting` is the server setting whose limit it passed, with its value.
+   */
+  constructor(
+    readonly slot: string,
+    readonly reason: string,
+    readonly confirmed: string | null,
+    readonly setting?: { name: string; value: string },
+  ) {
+    const limit = setting ? `, ${setting.name} = ${setting.value}` : "";
+    const cure = setting ? `, and raise ${setting.name} so that it does not happen again` : "";
+    super(
+      `slot ${slot} was invalidated by PostgreSQL (${reason}${limit}): changes made since its confirmed position ` +
+        `${confirmed ?? "(unknown)"} may be lost; run with --new-snapshot to replace it and publish every row anew` +
+        cure,
+    );
+  }
+}
+
 /** A configured table is not in the publication of a slot that streams: its changes were not sent. */
 export class PublicationGapError extends CaptureError {
   /** Creates the error for `table` (`schema.table`) missing from `publication`. */

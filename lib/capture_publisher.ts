@@ -11,6 +11,7 @@ import { byTopic, PendingRecords, type SizedRecord, splitSends, type Tally } fro
 import type { TopicMessages } from "./kafka_producer.ts";
 import type { CaptureRecord } from "./capture_debezium.ts";
 import type { Lsn } from "./capture_pgoutput.ts";
+import type { TableName } from "./config.ts";
 
 /**
  * The slot position whose changes are all in Kafka; it only moves forward. It has one writer:
@@ -132,8 +133,8 @@ export class AckingPublisher {
     return this.#pending.added.bytes - this.#acknowledged.bytes;
   }
 
-  /** Adds one change's records; a record over its topic's limit stops the run. */
-  add(records: CaptureRecord[], table: string, op: string): void {
+  /** Adds one change's records of `table`; a record over its topic's limit stops the run. */
+  add(records: CaptureRecord[], table: TableName, op: string): void {
     this.#pending.add(records, table, op);
   }
 

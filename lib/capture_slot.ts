@@ -6,7 +6,13 @@
  * while there was none.
  * @module
  */
-import { CaptureError, PublicationGapError, SlotInUseError, SlotLostError } from "./capture_errors.ts";
+import {
+  CaptureError,
+  PublicationGapError,
+  SlotInUseError,
+  SlotInvalidatedError,
+  SlotLostError,
+} from "./capture_errors.ts";
 import type { CaptureConfig, TableName } from "./config.ts";
 import type { Sql } from "./database.ts";
 
@@ -83,22 +89,63 @@ export interface SlotState {
   confirmed: string | null;
   /** The slot's first snapshot reached Kafka (the state row exists, whether or not the slot does). */
   snapshotDone: boolean;
+  /** Why PostgreSQL invalidated the slot (its invalidation_reason); null while the slot is usable. */
+  invalidated: string | null;
 }
 
 /** Reads the slot's state and the capture's record of it. */
 export async function slotState(sql: Sql, slot: string): Promise<SlotState> {
-  const [row] = await sql<{ exists: boolean; active_pid: number | null; confirmed: string | null; done: boolean }[]>`
+  // invalidation_reason is PostgreSQL 17's (read through to_jsonb, so older servers take the query too); before
+  // it, wal_status 'lost' is the one invalidation a slot on a primary meets, which 17 calls wal_removed.
+  const [row] = await sql<
+    {
+      exists: boolean;
+      active_pid: number | null;
+      confirmed: string | null;
+      done: boolean;
+      invalidated: string | null;
+    }[]
+  >`
     select s.slot_name is not null as exists, s.active_pid, s.confirmed_flush_lsn::text as confirmed,
-           exists (select 1 from cdc_capture_state c where c.slot_name = ${slot}) as done
+           exists (select 1 from cdc_capture_state c where c.slot_name = ${slot}) as done,
+           coalesce(to_jsonb(s) ->> 'invalidation_reason', case when s.wal_status = 'lost' then 'wal_removed' end)
+             as invalidated
     from (select 1) one left join pg_replication_slots s on s.slot_name = ${slot}`;
-  return { exists: row.exists, activePid: row.active_pid, confirmed: row.confirmed, snapshotDone: row.done };
+  return {
+    exists: row.exists,
+    activePid: row.active_pid,
+    confirmed: row.confirmed,
+    snapshotDone: row.done,
+    invalidated: row.invalidated,
+  };
+}
+
+/** The server setting whose limit invalidates a slot, by invalidation_reason, for the ones an operator can raise. */
+const INVALIDATING_SETTING: Record<string, string> = {
+  wal_removed: "max_slot_wal_keep_size",
+  idle_timeout: "idle_replication_slot_timeout",
+};
+
+/**
+ * Stops the run when the slot whose first snapshot reached Kafka is missing (SlotLostError) or
+ * invalidated by PostgreSQL (SlotInvalidatedError, naming the setting behind it with its value):
+ * resuming, or a new slot made silently, would hide the changes it lost.
+ */
+export async function refuseLostSlot(sql: Sql, slot: string, state: SlotState): Promise<void> {
+  if (!state.snapshotDone) return;
+  if (!state.exists) throw new SlotLostError(slot);
+  if (state.invalidated === null) return;
+  const name = INVALIDATING_SETTING[state.invalidated];
+  const [setting] = name ? await sql<{ value: string | null }[]>`select current_setting(${name}, true) as value` : [];
+  const value = setting?.value;
+  throw new SlotInvalidatedError(slot, state.invalidated, state.confirmed, value ? { name, value } : undefined);
 }
 
 /**
  * Decides how a replication session starts: `resume` from the slot, or `snapshot` with a new one
  * (`dropped` when an existing slot was dropped for it). A slot whose snapshot reached Kafka but
- * that is now missing stops the run (SlotLostError) unless `newSnapshot` asks to start over; a
- * slot held by another process is an outage (SlotInUseError).
+ * that is now missing or invalidated stops the run ({@linkcode refuseLostSlot}) unless
+ * `newSnapshot` asks to start over; a slot held by another process is an outage (SlotInUseError).
  */
 export async function decideStart(
   sql: Sql,
@@ -107,8 +154,8 @@ export async function decideStart(
 ): Promise<{ start: "resume" } | { start: "snapshot"; dropped: boolean }> {
   const state = await slotState(sql, slot);
   if (state.activePid) throw new SlotInUseError(slot, state.activePid);
+  if (!newSnapshot) await refuseLostSlot(sql, slot, state);
   if (state.exists && state.snapshotDone && !newSnapshot) return { start: "resume" };
-  if (!state.exists && state.snapshotDone && !newSnapshot) throw new SlotLostError(slot);
   // A new snapshot on purpose, or a slot whose first snapshot never reached Kafka: start over.
   if (state.exists) await sql`select pg_drop_replication_slot(${slot})`;
   await sql`delete from cdc_capture_state where slot_name = ${slot}`;
@@ -148,8 +195,8 @@ export async function dropCapture(sql: Sql, config: { slot: string; publication:
 
 /**
  * Readies PostgreSQL for a run: the contract's tables (created as the consumer creates them, so
- * the capture can start first), the state table, the tables' identity, a lost slot refused, and
- * the publication.
+ * the capture can start first), the state table, the tables' identity, a lost or invalidated slot
+ * refused, and the publication.
  */
 export async function prepareDatabase(
   sql: Sql,
@@ -162,6 +209,6 @@ export async function prepareDatabase(
   await ensureStateTable(sql);
   await prepareTables(sql, config.tables);
   const state = await slotState(sql, config.slot);
-  if (!state.exists && state.snapshotDone && !config.newSnapshot) throw new SlotLostError(config.slot);
+  if (!config.newSnapshot) await refuseLostSlot(sql, config.slot, state);
   await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
 }

@@ -103,7 +103,7 @@ async function readTable(
             lastCommitLsn: null,
           },
         };
-        publisher.add(encodeOrStop(encoder, spec, change), spec.table, "r");
+        publisher.add(encodeOrStop(encoder, spec, change), spec, "r");
         index++;
       }
       // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.

@@ -181,7 +181,7 @@ export class StreamFollower {
         if (spec) {
           this.options.publisher.add(
             encodeOrStop(this.options.encoder, spec, event.change),
-            spec.table,
+            spec,
             event.change.op,
           );
         }

@@ -2,9 +2,11 @@
  * Shared by the capture's integration and fault tests: an audit trigger that records every
  * committed row change independently of replication, reading the capture topics back, and the
  * check that the topics hold every audited change, in commit order per key, ending on the final
- * row, with duplicates counted; starting the real capture and dropping what it leaves.
+ * row, with duplicates counted; starting the real capture, its stop with one line, and dropping
+ * what it leaves.
  * @module
  */
+import assert from "node:assert/strict";
 import type postgres from "postgres";
 import type { Sql } from "../lib/database.ts";
 import { ensureSchema } from "../lib/sink.ts";
@@ -35,6 +37,21 @@ export async function startCapture(env: PipelineEnv, args: string[] = [], binDir
       throw new Error(`${error.message}\n${capture.stderr().slice(-2000)}`);
     });
   return capture;
+}
+
+/** Waits for the run to end; asserts exit 1 with exactly one error line matching `line`. */
+export async function assertStopsWithOneLine(running: Running, line: RegExp, timeoutMs = 60_000) {
+  const result = await Promise.race([
+    running.done,
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the capture did not stop")), timeoutMs)),
+  ]).catch((error) => {
+    throw new Error(`${error.message}\n${running.stderr().slice(-3000)}`);
+  });
+  assert.equal(result.code, 1, result.stderr.slice(-3000));
+  const errors = result.stderr.split("\n").filter((l) => /ERROR/.test(l));
+  assert.equal(errors.length, 1, result.stderr.slice(-3000));
+  assert.match(errors[0], line);
+  return result;
 }
 
 /** Drops the capture's slot and publication (a database with a slot cannot be dropped), then the database. */

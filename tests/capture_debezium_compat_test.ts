@@ -50,6 +50,8 @@ const PRINT_LIMIT = 50;
 const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
 const U1 = id(1), U2 = id(2), U3 = id(3), U4 = id(4), U4B = id(40), U5 = id(5), U6 = id(6), U7 = id(7), U8 = id(8);
 const O1 = id(101), O2 = id(102), O3 = id(103), O4 = id(104), O5 = id(105);
+/** A user and its order deleted under REPLICA IDENTITY DEFAULT. */
+const U9 = id(9), O6 = id(106);
 /** A user inserted after each phase: once both outputs hold it, they hold the whole phase. */
 const phaseMarker = (phase: number) => id(900 + phase);
 
@@ -156,6 +158,24 @@ async function changeRows(sql: postgres.Sql) {
   await sql`delete from all_types where id = 2`;
 }
 
+/**
+ * Deletes under REPLICA IDENTITY DEFAULT: PostgreSQL sends the old row's key alone, and each column it lacks comes as
+ * Debezium writes a NULL there (null, the column's default, or its type's fallback in a NOT NULL column: `""`, 0, the
+ * epoch day, a zero decimal). FULL again after, as the capture keeps it.
+ */
+async function deleteByKeyOnly(sql: postgres.Sql) {
+  await sql`insert into users (id, name, dob, created_at) values (${U9}, 'Key Only', '1999-09-09', now())`;
+  await sql`insert into orders (id, status, user_id, quantity, total_amount, placed_at) values
+    (${O6}, 'created', ${U9}, 3, 33.33, now())`;
+  await insertTypicalRow(sql, 8);
+  const tables = ["users", "orders", "all_types"];
+  for (const table of tables) await sql`alter table ${sql(table)} replica identity default`;
+  await sql`delete from orders where id = ${O6}`;
+  await sql`delete from users where id = ${U9}`;
+  await sql`delete from all_types where id = 8`;
+  for (const table of tables) await sql`alter table ${sql(table)} replica identity full`;
+}
+
 /** The values at the ends of the ranges: infinities, BC and far-future dates and times, 24:00, NaN. */
 async function changeEdgeRows(sql: postgres.Sql) {
   await sql`insert into users (id, name, dob, created_at, modified_at) values
@@ -198,6 +218,7 @@ async function dropNotNull(sql: postgres.Sql) {
  */
 const PHASES: { group: string; apply: (sql: postgres.Sql) => Promise<void> }[] = [
   { group: "dml", apply: changeRows },
+  { group: "dml", apply: deleteByKeyOnly },
   { group: "edge", apply: changeEdgeRows },
   { group: "ddl", apply: addColumns },
   { group: "ddl", apply: dropColumn },

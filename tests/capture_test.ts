@@ -24,6 +24,7 @@ import {
   waitFor,
 } from "./_helpers.ts";
 import {
+  assertStopsWithOneLine,
   type CaptureCheck,
   captureNames,
   checkCaptured,
@@ -138,21 +139,6 @@ async function capturedOps(topic: string): Promise<string[]> {
     const { payload } = JSON.parse(new TextDecoder().decode(r.value!));
     return `${payload.op}:${(payload.after ?? payload.before).id}`;
   });
-}
-
-/** Waits for the run to end; asserts exit 1 with exactly one error line matching `line`. */
-async function assertStopsWithOneLine(running: Running, line: RegExp, timeoutMs = 60_000) {
-  const result = await Promise.race([
-    running.done,
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the capture did not stop")), timeoutMs)),
-  ]).catch((error) => {
-    throw new Error(`${error.message}\n${running.stderr().slice(-3000)}`);
-  });
-  assert.equal(result.code, 1, result.stderr.slice(-3000));
-  const errors = result.stderr.split("\n").filter((l) => /ERROR/.test(l));
-  assert.equal(errors.length, 1, result.stderr.slice(-3000));
-  assert.match(errors[0], line);
-  return result;
 }
 
 /** Terminates the walsender holding `slot` until the slot can be dropped, then drops it. */
@@ -309,7 +295,7 @@ Deno.test("sends stay within the topic's max.message.bytes, delivering every wid
     await db.sql`insert into items values (999, repeat(md5('x'), 2500))`;
     await assertStopsWithOneLine(
       capture,
-      /a record of items with key \{"id":999\} is \d{5,} bytes, over its topic's max\.message\.bytes 65536/,
+      /a record of public\.items with key \{"id":999\} is \d{5,} bytes, over its topic's max\.message\.bytes 65536/,
     );
   } finally {
     await admin.disconnect();

@@ -2,13 +2,16 @@
  * Faults of the capture: SIGKILLed several times, PostgreSQL restarted and Kafka stopped while
  * the consumer applies a seeded workload. In each, every committed change (recorded by an audit
  * trigger) is in the capture topics, in commit order per key, ending on the final row;
- * duplicates are counted, gaps fail the test. Runs against the fault suite's own services.
+ * duplicates are counted, gaps fail the test. Then a slot PostgreSQL invalidated under
+ * `max_slot_wal_keep_size`, a server setting, which is why it is here. Runs against the fault
+ * suite's own services.
  */
 import assert from "node:assert/strict";
 import {
   createTestDatabase,
   groupLag,
   killLeftovers,
+  type PipelineEnv,
   pipelineNames,
   produceWorkload,
   type Running,
@@ -18,6 +21,7 @@ import {
   waitFor,
 } from "../_helpers.ts";
 import {
+  assertStopsWithOneLine,
   type CaptureCheck,
   captureNames,
   dropCaptureAndDatabase,
@@ -197,6 +201,66 @@ Deno.test("capture faults: SIGKILLs, a PostgreSQL restart and a Kafka stop lose 
       },
     );
   } finally {
+    await services("down", "kafka", "postgres");
+  }
+});
+
+/** Writes WAL past the slot's limit, switching segments and checkpointing, until PostgreSQL invalidates `slot`. */
+async function invalidateSlot(db: Awaited<ReturnType<typeof createTestDatabase>>, slot: string): Promise<void> {
+  await db.sql`create table if not exists wal_filler (id bigserial primary key, filler text)`;
+  // The slot may show 'unreserved' first: a checkpoint removes the segments it needs, and only then is it lost.
+  await waitFor(
+    `slot ${slot} to be invalidated`,
+    async () => {
+      await db.sql`insert into wal_filler (filler) select repeat(md5(g::text), 4) from generate_series(1, 20000) g`;
+      await db.sql`select pg_switch_wal()`;
+      await db.sql`checkpoint`;
+      const [row] = await db.sql`select wal_status from pg_replication_slots where slot_name = ${slot}`;
+      return row?.wal_status === "lost";
+    },
+    120_000,
+    0,
+  );
+}
+
+Deno.test("a slot invalidated by max_slot_wal_keep_size stops the capture with one line naming the setting and --new-snapshot, which recovers", async () => {
+  await services("up", "kafka", "postgres");
+  const db = await createTestDatabase(FAULTS_DATABASE_URL);
+  const names = captureNames();
+  const env: PipelineEnv = { ...pipelineNames(db.url, FAULTS_BROKERS), ...names };
+  const runs: Running[] = [];
+  try {
+    const first = await startCapture(env);
+    runs.push(first);
+    assert.equal((await stopProcess(first)).code, 0, "the slot exists and its snapshot reached Kafka");
+    await db.sql`alter system set max_slot_wal_keep_size = '1MB'`;
+    await db.sql`select pg_reload_conf()`;
+    await db.sql`insert into users (id, name, dob) values (gen_random_uuid(), 'made before the loss', '2000-01-01')`;
+    await invalidateSlot(db, names.CAPTURE_SLOT);
+
+    const stopped = startCommand("produce", ["capture"], env);
+    runs.push(stopped);
+    await assertStopsWithOneLine(
+      stopped,
+      new RegExp(
+        `slot ${names.CAPTURE_SLOT} was invalidated by PostgreSQL \\(wal_removed, max_slot_wal_keep_size = 1MB\\): ` +
+          `changes made since its confirmed position [0-9A-F]+/[0-9A-F]+ may be lost; run with --new-snapshot to ` +
+          `replace it and publish every row anew, and raise max_slot_wal_keep_size so that it does not happen again$`,
+      ),
+    );
+
+    await db.sql`alter system reset max_slot_wal_keep_size`;
+    await db.sql`select pg_reload_conf()`;
+    const recovered = await startCapture(env, ["--new-snapshot"]);
+    runs.push(recovered);
+    const result = await stopProcess(recovered);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /first snapshot published: 1 rows/, "a new slot and snapshot, on purpose");
+  } finally {
+    await db.sql`alter system reset max_slot_wal_keep_size`.catch(() => {});
+    await db.sql`select pg_reload_conf()`.catch(() => {});
+    await killLeftovers(...runs);
+    await dropCaptureAndDatabase(db, env);
     await services("down", "kafka", "postgres");
   }
 });

@@ -189,6 +189,7 @@ export class ResumingDatabase implements CaptureDatabase {
 
   prepare = () => Promise.resolve();
   decideStart = () => Promise.resolve({ start: "resume" as const });
+  checkSlot = () => Promise.resolve();
   confirmedLsn = () => Promise.resolve(this.confirmed);
   retainedWal = () => Promise.resolve(0);
   replication = () => this.stream;

@@ -136,6 +136,21 @@ Deno.test("a users delete is a delete event followed by a tombstone with the sam
   assert.deepEqual(records[1], { topic: "cdc.public.users", key: USER_KEY, value: null });
 });
 
+Deno.test("a delete under REPLICA IDENTITY DEFAULT (the old key alone) writes each column the key lacks as Debezium does: null, the default, or the type's fallback where NOT NULL", () => {
+  // PgOutputMessageDecoder reads the 'K' tuple's other columns ('n') as null, and JdbcValueConverters.convertValue
+  // gives a required column its schema default, else its type's fallback: "" and day 0 here, as Debezium 3.6.1 wrote
+  // in tests/capture_debezium_compat_test.ts' deleteByKeyOnly phase.
+  const keyOnly = [USER_ID, null, null, null, null, null];
+  const records = encoder.encode(USERS, { op: "d", before: keyOnly, after: null, source: STREAMED }, NOW_NS);
+  assert.equal(records[0].key, USER_KEY);
+  assert.equal(
+    payload(records[0].value),
+    `{"before":{"id":"${USER_ID}","name":"","dob":0,"created_at":null,"modified_at":null,"is_deleted":false},` +
+      `"after":null,"source":${source("users")},${tail("d")}`,
+  );
+  assert.deepEqual(records[1], { topic: "cdc.public.users", key: USER_KEY, value: null });
+});
+
 Deno.test("a primary key change is d and tombstone for the old key, then c for the new key, with the key headers", () => {
   // RelationalChangeRecordEmitter.emitUpdateAsPrimaryKeyChangeRecord; EventDispatcher copies headers to the tombstone.
   const moved = [OTHER_ID, ...annSmith.slice(1)];

@@ -14,6 +14,8 @@ import type { TopicMessages } from "../../lib/kafka_producer.ts";
 import { begin, commit, del, insert, keepalive, relation, update, xlog } from "./_frames.ts";
 
 const USERS: [string, number, number, boolean][] = [["id", 23, -1, true], ["name", 1043, -1, false]];
+/** The table the publisher is told each change is of. */
+const USERS_TABLE = { schema: "public", table: "users" };
 
 /** A send that resolves only when the test says so, recording what it was given. */
 function controlledSend() {
@@ -47,7 +49,7 @@ function record(key: string, bytes = 10): CaptureRecord {
 function feed(reader: ChangeReader, publisher: AckingPublisher, frames: Uint8Array[]): StreamEvent[] {
   const events = frames.map((f) => reader.read(f));
   for (const event of events) {
-    if (event.type === "change") publisher.add([record(String(event.change.after?.[0] ?? "x"))], "users", "c");
+    if (event.type === "change") publisher.add([record(String(event.change.after?.[0] ?? "x"))], USERS_TABLE, "c");
     if (event.type === "commit") publisher.confirmableAt(event.endLsn);
     if (event.type === "keepalive" && event.confirmable !== null) publisher.confirmableAt(event.confirmable);
   }
@@ -186,7 +188,7 @@ Deno.test("sends are split so that no batch passes its topic's byte limit, and e
     maxRecords: 100,
   });
   const records = Array.from({ length: 25 }, (_, i) => record(`k${i}`, 200));
-  for (const r of records) publisher.add([r], "users", "c");
+  for (const r of records) publisher.add([r], USERS_TABLE, "c");
   await publisher.flush();
   const batches = sent.map((batch) => batch.flatMap((t) => t.messages));
   assert.ok(batches.length > 1, `split into ${batches.length} sends`);
@@ -205,11 +207,11 @@ Deno.test("a record over its topic's limit stops the run naming the table, key a
     maxRecords: 100,
   });
   const wide = { topic: "t", key: '{"schema":{},"payload":{"id":42}}', value: framed("x".repeat(70_000)) };
-  assert.throws(() => publisher.add([wide], "users", "c"), (error: Error) => {
+  assert.throws(() => publisher.add([wide], USERS_TABLE, "c"), (error: Error) => {
     assert.ok(error instanceof RecordTooLargeError);
     assert.match(
       error.message,
-      /a record of users with key \{"id":42\} is 700\d\d bytes, over .*max\.message\.bytes 65536/,
+      /a record of public\.users with key \{"id":42\} is 700\d\d bytes, over .*max\.message\.bytes 65536/,
     );
     return true;
   });
@@ -219,10 +221,10 @@ Deno.test("records dropped after a broken stream never move the position; those 
   const kafka = controlledSend();
   const position = new AcknowledgedPosition();
   const publisher = new AckingPublisher(position, { send: kafka.send, maxBytes: () => 1_000_000, maxRecords: 100 });
-  publisher.add([record("a")], "users", "c");
+  publisher.add([record("a")], USERS_TABLE, "c");
   publisher.confirmableAt(0x100n);
   const flushed = publisher.flush();
-  publisher.add([record("b")], "users", "c");
+  publisher.add([record("b")], USERS_TABLE, "c");
   publisher.confirmableAt(0x200n);
   publisher.discard();
   assert.equal(publisher.pending, 0);
@@ -263,7 +265,7 @@ Deno.test("a record's headers (the key-change headers) reach Kafka with it and c
     maxRecords: 100,
   });
   const moved = { ...record("old"), headers: { "__debezium.newkey": "new" } };
-  publisher.add([moved, record("plain")], "users", "u");
+  publisher.add([moved, record("plain")], USERS_TABLE, "u");
   await publisher.flush();
   const messages = sent.flat().flatMap((t) => t.messages);
   assert.deepEqual(messages.map((m) => m.headers), [{ "__debezium.newkey": "new" }, undefined]);
@@ -288,7 +290,7 @@ Deno.test("with several sends in flight, each key's records reach Kafka in the o
   });
   const keys = Array.from({ length: 20 }, (_, i) => `key-${i}`);
   for (let version = 0; version < 10; version++) {
-    for (const key of keys) publisher.add([{ topic: "t", key, value: framed(String(version)) }], "users", "u");
+    for (const key of keys) publisher.add([{ topic: "t", key, value: framed(String(version)) }], USERS_TABLE, "u");
     if (version % 3 === 0) publisher.flush().catch(() => {});
   }
   await publisher.flush();
@@ -310,7 +312,7 @@ Deno.test("with several sends in flight, a commit is confirmed only once every o
   });
   // Keys that land in both lanes, so the transaction's records travel in two sends at once.
   const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
-  for (const key of keys) publisher.add([record(key)], "users", "c");
+  for (const key of keys) publisher.add([record(key)], USERS_TABLE, "c");
   publisher.confirmableAt(100n);
   const flushed = publisher.flush();
   while (kafka.sent.length < 2) await new Promise((r) => setTimeout(r, 1));
@@ -333,7 +335,7 @@ Deno.test("a failed send in one lane stops the confirmations and is thrown by th
     maxRecords: 1,
     lanes: 3,
   });
-  for (let i = 0; i < 9; i++) publisher.add([record(`k${i}`)], "users", "c");
+  for (let i = 0; i < 9; i++) publisher.add([record(`k${i}`)], USERS_TABLE, "c");
   publisher.confirmableAt(50n);
   await assert.rejects(publisher.flush(), /broker gone/);
   await assert.rejects(publisher.below(0), /broker gone/);

@@ -2,11 +2,11 @@
  * The capture run without services: PostgreSQL's side is a slot that resumes with a scripted
  * replication stream, Kafka's acknowledgements are held by the test. A stop publishes what is in
  * hand and acknowledges to the slot exactly what Kafka acknowledged; a failed send ends the run
- * with the send's own, typed error.
+ * with the send's own, typed error; a slot PostgreSQL refuses ends it with the slot's state.
  */
 import assert from "node:assert/strict";
 import { CaptureRun, type CaptureSummary } from "../../lib/capture.ts";
-import { TopicMissingError } from "../../lib/capture_errors.ts";
+import { SlotInvalidatedError, TopicMissingError } from "../../lib/capture_errors.ts";
 import { type CaptureConfig, loadCaptureConfig } from "../../lib/config.ts";
 import { createLogger } from "../../lib/log.ts";
 import { newCaptureStats } from "../../lib/stats.ts";
@@ -26,11 +26,10 @@ const CONFIG: CaptureConfig = (() => {
   return parsed.config;
 })();
 
-/** A run over `stream` (its slot confirmed at 0x100) and `kafka`, started; the test stops it with `stop`. */
-function started(stream: ScriptedStream, kafka: HeldKafka) {
+/** A run over `stream` (its slot confirmed at 0x100, unless `database` says otherwise) and `kafka`, started; the test stops it with `stop`. */
+function started(stream: ScriptedStream, kafka: HeldKafka, database = new ResumingDatabase(stream, 0x100n)) {
   const stop = new AbortController();
   const stats = newCaptureStats();
-  const database = new ResumingDatabase(stream, 0x100n);
   const run = new CaptureRun(CONFIG, {
     logger: createLogger({ component: "test", write: () => {} }),
     stats,
@@ -83,4 +82,21 @@ Deno.test("a failed send ends the run with the send's own error, typed, nothing 
   assert.ok(stream.statuses.some((s) => s.replyRequested), "the failure woke the stream with a keepalive request");
   assert.equal(stats.acknowledgedLsn, 0x100n);
   assert.ok(stream.ended && database.ended && kafka.disconnected, "the run closes its stream and clients");
+});
+
+Deno.test("START_REPLICATION refused with 55000 ends the run with the slot's invalidation when the slot says so, else with the server's error", async () => {
+  const refused = Object.assign(new Error('cannot read from logical replication slot "cdc_slot"'), { code: "55000" });
+  const invalidated = new SlotInvalidatedError("cdc_slot", "wal_removed", "0/100", {
+    name: "max_slot_wal_keep_size",
+    value: "1MB",
+  });
+  for (const [slotInvalidated, expected] of [[true, invalidated], [false, refused]] as const) {
+    const stream = new ScriptedStream(0x100n);
+    stream.start = () => Promise.reject(refused);
+    const database = new ResumingDatabase(stream, 0x100n);
+    database.checkSlot = () => slotInvalidated ? Promise.reject(invalidated) : Promise.resolve();
+    const { done } = started(stream, new HeldKafka(), database);
+    await assert.rejects(done, (error) => error === expected);
+    assert.ok(stream.ended && database.ended, "the run closes its stream and its pool");
+  }
 });

@@ -10,7 +10,14 @@ import {
   PipelineError,
   TopicRecreatedError,
 } from "../../lib/errors.ts";
-import { CaptureError, RecordTooLargeError, SlotLostError, TopicMissingError } from "../../lib/capture_errors.ts";
+import {
+  CaptureError,
+  isCaptureOutage,
+  RecordTooLargeError,
+  SlotInvalidatedError,
+  SlotLostError,
+  TopicMissingError,
+} from "../../lib/capture_errors.ts";
 import { RetryError } from "../../lib/retry.ts";
 
 /** An error shaped like postgres.js's PostgresError or a socket error. */
@@ -209,4 +216,27 @@ Deno.test("the capture's typed stops are PipelineErrors with their fields, and c
   const missing = new TopicMissingError("cdc.public.users");
   assert.equal(missing.topic, "cdc.public.users");
   for (const stop of [lost, tooLarge, missing]) assert.equal(classify(stop), "fatal", stop.name);
+});
+
+Deno.test("an invalidated slot's line says what may be lost since its confirmed position, names --new-snapshot and the setting with its value", () => {
+  const walRemoved = new SlotInvalidatedError("cdc_slot", "wal_removed", "0/8B44A1E8", {
+    name: "max_slot_wal_keep_size",
+    value: "1MB",
+  });
+  assert.equal(
+    walRemoved.message,
+    "slot cdc_slot was invalidated by PostgreSQL (wal_removed, max_slot_wal_keep_size = 1MB): changes made since " +
+      "its confirmed position 0/8B44A1E8 may be lost; run with --new-snapshot to replace it and publish every row " +
+      "anew, and raise max_slot_wal_keep_size so that it does not happen again",
+  );
+  const noSetting = new SlotInvalidatedError("cdc_slot", "rows_removed", null);
+  assert.match(
+    noSetting.message,
+    /\(rows_removed\): changes made since its confirmed position \(unknown\) may be lost/,
+  );
+  assert.doesNotMatch(noSetting.message, /raise/, "no setting to raise is named when PostgreSQL gives none");
+  for (const stop of [walRemoved, noSetting]) {
+    assert.ok(stop instanceof CaptureError && !stop.message.includes("\n"));
+    assert.equal(isCaptureOutage(stop), false, "waiting would never bring the slot back");
+  }
 });
