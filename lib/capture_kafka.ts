@@ -2,7 +2,7 @@
  * The capture's side of Kafka: its topics (created when missing), each topic's size limit as the
  * broker enforces it, and the producer whose sends wait out outages but stop on what no wait
  * fixes: a deleted topic, a refused login or SASL handshake (lib/errors.ts' classify(), as the
- * consumer decides).
+ * consumer decides), a listener that closes every connection unanswered (lib/kafka_listener.ts).
  * @module
  */
 import { type Admin, CompressionTypes, type Producer } from "kafkajs";
@@ -11,6 +11,7 @@ import type { CaptureConfig, TableName } from "./config.ts";
 import { partitionsOf } from "./config_values.ts";
 import { classify } from "./errors.ts";
 import { createKafka, createTopic } from "./kafka_admin.ts";
+import { SilentCloses } from "./kafka_listener.ts";
 import type { Logger } from "./log.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
 import { sleep } from "./retry.ts";
@@ -41,6 +42,8 @@ export interface CaptureSink {
 export class CaptureKafka implements CaptureSink {
   readonly admin: Admin;
   readonly producer: Producer;
+  /** Judges connect's and the sends' failures: a listener that closes every connection unanswered stops them. */
+  readonly silentCloses: SilentCloses;
   readonly #maxBytes = new Map<string, number>();
 
   /** Creates the clients; `observer` hears each acknowledged send's duration. */
@@ -56,6 +59,9 @@ export class CaptureKafka implements CaptureSink {
     this.producer = createPublisher(kafka, { maxInFlightRequests: config.inFlight });
     this.producer.on(this.producer.events.CONNECT, () => stats.markUp("kafka"));
     this.producer.on(this.producer.events.DISCONNECT, () => stats.markDown("kafka"));
+    this.silentCloses = new SilentCloses(config.brokers);
+    this.silentCloses.hear(this.admin);
+    this.silentCloses.hear(this.producer);
   }
 
   /**
@@ -64,13 +70,17 @@ export class CaptureKafka implements CaptureSink {
    */
   async connect(topics: (TableName & { topic: string })[]): Promise<void> {
     const { config } = this;
-    await this.admin.connect();
-    for (const { topic, ...table } of topics) {
-      const partitions = partitionsOf(config.topicPartitions, table);
-      await createTopic(this.admin, topic, partitions, config.replicationFactor, this.logger);
+    try {
+      await this.admin.connect();
+      for (const { topic, ...table } of topics) {
+        const partitions = partitionsOf(config.topicPartitions, table);
+        await createTopic(this.admin, topic, partitions, config.replicationFactor, this.logger);
+      }
+      await this.readMaxBytes(topics.map((t) => t.topic));
+      await this.producer.connect();
+    } catch (error) {
+      throw this.silentCloses.failed(error);
     }
-    await this.readMaxBytes(topics.map((t) => t.topic));
-    await this.producer.connect();
   }
 
   /** The largest record batch `topic` accepts: its `max.message.bytes`. */
@@ -113,6 +123,7 @@ export class CaptureKafka implements CaptureSink {
       onRetry: () => this.stats.countSendRetry(),
       isRetriable: (error: unknown) => classify(error) === "outage" && !isUnknownTopic(error),
       compression: this.config.compression === "gzip" ? CompressionTypes.GZIP : CompressionTypes.None,
+      silentCloses: this.silentCloses,
     };
     for (let attempt = 1;; attempt++) {
       try {

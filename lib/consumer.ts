@@ -11,6 +11,7 @@ import type { Admin, Kafka, Producer } from "kafkajs";
 import type { ConsumeConfig } from "./config.ts";
 import { dlqTopic } from "./consumer_dead_letter.ts";
 import { createTopic } from "./kafka_admin.ts";
+import { SilentCloses } from "./kafka_listener.ts";
 import { ConsumerGroup } from "./consumer_group.ts";
 import { ConsumeMonitor, total } from "./consumer_monitor.ts";
 import { createPublisher } from "./kafka_producer.ts";
@@ -116,6 +117,8 @@ class ConsumerRun {
   readonly publisher: Producer;
   readonly positions: AppliedPositions;
   readonly orderWaits: OrderWaits;
+  /** Judges the failures of the waits for Kafka: a listener that closes every connection unanswered stops them. */
+  readonly silentCloses: SilentCloses;
   group?: ConsumerGroup;
   /** Aborted when the run stops: a signal, the idle timeout, or a fatal error. Every wait ends on it. */
   readonly shutdown = new AbortController();
@@ -127,6 +130,9 @@ class ConsumerRun {
     this.topics = [config.usersTopic, config.ordersTopic];
     this.admin = options.kafka.admin();
     this.publisher = createPublisher(options.kafka);
+    this.silentCloses = new SilentCloses(config.brokers);
+    this.silentCloses.hear(this.admin);
+    this.silentCloses.hear(this.publisher);
     this.positions = new AppliedPositions(options.sql);
     this.orderWaits = new OrderWaits({
       waitS: config.orderWaitS,
@@ -204,13 +210,16 @@ class ConsumerRun {
         },
       }), this.waitingFor("PostgreSQL"));
     this.stats.markUp("database");
-    await waitOut(async () => {
-      await this.admin.connect();
-      for (const [topic, partitions] of topicsToCreate(config)) {
-        await createTopic(this.admin, topic, partitions, config.replicationFactor, logger);
-      }
-    }, this.waitingFor("Kafka"));
-    await waitOut(() => this.publisher.connect(), this.waitingFor("Kafka (DLQ producer)"));
+    await waitOut(
+      this.silentCloses.judged(async () => {
+        await this.admin.connect();
+        for (const [topic, partitions] of topicsToCreate(config)) {
+          await createTopic(this.admin, topic, partitions, config.replicationFactor, logger);
+        }
+      }),
+      this.waitingFor("Kafka"),
+    );
+    await waitOut(this.silentCloses.judged(() => this.publisher.connect()), this.waitingFor("Kafka (DLQ producer)"));
     if (config.rebuild) await rebuildFromLogStart(this.admin, sql, config, logger);
     const group = this.group = new ConsumerGroup({
       ...this.#parts(),

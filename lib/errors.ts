@@ -131,10 +131,15 @@ export function isKafkaJSError(error: unknown): boolean {
   return typeof name === "string" && name.startsWith("KafkaJS");
 }
 
-/** Whether a Kafka failure is a refused login (SASL) or authorization, which waiting will not fix. */
+/**
+ * Whether a Kafka failure is a refused login (SASL) or authorization, or a listener that closes
+ * every connection of a client without its SASL or TLS settings (lib/kafka_listener.ts): waiting
+ * will not fix them.
+ */
 export function isKafkaAuthError(error: unknown): boolean {
   const e = error as { name?: unknown; type?: unknown } | null;
-  return e?.name === "KafkaJSSASLAuthenticationError" || KAFKA_REFUSED.has(e?.type as string);
+  return e?.name === "KafkaJSSASLAuthenticationError" || e?.name === "KafkaListenerError" ||
+    KAFKA_REFUSED.has(e?.type as string);
 }
 
 /**

@@ -8,6 +8,7 @@
 import type { CompressionTypes, Kafka, Message, Producer } from "kafkajs";
 import { describeError, isKafkaAuthError } from "./errors.ts";
 import type { SelfWriting } from "./kafkajs_fixes.ts";
+import type { SilentCloses } from "./kafka_listener.ts";
 import type { Logger } from "./log.ts";
 import { keyHashPartitioner } from "./partitioner.ts";
 import { retry } from "./retry.ts";
@@ -60,12 +61,14 @@ export interface WriteRetryOptions {
   isRetriable?: (error: unknown) => boolean;
   /** Compression of the batch's records (kafkajs' codecs). @default none */
   compression?: CompressionTypes;
+  /** Judges each failure: connections closed unanswered long enough stop the sends (lib/kafka_listener.ts). */
+  silentCloses?: SilentCloses;
 }
 
 /**
  * Sends one batch with acks from all in-sync replicas, retrying transient failures (leader
  * elections, a broker that is not up yet) with backoff; throws RetryError once the budget is
- * spent, or at once for a refused login.
+ * spent, or at once for a refused login or a listener that closes every connection unanswered.
  */
 export async function writeWithRetry(
   producer: Producer,
@@ -74,7 +77,8 @@ export async function writeWithRetry(
 ): Promise<void> {
   // A SelfWriting value reaches the encoder as it is: kafkajs only checks that a value is not undefined.
   const batch = { topicMessages: topicMessages as { topic: string; messages: Message[] }[], acks: -1 };
-  await retry(() => producer.sendBatch({ ...batch, compression: options.compression }), {
+  const send = () => producer.sendBatch({ ...batch, compression: options.compression });
+  await retry(options.silentCloses?.judged(send, options.maxAttempts) ?? send, {
     what: `publishing ${topicMessages.map((t) => `${t.messages.length} records to ${t.topic}`).join(" and ")}`,
     maxAttempts: options.maxAttempts,
     baseMs: options.backoffMs,

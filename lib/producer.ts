@@ -15,10 +15,11 @@ import {
   randomSeed,
 } from "./producer_event_batches.ts";
 import { createKafka, createTopic } from "./kafka_admin.ts";
+import { SilentCloses } from "./kafka_listener.ts";
 import type { Logger } from "./log.ts";
 import { partitionOf } from "./partitioner.ts";
 import { createPublisher, type TopicMessages, writeWithRetry } from "./kafka_producer.ts";
-import { SEND, waitOut, type WaitOutOptions } from "./retry.ts";
+import { SEND, waitOut } from "./retry.ts";
 import { newProduceStats, type ProduceStats, type SendObserver } from "./stats.ts";
 
 /** What a produce run did, printed at exit. */
@@ -141,21 +142,11 @@ async function publish(run: ProduceRun, batches: AsyncIterable<EventBatch>): Pro
     { length: LANES },
     () => ({ producer: createPublisher(kafka), inFlight: Promise.resolve() }),
   );
-  const budget: Omit<WaitOutOptions, "what"> = {
-    policy: { ...SEND, maxAttempts: config.maxAttempts, baseMs: config.retryBackoffMs },
-    isRetriable: (error: unknown) => !isKafkaAuthError(error),
-    onWait: (error: unknown, attempt: number, delayMs: number) =>
-      logger.warn(`Kafka at ${config.brokers.join(",")} not ready, retrying in ${delayMs} ms`, {
-        attempt,
-        of: config.maxAttempts,
-        error: describeError(error),
-      }),
-  };
+  const silentCloses = new SilentCloses(config.brokers);
+  for (const client of [admin, ...lanes.map((lane) => lane.producer)]) silentCloses.hear(client);
+  const waitForKafka = kafkaWait(config, logger, silentCloses);
   try {
-    const partitions = await waitOut(() => prepareTopics(admin, config, logger), {
-      ...budget,
-      what: `preparing topics on ${config.brokers.join(",")}`,
-    });
+    const partitions = await waitForKafka("preparing topics on", () => prepareTopics(admin, config, logger));
     await admin.disconnect();
     let connectedLanes = 0;
     for (const { producer } of lanes) {
@@ -168,13 +159,14 @@ async function publish(run: ProduceRun, batches: AsyncIterable<EventBatch>): Pro
         connectedLanes--;
         produceStats.markDown("kafka");
       });
-      await waitOut(() => producer.connect(), { ...budget, what: `connecting to ${config.brokers.join(",")}` });
+      await waitForKafka("connecting to", () => producer.connect());
     }
     const writeOptions = {
       maxAttempts: config.maxAttempts,
       backoffMs: config.retryBackoffMs,
       logger,
       onRetry: () => produceStats.countSendRetry(),
+      silentCloses,
     };
     const send = (lane: Lane, topicMessages: TopicMessages[]) =>
       writeWithRetry(lane.producer, topicMessages, writeOptions).then(() => {
@@ -208,6 +200,26 @@ async function publish(run: ProduceRun, batches: AsyncIterable<EventBatch>): Pro
     await Promise.all(lanes.map((lane) => lane.producer.disconnect().catch(() => {})));
     await admin.disconnect().catch(() => {});
   }
+}
+
+/**
+ * The produce run's waits for Kafka at start-up (`what` names the step, the brokers follow): its
+ * retry budget, a refused login not retried, each failure judged by `silentCloses`.
+ */
+function kafkaWait(config: ProduceConfig, logger: Logger, silentCloses: SilentCloses) {
+  const brokers = config.brokers.join(",");
+  return <T>(what: string, fn: () => Promise<T>): Promise<T> =>
+    waitOut(silentCloses.judged(fn, config.maxAttempts), {
+      what: `${what} ${brokers}`,
+      policy: { ...SEND, maxAttempts: config.maxAttempts, baseMs: config.retryBackoffMs },
+      isRetriable: (error) => !isKafkaAuthError(error),
+      onWait: (error, attempt, delayMs) =>
+        logger.warn(`Kafka at ${brokers} not ready, retrying in ${delayMs} ms`, {
+          attempt,
+          of: config.maxAttempts,
+          error: describeError(error),
+        }),
+    });
 }
 
 /**
