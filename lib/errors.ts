@@ -77,6 +77,8 @@ const MEMBERSHIP_LOST = new Set([
 /** Kafka error types of a refused login or a refused authorization: a setting to fix. */
 const KAFKA_REFUSED = new Set([
   "SASL_AUTHENTICATION_FAILED",
+  "ILLEGAL_SASL_STATE",
+  "UNSUPPORTED_SASL_MECHANISM",
   "TOPIC_AUTHORIZATION_FAILED",
   "GROUP_AUTHORIZATION_FAILED",
 ]);

@@ -123,6 +123,9 @@ Deno.test("SASL authentication failures are not outages, even when marked retria
   assert.equal(classify({ name: "KafkaJSSASLAuthenticationError", retriable: true }) === "outage", false);
   assert.equal(classify({ type: "SASL_AUTHENTICATION_FAILED", retriable: true }) === "outage", false);
   assert.equal(classify({ type: "TOPIC_AUTHORIZATION_FAILED" }) === "outage", false);
+  // SASL settings against a plaintext listener: the broker refuses the handshake's state, at every attempt.
+  assert.equal(isKafkaAuthError({ type: "ILLEGAL_SASL_STATE", retriable: false }), true);
+  assert.equal(isKafkaAuthError({ type: "UNSUPPORTED_SASL_MECHANISM", retriable: false }), true);
   // kafkajs wraps non-retriable errors in KafkaJSNonRetriableError with the SASL error as cause.
   assert.equal(classify({ name: "KafkaJSNonRetriableError", retriable: false, cause: sasl }) === "outage", false);
 });
