@@ -7,6 +7,7 @@
  */
 import { Buffer } from "node:buffer";
 import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
+import OffsetManager from "kafkajs/src/consumer/offsetManager/index.js";
 import Encoder from "kafkajs/src/protocol/encoder.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import { utf8Length } from "./utf8.ts";
@@ -299,7 +300,69 @@ function refreshMetadataOnRefusedFetch(): void {
   proto.recoverFromFetch = Object.assign(recoverFromFetch, { [KAFKAJS_FIX]: "tulios/kafkajs#132" });
 }
 
+/** The parts of kafkajs' ConsumerGroup and OffsetManager that the coordinator fix uses. */
+interface Coordinated {
+  groupId: string;
+  coordinator: unknown;
+  offsetManager?: Coordinated;
+  cluster: {
+    refreshMetadata(): Promise<void>;
+    findGroupCoordinator(args: { groupId: string }): Promise<unknown>;
+  };
+}
+
+type CoordinatedMethod = ((this: Coordinated, ...args: unknown[]) => Promise<unknown>) & { [KAFKAJS_FIX]?: string };
+
+/** Whether `error` says the broker a request went to is gone (refused, closed, or no longer in the metadata). */
+function isBrokerGone(error: unknown): boolean {
+  const name = (error as Error | undefined)?.name;
+  return name === "KafkaJSConnectionError" || name === "KafkaJSConnectionClosedError" ||
+    name === "KafkaJSBrokerNotFound";
+}
+
+/** The group's coordinator as the cluster names it now, asked for after the same pause as a refused fetch. */
+async function currentCoordinator(group: Coordinated): Promise<unknown> {
+  await new Promise((resolve) => setTimeout(resolve, REFUSED_FETCH_PAUSE_MS));
+  await group.cluster.refreshMetadata();
+  return await group.cluster.findGroupCoordinator({ groupId: group.groupId });
+}
+
+/**
+ * kafkajs 2.2.4 finds a group's coordinator when it joins and then sends every heartbeat, offset
+ * fetch and offset commit to that broker. When the broker dies, the controller moves the
+ * coordinator to a live replica of `__consumer_offsets` within its broker session timeout, but
+ * kafkajs keeps asking the dead one until its retry budget is spent and the consumer restarts (a
+ * minute or more without heartbeats and commits). The fix asks the cluster for the coordinator
+ * again when a request to it finds the broker gone, and sends the request there.
+ */
+function followMovedCoordinator(): void {
+  const group = ConsumerGroup.prototype as unknown as Record<string, CoordinatedMethod>;
+  const offsets = OffsetManager.prototype as unknown as Record<string, CoordinatedMethod>;
+  if (group.heartbeat[KAFKAJS_FIX]) return;
+  const heartbeat = group.heartbeat;
+  group.heartbeat = Object.assign(async function (this: Coordinated, ...args: unknown[]) {
+    try {
+      return await heartbeat.apply(this, args);
+    } catch (error) {
+      if (!isBrokerGone(error)) throw error;
+      this.coordinator = await currentCoordinator(this);
+      if (this.offsetManager) this.offsetManager.coordinator = this.coordinator;
+      return await heartbeat.apply(this, args);
+    }
+  }, { [KAFKAJS_FIX]: "moved group coordinator" });
+  const getCoordinator = offsets.getCoordinator;
+  offsets.getCoordinator = Object.assign(async function (this: Coordinated) {
+    try {
+      return await getCoordinator.call(this);
+    } catch (error) {
+      if (!isBrokerGone(error)) throw error;
+      return (this.coordinator = await currentCoordinator(this));
+    }
+  }, { [KAFKAJS_FIX]: "moved group coordinator" });
+}
+
 skipIdlePendingCheck();
 sweepRequestTimeoutsLessOften();
 encodeWithoutBuffers();
 refreshMetadataOnRefusedFetch();
+followMovedCoordinator();

@@ -75,6 +75,36 @@ export async function killClusterNode(node: number): Promise<number> {
   return pid;
 }
 
+/** Partitions of `__consumer_offsets` in the suite's brokers (scripts/services.sh, offsets.topic.num.partitions). */
+const OFFSETS_PARTITIONS = 10;
+
+/** Java's String.hashCode, which Kafka hashes a group id with to place it in `__consumer_offsets`. */
+function javaHashCode(text: string): number {
+  let hash = 0;
+  for (let i = 0; i < text.length; i++) hash = (Math.imul(31, hash) + text.charCodeAt(i)) | 0;
+  return hash;
+}
+
+/**
+ * The node id of `groupId`'s coordinator: the leader of its `__consumer_offsets` partition
+ * (Kafka's `Utils.abs(groupId.hashCode()) % partitions`), so a test can strike it on purpose
+ * instead of depending on where Kafka placed it.
+ */
+export async function groupCoordinatorNode(groupId: string, brokers: string[]): Promise<number> {
+  const hash = javaHashCode(groupId);
+  const partition = (hash === -2147483648 ? 0 : Math.abs(hash)) % OFFSETS_PARTITIONS;
+  const admin = testKafka(brokers).admin();
+  await admin.connect();
+  try {
+    const { topics } = await admin.fetchTopicMetadata({ topics: ["__consumer_offsets"] });
+    const leader = topics[0].partitions.find((p) => p.partitionId === partition)?.leader;
+    if (leader === undefined || leader < 0) throw new Error(`__consumer_offsets-${partition} has no leader`);
+    return leader;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 /** The seed of a scenario: FAULTS_SEED when set, to repeat a failed run, else the scenario's `fallback`. */
 export function faultSeed(fallback: number): number {
   return Number(Deno.env.get("FAULTS_SEED") ?? fallback);

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
+import OffsetManager from "kafkajs/src/consumer/offsetManager/index.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import { KAFKAJS_FIX, REFUSED_FETCH_PAUSE_MS, REQUEST_TIMEOUT_SWEEP_MS } from "../../lib/kafkajs_fixes.ts";
 import { ROOT, runProgram, waitFor } from "../_helpers.ts";
@@ -51,6 +52,31 @@ Deno.test("a fetch refused by a dead leader asks for fresh metadata after a paus
   const other = Object.assign(new Error("boom"), { name: "KafkaJSNonRetriableError" });
   await assert.rejects(group.recoverFromFetch(other), /boom/, "other errors keep kafkajs' own handling");
   assert.equal(ConsumerGroup.prototype.recoverFromFetch[KAFKAJS_FIX], "tulios/kafkajs#132");
+});
+
+Deno.test("a heartbeat and an offset request that find the group's coordinator dead go to the coordinator the cluster names now", async () => {
+  const gone = () =>
+    Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9196"), { name: "KafkaJSConnectionError" });
+  const live = { name: "live", heartbeat: () => Promise.resolve(), isConnected: () => true };
+  const dead = { name: "dead", heartbeat: () => Promise.reject(gone()), isConnected: () => false };
+  const asked: string[] = [];
+  const cluster = {
+    refreshMetadata: () => (asked.push("metadata"), Promise.resolve()),
+    findGroupCoordinator: (
+      { groupId }: { groupId: string },
+    ) => (asked.push(`coordinator of ${groupId}`), Promise.resolve(live)),
+    findBroker: () => Promise.reject(gone()),
+  };
+  const offsets = Object.assign(Object.create(OffsetManager.prototype), { cluster, groupId: "g", coordinator: dead });
+  const logger = { ...quiet, namespace: () => quiet };
+  const group = new ConsumerGroup({ cluster, groupId: "g", topics: [], logger, instrumentationEmitter: { emit() {} } });
+  Object.assign(group, { coordinator: dead, offsetManager: offsets, memberId: "m", generationId: 1, lastRequest: 0 });
+  await group.heartbeat({ interval: 0 });
+  assert.equal(group.coordinator, live, "the heartbeat went to the coordinator found again");
+  assert.equal(offsets.coordinator, live, "offset requests follow it");
+  offsets.coordinator = dead;
+  assert.equal(await offsets.getCoordinator(), live);
+  assert.deepEqual(asked, ["metadata", "coordinator of g", "metadata", "coordinator of g"]);
 });
 
 Deno.test("an idle RequestQueue arms no timer after a response, where kafkajs 2.2.4 re-arms one every millisecond", () => {
