@@ -60,7 +60,10 @@ export interface RetryOptions {
   signal?: AbortSignal;
   /** Source of jitter in [0, 1). @default Math.random */
   random?: () => number;
-  /** Milliseconds a stop gives the first attempt before abandoning it. @default never abandoned */
+  /**
+   * Lets a stop abandon an attempt in flight: the first after this many milliseconds, later ones at
+   * once. Only where abandoning loses nothing. @default attempts are never abandoned
+   */
   firstAttemptGraceMs?: number;
   /** Waits, ending early when `signal` aborts; injected by tests. @default {@linkcode sleep} */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<unknown>;
@@ -111,10 +114,10 @@ export async function retry<T>(fn: (attempt: number) => Promise<T>, options: Ret
   for (let attempt = 1;; attempt++) {
     try {
       // An attempt can hang on a dependency that went away (postgres.js waits out its own reconnect
-      // backoff, up to 20 s), so a stop abandons it at once while waiting out a failure. The first
-      // attempt is the work in hand: a stop lets it finish, or abandons it after the caller's grace.
-      if (!signal || (attempt === 1 && firstAttemptGraceMs === undefined)) return await fn(attempt);
-      return await untilAborted(fn(attempt), signal, attempt === 1 ? firstAttemptGraceMs! : 0);
+      // backoff, up to 20 s). Where the caller allows it, a stop abandons the attempt: at once while
+      // waiting out a failure, after the grace for the first attempt, the work in hand.
+      if (!signal || firstAttemptGraceMs === undefined) return await fn(attempt);
+      return await untilAborted(fn(attempt), signal, attempt === 1 ? firstAttemptGraceMs : 0);
     } catch (error) {
       if (error === ABANDONED) throw new RetryError(what, attempt, lastError ?? new Error("stopped in flight"));
       lastError = error;
@@ -170,7 +173,7 @@ export interface WaitOutOptions {
   signal?: AbortSignal;
   /** Called before each wait, with the failure, the attempt that failed and the delay chosen. */
   onWait?: (error: unknown, attempt: number, delayMs: number) => void;
-  /** Milliseconds a stop gives the first attempt before abandoning it. @default never abandoned */
+  /** Lets a stop abandon an attempt in flight (see {@linkcode RetryOptions}). @default never */
   firstAttemptGraceMs?: number;
 }
 

@@ -222,7 +222,7 @@ Deno.test("retry caps each wait at capMs", async () => {
   assert.deepEqual(delays, [100, 200, 400, 400, 400, 400]);
 });
 
-Deno.test("a stop abandons an attempt that hangs while waiting out a failure, with the last failure as the cause", async () => {
+Deno.test("where allowed, a stop abandons at once an attempt that hangs while waiting out a failure, with the last failure as the cause", async () => {
   const stop = new AbortController();
   const hung = Promise.withResolvers<string>();
   const secondStarted = Promise.withResolvers<void>();
@@ -231,7 +231,13 @@ Deno.test("a stop abandons an attempt that hangs while waiting out a failure, wi
     if (attempt === 1) return Promise.reject(outage);
     secondStarted.resolve();
     return hung.promise;
-  }, { what: "reading offsets", maxAttempts: Infinity, signal: stop.signal, sleep: () => Promise.resolve() });
+  }, {
+    what: "reading offsets",
+    maxAttempts: Infinity,
+    signal: stop.signal,
+    sleep: () => Promise.resolve(),
+    firstAttemptGraceMs: FIRST_ATTEMPT_GRACE_MS,
+  });
   await secondStarted.promise;
   stop.abort();
   await assert.rejects(retrying, (e) => e instanceof RetryError && e.cause === outage && e.attempts === 2);
@@ -251,6 +257,21 @@ Deno.test("a stop abandons a first attempt that hangs once the grace its caller 
   await assert.rejects(retrying, (e) => e instanceof RetryError && e.attempts === 1);
   assert.ok(performance.now() - stopped >= FIRST_ATTEMPT_GRACE_MS - 5, "not before the grace");
   hung.reject(new Error("failed after the stop")); // dropped: no unhandled rejection fails the test
+});
+
+Deno.test("without a grace, a stop lets any attempt in flight finish (a capture's stream after an outage publishes what is in hand)", async () => {
+  const stop = new AbortController();
+  const streaming = Promise.withResolvers<string>();
+  const secondStarted = Promise.withResolvers<void>();
+  const retrying = retry((attempt) => {
+    if (attempt === 1) return Promise.reject(new Error("ECONNREFUSED"));
+    secondStarted.resolve();
+    return streaming.promise;
+  }, { what: "streaming", maxAttempts: Infinity, signal: stop.signal, sleep: () => Promise.resolve() });
+  await secondStarted.promise;
+  stop.abort();
+  streaming.resolve("acknowledged");
+  assert.equal(await retrying, "acknowledged");
 });
 
 Deno.test("a stop lets the first attempt, the work in hand, finish, however long it takes, unless a grace is given", async () => {
