@@ -28,6 +28,8 @@ export interface DebeziumOptions {
   tables: string[];
   /** Folder for the properties file and the records file. */
   dir: string;
+  /** Further Debezium properties by their own names (`decimal.handling.mode`...). */
+  extra?: Record<string, string>;
 }
 
 /** A running Debezium Engine. */

@@ -22,6 +22,8 @@ export interface ConnectorOptions {
   tables: string[];
   /** `initial` takes a snapshot first; `no_data` only streams. */
   snapshotMode: "initial" | "no_data";
+  /** Further Debezium properties by their own names (`decimal.handling.mode`...), set after the ones above. */
+  extra?: Record<string, string>;
 }
 
 /** The connector's properties file, as `java.util.Properties` reads it. */
@@ -46,6 +48,7 @@ export function connectorProperties(options: ConnectorOptions): string {
     "table.include.list": options.tables.join(","),
     "snapshot.mode": options.snapshotMode,
     "converter.schemas.enable": "true",
+    ...options.extra,
   };
   // java.util.Properties reads backslashes and leading blanks as escapes.
   const escape = (value: string) => value.replaceAll("\\", "\\\\").replace(/^\s/, (c) => `\\${c}`);
