@@ -94,6 +94,12 @@ export interface Setting {
   field: string;
   /** The environment variable read when the flag is absent. */
   env?: string;
+  /**
+   * The Debezium PostgreSQL connector property this setting carries over (`decimal.handling.mode`),
+   * so a Debezium user's settings keep their meaning; its flag is the property with dashes for dots
+   * and its env variable `CAPTURE_` and the property in upper snake case.
+   */
+  debezium?: string;
   /** A `string` flag takes a value; a `boolean` one is set by its presence. */
   type: "string" | "boolean";
   /** The default, as shown in `--help` and the README and given to `parse`; absent when there is none or it is off. */
@@ -660,7 +666,7 @@ export function settingsTable(): string {
   ];
   for (const s of SETTINGS as readonly Setting[]) {
     if (s.flag === "help") continue;
-    const names = [s.env, `--${s.flag}`].filter(Boolean).map((n) => `\`${n}\``).join(" / ");
+    const names = [s.env, `--${s.flag}`, s.debezium].filter(Boolean).map((n) => `\`${n}\``).join(" / ");
     const fallback = s.default === undefined ? "" : `\`${s.default}\``;
     const meaning = s.help.replaceAll("|", "\\|").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
     rows.push(`| ${names} | ${fallback} | ${meaning} | ${s.commands === ALL ? "all" : s.commands.join(", ")} |`);

@@ -789,3 +789,12 @@ Deno.test("a --topic-partitions value without exactly one bare count, with a bad
     assert.equal(configError(() => loadCaptureConfig([], { CAPTURE_TOPIC_PARTITIONS: value })), message, value);
   }
 });
+
+Deno.test("a setting that carries a Debezium property over is named after it: flag with dashes, env CAPTURE_ in upper snake case", () => {
+  for (const s of SETTINGS as readonly Setting[]) {
+    if (!s.debezium) continue;
+    assert.equal(s.flag, s.debezium.replaceAll(".", "-"), s.debezium);
+    assert.equal(s.env, `CAPTURE_${s.debezium.replaceAll(".", "_").replaceAll("-", "_").toUpperCase()}`, s.debezium);
+    assert.deepEqual(s.commands, ["produce capture"], s.debezium);
+  }
+});
