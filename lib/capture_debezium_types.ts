@@ -108,7 +108,7 @@ const BUILTIN: Record<number, (typmod: number, o: ValueOptions) => Codec> = {
   1562: (typmod) => bitsCodec(typmod < 0 ? 2147483647 : typmod), // varbit: unbounded as pgjdbc's unknown length
   1700: (typmod, o) => numericCodec(typmod, o.decimal),
   2950: () => UUID_CODEC,
-  3614: () => stringCodec(named("io.debezium.data.TsVector")),
+  3614: () => stringCodec(named("io.debezium.data.Tsvector")),
   3802: () => stringCodec(named("io.debezium.data.Json")),
 };
 
@@ -135,7 +135,7 @@ export function codecFor(facts: TypeFacts, options: ValueOptions): CodecLookup {
   const codec = BUILTIN[typeOid]?.(typmod, options) ?? EXTENSION[facts.typeName]?.(options);
   if (codec) return { codec };
   if (facts.enumValues) return { codec: enumCodec(facts.enumValues) };
-  if (facts.element) return arrayLookup(facts.element, options);
+  if (facts.element) return arrayLookup(facts.element, typmod, options);
   // Every other type is JDBC's OTHER: Debezium leaves the column out, or writes its text as binary.
   return options.includeUnknown ? { codec: binaryCodec(options.binary, true) } : { skipped: true };
 }
@@ -177,27 +177,29 @@ function arrayToast(element: string, options: ValueOptions): unknown[] | undefin
 
 /**
  * An element's codec: the array column's typmod applies to it, as Debezium gives the element column the array's
- * length and scale (createArrayConverter). pgjdbc reports no scale for an array type, so time and timestamp
- * elements get precision 0 (Time, Timestamp in millis) and numeric elements no typmod; pgjdbc reads timetz
- * elements as java.sql.Time, to the millisecond.
+ * length and scale (createArrayConverter). pgjdbc reads time elements as java.sql.Time (milliseconds; timetz ones
+ * whole seconds), and a date element `infinity` as its far java.sql.Date, whose day count overflows Java's int.
  */
-function elementLookup(element: ElementFacts, options: ValueOptions): Codec | undefined {
+function elementLookup(element: ElementFacts, typmod: number, options: ValueOptions): Codec | undefined {
   const { typeOid, typeName } = element;
   if (element.domain) return undefined;
-  if (typeOid === 1042) return stringCodec();
-  if (typeOid === 1083 || typeOid === 1114) return BUILTIN[typeOid](0, options);
-  if (typeOid === 1184) return zonedTimestampCodec(0);
-  if (typeOid === 1266) return { ...ZONED_TIME, value: (t) => ZONED_TIME.value(t.replace(/(\.\d{3})\d+/, "$1")) };
-  if (typeOid === 1700) return numericCodec(-1, options.decimal);
+  if (typeOid === 1266) return { ...ZONED_TIME, value: (t) => ZONED_TIME.value(t.replace(/\.\d+/, "")) };
   if (element.enumValues) return enumCodec(element.enumValues);
-  const found = codecFor({ typeOid, typeName, typmod: -1 }, { ...options, includeUnknown: false });
-  return "codec" in found ? found.codec : undefined;
+  const found = codecFor({ typeOid, typeName, typmod }, { ...options, includeUnknown: false });
+  if (!("codec" in found)) return undefined;
+  const { codec } = found;
+  if (typeOid === 1083) return { ...codec, value: (t) => codec.value(t.replace(/(\.\d{3})\d+/, "$1")) };
+  if (typeOid !== 1082) return codec;
+  return {
+    ...codec,
+    value: (t) => (t === "infinity" ? -622_191_234 : t === "-infinity" ? -625_821_272 : codec.value(t)),
+  };
 }
 
-function arrayLookup(element: ElementFacts, options: ValueOptions): CodecLookup {
+function arrayLookup(element: ElementFacts, typmod: number, options: ValueOptions): CodecLookup {
   if (ARRAYS_LEFT_OUT.has(element.typeName)) return { skipped: true };
   if (element.typeName === "bit") return { unsupported: "Debezium's schema of bit[] is no array; its records fail" };
-  const codec = elementLookup(element, options);
+  const codec = elementLookup(element, typmod, options);
   const optionalItems = OPTIONAL_ITEMS.has(element.typeName) && !element.domain;
   if (codec) return { codec: arrayCodec(codec, optionalItems, arrayToast(element.typeName, options)) };
   // An element type Debezium has no schema for: an array of binary with include.unknown.datatypes (its items
