@@ -129,12 +129,19 @@ const BASE_COLUMNS: [string, string][] = [
   ["t_text_arr", "text[]"],
   ["t_bytea", "bytea"],
   ["t_uuid", "uuid[]"],
+  ["t_jsonb", "jsonb"],
+  ["t_xml", "xml"],
+  // Defaults in the schema, written under each run's options.
+  ["f_numeric", "numeric(10,2) default 1.5"],
+  ["f_time", "time default '10:00'"],
+  ["f_interval", "interval default '1 day 02:00:00.5'"],
+  ["f_date", "date not null default current_date"],
 ];
 
 /** Columns of an extension, made only where the server has it. */
 const EXTENSION_COLUMNS: Record<string, [string, string][]> = {
-  hstore: [["e_hstore", "hstore"], ["a_hstore", "hstore[]"], ["t_hstore", "hstore"]],
-  citext: [["e_citext", "citext"], ["a_citext", "citext[]"], ["d_citext", "d_citext"]],
+  hstore: [["e_hstore", "hstore"], ["a_hstore", "hstore[]"], ["t_hstore", "hstore"], ["d_hstore", "d_hstore"]],
+  citext: [["e_citext", "citext"], ["a_citext", "citext[]"], ["d_citext", "d_citext"], ["t_citext", "citext"]],
   ltree: [["e_ltree", "ltree"], ["a_ltree", "ltree[]"]],
   postgis: [["e_geometry", "geometry"], ["e_geography", "geography"]],
 };
@@ -213,6 +220,10 @@ const TYPICAL: Record<string, string> = {
   a_ltree: "'{a.b,c}'",
   e_geometry: "'SRID=4326;POINT(1 2)'",
   e_geography: "'SRID=4326;LINESTRING(0 0, 1 1)'",
+  t_jsonb: `'{"k": "v"}'`,
+  t_xml: "'<x/>'",
+  d_hstore: "'k=>v'",
+  t_citext: "'c'",
 };
 
 /** Edge values: empty arrays, the ends of ranges, special numbers. */
@@ -240,6 +251,9 @@ const EDGE: Record<string, string> = {
   e_geometry: "'POINT EMPTY'",
 };
 
+/** Numeric's other special values. */
+const SPECIAL: Record<string, string> = { c_numeric: "'Infinity'", c_numeric_10_3: "'NaN'", d_numeric: "'-0.005'" };
+
 /** A text of `n` md5 digests: large and barely compressible, so PostgreSQL stores it out of line (TOAST). */
 const big = (n: number) => `(select string_agg(md5(i::text), '') from generate_series(1, ${n}) i)`;
 
@@ -251,6 +265,9 @@ const TOASTED: Record<string, string> = {
   t_bytea: `(select decode(string_agg(md5(i::text), ''), 'hex') from generate_series(1, 300) i)`,
   t_uuid: `(select array_agg(md5(i::text)::uuid) from generate_series(1, 300) i)`,
   t_hstore: `(select hstore(array_agg(md5(i::text)), array_agg(md5((i + 1)::text))) from generate_series(1, 300) i)`,
+  t_jsonb: `(select jsonb_object_agg(md5(i::text), md5((i + 1)::text)) from generate_series(1, 300) i)`,
+  t_xml: `(select ('<x>' || string_agg(md5(i::text), '') || '</x>')::xml from generate_series(1, 300) i)`,
+  t_citext: big(300),
 };
 
 /** The extensions the server has, created in the database; a missing one is named in the output. */
@@ -275,6 +292,7 @@ async function createTable(sql: postgres.Sql, extensions: string[]): Promise<str
   await sql`create type mood as enum ('sad', 'ok', 'happy')`;
   for (const ddl of DOMAINS) await sql.unsafe(ddl);
   if (extensions.includes("citext")) await sql`create domain d_citext as citext`;
+  if (extensions.includes("hstore")) await sql`create domain d_hstore as hstore`;
   const columns = [...BASE_COLUMNS, ...extensions.flatMap((e) => EXTENSION_COLUMNS[e])];
   const definitions = columns.map(([name, type]) => `${name} ${type}`).join(", ");
   await sql.unsafe(`create table types (id integer primary key, ${definitions})`);
@@ -299,6 +317,7 @@ async function changeRows(sql: postgres.Sql, columns: string[]) {
   await insertRow(sql, columns, 3, {});
   await insertRow(sql, columns, 4, EDGE);
   await insertRow(sql, columns, 5, TOASTED);
+  await insertRow(sql, columns, 6, SPECIAL);
   // REPLICA IDENTITY DEFAULT: the update's old row is not sent, and the new row marks the TOASTed values unchanged.
   await sql`alter table types replica identity default`;
   await sql`update types set c_money = 1 where id = 5`;
