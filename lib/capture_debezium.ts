@@ -254,15 +254,23 @@ function encodeValue(table: CompiledTable, column: CompiledColumn, text: string 
   }
   const value = codec.value(text);
   if (value === DEBEZIUM_NULL && column.droppable) return column.nullJson;
-  if (value === undefined || value === DEBEZIUM_NULL) throw encodingError(table, spec, JSON.stringify(text), row);
+  if (value === undefined || value === DEBEZIUM_NULL) {
+    throw encodingError(table, spec, JSON.stringify(text), row, value === DEBEZIUM_NULL ? codec.refusal : undefined);
+  }
   return codec.render(value);
 }
 
-function encodingError(table: CompiledTable, column: ColumnSpec, what: string, row: TupleValues): EncodingError {
+function encodingError(
+  table: CompiledTable,
+  column: ColumnSpec,
+  what: string,
+  row: TupleValues,
+  refusal?: string,
+): EncodingError {
   const key = table.keyColumns.map((c) => `${c.spec.name}=${row[c.index] ?? "null"}`).join(",") || "(no key)";
   return new EncodingError(
     `${table.spec.schema}.${table.spec.table}.${column.name}: ${column.typeName} value ${what} cannot be encoded ` +
-      `as Debezium does (row key ${key})`,
+      `as Debezium does (row key ${key})${refusal ? `: ${refusal}` : ""}`,
   );
 }
 

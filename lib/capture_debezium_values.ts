@@ -22,6 +22,8 @@ export interface Codec {
   readonly fallback: unknown;
   /** What Debezium writes for an unchanged TOASTed value (UnchangedToastedPlaceholder); absent: not TOASTable here. */
   readonly toast?: unknown;
+  /** For a value `value` returns null for: the option that cannot write it and the setting that can. */
+  readonly refusal?: string;
 }
 
 /** Debezium's value options (PostgresConnectorConfig) under their property names' meaning. */
@@ -323,6 +325,9 @@ const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
  */
 const SPECIAL_NUMERIC = new Set(["NaN", "Infinity", "-Infinity"]);
 
+const PRECISE_REFUSAL = "decimal.handling.mode=precise has no form for NaN or infinity (Debezium leaves it null); " +
+  "set --decimal-handling-mode double or string, or let the column be null";
+
 /** Connect's Decimal at the column's scale (SpecialValueDecimal.builder, PostgresValueConverter.convertDecimal). */
 function decimal(precision: number, scale: number): Codec {
   return {
@@ -338,6 +343,7 @@ function decimal(precision: number, scale: number): Codec {
     },
     render: (value) => `"${unscaledBase64(value as bigint)}"`,
     fallback: 0n,
+    refusal: PRECISE_REFUSAL,
   };
 }
 
@@ -360,6 +366,7 @@ export const VARIABLE_DECIMAL: Codec = {
     return `{"scale":${scale},"value":"${unscaledBase64(unscaled)}"}`;
   },
   fallback: { scale: 0, unscaled: 0n },
+  refusal: PRECISE_REFUSAL,
 };
 
 /** SpecialValueDecimal's names of numeric's special values, as decimal.handling.mode=string writes them. */

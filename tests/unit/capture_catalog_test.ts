@@ -6,16 +6,9 @@ import assert from "node:assert/strict";
 import { buildTableSpec, type CatalogTable } from "../../lib/capture_catalog.ts";
 import { debeziumDefault } from "../../lib/capture_debezium_values.ts";
 import type { Relation } from "../../lib/capture_pgoutput.ts";
+import { catalogType } from "./_capture_parts.ts";
 
-const type = (oid: number, name: string, extra: Partial<CatalogTable["types"][0]> = {}) => ({
-  oid,
-  name,
-  baseOid: oid,
-  baseName: name,
-  typmod: -1,
-  enumValues: null,
-  ...extra,
-});
+const type = catalogType;
 
 const ORDERS_CATALOG: CatalogTable = {
   columns: [

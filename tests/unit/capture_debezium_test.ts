@@ -10,6 +10,7 @@ import type { ChangeSource } from "../../lib/capture_reader.ts";
 import { DEBEZIUM_VALUE_DEFAULTS, javaDouble, javaFloat, unscaledBase64 } from "../../lib/capture_debezium_values.ts";
 import { codecFor } from "../../lib/capture_debezium_types.ts";
 import { snapshotMarker } from "../../lib/capture_snapshot.ts";
+import { col } from "./_capture_parts.ts";
 
 const encoder = new DebeziumEncoder({ prefix: "cdc", database: "cdc_db", version: "0.1.0-cdc-pipeline" });
 const NOW_NS = 1_751_537_473_000_123_456n;
@@ -21,16 +22,6 @@ const STREAMED: ChangeSource = {
 };
 const USER_ID = "6f1c0a4e-8a55-4f0b-9d7c-2f6a1b9e0c11";
 const OTHER_ID = "0c9d8e7f-1a2b-4c3d-8e4f-5a6b7c8d9e0f";
-
-const col = (name: string, typeOid: number, typeName: string, extra: Partial<ColumnSpec> = {}): ColumnSpec => ({
-  name,
-  typeOid,
-  typeName,
-  typmod: -1,
-  optional: true,
-  key: false,
-  ...extra,
-});
 
 /** The users table as lib/sink.ts creates it, as readTableSpec reads it. */
 const USERS: TableSpec = {
