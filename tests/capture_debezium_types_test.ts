@@ -239,6 +239,8 @@ const EDGE: Record<string, string> = {
   c_numeric_10_3: "'0'",
   c_bytea: "'\\x'",
   c_time: "'24:00:00'",
+  c_date: "'-infinity'",
+  c_timestamp: "'infinity'",
   a_int2: "'{}'",
   a_text: "'{}'",
   a_numeric: "'{}'",
