@@ -348,7 +348,7 @@ function decimal(precision: number, scale: number): Codec {
 }
 
 /** An unconstrained numeric: Debezium's VariableScaleDecimal struct, trailing zeros stripped. */
-export const VARIABLE_DECIMAL: Codec = {
+const VARIABLE_DECIMAL: Codec = {
   type: '"type":"struct","fields":[{"type":"int32","optional":false,"field":"scale"},' +
     '{"type":"bytes","optional":false,"field":"value"}]',
   logical: `${named("io.debezium.data.VariableScaleDecimal")},"doc":"Variable scaled decimal"`,
@@ -489,7 +489,8 @@ function timeMicros(text: string): number | undefined {
 
 /**
  * time(p) under time.precision.mode (TemporalPrecisionMode): adaptive as io.debezium.time.Time (millis, int32) for
- * p <= 3 and MicroTime (int64) above; adaptive_time_microseconds as MicroTime; connect as Kafka Connect's Time (millis).
+ * p <= 3 and MicroTime (int64) above; adaptive_time_microseconds as MicroTime; connect as Kafka Connect's Time
+ * (millis).
  */
 export function timeCodec(precision: number, mode: ValueOptions["time"] = "adaptive"): Codec {
   const millis = mode === "connect" || (mode === "adaptive" && precision <= 3);
@@ -683,7 +684,7 @@ function intervalSeconds(seconds: number): number {
   return Math.trunc(totalMicros / 1e6) + (totalMicros % 1e6) / 1e6;
 }
 
-/** interval with interval.handling.mode=string: io.debezium.time.Interval, Interval.toIsoString of PGInterval's fields. */
+/** interval.handling.mode=string: io.debezium.time.Interval, Interval.toIsoString of PGInterval's fields. */
 const ISO_INTERVAL: Codec = {
   ...stringCodec(named("io.debezium.time.Interval")),
   value: (text) => {

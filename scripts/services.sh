@@ -289,13 +289,15 @@ pg_install() {
 # PostGIS for the capture's geometry/geography columns, from Debian's package of the server's major version, when
 # that server is Debian's and the extension is missing; a failed install only leaves those columns untested.
 pg_install_postgis() {
-  local bin="$1" major
+  local bin="$1" major package
   [[ "$bin" =~ ^/usr/lib/postgresql/([0-9]+)/bin$ ]] || return 0
   major="${BASH_REMATCH[1]}"
   [[ -f "/usr/share/postgresql/$major/extension/postgis.control" ]] && return 0
-  log "installing PostGIS (apt-get install postgresql-$major-postgis-3)"
+  package="postgresql-$major-postgis-3"
+  log "installing PostGIS (apt-get install $package)"
   export DEBIAN_FRONTEND=noninteractive
-  { apt-get install -y -qq "postgresql-$major-postgis-3" || { apt-get update -qq && apt-get install -y -qq "postgresql-$major-postgis-3"; }; } \
+  # A fresh image has no package lists: the install fails until apt-get update fetches them.
+  { apt-get install -y -qq "$package" || { apt-get update -qq && apt-get install -y -qq "$package"; }; } \
     >/dev/null 2>&1 || log "PostGIS could not be installed; geometry and geography columns go untested"
 }
 
