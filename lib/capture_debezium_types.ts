@@ -163,12 +163,14 @@ const OPTIONAL_ITEMS = new Set([
  * What the placeholder of an unchanged TOASTed array is (UnchangedToastedReplicationMessageColumn,
  * UnchangedToastedPlaceholder), by element type: a list of the placeholder text, of its bytes, of its bytes as
  * numbers, or of the name-based UUID of its bytes. Arrays of other elements get the placeholder text where a list
- * belongs, which Kafka Connect refuses: the capture stops on them.
+ * belongs, which Kafka Connect refuses: Debezium's warn mode leaves them null (the encoder's rule without `toast`).
  */
-function arrayToast(element: string, options: ValueOptions): unknown[] | undefined {
+function arrayToast(element: string, options: ValueOptions): unknown[] | null | undefined {
   const bytes = [...PLACEHOLDER].map((c) => c.charCodeAt(0));
   if (["text", "varchar", "bpchar", "json", "jsonb"].includes(element)) return [PLACEHOLDER];
   if (element === "bytea" && options.binary === "bytes") return [btoa(PLACEHOLDER)];
+  // Kafka Connect's Date (time.precision.mode=connect) takes no number: Debezium writes null there.
+  if (element === "date" && options.time === "connect") return null;
   if (element === "int4" || element === "date" || element === "int8") return bytes;
   // UUID.nameUUIDFromBytes("__debezium_unavailable_value"): MD5-based, version 3.
   if (element === "uuid") return ["b68a35a7-17ad-35b3-af2a-ae46edb4545a"];
@@ -237,7 +239,7 @@ export function arrayElements(text: string): (string | null)[] | undefined {
  * An array as Connect's array of its element's schema (optional items, but for enums), converted element by
  * element (convertArray); an empty array when Debezium's fallback is needed.
  */
-function arrayCodec(element: Codec, optionalItems: boolean, toast?: unknown[]): Codec {
+function arrayCodec(element: Codec, optionalItems: boolean, toast?: unknown[] | null): Codec {
   return {
     type: `"type":"array","items":{${element.type},"optional":${optionalItems}${element.logical}}`,
     logical: "",
@@ -251,7 +253,7 @@ function arrayCodec(element: Codec, optionalItems: boolean, toast?: unknown[]): 
     },
     render: (value) => `[${(value as unknown[]).map((v) => (v === null ? "null" : element.render(v))).join(",")}]`,
     fallback: [],
-    ...(toast ? { toast } : {}),
+    ...(toast !== undefined ? { toast } : {}),
   };
 }
 

@@ -131,6 +131,16 @@ const BASE_COLUMNS: [string, string][] = [
   ["t_uuid", "uuid[]"],
   ["t_jsonb", "jsonb"],
   ["t_xml", "xml"],
+  ["t_int8", "int8[]"],
+  ["t_date", "date[]"],
+  ["t_varchar", "varchar[]"],
+  ["t_jsonb_arr", "jsonb[]"],
+  ["t_tsvector", "tsvector"],
+  ["t_int2", "int2[]"],
+  ["t_numeric_arr", "numeric[]"],
+  ["t_bytea_arr", "bytea[]"],
+  ["t_varbit", "varbit"],
+  ["t_float8_arr", "float8[]"],
   // Defaults in the schema, written under each run's options.
   ["f_numeric", "numeric(10,2) default 1.5"],
   ["f_time", "time default '10:00'"],
@@ -142,8 +152,8 @@ const BASE_COLUMNS: [string, string][] = [
 const EXTENSION_COLUMNS: Record<string, [string, string][]> = {
   hstore: [["e_hstore", "hstore"], ["a_hstore", "hstore[]"], ["t_hstore", "hstore"], ["d_hstore", "d_hstore"]],
   citext: [["e_citext", "citext"], ["a_citext", "citext[]"], ["d_citext", "d_citext"], ["t_citext", "citext"]],
-  ltree: [["e_ltree", "ltree"], ["a_ltree", "ltree[]"]],
-  postgis: [["e_geometry", "geometry"], ["e_geography", "geography"]],
+  ltree: [["e_ltree", "ltree"], ["a_ltree", "ltree[]"], ["t_ltree", "ltree"]],
+  postgis: [["e_geometry", "geometry"], ["e_geography", "geography"], ["t_geometry", "geometry"]],
 };
 
 const DOMAINS = [
@@ -270,6 +280,19 @@ const TOASTED: Record<string, string> = {
   t_jsonb: `(select jsonb_object_agg(md5(i::text), md5((i + 1)::text)) from generate_series(1, 300) i)`,
   t_xml: `(select ('<x>' || string_agg(md5(i::text), '') || '</x>')::xml from generate_series(1, 300) i)`,
   t_citext: big(300),
+  t_int8: "(select array_agg(i::bigint * 1000003) from generate_series(1, 3000) i)",
+  t_date: "(select array_agg('2000-01-01'::date + i * 7) from generate_series(1, 3000) i)",
+  t_varchar: "(select array_agg(md5(i::text)::varchar) from generate_series(1, 300) i)",
+  t_jsonb_arr: "(select array_agg(jsonb_build_object('k', md5(i::text))) from generate_series(1, 300) i)",
+  t_tsvector: "(select string_agg(md5(i::text), ' ') from generate_series(1, 300) i)::tsvector",
+  t_int2: "(select array_agg((i % 4000 * 7)::int2) from generate_series(1, 5000) i)",
+  t_numeric_arr: "(select array_agg(i::numeric * 1.37) from generate_series(1, 3000) i)",
+  t_bytea_arr: "(select array_agg(decode(md5(i::text), 'hex')) from generate_series(1, 300) i)",
+  t_varbit:
+    "(select string_agg(case when random() < 0.5 then '1' else '0' end, '') from generate_series(1, 40000))::varbit",
+  t_float8_arr: "(select array_agg(random()) from generate_series(1, 3000) i)",
+  t_geometry: "(select st_makeline(array_agg(st_makepoint(random(), random()))) from generate_series(1, 1000))",
+  t_ltree: "(select string_agg(md5(i::text), '.') from generate_series(1, 300) i)::ltree",
 };
 
 /** The extensions the server has, created in the database; a missing one is named in the output. */
