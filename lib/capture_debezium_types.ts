@@ -200,7 +200,7 @@ function elementLookup(element: ElementFacts, typmod: number, options: ValueOpti
 
 function arrayLookup(element: ElementFacts, typmod: number, options: ValueOptions): CodecLookup {
   if (ARRAYS_LEFT_OUT.has(element.typeName)) return { skipped: true };
-  if (element.typeName === "bit") return { unsupported: "Debezium's schema of bit[] is no array; its records fail" };
+  if (element.typeName === "bit") return { codec: BIT_ARRAY(typmod) };
   const codec = elementLookup(element, typmod, options);
   const optionalItems = OPTIONAL_ITEMS.has(element.typeName) && !element.domain;
   if (codec) return { codec: arrayCodec(codec, optionalItems, arrayToast(element.typeName, options)) };
@@ -209,9 +209,39 @@ function arrayLookup(element: ElementFacts, typmod: number, options: ValueOption
   return options.includeUnknown ? { codec: arrayCodec(binaryCodec(options.binary, true), false) } : { skipped: true };
 }
 
+/**
+ * bit(n)[]: schemaBuilder gives the element's schema (boolean or Bits), not an array, and the list the converter makes
+ * does not fit it: warn mode leaves every value null.
+ */
+const BIT_ARRAY = (typmod: number): Codec => ({
+  ...bitsCodec(typmod < 0 ? 1 : typmod),
+  value: () => null,
+  refusal: "Debezium's schema of bit[] is not an array and it writes no value there; let the column be null",
+});
+
+/** array_out's text: the dimensions' bounds when a lower bound is not 1, then the elements in braces. */
+const ARRAY_TEXT = /^(?:\[-?\d+:-?\d+\](?:\[-?\d+:-?\d+\])*=)?\{(.*)\}$/s;
+
+/** The number of top-level sub-arrays of a multi-dimensional array's text; undefined for other text. */
+function subArrays(text: string): number | undefined {
+  const body = ARRAY_TEXT.exec(text)?.[1];
+  if (!body?.startsWith("{")) return undefined;
+  let [depth, count, quoted] = [0, 0, false];
+  for (let i = 0; i < body.length; i++) {
+    const c = body[i];
+    if (quoted) {
+      if (c === "\\") i++;
+      else if (c === '"') quoted = false;
+    } else if (c === '"') quoted = true;
+    else if (c === "{" && depth++ === 0) count++;
+    else if (c === "}") depth--;
+  }
+  return count;
+}
+
 /** The elements of a one-dimensional array's text (array_out): null for NULL; undefined for other text. */
 export function arrayElements(text: string): (string | null)[] | undefined {
-  const body = /^(?:\[-?\d+:-?\d+\]=)?\{(.*)\}$/s.exec(text)?.[1];
+  const body = ARRAY_TEXT.exec(text)?.[1];
   if (body === undefined) return undefined;
   if (body === "") return [];
   const elements: (string | null)[] = [];
@@ -237,7 +267,8 @@ export function arrayElements(text: string): (string | null)[] | undefined {
 
 /**
  * An array as Connect's array of its element's schema (optional items, but for enums), converted element by
- * element (convertArray); an empty array when Debezium's fallback is needed.
+ * element (convertArray); an empty array when Debezium's fallback is needed. pgjdbc hands a multi-dimensional
+ * array's sub-arrays to the element converter, which fails on them: a null per sub-array.
  */
 function arrayCodec(element: Codec, optionalItems: boolean, toast?: unknown[] | null): Codec {
   return {
@@ -245,7 +276,10 @@ function arrayCodec(element: Codec, optionalItems: boolean, toast?: unknown[] | 
     logical: "",
     value: (text) => {
       const texts = arrayElements(text);
-      if (!texts) return undefined;
+      if (!texts) {
+        const count = subArrays(text);
+        return count === undefined ? undefined : Array(count).fill(null);
+      }
       const values = texts.map((t) => (t === null ? null : element.value(t)));
       return values.some((v) => v === undefined) || values.some((v, i) => v === null && texts[i] !== null)
         ? undefined
