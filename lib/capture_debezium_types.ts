@@ -205,9 +205,14 @@ function arrayLookup(element: ElementFacts, typmod: number, options: ValueOption
   const optionalItems = OPTIONAL_ITEMS.has(element.typeName) && !element.domain;
   if (codec) return { codec: arrayCodec(codec, optionalItems, arrayToast(element.typeName, options)) };
   // An element type Debezium has no schema for: an array of binary with include.unknown.datatypes (its items
-  // not optional, as schemaBuilder returns the element's builder unchanged), else the column is left out.
-  return options.includeUnknown ? { codec: arrayCodec(binaryCodec(options.binary, true), false) } : { skipped: true };
+  // not optional, as schemaBuilder returns the element's builder unchanged), else the column is left out. For a
+  // domain element pgjdbc's array has no elements Debezium reads: it writes null.
+  if (!options.includeUnknown) return { skipped: true };
+  const binary = arrayCodec(binaryCodec(options.binary, true), false);
+  return { codec: element.domain ? { ...binary, value: () => null, refusal: DOMAIN_ARRAY_REFUSAL } : binary };
 }
+
+const DOMAIN_ARRAY_REFUSAL = "Debezium writes no value for an array of a domain; let the column be null";
 
 /**
  * bit(n)[]: schemaBuilder gives the element's schema (boolean or Bits), not an array, and the list the converter makes

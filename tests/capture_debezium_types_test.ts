@@ -1,7 +1,7 @@
 /**
  * The capture against the real Debezium PostgreSQL connector 3.6.1.Final for every column type
  * Debezium encodes (arrays, money, bit/varbit, point, tsvector, xml, interval, domains, the
- * contrib types hstore/citext/ltree and PostGIS where the server has them) and every value of its
+ * contrib types hstore/citext/ltree/isn and PostGIS where the server has them) and every value of its
  * value options: four runs, each Debezium and the capture side by side on a database of its own
  * with the same options, through a snapshot, inserts, NULLs, edge values and an update that leaves
  * TOASTed values unchanged. Every leaf of every record must be equal, except what docs/CAPTURE.md's
@@ -119,6 +119,7 @@ const BASE_COLUMNS: [string, string][] = [
   ["a_money", "money[]"],
   ["a_lsn", "pg_lsn[]"],
   ["a_bit", "bit(3)[]"],
+  ["a_dtext", "d_text[]"],
   ["a_multi", "int4[]"],
   ["d_text", "d_text"],
   ["d_int", "d_int"],
@@ -154,7 +155,8 @@ const BASE_COLUMNS: [string, string][] = [
 const EXTENSION_COLUMNS: Record<string, [string, string][]> = {
   hstore: [["e_hstore", "hstore"], ["a_hstore", "hstore[]"], ["t_hstore", "hstore"], ["d_hstore", "d_hstore"]],
   citext: [["e_citext", "citext"], ["a_citext", "citext[]"], ["d_citext", "d_citext"], ["t_citext", "citext"]],
-  ltree: [["e_ltree", "ltree"], ["a_ltree", "ltree[]"], ["t_ltree", "ltree"]],
+  ltree: [["e_ltree", "ltree"], ["a_ltree", "ltree[]"], ["t_ltree", "ltree"], ["d_ltree", "d_ltree"]],
+  isn: [["e_isbn", "isbn"]],
   postgis: [["e_geometry", "geometry"], ["e_geography", "geography"], ["t_geometry", "geometry"]],
 };
 
@@ -212,6 +214,7 @@ const TYPICAL: Record<string, string> = {
   a_money: "'{1.00}'",
   a_lsn: "'{0/1}'",
   a_bit: "'{101,011}'",
+  a_dtext: "'{x,NULL}'",
   a_multi: "'{{1,2},{3,4}}'",
   d_text: "'domain text'",
   d_int: "42",
@@ -237,6 +240,8 @@ const TYPICAL: Record<string, string> = {
   t_jsonb: `'{"k": "v"}'`,
   t_xml: "'<x/>'",
   d_hstore: "'k=>v'",
+  d_ltree: "'a.b'",
+  e_isbn: "'978-0-393-04002-9'",
   t_citext: "'c'",
 };
 
@@ -322,6 +327,7 @@ async function createTable(sql: postgres.Sql, extensions: string[]): Promise<str
   for (const ddl of DOMAINS) await sql.unsafe(ddl);
   if (extensions.includes("citext")) await sql`create domain d_citext as citext`;
   if (extensions.includes("hstore")) await sql`create domain d_hstore as hstore`;
+  if (extensions.includes("ltree")) await sql`create domain d_ltree as ltree`;
   const columns = [...BASE_COLUMNS, ...extensions.flatMap((e) => EXTENSION_COLUMNS[e])];
   const definitions = columns.map(([name, type]) => `${name} ${type}`).join(", ");
   await sql.unsafe(`create table types (id integer primary key, ${definitions})`);

@@ -104,6 +104,10 @@ Deno.test("arrays Debezium has no schema for are left out; bit[] stops; unknown 
   assert.equal(one(array(791, "money", element(790, "money")), "{$1.00}").field, "(left out)");
   const domain = element(90003, "d_text", { domain: true });
   assert.equal(one(array(90004, "d_text", domain), "{a}").field, "(left out)");
+  assert.deepEqual(one(array(90004, "d_text", domain), "{a}", { includeUnknown: true }), {
+    field: '{"type":"array","items":{"type":"bytes","optional":false},"optional":true,"field":"c"}',
+    value: "null",
+  });
   // bit(n)[]: Debezium's schema is the element's (Bits) and it writes null there; a required column stops.
   assert.deepEqual(one(array(1561, "bit", element(1560, "bit"), 3), "{101}"), {
     field: '{"type":"bytes","optional":true,"name":"io.debezium.data.Bits","version":1,"parameters":{"length":"3"},' +
