@@ -18,6 +18,7 @@
  */
 import { AckingPublisher, AcknowledgedPosition } from "./capture_publisher.ts";
 import { DebeziumEncoder } from "./capture_debezium.ts";
+import type { ValueOptions } from "./capture_debezium_values.ts";
 import { CaptureError, isCaptureOutage } from "./capture_errors.ts";
 import { type CaptureDatabase, PostgresCapture } from "./capture_database.ts";
 import { qualified } from "./capture_slot.ts";
@@ -117,6 +118,7 @@ export class CaptureRun {
       database: new URL(config.databaseUrl).pathname.slice(1) || "postgres",
       version: `${VERSION}-cdc-pipeline`,
       schemas: config.schemas,
+      values: valueOptions(config),
     });
     // The publisher is the acknowledged position's one writer; the run reads it through the publisher.
     this.publisher = new AckingPublisher(new AcknowledgedPosition(0n, (lsn) => this.stats.setAcknowledgedLsn(lsn)), {
@@ -283,6 +285,19 @@ export class CaptureRun {
 }
 
 /** Adds an acknowledged send's records and changes to the counters. */
+/** Debezium's value options from the settings that carry them over. */
+export function valueOptions(config: CaptureConfig): ValueOptions {
+  return {
+    decimal: config.decimalHandlingMode,
+    time: config.timePrecisionMode,
+    binary: config.binaryHandlingMode,
+    hstore: config.hstoreHandlingMode,
+    interval: config.intervalHandlingMode,
+    moneyFractionDigits: config.moneyFractionDigits,
+    includeUnknown: config.includeUnknownDatatypes,
+  };
+}
+
 function countAcknowledged(stats: CaptureStats, records: { topic: string }[], changes: Map<string, number>): void {
   for (const [key, n] of changes) stats.countCaptured(key, n);
   for (const r of records) stats.countPublished(r.topic, 1);

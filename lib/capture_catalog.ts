@@ -8,6 +8,7 @@
 import type postgres from "postgres";
 import type { ColumnSpec, TableSpec } from "./capture_debezium.ts";
 import { debeziumDefault } from "./capture_debezium_values.ts";
+import type { ElementFacts } from "./capture_debezium_types.ts";
 import type { Relation } from "./capture_pgoutput.ts";
 
 /** A column as pg_attribute and pg_attrdef describe it. */
@@ -38,6 +39,8 @@ export interface CatalogType {
   typmod: number;
   /** An enum's labels in sort order, null for other types. */
   enumValues: string[] | null;
+  /** An array type's element type, null for other types. */
+  element?: ElementFacts | null;
 }
 
 /** What readTableSpec read, before it becomes a TableSpec. */
@@ -69,16 +72,17 @@ export function buildTableSpec(schema: string, table: string, catalog: CatalogTa
       typeName: type.baseName,
       typmod: typmod >= 0 ? typmod : type.typmod,
       ...(type.enumValues ? { enumValues: type.enumValues } : {}),
+      ...(type.element ? { element: type.element } : {}),
     };
     // A column the catalog no longer has is nullable and without default, as Debezium assumes then.
     const expression = attribute?.defaultExpression ?? null;
-    const defaultValue = expression === null ? undefined : debeziumDefault(facts, type.name, expression);
+    const defaultText = expression === null ? undefined : debeziumDefault(type.name, expression, !!type.enumValues);
     return {
       name,
       ...facts,
       optional: !(attribute?.notNull ?? false),
       key: keyColumns.includes(name),
-      ...(defaultValue === undefined ? {} : { defaultValue }),
+      ...(defaultText === undefined ? {} : { defaultText }),
     };
   });
   return { schema, table, columns, keyColumns };
@@ -127,10 +131,15 @@ async function readTypes(sql: postgres.Sql, oids: number[]): Promise<CatalogType
            coalesce((select c.typtypmod from chain c
                      where c.start = s.oid and c.typtypmod <> -1 order by c.depth limit 1), -1) as typmod,
            (select array_agg(e.enumlabel::text order by e.enumsortorder) from pg_enum e where e.enumtypid = base.oid)
-             as "enumValues"
+             as "enumValues",
+           case when base.typcategory = 'A' then json_build_object(
+             'typeOid', elem.oid::int, 'typeName', elem.typname, 'domain', elem.typtype = 'd',
+             'enumValues', (select array_agg(e.enumlabel::text order by e.enumsortorder)
+                            from pg_enum e where e.enumtypid = elem.oid)) end as element
     from pg_type s
     join chain last on last.start = s.oid and last.typbasetype = 0
     join pg_type base on base.oid = last.oid
+    left join pg_type elem on elem.oid = base.typelem and base.typcategory = 'A'
     where s.oid = any(${oids}::oid[])`;
   return [...rows];
 }

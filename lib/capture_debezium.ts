@@ -11,7 +11,8 @@
 import { EncodingError, UnencodableChangeError } from "./capture_errors.ts";
 import type { TupleValues } from "./capture_pgoutput.ts";
 import type { ChangeSource, RowChange } from "./capture_reader.ts";
-import { type Codec, codecFor, jsonString } from "./capture_debezium_values.ts";
+import { type Codec, DEBEZIUM_VALUE_DEFAULTS, jsonString, type ValueOptions } from "./capture_debezium_values.ts";
+import { codecFor, type ElementFacts } from "./capture_debezium_types.ts";
 import { utf8Length } from "./utf8.ts";
 
 /** One column, from pgoutput's Relation message and the catalog. */
@@ -28,10 +29,12 @@ export interface ColumnSpec {
   optional: boolean;
   /** Part of the key: the primary key, or without one the first unique index (Debezium's rule). */
   key: boolean;
-  /** The default as Debezium reports it, a logical value of the column's type (see `debeziumDefault`). */
-  defaultValue?: unknown;
+  /** The default Debezium reports, as the text the column's codec reads (see `debeziumDefault`). */
+  defaultText?: string;
   /** The labels of an enum type, in sort order. */
   enumValues?: string[];
+  /** An array type's element type. */
+  element?: ElementFacts;
 }
 
 /** A captured table as Debezium sees it. */
@@ -62,6 +65,8 @@ export interface EncoderSettings {
    * payloads alone, as with `schemas.enable=false`. @default true
    */
   schemas?: boolean;
+  /** Debezium's value options (decimal.handling.mode...). @default DEBEZIUM_VALUE_DEFAULTS */
+  values?: ValueOptions;
 }
 
 const utf8 = new TextEncoder();
@@ -118,6 +123,8 @@ interface CompiledColumn {
   /** `"name":` with a leading comma for all but the first field. */
   readonly member: string;
   readonly codec: Codec;
+  /** The default as a logical value of the codec, undefined without one. */
+  readonly defaultValue: unknown;
   /** JSON of a NULL: the default (JsonConverter writes a null with a default as the default), else null or the fallback. */
   readonly nullJson: string;
   /** Whether a value Debezium's converter drops (left null) still passes Struct.validate: optional or with a default. */
@@ -142,9 +149,8 @@ interface CompiledTable {
 }
 
 function fieldSchema(column: CompiledColumn): string {
-  const { codec, spec } = column;
-  const hasDefault = spec.defaultValue !== undefined && spec.defaultValue !== null;
-  const def = hasDefault ? `,"default":${codec.render(spec.defaultValue)}` : "";
+  const { codec, spec, defaultValue } = column;
+  const def = defaultValue === undefined ? "" : `,"default":${codec.render(defaultValue)}`;
   return `{${codec.type},"optional":${spec.optional}${codec.logical}${def},"field":${jsonString(spec.name)}}`;
 }
 
@@ -167,10 +173,19 @@ const ENVELOPE_TAIL = `{"type":"struct","fields":[{"type":"string","optional":fa
   `{"type":"int64","optional":true,"field":"ts_ms"},{"type":"int64","optional":true,"field":"ts_us"},` +
   `{"type":"int64","optional":true,"field":"ts_ns"}]`;
 
-function compileColumns(spec: TableSpec): CompiledColumn[] {
+/**
+ * The default of a column as its codec's logical value: none when the text cannot be read, or for a struct (Kafka
+ * Connect drops a struct default, KAFKA-12694).
+ */
+function defaultOf(codec: Codec, text: string | undefined): unknown {
+  if (text === undefined || codec.type.startsWith('"type":"struct"')) return undefined;
+  return codec.value(text) ?? undefined;
+}
+
+function compileColumns(spec: TableSpec, options: ValueOptions): CompiledColumn[] {
   const columns: CompiledColumn[] = [];
   spec.columns.forEach((column, index) => {
-    const found = codecFor(column);
+    const found = codecFor(column, options);
     if ("skipped" in found) return; // include.unknown.datatypes=false: Debezium leaves the column out
     if ("unsupported" in found) {
       throw new EncodingError(
@@ -179,13 +194,11 @@ function compileColumns(spec: TableSpec): CompiledColumn[] {
       );
     }
     const { codec } = found;
-    const hasDefault = column.defaultValue !== undefined && column.defaultValue !== null;
-    const nullJson = hasDefault
-      ? codec.render(column.defaultValue)
-      : column.optional
-      ? "null"
-      : codec.render(codec.fallback); // JdbcValueConverters.convertValue: a required column's NULL gets the fallback
-    columns.push({ spec: column, index, member: "", codec, nullJson, droppable: column.optional || hasDefault });
+    const defaultValue = defaultOf(codec, column.defaultText);
+    const hasDefault = defaultValue !== undefined;
+    const nullJson = hasDefault ? codec.render(defaultValue) : column.optional ? "null" : codec.render(codec.fallback); // JdbcValueConverters.convertValue: a required column's NULL gets the fallback
+    const droppable = column.optional || hasDefault;
+    columns.push({ spec: column, index, member: "", codec, defaultValue, nullJson, droppable });
   });
   return columns.map((c, i) => ({ ...c, member: `${i ? "," : ""}${jsonString(c.spec.name)}:` }));
 }
@@ -201,7 +214,7 @@ function keyColumnsOf(spec: TableSpec, columns: CompiledColumn[]): CompiledColum
 
 function compile(settings: EncoderSettings, spec: TableSpec): CompiledTable {
   const topic = `${settings.prefix}.${spec.schema}.${spec.table}`;
-  const columns = compileColumns(spec);
+  const columns = compileColumns(spec, settings.values ?? DEBEZIUM_VALUE_DEFAULTS);
   const keyColumns = keyColumnsOf(spec, columns);
   const fields = (list: CompiledColumn[]) => list.map(fieldSchema).join(",");
   const keySchema = `{"type":"struct","fields":[${fields(keyColumns)}],"optional":false,` +
@@ -236,20 +249,30 @@ function encodeValue(table: CompiledTable, column: CompiledColumn, text: string 
   if (text === null) return column.nullJson;
   const { codec, spec } = column;
   if (text === undefined) {
-    if (codec.toast !== undefined) return codec.render(codec.toast);
+    if (codec.toast !== undefined) return codec.toast === null ? "null" : codec.render(codec.toast);
+    // Debezium's converter gets its marker and fails on it: warn mode leaves the field unset, as for NaN.
+    if (column.droppable) return column.nullJson;
     throw encodingError(table, spec, "an unchanged TOASTed value", row);
   }
   const value = codec.value(text);
   if (value === DEBEZIUM_NULL && column.droppable) return column.nullJson;
-  if (value === undefined || value === DEBEZIUM_NULL) throw encodingError(table, spec, JSON.stringify(text), row);
+  if (value === undefined || value === DEBEZIUM_NULL) {
+    throw encodingError(table, spec, JSON.stringify(text), row, value === DEBEZIUM_NULL ? codec.refusal : undefined);
+  }
   return codec.render(value);
 }
 
-function encodingError(table: CompiledTable, column: ColumnSpec, what: string, row: TupleValues): EncodingError {
+function encodingError(
+  table: CompiledTable,
+  column: ColumnSpec,
+  what: string,
+  row: TupleValues,
+  refusal?: string,
+): EncodingError {
   const key = table.keyColumns.map((c) => `${c.spec.name}=${row[c.index] ?? "null"}`).join(",") || "(no key)";
   return new EncodingError(
     `${table.spec.schema}.${table.spec.table}.${column.name}: ${column.typeName} value ${what} cannot be encoded ` +
-      `as Debezium does (row key ${key})`,
+      `as Debezium does (row key ${key})${refusal ? `: ${refusal}` : ""}`,
   );
 }
 

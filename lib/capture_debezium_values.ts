@@ -1,9 +1,9 @@
 /**
  * Column values as the Debezium PostgreSQL connector 3.6 writes them through Kafka Connect's
- * JsonConverter, from PostgreSQL's text form, with Debezium's defaults (decimal.handling.mode
- * precise, time.precision.mode adaptive, binary.handling.mode bytes, include.unknown.datatypes
- * false). Each supported type is one `Codec`: its Connect schema, the text -> logical value
- * conversion, and the JSON rendering of a logical value. The sources named in comments are
+ * JsonConverter, from PostgreSQL's text form, under Debezium's value options (`ValueOptions`).
+ * Each built-in scalar type is one `Codec`: its Connect schema, the text -> logical value
+ * conversion, and the JSON rendering of a logical value; lib/capture_debezium_types.ts picks a
+ * column's codec and adds arrays and the extension types. The sources named in comments are
  * Debezium 3.6.1.Final classes unless said otherwise.
  * @module
  */
@@ -22,24 +22,41 @@ export interface Codec {
   readonly fallback: unknown;
   /** What Debezium writes for an unchanged TOASTed value (UnchangedToastedPlaceholder); absent: not TOASTable here. */
   readonly toast?: unknown;
+  /** For a value `value` returns null for: the option that cannot write it and the setting that can. */
+  readonly refusal?: string;
 }
 
-/** What a column type becomes: a codec, a column Debezium leaves out, or a type this encoder lacks. */
-export type CodecLookup = { codec: Codec } | { skipped: true } | { unsupported: string };
-
-/** The type facts a codec depends on. */
-export interface TypeFacts {
-  /** pg_type oid of the column's base type. */
-  typeOid: number;
-  /** pg_type name of the base type. */
-  typeName: string;
-  /** atttypmod, -1 when none. */
-  typmod: number;
-  /** The labels of an enum type, in sort order. */
-  enumValues?: string[];
+/** Debezium's value options (PostgresConnectorConfig) under their property names' meaning. */
+export interface ValueOptions {
+  /** decimal.handling.mode: numeric and money as Decimal bytes, float64 or a string. */
+  decimal: "precise" | "double" | "string";
+  /** time.precision.mode: Debezium's time types by precision, MicroTime always, or Kafka Connect's (millis). */
+  time: "adaptive" | "adaptive_time_microseconds" | "connect";
+  /** binary.handling.mode: bytea as bytes (base64 in JSON), a base64 / URL-safe base64 / hex string. */
+  binary: "bytes" | "base64" | "base64-url-safe" | "hex";
+  /** hstore.handling.mode: a JSON text or a map. */
+  hstore: "json" | "map";
+  /** interval.handling.mode: MicroDuration (int64) or an ISO 8601 text. */
+  interval: "numeric" | "string";
+  /** money.fraction.digits: the scale of money's Decimal. */
+  moneyFractionDigits: number;
+  /** include.unknown.datatypes: a type Debezium has no schema for as binary (true) or left out (false). */
+  includeUnknown: boolean;
 }
 
-const PLACEHOLDER = "__debezium_unavailable_value"; // unavailable.value.placeholder's default
+/** Debezium 3.6.1's defaults of its value options. */
+export const DEBEZIUM_VALUE_DEFAULTS: ValueOptions = {
+  decimal: "precise",
+  time: "adaptive",
+  binary: "bytes",
+  hstore: "json",
+  interval: "numeric",
+  moneyFractionDigits: 2,
+  includeUnknown: false,
+};
+
+/** unavailable.value.placeholder's default, what Debezium writes for an unchanged TOASTed value. */
+export const PLACEHOLDER = "__debezium_unavailable_value";
 const PLACEHOLDER_BASE64 = btoa(PLACEHOLDER);
 
 // ---- JSON rendering as Jackson writes it ------------------------------------------------------
@@ -162,11 +179,15 @@ const TIMESTAMP_NEG_INFINITY_US = -9_223_372_036_832_400_000n;
 
 // ---- Codecs ----------------------------------------------------------------------------------------
 
-const plain = (value: unknown) => String(value);
-const asString = (value: unknown) => jsonString(value as string);
-const named = (name: string, version = 1) => `,"name":"${name}","version":${version}`;
+/** A logical value rendered as `String(value)` (numbers, bigints, booleans). */
+export const plain = (value: unknown) => String(value);
+/** A logical string rendered as a JSON string. */
+export const asString = (value: unknown) => jsonString(value as string);
+/** The schema members of a named logical type. */
+export const named = (name: string, version = 1) => `,"name":"${name}","version":${version}`;
 
-function integer(type: "int16" | "int32", min: number, max: number): Codec {
+/** int2 / int4 as Connect's int16 / int32. */
+export function integer(type: "int16" | "int32", min: number, max: number): Codec {
   return {
     type: `"type":"${type}"`,
     logical: "",
@@ -179,7 +200,8 @@ function integer(type: "int16" | "int32", min: number, max: number): Codec {
   };
 }
 
-const INT64: Codec = {
+/** int8 and oid as Connect's int64. */
+export const INT64: Codec = {
   type: '"type":"int64"',
   logical: "",
   // The digits themselves: int8 passes 2^53, and JsonConverter writes a Java long exactly.
@@ -188,7 +210,8 @@ const INT64: Codec = {
   fallback: 0,
 };
 
-function float(type: "float" | "double"): Codec {
+/** float4 / float8 as Connect's float32 / float64. */
+export function float(type: "float" | "double"): Codec {
   const round = type === "float" ? Math.fround : (x: number) => x;
   return {
     type: `"type":"${type}"`,
@@ -202,7 +225,8 @@ function float(type: "float" | "double"): Codec {
   };
 }
 
-function stringCodec(logical = ""): Codec {
+/** A text type as a Connect string, with an optional logical name. */
+export function stringCodec(logical = ""): Codec {
   return {
     type: '"type":"string"',
     logical,
@@ -217,7 +241,7 @@ function stringCodec(logical = ""): Codec {
  * char(n): blank-padded to n characters, as bpcharout sends it and Debezium passes it on; the snapshot's
  * `::text` cast trims the blanks, so they are put back.
  */
-function blankPadded(length: number): Codec {
+export function blankPadded(length: number): Codec {
   return {
     ...stringCodec(),
     value: (text) => {
@@ -227,7 +251,8 @@ function blankPadded(length: number): Codec {
   };
 }
 
-const BOOLEAN: Codec = {
+/** bool as Connect's boolean. */
+export const BOOLEAN: Codec = {
   type: '"type":"boolean"',
   logical: "",
   // pgoutput sends boolout's t/f; the snapshot's bool::text cast gives true/false.
@@ -236,20 +261,44 @@ const BOOLEAN: Codec = {
   fallback: false,
 };
 
-/** bytea in hex output (`\x0102`) -> Connect bytes, which JsonConverter writes as base64. */
-const BYTES: Codec = {
-  type: '"type":"bytes"',
-  logical: "",
-  value: (text) => {
-    if (!/^\\x(?:[0-9a-fA-F]{2})*$/.test(text)) return undefined;
-    let binary = "";
-    for (let i = 2; i < text.length; i += 2) binary += String.fromCharCode(parseInt(text.slice(i, i + 2), 16));
-    return btoa(binary);
-  },
-  render: asString,
-  fallback: "",
-  toast: PLACEHOLDER_BASE64,
-};
+/** The bytes of bytea's hex output (`\\x0102`) as a binary string (one char a byte); undefined for other text. */
+function byteaBinary(text: string): string | undefined {
+  if (!/^\\x(?:[0-9a-fA-F]{2})*$/.test(text)) return undefined;
+  let binary = "";
+  for (let i = 2; i < text.length; i += 2) binary += String.fromCharCode(parseInt(text.slice(i, i + 2), 16));
+  return binary;
+}
+
+/** The UTF-8 bytes of a text as a binary string (one char a byte). */
+function utf8Binary(text: string): string {
+  return String.fromCharCode(...new TextEncoder().encode(text));
+}
+
+const HEX = (binary: string) => [...binary].map((c) => c.charCodeAt(0).toString(16).padStart(2, "0")).join("");
+const URL_SAFE = (base64: string) => base64.replaceAll("+", "-").replaceAll("/", "_");
+
+/**
+ * bytea (`fromText` false) or a type Debezium knows nothing of with include.unknown.datatypes (`fromText`: its text's
+ * UTF-8 bytes, AbstractColumnValue.asDefault) under binary.handling.mode: Connect bytes (JsonConverter writes base64),
+ * or a string of base64 (java.util.Base64), URL-safe base64 (with padding) or lower-case hex (HexConverter). An
+ * unchanged TOASTed value: the placeholder's bytes, its text in hex mode, null in the base64 modes, where
+ * convertBinaryToBase64 takes the marker for an unexpected value.
+ */
+export function binaryCodec(mode: ValueOptions["binary"], fromText = false): Codec {
+  const read = fromText ? utf8Binary : byteaBinary;
+  const encode = mode === "hex" ? HEX : mode === "base64-url-safe" ? (b: string) => URL_SAFE(btoa(b)) : btoa;
+  return {
+    type: mode === "bytes" ? '"type":"bytes"' : '"type":"string"',
+    logical: "",
+    value: (text) => {
+      const binary = read(text);
+      return binary === undefined ? undefined : encode(binary);
+    },
+    render: asString,
+    fallback: "",
+    toast: mode === "bytes" ? PLACEHOLDER_BASE64 : mode === "hex" ? PLACEHOLDER : null,
+  };
+}
 
 /**
  * The unscaled value of a decimal text at a scale, as base64 of its big-endian two's complement
@@ -276,6 +325,9 @@ const DECIMAL_TEXT = /^(-?)(\d+)(?:\.(\d+))?$/;
  */
 const SPECIAL_NUMERIC = new Set(["NaN", "Infinity", "-Infinity"]);
 
+const PRECISE_REFUSAL = "decimal.handling.mode=precise has no form for NaN or infinity (Debezium leaves it null); " +
+  "set --decimal-handling-mode double or string, or let the column be null";
+
 /** Connect's Decimal at the column's scale (SpecialValueDecimal.builder, PostgresValueConverter.convertDecimal). */
 function decimal(precision: number, scale: number): Codec {
   return {
@@ -291,6 +343,7 @@ function decimal(precision: number, scale: number): Codec {
     },
     render: (value) => `"${unscaledBase64(value as bigint)}"`,
     fallback: 0n,
+    refusal: PRECISE_REFUSAL,
   };
 }
 
@@ -313,9 +366,106 @@ const VARIABLE_DECIMAL: Codec = {
     return `{"scale":${scale},"value":"${unscaledBase64(unscaled)}"}`;
   },
   fallback: { scale: 0, unscaled: 0n },
+  refusal: PRECISE_REFUSAL,
 };
 
-/** io.debezium.time.Date: days since 1970 as a Java int; infinity as PostgresValueConverter's far dates. */
+/** SpecialValueDecimal's names of numeric's special values, as decimal.handling.mode=string writes them. */
+const SPECIAL_NAMES: Record<string, string> = {
+  NaN: "NAN",
+  Infinity: "POSITIVE_INFINITY",
+  "-Infinity": "NEGATIVE_INFINITY",
+};
+
+/** Precision and scale of a numeric typmod (pgjdbc TypeInfoCache.getPrecision/getScale). */
+export function numericTypmod(typmod: number): { precision: number; scale: number } | null {
+  return typmod < 0 ? null : { precision: ((typmod - 4) >> 16) & 0xffff, scale: (typmod - 4) & 0xffff };
+}
+
+/**
+ * numeric under decimal.handling.mode (SpecialValueDecimal.builder/fromLogical): precise as Decimal (or
+ * VariableScaleDecimal without a typmod), double as float64 (NaN and the infinities too), string as
+ * BigDecimal.toPlainString at the column's scale (NAN, POSITIVE_INFINITY, NEGATIVE_INFINITY for the special values).
+ */
+export function numericCodec(typmod: number, mode: ValueOptions["decimal"]): Codec {
+  const numeric = numericTypmod(typmod);
+  if (mode === "precise") return numeric ? decimal(numeric.precision, numeric.scale) : VARIABLE_DECIMAL;
+  if (mode === "double") {
+    return {
+      ...float("double"),
+      value: (text) => (SPECIAL_NUMERIC.has(text) || DECIMAL_TEXT.test(text) ? Number(text) : undefined),
+    };
+  }
+  return {
+    ...stringCodec(),
+    value: (text) => {
+      if (SPECIAL_NUMERIC.has(text)) return SPECIAL_NAMES[text];
+      const m = DECIMAL_TEXT.exec(text);
+      if (!m || !numeric) return m ? text : undefined;
+      const fraction = (m[3] ?? "").padEnd(numeric.scale, "0");
+      return fraction.length > numeric.scale ? undefined : `${m[1]}${m[2]}${fraction ? `.${fraction}` : ""}`;
+    },
+    fallback: "0",
+    toast: undefined,
+  };
+}
+
+/**
+ * The decimal of a money text as PostgresMoney.parse reads lc_monetary's output ("$1,234.56", "-$0.50",
+ * "($1.00)"): sign, currency symbol and group separators dropped; undefined for other text.
+ */
+function moneyDecimal(text: string): { negative: boolean; digits: string; fraction: string } | undefined {
+  const negative = text[0] === "(" || text[0] === "-";
+  let rest = text.replace(/^[-(]/, "").replace(/\)$/, "");
+  if (rest && !/[\d.]/.test(rest[0])) rest = rest.slice(1);
+  const m = /^(\d*)(?:\.(\d*))?$/.exec(rest.replaceAll(",", ""));
+  return m && (m[1] || m[2]) ? { negative, digits: m[1] || "0", fraction: m[2] ?? "" } : undefined;
+}
+
+/**
+ * money under decimal.handling.mode (PostgresValueConverter.moneySchema/convertMoney): precise as Decimal at
+ * money.fraction.digits (HALF_UP), double as float64, string as the parsed decimal's plain text.
+ */
+export function moneyCodec(mode: ValueOptions["decimal"], digits: number): Codec {
+  const zero = digits > 0 ? `0.${"0".repeat(digits)}` : "0";
+  if (mode === "string" || mode === "double") {
+    const base = mode === "string" ? { ...stringCodec(), toast: undefined } : float("double");
+    return {
+      ...base,
+      value: (text) => {
+        const d = moneyDecimal(text);
+        if (!d) return undefined;
+        const plainText = `${d.negative ? "-" : ""}${d.digits}${d.fraction ? `.${d.fraction}` : ""}`;
+        return mode === "string" ? plainText : Number(plainText);
+      },
+      fallback: mode === "string" ? zero : 0,
+    };
+  }
+  return {
+    type: '"type":"bytes"',
+    logical: `${named("org.apache.kafka.connect.data.Decimal")},"parameters":{"scale":"${digits}"}`,
+    value: (text) => {
+      const d = moneyDecimal(text);
+      if (!d) return undefined;
+      let unscaled = BigInt(d.digits + d.fraction.slice(0, digits).padEnd(digits, "0"));
+      if (Number(d.fraction[digits] ?? 0) >= 5) unscaled += 1n; // HALF_UP on the magnitude
+      return d.negative ? -unscaled : unscaled;
+    },
+    render: (value) => `"${unscaledBase64(value as bigint)}"`,
+    fallback: 0n,
+  };
+}
+
+/** The schema name of time.precision.mode=connect's types, Kafka Connect's own. */
+const CONNECT = (type: string) => named(`org.apache.kafka.connect.data.${type}`);
+
+/**
+ * date: io.debezium.time.Date (Kafka Connect's Date with time.precision.mode=connect), days since 1970 as a Java
+ * int; infinity as PostgresValueConverter's far dates.
+ */
+export function dateCodec(mode: ValueOptions["time"]): Codec {
+  return { ...DATE_CODEC, logical: mode === "connect" ? CONNECT("Date") : DATE_CODEC.logical };
+}
+
 const DATE_CODEC: Codec = {
   type: '"type":"int32"',
   logical: named("io.debezium.time.Date"),
@@ -337,12 +487,18 @@ function timeMicros(text: string): number | undefined {
   return (Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3])) * 1_000_000 + micros(m[4]);
 }
 
-/** time(p): io.debezium.time.Time (millis, int32) for p <= 3, MicroTime (int64) above (TemporalPrecisionMode.ADAPTIVE). */
-function timeCodec(precision: number): Codec {
-  const millis = precision <= 3;
+/**
+ * time(p) under time.precision.mode (TemporalPrecisionMode): adaptive as io.debezium.time.Time (millis, int32) for
+ * p <= 3 and MicroTime (int64) above; adaptive_time_microseconds as MicroTime; connect as Kafka Connect's Time
+ * (millis).
+ */
+export function timeCodec(precision: number, mode: ValueOptions["time"] = "adaptive"): Codec {
+  const millis = mode === "connect" || (mode === "adaptive" && precision <= 3);
   return {
     type: millis ? '"type":"int32"' : '"type":"int64"',
-    logical: named(millis ? "io.debezium.time.Time" : "io.debezium.time.MicroTime"),
+    logical: mode === "connect"
+      ? CONNECT("Time")
+      : named(millis ? "io.debezium.time.Time" : "io.debezium.time.MicroTime"),
     value: (text) => {
       const us = timeMicros(text);
       return us === undefined ? undefined : millis ? Math.trunc(us / 1000) : us;
@@ -352,12 +508,17 @@ function timeCodec(precision: number): Codec {
   };
 }
 
-/** timestamp(p): io.debezium.time.Timestamp (millis) for p <= 3, MicroTimestamp above; infinity as pgjdbc's. */
-function timestampCodec(precision: number): Codec {
-  const millis = precision <= 3;
+/**
+ * timestamp(p): io.debezium.time.Timestamp (millis) for p <= 3, MicroTimestamp above, Kafka Connect's Timestamp
+ * (millis) with time.precision.mode=connect; infinity as pgjdbc's.
+ */
+export function timestampCodec(precision: number, mode: ValueOptions["time"] = "adaptive"): Codec {
+  const millis = mode === "connect" || precision <= 3;
   return {
     type: '"type":"int64"',
-    logical: named(millis ? "io.debezium.time.Timestamp" : "io.debezium.time.MicroTimestamp"),
+    logical: mode === "connect"
+      ? CONNECT("Timestamp")
+      : named(millis ? "io.debezium.time.Timestamp" : "io.debezium.time.MicroTimestamp"),
     value: (text) => {
       let us: number | bigint;
       if (text === "infinity") us = TIMESTAMP_INFINITY_US;
@@ -407,7 +568,7 @@ function utcTimestamp(text: string, width: number): string | undefined {
  * a typmod; p = 0 prints only what is non-zero, ISO_OFFSET_DATE_TIME); `infinity` and `-infinity` as
  * themselves (PostgresValueConverter.convertTimestampWithZone, ZonedTimestamp.toIsoString).
  */
-function zonedTimestampCodec(width: number): Codec {
+export function zonedTimestampCodec(width: number): Codec {
   return {
     type: '"type":"string"',
     logical: named("io.debezium.time.ZonedTimestamp"),
@@ -429,7 +590,7 @@ function zonedTimestampCodec(width: number): Codec {
 }
 
 /** timetz: io.debezium.time.ZonedTime, the time shifted to UTC, ISO_OFFSET_TIME (shortest fraction). */
-const ZONED_TIME: Codec = {
+export const ZONED_TIME: Codec = {
   type: '"type":"string"',
   logical: named("io.debezium.time.ZonedTime"),
   value: (text) => {
@@ -444,7 +605,8 @@ const ZONED_TIME: Codec = {
   fallback: "00:00:00Z",
 };
 
-const UUID_CODEC: Codec = {
+/** uuid as io.debezium.data.Uuid. */
+export const UUID_CODEC: Codec = {
   ...stringCodec(named("io.debezium.data.Uuid")),
   value: (text) => (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(text) ? text : undefined),
 };
@@ -487,8 +649,7 @@ const MICRO_DURATION: Codec = {
   value: (text) => {
     const f = intervalFields(text);
     if (!f) return undefined;
-    const totalMicros = Math.round(f[5] * 1e6);
-    const seconds = Math.trunc(totalMicros / 1e6) + (totalMicros % 1e6) / 1e6;
+    const seconds = intervalSeconds(f[5]);
     const days = (f[0] * 12 + f[1]) * (365.25 / 12) + f[2];
     const us = Math.trunc(((((days * 24 + f[3]) * 60) + f[4]) * 60 + seconds) * 1e6);
     if (Number.isSafeInteger(us)) return us;
@@ -500,94 +661,45 @@ const MICRO_DURATION: Codec = {
   fallback: 0,
 };
 
-/** Types Debezium encodes and this encoder does not (yet): refused by name rather than written wrongly. */
-const UNSUPPORTED: Record<string, string> = {
-  money: "Decimal",
-  bit: "Bits/boolean",
-  varbit: "Bits",
-  point: "io.debezium.data.geometry.Point",
-  tsvector: "io.debezium.data.TsVector",
-  hstore: "map",
-  citext: "string",
-  geometry: "io.debezium.data.geometry.Geometry",
-  geography: "io.debezium.data.geometry.Geography",
-  ltree: "io.debezium.data.Ltree",
-  vector: "io.debezium.data.DoubleVector",
-  halfvec: "io.debezium.data.FloatVector",
-  sparsevec: "io.debezium.data.SparseDoubleVector",
-  isbn: "string",
-};
-
-// Type oids from pg_type.dat.
-const STRING_OIDS = new Set([
-  25, // text
-  1043, // varchar
-  19, // name
-  18, // "char"
-  650, // cidr
-  869, // inet
-  829, // macaddr
-  774, // macaddr8
-  3904, // int4range
-  3906, // numrange
-  3908, // tsrange
-  3910, // tstzrange
-  3912, // daterange
-  3926, // int8range
-]);
-
-/** Precision and scale of a numeric typmod (pgjdbc TypeInfoCache.getPrecision/getScale). */
-function numericTypmod(typmod: number): { precision: number; scale: number } | null {
-  return typmod < 0 ? null : { precision: ((typmod - 4) >> 16) & 0xffff, scale: (typmod - 4) & 0xffff };
+/** A double as BigDecimal.valueOf(x).stripTrailingZeros().toPlainString() writes it. */
+function plainDouble(x: number): string {
+  const m = /^(-?)(\d+)\.(\d+)(?:E(-?\d+))?$/.exec(javaDouble(x));
+  if (!m) return String(x);
+  let digits = m[2] + m[3];
+  let point = m[2].length + Number(m[4] ?? 0);
+  while (digits.length > 1 && digits[0] === "0") [digits, point] = [digits.slice(1), point - 1];
+  digits = digits.replace(/0+$/, "");
+  if (!digits) return "0";
+  const body = point <= 0
+    ? `0.${"0".repeat(-point)}${digits}`
+    : digits.length <= point
+    ? digits.padEnd(point, "0")
+    : `${digits.slice(0, point)}.${digits.slice(point)}`;
+  return m[1] + body;
 }
 
-/** Seconds precision of a time/timestamp typmod: 6 without one (TypeInfoCache.getScale). */
-const timePrecision = (typmod: number) => (typmod < 0 ? 6 : typmod);
-
-/** The codec of a column's type, as PostgresValueConverter.schemaBuilder/converter choose them. */
-export function codecFor(facts: TypeFacts): CodecLookup {
-  const { typeOid, typmod } = facts;
-  if (STRING_OIDS.has(typeOid)) return { codec: stringCodec() };
-  if (typeOid === 1042) return { codec: typmod > 4 ? blankPadded(typmod - 4) : stringCodec() };
-  const numeric = typeOid === 1700 ? numericTypmod(typmod) : null;
-  if (numeric && numeric.scale > 1000) return { unsupported: `numeric with a negative scale (typmod ${typmod})` };
-  const codec = BUILTIN[typeOid]?.(typmod);
-  if (codec) return { codec };
-  if (facts.enumValues) {
-    const allowed = jsonString(facts.enumValues.join(","));
-    return { codec: stringCodec(`${named("io.debezium.data.Enum")},"parameters":{"allowed":${allowed}}`) };
-  }
-  const debezium = UNSUPPORTED[facts.typeName];
-  if (debezium) return { unsupported: `Debezium writes ${facts.typeName} as ${debezium}` };
-  if (facts.typeName.startsWith("_")) return { unsupported: `Debezium writes arrays (${facts.typeName}) as arrays` };
-  // Every other type is JDBC's OTHER: Debezium leaves the column out of schema and payload.
-  return { skipped: true };
+/** The seconds of an interval as PGInterval.getSeconds gives them: rounded to microseconds (setSeconds). */
+function intervalSeconds(seconds: number): number {
+  const totalMicros = Math.round(seconds * 1e6);
+  return Math.trunc(totalMicros / 1e6) + (totalMicros % 1e6) / 1e6;
 }
 
-const BUILTIN: Record<number, (typmod: number) => Codec> = {
-  16: () => BOOLEAN,
-  17: () => BYTES,
-  20: () => INT64,
-  21: () => integer("int16", -32768, 32767),
-  23: () => integer("int32", -2147483648, 2147483647),
-  26: () => INT64, // oid
-  114: () => stringCodec(named("io.debezium.data.Json")),
-  142: () => stringCodec(named("io.debezium.data.Xml")),
-  700: () => float("float"),
-  701: () => float("double"),
-  1082: () => DATE_CODEC,
-  1083: (typmod) => timeCodec(timePrecision(typmod)),
-  1114: (typmod) => timestampCodec(timePrecision(typmod)),
-  1184: (typmod) => zonedTimestampCodec(timePrecision(typmod)),
-  1186: () => MICRO_DURATION,
-  1266: () => ZONED_TIME,
-  1700: (typmod) => {
-    const numeric = numericTypmod(typmod);
-    return numeric ? decimal(numeric.precision, numeric.scale) : VARIABLE_DECIMAL;
+/** interval.handling.mode=string: io.debezium.time.Interval, Interval.toIsoString of PGInterval's fields. */
+const ISO_INTERVAL: Codec = {
+  ...stringCodec(named("io.debezium.time.Interval")),
+  value: (text) => {
+    const f = intervalFields(text);
+    if (!f) return undefined;
+    return `P${f[0]}Y${f[1]}M${f[2]}DT${f[3]}H${f[4]}M${plainDouble(intervalSeconds(f[5]))}S`;
   },
-  2950: () => UUID_CODEC,
-  3802: () => stringCodec(named("io.debezium.data.Json")),
+  fallback: "P0Y0M0DT0H0M0S",
+  toast: undefined,
 };
+
+/** interval under interval.handling.mode. */
+export function intervalCodec(mode: ValueOptions["interval"]): Codec {
+  return mode === "string" ? ISO_INTERVAL : MICRO_DURATION;
+}
 
 // ---- Column defaults, as PostgresDefaultValueConverter reads them ----------------------------------
 
@@ -649,28 +761,20 @@ const DEFAULT_MAPPERS: Record<string, [placeholder: string, toText: (literal: st
 };
 
 /**
- * The default Debezium reports for a column default expression (pg_get_expr of pg_attrdef), as a logical
- * value of the column's codec, or `undefined` when it reports none: no mapper for the type (bytea, arrays,
- * domains...), `NULL::type`, an expression it cannot parse, or an unconstrained numeric (a struct default is
- * dropped, KAFKA-12694). A function call such as `now()` or `nextval(...)` gives the type's placeholder.
+ * The default Debezium reports for a column default expression (pg_get_expr of pg_attrdef) as the text its
+ * codec reads (the encoder makes it the codec's logical value), or `undefined` when it reports none: no mapper
+ * for the type (bytea, arrays, domains...), `NULL::type`, or an expression it cannot parse. A function call such
+ * as `now()` or `nextval(...)` gives the type's placeholder. `enumType`: the column's type is an enum.
  */
-export function debeziumDefault(facts: TypeFacts, declaredTypeName: string, expression: string): unknown {
-  let literal: string | null;
-  let toText = (v: string) => v;
-  if (facts.enumValues) {
+export function debeziumDefault(declaredTypeName: string, expression: string, enumType = false): string | undefined {
+  if (enumType) {
     // extractEnumDefault: 'label'::type
     const m = /^'(.*)'::[^']+$/.exec(expression);
-    literal = m ? m[1] : null;
-  } else {
-    const mapper = DEFAULT_MAPPERS[declaredTypeName];
-    if (!mapper) return undefined;
-    const trimmed = TRIMMED.has(declaredTypeName) ? expression.trim() : expression;
-    literal = extractDefault(trimmed, mapper[0]);
-    toText = mapper[1];
+    return m ? m[1] : undefined;
   }
-  if (literal === null) return undefined;
-  const found = codecFor(facts);
-  if (!("codec" in found) || found.codec === VARIABLE_DECIMAL) return undefined;
-  const value = found.codec.value(toText(literal));
-  return value === null ? undefined : value;
+  const mapper = DEFAULT_MAPPERS[declaredTypeName];
+  if (!mapper) return undefined;
+  const trimmed = TRIMMED.has(declaredTypeName) ? expression.trim() : expression;
+  const literal = extractDefault(trimmed, mapper[0]);
+  return literal === null ? undefined : mapper[1](literal);
 }

@@ -286,6 +286,21 @@ pg_install() {
   fi
 }
 
+# PostGIS for the capture's geometry/geography columns, from Debian's package of the server's major version, when
+# that server is Debian's and the extension is missing; a failed install only leaves those columns untested.
+pg_install_postgis() {
+  local bin="$1" major package
+  [[ "$bin" =~ ^/usr/lib/postgresql/([0-9]+)/bin$ ]] || return 0
+  major="${BASH_REMATCH[1]}"
+  [[ -f "/usr/share/postgresql/$major/extension/postgis.control" ]] && return 0
+  package="postgresql-$major-postgis-3"
+  log "installing PostGIS (apt-get install $package)"
+  export DEBIAN_FRONTEND=noninteractive
+  # A fresh image has no package lists: the install fails until apt-get update fetches them.
+  { apt-get install -y -qq "$package" || { apt-get update -qq && apt-get install -y -qq "$package"; }; } \
+    >/dev/null 2>&1 || log "PostGIS could not be installed; geometry and geography columns go untested"
+}
+
 pg_as_owner() {
   if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
@@ -322,6 +337,7 @@ pg_up() {
   fi
   pg_install
   local bin; bin="$(pg_bindir)"
+  pg_install_postgis "$bin"
   mkdir -p "$dir"
   pg_make_reachable "$dir"
   if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir"; fi

@@ -5,7 +5,8 @@
  * test says, and PostgreSQL's side of a slot that resumes.
  * @module
  */
-import { buildTableSpec, type CatalogTable } from "../../lib/capture_catalog.ts";
+import { buildTableSpec, type CatalogTable, type CatalogType } from "../../lib/capture_catalog.ts";
+import type { ColumnSpec } from "../../lib/capture_debezium.ts";
 import type { CaptureDatabase } from "../../lib/capture_database.ts";
 import type { CaptureSink } from "../../lib/capture_kafka.ts";
 import type { Lsn, Relation } from "../../lib/capture_pgoutput.ts";
@@ -14,6 +15,16 @@ import type { FollowerCatalog } from "../../lib/capture_stream.ts";
 import { StreamEndedError } from "../../lib/capture_errors.ts";
 import type { TopicMessages } from "../../lib/kafka_producer.ts";
 import { begin, commit, insert, keepalive, relation, type RelationColumnSpec, xlog } from "./_frames.ts";
+
+/** A nullable, non-key column of a TableSpec, without typmod unless `extra` says otherwise. */
+export function col(name: string, typeOid: number, typeName: string, extra: Partial<ColumnSpec> = {}): ColumnSpec {
+  return { name, typeOid, typeName, typmod: -1, optional: true, key: false, ...extra };
+}
+
+/** A catalog type that is its own base type, without typmod or labels. */
+export function catalogType(oid: number, name: string, extra: Partial<CatalogType> = {}): CatalogType {
+  return { oid, name, baseOid: oid, baseName: name, typmod: -1, enumValues: null, ...extra };
+}
 
 /** The users table's relation id in the frames. */
 export const USERS_ID = 7;

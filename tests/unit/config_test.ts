@@ -577,6 +577,8 @@ Deno.test("the capture's and dlq's help list exactly the flags they read", () =>
       ...["database-url", "replication-factor", "log-format", "metrics-port", "help", "topic-prefix", "tables"],
       ...["topic-partitions", "slot", "publication", "batch-size", "schemas", "compression", "in-flight"],
       ...["in-flight-bytes", "drop-slot", "new-snapshot"],
+      ...["decimal-handling-mode", "time-precision-mode", "binary-handling-mode", "hstore-handling-mode"],
+      ...["interval-handling-mode", "money-fraction-digits", "include-unknown-datatypes"],
     ].sort(),
   );
   assert.deepEqual(
