@@ -13,6 +13,7 @@ import type { TupleValues } from "./capture_pgoutput.ts";
 import type { ChangeSource, RowChange } from "./capture_reader.ts";
 import { type Codec, codecFor, jsonString } from "./capture_debezium_values.ts";
 import { utf8Length } from "./utf8.ts";
+import { type RecordShape, shapeTable } from "./capture_catalog.ts";
 
 /** One column, from pgoutput's Relation message and the catalog. */
 export interface ColumnSpec {
@@ -32,6 +33,8 @@ export interface ColumnSpec {
   defaultValue?: unknown;
   /** The labels of an enum type, in sort order. */
   enumValues?: string[];
+  /** Left out of the value by `column.include.list` or `column.exclude.list` (a key column stays in the key). */
+  excluded?: boolean;
 }
 
 /** A captured table as Debezium sees it. */
@@ -62,6 +65,12 @@ export interface EncoderSettings {
    * payloads alone, as with `schemas.enable=false`. @default true
    */
   schemas?: boolean;
+  /** Debezium's `tombstones.on.delete`: a delete is followed by a tombstone. @default true */
+  tombstonesOnDelete?: boolean;
+  /** Debezium's `skipped.operations` of c, u and d: changes (and records) of these operations are not written. */
+  skippedOperations?: ReadonlySet<string>;
+  /** Debezium's column filter and key columns. */
+  shape?: RecordShape;
 }
 
 const utf8 = new TextEncoder();
@@ -167,9 +176,11 @@ const ENVELOPE_TAIL = `{"type":"struct","fields":[{"type":"string","optional":fa
   `{"type":"int64","optional":true,"field":"ts_ms"},{"type":"int64","optional":true,"field":"ts_us"},` +
   `{"type":"int64","optional":true,"field":"ts_ns"}]`;
 
+/** The columns of the value and those only in the key, each with its tuple index; members count the value's only. */
 function compileColumns(spec: TableSpec): CompiledColumn[] {
   const columns: CompiledColumn[] = [];
   spec.columns.forEach((column, index) => {
+    if (column.excluded && !column.key) return;
     const found = codecFor(column);
     if ("skipped" in found) return; // include.unknown.datatypes=false: Debezium leaves the column out
     if ("unsupported" in found) {
@@ -187,7 +198,16 @@ function compileColumns(spec: TableSpec): CompiledColumn[] {
       : codec.render(codec.fallback); // JdbcValueConverters.convertValue: a required column's NULL gets the fallback
     columns.push({ spec: column, index, member: "", codec, nullJson, droppable: column.optional || hasDefault });
   });
-  return columns.map((c, i) => ({ ...c, member: `${i ? "," : ""}${jsonString(c.spec.name)}:` }));
+  let at = 0;
+  return columns.map((c) => c.spec.excluded ? c : { ...c, member: `${at++ ? "," : ""}${jsonString(c.spec.name)}:` });
+}
+
+/**
+ * The topic of a table, `<prefix>.<schema>.<table>` with every character Kafka refuses in a topic name made `_`
+ * (Debezium's AbstractTopicNamingStrategy.sanitizedTopicName).
+ */
+export function topicOf(prefix: string, schema: string, table: string): string {
+  return `${prefix}.${schema}.${table}`.replace(/[^A-Za-z0-9._-]/g, "_");
 }
 
 function keyColumnsOf(spec: TableSpec, columns: CompiledColumn[]): CompiledColumn[] {
@@ -199,10 +219,12 @@ function keyColumnsOf(spec: TableSpec, columns: CompiledColumn[]): CompiledColum
   });
 }
 
-function compile(settings: EncoderSettings, spec: TableSpec): CompiledTable {
-  const topic = `${settings.prefix}.${spec.schema}.${spec.table}`;
-  const columns = compileColumns(spec);
-  const keyColumns = keyColumnsOf(spec, columns);
+function compile(settings: EncoderSettings, described: TableSpec): CompiledTable {
+  const spec = settings.shape ? shapeTable(described, settings.shape) : described;
+  const topic = topicOf(settings.prefix, spec.schema, spec.table);
+  const compiled = compileColumns(spec);
+  const columns = compiled.filter((c) => !c.spec.excluded);
+  const keyColumns = keyColumnsOf(spec, compiled);
   const fields = (list: CompiledColumn[]) => list.map(fieldSchema).join(",");
   const keySchema = `{"type":"struct","fields":[${fields(keyColumns)}],"optional":false,` +
     `"name":${jsonString(`${topic}.Key`)}}`;
@@ -268,7 +290,9 @@ function encodeRowPair(table: CompiledTable, before: TupleValues, after: TupleVa
   let afterJson = "{";
   for (const column of table.columns) {
     const old = before[column.index];
-    const now = after[column.index];
+    // An unchanged TOASTed value takes the old row's (REPLICA IDENTITY FULL sends it), as Debezium's
+    // PostgresChangeRecordEmitter does from the old tuple; only without one does the placeholder remain.
+    const now = after[column.index] === undefined && old != null ? old : after[column.index];
     const value = encodeValue(table, column, old, before);
     beforeJson += column.member + value;
     afterJson += column.member + (now === old ? value : encodeValue(table, column, now, after));
@@ -299,9 +323,9 @@ export class DebeziumEncoder {
     this.#database = `"db":${jsonString(settings.database)},`;
   }
 
-  /** The topic of a table: `<prefix>.<schema>.<table>`. */
-  topic(spec: TableSpec): string {
-    return `${this.settings.prefix}.${spec.schema}.${spec.table}`;
+  /** The topic of a table: `<prefix>.<schema>.<table>` ({@linkcode topicOf}). */
+  topic(spec: Pick<TableSpec, "schema" | "table">): string {
+    return topicOf(this.settings.prefix, spec.schema, spec.table);
   }
 
   #table(spec: TableSpec): CompiledTable {
@@ -313,9 +337,14 @@ export class DebeziumEncoder {
   /**
    * Records of one change. An update that changes the key gives d + tombstone (old key) then c (new key), as
    * Debezium's RelationalChangeRecordEmitter does. A delete gives d + tombstone. nowNs: capture time in
-   * nanoseconds since 1970 (envelope ts_ms/ts_us/ts_ns).
+   * nanoseconds since 1970 (envelope ts_ms/ts_us/ts_ns). A skipped operation gives no records: Debezium's
+   * publication leaves its changes out, and its dispatcher drops each record of a skipped op, and that record's
+   * tombstone (EventDispatcher); `tombstonesOnDelete: false` drops tombstones.
    */
   encode(spec: TableSpec, change: RowChange, nowNs: bigint): CaptureRecord[] {
+    const skipped = this.settings.skippedOperations;
+    if (skipped?.has(change.op)) return [];
+    const tombstones = this.settings.tombstonesOnDelete ?? true;
     const table = this.#table(spec);
     const { op, before, after } = change;
     const row = op === "d" ? before : after;
@@ -334,17 +363,22 @@ export class DebeziumEncoder {
       );
     };
     const { topic } = table;
-    if (op === "d") return [{ topic, key, value: envelope("d", before, null) }, { topic, key, value: null }];
+    if (op === "d") {
+      return [{ topic, key, value: envelope("d", before, null) }, ...(tombstones ? [{ topic, key, value: null }] : [])];
+    }
     if (op === "u" && before) {
       const oldKey = this.#key(table, before);
       if (oldKey !== key) {
         // Headers travel with the records, the tombstone included (EventDispatcher copies them).
         const toNew = { "__debezium.newkey": key ?? "null" };
-        return [
+        const deleted = skipped?.has("d") ? [] : [
           { topic, key: oldKey, value: envelope("d", before, null), headers: toNew },
-          { topic, key: oldKey, value: null, headers: toNew },
-          { topic, key, value: envelope("c", null, after), headers: { "__debezium.oldkey": oldKey ?? "null" } },
+          ...(tombstones ? [{ topic, key: oldKey, value: null, headers: toNew }] : []),
         ];
+        const created = skipped?.has("c")
+          ? []
+          : [{ topic, key, value: envelope("c", null, after), headers: { "__debezium.oldkey": oldKey ?? "null" } }];
+        return [...deleted, ...created];
       }
     }
     return [{ topic, key, value: envelope(op, before, after) }];

@@ -31,6 +31,8 @@ export interface FollowerCatalog {
   tableSpec(relation: Relation): Promise<TableSpec>;
   /** The configured tables missing from the publication. */
   missingFromPublication(): Promise<TableName[]>;
+  /** The configured partitioned table above the relation, which its changes belong to; null without one. */
+  configuredAncestor(relation: Relation): Promise<TableName | null>;
 }
 
 /** What {@linkcode StreamFollower} works with. */
@@ -178,13 +180,9 @@ export class StreamFollower {
         if (spec === undefined) {
           throw new CaptureError(`a change refers to relation ${event.relationId}, which the stream never described`);
         }
-        if (spec) {
-          this.options.publisher.add(
-            encodeOrStop(this.options.encoder, spec, event.change),
-            spec,
-            event.change.op,
-          );
-        }
+        // A change of a skipped operation (skipped.operations) has no records, and is not counted as published.
+        const records = spec ? encodeOrStop(this.options.encoder, spec, event.change) : [];
+        if (spec && records.length) this.options.publisher.add(records, spec, event.change.op);
         return;
       }
       case "commit":
@@ -205,17 +203,19 @@ export class StreamFollower {
    * the capture was not asked for means the publication changed: it is checked.
    */
   async #describe(relation: Relation): Promise<void> {
-    const name = { schema: relation.schema, table: relation.table };
-    const configured = this.options.config.tables.some((t) => qualified(t) === qualified(name));
-    if (!configured) {
+    const { config, catalog, logger } = this.options;
+    const own = { schema: relation.schema, table: relation.table };
+    const name = config.tables.some((t) => qualified(t) === qualified(own))
+      ? own
+      : await catalog.configuredAncestor(relation);
+    if (!name) {
       if (!this.specs.has(relation.relationId)) {
-        this.options.logger.warn(
-          `publication ${this.options.config.publication} sends ${qualified(name)}, not in --tables: skipped`,
-        );
+        logger.warn(`publication ${config.publication} sends ${qualified(own)}, not in --tables: skipped`);
       }
       this.specs.set(relation.relationId, null);
     } else {
-      this.specs.set(relation.relationId, await this.options.catalog.tableSpec(relation));
+      // A partition's changes go to its configured partitioned table's topic, read with the partition's columns.
+      this.specs.set(relation.relationId, await catalog.tableSpec({ ...relation, ...name }));
     }
     await this.checkPublication();
   }

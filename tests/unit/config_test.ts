@@ -577,6 +577,8 @@ Deno.test("the capture's and dlq's help list exactly the flags they read", () =>
       ...["database-url", "replication-factor", "log-format", "metrics-port", "help", "topic-prefix", "tables"],
       ...["topic-partitions", "slot", "publication", "batch-size", "schemas", "compression", "in-flight"],
       ...["in-flight-bytes", "drop-slot", "new-snapshot"],
+      ...["tombstones-on-delete", "skipped-operations", "column-include-list", "column-exclude-list"],
+      ...["message-key-columns", "replica-identity-autoset-values"],
     ].sort(),
   );
   assert.deepEqual(
