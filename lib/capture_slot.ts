@@ -23,12 +23,16 @@ export function qualified(name: TableName): string {
 
 /** The capture's bookkeeping: whether a slot's first snapshot reached Kafka. */
 export async function ensureStateTable(sql: Sql): Promise<void> {
-  await sql`
-    create table if not exists cdc_capture_state (
-      slot_name text primary key,
-      snapshot_lsn pg_lsn not null,
-      snapshot_done_at timestamptz not null default now()
-    )`;
+  // Two captures (two slots) starting at once on one database would race in CREATE TABLE IF NOT EXISTS (23505).
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext('cdc_capture_state'))`;
+    await tx`
+      create table if not exists cdc_capture_state (
+        slot_name text primary key,
+        snapshot_lsn pg_lsn not null,
+        snapshot_done_at timestamptz not null default now()
+      )`;
+  });
 }
 
 /** The rule of `replica.identity.autoset.values` for `table`; more than one is a stop, as in ReplicaIdentityMapper. */
@@ -118,19 +122,46 @@ export async function missingFromPublication(sql: Sql, publication: string, tabl
  * were decoded without it, so adding it back would leave that gap unseen. A partitioned table's
  * changes are published as the table's own (publish_via_partition_root), so they reach its topic.
  */
-export async function ensurePublication(sql: Sql, publication: string, tables: TableName[], mayAdd: boolean) {
+export async function ensurePublication(
+  sql: Sql,
+  publication: string,
+  tables: TableName[],
+  mayAdd: boolean,
+  skipped: ReadonlySet<string> = new Set(["t"]),
+) {
+  const publish = publishOption(skipped);
   await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${publication}))`;
-    const [found] = await tx<{ viaRoot: boolean }[]>`
-      select pubviaroot as "viaRoot" from pg_publication where pubname = ${publication}`;
-    if (!found) await tx`create publication ${tx(publication)} with (publish_via_partition_root = true)`;
+    const [found] = await tx<{ viaRoot: boolean; publish: string }[]>`
+      select pubviaroot as "viaRoot",
+             concat_ws(',', case when pubinsert then 'insert' end, case when pubupdate then 'update' end,
+                       case when pubdelete then 'delete' end, case when pubtruncate then 'truncate' end) as publish
+      from pg_publication where pubname = ${publication}`;
+    // The option's words come from PUBLISHED_OPERATIONS, never from user data.
+    const options = tx.unsafe(`publish = '${publish}'`);
+    if (!found) await tx`create publication ${tx(publication)} with (publish_via_partition_root = true, ${options})`;
     else if (!found.viaRoot && await anyPartitioned(tx as unknown as Sql, tables)) {
       await tx`alter publication ${tx(publication)} set (publish_via_partition_root = true)`;
     }
+    if (found && found.publish !== publish) await tx`alter publication ${tx(publication)} set (${options})`;
     const missing = await missingFromPublication(tx as unknown as Sql, publication, tables);
     if (missing.length && !mayAdd) throw new PublicationGapError(qualified(missing[0]), publication);
     for (const t of missing) await tx`alter publication ${tx(publication)} add table ${tx(t.schema)}.${tx(t.table)}`;
   });
+}
+
+/** The operations a publication publishes, by the code skipped.operations names them with. */
+const PUBLISHED_OPERATIONS = [["c", "insert"], ["u", "update"], ["d", "delete"], ["t", "truncate"]] as const;
+
+/**
+ * The publication's `publish` option for `skipped` (skipped.operations): the operations not skipped,
+ * as Debezium's publication leaves the skipped ones out (PostgresReplicationConnection.buildPublishOptionValue),
+ * so that a transaction of skipped changes only is not sent at all and `source.sequence` names the same
+ * commits. Debezium's default, `t` alone, publishes everything: truncates are dropped by the capture instead.
+ */
+export function publishOption(skipped: ReadonlySet<string>): string {
+  const all = skipped.size === 1 && skipped.has("t");
+  return PUBLISHED_OPERATIONS.filter(([code]) => all || !skipped.has(code)).map(([, word]) => word).join(",");
 }
 
 /** Whether any of `tables` is a partitioned table. */
@@ -282,6 +313,7 @@ export async function prepareDatabase(
   sql: Sql,
   config: Pick<CaptureConfig, "tables" | "slot" | "publication" | "newSnapshot"> & {
     replicaIdentityAutoset?: IdentityRule[];
+    skippedOperations?: ReadonlySet<string>;
   },
   ensureContractTables?: (sql: Sql) => Promise<void>,
 ): Promise<void> {
@@ -292,5 +324,6 @@ export async function prepareDatabase(
   await prepareTables(sql, config.tables, config.replicaIdentityAutoset);
   const state = await slotState(sql, config.slot);
   if (!config.newSnapshot) await refuseLostSlot(sql, config.slot, state);
-  await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
+  const mayAdd = config.newSnapshot || !state.snapshotDone;
+  await ensurePublication(sql, config.publication, config.tables, mayAdd, config.skippedOperations);
 }
