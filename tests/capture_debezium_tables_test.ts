@@ -17,8 +17,8 @@ import {
   pipelineNames,
   readWholeTopic,
   ROOT,
+  runCommand,
   type Running,
-  startCommand,
   stopProcess,
   testKafka,
   uniqueName,
@@ -270,5 +270,59 @@ Deno.test("USING INDEX, quoted, partitioned and TOASTed tables and Debezium's ta
     for (const run of runs) await run.stop(db.sql).catch((error) => console.error(`stopping run failed: ${error}`));
     await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
     if (!Deno.env.get("DEBEZIUM_COMPAT_KEEP")) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+/** The `id`s of the after-images a capture topic holds, sorted (tombstones and deletes left out). */
+async function idsIn(topic: string): Promise<number[]> {
+  const decoder = new TextDecoder();
+  return (await readWholeTopic(topic)).flatMap((r) => {
+    const after = r.value && JSON.parse(decoder.decode(r.value)).payload.after;
+    return after ? [after.id as number] : [];
+  }).sort((a, b) => a - b);
+}
+
+Deno.test("--new-snapshot takes a publication that already holds a partitioned table, and its partitions' changes reach the table's topic", async () => {
+  const db = await createTestDatabase();
+  const root = { ...pipelineNames(db.url), ...captureNames(), CAPTURE_TABLES: 'public.meas,public."Order Items"' };
+  const alone = { ...pipelineNames(db.url), ...captureNames(), CAPTURE_TABLES: "public.meas_2024" };
+  const runs: Running[] = [];
+  try {
+    await db.sql.unsafe(`
+      create table meas (id int not null, at date not null, primary key (id, at)) partition by range (at);
+      create table meas_2024 partition of meas for values from ('2024-01-01') to ('2025-01-01');
+      create table "Order Items" (id int primary key);
+      insert into meas values (1, '2024-03-01');
+      insert into "Order Items" values (1);
+      create publication ${root.CAPTURE_PUBLICATION} for table meas, "Order Items";`);
+    runs.push(await startCapture(root, ["--new-snapshot"]), await startCapture(alone));
+    const [pub] = await db.sql`select pubviaroot from pg_publication where pubname = ${root.CAPTURE_PUBLICATION}`;
+    assert.equal(pub.pubviaroot, true);
+    await db.sql`insert into meas values (2, '2024-04-01')`;
+    const meas = `${root.CAPTURE_TOPIC_PREFIX}.public.meas`;
+    await waitFor(
+      "the snapshot row and the streamed insert on the root's topic",
+      async () => (await idsIn(meas)).length >= 2,
+    );
+    // A partition listed alone keeps its own topic.
+    const partition = `${alone.CAPTURE_TOPIC_PREFIX}.public.meas_2024`;
+    await waitFor("both rows on the partition's own topic", async () => (await idsIn(partition)).length >= 2);
+    assert.deepEqual(await idsIn(partition), [1, 2]);
+
+    // Changes decoded while the publication published partitions as themselves come under the partition's name.
+    await stopProcess(runs.shift()!);
+    await db.sql`alter publication ${db.sql(root.CAPTURE_PUBLICATION)} set (publish_via_partition_root = false)`;
+    await db.sql`insert into meas values (3, '2024-05-01')`;
+    await db.sql`update meas set at = '2024-06-01' where id = 3`;
+    runs.unshift(await startCapture(root));
+    await waitFor("the changes made meanwhile on the root's topic", async () => (await idsIn(meas)).length >= 4);
+    assert.deepEqual(await idsIn(meas), [1, 2, 3, 3]);
+    assert.doesNotMatch(runs[0].stderr(), /WARN|ERROR/);
+  } finally {
+    for (const run of runs) await stopProcess(run);
+    for (const env of [root, alone]) {
+      await runCommand("produce", ["capture", "--drop-slot"], env).catch(() => {});
+    }
+    await db.drop().catch((error) => console.error(`dropping the test database failed: ${error}`));
   }
 });
