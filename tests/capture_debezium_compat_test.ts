@@ -414,7 +414,9 @@ Deno.test("the capture writes what Debezium 3.6.1 writes for the same snapshot a
       );
     }
     if (SKIP.size === 0) {
-      const unused = known.filter((k) => !differences.some((d) => k.matches(d))).map((k) => k.pattern);
+      // An item another test shows (its reason names the test) is that test's to check.
+      const unused = known.filter((k) => !k.reason.includes("_test.ts") && !differences.some((d) => k.matches(d)))
+        .map((k) => k.pattern);
       assert.deepEqual(unused, [], "docs/CAPTURE.md lists differences no record shows: remove them");
     }
   } finally {
