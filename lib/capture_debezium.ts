@@ -384,6 +384,19 @@ export class DebeziumEncoder {
     return [{ topic, key, value: envelope(op, before, after) }];
   }
 
+  /**
+   * The record of a TRUNCATE of `spec`'s table, as Debezium writes one when `skipped.operations` leaves `t` out
+   * (Envelope.truncate: op `t`, no before or after; a null key, whose schema EventDispatcher leaves null, which
+   * JsonConverter writes as no key at all); none when `t` is skipped.
+   */
+  truncate(spec: TableSpec, source: ChangeSource, nowNs: bigint): CaptureRecord[] {
+    if (this.settings.skippedOperations?.has("t") ?? true) return [];
+    const table = this.#table(spec);
+    const payload = `{"before":null,"after":null${this.#source(table, source)},"transaction":null,"op":"t",` +
+      `${envelopeTimes(nowNs)}}`;
+    return [{ topic: table.topic, key: null, value: new FramedJson(table.valueHead, payload, table.valueTail) }];
+  }
+
   /** A commit time as the source block writes it; a transaction's changes (and a snapshot's rows) share one. */
   #commitTime(tsUs: bigint): { us: bigint; ms: string; ns: string } {
     if (this.#lastCommitTime?.us !== tsUs) {

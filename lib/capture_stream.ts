@@ -8,7 +8,7 @@
 import type { AckingPublisher } from "./capture_publisher.ts";
 import type { DebeziumEncoder, TableSpec } from "./capture_debezium.ts";
 import { CaptureError, PublicationGapError } from "./capture_errors.ts";
-import { encodeOrStop } from "./capture_debezium.ts";
+import { encodeOrStop, nowNs } from "./capture_debezium.ts";
 import { qualified } from "./capture_slot.ts";
 import type { TableName } from "./config.ts";
 import { ChangeReader, type StreamEvent } from "./capture_reader.ts";
@@ -192,8 +192,21 @@ export class StreamFollower {
         if (event.replyRequested) following.sendStatus();
         return;
       case "truncate":
-        // Debezium's default (skipped.operations=t) publishes no truncate events either.
-        this.options.logger.warn("a TRUNCATE of a captured table was skipped, as Debezium does by default");
+        return this.#truncate(event);
+    }
+  }
+
+  /** A TRUNCATE: one record per captured table, unless skipped.operations skips `t`, as Debezium's default does. */
+  #truncate(event: Extract<StreamEvent, { type: "truncate" }>): void {
+    const { encoder, publisher, logger } = this.options;
+    for (const relationId of event.relationIds) {
+      const spec = this.specs.get(relationId);
+      if (!spec) continue;
+      const records = encoder.truncate(spec, event.source, nowNs());
+      if (records.length) publisher.add(records, spec, "t");
+      else {logger.warn(
+          `a TRUNCATE of ${qualified(spec)} was skipped (skipped.operations), as Debezium does by default`,
+        );}
     }
   }
 

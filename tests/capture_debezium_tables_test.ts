@@ -125,6 +125,7 @@ async function changeRows(sql: postgres.Sql) {
       "update toast_full set short = 2 where id = 1",
       `insert into toast_full values (2, 1, ${BIG}, 'y')`,
       "delete from toast_full where id = 2",
+      "truncate by_index",
     ]
   ) await sql.unsafe(statement);
 }

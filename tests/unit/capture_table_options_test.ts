@@ -192,3 +192,27 @@ Deno.test("an unchanged TOASTed value takes the old row's under REPLICA IDENTITY
   const noBefore = encode({}, ITEMS, change("u", null, ["1", "3", undefined]));
   assert.equal(parse(String(noBefore[0].value)).after.note, "__debezium_unavailable_value");
 });
+
+Deno.test("a TRUNCATE is one op t record without key, before or after when skipped.operations leaves t out (Envelope.truncate)", () => {
+  const encoder = (skipped: string[]) =>
+    new DebeziumEncoder({
+      prefix: "cdc",
+      database: "db",
+      version: "v",
+      schemas: false,
+      skippedOperations: new Set(skipped),
+    });
+  const [record, ...more] = encoder([]).truncate(ITEMS, SOURCE, 0n);
+  assert.deepEqual(more, []);
+  assert.equal(record.topic, "cdc.public.items");
+  assert.equal(record.key, null);
+  const value = parse(String(record.value));
+  assert.deepEqual([value.before, value.after, value.op, value.source.lsn, value.source.txId], [
+    null,
+    null,
+    "t",
+    22000040,
+    771,
+  ]);
+  assert.deepEqual(encoder(["t"]).truncate(ITEMS, SOURCE, 0n), []);
+});
