@@ -20,7 +20,6 @@ import {
   runCommand,
   type Running,
   stopProcess,
-  testKafka,
   uniqueName,
   waitFor,
 } from "./_helpers.ts";
@@ -28,9 +27,11 @@ import { captureNames, startCapture } from "./_capture.ts";
 import {
   compareOutputs,
   type ConnectorRecord,
+  dropReleasedSlots,
   formatDifference,
   hasKey,
   knownDifferences,
+  readPrefixTopics,
   resolveDebezium,
   type RunningDebezium,
   startDebezium,
@@ -202,34 +203,13 @@ class Run {
         }`,
       );
     });
-    return { ours: await this.ourRecords(), theirs: await this.debezium!.records() };
-  }
-
-  async ourRecords(): Promise<ConnectorRecord[]> {
-    const admin = testKafka().admin();
-    await admin.connect();
-    const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${this.prefix}.`)).sort();
-    await admin.disconnect();
-    const records: ConnectorRecord[] = [];
-    for (const topic of topics) {
-      for (const r of await readWholeTopic(topic)) {
-        records.push({ topic, key: r.key, value: r.value && new TextDecoder().decode(r.value), headers: r.headers });
-      }
-    }
-    return records;
+    return { ours: await readPrefixTopics(this.prefix), theirs: await this.debezium!.records() };
   }
 
   async stop(sql: postgres.Sql) {
     if (this.capture) await stopProcess(this.capture);
     await this.debezium?.stop();
-    await waitFor("the run's slots to be released", async () => {
-      const [row] = await sql`
-        select count(*)::int as active from pg_replication_slots where slot_name in ${sql(this.slots)} and active`;
-      return row.active === 0;
-    }, 30_000);
-    await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name in ${
-      sql(this.slots)
-    }`;
+    await dropReleasedSlots(sql, this.slots);
   }
 }
 
