@@ -272,10 +272,21 @@ async function idsIn(topic: string): Promise<number[]> {
   }).sort((a, b) => a - b);
 }
 
-Deno.test("--new-snapshot takes a publication that already holds a partitioned table, and its partitions' changes reach the table's topic", async () => {
+Deno.test("--new-snapshot takes a publication that already holds a partitioned table, its partitions' changes reach the table's topic, and only the tables replica.identity.autoset.values names change identity", async () => {
   const db = await createTestDatabase();
-  const root = { ...pipelineNames(db.url), ...captureNames(), CAPTURE_TABLES: 'public.meas,public."Order Items"' };
-  const alone = { ...pipelineNames(db.url), ...captureNames(), CAPTURE_TABLES: "public.meas_2024" };
+  // `.` for the space: Debezium's table patterns of replica.identity.autoset.values hold no blank.
+  const root = {
+    ...pipelineNames(db.url),
+    ...captureNames(),
+    CAPTURE_TABLES: 'public.meas,public."Order Items"',
+    CAPTURE_REPLICA_IDENTITY_AUTOSET_VALUES: "public.Order.Items:FULL,public.users:FULL",
+  };
+  const alone = {
+    ...pipelineNames(db.url),
+    ...captureNames(),
+    CAPTURE_TABLES: "public.meas_2024",
+    CAPTURE_REPLICA_IDENTITY_AUTOSET_VALUES: "public.meas_2024:INDEX meas_2024_pkey",
+  };
   const runs: Running[] = [];
   try {
     await db.sql.unsafe(`
@@ -288,6 +299,13 @@ Deno.test("--new-snapshot takes a publication that already holds a partitioned t
     runs.push(await startCapture(root, ["--new-snapshot"]), await startCapture(alone));
     const [pub] = await db.sql`select pubviaroot from pg_publication where pubname = ${root.CAPTURE_PUBLICATION}`;
     assert.equal(pub.pubviaroot, true);
+    const identities = await db.sql`
+      select relname, relreplident from pg_class where relname in ('meas', 'meas_2024', 'Order Items') order by relname`;
+    assert.deepEqual(identities.map((r) => `${r.relname}:${r.relreplident}`), [
+      "Order Items:f",
+      "meas:d",
+      "meas_2024:i",
+    ]);
     await db.sql`insert into meas values (2, '2024-04-01')`;
     const meas = `${root.CAPTURE_TOPIC_PREFIX}.public.meas`;
     await waitFor(
