@@ -412,7 +412,7 @@ export const SETTINGS = [
     env: "CAPTURE_TABLES",
     type: "string",
     default: DEFAULTS.captureTables,
-    help: "tables to capture, comma-separated schema.table (a part may be double-quoted: public.\"Order Items\")",
+    help: 'tables to capture, comma-separated schema.table (a part may be double-quoted: public."Order Items")',
     commands: ["produce capture"],
   },
   {
