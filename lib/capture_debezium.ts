@@ -290,14 +290,22 @@ function encodeRowPair(table: CompiledTable, before: TupleValues, after: TupleVa
   let afterJson = "{";
   for (const column of table.columns) {
     const old = before[column.index];
-    // An unchanged TOASTed value takes the old row's (REPLICA IDENTITY FULL sends it), as Debezium's
-    // PostgresChangeRecordEmitter does from the old tuple; only without one does the placeholder remain.
-    const now = after[column.index] === undefined && old != null ? old : after[column.index];
+    const now = after[column.index];
     const value = encodeValue(table, column, old, before);
     beforeJson += column.member + value;
     afterJson += column.member + (now === old ? value : encodeValue(table, column, now, after));
   }
   return [`${beforeJson}}`, `${afterJson}}`];
+}
+
+/**
+ * An update's new row with each unchanged TOASTed value (`undefined`) taken from the old row where that has it
+ * (REPLICA IDENTITY FULL sends it whole), as PostgresChangeRecordEmitter does from its old values, also for the
+ * `c` of a key change; only where the old row lacks it does Debezium's placeholder remain.
+ */
+function withToastFromOld(after: TupleValues, before: TupleValues): TupleValues {
+  if (!after.includes(undefined)) return after;
+  return after.map((value, i) => value === undefined && before[i] != null ? before[i] : value);
 }
 
 /** The envelope's `"ts_ms":…,"ts_us":…,"ts_ns":…` of a time in nanoseconds: one bigint to text, the coarser units cut from it. */
@@ -346,7 +354,8 @@ export class DebeziumEncoder {
     if (skipped?.has(change.op)) return [];
     const tombstones = this.settings.tombstonesOnDelete ?? true;
     const table = this.#table(spec);
-    const { op, before, after } = change;
+    const { op, before } = change;
+    const after = op === "u" && before && change.after ? withToastFromOld(change.after, before) : change.after;
     const row = op === "d" ? before : after;
     if (!row) throw new EncodingError(`${spec.schema}.${spec.table}: a ${op} change has no row`);
     const key = this.#key(table, row);

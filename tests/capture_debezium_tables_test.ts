@@ -124,6 +124,7 @@ async function changeRows(sql: postgres.Sql) {
       "delete from meas where id = 1",
       "update toast_default set short = 2 where id = 1",
       "update toast_full set short = 2 where id = 1",
+      "update toast_full set id = 5 where id = 1",
       `insert into toast_full values (2, 1, ${BIG}, 'y')`,
       "delete from toast_full where id = 2",
       "truncate by_index",

@@ -183,12 +183,14 @@ Deno.test("message.key.columns keys by the matched columns, pattern by pattern, 
   assert.equal(record.key, '{"qty":2}');
 });
 
-Deno.test("an unchanged TOASTed value takes the old row's under REPLICA IDENTITY FULL, the placeholder without one", () => {
+Deno.test("an unchanged TOASTed value takes the old row's under REPLICA IDENTITY FULL, a key change's c too, the placeholder without one", () => {
   // PostgresChangeRecordEmitter.columnValues: the old tuple's value when it has one, else the sentinel.
   const full = encode({}, ITEMS, change("u", ["1", "2", "long text"], ["1", "3", undefined]));
   assert.deepEqual(parse(String(full[0].value)).after, { id: 1, qty: 3, note: "long text" });
   const nullBefore = encode({}, ITEMS, change("u", ["1", "2", null], ["1", "3", undefined]));
   assert.equal(parse(String(nullBefore[0].value)).after.note, "__debezium_unavailable_value");
+  const moved = encode({}, ITEMS, change("u", ["1", "2", "long text"], ["9", "2", undefined]));
+  assert.deepEqual(parse(String(moved[2].value)).after, { id: 9, qty: 2, note: "long text" });
   const noBefore = encode({}, ITEMS, change("u", null, ["1", "3", undefined]));
   assert.equal(parse(String(noBefore[0].value)).after.note, "__debezium_unavailable_value");
 });
