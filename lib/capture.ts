@@ -119,6 +119,9 @@ export class CaptureRun {
       version: `${VERSION}-cdc-pipeline`,
       schemas: config.schemas,
       values: valueOptions(config),
+      tombstonesOnDelete: config.tombstonesOnDelete,
+      skippedOperations: config.skippedOperations,
+      shape: config,
     });
     // The publisher is the acknowledged position's one writer; the run reads it through the publisher.
     this.publisher = new AckingPublisher(new AcknowledgedPosition(0n, (lsn) => this.stats.setAcknowledgedLsn(lsn)), {
@@ -148,7 +151,7 @@ export class CaptureRun {
     const progressTimer = setInterval(() => this.progress().catch(() => {}), this.progressEveryS * 1000);
     try {
       await this.waitingFor("PostgreSQL", () => this.database.prepare(), isCaptureOutage);
-      const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic({ ...t, columns: [] }), ...t }));
+      const topics = this.config.tables.map((t) => ({ topic: this.encoder.topic(t), ...t }));
       await this.waitingFor("Kafka", () => this.kafka.connect(topics), (e) => classify(e) === "outage");
       await this.waitingFor("PostgreSQL (replication)", () => this.replicate(), isCaptureOutage, true);
     } catch (error) {

@@ -161,3 +161,35 @@ async function readKey(sql: postgres.Sql, schema: string, table: string): Promis
     limit 1`;
   return indexes[0]?.columns ?? [];
 }
+
+/** Debezium's options that shape a table's records: the columns its values hold and the columns of its key. */
+export interface RecordShape {
+  /** `column.include.list`: only the columns matched (as `schema.table.column`) are in values. */
+  columnIncludeList?: RegExp[];
+  /** `column.exclude.list`: the columns matched are left out of values. */
+  columnExcludeList?: RegExp[];
+  /** `message.key.columns`: the key is the columns matched, in pattern order, else the table's key. */
+  messageKeyColumns?: RegExp[];
+}
+
+/**
+ * `spec` as Debezium's options shape it: TableSchemaBuilder.create keys records by the key mapper's
+ * columns (Key.CustomKeyMapper: each pattern's matches in column order, else the primary key) and
+ * leaves the columns the filter refuses out of the value only, so a key column may be out of the value.
+ */
+export function shapeTable(spec: TableSpec, shape: RecordShape): TableSpec {
+  const { columnIncludeList: include, columnExcludeList: exclude, messageKeyColumns: keyPatterns } = shape;
+  const full = (column: string) => `${spec.schema}.${spec.table}.${column}`;
+  const inValue = (column: string) =>
+    include ? include.some((p) => p.test(full(column))) : !exclude?.some((p) => p.test(full(column)));
+  const mapped = (keyPatterns ?? []).flatMap((p) =>
+    spec.columns.filter((c) => p.test(full(c.name))).map((c) => c.name)
+  );
+  const keyColumns = mapped.length ? mapped : spec.keyColumns ?? spec.columns.filter((c) => c.key).map((c) => c.name);
+  const columns = spec.columns.map((c) => ({
+    ...c,
+    key: keyColumns.includes(c.name),
+    ...(inValue(c.name) ? {} : { excluded: true }),
+  }));
+  return { ...spec, columns, keyColumns };
+}

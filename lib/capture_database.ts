@@ -11,6 +11,7 @@ import type { TableSpec } from "./capture_debezium.ts";
 import { formatLsn, type Lsn, parseLsn, type Relation } from "./capture_pgoutput.ts";
 import { type ReplicationConnection, ReplicationSession } from "./capture_replication.ts";
 import {
+  configuredAncestor,
   decideStart,
   missingFromPublication,
   prepareDatabase,
@@ -107,6 +108,11 @@ export class PostgresCapture implements CaptureDatabase {
   /** The configured tables missing from the publication. */
   missingFromPublication(): Promise<TableName[]> {
     return missingFromPublication(this.sql, this.config.publication, this.config.tables);
+  }
+
+  /** The configured partitioned table above the relation (lib/capture_slot.ts' configuredAncestor). */
+  configuredAncestor(relation: Relation): Promise<TableName | null> {
+    return configuredAncestor(this.sql, relation.relationId, this.config.tables);
   }
 
   /** Closes the pool, waiting at most 5 s for queries in flight. */

@@ -14,6 +14,7 @@ import type { ChangeSource, RowChange } from "./capture_reader.ts";
 import { type Codec, DEBEZIUM_VALUE_DEFAULTS, jsonString, type ValueOptions } from "./capture_debezium_values.ts";
 import { codecFor, type ElementFacts } from "./capture_debezium_types.ts";
 import { utf8Length } from "./utf8.ts";
+import { type RecordShape, shapeTable } from "./capture_catalog.ts";
 
 /** One column, from pgoutput's Relation message and the catalog. */
 export interface ColumnSpec {
@@ -35,6 +36,8 @@ export interface ColumnSpec {
   enumValues?: string[];
   /** An array type's element type. */
   element?: ElementFacts;
+  /** Left out of the value by `column.include.list` or `column.exclude.list` (a key column stays in the key). */
+  excluded?: boolean;
 }
 
 /** A captured table as Debezium sees it. */
@@ -67,6 +70,12 @@ export interface EncoderSettings {
   schemas?: boolean;
   /** Debezium's value options (decimal.handling.mode...). @default DEBEZIUM_VALUE_DEFAULTS */
   values?: ValueOptions;
+  /** Debezium's `tombstones.on.delete`: a delete is followed by a tombstone. @default true */
+  tombstonesOnDelete?: boolean;
+  /** Debezium's `skipped.operations` of c, u and d: changes (and records) of these operations are not written. */
+  skippedOperations?: ReadonlySet<string>;
+  /** Debezium's column filter and key columns. */
+  shape?: RecordShape;
 }
 
 const utf8 = new TextEncoder();
@@ -182,9 +191,11 @@ function defaultOf(codec: Codec, text: string | undefined): unknown {
   return codec.value(text) ?? undefined;
 }
 
+/** The columns of the value and those only in the key, each with its tuple index; members count the value's only. */
 function compileColumns(spec: TableSpec, options: ValueOptions): CompiledColumn[] {
   const columns: CompiledColumn[] = [];
   spec.columns.forEach((column, index) => {
+    if (column.excluded && !column.key) return;
     const found = codecFor(column, options);
     if ("skipped" in found) return; // include.unknown.datatypes=false: Debezium leaves the column out
     if ("unsupported" in found) {
@@ -200,7 +211,16 @@ function compileColumns(spec: TableSpec, options: ValueOptions): CompiledColumn[
     const droppable = column.optional || hasDefault;
     columns.push({ spec: column, index, member: "", codec, defaultValue, nullJson, droppable });
   });
-  return columns.map((c, i) => ({ ...c, member: `${i ? "," : ""}${jsonString(c.spec.name)}:` }));
+  let at = 0;
+  return columns.map((c) => c.spec.excluded ? c : { ...c, member: `${at++ ? "," : ""}${jsonString(c.spec.name)}:` });
+}
+
+/**
+ * The topic of a table, `<prefix>.<schema>.<table>` with every character Kafka refuses in a topic name made `_`
+ * (Debezium's AbstractTopicNamingStrategy.sanitizedTopicName).
+ */
+export function topicOf(prefix: string, schema: string, table: string): string {
+  return `${prefix}.${schema}.${table}`.replace(/[^A-Za-z0-9._-]/g, "_");
 }
 
 function keyColumnsOf(spec: TableSpec, columns: CompiledColumn[]): CompiledColumn[] {
@@ -212,10 +232,12 @@ function keyColumnsOf(spec: TableSpec, columns: CompiledColumn[]): CompiledColum
   });
 }
 
-function compile(settings: EncoderSettings, spec: TableSpec): CompiledTable {
-  const topic = `${settings.prefix}.${spec.schema}.${spec.table}`;
-  const columns = compileColumns(spec, settings.values ?? DEBEZIUM_VALUE_DEFAULTS);
-  const keyColumns = keyColumnsOf(spec, columns);
+function compile(settings: EncoderSettings, described: TableSpec): CompiledTable {
+  const spec = settings.shape ? shapeTable(described, settings.shape) : described;
+  const topic = topicOf(settings.prefix, spec.schema, spec.table);
+  const compiled = compileColumns(spec, settings.values ?? DEBEZIUM_VALUE_DEFAULTS);
+  const columns = compiled.filter((c) => !c.spec.excluded);
+  const keyColumns = keyColumnsOf(spec, compiled);
   const fields = (list: CompiledColumn[]) => list.map(fieldSchema).join(",");
   const keySchema = `{"type":"struct","fields":[${fields(keyColumns)}],"optional":false,` +
     `"name":${jsonString(`${topic}.Key`)}}`;
@@ -299,6 +321,16 @@ function encodeRowPair(table: CompiledTable, before: TupleValues, after: TupleVa
   return [`${beforeJson}}`, `${afterJson}}`];
 }
 
+/**
+ * An update's new row with each unchanged TOASTed value (`undefined`) taken from the old row where that has it
+ * (REPLICA IDENTITY FULL sends it whole), as PostgresChangeRecordEmitter does from its old values, also for the
+ * `c` of a key change; only where the old row lacks it does Debezium's placeholder remain.
+ */
+function withToastFromOld(after: TupleValues, before: TupleValues): TupleValues {
+  if (!after.includes(undefined)) return after;
+  return after.map((value, i) => value === undefined && before[i] != null ? before[i] : value);
+}
+
 /** The envelope's `"ts_ms":…,"ts_us":…,"ts_ns":…` of a time in nanoseconds: one bigint to text, the coarser units cut from it. */
 function envelopeTimes(nowNs: bigint): string {
   const ns = String(nowNs);
@@ -322,9 +354,9 @@ export class DebeziumEncoder {
     this.#database = `"db":${jsonString(settings.database)},`;
   }
 
-  /** The topic of a table: `<prefix>.<schema>.<table>`. */
-  topic(spec: TableSpec): string {
-    return `${this.settings.prefix}.${spec.schema}.${spec.table}`;
+  /** The topic of a table: `<prefix>.<schema>.<table>` ({@linkcode topicOf}). */
+  topic(spec: Pick<TableSpec, "schema" | "table">): string {
+    return topicOf(this.settings.prefix, spec.schema, spec.table);
   }
 
   #table(spec: TableSpec): CompiledTable {
@@ -336,11 +368,17 @@ export class DebeziumEncoder {
   /**
    * Records of one change. An update that changes the key gives d + tombstone (old key) then c (new key), as
    * Debezium's RelationalChangeRecordEmitter does. A delete gives d + tombstone. nowNs: capture time in
-   * nanoseconds since 1970 (envelope ts_ms/ts_us/ts_ns).
+   * nanoseconds since 1970 (envelope ts_ms/ts_us/ts_ns). A skipped operation gives no records: Debezium's
+   * publication leaves its changes out, and its dispatcher drops each record of a skipped op, and that record's
+   * tombstone (EventDispatcher); `tombstonesOnDelete: false` drops tombstones.
    */
   encode(spec: TableSpec, change: RowChange, nowNs: bigint): CaptureRecord[] {
+    const skipped = this.settings.skippedOperations;
+    if (skipped?.has(change.op)) return [];
+    const tombstones = this.settings.tombstonesOnDelete ?? true;
     const table = this.#table(spec);
-    const { op, before, after } = change;
+    const { op, before } = change;
+    const after = op === "u" && before && change.after ? withToastFromOld(change.after, before) : change.after;
     const row = op === "d" ? before : after;
     if (!row) throw new EncodingError(`${spec.schema}.${spec.table}: a ${op} change has no row`);
     const key = this.#key(table, row);
@@ -357,20 +395,38 @@ export class DebeziumEncoder {
       );
     };
     const { topic } = table;
-    if (op === "d") return [{ topic, key, value: envelope("d", before, null) }, { topic, key, value: null }];
+    if (op === "d") {
+      return [{ topic, key, value: envelope("d", before, null) }, ...(tombstones ? [{ topic, key, value: null }] : [])];
+    }
     if (op === "u" && before) {
       const oldKey = this.#key(table, before);
       if (oldKey !== key) {
         // Headers travel with the records, the tombstone included (EventDispatcher copies them).
         const toNew = { "__debezium.newkey": key ?? "null" };
-        return [
+        const deleted = skipped?.has("d") ? [] : [
           { topic, key: oldKey, value: envelope("d", before, null), headers: toNew },
-          { topic, key: oldKey, value: null, headers: toNew },
-          { topic, key, value: envelope("c", null, after), headers: { "__debezium.oldkey": oldKey ?? "null" } },
+          ...(tombstones ? [{ topic, key: oldKey, value: null, headers: toNew }] : []),
         ];
+        const created = skipped?.has("c")
+          ? []
+          : [{ topic, key, value: envelope("c", null, after), headers: { "__debezium.oldkey": oldKey ?? "null" } }];
+        return [...deleted, ...created];
       }
     }
     return [{ topic, key, value: envelope(op, before, after) }];
+  }
+
+  /**
+   * The record of a TRUNCATE of `spec`'s table, as Debezium writes one when `skipped.operations` leaves `t` out
+   * (Envelope.truncate: op `t`, no before or after; a null key, whose schema EventDispatcher leaves null, which
+   * JsonConverter writes as no key at all); none when `t` is skipped.
+   */
+  truncate(spec: TableSpec, source: ChangeSource, nowNs: bigint): CaptureRecord[] {
+    if (this.settings.skippedOperations?.has("t") ?? true) return [];
+    const table = this.#table(spec);
+    const payload = `{"before":null,"after":null${this.#source(table, source)},"transaction":null,"op":"t",` +
+      `${envelopeTimes(nowNs)}}`;
+    return [{ topic: table.topic, key: null, value: new FramedJson(table.valueHead, payload, table.valueTail) }];
   }
 
   /** A commit time as the source block writes it; a transaction's changes (and a snapshot's rows) share one. */

@@ -51,8 +51,8 @@ export type StreamEvent =
   | { type: "change"; relationId: number; change: RowChange; lsn: Lsn }
   /** The end of a transaction: once its changes are acknowledged, `endLsn` may be confirmed. */
   | { type: "commit"; endLsn: Lsn }
-  /** A TRUNCATE of these relations (Debezium publishes none by default). */
-  | { type: "truncate"; relationIds: number[] }
+  /** A TRUNCATE of these relations (Debezium publishes none by default); `source` as a change's. */
+  | { type: "truncate"; relationIds: number[]; source: ChangeSource }
   /**
    * A keepalive. Between transactions, everything before `confirmable` was sent, so once the
    * changes received so far are acknowledged it may be confirmed (null inside a transaction).
@@ -92,7 +92,7 @@ export class ChangeReader {
       case "relation":
         return { type: "relation", relation: message.relation };
       case "truncate":
-        return { type: "truncate", relationIds: message.relationIds };
+        return { type: "truncate", relationIds: message.relationIds, source: this.#source(lsn) };
       case "skipped":
         return { type: "skipped" };
       case "insert":
@@ -111,12 +111,10 @@ export class ChangeReader {
     after: RowChange["after"],
     lsn: Lsn,
   ): StreamEvent {
-    const source: ChangeSource = {
-      tsUs: this.#tx?.commitUs ?? 0n,
-      txId: this.#tx?.xid ?? null,
-      lsn,
-      lastCommitLsn: this.#lastCommitLsn,
-    };
-    return { type: "change", relationId, change: { op, before, after, source }, lsn };
+    return { type: "change", relationId, change: { op, before, after, source: this.#source(lsn) }, lsn };
+  }
+
+  #source(lsn: Lsn): ChangeSource {
+    return { tsUs: this.#tx?.commitUs ?? 0n, txId: this.#tx?.xid ?? null, lsn, lastCommitLsn: this.#lastCommitLsn };
   }
 }

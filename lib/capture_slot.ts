@@ -13,7 +13,7 @@ import {
   SlotInvalidatedError,
   SlotLostError,
 } from "./capture_errors.ts";
-import type { CaptureConfig, TableName } from "./config.ts";
+import type { CaptureConfig, IdentityRule, TableName } from "./config.ts";
 import type { Sql } from "./database.ts";
 
 /** `schema.table`, as messages and flags write it. */
@@ -23,21 +23,45 @@ export function qualified(name: TableName): string {
 
 /** The capture's bookkeeping: whether a slot's first snapshot reached Kafka. */
 export async function ensureStateTable(sql: Sql): Promise<void> {
-  await sql`
-    create table if not exists cdc_capture_state (
-      slot_name text primary key,
-      snapshot_lsn pg_lsn not null,
-      snapshot_done_at timestamptz not null default now()
-    )`;
+  // Two captures (two slots) starting at once on one database would race in CREATE TABLE IF NOT EXISTS (23505).
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext('cdc_capture_state'))`;
+    await tx`
+      create table if not exists cdc_capture_state (
+        slot_name text primary key,
+        snapshot_lsn pg_lsn not null,
+        snapshot_done_at timestamptz not null default now()
+      )`;
+  });
 }
 
+/** The rule of `replica.identity.autoset.values` for `table`; more than one is a stop, as in ReplicaIdentityMapper. */
+export function identityFor(rules: IdentityRule[], table: TableName): IdentityRule | undefined {
+  const matched = rules.filter((rule) => rule.table.test(qualified(table)));
+  if (matched.length > 1) {
+    throw new CaptureError(
+      `more than one item of replica.identity.autoset.values matches table ${qualified(table)}: keep one`,
+    );
+  }
+  return matched[0];
+}
+
+/** pg_class.relreplident of each identity, with the index for INDEX. */
+const IDENTITY_CODES = { DEFAULT: "d", NOTHING: "n", FULL: "f", INDEX: "i" } as const;
+
 /**
- * Checks that every table exists and has a primary key or REPLICA IDENTITY FULL, and sets FULL on
- * those that have a key only: updates and deletes then carry the whole old row as `before`.
+ * Checks that every table exists and sets the REPLICA IDENTITY that `rules` (Debezium's
+ * `replica.identity.autoset.values`) give it, only where it differs: ALTER TABLE locks the table
+ * against writers, and a table no rule names keeps the identity its owner gave it. A table then
+ * needs a primary key, a replica identity index or FULL: without, PostgreSQL sends no old key.
  */
-export async function prepareTables(sql: Sql, tables: TableName[]): Promise<void> {
-  const rows = await sql<{ schema: string; table: string; identity: string | null; has_key: boolean }[]>`
+export async function prepareTables(sql: Sql, tables: TableName[], rules: IdentityRule[] = []): Promise<void> {
+  const rows = await sql<
+    { schema: string; table: string; identity: string | null; index: string | null; has_key: boolean }[]
+  >`
     select n.sch as schema, n.tbl as table, c.relreplident as identity,
+           (select ic.relname from pg_index i join pg_class ic on ic.oid = i.indexrelid
+            where i.indrelid = c.oid and i.indisreplident) as index,
            exists (select 1 from pg_index i where i.indrelid = c.oid and i.indisprimary) as has_key
     from unnest(${tables.map((t) => t.schema)}::text[], ${tables.map((t) => t.table)}::text[]) as n(sch, tbl)
     left join pg_namespace s on s.nspname = n.sch
@@ -47,39 +71,126 @@ export async function prepareTables(sql: Sql, tables: TableName[]): Promise<void
     if (row.identity === null) {
       throw new CaptureError(`table ${name} does not exist: create it or leave it out of --tables`);
     }
-    if (!row.has_key && row.identity !== "f") {
+    const rule = identityFor(rules, row);
+    if (
+      rule &&
+      (IDENTITY_CODES[rule.identity] !== row.identity ||
+        (rule.index ?? null) !== (row.identity === "i" ? row.index : null))
+    ) {
+      await setIdentity(sql, row, rule);
+      row.identity = IDENTITY_CODES[rule.identity];
+    }
+    if (!row.has_key && row.identity !== "f" && row.identity !== "i") {
       throw new CaptureError(
-        `table ${name} has no primary key and its REPLICA IDENTITY is not FULL: add a primary key or run ` +
-          `ALTER TABLE ${name} REPLICA IDENTITY FULL`,
+        `table ${name} has no primary key and its REPLICA IDENTITY is neither FULL nor an index: add a primary key, ` +
+          `or run ALTER TABLE ${name} REPLICA IDENTITY FULL (or name it in --replica-identity-autoset-values)`,
       );
     }
-    // ALTER TABLE locks the table against writers: only when the identity is not FULL yet.
-    if (row.identity !== "f") await sql`alter table ${sql(row.schema)}.${sql(row.table)} replica identity full`;
   }
 }
 
-/** Configured tables the publication does not hold (all of them when it does not exist). */
+/** ALTER TABLE ... REPLICA IDENTITY as `rule` says. */
+async function setIdentity(sql: Sql, table: TableName, rule: IdentityRule): Promise<void> {
+  const target = sql`${sql(table.schema)}.${sql(table.table)}`;
+  if (rule.identity === "INDEX") await sql`alter table ${target} replica identity using index ${sql(rule.index!)}`;
+  // The keyword is one of three fixed words, never user data.
+  else await sql`alter table ${target} replica identity ${sql.unsafe(rule.identity)}`;
+}
+
+/**
+ * Configured tables the publication does not hold (all of them when it does not exist). A table is
+ * held when it is listed, or it or a partitioned table above it is a member: pg_publication_tables
+ * lists a partitioned table's partitions, not the table, unless publish_via_partition_root is set.
+ */
 export async function missingFromPublication(sql: Sql, publication: string, tables: TableName[]): Promise<TableName[]> {
-  const present = await sql<{ schemaname: string; tablename: string }[]>`
-    select schemaname, tablename from pg_publication_tables where pubname = ${publication}`;
-  const have = new Set(present.map((p) => `${p.schemaname}.${p.tablename}`));
-  return tables.filter((t) => !have.has(qualified(t)));
+  const missing = await sql<{ schema: string; table: string }[]>`
+    select n.sch as schema, n.tbl as table
+    from unnest(${tables.map((t) => t.schema)}::text[], ${tables.map((t) => t.table)}::text[])
+      with ordinality as n(sch, tbl, position)
+    where not exists (select 1 from pg_publication_tables t
+                      where t.pubname = ${publication} and t.schemaname = n.sch and t.tablename = n.tbl)
+      and not exists (select 1 from pg_publication p join pg_publication_rel r on r.prpubid = p.oid
+                      where p.pubname = ${publication}
+                        and r.prrelid in (select relid from pg_partition_ancestors(to_regclass(format('%I.%I', n.sch, n.tbl)))))
+    order by n.position`;
+  return missing.map(({ schema, table }) => ({ schema, table }));
 }
 
 /**
  * Makes the publication hold every configured table. Before a slot exists (`mayAdd`), missing
  * tables are added; with a slot, a missing table stops the run: the changes made while it was out
- * were decoded without it, so adding it back would leave that gap unseen.
+ * were decoded without it, so adding it back would leave that gap unseen. A partitioned table's
+ * changes are published as the table's own (publish_via_partition_root), so they reach its topic.
  */
-export async function ensurePublication(sql: Sql, publication: string, tables: TableName[], mayAdd: boolean) {
+export async function ensurePublication(
+  sql: Sql,
+  publication: string,
+  tables: TableName[],
+  mayAdd: boolean,
+  skipped: ReadonlySet<string> = new Set(["t"]),
+) {
+  const publish = publishOption(skipped);
   await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(hashtext(${publication}))`;
-    const [found] = await tx`select 1 from pg_publication where pubname = ${publication}`;
-    if (!found) await tx`create publication ${tx(publication)}`;
+    const [found] = await tx<{ viaRoot: boolean; publish: string }[]>`
+      select pubviaroot as "viaRoot",
+             concat_ws(',', case when pubinsert then 'insert' end, case when pubupdate then 'update' end,
+                       case when pubdelete then 'delete' end, case when pubtruncate then 'truncate' end) as publish
+      from pg_publication where pubname = ${publication}`;
+    // The option's words come from PUBLISHED_OPERATIONS, never from user data.
+    const options = tx.unsafe(`publish = '${publish}'`);
+    if (!found) await tx`create publication ${tx(publication)} with (publish_via_partition_root = true, ${options})`;
+    else if (!found.viaRoot && await anyPartitioned(tx as unknown as Sql, tables)) {
+      await tx`alter publication ${tx(publication)} set (publish_via_partition_root = true)`;
+    }
+    if (found && found.publish !== publish) await tx`alter publication ${tx(publication)} set (${options})`;
     const missing = await missingFromPublication(tx as unknown as Sql, publication, tables);
     if (missing.length && !mayAdd) throw new PublicationGapError(qualified(missing[0]), publication);
     for (const t of missing) await tx`alter publication ${tx(publication)} add table ${tx(t.schema)}.${tx(t.table)}`;
   });
+}
+
+/** The operations a publication publishes, by the code skipped.operations names them with. */
+const PUBLISHED_OPERATIONS = [["c", "insert"], ["u", "update"], ["d", "delete"], ["t", "truncate"]] as const;
+
+/**
+ * The publication's `publish` option for `skipped` (skipped.operations): the operations not skipped,
+ * as Debezium's publication leaves the skipped ones out (PostgresReplicationConnection.buildPublishOptionValue),
+ * so that a transaction of skipped changes only is not sent at all and `source.sequence` names the same
+ * commits. Debezium's default, `t` alone, publishes everything: truncates are dropped by the capture instead.
+ */
+export function publishOption(skipped: ReadonlySet<string>): string {
+  const all = skipped.size === 1 && skipped.has("t");
+  return PUBLISHED_OPERATIONS.filter(([code]) => all || !skipped.has(code)).map(([, word]) => word).join(",");
+}
+
+/** Whether any of `tables` is a partitioned table. */
+async function anyPartitioned(sql: Sql, tables: TableName[]): Promise<boolean> {
+  const [row] = await sql<{ any: boolean }[]>`
+    select exists (
+      select 1 from unnest(${tables.map((t) => t.schema)}::text[], ${tables.map((t) => t.table)}::text[]) as n(sch, tbl)
+      join pg_namespace s on s.nspname = n.sch
+      join pg_class c on c.relnamespace = s.oid and c.relname = n.tbl
+      where c.relkind = 'p') as any`;
+  return row.any;
+}
+
+/**
+ * The configured table whose changes a relation's are: itself, or the nearest partitioned table
+ * above it that is configured (a partition's changes decoded before publish_via_partition_root was
+ * set come under its own name); null for neither.
+ */
+export async function configuredAncestor(sql: Sql, relationId: number, tables: TableName[]): Promise<TableName | null> {
+  const rows = await sql<{ schema: string; table: string }[]>`
+    select n.nspname as schema, c.relname as table
+    from pg_partition_ancestors(${relationId}::oid::regclass) with ordinality as a(relid, depth)
+    join pg_class c on c.oid = a.relid
+    join pg_namespace n on n.oid = c.relnamespace
+    order by a.depth`;
+  return rows.map(({ schema, table }) => ({ schema, table })).find((r) =>
+    tables.some((t) => qualified(t) === qualified(r))
+  ) ??
+    null;
 }
 
 /** What the capture knows of its slot: whether it exists, who holds it, its position, whether its snapshot is done. */
@@ -200,15 +311,19 @@ export async function dropCapture(sql: Sql, config: { slot: string; publication:
  */
 export async function prepareDatabase(
   sql: Sql,
-  config: Pick<CaptureConfig, "tables" | "slot" | "publication" | "newSnapshot">,
+  config: Pick<CaptureConfig, "tables" | "slot" | "publication" | "newSnapshot"> & {
+    replicaIdentityAutoset?: IdentityRule[];
+    skippedOperations?: ReadonlySet<string>;
+  },
   ensureContractTables?: (sql: Sql) => Promise<void>,
 ): Promise<void> {
   if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
     await ensureContractTables?.(sql);
   }
   await ensureStateTable(sql);
-  await prepareTables(sql, config.tables);
+  await prepareTables(sql, config.tables, config.replicaIdentityAutoset);
   const state = await slotState(sql, config.slot);
   if (!config.newSnapshot) await refuseLostSlot(sql, config.slot, state);
-  await ensurePublication(sql, config.publication, config.tables, config.newSnapshot || !state.snapshotDone);
+  const mayAdd = config.newSnapshot || !state.snapshotDone;
+  await ensurePublication(sql, config.publication, config.tables, mayAdd, config.skippedOperations);
 }

@@ -8,7 +8,7 @@
 import type { AckingPublisher } from "./capture_publisher.ts";
 import type { DebeziumEncoder, TableSpec } from "./capture_debezium.ts";
 import { CaptureError, PublicationGapError } from "./capture_errors.ts";
-import { encodeOrStop } from "./capture_debezium.ts";
+import { encodeOrStop, nowNs } from "./capture_debezium.ts";
 import { qualified } from "./capture_slot.ts";
 import type { TableName } from "./config.ts";
 import { ChangeReader, type StreamEvent } from "./capture_reader.ts";
@@ -31,6 +31,8 @@ export interface FollowerCatalog {
   tableSpec(relation: Relation): Promise<TableSpec>;
   /** The configured tables missing from the publication. */
   missingFromPublication(): Promise<TableName[]>;
+  /** The configured partitioned table above the relation, which its changes belong to; null without one. */
+  configuredAncestor(relation: Relation): Promise<TableName | null>;
 }
 
 /** What {@linkcode StreamFollower} works with. */
@@ -178,13 +180,9 @@ export class StreamFollower {
         if (spec === undefined) {
           throw new CaptureError(`a change refers to relation ${event.relationId}, which the stream never described`);
         }
-        if (spec) {
-          this.options.publisher.add(
-            encodeOrStop(this.options.encoder, spec, event.change),
-            spec,
-            event.change.op,
-          );
-        }
+        // A change of a skipped operation (skipped.operations) has no records, and is not counted as published.
+        const records = spec ? encodeOrStop(this.options.encoder, spec, event.change) : [];
+        if (spec && records.length) this.options.publisher.add(records, spec, event.change.op);
         return;
       }
       case "commit":
@@ -194,8 +192,21 @@ export class StreamFollower {
         if (event.replyRequested) following.sendStatus();
         return;
       case "truncate":
-        // Debezium's default (skipped.operations=t) publishes no truncate events either.
-        this.options.logger.warn("a TRUNCATE of a captured table was skipped, as Debezium does by default");
+        return this.#truncate(event);
+    }
+  }
+
+  /** A TRUNCATE: one record per captured table, unless skipped.operations skips `t`, as Debezium's default does. */
+  #truncate(event: Extract<StreamEvent, { type: "truncate" }>): void {
+    const { encoder, publisher, logger } = this.options;
+    for (const relationId of event.relationIds) {
+      const spec = this.specs.get(relationId);
+      if (!spec) continue;
+      const records = encoder.truncate(spec, event.source, nowNs());
+      if (records.length) publisher.add(records, spec, "t");
+      else {logger.warn(
+          `a TRUNCATE of ${qualified(spec)} was skipped (skipped.operations), as Debezium does by default`,
+        );}
     }
   }
 
@@ -205,17 +216,19 @@ export class StreamFollower {
    * the capture was not asked for means the publication changed: it is checked.
    */
   async #describe(relation: Relation): Promise<void> {
-    const name = { schema: relation.schema, table: relation.table };
-    const configured = this.options.config.tables.some((t) => qualified(t) === qualified(name));
-    if (!configured) {
+    const { config, catalog, logger } = this.options;
+    const own = { schema: relation.schema, table: relation.table };
+    const name = config.tables.some((t) => qualified(t) === qualified(own))
+      ? own
+      : await catalog.configuredAncestor(relation);
+    if (!name) {
       if (!this.specs.has(relation.relationId)) {
-        this.options.logger.warn(
-          `publication ${this.options.config.publication} sends ${qualified(name)}, not in --tables: skipped`,
-        );
+        logger.warn(`publication ${config.publication} sends ${qualified(own)}, not in --tables: skipped`);
       }
       this.specs.set(relation.relationId, null);
     } else {
-      this.specs.set(relation.relationId, await this.options.catalog.tableSpec(relation));
+      // A partition's changes go to its configured partitioned table's topic, read with the partition's columns.
+      this.specs.set(relation.relationId, await catalog.tableSpec({ ...relation, ...name }));
     }
     await this.checkPublication();
   }

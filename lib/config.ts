@@ -13,12 +13,16 @@ import {
   choice,
   ConfigError,
   databaseUrl,
+  identityRules,
   integer,
+  messageKeyColumns,
   optional,
   type Parser,
   present,
+  regexList,
   type SaslMechanism,
   saslMechanism,
+  skippedOperations,
   slotName,
   tableList,
   text,
@@ -30,7 +34,7 @@ import {
 
 // A loader throws ConfigError and CaptureConfig holds TableNames: callers of the loaders find both here.
 export { ConfigError } from "./config_values.ts";
-export type { TableName } from "./config_values.ts";
+export type { IdentityRule, SkippableOperation, TableName } from "./config_values.ts";
 
 /** Kafka SASL credentials, for brokers that ask for them. */
 export interface SaslConfig {
@@ -73,6 +77,8 @@ export const DEFAULTS = {
   captureTables: "public.users,public.orders",
   // As the topics the capture reads from: orders' 5 partitions, users' 3 for every other table.
   captureTopicPartitions: "3,public.orders:5",
+  // The contract's consumers read whole before-images (docs/CONTRACT.md section 7): FULL on its two tables only.
+  captureReplicaIdentity: "public.users:FULL,public.orders:FULL",
 } as const;
 
 /** The result of parsing a command line: either help was asked for, or a configuration. */
@@ -406,7 +412,7 @@ export const SETTINGS = [
     env: "CAPTURE_TABLES",
     type: "string",
     default: DEFAULTS.captureTables,
-    help: "tables to capture, comma-separated schema.table",
+    help: 'tables to capture, comma-separated schema.table (a part may be double-quoted: public."Order Items")',
     commands: ["produce capture"],
   },
   {
@@ -583,6 +589,69 @@ export const SETTINGS = [
     commands: ["produce capture"],
   },
   {
+    flag: "tombstones-on-delete",
+    field: "tombstonesOnDelete",
+    debezium: "tombstones.on.delete",
+    parse: trueOrFalse,
+    env: "CAPTURE_TOMBSTONES_ON_DELETE",
+    type: "string",
+    default: "true",
+    help: "true: a delete is followed by a tombstone (a null value under its key); false: no tombstones",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "skipped-operations",
+    field: "skippedOperations",
+    debezium: "skipped.operations",
+    parse: skippedOperations,
+    env: "CAPTURE_SKIPPED_OPERATIONS",
+    type: "string",
+    default: "t",
+    help: "operations not published: none, or a comma list of c (insert), u (update), d (delete), t (truncate)",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "column-include-list",
+    field: "columnIncludeList",
+    debezium: "column.include.list",
+    parse: optional(regexList),
+    env: "CAPTURE_COLUMN_INCLUDE_LIST",
+    type: "string",
+    help: "regexes of schema.table.column, comma-separated: only the columns they match are in values",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "column-exclude-list",
+    field: "columnExcludeList",
+    debezium: "column.exclude.list",
+    parse: optional(regexList),
+    env: "CAPTURE_COLUMN_EXCLUDE_LIST",
+    type: "string",
+    help: "regexes of schema.table.column, comma-separated: the columns they match are left out of values",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "message-key-columns",
+    field: "messageKeyColumns",
+    debezium: "message.key.columns",
+    parse: optional(messageKeyColumns),
+    env: "CAPTURE_MESSAGE_KEY_COLUMNS",
+    type: "string",
+    help: "record keys other than the primary key: <table regex>:<column>,<column>;... (schema.table regexes)",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "replica-identity-autoset-values",
+    field: "replicaIdentityAutoset",
+    debezium: "replica.identity.autoset.values",
+    parse: identityRules,
+    env: "CAPTURE_REPLICA_IDENTITY_AUTOSET_VALUES",
+    type: "string",
+    default: DEFAULTS.captureReplicaIdentity,
+    help: "REPLICA IDENTITY set at start: <table regex>:<DEFAULT|FULL|NOTHING|INDEX name>,... or none",
+    commands: ["produce capture"],
+  },
+  {
     flag: "topic",
     field: "topic",
     parse: optional(text),
@@ -733,6 +802,12 @@ export function loadDlqConfig(args: string[], env: Env): Parsed<DlqConfig> {
 /** Reads the capture's configuration from the environment, then the flags in `args`. */
 export function loadCaptureConfig(args: string[], env: Env): Parsed<CaptureConfig> {
   const read = readSettings("produce capture", args, env);
+  if (read?.columnIncludeList && read.columnExcludeList) {
+    // RelationalDatabaseConnectorConfig.validateExcludeList: one or the other.
+    throw new ConfigError(
+      `${source(SETTINGS.find((s) => s.flag === "column-exclude-list")!)} cannot be given with --column-include-list`,
+    );
+  }
   return read ? { help: false, config: common(read) } : { help: true };
 }
 

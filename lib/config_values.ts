@@ -196,25 +196,38 @@ export function topicPrefix(raw: string | boolean | undefined, from: string): st
   return value;
 }
 
-/** `schema.table` or a bare `table` (in `public`), or `undefined`; names become topic names, so a-z A-Z 0-9 _ only. */
+/** An identifier as written: `"..."` (kept as is, `""` for a quote) or a bare name of a-z A-Z 0-9 _. */
+const IDENTIFIER = String.raw`(?:"(?:[^"]|"")+"|[A-Za-z0-9_]+)`;
+
+/** A quoted identifier unquoted; a bare one as it is. */
+function unquote(identifier: string): string {
+  return identifier.startsWith('"') ? identifier.slice(1, -1).replaceAll('""', '"') : identifier;
+}
+
+/** `schema.table` or a bare `table` (in `public`), either part quoted (`public."Order Items"`), or `undefined`. */
 function tableName(item: string): TableName | undefined {
-  const match = /^(?:([A-Za-z0-9_]{1,63})\.)?([A-Za-z0-9_]{1,63})$/.exec(item);
-  return match ? { schema: match[1] ?? "public", table: match[2] } : undefined;
+  const match = new RegExp(`^(?:(${IDENTIFIER})\\.)?(${IDENTIFIER})$`).exec(item);
+  if (!match) return undefined;
+  const name = { schema: match[1] === undefined ? "public" : unquote(match[1]), table: unquote(match[2]) };
+  // PostgreSQL's NAMEDATALEN: an identifier of 64 bytes or more would be cut, naming another table.
+  return [name.schema, name.table].every((part) => new TextEncoder().encode(part).length <= 63) ? name : undefined;
 }
 
-/** The non-empty items of a comma-separated list. */
+/** The non-empty items of a comma-separated list; a comma inside double quotes belongs to its item. */
 function items(list: string): string[] {
-  return list.split(",").map((item) => item.trim()).filter((item) => item !== "");
+  return (list.match(/(?:"(?:[^"]|"")*"|[^,"])+/g) ?? []).map((item) => item.trim()).filter((item) => item !== "");
 }
 
-/** Parses `schema.table,...` (a bare name is in `public`), each table once. */
+/** Parses `schema.table,...` (a bare name is in `public`, a quoted part as written), each table once. */
 export function tableList(raw: string | boolean | undefined, from: string): TableName[] {
   const list = text(raw, from);
   const tables = items(list).map((item) => {
     const table = tableName(item);
     if (!table) {
       throw new ConfigError(
-        `${from} must list schema.table names of a-z A-Z 0-9 _, comma-separated: got ${JSON.stringify(item)}`,
+        `${from} must list schema.table names, each part a-z A-Z 0-9 _ or double-quoted, comma-separated: got ${
+          JSON.stringify(item)
+        }`,
       );
     }
     return table;
@@ -256,6 +269,90 @@ export function topicPartitions(raw: string | boolean | undefined, from: string)
     );
   }
   return { count: counts[0], tables };
+}
+
+/** An operation Debezium's `skipped.operations` may name: create, update, delete, truncate. */
+export type SkippableOperation = "c" | "u" | "d" | "t";
+
+/** Parses Debezium's `skipped.operations`: `none`, or a comma list of c, u, d and t. */
+export function skippedOperations(raw: string | boolean | undefined, from: string): ReadonlySet<SkippableOperation> {
+  const list = text(raw, from);
+  if (list.toLowerCase() === "none") return new Set();
+  const codes = list.split(",").map((code) => code.trim());
+  const wrong = codes.find((code) => !["c", "u", "d", "t"].includes(code));
+  if (wrong !== undefined) {
+    throw new ConfigError(`${from} must be none or a comma list of c, u, d, t: got ${JSON.stringify(wrong)}`);
+  }
+  return new Set(codes as SkippableOperation[]);
+}
+
+/** A regular expression as Debezium's Predicates match one: the whole name, ignoring case. */
+function wholeName(pattern: string, from: string): RegExp {
+  try {
+    return new RegExp(`^(?:${pattern})$`, "i");
+  } catch (error) {
+    throw new ConfigError(`${from} holds an invalid regular expression ${JSON.stringify(pattern)}: ${error}`);
+  }
+}
+
+/**
+ * Parses a comma list of regular expressions (`\\,` for a comma inside one), each matching a whole
+ * fully-qualified name ignoring case, as Debezium's `column.include.list` and `column.exclude.list`.
+ */
+export function regexList(raw: string | boolean | undefined, from: string): RegExp[] {
+  const list = text(raw, from);
+  return list.split(/(?<!\\),/).map((p) => p.trim().replaceAll("\\,", ",")).filter(Boolean).map((p) =>
+    wholeName(p, from)
+  );
+}
+
+/**
+ * Parses Debezium's `message.key.columns`, `<table regex>:<column>,<column>;...`, into its column
+ * patterns in order: each `<table regex>.<column>` matched against `schema.table.column`
+ * (Key.CustomKeyMapper).
+ */
+export function messageKeyColumns(raw: string | boolean | undefined, from: string): RegExp[] {
+  const list = text(raw, from);
+  return list.split(";").filter((item) => item.trim() !== "").flatMap((item) => {
+    const match = /^\s*([^:]+):([^:,]+(?:,[^:,]+)*)\s*$/.exec(item);
+    if (!match) {
+      throw new ConfigError(
+        `${from} must be <fully-qualified table regex>:<column>,<column>;... items: got ${JSON.stringify(item)}`,
+      );
+    }
+    return match[2].split(",").map((column) => wholeName(`${match[1].trim()}.${column.trim()}`, from));
+  });
+}
+
+/** A replica identity `replica.identity.autoset.values` gives: `DEFAULT`, `FULL`, `NOTHING` or `INDEX <name>`. */
+export interface IdentityRule {
+  /** The tables it is for, matched against `schema.table`. */
+  table: RegExp;
+  /** The identity as ALTER TABLE ... REPLICA IDENTITY writes it. */
+  identity: "DEFAULT" | "FULL" | "NOTHING" | "INDEX";
+  /** The index of `INDEX <name>`. */
+  index?: string;
+}
+
+/**
+ * Parses Debezium's `replica.identity.autoset.values`, `<table regex>:<identity>,...` with
+ * DEFAULT, FULL, NOTHING or INDEX <name> (ReplicaIdentityMapper); `none` sets no identity.
+ */
+export function identityRules(raw: string | boolean | undefined, from: string): IdentityRule[] {
+  const list = text(raw, from);
+  if (list.toLowerCase() === "none") return [];
+  return list.split(",").map((item) => {
+    const match = /^\s*([^\s:]+):(DEFAULT|INDEX (.\w*)|FULL|NOTHING)\s*$/i.exec(item);
+    if (!match) {
+      throw new ConfigError(
+        `${from} must be <table regex>:<DEFAULT|FULL|NOTHING|INDEX name> items, comma-separated: got ${
+          JSON.stringify(item)
+        }`,
+      );
+    }
+    const identity = match[2].split(" ")[0].toUpperCase() as IdentityRule["identity"];
+    return { table: wholeName(match[1], from), identity, ...(match[3] ? { index: match[3] } : {}) };
+  });
 }
 
 /** Hides the password of a URL (`postgres://user:***@host/db`, `?password=***`) so it can be shown. */

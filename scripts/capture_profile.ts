@@ -183,7 +183,7 @@ const ORDERS_SPEC: TableSpec = {
     column("total_amount", 1700, "numeric", { typmod: ((10 << 16) | 2) + 4, optional: false }),
     column("placed_at", 1184, "timestamptz"),
     column("modified_at", 1184, "timestamptz"),
-    column("is_deleted", 16, "bool", { defaultValue: false }),
+    column("is_deleted", 16, "bool", { defaultText: "f" }),
   ],
   keyColumns: ["id"],
 };

@@ -5,7 +5,8 @@
  * @module
  */
 import { connectorProperties } from "../scripts/debezium/connector.ts";
-import { BROKERS, ROOT, testKafka, uniqueName } from "./_helpers.ts";
+import type postgres from "postgres";
+import { BROKERS, readWholeTopic, ROOT, testKafka, uniqueName, waitFor } from "./_helpers.ts";
 
 /** One record as a connector wrote it: key and value as JSON text (null for a tombstone's value). */
 export interface ConnectorRecord {
@@ -389,4 +390,29 @@ export function hasKey(record: ConnectorRecord, field: string, value: string): b
   if (record.key === null) return false;
   const key = parseExact(record.key) as { payload?: Record<string, unknown> };
   return key?.payload?.[field] === value;
+}
+
+/** Every record of the topics named `<prefix>.*`, but those in `skip`, each topic read whole, topics in name order. */
+export async function readPrefixTopics(prefix: string, skip: string[] = []): Promise<ConnectorRecord[]> {
+  const admin = testKafka().admin();
+  await admin.connect();
+  const topics = (await admin.listTopics()).filter((t) => t.startsWith(`${prefix}.`) && !skip.includes(t)).sort();
+  await admin.disconnect();
+  const records: ConnectorRecord[] = [];
+  for (const topic of topics) {
+    for (const r of await readWholeTopic(topic)) {
+      records.push({ topic, key: r.key, value: r.value && new TextDecoder().decode(r.value), headers: r.headers });
+    }
+  }
+  return records;
+}
+
+/** Waits until the stopped connectors have released `slots`, then drops them, so the database can be dropped. */
+export async function dropReleasedSlots(sql: postgres.Sql, slots: string[]): Promise<void> {
+  await waitFor("the connectors' slots to be released", async () => {
+    const [row] = await sql`
+      select count(*)::int as active from pg_replication_slots where slot_name in ${sql(slots)} and active`;
+    return row.active === 0;
+  }, 30_000);
+  await sql`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name in ${sql(slots)}`;
 }

@@ -60,6 +60,7 @@ const USERS_CATALOG: CatalogTable = {
 export const usersCatalog: FollowerCatalog = {
   tableSpec: (r: Relation) => Promise.resolve(buildTableSpec(r.schema, r.table, USERS_CATALOG, r)),
   missingFromPublication: () => Promise.resolve([]),
+  configuredAncestor: () => Promise.resolve(null),
 };
 
 /**
@@ -208,6 +209,7 @@ export class ResumingDatabase implements CaptureDatabase {
   recordSnapshotDone = () => Promise.resolve();
   tableSpec = usersCatalog.tableSpec;
   missingFromPublication = usersCatalog.missingFromPublication;
+  configuredAncestor = usersCatalog.configuredAncestor;
 
   /** Records the end. */
   end(): Promise<void> {

@@ -579,6 +579,8 @@ Deno.test("the capture's and dlq's help list exactly the flags they read", () =>
       ...["in-flight-bytes", "drop-slot", "new-snapshot"],
       ...["decimal-handling-mode", "time-precision-mode", "binary-handling-mode", "hstore-handling-mode"],
       ...["interval-handling-mode", "money-fraction-digits", "include-unknown-datatypes"],
+      ...["tombstones-on-delete", "skipped-operations", "column-include-list", "column-exclude-list"],
+      ...["message-key-columns", "replica-identity-autoset-values"],
     ].sort(),
   );
   assert.deepEqual(
