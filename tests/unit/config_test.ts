@@ -809,8 +809,8 @@ Deno.test("slot.failover is false by default, true from its flag or env, and ano
   assert.equal(load(["--slot-failover", "true"]), true);
   assert.equal(load([], { CAPTURE_SLOT_FAILOVER: "true" }), true);
   assert.equal(load(["--slot-failover", "false"], { CAPTURE_SLOT_FAILOVER: "true" }), false);
-  assert.match(
+  assert.equal(
     configError(() => loadCaptureConfig([], { CAPTURE_SLOT_FAILOVER: "yes" })),
-    /^CAPTURE_SLOT_FAILOVER must be/,
+    '--slot-failover (or CAPTURE_SLOT_FAILOVER) must be one of true, false: got "yes"',
   );
 });
