@@ -10,12 +10,12 @@
 # a closed port: a unit test that reaches for a service, itself or through a command, fails
 # instead of quietly using the one running.
 # PostgreSQL versions: the whole run is on 15 (Debian's); then, unless TEST_PATHS narrows the run,
-# the capture tests (every tests/capture*_test.ts, the Debezium comparison among them) and the
-# consumer's exactly-once test run again on each other major of PG_VERSIONS (default
-# "15 14 16 17 18"), each against its own server (scripts/services.sh with PG_VERSION) on
-# PG_PORT + major - 11, with the same Kafka. `PG_VERSIONS=15 deno task test` runs 15 alone. Each run
-# is labelled (`== PostgreSQL 17 ==`) and ends with a line `== PostgreSQL 17: N passed, N failed ==`;
-# any failed run fails the whole.
+# the capture tests (every tests/capture*_test.ts, the Debezium comparison among them, less the
+# outage test, see below) and the consumer's exactly-once test run again on each other major of
+# PG_VERSIONS (default "15 14 16 17 18"), each against its own server (scripts/services.sh with
+# PG_VERSION) on PG_PORT + major - 11, with the same Kafka. `PG_VERSIONS=15 deno task test` runs 15
+# alone. Each run is labelled (`== PostgreSQL 17 ==`) and ends with a line
+# `== PostgreSQL 17: N passed, N failed ==`; any failed run fails the whole.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -94,9 +94,15 @@ if [[ "$versions_up" != 0 ]]; then
   wait "$versions_up" || { cat "$versions_log"; echo "test: starting the other PostgreSQL versions failed" >&2; exit 1; }
   cat "$versions_log"
 fi
+# Left out on the other versions: tests/capture_outage_test.ts cuts the capture's connections at a TCP relay, which
+# behaves the same whatever the server's version, and takes about 100 s of each version's run.
+per_version=()
+for f in tests/capture*_test.ts tests/exactly_once_test.ts; do
+  [[ "$f" == tests/capture_outage_test.ts ]] || per_version+=("$f")
+done
 for v in "${others[@]}"; do
   DATABASE_URL="postgres://postgres:${PG_PASSWORD:-postgres}@localhost:$(version_port "$v")/${PG_DB:-cdc_db}" \
-    run_labelled "$v" tests/capture*_test.ts tests/exactly_once_test.ts
+    run_labelled "$v" "${per_version[@]}"
 done
 rm -f "$versions_log"
 if [[ ${#failed_runs[@]} -gt 0 ]]; then
