@@ -90,7 +90,7 @@ run_labelled() {
 args=("$@")
 if [[ " $PG_VERSIONS " == *" 15 "* ]]; then
   # shellcheck disable=SC2086 # TEST_PATHS may name several paths
-  run_labelled "15 (every test)" ${TEST_PATHS:-tests/} || failed_runs+=(15)
+  run_labelled "15 (${TEST_PATHS:-every test})" ${TEST_PATHS:-tests/} || failed_runs+=(15)
 fi
 if [[ "$versions_up" != 0 ]]; then
   wait "$versions_up" || { cat "$versions_log"; echo "test: starting the other PostgreSQL versions failed" >&2; exit 1; }
