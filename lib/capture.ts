@@ -242,9 +242,10 @@ export class CaptureRun {
   /** Creates the slot and publishes its snapshot; false when a stop cut it short. */
   async snapshot(session: ReplicationConnection): Promise<boolean> {
     const { config, logger } = this;
-    const { consistentPoint, snapshotName } = await session.createSlot(config.slot);
+    const { consistentPoint, snapshotName } = await session.createSlot(config.slot, { failover: config.slotFailover });
     logger.info(`created slot ${config.slot}: reading the first snapshot`, {
       consistentPoint: formatLsn(consistentPoint),
+      failover: config.slotFailover,
       tables: config.tables.map(qualified).join(","),
     });
     // The exported snapshot lives until the replication connection's next command, so it is read

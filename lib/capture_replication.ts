@@ -13,13 +13,18 @@ import { sleep } from "./retry.ts";
 import { connectDatabase } from "./database.ts";
 import type { ReplicationStream } from "./capture_stream.ts";
 
+/** How a new slot is made: `failover` (PostgreSQL 17 and later) keeps it on standbys that sync slots. */
+export interface SlotOptions {
+  failover?: boolean;
+}
+
 /** A replication connection as a capture run uses it: the slot's creation, then its stream. */
 export interface ReplicationConnection extends ReplicationStream {
   /**
    * Creates the logical slot with pgoutput and exports its snapshot, which lives until the
    * connection's next command: read it before {@linkcode start}.
    */
-  createSlot(slot: string): Promise<{ consistentPoint: Lsn; snapshotName: string }>;
+  createSlot(slot: string, options?: SlotOptions): Promise<{ consistentPoint: Lsn; snapshotName: string }>;
   /** Starts streaming the slot's changes after `from`, for the publication's tables. */
   start(slot: string, publication: string, from: Lsn): Promise<void>;
 }
@@ -47,9 +52,11 @@ export class ReplicationSession implements ReplicationConnection {
    * Creates the logical slot with pgoutput and exports its snapshot, which lives until this
    * connection's next command: read it before {@linkcode start}.
    */
-  async createSlot(slot: string): Promise<{ consistentPoint: Lsn; snapshotName: string }> {
+  async createSlot(slot: string, options: SlotOptions = {}): Promise<{ consistentPoint: Lsn; snapshotName: string }> {
     // A slot name cannot be a parameter of a replication command; loadCaptureConfig checks it against /^[a-z0-9_]{1,63}$/.
-    const [created] = await this.#connection.unsafe(`CREATE_REPLICATION_SLOT ${slot} LOGICAL pgoutput EXPORT_SNAPSHOT`)
+    // FAILOVER exists only in the option list of PostgreSQL 15 and later; the bare form keeps 14 working.
+    const how = options.failover ? "(SNAPSHOT 'export', FAILOVER true)" : "EXPORT_SNAPSHOT";
+    const [created] = await this.#connection.unsafe(`CREATE_REPLICATION_SLOT ${slot} LOGICAL pgoutput ${how}`)
       .simple();
     return { consistentPoint: parseLsn(String(created.consistent_point)), snapshotName: String(created.snapshot_name) };
   }

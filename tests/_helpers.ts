@@ -90,6 +90,34 @@ export async function createTestDatabase(
   };
 }
 
+/** The major version of the PostgreSQL at `adminUrl`, e.g. 17: tests of one major's features skip on the others. */
+export async function serverMajor(adminUrl = ADMIN_DATABASE_URL): Promise<number> {
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await admin<{ num: number }[]>`select current_setting('server_version_num')::int as num`;
+    return Math.floor(row.num / 10_000);
+  } finally {
+    await admin.end();
+  }
+}
+
+/**
+ * Which of the extensions `names` (contrib's hstore, citext, ltree; PostGIS) this server's build
+ * cannot create, named in the test output with the server's version, so that a test leaves out
+ * only their columns and says why. Empty when every one is available.
+ */
+export async function missingExtensions(sql: postgres.Sql, names: string[]): Promise<string[]> {
+  const [{ version }] = await sql<{ version: string }[]>`select current_setting('server_version') as version`;
+  const available = await sql<{ name: string }[]>`
+    select name from pg_available_extensions where name = any(${names}::text[])`;
+  const have = new Set(available.map((r) => r.name));
+  const missing = names.filter((n) => !have.has(n));
+  if (missing.length) {
+    console.log(`PostgreSQL ${version.split(" ")[0]} lacks extension ${missing.join(", ")}: its columns are skipped`);
+  }
+  return missing;
+}
+
 /** Environment for a command run against test topics, group and database. */
 export interface PipelineEnv {
   USERS_TOPIC: string;

@@ -11,6 +11,7 @@ import {
   readTopic,
   ROOT,
   runServices,
+  serverMajor,
   testKafka,
   topicSize,
   uniqueName,
@@ -77,6 +78,29 @@ Deno.test("the real database, through connectDatabase, keeps timestamptz to the 
   } finally {
     await sql.end();
   }
+});
+
+const adminUrl = new URL(ADMIN_DATABASE_URL);
+Deno.test({
+  name: "services up with a PG_VERSION other than the running server's is refused in one line naming both",
+  // Only a server on this machine can be asked for by its port.
+  ignore: !["localhost", "127.0.0.1"].includes(adminUrl.hostname),
+  fn: async () => {
+    const major = await serverMajor();
+    const asked = major === 17 ? 16 : 17;
+    const run = await runServices(["up", "postgres"], {
+      PG_VERSION: String(asked),
+      PG_PORT: adminUrl.port || "5432",
+      CDC_DATA_DIR: `${ROOT}.data/${uniqueName("pgversion")}`,
+    });
+    assert.equal(run.code, 1, run.stderr);
+    assert.match(
+      run.stderr.trim(),
+      new RegExp(
+        `^services: error: the PostgreSQL on localhost:\\d+ is version ${major}, not PG_VERSION=${asked}: stop it or use another PG_PORT$`,
+      ),
+    );
+  },
 });
 
 Deno.test("services up is idempotent: a second run reuses the running services", async () => {

@@ -576,7 +576,7 @@ Deno.test("the capture's and dlq's help list exactly the flags they read", () =>
       ...kafka,
       ...["database-url", "replication-factor", "log-format", "metrics-port", "help", "topic-prefix", "tables"],
       ...["topic-partitions", "slot", "publication", "batch-size", "schemas", "compression", "in-flight"],
-      ...["in-flight-bytes", "drop-slot", "new-snapshot"],
+      ...["in-flight-bytes", "drop-slot", "new-snapshot", "slot-failover"],
       ...["decimal-handling-mode", "time-precision-mode", "binary-handling-mode", "hstore-handling-mode"],
       ...["interval-handling-mode", "money-fraction-digits", "include-unknown-datatypes"],
       ...["tombstones-on-delete", "skipped-operations", "column-include-list", "column-exclude-list"],
@@ -801,4 +801,20 @@ Deno.test("a setting that carries a Debezium property over is named after it: fl
     assert.equal(s.env, `CAPTURE_${s.debezium.replaceAll(".", "_").replaceAll("-", "_").toUpperCase()}`, s.debezium);
     assert.deepEqual(s.commands, ["produce capture"], s.debezium);
   }
+});
+
+Deno.test("slot.failover is false by default, true from its flag or env, and another value is refused naming the setting", () => {
+  const load = (args: string[], env: Record<string, string> = {}) => {
+    const parsed = loadCaptureConfig(args, env);
+    assert.equal(parsed.help, false);
+    return parsed.config.slotFailover;
+  };
+  assert.equal(load([]), false);
+  assert.equal(load(["--slot-failover", "true"]), true);
+  assert.equal(load([], { CAPTURE_SLOT_FAILOVER: "true" }), true);
+  assert.equal(load(["--slot-failover", "false"], { CAPTURE_SLOT_FAILOVER: "true" }), false);
+  assert.equal(
+    configError(() => loadCaptureConfig([], { CAPTURE_SLOT_FAILOVER: "yes" })),
+    '--slot-failover (or CAPTURE_SLOT_FAILOVER) must be one of true, false: got "yes"',
+  );
 });

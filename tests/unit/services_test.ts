@@ -54,3 +54,19 @@ Deno.test("services up starts nothing for a Kafka and a PostgreSQL on another ho
   assert.doesNotMatch(run.stderr, /starting|reusing|secret/);
   await assert.rejects(Deno.stat(dataDir), Deno.errors.NotFound);
 });
+
+Deno.test("a PG_VERSION other than 14 to 18 is refused in one line naming it, and each other major's npm build is pinned exactly", async () => {
+  const dataDir = `${ROOT}.data/${uniqueName("pgversion")}`;
+  const run = await runServices(["up", "postgres"], { PG_VERSION: "13", CDC_DATA_DIR: dataDir });
+  assert.equal(run.code, 1, run.stderr);
+  assert.equal(
+    run.stderr.trim(),
+    "services: error: PG_VERSION=13 is not a PostgreSQL major this script runs: use 14, 15, 16, 17 or 18",
+  );
+  await assert.rejects(Deno.stat(dataDir), Deno.errors.NotFound);
+  const services = await Deno.readTextFile(`${ROOT}scripts/services.sh`);
+  const builds = /declare -A PG_NPM_BUILDS=\((.*)\)/.exec(services)![1];
+  const pinned = [...builds.matchAll(/\[(\d+)\]=(\S+)/g)].map(([, major, version]) => [major, version]);
+  assert.deepEqual(pinned.map(([major]) => major), ["14", "16", "17", "18"]);
+  for (const [major, version] of pinned) assert.match(version, new RegExp(`^${major}\\.\\d+\\.\\d+(-[a-z]+\\.\\d+)?$`));
+});
