@@ -103,16 +103,17 @@ export async function serverMajor(adminUrl = ADMIN_DATABASE_URL): Promise<number
 
 /**
  * Which of the extensions `names` (contrib's hstore, citext, ltree; PostGIS) this server's build
- * cannot create, named in the test output with the server's version, so that a test leaves out
- * only their columns and says why. Empty when every one is available.
+ * cannot create, named in the test output with the server's version (unless `report` is false: a
+ * test running several databases names them once), so that a test leaves out only their columns
+ * and says why. Empty when every one is available.
  */
-export async function missingExtensions(sql: postgres.Sql, names: string[]): Promise<string[]> {
+export async function missingExtensions(sql: postgres.Sql, names: string[], report = true): Promise<string[]> {
   const [{ version }] = await sql<{ version: string }[]>`select current_setting('server_version') as version`;
   const available = await sql<{ name: string }[]>`
     select name from pg_available_extensions where name = any(${names}::text[])`;
   const have = new Set(available.map((r) => r.name));
   const missing = names.filter((n) => !have.has(n));
-  if (missing.length) {
+  if (missing.length && report) {
     console.log(`PostgreSQL ${version.split(" ")[0]} lacks extension ${missing.join(", ")}: its columns are skipped`);
   }
   return missing;

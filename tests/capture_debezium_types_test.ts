@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import type postgres from "postgres";
 import {
   createTestDatabase,
+  missingExtensions,
   pipelineNames,
   ROOT,
   type Running,
@@ -304,20 +305,12 @@ const TOASTED: Record<string, string> = {
   t_ltree: "(select string_agg(md5(i::text), '.') from generate_series(1, 300) i)::ltree",
 };
 
-/** The extensions the server has, created in the database; a missing one is named in the output. */
+/** The extensions the server has, created in the database; a missing one is named in the output when `log`. */
 async function createExtensions(sql: postgres.Sql, log: boolean): Promise<string[]> {
-  const available = new Set(
-    (await sql<{ name: string }[]>`select name from pg_available_extensions`).map((r) => r.name),
-  );
-  const present: string[] = [];
-  for (const name of Object.keys(EXTENSION_COLUMNS)) {
-    if (!available.has(name)) {
-      if (log) console.log(`    ${name} is not installed on this server: its columns are left out`);
-      continue;
-    }
-    await sql.unsafe(`create extension if not exists ${name}`);
-    present.push(name);
-  }
+  const names = Object.keys(EXTENSION_COLUMNS);
+  const missing = await missingExtensions(sql, names, log);
+  const present = names.filter((name) => !missing.includes(name));
+  for (const name of present) await sql.unsafe(`create extension if not exists ${name}`);
   return present;
 }
 
