@@ -146,7 +146,7 @@ async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
       )`;
   }
   // A deleted user's orders are deleted, whenever either arrives: this trigger cascades the
-  // user's delete to existing orders; applyOrders marks orders that arrive afterwards.
+  // user's delete to existing orders; planOrders marks orders that arrive afterwards.
   if (gaps.cascadeFunction) {
     // DDL takes no parameters; the body is this module's constant, the one schemaGaps compares.
     await tx.unsafe(
@@ -160,7 +160,7 @@ async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
         when (new.is_deleted and old.is_deleted is not true)
         execute function cdc_cascade_user_delete()`;
   }
-  // Orders arriving after their user's delete are marked by applyOrders, which reads the user
+  // Orders arriving after their user's delete are marked by planOrders, which reads the user
   // anyway; a per-row trigger doing it slowed the orders' apply (docs/PERFORMANCE.md). Schemas made
   // by earlier versions lose that trigger here.
   if (gaps.legacyTrigger) await tx`drop trigger if exists orders_inherit_soft_delete on orders`;
