@@ -318,6 +318,13 @@ async function planUsers(tx: Tx, changes: UserChange[]): Promise<PlannedApply> {
   const creates = patches.filter((p) => p.create);
   const updates = patches.filter((p) => !p.create);
   const writes: Unsent[] = [];
+  const deleting = patches.filter((p) => p.deleted).map((p) => p.id);
+  // A delete first waits for the order batches that hold these users FOR KEY SHARE (planOrders), and
+  // holds back the next until it commits: its cascade then sees their orders, and they see the delete.
+  // Renames take no such lock, so they never wait on the orders' transactions.
+  if (deleting.length) {
+    writes.push(tx`select from users where id = any(${textArray(tx, deleting)}::uuid[]) order by id for update`);
+  }
   if (creates.length) {
     writes.push(tx`
       insert into users as u (id, name, dob, created_at, modified_at, is_deleted)
@@ -357,14 +364,15 @@ async function planUsers(tx: Tx, changes: UserChange[]): Promise<PlannedApply> {
 
 async function planOrders(tx: Tx, changes: OrderChange[]): Promise<PlannedApply> {
   const userIds = [...new Set(changes.filter((c) => c.type === "CREATE").map((c) => c.userId!))].sort();
-  // FOR SHARE waits for a concurrent user delete to commit, so its cascade cannot miss these orders.
+  // FOR KEY SHARE waits for a concurrent user delete (planUsers locks those FOR UPDATE) to commit, so its cascade
+  // cannot miss these orders; the foreign-key checks of the insert find the lock taken.
   // Both reads go out together: one round trip.
   const [users, found] = await Promise.all([
     userIds.length
       ? tx<{ id: string; is_deleted: boolean | null }[]>`
         select id::text as id, is_deleted from users where id = any(${
         textArray(tx, userIds)
-      }::uuid[]) order by id for share`
+      }::uuid[]) order by id for key share`
       : [],
     existingIds(tx, "orders", [...new Set(changes.map((c) => c.id))]),
   ]);
