@@ -28,7 +28,16 @@ import type { ConsumeObserver, ConsumeStats } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
 import { FIRST_ATTEMPT_GRACE_MS, OUTAGE, RetryError, waitOut, type WaitOutOptions } from "./retry.ts";
 import type { Sql } from "./database.ts";
-import { advanceOffset, applyChanges, type ApplyOutcome, claimOffset, FencedError, readStoredOffsets } from "./sink.ts";
+import {
+  advanceOffset,
+  applyChanges,
+  type ApplyOutcome,
+  claimOffset,
+  FencedError,
+  type PartitionOffset,
+  planChanges,
+  readStoredOffsets,
+} from "./sink.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** The next offset to apply per `topic:partition` as this member knows it; null when nothing is stored yet. */
@@ -259,25 +268,61 @@ export class PartitionBatches {
     }
   }
 
-  /** One transaction: claim the offset, apply, dead-letter (acked by Kafka), advance the offset. */
+  /**
+   * One transaction: claim the offset, apply, dead-letter (acked by Kafka), advance the offset. A
+   * record PostgreSQL refuses (SQLSTATE class 22 or 23) rolls it back whole; it runs again with a
+   * savepoint per half, which isolates that record for the DLQ.
+   */
   async #step(
     topic: string,
     partition: number,
     start: bigint,
     messages: KafkaMessage[],
-    { valid, invalid }: Validated,
+    validated: Validated,
     batchEnd: bigint,
   ): Promise<StepResult> {
-    const claimed = { topic, partition, nextOffset: start };
+    try {
+      return await this.#transaction({ topic, partition, nextOffset: start }, messages, validated, batchEnd, false);
+    } catch (error) {
+      if (classify(error) !== "record") throw error;
+      return await this.#transaction({ topic, partition, nextOffset: start }, messages, validated, batchEnd, true);
+    }
+  }
+
+  /**
+   * The step's transaction. Without `isolate` it takes two round trips between BEGIN and COMMIT,
+   * PostgreSQL never waiting on this process within one: the claim goes out with the batch's reads,
+   * the writes with the offset's advance. With `isolate` the savepoints wait for the claim.
+   */
+  async #transaction(
+    claimed: PartitionOffset,
+    messages: KafkaMessage[],
+    { valid, invalid }: Validated,
+    batchEnd: bigint,
+    isolate: boolean,
+  ): Promise<StepResult> {
+    const { topic, partition, nextOffset: start } = claimed;
+    const changes = valid.map((v) => v.change) as UserChange[] | OrderChange[];
     return await this.deps.sql.begin(async (tx) => {
-      await claimOffset(tx, this.deps.config.consumerGroup, claimed);
       const started = performance.now();
-      const outcome = await applyChanges(tx, valid.map((v) => v.change) as UserChange[] | OrderChange[]);
-      const applyMs = performance.now() - started;
+      const claim = claimOffset(tx, this.deps.config.consumerGroup, claimed);
+      const [, planned] = isolate
+        ? [await claim, { outcome: await applyChanges(tx, changes), writes: [] }]
+        : await allSettledOrFirstError([claim, planChanges(tx, changes)] as const);
       const decide = (offset: string) => this.deps.orderWaits.decide(partitionKey(topic, partition), offset);
-      const step = await settle(messages, { valid, invalid }, outcome, batchEnd, decide, this.deps.config.orderWaitS);
+      const step = await settle(
+        messages,
+        { valid, invalid },
+        planned.outcome,
+        batchEnd,
+        decide,
+        this.deps.config.orderWaitS,
+      );
+      const advance = step.next > start ? advanceOffset(tx, claimed, step.next) : undefined;
+      await allSettledOrFirstError([Promise.all(planned.writes), advance] as const);
+      const applyMs = performance.now() - started;
+      // After the writes: a record they refuse sends the step round again, which would dead-letter these twice.
       await writeDeadLetters(this.deps.publisher, topic, partition, step.deadLettered, new Date());
-      if (step.next > start) await advanceOffset(tx, claimed, step.next);
       return { ...step, applyMs };
     }) as StepResult;
   }
@@ -367,6 +412,20 @@ export function databaseWait(
         error: describeError(error),
       });
     },
+  };
+}
+
+/**
+ * Waits for every one of `promises` (so no statement of a transaction is still in flight when it
+ * ends) and returns their values; throws the first one's error, in array order, that failed.
+ */
+async function allSettledOrFirstError<T extends readonly unknown[]>(
+  promises: T,
+): Promise<{ -readonly [K in keyof T]: Awaited<T[K]> }> {
+  const results = await Promise.allSettled(promises);
+  for (const result of results) if (result.status === "rejected") throw result.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [K in keyof T]: Awaited<T[K]>;
   };
 }
 

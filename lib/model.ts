@@ -90,8 +90,10 @@ function fail(field: string, rule: string, value: unknown): never {
   throw new InvalidEventError(`${field} must be ${rule}: got ${shown(value)}`);
 }
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
 function daysInMonth(year: number, month: number): number {
-  return [31, isLeap(year) ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1];
+  return month === 2 && isLeap(year) ? 29 : DAYS_IN_MONTH[month - 1];
 }
 
 function isLeap(year: number): boolean {
@@ -111,8 +113,10 @@ export function normalizeTimestamp(text: string): string | null {
   // Already UTC with six fraction digits (what our producer writes): only the ranges need checking.
   const utc = CANONICAL_TIMESTAMP.exec(text);
   if (utc) {
-    const [year, month, day, hour, minute, second] = utc.slice(1, 7).map(Number);
-    return validDate(year, month, day) && hour <= 23 && minute <= 59 && second <= 59 ? text : null;
+    // Fields read one by one: no array per timestamp, as every record of the backlog has one.
+    const ok = validDate(Number(utc[1]), Number(utc[2]), Number(utc[3])) && Number(utc[4]) <= 23 &&
+      Number(utc[5]) <= 59 && Number(utc[6]) <= 59;
+    return ok ? text : null;
   }
   const m = TIMESTAMP.exec(text);
   if (!m) return null;
@@ -267,12 +271,27 @@ export function parseOrderEvent(value: Uint8Array | string | null | undefined): 
 }
 
 /**
+ * Whether the key's bytes are `id` (lowercase ASCII, as {@linkcode uuid} returns it) in any case,
+ * compared without decoding: the check every record takes, at no allocation.
+ */
+function keyIsId(key: Uint8Array, id: string): boolean {
+  if (key.length !== id.length) return false;
+  for (let i = 0; i < key.length; i++) {
+    const byte = key[i];
+    // ASCII A-Z (65-90) folds to a-z; every other byte must equal the id's as it is.
+    if ((byte >= 65 && byte <= 90 ? byte + 32 : byte) !== id.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+/**
  * Checks that a record's key is its event's entity id (`user_id` or `order_id`) as UTF-8, as
  * docs/CONTRACT.md section 2 says: per-key order holds only when every event of an entity carries its
  * id as the key, so one with another key (or none) could be applied out of order. Throws
  * InvalidEventError naming the key and the id. The comparison ignores case, as the ids do.
  */
 export function checkRecordKey(key: Uint8Array | null | undefined, change: UserChange | OrderChange): void {
+  if (key && keyIsId(key, change.id)) return;
   const field = change.entity === "user" ? "user_id" : "order_id";
   const expected = `record key must be the event's ${field} ${shown(change.id)}`;
   if (key === null || key === undefined) throw new InvalidEventError(`${expected}: got no key (null)`);

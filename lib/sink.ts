@@ -146,7 +146,7 @@ async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
       )`;
   }
   // A deleted user's orders are deleted, whenever either arrives: this trigger cascades the
-  // user's delete to existing orders; applyOrders marks orders that arrive afterwards.
+  // user's delete to existing orders; planOrders marks orders that arrive afterwards.
   if (gaps.cascadeFunction) {
     // DDL takes no parameters; the body is this module's constant, the one schemaGaps compares.
     await tx.unsafe(
@@ -160,7 +160,7 @@ async function createMissing(tx: Tx, gaps: SchemaGaps): Promise<void> {
         when (new.is_deleted and old.is_deleted is not true)
         execute function cdc_cascade_user_delete()`;
   }
-  // Orders arriving after their user's delete are marked by applyOrders, which reads the user
+  // Orders arriving after their user's delete are marked by planOrders, which reads the user
   // anyway; a per-row trigger doing it slowed the orders' apply (docs/PERFORMANCE.md). Schemas made
   // by earlier versions lose that trigger here.
   if (gaps.legacyTrigger) await tx`drop trigger if exists orders_inherit_soft_delete on orders`;
@@ -299,15 +299,34 @@ async function existingIds(tx: Tx, table: "users" | "orders", ids: string[]): Pr
   return new Set(rows.map((r) => r.id));
 }
 
+/** A statement postgres.js has not sent yet: it goes out when first awaited, in the order awaited. */
+type Unsent = PromiseLike<unknown>;
+
+/** A batch read and planned: what applying it will do, and its writes, not sent yet. */
+export interface PlannedApply {
+  /** Rejections and the blocking order, known before any write. */
+  outcome: ApplyOutcome;
+  /** The writes; awaited together they go to PostgreSQL in one round trip. */
+  writes: Unsent[];
+}
+
 // Every write below ends in `where (row) is distinct from (new values)`: a re-sent event that
 // changes nothing writes nothing, so it leaves no WAL, no dead tuple and no capture record.
-async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> {
+async function planUsers(tx: Tx, changes: UserChange[]): Promise<PlannedApply> {
   const ids = [...new Set(changes.map((c) => c.id))];
   const { patches, rejected } = planUserBatch(changes, await existingIds(tx, "users", ids));
   const creates = patches.filter((p) => p.create);
   const updates = patches.filter((p) => !p.create);
+  const writes: Unsent[] = [];
+  const deleting = patches.filter((p) => p.deleted).map((p) => p.id);
+  // A delete first waits for the order batches that hold these users FOR KEY SHARE (planOrders), and
+  // holds back the next until it commits: its cascade then sees their orders, and they see the delete.
+  // Renames take no such lock, so they never wait on the orders' transactions.
+  if (deleting.length) {
+    writes.push(tx`select from users where id = any(${textArray(tx, deleting)}::uuid[]) order by id for update`);
+  }
   if (creates.length) {
-    await tx`
+    writes.push(tx`
       insert into users as u (id, name, dob, created_at, modified_at, is_deleted)
       select * from unnest(
         ${textArray(tx, creates.map((p) => p.id))}::uuid[],
@@ -324,10 +343,10 @@ async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> 
         is_deleted = u.is_deleted or excluded.is_deleted
       where (u.name, u.dob, u.created_at, u.modified_at, u.is_deleted) is distinct from
         (excluded.name, excluded.dob, excluded.created_at, coalesce(excluded.modified_at, u.modified_at),
-         u.is_deleted or excluded.is_deleted)`;
+         u.is_deleted or excluded.is_deleted)`);
   }
   if (updates.length) {
-    await tx`
+    writes.push(tx`
       update users as u set
         name = coalesce(p.name, u.name),
         modified_at = coalesce(p.modified_at, u.modified_at),
@@ -338,21 +357,25 @@ async function applyUsers(tx: Tx, changes: UserChange[]): Promise<ApplyOutcome> 
         ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
         ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, name, modified_at, is_deleted)
       where u.id = p.id and (u.name, u.modified_at, u.is_deleted) is distinct from
-        (coalesce(p.name, u.name), coalesce(p.modified_at, u.modified_at), u.is_deleted or p.is_deleted)`;
+        (coalesce(p.name, u.name), coalesce(p.modified_at, u.modified_at), u.is_deleted or p.is_deleted)`);
   }
-  return { rejected };
+  return { outcome: { rejected }, writes };
 }
 
-async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome> {
+async function planOrders(tx: Tx, changes: OrderChange[]): Promise<PlannedApply> {
   const userIds = [...new Set(changes.filter((c) => c.type === "CREATE").map((c) => c.userId!))].sort();
-  // FOR SHARE waits for a concurrent user delete to commit, so its cascade cannot miss these orders.
-  const users = userIds.length
-    ? await tx<{ id: string; is_deleted: boolean | null }[]>`
+  // FOR KEY SHARE waits for a concurrent user delete (planUsers locks those FOR UPDATE) to commit, so its cascade
+  // cannot miss these orders; the foreign-key checks of the insert find the lock taken.
+  // Both reads go out together: one round trip.
+  const [users, found] = await Promise.all([
+    userIds.length
+      ? tx<{ id: string; is_deleted: boolean | null }[]>`
         select id::text as id, is_deleted from users where id = any(${
-      textArray(tx, userIds)
-    }::uuid[]) order by id for share`
-    : [];
-  const found = await existingIds(tx, "orders", [...new Set(changes.map((c) => c.id))]);
+        textArray(tx, userIds)
+      }::uuid[]) order by id for key share`
+      : [],
+    existingIds(tx, "orders", [...new Set(changes.map((c) => c.id))]),
+  ]);
   const plan = planOrderBatch(changes, found, new Set(users.map((r) => r.id)));
   const creates = plan.patches.filter((p) => p.create);
   // An order of a deleted user is deleted too (docs/CONTRACT.md section 3); the lock above keeps the
@@ -360,8 +383,9 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
   const deletedUsers = new Set(users.filter((r) => r.is_deleted).map((r) => r.id));
   for (const p of creates) if (deletedUsers.has(p.create!.userId)) p.deleted = true;
   const updates = plan.patches.filter((p) => !p.create);
+  const writes: Unsent[] = [];
   if (creates.length) {
-    await tx`
+    writes.push(tx`
       insert into orders as o (id, status, user_id, quantity, total_amount, placed_at, modified_at, is_deleted)
       select * from unnest(
         ${textArray(tx, creates.map((p) => p.id))}::uuid[],
@@ -382,10 +406,10 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
         is_deleted = o.is_deleted or excluded.is_deleted
       where (o.status, o.user_id, o.quantity, o.total_amount, o.placed_at, o.modified_at, o.is_deleted) is distinct from
         (excluded.status, excluded.user_id, excluded.quantity, excluded.total_amount, excluded.placed_at,
-         coalesce(excluded.modified_at, o.modified_at), o.is_deleted or excluded.is_deleted)`;
+         coalesce(excluded.modified_at, o.modified_at), o.is_deleted or excluded.is_deleted)`);
   }
   if (updates.length) {
-    await tx`
+    writes.push(tx`
       update orders as o set
         status = coalesce(p.status, o.status),
         modified_at = coalesce(p.modified_at, o.modified_at),
@@ -396,17 +420,32 @@ async function applyOrders(tx: Tx, changes: OrderChange[]): Promise<ApplyOutcome
         ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
         ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, status, modified_at, is_deleted)
       where o.id = p.id and (o.status, o.modified_at, o.is_deleted) is distinct from
-        (coalesce(p.status, o.status), coalesce(p.modified_at, o.modified_at), o.is_deleted or p.is_deleted)`;
+        (coalesce(p.status, o.status), coalesce(p.modified_at, o.modified_at), o.is_deleted or p.is_deleted)`);
   }
-  return { rejected: plan.rejected, blocked: plan.blocked };
+  return { outcome: { rejected: plan.rejected, blocked: plan.blocked }, writes };
+}
+
+/**
+ * Reads what one partition's validated changes (all users or all orders) need and plans them in
+ * log order per key, inside the caller's transaction; the writes are returned unsent, so the
+ * caller sends them together with its own statements. A record PostgreSQL refuses fails the
+ * whole transaction: {@linkcode applyChanges} isolates it.
+ */
+export async function planChanges(tx: Tx, changes: UserChange[] | OrderChange[]): Promise<PlannedApply> {
+  if (changes.length === 0) return { outcome: { rejected: [] }, writes: [] };
+  return changes[0].entity === "user"
+    ? await planUsers(tx, changes as UserChange[])
+    : await planOrders(tx, changes as OrderChange[]);
 }
 
 /** Applies `changes` in a savepoint; on an error that belongs to a record, halves them until the culprit is alone. */
 async function applyIsolatingCulprits(tx: Tx, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
   try {
-    return await tx.savepoint((sp) =>
-      changes[0].entity === "user" ? applyUsers(sp, changes as UserChange[]) : applyOrders(sp, changes as OrderChange[])
-    ) as ApplyOutcome;
+    return await tx.savepoint(async (sp) => {
+      const planned = await planChanges(sp, changes);
+      await Promise.all(planned.writes);
+      return planned.outcome;
+    }) as ApplyOutcome;
   } catch (error) {
     if (classify(error) !== "record") throw error;
     if (changes.length === 1) {
@@ -425,9 +464,11 @@ async function applyIsolatingCulprits(tx: Tx, changes: UserChange[] | OrderChang
 
 /**
  * Applies one partition's validated changes (all users or all orders) in log order per key,
- * inside the caller's transaction. A database error that belongs to one record (SQLSTATE class
- * 22 or 23) rolls back to a savepoint and the batch is split until that record is alone: it is
- * rejected and every other change applies, all in the same transaction. Other errors are thrown.
+ * inside the caller's transaction, each half in a savepoint: a database error that belongs to
+ * one record (SQLSTATE class 22 or 23) rolls back to its savepoint and the batch is split until
+ * that record is alone: it is rejected and every other change applies, all in the same
+ * transaction. Other errors are thrown. The savepoints cost round trips and a subtransaction, so
+ * the consumer runs this only after {@linkcode planChanges}' writes failed on a record.
  */
 export async function applyChanges(tx: Tx, changes: UserChange[] | OrderChange[]): Promise<ApplyOutcome> {
   if (changes.length === 0) return { rejected: [] };

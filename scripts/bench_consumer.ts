@@ -17,6 +17,48 @@ export interface ConsumePhase {
   measured: Measured;
   deadLettered: Record<string, unknown>;
   rows: { users: number; orders: number };
+  /** PostgreSQL's time per statement of the drain; null when pg_stat_statements is not loaded. */
+  statements: StatementCost[] | null;
+}
+
+/** One statement's server-side cost during the drain, from pg_stat_statements. */
+export interface StatementCost {
+  /** The statement's text, its whitespace folded, cut at 100 characters. */
+  statement: string;
+  calls: number;
+  /** Execution time (wall time in the server, lock waits included) per event of the run. */
+  microsPerEvent: number;
+  /** Rows it returned or wrote per call. */
+  rowsPerCall: number;
+}
+
+/**
+ * Server-side cost of each statement run in `databaseUrl`'s database (made fresh for the run, so
+ * everything pg_stat_statements holds for it is the drain's), costliest first; null when the
+ * server does not load pg_stat_statements (a cluster made before scripts/services.sh preloaded it).
+ */
+async function statementCosts(databaseUrl: string, events: number): Promise<StatementCost[] | null> {
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const [{ loaded }] = await sql`
+      select 'pg_stat_statements' = any(string_to_array(current_setting('shared_preload_libraries'), ', ')) as loaded`;
+    if (!loaded) return null;
+    await sql`create extension if not exists pg_stat_statements`;
+    const rows = await sql<{ statement: string; calls: string; ms: number; rows: string }[]>`
+      select left(regexp_replace(query, '[[:space:]]+', ' ', 'g'), 100) as statement, calls::text,
+        total_exec_time as ms, rows::text
+      from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())
+        and query !~* '^[[:space:]]*(create|drop|alter)'
+      order by total_exec_time desc limit 12`;
+    return rows.map((r) => ({
+      statement: r.statement,
+      calls: Number(r.calls),
+      microsPerEvent: round((r.ms * 1000) / events, 2),
+      rowsPerCall: round(Number(r.rows) / Number(r.calls), 1),
+    }));
+  } finally {
+    await sql.end();
+  }
 }
 
 /**
@@ -69,6 +111,7 @@ export async function consumePhase(run: BenchRun): Promise<ConsumePhase> {
     measured,
     deadLettered: summary?.deadLettered ?? {},
     rows: { users: Number(users), orders: Number(orders) },
+    statements: await statementCosts(run.env.DATABASE_URL, run.events),
   };
 }
 

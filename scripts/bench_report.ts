@@ -140,9 +140,12 @@ function profile({ events }: BenchRun, m: PipelineMeasures) {
     };
   };
   const producerRate = events / m.produce.seconds;
+  const consumer = profileOf(m.consume.measured, "consumer");
   return {
     producer: profileOf(m.produce, "producer"),
-    consumer: profileOf(m.consume.measured, "consumer"),
+    consumer,
+    consumerVsCeiling: round(events / m.consume.measured.seconds / consumer.ceilingEventsPerS, 2),
+    consumerStatements: m.consume.statements,
     kafkajsEncodeOnlyEventsPerS: Math.round(m.kafkajsEncodeOnlyEventsPerS),
     producerVsKafkajsEncodeOnly: round(producerRate / m.kafkajsEncodeOnlyEventsPerS, 2),
     standaloneProducer: profileOf(m.standalone.produce, "producer"),

@@ -424,7 +424,9 @@ EOF
   touch "$dir/postgres.log"
   if [[ "$(id -u)" == 0 ]]; then chown postgres:postgres "$dir/postgres.log"; fi
   # The port goes on the command line too: a data folder made with another PG_PORT keeps its old one in postgresql.conf.
-  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "-p $PG_PORT" -w -t "$START_TIMEOUT_S" start >/dev/null ||
+  # pg_stat_statements gives the bench its per-statement profile of the consumer (docs/PERFORMANCE.md), on old folders too.
+  pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" \
+    -o "-p $PG_PORT -c shared_preload_libraries=pg_stat_statements" -w -t "$START_TIMEOUT_S" start >/dev/null ||
     die "PostgreSQL did not start; see $dir/postgres.log"
   pg_ensure_db
 }

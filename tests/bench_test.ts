@@ -56,6 +56,15 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     assert.ok(profile.machineBusyShare > 0 && profile.machineBusyShare <= 1, `profile.${phase}.machineBusyShare`);
     assert.ok(profile.ceilingEventsPerS > 0, `profile.${phase}.ceilingEventsPerS`);
   }
+  // The consumer's share of its own ceiling, and PostgreSQL's cost per statement of the drain.
+  assert.ok(report.profile.consumerVsCeiling > 0, `profile.consumerVsCeiling = ${report.profile.consumerVsCeiling}`);
+  assert.ok(Array.isArray(report.profile.consumerStatements), "profile.consumerStatements: pg_stat_statements loaded");
+  assert.ok(
+    report.profile.consumerStatements.some((s: { statement: string; calls: number }) =>
+      /^insert into orders/.test(s.statement) && s.calls > 0
+    ),
+    "profile.consumerStatements lists the orders' insert",
+  );
   // The capture streamed the changes of the consumer's second drain, and its slot was read at the end.
   for (const key of ["changes", "changesPerS", "peakRssMb", "consumerEventsPerSWithCapture"]) {
     assert.ok(report.capture[key] > 0, `capture.${key} = ${report.capture[key]}`);
@@ -72,6 +81,10 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     "consumerVsOneEventPerTx",
     "producerVsJavaPerfTool",
     "consumerVsCopy",
+    "consumerVsCeiling",
+    "consumerMachineBusyShare",
+    "consumerMicrosPerEvent",
+    "consumerPostgresMicrosPerEvent",
     "idleConsumerCpuPercent",
     "idleStandaloneConsumerCpuPercent",
     "producerPeakRssMb",

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import postgres from "postgres";
 import { DLQ_HEADERS, dlqTopic } from "../lib/consumer_dead_letter.ts";
 import { connectDatabase } from "../lib/database.ts";
-import { arrayLiteral, ensureSchema } from "../lib/sink.ts";
+import { type OrderChange, parseOrderEvent, parseUserEvent, type UserChange } from "../lib/model.ts";
+import { applyChanges, arrayLiteral, ensureSchema } from "../lib/sink.ts";
 import {
   ADMIN_DATABASE_URL,
   createTestDatabase,
@@ -300,6 +301,78 @@ Deno.test("the schema step creates only what is missing: a dropped trigger, inde
     assert.equal(count, 0);
   } finally {
     await sql.end();
+    await db.drop();
+  }
+});
+
+Deno.test("a user's delete and an order batch of that user, applied at once in either order, leave the order deleted; a rename waits for neither", async () => {
+  const db = await createTestDatabase();
+  const sessions = postgres(db.url, { max: 4, onnotice: () => {} });
+  try {
+    await ensureSchema(sessions);
+    const user = "5d0c2c3e-0a4b-4c1e-8f00-000000000001";
+    const order = (n: number) => `5d0c2c3e-0a4b-4c1e-8f00-00000000010${n}`;
+    const parseUser = (type: "CREATE" | "UPDATE" | "DELETE") => parseUserEvent(JSON.stringify(userEvent(type, user)));
+    const placeOrder = (n: number) =>
+      parseOrderEvent(JSON.stringify(orderEvent("CREATE", order(n), { user_id: user })));
+    await sessions.begin((tx) => applyChanges(tx, [parseUser("CREATE")]));
+    /** Applies `first` in an open transaction, then `second` in another, and commits `first` once `second` waits on a lock (or has ended when `waits` is false). */
+    const overlap = async (
+      first: UserChange[] | OrderChange[],
+      second: UserChange[] | OrderChange[],
+      waits: boolean,
+    ) => {
+      let commitFirst!: () => void;
+      const firstHeld = new Promise<void>((resolve) => (commitFirst = resolve));
+      let firstApplied!: () => void;
+      const applied = new Promise<void>((resolve) => (firstApplied = resolve));
+      const firstTx = sessions.begin(async (tx) => {
+        await applyChanges(tx, first);
+        firstApplied();
+        await firstHeld;
+      });
+      await applied;
+      let secondDone = false;
+      const secondTx = sessions.begin((tx) => applyChanges(tx, second)).then(() => (secondDone = true));
+      try {
+        if (waits) {
+          await waitFor("the second transaction waits on the first's row lock", async () => {
+            const [{ n }] = await sessions`
+              select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid)
+              where not l.granted and a.datname = current_database()`;
+            return n > 0 || undefined;
+          });
+        } else {
+          await waitFor("the second transaction ends while the first is open", () => secondDone || undefined);
+        }
+      } finally {
+        // Also when a wait failed: the second transaction then ends too, and the test fails instead of hanging.
+        commitFirst();
+        await Promise.all([firstTx, secondTx]);
+      }
+    };
+    // A rename runs while an order batch holds its user: neither waits on the other.
+    await overlap([placeOrder(1)], [parseUser("UPDATE")], false);
+    // The order batch first: the delete waits for it, then its cascade sees the order.
+    await overlap([placeOrder(2)], [parseUser("DELETE")], true);
+    const rows = await readTables(db.sql);
+    assert.equal(rows.orders.get(order(1))?.is_deleted, true, "the cascade reached the order placed before the rename");
+    assert.equal(
+      rows.orders.get(order(2))?.is_deleted,
+      true,
+      "the cascade reached the order committed while it waited",
+    );
+    // The delete first (its user re-created undeleted for the test): the order batch waits, then sees the delete.
+    await sessions`update users set is_deleted = false where id = ${user}`;
+    await sessions`update orders set is_deleted = false`;
+    await overlap([parseUser("DELETE")], [placeOrder(3)], true);
+    assert.equal(
+      (await readTables(db.sql)).orders.get(order(3))?.is_deleted,
+      true,
+      "the order saw the committed delete",
+    );
+  } finally {
+    await sessions.end();
     await db.drop();
   }
 });
