@@ -24,6 +24,7 @@ import { qualified } from "./capture_slot.ts";
 import { CaptureKafka, type CaptureSink } from "./capture_kafka.ts";
 import type { ReplicationConnection } from "./capture_replication.ts";
 import { StreamFollower } from "./capture_stream.ts";
+import { IncrementalSnapshots } from "./capture_chunks.ts";
 import type { CaptureConfig } from "./config.ts";
 import { classify, describeError } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -101,6 +102,7 @@ export class CaptureRun {
   /** Aborted 30 s after a stop: sends of what is in hand get that long to be acknowledged. */
   readonly sendsShutdown = new AbortController();
   readonly follower: StreamFollower;
+  readonly snapshots: IncrementalSnapshots;
   readonly progressEveryS: number;
   newSnapshotPending: boolean;
   snapshotRows = 0;
@@ -119,7 +121,8 @@ export class CaptureRun {
       schemas: config.schemas,
     });
     // The publisher is the acknowledged position's one writer; the run reads it through the publisher.
-    this.publisher = new AckingPublisher(new AcknowledgedPosition(0n, (lsn) => this.stats.setAcknowledgedLsn(lsn)), {
+    const acknowledged = (lsn: Lsn) => (this.stats.setAcknowledgedLsn(lsn), this.snapshots.acknowledgedTo(lsn));
+    this.publisher = new AckingPublisher(new AcknowledgedPosition(0n, acknowledged), {
       send: (messages) => this.kafka.send(messages, this.sendsShutdown.signal),
       maxBytes: (topic) => this.kafka.maxBytes(topic),
       maxRecords: config.batchSize,
@@ -127,8 +130,19 @@ export class CaptureRun {
       maxUnacknowledgedBytes: config.inFlightBytes,
       onAcknowledged: (records, changes) => countAcknowledged(this.stats, records, changes),
     });
+    this.snapshots = new IncrementalSnapshots({
+      tables: config.tables,
+      signalTable: config.signalTable ?? null,
+      chunkSize: config.snapshotChunkSize,
+      database: this.database.chunks(),
+      encoder: this.encoder,
+      publisher: this.publisher,
+      logger: this.logger,
+      fail: (error) => this.follower.fail(error),
+    });
     this.follower = new StreamFollower({
       config,
+      snapshots: this.snapshots,
       statusEveryS: options.statusEveryS ?? 10,
       logger: this.logger,
       catalog: this.database,
@@ -221,7 +235,7 @@ export class CaptureRun {
         tables: config.tables.map(qualified).join(","),
         retainedWalBytes: this.stats.retainedWalBytes,
       });
-      await this.follower.follow(session);
+      await this.snapshots.during(() => this.follower.follow(session));
       await this.publisher.flush();
       session.sendStatus(this.publisher.acknowledgedLsn);
     } catch (error) {

@@ -20,6 +20,7 @@ import {
   slotState,
 } from "./capture_slot.ts";
 import { readSnapshot, type SnapshotOptions } from "./capture_snapshot.ts";
+import { type ChunkDatabase, PostgresChunks, prepareSignalTable } from "./capture_chunks.ts";
 import type { FollowerCatalog } from "./capture_stream.ts";
 import type { CaptureConfig, TableName } from "./config.ts";
 import { connectDatabase, type Sql } from "./database.ts";
@@ -45,6 +46,8 @@ export interface CaptureDatabase extends FollowerCatalog {
   readSnapshot(options: Omit<SnapshotOptions, "tables">): Promise<{ rows: number; complete: boolean }>;
   /** Records that the slot's first snapshot, read at `consistentPoint`, reached Kafka. */
   recordSnapshotDone(consistentPoint: Lsn): Promise<void>;
+  /** What the incremental snapshots read and write (lib/capture_chunks.ts). */
+  chunks(): ChunkDatabase;
   /** Closes its connections. */
   end(): Promise<void>;
 }
@@ -59,8 +62,14 @@ export class PostgresCapture implements CaptureDatabase {
   }
 
   /** Readies the database (lib/capture_slot.ts' prepareDatabase). */
-  prepare(): Promise<void> {
-    return prepareDatabase(this.sql, this.config, this.ensureContractTables);
+  async prepare(): Promise<void> {
+    await prepareDatabase(this.sql, this.config, this.ensureContractTables);
+    if (this.config.signalTable) await prepareSignalTable(this.sql, this.config.publication, this.config.signalTable);
+  }
+
+  /** The incremental snapshots' statements over the same pool. */
+  chunks(): ChunkDatabase {
+    return new PostgresChunks(this.sql, this.config.slot);
   }
 
   /** How the next replication connection starts (lib/capture_slot.ts' decideStart). */

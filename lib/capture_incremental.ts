@@ -210,6 +210,11 @@ export class ChunkCheckpoints<Position> {
     this.#pending.push({ endLsn, position });
   }
 
+  /** Whether Kafka's acknowledging everything before `lsn` lets a position be kept. */
+  covers(lsn: Lsn): boolean {
+    return this.#pending.length > 0 && this.#pending[0].endLsn <= lsn;
+  }
+
   /** Kafka acknowledged everything before `lsn`: the latest position that may now be kept, if any. */
   acknowledged(lsn: Lsn): { position: Position } | null {
     let latest: { position: Position } | null = null;

@@ -207,6 +207,16 @@ function items(list: string): string[] {
   return list.split(",").map((item) => item.trim()).filter((item) => item !== "");
 }
 
+/** Parses one `schema.table` (a bare name is in `public`). */
+export function oneTable(raw: string | boolean | undefined, from: string): TableName {
+  const value = text(raw, from);
+  const table = tableName(value.trim());
+  if (!table) {
+    throw new ConfigError(`${from} must be a schema.table name of a-z A-Z 0-9 _: got ${JSON.stringify(value)}`);
+  }
+  return table;
+}
+
 /** Parses `schema.table,...` (a bare name is in `public`), each table once. */
 export function tableList(raw: string | boolean | undefined, from: string): TableName[] {
   const list = text(raw, from);

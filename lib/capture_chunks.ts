@@ -1,0 +1,440 @@
+/**
+ * Incremental snapshots in a running capture: signals from the signal table, chunks read in
+ * primary-key order between a low and a high watermark written into the WAL, their rows published
+ * as `op: "r"` with `source.snapshot: "incremental"` when the high watermark comes through the
+ * stream, and the queue's position kept in `cdc_capture_state` once Kafka acknowledged the chunk.
+ *
+ * The watermarks are transactional logical decoding messages (`pg_logical_emit_message(true, ...)`,
+ * PostgreSQL 14+, streamed with pgoutput's `messages` option), not rows of the signal table as
+ * Debezium writes them: they need no table, so a capture without `--signal-table` can snapshot a
+ * table added to `--tables`, and they leave no rows behind. The stream follower tells this module
+ * what it reads ({@linkcode SnapshotObserver}); this module's reader runs beside it.
+ * @module
+ */
+import { readTableSpec } from "./capture_catalog.ts";
+import { type DebeziumEncoder, encodeOrStop, type TableSpec } from "./capture_debezium.ts";
+import { isCaptureOutage } from "./capture_errors.ts";
+import {
+  ChunkCheckpoints,
+  ChunkWindow,
+  type KeyValues,
+  type QueueState,
+  SnapshotQueue,
+} from "./capture_incremental.ts";
+import type { Lsn, TupleValues } from "./capture_pgoutput.ts";
+import type { AckingPublisher } from "./capture_publisher.ts";
+import type { ChangeSource, RowChange } from "./capture_reader.ts";
+import { readSignal, type SignalRow } from "./capture_signals.ts";
+import { qualified } from "./capture_slot.ts";
+import type { TableName } from "./config.ts";
+import type { Sql } from "./database.ts";
+import type postgres from "postgres";
+import { describeError } from "./errors.ts";
+import type { Logger } from "./log.ts";
+import { OUTAGE, waitOut } from "./retry.ts";
+
+/** The prefix of the capture's watermark messages in the WAL. */
+export const WATERMARK_PREFIX = "cdc-pipeline.watermark";
+
+/** What the stream follower tells the incremental snapshot about what it reads. */
+export interface SnapshotObserver {
+  /** Whether `table` is the signal table: its rows are signals, never published. */
+  isSignalTable(table: TableName): boolean;
+  /** A row inserted into the signal table (its values in column order `id`, `type`, `data`). */
+  signal(row: TupleValues): void;
+  /** A change of a captured table, before it is published. */
+  changed(spec: TableSpec, change: RowChange): void;
+  /** A logical decoding message: the watermarks. */
+  message(prefix: string, content: Uint8Array, source: ChangeSource): void;
+  /** The end of a transaction: a chunk published in it is in Kafka once Kafka acknowledged `endLsn`. */
+  committed(endLsn: Lsn): void;
+  /** A stream starts (again) at the acknowledged position: what was not acknowledged comes again. */
+  streamStarting(): void;
+}
+
+/** PostgreSQL's side of the incremental snapshot. */
+export interface ChunkDatabase {
+  /** The table's spec as the catalog describes it now. */
+  tableSpec(table: TableName): Promise<TableSpec>;
+  /** The table's largest key among the rows `filter` keeps; null when there is none. */
+  largestKey(spec: TableSpec, key: string[], filter: string): Promise<KeyValues | null>;
+  /** Up to `limit` rows (values in spec order, text) with keys after `after` up to `until`, in key order. */
+  readChunk(spec: TableSpec, key: string[], range: ChunkRange): Promise<TupleValues[]>;
+  /** Writes a watermark into the WAL, in a transaction of its own. */
+  emitWatermark(content: string): Promise<void>;
+  /** The queue kept at the last acknowledged chunk; null when none. */
+  loadState(): Promise<QueueState | null>;
+  /** Keeps the queue (null: no snapshot left). */
+  keepState(state: QueueState | null): Promise<void>;
+}
+
+/** Which rows a chunk reads. */
+export interface ChunkRange {
+  /** Keys after this one (null: from the first). */
+  after: KeyValues | null;
+  /** Keys up to this one. */
+  until: KeyValues;
+  /** Debezium's `additional-conditions` filter ("" when none). */
+  filter: string;
+  /** Rows at most. */
+  limit: number;
+}
+
+/** What {@linkcode IncrementalSnapshots} works with. */
+export interface IncrementalOptions {
+  /** The tables the capture streams; signals may name only these. */
+  tables: TableName[];
+  /** The signal table (`--signal-table`), if any. */
+  signalTable: TableName | null;
+  /** Rows per chunk (`incremental.snapshot.chunk.size`). */
+  chunkSize: number;
+  database: ChunkDatabase;
+  encoder: DebeziumEncoder;
+  publisher: AckingPublisher;
+  logger: Logger;
+  /** Ends the run with a failure waiting will not fix. */
+  fail(error: unknown): void;
+}
+
+/** The chunk in flight: its window, its table's spec and key, and the queue as it stands once it is in Kafka. */
+interface Chunk {
+  window: ChunkWindow<TupleValues>;
+  spec: TableSpec;
+  key: number[];
+  after: QueueState;
+  /** Resolved once its high watermark came through the stream, or once it was dropped. */
+  done: PromiseWithResolvers<void>;
+}
+
+/** Signals, the queue of tables, the chunk in flight and the positions waiting for Kafka. */
+export class IncrementalSnapshots implements SnapshotObserver {
+  readonly queue = new SnapshotQueue();
+  /** Rows published per table (`schema.table`) by this run's incremental snapshots. */
+  readonly rows = new Map<string, number>();
+  #chunk: Chunk | null = null;
+  /** The chunk whose high watermark came, until its transaction's commit. */
+  #closing: Chunk | null = null;
+  #checkpoints = new ChunkCheckpoints<QueueState>();
+  /** The queue as Kafka has it: where a new stream starts again. */
+  #kept: QueueState | null = null;
+  #wake = Promise.withResolvers<void>();
+  #loaded = false;
+
+  /** Incremental snapshots with `options`. */
+  constructor(readonly options: IncrementalOptions) {}
+
+  /** Whether `table` is the signal table. */
+  isSignalTable(table: TableName): boolean {
+    const { signalTable } = this.options;
+    return signalTable !== null && qualified(signalTable) === qualified(table);
+  }
+
+  /** Acts on a signal row; one line for a signal ignored. */
+  signal(values: TupleValues): void {
+    const row: SignalRow = { id: values[0] ?? "", type: values[1] ?? "", data: values[2] ?? null };
+    const signal = readSignal(row, this.options.tables);
+    const { logger } = this.options;
+    switch (signal.type) {
+      case "ignored":
+        if (signal.line) logger.warn(signal.line);
+        return;
+      case "execute-snapshot": {
+        const added = this.queue.add(signal.requests);
+        logger.info(`signal ${signal.id}: incremental snapshot of ${added.map((r) => qualified(r.table)).join(",")}`);
+        break;
+      }
+      case "stop-snapshot": {
+        const stopped = this.queue.stop(signal.tables);
+        if (this.#chunk && !this.queue.tables.some((t) => qualified(t) === qualified(this.#chunk!.window.table))) {
+          this.#drop(); // Debezium clears the window of a table stopped
+        }
+        logger.info(`signal ${signal.id}: stopped the snapshot of ${stopped.map(qualified).join(",") || "nothing"}`);
+        break;
+      }
+      case "pause-snapshot":
+        logger.info(`signal ${signal.id}: ${this.queue.pause() ? "paused" : "no snapshot to pause"}`);
+        break;
+      case "resume-snapshot":
+        logger.info(`signal ${signal.id}: ${this.queue.unpause() ? "resumed" : "no paused snapshot"}`);
+    }
+    this.#wake.resolve();
+  }
+
+  /** Queues `tables` for a snapshot (a table added to --tables); returns those queued. */
+  request(tables: TableName[]): TableName[] {
+    const added = this.queue.add(tables.map((table) => ({ table, filter: "" })));
+    this.#wake.resolve();
+    return added.map((r) => r.table);
+  }
+
+  /** Marks the keys a streamed change touches, when its table's chunk window is open. */
+  changed(spec: TableSpec, change: RowChange): void {
+    const chunk = this.#chunk;
+    if (!chunk?.window.open) return;
+    const table = { schema: spec.schema, table: spec.table };
+    if (change.before) chunk.window.touched(table, chunk.key.map((i) => change.before![i] ?? null));
+    if (change.after) chunk.window.touched(table, chunk.key.map((i) => change.after![i] ?? null));
+  }
+
+  /** A watermark of the chunk in flight opens or closes its window; others (older runs, other slots) are left. */
+  message(prefix: string, content: Uint8Array, source: ChangeSource): void {
+    const chunk = this.#chunk;
+    if (prefix !== WATERMARK_PREFIX || !chunk) return;
+    const text = new TextDecoder().decode(content);
+    if (text === `${chunk.window.id}-open`) chunk.window.openWindow();
+    if (text !== `${chunk.window.id}-close`) return;
+    const rows = chunk.window.close();
+    const { encoder, publisher } = this.options;
+    const table = { schema: chunk.spec.schema, table: chunk.spec.table };
+    for (const after of rows) {
+      const change: RowChange = { op: "r", before: null, after, source: { ...source, snapshot: "incremental" } };
+      publisher.add(encodeOrStop(encoder, chunk.spec, change), table, "r");
+    }
+    const name = qualified(table);
+    this.rows.set(name, (this.rows.get(name) ?? 0) + rows.length);
+    if (!chunk.after.current || qualified(chunk.after.current.request.table) !== name) {
+      this.options.logger.info(`incremental snapshot of ${name} done`, { rows: this.rows.get(name) });
+    }
+    this.#chunk = null;
+    this.#closing = chunk;
+  }
+
+  /** The commit of a high watermark's transaction: the chunk's position waits for Kafka's acknowledgement. */
+  committed(endLsn: Lsn): void {
+    if (!this.#closing) return;
+    this.#checkpoints.add(endLsn, this.#closing.after);
+    this.#closing.done.resolve();
+    this.#closing = null;
+  }
+
+  /** A new stream replays from the acknowledged position: the queue goes back to what Kafka has. */
+  streamStarting(): void {
+    this.#drop();
+    this.#checkpoints = new ChunkCheckpoints<QueueState>();
+    if (this.#kept) this.queue.restore(this.#kept);
+  }
+
+  /** Drops the chunk in flight, unpublished. */
+  #drop(): void {
+    this.#chunk?.done.resolve();
+    this.#closing?.done.resolve();
+    this.#chunk = this.#closing = null;
+  }
+
+  /** Takes up the queue kept by an earlier run. */
+  async #load(): Promise<void> {
+    const state = await this.options.database.loadState();
+    if (!state) return;
+    this.queue.restore(state);
+    this.#kept = state;
+    this.options.logger.info(`resuming the incremental snapshot of ${this.queue.tables.map(qualified).join(",")}`, {
+      after: JSON.stringify(state.current?.after ?? null),
+    });
+  }
+
+  /** Keeps the queue as it stands after the last chunk Kafka acknowledged. */
+  async keepAcknowledged(): Promise<void> {
+    const acknowledged = this.#checkpoints.acknowledged(this.options.publisher.acknowledgedLsn);
+    if (!acknowledged) return;
+    const state = acknowledged.position;
+    const active = state.current !== null || state.waiting.length > 0;
+    await this.options.database.keepState(active ? state : null);
+    this.#kept = active ? state : null;
+  }
+
+  /** Kafka acknowledged everything before `lsn`: a chunk's position waiting for it is kept at the next step. */
+  acknowledgedTo(lsn: Lsn): void {
+    if (this.#checkpoints.pending && this.#checkpoints.covers(lsn)) this.#wake.resolve();
+  }
+
+  /** Runs `following` (the stream's), reading chunks beside it until it ends. */
+  async during(following: () => Promise<void>): Promise<void> {
+    const stop = new AbortController();
+    const reading = this.run(stop.signal);
+    try {
+      await following();
+    } finally {
+      stop.abort();
+      await reading;
+    }
+  }
+
+  /** Takes up the queue kept, then reads chunks while tables are queued, until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    // A stop ends the wait for work or for the chunk in flight's high watermark, which will not come.
+    const onStop = () => (this.#wake.resolve(), this.#drop());
+    signal.addEventListener("abort", onStop, { once: true });
+    try {
+      if (!this.#loaded) {
+        await waitOut(() => this.#load(), this.#outage("the snapshot's position", signal));
+        this.#loaded = true;
+      }
+      while (!signal.aborted) await this.#step(signal);
+    } catch (error) {
+      if (!signal.aborted) this.options.fail(error);
+    } finally {
+      signal.removeEventListener("abort", onStop);
+      this.#drop();
+    }
+  }
+
+  /** One step: wait for work, start a table, or read a chunk; PostgreSQL outages are waited out. */
+  async #step(signal: AbortSignal): Promise<void> {
+    await waitOut(() => this.keepAcknowledged(), this.#outage("keeping the snapshot's position", signal));
+    if (!this.queue.reading) {
+      this.#wake = Promise.withResolvers<void>();
+      return await this.#wake.promise;
+    }
+    const current = this.queue.current;
+    if (!current) {
+      const next = this.queue.startNext()!;
+      const spec = await waitOut(() => this.options.database.tableSpec(next.table), this.#outage("a table", signal));
+      const until = await waitOut(
+        () => this.options.database.largestKey(spec, keyColumns(spec), next.filter),
+        this.#outage("a table's largest key", signal),
+      );
+      this.queue.bounded(next.table, until);
+      this.options.logger.info(`incremental snapshot of ${qualified(next.table)} begins`, {
+        until: JSON.stringify(until),
+      });
+      return;
+    }
+    await waitOut(() => this.#readChunk(current.request.table), this.#outage("a snapshot chunk", signal));
+  }
+
+  /** Reads one chunk of `table` between its watermarks and waits until the stream closed its window. */
+  async #readChunk(table: TableName): Promise<void> {
+    const { database, chunkSize } = this.options;
+    const position = this.queue.current!;
+    const spec = await database.tableSpec(table);
+    const names = keyColumns(spec);
+    const key = names.map((n) => spec.columns.findIndex((c) => c.name === n));
+    const id = `${crypto.randomUUID()}`;
+    const chunk: Chunk = {
+      window: new ChunkWindow(id, table),
+      spec,
+      key,
+      after: this.queue.state(),
+      done: Promise.withResolvers<void>(),
+    };
+    this.#chunk = chunk;
+    await database.emitWatermark(`${id}-open`);
+    const range = { after: position.after, until: position.until!, filter: position.request.filter, limit: chunkSize };
+    const rows = await database.readChunk(spec, names, range);
+    chunk.window.fill(rows, (row) => key.map((i) => row[i] ?? null));
+    this.queue.chunkRead(table, rows.length ? key.map((i) => rows.at(-1)![i] ?? null) : null);
+    chunk.after = this.queue.state();
+    await database.emitWatermark(`${id}-close`);
+    await chunk.done.promise;
+  }
+
+  /** Waits out PostgreSQL outages while `what` is read, logging each wait. */
+  #outage(what: string, signal: AbortSignal) {
+    return {
+      what,
+      policy: OUTAGE,
+      isRetriable: isCaptureOutage,
+      signal,
+      onWait: (error: unknown, attempt: number, delayMs: number) =>
+        this.options.logger.warn(`incremental snapshot: waiting for PostgreSQL (${what}), retrying in ${delayMs} ms`, {
+          attempt,
+          error: describeError(error),
+        }),
+    };
+  }
+}
+
+/** The columns a table's chunks are ordered by: its key. */
+function keyColumns(spec: TableSpec): string[] {
+  return spec.keyColumns ?? spec.columns.filter((c) => c.key).map((c) => c.name);
+}
+
+const utf8 = new TextDecoder();
+
+/** Fragments separated by commas, for a list postgres.js cannot build itself (values, `desc` per column). */
+function commas(tx: Sql, fragments: postgres.Fragment[]): postgres.Fragment[] {
+  return fragments.map((f, i) => (i ? tx`, ${f}` : f));
+}
+
+/** Raw rows as text values. */
+function texts(rows: (Uint8Array | null)[][]): TupleValues[] {
+  return rows.map((row) => row.map((v) => (v === null ? null : utf8.decode(v))));
+}
+
+/**
+ * Creates the signal table with Debezium's columns when it is missing, and adds it to the
+ * publication: its inserts reach the capture through the stream, in order with the changes.
+ */
+export async function prepareSignalTable(sql: Sql, publication: string, table: TableName): Promise<void> {
+  await sql`
+    create table if not exists ${sql(table.schema)}.${sql(table.table)} (
+      id varchar(42) primary key, type varchar(32) not null, data varchar(2048))`;
+  await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext(${publication}))`;
+    const [present] = await tx`
+      select 1 from pg_publication_tables
+      where pubname = ${publication} and schemaname = ${table.schema} and tablename = ${table.table}`;
+    if (!present) await tx`alter publication ${tx(publication)} add table ${tx(table.schema)}.${tx(table.table)}`;
+  });
+}
+
+/** {@linkcode ChunkDatabase} over a pool; the state is a column of the capture's state table. */
+export class PostgresChunks implements ChunkDatabase {
+  /** Works over `sql` for `slot`. */
+  constructor(readonly sql: Sql, readonly slot: string) {}
+
+  /** The table's spec from the catalog. */
+  tableSpec(table: TableName): Promise<TableSpec> {
+    return readTableSpec(this.sql, table.schema, table.table);
+  }
+
+  /** The largest key among the rows the filter keeps. */
+  async largestKey(spec: TableSpec, key: string[], filter: string): Promise<KeyValues | null> {
+    // The filter is SQL by definition (Debezium's additional-conditions), written by someone who may write the
+    // signal table; it runs in a read-only transaction, so it can read but never change anything.
+    const rows = await this.sql.begin(
+      "read only",
+      (tx) =>
+        tx`select ${tx(key)} from ${tx(spec.schema)}.${tx(spec.table)}
+         where ${filter ? tx.unsafe(filter) : tx`true`}
+         order by ${commas(tx as unknown as Sql, key.map((k) => tx`${tx(k)} desc`))} limit 1`.raw(),
+    );
+    return (texts(rows as unknown as (Uint8Array | null)[][])[0] as KeyValues | undefined) ?? null;
+  }
+
+  /** A chunk's rows in key order, values in spec order as text. */
+  async readChunk(spec: TableSpec, key: string[], range: ChunkRange): Promise<TupleValues[]> {
+    const columns = spec.columns.map((c) => c.name);
+    const keyList = (tx: Sql) => commas(tx, key.map((k) => tx`${tx(k)}`));
+    const values = (tx: Sql, keyValues: KeyValues) => commas(tx, keyValues.map((v) => tx`${v as string}`));
+    const rows = await this.sql.begin("read only", (t) => {
+      const tx = t as unknown as Sql;
+      return tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}
+         where ${range.after ? tx`(${keyList(tx)}) > (${values(tx, range.after)}) and` : tx``}
+           (${keyList(tx)}) <= (${values(tx, range.until)})
+           and ${range.filter ? tx.unsafe(range.filter) : tx`true`}
+         order by ${keyList(tx)} limit ${range.limit}`.raw();
+    });
+    return texts(rows as unknown as (Uint8Array | null)[][]);
+  }
+
+  /** A transactional logical decoding message with the capture's watermark prefix. */
+  async emitWatermark(content: string): Promise<void> {
+    await this.sql`select pg_logical_emit_message(true, ${WATERMARK_PREFIX}::text, ${content}::text)`;
+  }
+
+  /** The queue kept in `cdc_capture_state.incremental_snapshot`. */
+  async loadState(): Promise<QueueState | null> {
+    await this.sql`alter table cdc_capture_state add column if not exists incremental_snapshot jsonb`;
+    const [row] = await this.sql<{ state: QueueState | null }[]>`
+      select incremental_snapshot as state from cdc_capture_state where slot_name = ${this.slot}`;
+    return row?.state ?? null;
+  }
+
+  /** Keeps the queue in the slot's state row. */
+  async keepState(state: QueueState | null): Promise<void> {
+    await this.sql`
+      update cdc_capture_state set incremental_snapshot = ${state === null ? null : this.sql.json(state as never)}
+      where slot_name = ${this.slot}`;
+  }
+}

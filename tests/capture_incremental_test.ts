@@ -1,0 +1,206 @@
+/**
+ * Incremental snapshots against real Kafka and PostgreSQL, asked for through the signal table in
+ * Debezium's format: a table snapshotted while a writer updates, deletes and inserts ends on its
+ * topic equal to the table, key for key; pause-snapshot and stop-snapshot do what they say; a
+ * signal the capture cannot carry out is one line naming its id, and the capture goes on.
+ */
+import assert from "node:assert/strict";
+import {
+  BROKERS,
+  createTestDatabase,
+  killLeftovers,
+  type PipelineEnv,
+  pipelineNames,
+  readWholeTopic,
+  type Running,
+  stopProcess,
+  waitFor,
+} from "./_helpers.ts";
+import { captureNames, dropCaptureAndDatabase, startCapture } from "./_capture.ts";
+
+/** A database with `items` of `rows` rows, a capture of it with a signal table, and its topic. */
+async function itemsWithSignals(rows: number) {
+  const db = await createTestDatabase();
+  const names = captureNames();
+  const env: PipelineEnv = {
+    ...pipelineNames(db.url),
+    ...names,
+    CAPTURE_TABLES: "public.items",
+    CAPTURE_SIGNAL_TABLE: "public.dbz_signal",
+  };
+  await db.sql`create table items (id integer primary key, name text not null, n integer not null)`;
+  await db.sql`insert into items select i, 'item ' || i, 0 from generate_series(1, ${rows}) i`;
+  const topic = `${names.CAPTURE_TOPIC_PREFIX}.public.items`;
+  let signals = 0;
+  const signal = (type: string, data: unknown) =>
+    db.sql`insert into dbz_signal values (${`sig-${++signals}`}, ${type}, ${
+      typeof data === "string" ? data : JSON.stringify(data)
+    })`;
+  return { db, env, topic, signal };
+}
+
+/** Each record of the topic with a value: its op, `source.snapshot` and row. */
+async function records(topic: string) {
+  return (await readWholeTopic(topic, 60_000, BROKERS)).map((r) => {
+    const key = JSON.parse(r.key!).payload.id as number;
+    if (r.value === null) return { key, op: "tombstone", snapshot: null, after: null };
+    const { payload } = JSON.parse(new TextDecoder().decode(r.value));
+    return { key, op: payload.op as string, snapshot: payload.source.snapshot as string, after: payload.after };
+  });
+}
+
+/** The last state of every key on the topic (null: deleted), by key. */
+function finalState(list: Awaited<ReturnType<typeof records>>): Map<number, string | null> {
+  const state = new Map<number, string | null>();
+  for (const r of list) state.set(r.key, r.after ? `${r.after.name}|${r.after.n}` : null);
+  for (const [key, value] of state) if (value === null) state.delete(key);
+  return state;
+}
+
+/** The table's rows as `finalState` writes them. */
+async function tableState(sql: Awaited<ReturnType<typeof createTestDatabase>>["sql"]): Promise<Map<number, string>> {
+  const rows = await sql<{ id: number; name: string; n: number }[]>`select id, name, n from items order by id`;
+  return new Map(rows.map((r) => [r.id, `${r.name}|${r.n}`]));
+}
+
+/** Keys whose last state on the topic differs from the table's, at most `limit`. */
+function differences(topic: Map<number, string | null>, table: Map<number, string>, limit = 10): string[] {
+  const out: string[] = [];
+  for (const key of new Set([...topic.keys(), ...table.keys()])) {
+    if (topic.get(key) !== table.get(key)) out.push(`${key}: topic ${topic.get(key)} table ${table.get(key)}`);
+    if (out.length >= limit) break;
+  }
+  return out;
+}
+
+/** Updates, deletes and inserts rows of `items` until stopped; returns how many transactions it made. */
+function writer(sql: Awaited<ReturnType<typeof createTestDatabase>>["sql"], rows: number) {
+  let stop = false;
+  let next = rows + 1;
+  const done = (async () => {
+    let made = 0;
+    while (!stop) {
+      const id = 1 + Math.floor(Math.random() * rows);
+      const pick = made % 3;
+      if (pick === 0) await sql`update items set n = n + 1, name = 'updated ' || id where id in (${id}, ${id + 7})`;
+      else if (pick === 1) await sql`delete from items where id = ${id}`;
+      else await sql`insert into items values (${next++}, 'new', 1), (${id}, 'back', 2) on conflict (id) do nothing`;
+      made++;
+    }
+    return made;
+  })();
+  return { stop: () => (stop = true, done) };
+}
+
+Deno.test("an execute-snapshot of a table under updates, deletes and inserts ends on its topic equal to the table, key for key", async () => {
+  const rows = 20_000;
+  const { db, env, topic, signal } = await itemsWithSignals(rows);
+  const runs: Running[] = [];
+  try {
+    const capture = await startCapture(env, ["--snapshot-chunk-size", "500"]);
+    runs.push(capture);
+    const changes = writer(db.sql, rows);
+    await signal("execute-snapshot", { "data-collections": ["public\\.it.*"], type: "incremental" });
+    await waitFor(
+      "the incremental snapshot to end",
+      () => /incremental snapshot of public\.items done/.test(capture.stderr()),
+      120_000,
+      250,
+    )
+      .catch((error) => {
+        throw new Error(`${error.message}\n${capture.stderr().slice(-3000)}`);
+      });
+    const made = await changes.stop();
+    const table = await tableState(db.sql);
+    let last: string[] = [];
+    await waitFor(
+      "the topic to end equal to the table",
+      async () => {
+        last = differences(finalState(await records(topic)), table);
+        return last.length === 0;
+      },
+      60_000,
+      1_000,
+    ).catch(() => {
+      throw new Error(`keys that differ: ${last.join("; ")}\n${capture.stderr().slice(-3000)}`);
+    });
+    const all = await records(topic);
+    const incremental = all.filter((r) => r.op === "r" && r.snapshot === "incremental");
+    assert.ok(made > 50, `the writer made ${made} transactions during the snapshot`);
+    // Every row read by a chunk and not touched in its window is published once; touched ones come from the stream.
+    assert.ok(incremental.length > table.size * 0.5, `${incremental.length} incremental reads of ${table.size} rows`);
+    assert.ok(incremental.length <= rows + made * 2, `${incremental.length} incremental reads`);
+    assert.equal(new Set(incremental.map((r) => r.key)).size, incremental.length, "each key read once");
+    assert.equal(all.filter((r) => r.op === "r" && r.snapshot !== "incremental").length, rows, "the first snapshot");
+    const stopped = await stopProcess(capture);
+    assert.equal(stopped.code, 0, stopped.stderr);
+  } finally {
+    await killLeftovers(...runs);
+    await dropCaptureAndDatabase(db, env);
+  }
+});
+
+Deno.test("pause-snapshot holds the chunks until resume-snapshot, stop-snapshot ends the snapshot, bad signals are one line each", async () => {
+  // Enough chunks of 10 that the snapshot cannot end before the pause reaches it.
+  const rows = 100_000;
+  const { db, env, topic, signal } = await itemsWithSignals(rows);
+  const runs: Running[] = [];
+  const incremental = async () => (await records(topic)).filter((r) => r.snapshot === "incremental").length;
+  /** A streamed change of a key beyond the table's, seen on the topic: everything published before it is in. */
+  let marker = rows + 1000;
+  const streamed = async () => {
+    const id = ++marker;
+    await db.sql`insert into items values (${id}, 'marker', 0)`;
+    await waitFor(
+      `marker ${id} on the topic`,
+      async () => (await records(topic)).some((r) => r.key === id),
+      60_000,
+      250,
+    );
+  };
+  try {
+    const capture = await startCapture(env, ["--snapshot-chunk-size", "10"]);
+    runs.push(capture);
+    const logged = (what: string, line: RegExp) =>
+      waitFor(what, () => line.test(capture.stderr()), 30_000, 100).catch((error) => {
+        throw new Error(`${error.message}\n${capture.stderr().slice(-3000)}`);
+      });
+    await signal("execute-snapshot", "{not json");
+    await signal("execute-snapshot", { "data-collections": ["public.ghosts"] });
+    await signal("execute-snapshot", { "data-collections": ["public.items"] });
+    await waitFor("a first chunk", async () => (await incremental()) >= 10, 60_000, 250);
+    await signal("pause-snapshot", {});
+    await logged("the pause", /signal sig-4: paused/);
+    await streamed();
+    const paused = await incremental();
+    await streamed();
+    await streamed();
+    assert.ok((await incremental()) <= paused + 10, "at most the chunk in flight after the pause");
+    assert.ok(paused < rows, `${paused} rows read before the pause`);
+    await signal("resume-snapshot", {});
+    await logged("the resume", /signal sig-5: resumed/);
+    await waitFor("more chunks", async () => (await incremental()) > paused + 50, 60_000, 250);
+    // Stopped while paused, so that the snapshot cannot end on its own first on a fast machine.
+    await signal("pause-snapshot", {});
+    await signal("stop-snapshot", { "data-collections": ["public.items"], type: "incremental" });
+    await logged("the stop", /signal sig-7: stopped the snapshot of public\.items/);
+    await signal("resume-snapshot", {});
+    await logged("the resume", /signal sig-8: no paused snapshot/);
+    await streamed();
+    const stoppedAt = await incremental();
+    await streamed();
+    await streamed();
+    assert.ok((await incremental()) <= stoppedAt + 10, "at most the chunk in flight after the stop");
+    assert.ok(stoppedAt < rows, `${stoppedAt} rows read before the stop`);
+    assert.doesNotMatch(capture.stderr(), /incremental snapshot of public\.items done/);
+    const warnings = capture.stderr().split("\n").filter((l) => /signal sig-[12] /.test(l));
+    assert.equal(warnings.length, 2, capture.stderr().slice(-3000));
+    assert.match(warnings[0], /sig-1 \(execute-snapshot\) has data that is not JSON/);
+    assert.match(warnings[1], /sig-2 \(execute-snapshot\) names "public\.ghosts", which matches no table/);
+    const stopped = await stopProcess(capture);
+    assert.equal(stopped.code, 0, stopped.stderr);
+  } finally {
+    await killLeftovers(...runs);
+    await dropCaptureAndDatabase(db, env);
+  }
+});
