@@ -96,6 +96,9 @@ export interface IncrementalOptions {
   fail(error: unknown): void;
 }
 
+/** The queue with no table. */
+const NO_SNAPSHOT: QueueState = Object.freeze({ current: null, waiting: [], paused: false });
+
 /** The chunk in flight: its window, its table's spec and key, and the queue as it stands once it is in Kafka. */
 interface Chunk {
   window: ChunkWindow<TupleValues>;
@@ -115,8 +118,11 @@ export class IncrementalSnapshots implements SnapshotObserver {
   /** The chunk whose high watermark came, until its transaction's commit. */
   #closing: Chunk | null = null;
   #checkpoints = new ChunkCheckpoints<QueueState>();
-  /** The queue as Kafka has it: where a new stream starts again. */
-  #kept: QueueState | null = null;
+  /**
+   * The queue as it stood at the acknowledged position: a new stream starts there again, and the
+   * signals after it come again with the stream.
+   */
+  #kept: QueueState = NO_SNAPSHOT;
   #wake = Promise.withResolvers<void>();
   #loaded = false;
 
@@ -211,7 +217,7 @@ export class IncrementalSnapshots implements SnapshotObserver {
   streamStarting(): void {
     this.#drop();
     this.#checkpoints = new ChunkCheckpoints<QueueState>();
-    if (this.#kept) this.queue.restore(this.#kept);
+    this.queue.restore(this.#kept);
   }
 
   /** Drops the chunk in flight, unpublished. */
@@ -239,7 +245,7 @@ export class IncrementalSnapshots implements SnapshotObserver {
     const state = acknowledged.position;
     const active = state.current !== null || state.waiting.length > 0;
     await this.options.database.keepState(active ? state : null);
-    this.#kept = active ? state : null;
+    this.#kept = state;
   }
 
   /** Kafka acknowledged everything before `lsn`: a chunk's position waiting for it is kept at the next step. */
@@ -247,8 +253,10 @@ export class IncrementalSnapshots implements SnapshotObserver {
     if (this.#checkpoints.pending && this.#checkpoints.covers(lsn)) this.#wake.resolve();
   }
 
-  /** Runs `following` (the stream's), reading chunks beside it until it ends. */
+  /** Runs `following` (the stream's), reading chunks beside it until it ends; the first takes up the queue kept. */
   async during(following: () => Promise<void>): Promise<void> {
+    if (!this.#loaded) await this.#load();
+    this.#loaded = true;
     const stop = new AbortController();
     const reading = this.run(stop.signal);
     try {
@@ -259,16 +267,12 @@ export class IncrementalSnapshots implements SnapshotObserver {
     }
   }
 
-  /** Takes up the queue kept, then reads chunks while tables are queued, until `signal` aborts. */
+  /** Reads chunks while tables are queued, until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     // A stop ends the wait for work or for the chunk in flight's high watermark, which will not come.
     const onStop = () => (this.#wake.resolve(), this.#drop());
     signal.addEventListener("abort", onStop, { once: true });
     try {
-      if (!this.#loaded) {
-        await waitOut(() => this.#load(), this.#outage("the snapshot's position", signal));
-        this.#loaded = true;
-      }
       while (!signal.aborted) await this.#step(signal);
     } catch (error) {
       if (!signal.aborted) this.options.fail(error);

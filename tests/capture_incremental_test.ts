@@ -204,3 +204,48 @@ Deno.test("pause-snapshot holds the chunks until resume-snapshot, stop-snapshot 
     await dropCaptureAndDatabase(db, env);
   }
 });
+
+Deno.test("an incremental snapshot killed midway (SIGKILL) resumes after the last chunk Kafka acknowledged", async () => {
+  const rows = 100_000;
+  const { db, env, topic, signal } = await itemsWithSignals(rows);
+  const runs: Running[] = [];
+  const incremental = async () => (await records(topic)).filter((r) => r.snapshot === "incremental");
+  try {
+    // Chunks of 100, so that the kill lands midway however long reading the topic takes.
+    const first = await startCapture(env, ["--snapshot-chunk-size", "100"]);
+    runs.push(first);
+    await signal("execute-snapshot", { "data-collections": ["public.items"] });
+    await waitFor("a tenth of the table", async () => (await incremental()).length >= rows / 10, 120_000, 250);
+    await stopProcess(first, "SIGKILL");
+    const [{ kept }] = await db.sql<{ kept: { current: { after: string[] } } | null }[]>`
+      select incremental_snapshot as kept from cdc_capture_state where slot_name = ${env.CAPTURE_SLOT!}`;
+    assert.ok(kept?.current, `a position was kept\n${first.stderr().slice(-3000)}`);
+    const before = (await incremental()).length;
+    const second = await startCapture(env, ["--snapshot-chunk-size", "100"]);
+    runs.push(second);
+    await waitFor(
+      "the snapshot to end",
+      () => /incremental snapshot of public\.items done/.test(second.stderr()),
+      120_000,
+      250,
+    )
+      .catch((error) => {
+        throw new Error(`${error.message}\n${second.stderr().slice(-3000)}`);
+      });
+    assert.match(second.stderr(), /resuming the incremental snapshot of public\.items/);
+    const reads = await incremental();
+    const keys = new Set(reads.map((r) => r.key));
+    assert.equal(keys.size, rows, "every row read");
+    const duplicates = reads.length - keys.size;
+    // Only chunks published but not yet acknowledged (or not yet kept) at the kill come again.
+    assert.ok(duplicates < before / 2, `${duplicates} reads again after ${before} before the kill`);
+    console.log(
+      `incremental snapshot killed at ${before} of ${rows} reads: ${duplicates} read again after the restart`,
+    );
+    const stopped = await stopProcess(second);
+    assert.equal(stopped.code, 0, stopped.stderr);
+  } finally {
+    await killLeftovers(...runs);
+    await dropCaptureAndDatabase(db, env);
+  }
+});
