@@ -25,8 +25,8 @@ import type { Lsn, TupleValues } from "./capture_pgoutput.ts";
 import type { AckingPublisher } from "./capture_publisher.ts";
 import type { ChangeSource, RowChange } from "./capture_reader.ts";
 import { readSignal, type SignalRow } from "./capture_signals.ts";
-import { qualified } from "./capture_slot.ts";
-import type { TableName } from "./config.ts";
+import { ensureStateTable, qualified } from "./capture_slot.ts";
+import type { CaptureConfig, TableName } from "./config.ts";
 import type { Sql } from "./database.ts";
 import type postgres from "postgres";
 import { describeError } from "./errors.ts";
@@ -233,7 +233,7 @@ export class IncrementalSnapshots implements SnapshotObserver {
     if (!state) return;
     this.queue.restore(state);
     this.#kept = state;
-    this.options.logger.info(`resuming the incremental snapshot of ${this.queue.tables.map(qualified).join(",")}`, {
+    this.options.logger.info(`incremental snapshot to read: ${this.queue.tables.map(qualified).join(",")}`, {
       after: JSON.stringify(state.current?.after ?? null),
     });
   }
@@ -365,6 +365,62 @@ function texts(rows: (Uint8Array | null)[][]): TupleValues[] {
   return rows.map((row) => row.map((v) => (v === null ? null : utf8.decode(v))));
 }
 
+/** The incremental snapshot's columns of the capture's state table: the queue kept, and the tables streamed. */
+async function ensureStateColumns(sql: Sql): Promise<void> {
+  await ensureStateTable(sql);
+  await sql`
+    alter table cdc_capture_state
+      add column if not exists incremental_snapshot jsonb,
+      add column if not exists streamed_tables text[]`;
+}
+
+/** Records that the slot streams `tables` (`schema.table`), after its first snapshot. */
+export async function recordStreamedTables(sql: Sql, slot: string, tables: TableName[]): Promise<void> {
+  await ensureStateColumns(sql);
+  await sql`update cdc_capture_state set streamed_tables = ${tables.map(qualified)} where slot_name = ${slot}`;
+}
+
+/**
+ * Adds the configured tables this slot never streamed to the publication and queues an
+ * incremental snapshot of each, so that the other tables are not read again. A configured table
+ * that was streamed and is now out of the publication is left to the publication check, which
+ * stops the run: the deletes made while it was out cannot be recovered. A slot whose tables were
+ * not recorded (a state row older than this) records the publication's tables and adds none.
+ * Returns the tables added.
+ */
+export async function addNewTables(sql: Sql, config: Pick<CaptureConfig, "slot" | "publication" | "tables">) {
+  await ensureStateColumns(sql);
+  return await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtext(${config.publication}))`;
+    const [state] = await tx<{ streamed: string[] | null; queue: QueueState | null }[]>`
+      select streamed_tables as streamed, incremental_snapshot as queue from cdc_capture_state
+      where slot_name = ${config.slot} for update`;
+    if (!state) return [];
+    const inPublication = await tx<{ name: string }[]>`
+      select schemaname || '.' || tablename as name from pg_publication_tables where pubname = ${config.publication}`;
+    const present = new Set(inPublication.map((r) => r.name));
+    if (state.streamed === null) {
+      await tx`update cdc_capture_state set streamed_tables = ${[...present]} where slot_name = ${config.slot}`;
+      return [];
+    }
+    const added = config.tables.filter((t) => !present.has(qualified(t)) && !state.streamed!.includes(qualified(t)));
+    if (!added.length) return [];
+    for (const t of added) {
+      await tx`alter publication ${tx(config.publication)} add table ${tx(t.schema)}.${tx(t.table)}`;
+    }
+    const queue = new SnapshotQueue();
+    if (state.queue) queue.restore(state.queue);
+    queue.add(added.map((table) => ({ table, filter: "" })));
+    await tx`
+      update cdc_capture_state
+      set streamed_tables = ${[...state.streamed, ...added.map(qualified)]}, incremental_snapshot = ${
+      tx.json(queue.state() as never)
+    }
+      where slot_name = ${config.slot}`;
+    return added;
+  });
+}
+
 /**
  * Creates the signal table with Debezium's columns when it is missing, and adds it to the
  * publication: its inserts reach the capture through the stream, in order with the changes.
@@ -429,7 +485,7 @@ export class PostgresChunks implements ChunkDatabase {
 
   /** The queue kept in `cdc_capture_state.incremental_snapshot`. */
   async loadState(): Promise<QueueState | null> {
-    await this.sql`alter table cdc_capture_state add column if not exists incremental_snapshot jsonb`;
+    await ensureStateColumns(this.sql);
     const [row] = await this.sql<{ state: QueueState | null }[]>`
       select incremental_snapshot as state from cdc_capture_state where slot_name = ${this.slot}`;
     return row?.state ?? null;

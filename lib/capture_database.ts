@@ -20,7 +20,13 @@ import {
   slotState,
 } from "./capture_slot.ts";
 import { readSnapshot, type SnapshotOptions } from "./capture_snapshot.ts";
-import { type ChunkDatabase, PostgresChunks, prepareSignalTable } from "./capture_chunks.ts";
+import {
+  addNewTables,
+  type ChunkDatabase,
+  PostgresChunks,
+  prepareSignalTable,
+  recordStreamedTables,
+} from "./capture_chunks.ts";
 import type { FollowerCatalog } from "./capture_stream.ts";
 import type { CaptureConfig, TableName } from "./config.ts";
 import { connectDatabase, type Sql } from "./database.ts";
@@ -63,6 +69,8 @@ export class PostgresCapture implements CaptureDatabase {
 
   /** Readies the database (lib/capture_slot.ts' prepareDatabase). */
   async prepare(): Promise<void> {
+    // Tables new to --tables join the publication first, and are queued for an incremental snapshot.
+    await addNewTables(this.sql, this.config);
     await prepareDatabase(this.sql, this.config, this.ensureContractTables);
     if (this.config.signalTable) await prepareSignalTable(this.sql, this.config.publication, this.config.signalTable);
   }
@@ -104,8 +112,9 @@ export class PostgresCapture implements CaptureDatabase {
   }
 
   /** Records the first snapshot as done. */
-  recordSnapshotDone(consistentPoint: Lsn): Promise<void> {
-    return recordSnapshotDone(this.sql, this.config.slot, formatLsn(consistentPoint));
+  async recordSnapshotDone(consistentPoint: Lsn): Promise<void> {
+    await recordSnapshotDone(this.sql, this.config.slot, formatLsn(consistentPoint));
+    await recordStreamedTables(this.sql, this.config.slot, this.config.tables);
   }
 
   /** The table's spec from the catalog, with the Relation message's columns (lib/capture_catalog.ts). */

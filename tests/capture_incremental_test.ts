@@ -140,6 +140,56 @@ Deno.test("an execute-snapshot of a table under updates, deletes and inserts end
   }
 });
 
+Deno.test("a table added to --tables later is snapshotted alone, under writes, and ends on its topic equal to the table", async () => {
+  const rows = 20_000;
+  const { db, env, topic } = await itemsWithSignals(rows);
+  const runs: Running[] = [];
+  env.CAPTURE_TABLES = "public.others";
+  delete env.CAPTURE_SIGNAL_TABLE;
+  try {
+    await db.sql`create table others (id integer primary key, note text)`;
+    await db.sql`insert into others select i, 'o' from generate_series(1, 50) i`;
+    const first = await startCapture(env);
+    runs.push(first);
+    assert.equal((await stopProcess(first)).code, 0);
+    env.CAPTURE_TABLES = "public.others,public.items";
+    const second = await startCapture(env, ["--snapshot-chunk-size", "500"]);
+    runs.push(second);
+    const changes = writer(db.sql, rows);
+    await waitFor(
+      "the incremental snapshot to end",
+      () => /incremental snapshot of public\.items done/.test(second.stderr()),
+      120_000,
+      250,
+    ).catch((error) => {
+      throw new Error(`${error.message}\n${second.stderr().slice(-3000)}`);
+    });
+    const made = await changes.stop();
+    const table = await tableState(db.sql);
+    let last: string[] = [];
+    await waitFor(
+      "the topic to end equal to the table",
+      async () => {
+        last = differences(finalState(await records(topic)), table);
+        return last.length === 0;
+      },
+      60_000,
+      1_000,
+    ).catch(() => {
+      throw new Error(`keys that differ: ${last.join("; ")}\n${second.stderr().slice(-3000)}`);
+    });
+    assert.ok(made > 50, `the writer made ${made} transactions during the snapshot`);
+    assert.doesNotMatch(second.stderr(), /created slot|first snapshot/, "no new slot, no first snapshot");
+    const others = (await readWholeTopic(topic.replace(/items$/, "others"), 30_000, BROKERS)).length;
+    assert.equal(others, 50, "the other table is not read again");
+    const stopped = await stopProcess(second);
+    assert.equal(stopped.code, 0, stopped.stderr);
+  } finally {
+    await killLeftovers(...runs);
+    await dropCaptureAndDatabase(db, env);
+  }
+});
+
 Deno.test("pause-snapshot holds the chunks until resume-snapshot, stop-snapshot ends the snapshot, bad signals are one line each", async () => {
   // Enough chunks of 10 that the snapshot cannot end before the pause reaches it.
   const rows = 100_000;
@@ -232,7 +282,7 @@ Deno.test("an incremental snapshot killed midway (SIGKILL) resumes after the las
       .catch((error) => {
         throw new Error(`${error.message}\n${second.stderr().slice(-3000)}`);
       });
-    assert.match(second.stderr(), /resuming the incremental snapshot of public\.items/);
+    assert.match(second.stderr(), /incremental snapshot to read: public\.items after=\["\d+"\]/);
     const reads = await incremental();
     const keys = new Set(reads.map((r) => r.key));
     assert.equal(keys.size, rows, "every row read");
