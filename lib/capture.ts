@@ -267,7 +267,7 @@ export class CaptureRun {
     });
     this.snapshotRows += rows;
     if (!complete) {
-      logger.warn(`stopped during the first snapshot after ${rows} rows: the next start takes it again`);
+      logger.warn(`stopped during the first snapshot after ${rows} rows: the next start resumes after its checkpoint`);
       return false;
     }
     await this.database.recordSnapshotDone(consistentPoint);

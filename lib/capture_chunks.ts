@@ -24,8 +24,9 @@ import {
 import type { Lsn, TupleValues } from "./capture_pgoutput.ts";
 import type { AckingPublisher } from "./capture_publisher.ts";
 import type { ChangeSource, RowChange } from "./capture_reader.ts";
-import { readSignal, type SignalRow } from "./capture_signals.ts";
-import { ensureStateTable, qualified } from "./capture_slot.ts";
+import { readSignal, type SignalRow, type SnapshotRequest } from "./capture_signals.ts";
+import { ensureStateTable, qualified, recordSnapshotDone, slotState } from "./capture_slot.ts";
+import { snapshotCheckpoint } from "./capture_snapshot.ts";
 import type { CaptureConfig, TableName } from "./config.ts";
 import type { Sql } from "./database.ts";
 import type postgres from "postgres";
@@ -289,21 +290,26 @@ export class IncrementalSnapshots implements SnapshotObserver {
       this.#wake = Promise.withResolvers<void>();
       return await this.#wake.promise;
     }
-    const current = this.queue.current;
-    if (!current) {
-      const next = this.queue.startNext()!;
-      const spec = await waitOut(() => this.options.database.tableSpec(next.table), this.#outage("a table", signal));
-      const until = await waitOut(
-        () => this.options.database.largestKey(spec, keyColumns(spec), next.filter),
-        this.#outage("a table's largest key", signal),
-      );
-      this.queue.bounded(next.table, until);
-      this.options.logger.info(`incremental snapshot of ${qualified(next.table)} begins`, {
-        until: JSON.stringify(until),
-      });
-      return;
+    const current = this.queue.current ?? (this.queue.startNext(), this.queue.current!);
+    if (current.until === null) {
+      return await waitOut(() => this.#bound(current.request), this.#outage("a table", signal));
     }
     await waitOut(() => this.#readChunk(current.request.table), this.#outage("a snapshot chunk", signal));
+  }
+
+  /** Reads the largest key a table's snapshot reads up to; a table without a key cannot be read in chunks. */
+  async #bound(request: SnapshotRequest): Promise<void> {
+    const name = qualified(request.table);
+    const spec = await this.options.database.tableSpec(request.table);
+    const key = keyColumns(spec);
+    if (!key.length) {
+      this.queue.stop([request.table]);
+      return this.options.logger.warn(`incremental snapshot of ${name} skipped: it has no primary key to read it by`);
+    }
+    const until = await this.options.database.largestKey(spec, key, request.filter);
+    this.queue.bounded(request.table, until);
+    if (until === null) this.options.logger.info(`incremental snapshot of ${name} done`, { rows: 0 });
+    else this.options.logger.info(`incremental snapshot of ${name} begins`, { until: JSON.stringify(until) });
   }
 
   /** Reads one chunk of `table` between its watermarks and waits until the stream closed its window. */
@@ -419,6 +425,39 @@ export async function addNewTables(sql: Sql, config: Pick<CaptureConfig, "slot" 
       where slot_name = ${config.slot}`;
     return added;
   });
+}
+
+/**
+ * Turns a first snapshot killed midway into an incremental one: when `slot` exists, is valid, its
+ * first snapshot never completed and a checkpoint of it was kept for the same tables, the slot is
+ * recorded as streaming from its consistent point and the rows after the checkpoint are queued
+ * for an incremental snapshot; the rows Kafka acknowledged are not read again. Otherwise a stale
+ * checkpoint is dropped and the first snapshot starts over. Returns whether it resumed.
+ */
+export async function resumeFirstSnapshot(
+  sql: Sql,
+  config: Pick<CaptureConfig, "slot" | "tables">,
+): Promise<boolean> {
+  const kept = await snapshotCheckpoint(sql, config.slot);
+  if (!kept) return false;
+  const slot = await slotState(sql, config.slot);
+  const sameTables = kept.tables.join(",") === config.tables.map(qualified).join(",");
+  if (!slot.exists || slot.snapshotDone || slot.invalidated !== null || slot.activePid || !sameTables) {
+    if (!slot.activePid) await snapshotCheckpoint(sql, config.slot, true);
+    return false;
+  }
+  const [current, ...waiting] = config.tables.slice(kept.table).map((table) => ({ table, filter: "" }));
+  const queue: QueueState = { current: { request: current, after: kept.lastKey, until: null }, waiting, paused: false };
+  await ensureStateColumns(sql);
+  await sql.begin(async (tx) => {
+    await recordSnapshotDone(tx as unknown as Sql, config.slot, kept.consistentPoint);
+    await tx`
+      update cdc_capture_state
+      set streamed_tables = ${config.tables.map(qualified)}, incremental_snapshot = ${tx.json(queue as never)}
+      where slot_name = ${config.slot}`;
+    await snapshotCheckpoint(tx as unknown as Sql, config.slot, true);
+  });
+  return true;
 }
 
 /**

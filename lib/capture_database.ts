@@ -14,18 +14,20 @@ import {
   decideStart,
   missingFromPublication,
   prepareDatabase,
+  qualified,
   recordSnapshotDone,
   refuseLostSlot,
   retainedWal,
   slotState,
 } from "./capture_slot.ts";
-import { readSnapshot, type SnapshotOptions } from "./capture_snapshot.ts";
+import { keepSnapshotCheckpoint, readSnapshot, snapshotCheckpoint, type SnapshotOptions } from "./capture_snapshot.ts";
 import {
   addNewTables,
   type ChunkDatabase,
   PostgresChunks,
   prepareSignalTable,
   recordStreamedTables,
+  resumeFirstSnapshot,
 } from "./capture_chunks.ts";
 import type { FollowerCatalog } from "./capture_stream.ts";
 import type { CaptureConfig, TableName } from "./config.ts";
@@ -81,8 +83,10 @@ export class PostgresCapture implements CaptureDatabase {
   }
 
   /** How the next replication connection starts (lib/capture_slot.ts' decideStart). */
-  decideStart(newSnapshot: boolean): Promise<StartDecision> {
-    return decideStart(this.sql, this.config.slot, newSnapshot);
+  async decideStart(newSnapshot: boolean): Promise<StartDecision> {
+    // A first snapshot killed midway resumes incrementally after its checkpoint (lib/capture_chunks.ts).
+    if (!newSnapshot) await resumeFirstSnapshot(this.sql, this.config);
+    return await decideStart(this.sql, this.config.slot, newSnapshot);
   }
 
   /** Refuses a missing or invalidated slot (lib/capture_slot.ts' refuseLostSlot). */
@@ -107,14 +111,22 @@ export class PostgresCapture implements CaptureDatabase {
   }
 
   /** Reads the first snapshot (lib/capture_snapshot.ts). */
-  readSnapshot(options: Omit<SnapshotOptions, "tables">): Promise<{ rows: number; complete: boolean }> {
-    return readSnapshot(this.sql, { ...options, tables: this.config.tables });
+  async readSnapshot(options: Omit<SnapshotOptions, "tables">): Promise<{ rows: number; complete: boolean }> {
+    const { slot, tables } = this.config;
+    await snapshotCheckpoint(this.sql, slot, true);
+    const at = { consistentPoint: formatLsn(options.consistentPoint), tables: tables.map(qualified) };
+    return await readSnapshot(this.sql, {
+      ...options,
+      tables,
+      checkpoint: (table, lastKey) => keepSnapshotCheckpoint(this.sql, slot, { ...at, table, lastKey }),
+    });
   }
 
   /** Records the first snapshot as done. */
   async recordSnapshotDone(consistentPoint: Lsn): Promise<void> {
     await recordSnapshotDone(this.sql, this.config.slot, formatLsn(consistentPoint));
     await recordStreamedTables(this.sql, this.config.slot, this.config.tables);
+    await snapshotCheckpoint(this.sql, this.config.slot, true);
   }
 
   /** The table's spec from the catalog, with the Relation message's columns (lib/capture_catalog.ts). */

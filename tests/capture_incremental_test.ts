@@ -13,6 +13,7 @@ import {
   pipelineNames,
   readWholeTopic,
   type Running,
+  startCommand,
   stopProcess,
   waitFor,
 } from "./_helpers.ts";
@@ -292,6 +293,62 @@ Deno.test("an incremental snapshot killed midway (SIGKILL) resumes after the las
     console.log(
       `incremental snapshot killed at ${before} of ${rows} reads: ${duplicates} read again after the restart`,
     );
+    const stopped = await stopProcess(second);
+    assert.equal(stopped.code, 0, stopped.stderr);
+  } finally {
+    await killLeftovers(...runs);
+    await dropCaptureAndDatabase(db, env);
+  }
+});
+
+Deno.test("a first snapshot of 300,000 rows killed midway (SIGKILL) resumes after its checkpoint: every row, few duplicates", async () => {
+  const rows = 300_000;
+  const { db, env, topic } = await itemsWithSignals(rows);
+  delete env.CAPTURE_SIGNAL_TABLE;
+  const runs: Running[] = [];
+  try {
+    const first = startCommand("produce", ["capture"], env);
+    runs.push(first);
+    const checkpoint = async () => {
+      const [row] = await db.sql<{ key: string[] }[]>`
+        select last_key as key from cdc_capture_snapshot_checkpoint where slot_name = ${env.CAPTURE_SLOT!}`
+        .catch(() => []);
+      return row ? Number(row.key[0]) : 0;
+    };
+    await waitFor("a checkpoint past 80,000 rows", async () => (await checkpoint()) >= 80_000, 120_000, 50)
+      .catch((error) => {
+        throw new Error(`${error.message}\n${first.stderr().slice(-3000)}`);
+      });
+    await stopProcess(first, "SIGKILL");
+    const before = (await readWholeTopic(topic, 60_000, BROKERS)).length;
+    const second = await startCapture(env);
+    runs.push(second);
+    await waitFor(
+      "the rest of the snapshot",
+      () => /incremental snapshot of public\.items done/.test(second.stderr()),
+      180_000,
+      250,
+    )
+      .catch((error) => {
+        throw new Error(`${error.message}\n${second.stderr().slice(-3000)}`);
+      });
+    assert.doesNotMatch(second.stderr(), /created slot/, "the slot is kept");
+    let all: Awaited<ReturnType<typeof records>> = [];
+    await waitFor(
+      "every row on the topic",
+      async () => {
+        all = await records(topic);
+        return new Set(all.map((r) => r.key)).size === rows;
+      },
+      60_000,
+      1_000,
+    );
+    const duplicates = all.length - rows;
+    console.log(
+      `first snapshot killed with ${before} of ${rows} rows on the topic: ${duplicates} duplicates after the restart`,
+    );
+    // A restart from zero would publish every row again: `before` duplicates.
+    assert.ok(duplicates < before / 4, `${duplicates} duplicates, ${before} rows on the topic at the kill`);
     const stopped = await stopProcess(second);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
