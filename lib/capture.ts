@@ -138,6 +138,7 @@ export class CaptureRun {
       encoder: this.encoder,
       publisher: this.publisher,
       logger: this.logger,
+      progress: this.stats.snapshots,
       fail: (error) => this.follower.fail(error),
     });
     this.follower = new StreamFollower({
@@ -264,6 +265,7 @@ export class CaptureRun {
       encoder: this.encoder,
       publisher: this.publisher,
       signal: this.signal,
+      progress: this.stats.snapshots,
     });
     this.snapshotRows += rows;
     if (!complete) {
@@ -288,6 +290,12 @@ export class CaptureRun {
       acknowledgedLsn: formatLsn(this.publisher.acknowledgedLsn),
       retainedWalBytes: stats.retainedWalBytes,
     });
+    for (const f of stats.snapshots.figures().filter((f) => !f.done)) {
+      this.logger.info(`snapshot of ${f.table}: ${f.rows} of about ${f.estimate} rows`, {
+        rowsPerS: Math.round(f.rowsPerS),
+        etaS: f.etaS,
+      });
+    }
     if (stats.isUp("database") && !this.signal.aborted) {
       await this.follower.checkPublication().catch((error) =>
         error instanceof CaptureError && this.follower.fail(error)

@@ -32,6 +32,7 @@ import type { Sql } from "./database.ts";
 import type postgres from "postgres";
 import { describeError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import type { SnapshotProgress } from "./stats.ts";
 import { OUTAGE, waitOut } from "./retry.ts";
 
 /** The prefix of the capture's watermark messages in the WAL. */
@@ -61,6 +62,8 @@ export interface ChunkDatabase {
   largestKey(spec: TableSpec, key: string[], filter: string): Promise<KeyValues | null>;
   /** Up to `limit` rows (values in spec order, text) with keys after `after` up to `until`, in key order. */
   readChunk(spec: TableSpec, key: string[], range: ChunkRange): Promise<TupleValues[]>;
+  /** PostgreSQL's estimate of the table's rows (`pg_class.reltuples`; 0 when never analysed). */
+  estimateRows(table: TableName): Promise<number>;
   /** Writes a watermark into the WAL, in a transaction of its own. */
   emitWatermark(content: string): Promise<void>;
   /** The queue kept at the last acknowledged chunk; null when none. */
@@ -93,6 +96,8 @@ export interface IncrementalOptions {
   encoder: DebeziumEncoder;
   publisher: AckingPublisher;
   logger: Logger;
+  /** Where each table's snapshot stands: rows, estimate, rate (`/metrics`, `/health`, progress lines). */
+  progress: SnapshotProgress;
   /** Ends the run with a failure waiting will not fix. */
   fail(error: unknown): void;
 }
@@ -113,8 +118,6 @@ interface Chunk {
 /** Signals, the queue of tables, the chunk in flight and the positions waiting for Kafka. */
 export class IncrementalSnapshots implements SnapshotObserver {
   readonly queue = new SnapshotQueue();
-  /** Rows published per table (`schema.table`) by this run's incremental snapshots. */
-  readonly rows = new Map<string, number>();
   #chunk: Chunk | null = null;
   /** The chunk whose high watermark came, until its transaction's commit. */
   #closing: Chunk | null = null;
@@ -152,6 +155,7 @@ export class IncrementalSnapshots implements SnapshotObserver {
       }
       case "stop-snapshot": {
         const stopped = this.queue.stop(signal.tables);
+        for (const t of stopped) this.options.progress.finish(qualified(t));
         if (this.#chunk && !this.queue.tables.some((t) => qualified(t) === qualified(this.#chunk!.window.table))) {
           this.#drop(); // Debezium clears the window of a table stopped
         }
@@ -198,9 +202,13 @@ export class IncrementalSnapshots implements SnapshotObserver {
       publisher.add(encodeOrStop(encoder, chunk.spec, change), table, "r");
     }
     const name = qualified(table);
-    this.rows.set(name, (this.rows.get(name) ?? 0) + rows.length);
+    const { progress, logger } = this.options;
+    progress.count(name, rows.length);
     if (!chunk.after.current || qualified(chunk.after.current.request.table) !== name) {
-      this.options.logger.info(`incremental snapshot of ${name} done`, { rows: this.rows.get(name) });
+      progress.finish(name);
+      logger.info(`incremental snapshot of ${name} done`, {
+        rows: progress.figures().find((f) => f.table === name)?.rows,
+      });
     }
     this.#chunk = null;
     this.#closing = chunk;
@@ -307,7 +315,9 @@ export class IncrementalSnapshots implements SnapshotObserver {
       return this.options.logger.warn(`incremental snapshot of ${name} skipped: it has no primary key to read it by`);
     }
     const until = await this.options.database.largestKey(spec, key, request.filter);
+    this.options.progress.start(name, await this.options.database.estimateRows(request.table));
     this.queue.bounded(request.table, until);
+    if (until === null) this.options.progress.finish(name);
     if (until === null) this.options.logger.info(`incremental snapshot of ${name} done`, { rows: 0 });
     else this.options.logger.info(`incremental snapshot of ${name} begins`, { until: JSON.stringify(until) });
   }
@@ -515,6 +525,13 @@ export class PostgresChunks implements ChunkDatabase {
          order by ${keyList(tx)} limit ${range.limit}`.raw();
     });
     return texts(rows as unknown as (Uint8Array | null)[][]);
+  }
+
+  /** `pg_class.reltuples` of the table, 0 when never analysed (-1 on PostgreSQL 14+). */
+  async estimateRows(table: TableName): Promise<number> {
+    const [row] = await this.sql<{ n: number | null }[]>`
+      select reltuples::float8 as n from pg_class where oid = to_regclass(${`"${table.schema}"."${table.table}"`})`;
+    return Math.max(0, Math.round(row?.n ?? 0));
   }
 
   /** A transactional logical decoding message with the capture's watermark prefix. */

@@ -12,6 +12,8 @@ import type { TableName } from "./config.ts";
 import type { Lsn } from "./capture_pgoutput.ts";
 import type { Sql } from "./database.ts";
 import type { KeyValues } from "./capture_incremental.ts";
+import type { SnapshotProgress } from "./stats.ts";
+import { qualified } from "./capture_slot.ts";
 
 /** What {@linkcode readSnapshot} needs. */
 export interface SnapshotOptions {
@@ -30,6 +32,8 @@ export interface SnapshotOptions {
    * order, so a crash resumes after that key (lib/capture_chunks.ts' resumeFirstSnapshot).
    */
   checkpoint?: (table: number, lastKey: KeyValues) => Promise<void>;
+  /** Where each table's snapshot stands (rows of its count, rate): progress lines, `/metrics`, `/health`. */
+  progress?: SnapshotProgress;
 }
 
 /** Seconds between the first snapshot's checkpoints. */
@@ -66,9 +70,11 @@ export async function readSnapshot(sql: Sql, options: SnapshotOptions): Promise<
     }
     const source = { counts, txId: Number(txid), tsUs: BigInt(read_us) };
     for (let i = 0; i < specs.length && complete; i++) {
+      options.progress?.start(qualified(options.tables[i]), counts[i]);
       const read = await readTable(tx as unknown as Sql, specs[i], i, source, reading);
       rows += read.rows;
       complete = read.complete;
+      if (complete) options.progress?.finish(qualified(options.tables[i]));
     }
   }).finally(() => abandoned.abort());
   await options.publisher.flush();
@@ -121,6 +127,7 @@ async function readTable(
         publisher.add(encodeOrStop(encoder, spec, change), spec, "r");
         index++;
       }
+      options.progress?.count(qualified(spec), (batch.value as unknown[]).length);
       // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
       if (publisher.sendable) publisher.flush().catch(() => {});
       if (publisher.full) await publisher.below();

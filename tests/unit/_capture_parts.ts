@@ -187,6 +187,7 @@ const NO_CHUNKS: ChunkDatabase = {
   largestKey: () => Promise.reject(new Error("no incremental snapshot in this test")),
   readChunk: () => Promise.reject(new Error("no incremental snapshot in this test")),
   emitWatermark: () => Promise.reject(new Error("no incremental snapshot in this test")),
+  estimateRows: () => Promise.reject(new Error("no incremental snapshot in this test")),
   loadState: () => Promise.resolve(null),
   keepState: () => Promise.reject(new Error("no incremental snapshot in this test")),
 };
