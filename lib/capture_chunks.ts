@@ -198,7 +198,9 @@ export class IncrementalSnapshots implements SnapshotObserver {
     const { encoder, publisher } = this.options;
     const table = { schema: chunk.spec.schema, table: chunk.spec.table };
     for (const after of rows) {
-      const change: RowChange = { op: "r", before: null, after, source: { ...source, snapshot: "incremental" } };
+      // Debezium leaves an incremental read's lsn and txId null: the read belongs to no transaction of the WAL.
+      const read = { ...source, lsn: null, txId: null, snapshot: "incremental" as const };
+      const change: RowChange = { op: "r", before: null, after, source: read };
       publisher.add(encodeOrStop(encoder, chunk.spec, change), table, "r");
     }
     const name = qualified(table);
