@@ -15,7 +15,6 @@ import {
   ROOT,
   type Running,
   startCommand,
-  stopProcess,
   uniqueName,
   waitFor,
 } from "./_helpers.ts";
