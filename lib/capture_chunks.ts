@@ -149,8 +149,10 @@ export class IncrementalSnapshots implements SnapshotObserver {
         if (signal.line) logger.warn(signal.line);
         return;
       case "execute-snapshot": {
-        const added = this.queue.add(signal.requests);
-        logger.info(`signal ${signal.id}: incremental snapshot of ${added.map((r) => qualified(r.table)).join(",")}`);
+        const added = this.queue.add(signal.requests).map((r) => qualified(r.table)).join(",");
+        logger.info(
+          `signal ${signal.id}: ${added ? `incremental snapshot of ${added}` : "its tables are queued already"}`,
+        );
         break;
       }
       case "stop-snapshot": {
