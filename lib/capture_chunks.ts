@@ -415,7 +415,9 @@ export async function addNewTables(sql: Sql, config: Pick<CaptureConfig, "slot" 
     const [state] = await tx<{ streamed: string[] | null; queue: QueueState | null }[]>`
       select streamed_tables as streamed, incremental_snapshot as queue from cdc_capture_state
       where slot_name = ${config.slot} for update`;
-    if (!state) return [];
+    const [publication] = await tx`select 1 from pg_publication where pubname = ${config.publication}`;
+    // No state yet: the first snapshot reads every table. No publication: the publication check stops the run.
+    if (!state || !publication) return [];
     const inPublication = await tx<{ name: string }[]>`
       select schemaname || '.' || tablename as name from pg_publication_tables where pubname = ${config.publication}`;
     const present = new Set(inPublication.map((r) => r.name));
