@@ -102,6 +102,12 @@ export interface IncrementalOptions {
   fail(error: unknown): void;
 }
 
+/**
+ * Chunks read whose high watermark has not come through the stream yet, at most: one waiting for
+ * it while the next is read hides the stream's latency, and memory holds two chunks.
+ */
+const CHUNKS_IN_FLIGHT = 2;
+
 /** The queue with no table. */
 const NO_SNAPSHOT: QueueState = Object.freeze({ current: null, waiting: [], paused: false });
 
@@ -118,7 +124,8 @@ interface Chunk {
 /** Signals, the queue of tables, the chunk in flight and the positions waiting for Kafka. */
 export class IncrementalSnapshots implements SnapshotObserver {
   readonly queue = new SnapshotQueue();
-  #chunk: Chunk | null = null;
+  /** The chunks whose high watermark has not come yet, oldest first, by id. */
+  #chunks = new Map<string, Chunk>();
   /** The chunk whose high watermark came, until its transaction's commit. */
   #closing: Chunk | null = null;
   #checkpoints = new ChunkCheckpoints<QueueState>();
@@ -158,8 +165,9 @@ export class IncrementalSnapshots implements SnapshotObserver {
       case "stop-snapshot": {
         const stopped = this.queue.stop(signal.tables);
         for (const t of stopped) this.options.progress.finish(qualified(t));
-        if (this.#chunk && !this.queue.tables.some((t) => qualified(t) === qualified(this.#chunk!.window.table))) {
-          this.#drop(); // Debezium clears the window of a table stopped
+        // Debezium clears the window of a table stopped.
+        for (const chunk of this.#chunks.values()) {
+          if (!this.queue.tables.some((t) => qualified(t) === qualified(chunk.window.table))) this.#dropChunk(chunk);
         }
         logger.info(`signal ${signal.id}: stopped the snapshot of ${stopped.map(qualified).join(",") || "nothing"}`);
         break;
@@ -180,22 +188,23 @@ export class IncrementalSnapshots implements SnapshotObserver {
     return added.map((r) => r.table);
   }
 
-  /** Marks the keys a streamed change touches, when its table's chunk window is open. */
+  /** Marks the keys a streamed change touches in every open window of its table. */
   changed(spec: TableSpec, change: RowChange): void {
-    const chunk = this.#chunk;
-    if (!chunk?.window.open) return;
     const table = { schema: spec.schema, table: spec.table };
-    if (change.before) chunk.window.touched(table, chunk.key.map((i) => change.before![i] ?? null));
-    if (change.after) chunk.window.touched(table, chunk.key.map((i) => change.after![i] ?? null));
+    for (const chunk of this.#chunks.values()) {
+      if (!chunk.window.open) continue;
+      if (change.before) chunk.window.touched(table, chunk.key.map((i) => change.before![i] ?? null));
+      if (change.after) chunk.window.touched(table, chunk.key.map((i) => change.after![i] ?? null));
+    }
   }
 
-  /** A watermark of the chunk in flight opens or closes its window; others (older runs, other slots) are left. */
+  /** A watermark of a chunk in flight opens or closes its window; others (older runs, other slots) are left. */
   message(prefix: string, content: Uint8Array, source: ChangeSource): void {
-    const chunk = this.#chunk;
-    if (prefix !== WATERMARK_PREFIX || !chunk) return;
-    const text = new TextDecoder().decode(content);
-    if (text === `${chunk.window.id}-open`) chunk.window.openWindow();
-    if (text !== `${chunk.window.id}-close`) return;
+    if (prefix !== WATERMARK_PREFIX) return;
+    const [, id, mark] = /^(.*)-(open|close)$/.exec(new TextDecoder().decode(content)) ?? [];
+    const chunk = this.#chunks.get(id);
+    if (!chunk) return;
+    if (mark === "open") return chunk.window.openWindow();
     const rows = chunk.window.close();
     const { encoder, publisher } = this.options;
     const table = { schema: chunk.spec.schema, table: chunk.spec.table };
@@ -214,7 +223,7 @@ export class IncrementalSnapshots implements SnapshotObserver {
         rows: progress.figures().find((f) => f.table === name)?.rows,
       });
     }
-    this.#chunk = null;
+    this.#chunks.delete(id);
     this.#closing = chunk;
   }
 
@@ -233,11 +242,17 @@ export class IncrementalSnapshots implements SnapshotObserver {
     this.queue.restore(this.#kept);
   }
 
-  /** Drops the chunk in flight, unpublished. */
+  /** Drops the chunks in flight, unpublished. */
   #drop(): void {
-    this.#chunk?.done.resolve();
+    for (const chunk of this.#chunks.values()) this.#dropChunk(chunk);
     this.#closing?.done.resolve();
-    this.#chunk = this.#closing = null;
+    this.#closing = null;
+  }
+
+  /** Drops one chunk in flight, unpublished: its watermarks will change nothing. */
+  #dropChunk(chunk: Chunk): void {
+    this.#chunks.delete(chunk.window.id);
+    chunk.done.resolve();
   }
 
   /** Takes up the queue kept by an earlier run. */
@@ -326,7 +341,10 @@ export class IncrementalSnapshots implements SnapshotObserver {
     else this.options.logger.info(`incremental snapshot of ${name} begins`, { until: JSON.stringify(until) });
   }
 
-  /** Reads one chunk of `table` between its watermarks and waits until the stream closed its window. */
+  /**
+   * Reads one chunk of `table` between its watermarks. The next chunk is read while this one's high
+   * watermark travels through the stream; at most {@linkcode CHUNKS_IN_FLIGHT} wait for theirs.
+   */
   async #readChunk(table: TableName): Promise<void> {
     const { database, chunkSize } = this.options;
     const position = this.queue.current!;
@@ -341,15 +359,31 @@ export class IncrementalSnapshots implements SnapshotObserver {
       after: this.queue.state(),
       done: Promise.withResolvers<void>(),
     };
-    this.#chunk = chunk;
-    await database.emitWatermark(`${id}-open`);
-    const range = { after: position.after, until: position.until!, filter: position.request.filter, limit: chunkSize };
-    const rows = await database.readChunk(spec, names, range);
-    chunk.window.fill(rows, (row) => key.map((i) => row[i] ?? null));
-    this.queue.chunkRead(table, rows.length ? key.map((i) => rows.at(-1)![i] ?? null) : null);
-    chunk.after = this.queue.state();
-    await database.emitWatermark(`${id}-close`);
-    await chunk.done.promise;
+    this.#chunks.set(id, chunk);
+    try {
+      await database.emitWatermark(`${id}-open`);
+      const range = {
+        after: position.after,
+        until: position.until!,
+        filter: position.request.filter,
+        limit: chunkSize,
+      };
+      const rows = await database.readChunk(spec, names, range);
+      chunk.window.fill(rows, (row) => key.map((i) => row[i] ?? null));
+      const lastKey = rows.length ? key.map((i) => rows.at(-1)![i] ?? null) : null;
+      // The queue moves on once the high watermark is written; a failure before reads the chunk again.
+      const next = new SnapshotQueue();
+      next.restore(this.queue.state());
+      next.chunkRead(table, lastKey);
+      chunk.after = next.state();
+      await database.emitWatermark(`${id}-close`);
+      this.queue.chunkRead(table, lastKey);
+    } catch (error) {
+      this.#dropChunk(chunk);
+      throw error;
+    }
+    const oldest = this.#chunks.values().next().value;
+    if (this.#chunks.size >= CHUNKS_IN_FLIGHT && oldest) await oldest.done.promise;
   }
 
   /** Waits out PostgreSQL outages while `what` is read, logging each wait. */
@@ -522,14 +556,16 @@ export class PostgresChunks implements ChunkDatabase {
     const columns = spec.columns.map((c) => c.name);
     const keyList = (tx: Sql) => commas(tx, key.map((k) => tx`${tx(k)}`));
     const values = (tx: Sql, keyValues: KeyValues) => commas(tx, keyValues.map((v) => tx`${v as string}`));
-    const rows = await this.sql.begin("read only", (t) => {
-      const tx = t as unknown as Sql;
-      return tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}
+    // Without a filter the select is a statement of its own; a filter runs in a read-only transaction (above).
+    const select = (tx: Sql) =>
+      tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}
          where ${range.after ? tx`(${keyList(tx)}) > (${values(tx, range.after)}) and` : tx``}
            (${keyList(tx)}) <= (${values(tx, range.until)})
            and ${range.filter ? tx.unsafe(range.filter) : tx`true`}
          order by ${keyList(tx)} limit ${range.limit}`.raw();
-    });
+    const rows = range.filter
+      ? await this.sql.begin("read only", (tx) => select(tx as unknown as Sql))
+      : await select(this.sql);
     return texts(rows as unknown as (Uint8Array | null)[][]);
   }
 
