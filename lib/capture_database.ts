@@ -28,7 +28,7 @@ import {
   prepareSignalTable,
   recordStreamedTables,
   resumeFirstSnapshot,
-} from "./capture_chunks.ts";
+} from "./capture_chunk_store.ts";
 import type { FollowerCatalog } from "./capture_stream.ts";
 import type { CaptureConfig, TableName } from "./config.ts";
 import { connectDatabase, type Sql } from "./database.ts";
@@ -54,7 +54,7 @@ export interface CaptureDatabase extends FollowerCatalog {
   readSnapshot(options: Omit<SnapshotOptions, "tables">): Promise<{ rows: number; complete: boolean }>;
   /** Records that the slot's first snapshot, read at `consistentPoint`, reached Kafka. */
   recordSnapshotDone(consistentPoint: Lsn): Promise<void>;
-  /** What the incremental snapshots read and write (lib/capture_chunks.ts). */
+  /** What the incremental snapshots read and write (lib/capture_chunk_store.ts). */
   chunks(): ChunkDatabase;
   /** Closes its connections. */
   end(): Promise<void>;
@@ -84,7 +84,7 @@ export class PostgresCapture implements CaptureDatabase {
 
   /** How the next replication connection starts (lib/capture_slot.ts' decideStart). */
   async decideStart(newSnapshot: boolean): Promise<StartDecision> {
-    // A first snapshot killed midway resumes incrementally after its checkpoint (lib/capture_chunks.ts).
+    // A first snapshot killed midway resumes incrementally after its checkpoint (lib/capture_chunk_store.ts).
     if (!newSnapshot) await resumeFirstSnapshot(this.sql, this.config);
     return await decideStart(this.sql, this.config.slot, newSnapshot);
   }

@@ -51,7 +51,7 @@ export interface QueueState {
 export class ChunkWindow<Row> {
   #open = false;
   #touched = new Set<string>();
-  #rows: { key: string; row: Row }[] | null = null;
+  #rows: { rows: Row[]; keyOf: (row: Row) => KeyValues } | null = null;
 
   /** Creates the window of chunk `id` of `table`. */
   constructor(readonly id: string, readonly table: TableName) {}
@@ -73,18 +73,20 @@ export class ChunkWindow<Row> {
 
   /** The chunk's rows, read after the low watermark was written; `keyOf` gives a row's key. */
   fill(rows: Row[], keyOf: (row: Row) => KeyValues): void {
-    this.#rows = rows.map((row) => ({ key: keyText(keyOf(row)), row }));
+    this.#rows = { rows, keyOf };
   }
 
   /** The high watermark went by: the rows no streamed change touched, in key order. */
   close(): Row[] {
     if (!this.#open) throw new Error(`chunk ${this.id}: its high watermark came before its low one`);
     if (!this.#rows) throw new Error(`chunk ${this.id}: its high watermark came before its rows were read`);
-    const rows = this.#rows.filter((r) => !this.#touched.has(r.key)).map((r) => r.row);
+    const { rows, keyOf } = this.#rows;
+    // Keys are compared only when the stream touched some: a quiet table's chunk goes out as read.
+    const left = this.#touched.size ? rows.filter((row) => !this.#touched.has(keyText(keyOf(row)))) : rows;
     this.#open = false;
     this.#rows = null;
     this.#touched.clear();
-    return rows;
+    return left;
   }
 }
 

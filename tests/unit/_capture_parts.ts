@@ -7,7 +7,7 @@
  */
 import { buildTableSpec, type CatalogTable } from "../../lib/capture_catalog.ts";
 import type { CaptureDatabase } from "../../lib/capture_database.ts";
-import type { ChunkDatabase } from "../../lib/capture_chunks.ts";
+import type { ChunkDatabase } from "../../lib/capture_chunk_store.ts";
 import type { CaptureSink } from "../../lib/capture_kafka.ts";
 import type { Lsn, Relation } from "../../lib/capture_pgoutput.ts";
 import type { ReplicationConnection } from "../../lib/capture_replication.ts";

@@ -4,7 +4,8 @@
  * read, a stop drops the chunk in flight, and chunk positions are kept once acknowledged.
  */
 import assert from "node:assert/strict";
-import { type ChunkDatabase, IncrementalSnapshots, WATERMARK_PREFIX } from "../../lib/capture_chunks.ts";
+import { type ChunkDatabase, WATERMARK_PREFIX } from "../../lib/capture_chunk_store.ts";
+import { IncrementalSnapshots } from "../../lib/capture_chunks.ts";
 import { DebeziumEncoder, type TableSpec } from "../../lib/capture_debezium.ts";
 import type { QueueState } from "../../lib/capture_incremental.ts";
 import type { ChangeSource } from "../../lib/capture_reader.ts";
