@@ -256,6 +256,44 @@ Deno.test("pause-snapshot holds the chunks until resume-snapshot, stop-snapshot 
   }
 });
 
+Deno.test("an incremental snapshot whose replication stream breaks midway goes back to the last acknowledged chunk and reads every row", async () => {
+  const rows = 100_000;
+  const { db, env, topic, signal } = await itemsWithSignals(rows);
+  const runs: Running[] = [];
+  const incremental = async () => (await records(topic)).filter((r) => r.snapshot === "incremental");
+  try {
+    const capture = await startCapture(env, ["--snapshot-chunk-size", "100"]);
+    runs.push(capture);
+    await signal("execute-snapshot", { "data-collections": ["public.items"] });
+    await waitFor("a tenth of the table", async () => (await incremental()).length >= rows / 10, 120_000, 250);
+    // The walsender ends: the capture waits, reconnects and streams again from the acknowledged position.
+    await db.sql`select pg_terminate_backend(active_pid) from pg_replication_slots
+      where slot_name = ${env.CAPTURE_SLOT!} and active_pid is not null`;
+    await waitFor(
+      "the snapshot to end",
+      () => /incremental snapshot of public\.items done/.test(capture.stderr()),
+      120_000,
+      250,
+    )
+      .catch((error) => {
+        throw new Error(`${error.message}\n${capture.stderr().slice(-3000)}`);
+      });
+    const log = capture.stderr();
+    const broke = log.search(/waiting for PostgreSQL/);
+    assert.ok(
+      broke >= 0 && broke < log.search(/incremental snapshot of public\.items done/),
+      "the stream broke midway",
+    );
+    const keys = new Set((await incremental()).map((r) => r.key));
+    assert.equal(keys.size, rows, "every row read");
+    const stopped = await stopProcess(capture);
+    assert.equal(stopped.code, 0, stopped.stderr);
+  } finally {
+    await killLeftovers(...runs);
+    await dropCaptureAndDatabase(db, env);
+  }
+});
+
 Deno.test("an incremental snapshot killed midway (SIGKILL) resumes after the last chunk Kafka acknowledged", async () => {
   const rows = 100_000;
   const { db, env, topic, signal } = await itemsWithSignals(rows);
