@@ -210,11 +210,14 @@ export class PostgresChunks implements ChunkDatabase {
     return texts(rows as unknown as (Uint8Array | null)[][]);
   }
 
-  /** `pg_class.reltuples` of the table, 0 when never analysed (-1 on PostgreSQL 14+). */
+  /** `pg_class.reltuples` of the table; a table never analysed (-1 on PostgreSQL 14+, 0 before) is counted. */
   async estimateRows(table: TableName): Promise<number> {
     const [row] = await this.sql<{ n: number | null }[]>`
       select reltuples::float8 as n from pg_class where oid = to_regclass(${`"${table.schema}"."${table.table}"`})`;
-    return Math.max(0, Math.round(row?.n ?? 0));
+    if ((row?.n ?? 0) > 0) return Math.round(row.n!);
+    const [counted] = await this.sql<{ n: number }[]>`
+      select count(*)::float8 as n from ${this.sql(table.schema)}.${this.sql(table.table)}`;
+    return counted.n;
   }
 
   /** A transactional logical decoding message with the capture's watermark prefix. */

@@ -40,6 +40,13 @@ async function itemsWithSignals(rows: number) {
   return { db, env, topic, signal };
 }
 
+/** The last key of the incremental snapshot's position kept in the capture's state row (0 when none). */
+async function keptAfter(db: { sql: Awaited<ReturnType<typeof createTestDatabase>>["sql"] }, env: PipelineEnv) {
+  const [row] = await db.sql<{ kept: { current: { after: string[] | null } | null } | null }[]>`
+    select incremental_snapshot as kept from cdc_capture_state where slot_name = ${env.CAPTURE_SLOT!}`;
+  return Number(row?.kept?.current?.after?.[0] ?? 0);
+}
+
 /** Each record of the topic with a value: its op, `source.snapshot` and row. */
 async function records(topic: string) {
   return (await readWholeTopic(topic, 60_000, BROKERS)).map((r) => {
@@ -265,7 +272,12 @@ Deno.test("an incremental snapshot whose replication stream breaks midway goes b
     const capture = await startCapture(env, ["--snapshot-chunk-size", "100"]);
     runs.push(capture);
     await signal("execute-snapshot", { "data-collections": ["public.items"] });
-    await waitFor("a tenth of the table", async () => (await incremental()).length >= rows / 10, 120_000, 250);
+    await waitFor(
+      "a kept position past a tenth of the table",
+      async () => (await keptAfter(db, env)) >= rows / 10,
+      120_000,
+      20,
+    );
     // The walsender ends: the capture waits, reconnects and streams again from the acknowledged position.
     await db.sql`select pg_terminate_backend(active_pid) from pg_replication_slots
       where slot_name = ${env.CAPTURE_SLOT!} and active_pid is not null`;
@@ -300,15 +312,21 @@ Deno.test("an incremental snapshot killed midway (SIGKILL) resumes after the las
   const runs: Running[] = [];
   const incremental = async () => (await records(topic)).filter((r) => r.snapshot === "incremental");
   try {
-    // Chunks of 100, so that the kill lands midway however long reading the topic takes.
+    // Chunks of 100; the kill comes once the kept position passed a tenth of the table, read from the state row.
     const first = await startCapture(env, ["--snapshot-chunk-size", "100"]);
     runs.push(first);
     await signal("execute-snapshot", { "data-collections": ["public.items"] });
-    await waitFor("a tenth of the table", async () => (await incremental()).length >= rows / 10, 120_000, 250);
+    await waitFor(
+      "a kept position past a tenth of the table",
+      async () => (await keptAfter(db, env)) >= rows / 10,
+      120_000,
+      20,
+    )
+      .catch((error) => {
+        throw new Error(`${error.message}\n${first.stderr().slice(-3000)}`);
+      });
     await stopProcess(first, "SIGKILL");
-    const [{ kept }] = await db.sql<{ kept: { current: { after: string[] } } | null }[]>`
-      select incremental_snapshot as kept from cdc_capture_state where slot_name = ${env.CAPTURE_SLOT!}`;
-    assert.ok(kept?.current, `a position was kept\n${first.stderr().slice(-3000)}`);
+    assert.ok((await keptAfter(db, env)) < rows, "killed midway");
     const before = (await incremental()).length;
     const second = await startCapture(env, ["--snapshot-chunk-size", "100"]);
     runs.push(second);
