@@ -67,7 +67,7 @@ export class ReplicationSession implements ReplicationConnection {
     this.#stream = await this.#connection.unsafe(
       `START_REPLICATION SLOT ${slot} LOGICAL ${
         formatLsn(from)
-      } (proto_version '1', publication_names '${publication}')`,
+      } (proto_version '1', publication_names '${publication}', messages 'true')`,
     ).writable() as unknown as Duplex;
   }
 
