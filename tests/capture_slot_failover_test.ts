@@ -20,17 +20,23 @@ const MAJOR = await serverMajor();
 /** The reason a test of one side of version 17 skips on the other, in its name, so the output says it. */
 const skipped = (skip: boolean, why: string) => skip ? ` (skipped on PostgreSQL ${MAJOR}: ${why})` : "";
 
+/** A database with a table to capture, and the capture's settings with slot.failover=true. */
+async function itemsWithFailoverAsked() {
+  const db = await createTestDatabase();
+  const names = captureNames();
+  const env = { ...pipelineNames(db.url), ...names, CAPTURE_TABLES: "public.items", CAPTURE_SLOT_FAILOVER: "true" };
+  await db.sql`create table items (id int primary key, v text not null)`;
+  return { db, names, env };
+}
+
 Deno.test({
   name: "slot.failover=true creates the capture's slot with failover (PostgreSQL 17 and later)" +
     skipped(MAJOR < 17, "failover slots came with 17"),
   ignore: MAJOR < 17,
   fn: async () => {
-    const db = await createTestDatabase();
-    const names = captureNames();
-    const env = { ...pipelineNames(db.url), ...names, CAPTURE_TABLES: "public.items", CAPTURE_SLOT_FAILOVER: "true" };
+    const { db, names, env } = await itemsWithFailoverAsked();
     let capture: Running | undefined;
     try {
-      await db.sql`create table items (id int primary key, v text not null)`;
       await db.sql`insert into items values (1, 'one')`;
       capture = await startCapture(env);
       const [slot] = await db.sql<{ failover: boolean }[]>`
@@ -49,12 +55,9 @@ Deno.test({
     skipped(MAJOR >= 17, "this server has failover slots"),
   ignore: MAJOR >= 17,
   fn: async () => {
-    const db = await createTestDatabase();
-    const names = captureNames();
-    const env = { ...pipelineNames(db.url), ...names, CAPTURE_TABLES: "public.items", CAPTURE_SLOT_FAILOVER: "true" };
+    const { db, names, env } = await itemsWithFailoverAsked();
     let capture: Running | undefined;
     try {
-      await db.sql`create table items (id int primary key, v text not null)`;
       capture = startCommand("produce", ["capture"], env);
       await assertStopsWithOneLine(
         capture,
