@@ -7,7 +7,7 @@
  * @module
  */
 import postgres from "postgres";
-import { ownCpuSeconds, procStats } from "./_proc.ts";
+import { ownCpuSeconds, postgresPids, procStats } from "./_proc.ts";
 import { spawnCommand } from "./bench_measure.ts";
 import type { BenchRun } from "./bench_run.ts";
 import { databaseUrlFor, decode, round, sleep } from "./_util.ts";
@@ -23,8 +23,11 @@ export interface JdbcSinkReport {
   recordsPerS: number;
   /** Records/s over the second half of the records: the warm rate the targets compare. */
   warmRecordsPerS: number;
-  /** CPU µs per record over the second half, of the JVM and of the sink's PostgreSQL backends. */
-  cpuMicrosPerRecord: { process: number; postgres: number };
+  /**
+   * CPU µs per record over the second half: of the JVM; of every PostgreSQL process on this
+   * machine, as the bench counts the consumer's; of the sink's own backends alone.
+   */
+  cpuMicrosPerRecord: { process: number; postgres: number; postgresBackends: number };
   peakRssMb: number;
   /** Rows of the capture's tables and of the sink's copy of them, which must be equal. */
   rows: { source: RowCounts; sink: RowCounts };
@@ -40,6 +43,7 @@ interface Sample {
   applied: number;
   processCpuS: number;
   postgresCpuS: number;
+  backendsCpuS: number;
 }
 
 /** The sink database's name, and its connector's name (its consumer group is `connect-<name>`). */
@@ -115,10 +119,13 @@ function committedReader(run: BenchRun, group: string) {
   };
 }
 
-/** CPU seconds so far of the sink's PostgreSQL backends: the sessions connected to its database. */
-async function backendCpuS(admin: postgres.Sql, db: string): Promise<number> {
-  const pids = (await admin`select pid from pg_stat_activity where datname = ${db}`).map((r) => Number(r.pid));
-  return (await ownCpuSeconds(pids)) ?? 0;
+/** CPU seconds so far of every PostgreSQL process here, and of the sink's backends (the sessions on its database). */
+async function postgresCpuS(admin: postgres.Sql, db: string): Promise<{ postgresCpuS: number; backendsCpuS: number }> {
+  const backends = (await admin`select pid from pg_stat_activity where datname = ${db}`).map((r) => Number(r.pid));
+  return {
+    postgresCpuS: (await ownCpuSeconds(await postgresPids())) ?? 0,
+    backendsCpuS: (await ownCpuSeconds(backends)) ?? 0,
+  };
 }
 
 /**
@@ -141,9 +148,9 @@ async function follow(run: BenchRun, pid: number, sink: postgres.Sql, admin: pos
           `the JDBC sink did not apply the capture's topics in ${run.phaseTimeoutS} s: ${log().slice(-2000)}`,
         );
       }
-      if (/Task threw an uncaught and unrecoverable exception/.test(log())) {
-        throw new Error(`the JDBC sink's task failed: ${log().slice(-2000)}`);
-      }
+      // The worker outlives a failed task: its log says so, with the exception on the next line.
+      const failed = /Task threw an uncaught and unrecoverable exception.*\n(.*)/.exec(log());
+      if (failed) throw new Error(`the JDBC sink's task failed (see scripts/connect/run.sh): ${failed[1]}`);
       const stats = await procStats(pid);
       if (!stats) throw new Error(`the JDBC sink's JVM exited: ${log().slice(-2000)}`);
       peakBytes = Math.max(peakBytes, stats.rssBytes);
@@ -157,7 +164,7 @@ async function follow(run: BenchRun, pid: number, sink: postgres.Sql, admin: pos
           at: performance.now(),
           applied,
           processCpuS: stats.ownCpuS,
-          postgresCpuS: await backendCpuS(admin, names.db),
+          ...await postgresCpuS(admin, names.db),
         });
         if (total > 0 && applied >= total) {
           return { samples, startupS: (firstRowAt - started) / 1000, firstRowAt, total, peakBytes };
@@ -182,6 +189,7 @@ function rates(samples: Sample[], firstRowAt: number, total: number) {
     cpuMicrosPerRecord: {
       process: perRecord(last.processCpuS - half.processCpuS),
       postgres: perRecord(last.postgresCpuS - half.postgresCpuS),
+      postgresBackends: perRecord(last.backendsCpuS - half.backendsCpuS),
     },
   };
 }

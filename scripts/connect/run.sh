@@ -31,9 +31,11 @@ resolve_jars() {
   log "resolving debezium-connector-jdbc $VERSION jars with Maven into ${PLUGIN#"$ROOT"/} (once; later runs reuse them)"
   rm -rf "$PLUGIN"
   mkdir -p "$PLUGIN"
-  # Kafka's own jars come from the worker's class path, as in a Connect distribution: none in the plugin.
-  mvn -B -f "$HERE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$PLUGIN" \
-    -DexcludeScope=provided -DexcludeGroupIds=org.apache.kafka >"$CACHE/mvn.log" 2>&1 ||
+  # Kafka's own jars and Jackson's core come from the worker's class path, as in a Connect
+  # distribution: a second jackson-databind in the plugin makes Hibernate's ServiceLoader find the
+  # worker's Jackson modules as subtypes of the other copy ("BlackbirdModule not a subtype").
+  mvn -B -f "$HERE/pom.xml" dependency:copy-dependencies -DoutputDirectory="$PLUGIN" -DexcludeScope=provided \
+    -DexcludeGroupIds=org.apache.kafka,com.fasterxml.jackson.core >"$CACHE/mvn.log" 2>&1 ||
     die "Maven could not resolve debezium-connector-jdbc $VERSION; see ${CACHE#"$ROOT"/}/mvn.log"
   touch "$PLUGIN/.complete"
   log "resolved $(find "$PLUGIN" -name '*.jar' | wc -l) jars"
