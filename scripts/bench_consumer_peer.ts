@@ -215,9 +215,7 @@ export async function jdbcSinkPeer(run: BenchRun): Promise<JdbcSinkReport> {
     throw new Error("scripts/connect/run.sh could not resolve Kafka Connect and the JDBC sink's jars");
   }
   const loadBefore = os.loadavg()[0];
-  const child = spawnCommand(run.root, [script, ...await writeProperties(run, dir, pluginPath)], {
-    CONNECT_JVM_OPTS: "",
-  });
+  const child = spawnCommand(run.root, [script, ...await writeProperties(run, dir, pluginPath)], {});
   let log = "";
   const reader = (async () => {
     for await (const chunk of child.stderr) log = (log + decode(chunk)).slice(-20_000);
@@ -234,7 +232,7 @@ export async function jdbcSinkPeer(run: BenchRun): Promise<JdbcSinkReport> {
       settings:
         "Kafka Connect standalone (connect-runtime of the bench's Kafka), debezium-connector-jdbc 3.6.0.Final, " +
         "JsonConverter with schemas, insert.mode=upsert, delete.enabled=true, primary.key.mode=record_key, " +
-        "schema.evolution=basic, JVM defaults",
+        "schema.evolution=basic, the JVM flags of Kafka's bin/connect-standalone.sh (-Xms256M -Xmx2G, G1)",
     };
     const { source: from, sink: to } = report.rows;
     if (from.users !== to.users || from.orders !== to.orders) {

@@ -6,8 +6,9 @@
 #   scripts/connect/run.sh resolve                                  only resolve the jars
 #
 # The worker's plugin.path must be .cache/jdbc-sink-<version>/plugin, which this script prints
-# with `plugin-path`. CONNECT_JVM_OPTS, when set (even empty), replaces the JVM's sizing flags:
-# the default is the JVM as users run it.
+# with `plugin-path`. CONNECT_JVM_OPTS, when set (even empty), replaces the JVM's flags; the
+# default is what Kafka's bin/connect-standalone.sh and kafka-run-class.sh give it, so that the
+# bench measures Connect as users run it.
 #
 # The first use resolves the connector's jars with Maven into its plugin folder (Maven Central
 # through the machine's configured mirror, as scripts/debezium/ does), and Kafka's jars with
@@ -48,6 +49,7 @@ resolve_jars
 [[ $# -eq 2 ]] || die "usage: scripts/connect/run.sh WORKER.properties CONNECTOR.properties (or: resolve, plugin-path)"
 # Word splitting of the flags is wanted: they are separate arguments.
 # shellcheck disable=SC2086
-exec java -Duser.timezone=UTC ${CONNECT_JVM_OPTS-} -Djava.awt.headless=true \
+exec java -Duser.timezone=UTC ${CONNECT_JVM_OPTS--Xms256M -Xmx2G -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+  -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15} -Djava.awt.headless=true \
   -Dlog4j2.configurationFile="$ROOT/scripts/kafka/tools-log4j2.yaml" \
   -cp "$KAFKA_LIBS/*" org.apache.kafka.connect.cli.ConnectStandalone "$1" "$2"
