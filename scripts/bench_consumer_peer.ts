@@ -180,7 +180,8 @@ async function follow(run: BenchRun, pid: number, sink: postgres.Sql, admin: pos
 /** Rate and CPU per record from the samples: from the first row to the end, and over the second half. */
 function rates(samples: Sample[], firstRowAt: number, total: number) {
   const last = samples.at(-1)!;
-  const half = samples.find((s) => s.applied >= total / 2)!;
+  // A sample before the last one, so that the second half spans at least one interval.
+  const half = samples.find((s) => s.applied >= total / 2 && s !== last) ?? samples[0];
   const records = last.applied - half.applied;
   const perRecord = (seconds: number) => round((seconds * 1e6) / Math.max(records, 1), 1);
   return {
