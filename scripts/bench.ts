@@ -1,7 +1,7 @@
 /**
  * `deno task bench [--quick] [--events N] [--capture-update-rows N] [--capture-snapshot-rows N]
- * [--only capture-peer] [--jdbc-sink | --no-jdbc-sink]`: throughput and memory of the pipeline, each figure next to a reference
- * measured in the same run (Kafka's Java producer perf tool, the Go original's
+ * [--only capture-peer] [--jdbc-sink | --no-jdbc-sink]`: throughput and memory of the pipeline,
+ * each figure next to a reference measured in the same run (Kafka's Java producer perf tool, the Go original's
  * one-event-per-transaction design, PostgreSQL COPY, the Debezium connector beside the capture,
  * Kafka Connect with Debezium's JDBC sink beside the consumer: off for `--quick` unless `--jdbc-sink`),
  * printed as one JSON document on stdout; progress goes to stderr. Sets up its own topics, groups
