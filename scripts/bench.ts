@@ -1,8 +1,9 @@
 /**
  * `deno task bench [--quick] [--events N] [--capture-update-rows N] [--capture-snapshot-rows N]
- * [--only capture-peer]`: throughput and memory of the pipeline, each figure next to a reference
- * measured in the same run (Kafka's Java producer perf tool, the Go original's
- * one-event-per-transaction design, PostgreSQL COPY, the Debezium connector beside the capture),
+ * [--only capture-peer] [--jdbc-sink | --no-jdbc-sink]`: throughput and memory of the pipeline,
+ * each figure next to a reference measured in the same run (Kafka's Java producer perf tool, the Go original's
+ * one-event-per-transaction design, PostgreSQL COPY, the Debezium connector beside the capture,
+ * Kafka Connect with Debezium's JDBC sink beside the consumer: off for `--quick` unless `--jdbc-sink`),
  * printed as one JSON document on stdout; progress goes to stderr. Sets up its own topics, groups
  * and database, and removes them afterwards, also when a phase fails or the run is interrupted.
  * `--only capture-peer` runs the capture-vs-Debezium section alone (scripts/bench_capture_peer.ts).
@@ -13,6 +14,7 @@
 import postgres from "postgres";
 import { captureVsDebezium, type PeerReport } from "./bench_capture_peer.ts";
 import { captureWhileConsuming } from "./bench_capture.ts";
+import { jdbcSinkPeer } from "./bench_consumer_peer.ts";
 import { consumePhase, idleConsumersPhase, oneEventPerTransaction } from "./bench_consumer.ts";
 import { copySameRows } from "./bench_copy.ts";
 import { type BenchFlags, parseBenchFlags } from "./bench_flags.ts";
@@ -54,6 +56,11 @@ async function fullBench(run: BenchRun, pgVersion: string): Promise<Record<strin
     () => captureWhileConsuming(run),
   );
   progress(`capture: ${capture.changesPerS} changes/s, slot WAL at the end ${capture.slotRetainedWalBytesAtEnd} bytes`);
+  // The capture's topics hold the changes of the rows the consumer applied: the sink applies them.
+  const jdbcSink = run.jdbcSink
+    ? await timed("Kafka Connect with Debezium's JDBC sink applying the capture's topics", () => jdbcSinkPeer(run))
+    : null;
+  if (jdbcSink) progress(`JDBC sink: ${jdbcSink.warmRecordsPerS} records/s warm, peak RSS ${jdbcSink.peakRssMb} MB`);
   const baselineEventsPerS = await timed(
     `the original's design (one event per transaction and offset commit) on ${run.baselineEvents} events`,
     () => oneEventPerTransaction(run),
@@ -76,6 +83,7 @@ async function fullBench(run: BenchRun, pgVersion: string): Promise<Record<strin
     produce,
     consume,
     capture,
+    jdbcSink,
     baselineEventsPerS,
     meanRecordBytes: recordBytes,
     javaRecordsPerS,

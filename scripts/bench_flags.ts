@@ -1,6 +1,6 @@
 /**
  * The bench's command line: `[--quick] [--events N] [--capture-update-rows N]
- * [--capture-snapshot-rows N] [--only capture-peer]`, read and checked.
+ * [--capture-snapshot-rows N] [--only capture-peer] [--jdbc-sink | --no-jdbc-sink]`, read and checked.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -17,6 +17,8 @@ export interface BenchFlags {
   peerSnapshotRows: number;
   /** `--only capture-peer`: the capture-vs-Debezium section alone. */
   onlyPeer: boolean;
+  /** Runs the consumer's peer, Kafka Connect with Debezium's JDBC sink: on by default, off for `--quick`. */
+  jdbcSink: boolean;
 }
 
 type IntegerFlag = "events" | "capture-update-rows" | "capture-snapshot-rows";
@@ -31,6 +33,8 @@ export function parseBenchFlags(args: string[]): BenchFlags {
       "capture-update-rows": { type: "string" },
       "capture-snapshot-rows": { type: "string" },
       only: { type: "string" },
+      "jdbc-sink": { type: "boolean" },
+      "no-jdbc-sink": { type: "boolean" },
     },
   });
   const quick = Boolean(values.quick);
@@ -47,7 +51,11 @@ export function parseBenchFlags(args: string[]): BenchFlags {
     peerUpdateRows: integer("capture-update-rows", quick ? 20_000 : 200_000, 100),
     peerSnapshotRows: integer("capture-snapshot-rows", quick ? 50_000 : 1_000_000, 100),
     onlyPeer: values.only === "capture-peer",
+    jdbcSink: values["no-jdbc-sink"] ? false : values["jdbc-sink"] ?? !quick,
   };
+  if (values["jdbc-sink"] && values["no-jdbc-sink"]) {
+    throw new RangeError("--jdbc-sink and --no-jdbc-sink cannot both be given");
+  }
   if (values.only !== undefined && !flags.onlyPeer) {
     throw new RangeError(`--only must be capture-peer (the one section that runs alone): got ${values.only}`);
   }

@@ -7,6 +7,7 @@ import os from "node:os";
 import { peerRatios, type PeerReport } from "./bench_capture_peer.ts";
 import type { CapturePhase } from "./bench_capture.ts";
 import type { ConsumePhase } from "./bench_consumer.ts";
+import type { JdbcSinkReport } from "./bench_consumer_peer.ts";
 import type { Measured } from "./bench_measure.ts";
 import type { BenchRun } from "./bench_run.ts";
 import type { StandalonePhases } from "./bench_standalone.ts";
@@ -18,6 +19,8 @@ export interface PipelineMeasures {
   produce: Measured;
   consume: ConsumePhase;
   capture: CapturePhase;
+  /** Kafka Connect with Debezium's JDBC sink on the capture's topics; null when skipped (`--quick`). */
+  jdbcSink: JdbcSinkReport | null;
   baselineEventsPerS: number;
   meanRecordBytes: number;
   javaRecordsPerS: number;
@@ -83,10 +86,12 @@ export function fullReport(run: BenchRun, pgVersion: string, measures: PipelineM
       settings: "deno task capture (acks=all) on a second database that the consumer fills from the same backlog",
     },
     captureVsDebezium: measures.peer,
+    consumerVsJdbcSink: consumerVsJdbcSink(run, measures),
     ratios: ratios(run, measures),
     profile: profile(run, measures),
   };
-  return { ...report, targets: evaluateTargets(report) };
+  const targets = TARGETS.filter((t) => t.section !== "jdbc-sink" || measures.jdbcSink);
+  return { ...report, targets: evaluateTargets(report, targets) };
 }
 
 /** Each phase's rate, duration and peak memory. */
@@ -112,9 +117,39 @@ function figures({ events }: BenchRun, m: PipelineMeasures) {
   };
 }
 
-/** Our figures over the references measured in the same run. */
-function ratios({ events }: BenchRun, m: PipelineMeasures) {
+/** The consumer's rate and CPU per event (whole drain: its process, all PostgreSQL processes here). */
+function consumerCost({ events }: BenchRun, m: PipelineMeasures) {
+  const { seconds, cpu, peakRssMb } = m.consume.measured;
+  const micros = (s: number | null) => round(((s ?? 0) * 1e6) / events, 1);
   return {
+    recordsPerS: Math.round(events / seconds),
+    cpuMicrosPerRecord: { process: micros(cpu.command), postgres: micros(cpu.postgres) },
+    peakRssMb,
+  };
+}
+
+/** The JDBC sink's figures beside the consumer's; null when the sink was skipped. */
+function consumerVsJdbcSink(run: BenchRun, m: PipelineMeasures) {
+  return m.jdbcSink && { consumer: consumerCost(run, m), jdbcSink: m.jdbcSink };
+}
+
+/** The consumer over the JDBC sink: rate (warm) and CPU per record (process + PostgreSQL); none when skipped. */
+function jdbcSinkRatios(run: BenchRun, m: PipelineMeasures) {
+  if (!m.jdbcSink) return {};
+  const consumer = consumerCost(run, m);
+  const total = ({ process, postgres }: { process: number; postgres: number }) => process + postgres;
+  return {
+    consumerVsJdbcSinkRate: round(consumer.recordsPerS / m.jdbcSink.warmRecordsPerS, 2),
+    consumerVsJdbcSinkCpuPerRecord: round(total(consumer.cpuMicrosPerRecord) / total(m.jdbcSink.cpuMicrosPerRecord), 3),
+    consumerVsJdbcSinkPeakRss: round(consumer.peakRssMb / m.jdbcSink.peakRssMb, 2),
+  };
+}
+
+/** Our figures over the references measured in the same run. */
+function ratios(run: BenchRun, m: PipelineMeasures) {
+  const { events } = run;
+  return {
+    ...jdbcSinkRatios(run, m),
     consumerVsOneEventPerTx: round(events / m.consume.measured.seconds / m.baselineEventsPerS, 1),
     producerVsJavaPerfTool: round(events / m.produce.seconds / m.javaRecordsPerS, 2),
     consumerVsCopy: round(m.copy.seconds / m.consume.measured.seconds, 3),

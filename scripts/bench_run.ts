@@ -10,6 +10,7 @@ import { DEFAULTS } from "../lib/config.ts";
 import { dlqTopic } from "../lib/consumer_dead_letter.ts";
 import type { BenchFlags } from "./bench_flags.ts";
 import { cleanUpPeer } from "./bench_capture_peer.ts";
+import { jdbcSinkNames } from "./bench_consumer_peer.ts";
 import { databaseUrlFor, round, sleep } from "./_util.ts";
 
 /** The environment of the pipeline's commands in one phase: its topics, group and database. */
@@ -124,7 +125,7 @@ export async function timed<T>(phase: string, run: () => Promise<T>): Promise<T>
 export async function cleanUpRun(run: BenchRun): Promise<void> {
   await cleanUpPeer(run.adminUrl, run.brokers, run.name).catch((e) => progress(`removing the Debezium section: ${e}`));
   const admin = postgres(run.adminUrl, { max: 1, onnotice: () => {} });
-  for (const db of [run.name, `${run.name}_binary`]) {
+  for (const db of [run.name, `${run.name}_binary`, jdbcSinkNames(run).db]) {
     await admin.unsafe(`drop database if exists ${db} with (force)`).catch((e) => progress(`drop database: ${e}`));
   }
   // A database with a replication slot cannot be dropped: the slot goes first.
@@ -137,7 +138,8 @@ export async function cleanUpRun(run: BenchRun): Promise<void> {
 }
 
 /** The run's topics (with their DLQs) and consumer groups. */
-async function removeTopicsAndGroups({ kafka, env, binaryEnv, javaTopic, baselineGroup, capture }: BenchRun) {
+async function removeTopicsAndGroups(run: BenchRun) {
+  const { kafka, env, binaryEnv, javaTopic, baselineGroup, capture } = run;
   const kafkaAdmin = kafka.admin();
   try {
     await kafkaAdmin.connect();
@@ -146,7 +148,7 @@ async function removeTopicsAndGroups({ kafka, env, binaryEnv, javaTopic, baselin
       .flatMap((t) => [t, dlqTopic(t)]).concat(javaTopic, capture.topics)
       .filter((t) => existing.has(t));
     if (topics.length) await kafkaAdmin.deleteTopics({ topics });
-    const ours = [env.CONSUMER_GROUP, binaryEnv.CONSUMER_GROUP, baselineGroup, capture.group];
+    const ours = [env.CONSUMER_GROUP, binaryEnv.CONSUMER_GROUP, baselineGroup, capture.group, jdbcSinkNames(run).group];
     const groups = (await kafkaAdmin.listGroups()).groups.map((g) => g.groupId).filter((g) => ours.includes(g));
     // A group whose last member just left can still answer "not empty" for a while.
     for (const group of groups) {

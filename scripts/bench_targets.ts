@@ -15,8 +15,11 @@ export interface Target {
   threshold: number;
   /** The issue that set it; "the brief" for the project's first targets. */
   issue: string;
-  /** The part of the bench that measures it: `pipeline`, or `capture-peer`, which also runs alone. */
-  section: "pipeline" | "capture-peer";
+  /**
+   * The part of the bench that measures it: `pipeline`; `capture-peer`, which also runs alone;
+   * `jdbc-sink`, which `--quick` skips.
+   */
+  section: "pipeline" | "capture-peer" | "jdbc-sink";
 }
 
 /** A target evaluated: the figure, its bound under the name the comparison gives it, and whether it is met. */
@@ -29,6 +32,7 @@ const rowsOf =
     ({ name, figures: [figures].flat(), comparison, threshold, issue, section }) satisfies Target;
 const pipeline = rowsOf("pipeline");
 const capturePeer = rowsOf("capture-peer");
+const jdbcSink = rowsOf("jdbc-sink");
 const captureRun = (figure: string) =>
   ["streaming", "snapshot"].map((run) => `captureVsDebezium.capture.${run}.${figure}`);
 
@@ -62,6 +66,8 @@ export const TARGETS: readonly Target[] = [
   ),
   capturePeer("captureCpuSPer1000Changes", captureRun("cpuSPer1000.process"), "atMost", 0.05, "issue 22"),
   capturePeer("capturePeakRssMb", captureRun("peakRssMb"), "atMost", 150, "issue 22"),
+  jdbcSink("consumerVsJdbcSinkRate", "ratios.consumerVsJdbcSinkRate", "atLeast", 4, "issue 30"),
+  jdbcSink("consumerVsJdbcSinkCpuPerRecord", "ratios.consumerVsJdbcSinkCpuPerRecord", "atMost", 0.2, "issue 30"),
 ];
 
 /** The number at dotted `path` in `report`; throws naming the path when there is none. */

@@ -107,6 +107,10 @@ Deno.test("the quick bench prints one JSON document with every figure, ratio and
     assert.equal(typeof target.met, "boolean", `targets.${key}.met`);
     assert.ok((target.min ?? target.max) > 0, `targets.${key} has a bound`);
   }
+  // --quick skips the JDBC sink (a JVM, --jdbc-sink runs it): no section, no ratios, no targets of it.
+  assert.equal(report.consumerVsJdbcSink, null);
+  assert.equal(report.ratios.consumerVsJdbcSinkRate, undefined);
+  assert.equal(report.targets.consumerVsJdbcSinkRate, undefined);
   // Every event applied: the drained tables hold rows, and nothing valid went to the DLQ.
   assert.ok(report.rowsAfterConsume.users > 0 && report.rowsAfterConsume.orders > 0);
   assert.deepEqual(report.consumerDeadLettered, {});
