@@ -100,6 +100,16 @@ export async function startDebezium(options: DebeziumOptions): Promise<RunningDe
   };
 }
 
+/**
+ * Makes one commit that both connectors stream, before the changes they are compared on. PostgreSQL 14 streams empty
+ * transactions too (15 and later leave them out), and a streamed change's `source.sequence` starts with the last commit
+ * its connector saw: without this, the capture's own commit that its snapshot is done, made before Debezium's stream
+ * starts, would be that commit for the capture alone.
+ */
+export async function commitBothConnectorsSee(sql: postgres.Sql): Promise<void> {
+  await sql`create table ${sql(uniqueName("both_see"))} (x int)`;
+}
+
 /** The complete lines of the engine's output file (a line being written has no newline yet). */
 function parseRecordLines(text: string): ConnectorRecord[] {
   const lines = text.split("\n").slice(0, -1);

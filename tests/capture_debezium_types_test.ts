@@ -25,6 +25,7 @@ import {
   waitFor,
 } from "./_helpers.ts";
 import {
+  commitBothConnectorsSee,
   compareOutputs,
   type ConnectorRecord,
   type Difference,
@@ -455,6 +456,7 @@ async function runOne(run: OptionRun, known: ReturnType<typeof knownDifferences>
     await insertRow(db.sql, columns, 1, TYPICAL);
     await side.start();
     await side.waitForSnapshots();
+    await commitBothConnectorsSee(db.sql);
     await changeRows(db.sql, columns);
     await side.waitForEnd();
     const ours: ConnectorRecord[] = side.follower?.records() ?? [];
