@@ -36,6 +36,8 @@ export class ReplicationSession implements ReplicationConnection {
   readonly #connection: postgres.Sql<Record<string, unknown>>;
   #stream: Duplex | undefined;
   #payloads: AsyncIterator<unknown> | undefined;
+  /** The error the stream was destroyed with, kept for the next read. */
+  #broken: { error: unknown } | undefined;
 
   /** Opens (lazily) a replication connection to `databaseUrl`. */
   constructor(databaseUrl: string) {
@@ -69,6 +71,9 @@ export class ReplicationSession implements ReplicationConnection {
         formatLsn(from)
       } (proto_version '1', publication_names '${publication}', messages 'true')`,
     ).writable() as unknown as Duplex;
+    // postgres.js destroys the stream with CONNECTION_CLOSED when the connection drops; until the first read
+    // listens (the run reads its kept state first), that 'error' event would have no listener and end the process.
+    this.#stream.on("error", (error) => (this.#broken ??= { error }));
   }
 
   /**
@@ -76,9 +81,10 @@ export class ReplicationSession implements ReplicationConnection {
    * one iterator that is never returned: returning it would destroy the stream before CopyDone.
    */
   async next(): Promise<Uint8Array> {
+    if (this.#broken && !this.#payloads) throw this.#broken.error;
     this.#payloads ??= this.#stream![Symbol.asyncIterator]();
     const next = await this.#payloads.next();
-    if (next.done) throw new StreamEndedError();
+    if (next.done) throw this.#broken ? this.#broken.error : new StreamEndedError();
     return next.value as Uint8Array;
   }
 

@@ -37,7 +37,9 @@ async function stopWhileAway(run: Running, cutter: ConnectionCutter, busy: RegEx
   await waitFor(`the run to be busy (${busy})`, () => busy.test(run.stderr()), 60_000);
   cutter.cutNow("outage", 600_000);
   const cutAt = performance.now();
-  await waitFor("a wait for PostgreSQL", () => /waiting for PostgreSQL/.test(run.stderr()), 60_000);
+  await waitFor("a wait for PostgreSQL", () => /waiting for PostgreSQL/.test(run.stderr()), 60_000).catch((error) => {
+    throw new Error(`${error.message}\n${run.stderr().slice(-4000)}`);
+  });
   // The outage lasts OUTAGE_MS before the stop, so postgres.js' own reconnect backoff has grown.
   await waitFor(`${OUTAGE_MS} ms of outage`, () => performance.now() - cutAt >= OUTAGE_MS, OUTAGE_MS + 5_000, 100);
   const stopped = performance.now();
