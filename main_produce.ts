@@ -54,7 +54,13 @@ async function capture(config: CaptureConfig, { logger, signal }: CommandContext
   });
   const stats = newCaptureStats();
   return await withMetrics(
-    { port: config.metricsPort, metrics: () => captureMetrics(stats), health: () => stats.health(), logger },
+    {
+      port: config.metricsPort,
+      metrics: () => captureMetrics(stats),
+      health: () => stats.health(),
+      details: () => ({ snapshots: stats.snapshots.figures() }),
+      logger,
+    },
     async (observer) => ({
       ...await runCapture(config, { logger, stats, observer, signal, ensureContractTables: ensureSchema }),
     }),

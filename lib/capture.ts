@@ -25,6 +25,7 @@ import { qualified } from "./capture_slot.ts";
 import { CaptureKafka, type CaptureSink } from "./capture_kafka.ts";
 import type { ReplicationConnection } from "./capture_replication.ts";
 import { StreamFollower } from "./capture_stream.ts";
+import { IncrementalSnapshots } from "./capture_chunks.ts";
 import type { CaptureConfig } from "./config.ts";
 import { classify, describeError } from "./errors.ts";
 import type { Logger } from "./log.ts";
@@ -102,6 +103,7 @@ export class CaptureRun {
   /** Aborted 30 s after a stop: sends of what is in hand get that long to be acknowledged. */
   readonly sendsShutdown = new AbortController();
   readonly follower: StreamFollower;
+  readonly snapshots: IncrementalSnapshots;
   readonly progressEveryS: number;
   newSnapshotPending: boolean;
   snapshotRows = 0;
@@ -124,7 +126,8 @@ export class CaptureRun {
       shape: config,
     });
     // The publisher is the acknowledged position's one writer; the run reads it through the publisher.
-    this.publisher = new AckingPublisher(new AcknowledgedPosition(0n, (lsn) => this.stats.setAcknowledgedLsn(lsn)), {
+    const acknowledged = (lsn: Lsn) => (this.stats.setAcknowledgedLsn(lsn), this.snapshots.acknowledgedTo(lsn));
+    this.publisher = new AckingPublisher(new AcknowledgedPosition(0n, acknowledged), {
       send: (messages) => this.kafka.send(messages, this.sendsShutdown.signal),
       maxBytes: (topic) => this.kafka.maxBytes(topic),
       maxRecords: config.batchSize,
@@ -132,8 +135,20 @@ export class CaptureRun {
       maxUnacknowledgedBytes: config.inFlightBytes,
       onAcknowledged: (records, changes) => countAcknowledged(this.stats, records, changes),
     });
+    this.snapshots = new IncrementalSnapshots({
+      tables: config.tables,
+      signalTable: config.signalTable ?? null,
+      chunkSize: config.snapshotChunkSize,
+      database: this.database.chunks(),
+      encoder: this.encoder,
+      publisher: this.publisher,
+      logger: this.logger,
+      progress: this.stats.snapshots,
+      fail: (error) => this.follower.fail(error),
+    });
     this.follower = new StreamFollower({
       config,
+      snapshots: this.snapshots,
       statusEveryS: options.statusEveryS ?? 10,
       logger: this.logger,
       catalog: this.database,
@@ -226,7 +241,7 @@ export class CaptureRun {
         tables: config.tables.map(qualified).join(","),
         retainedWalBytes: this.stats.retainedWalBytes,
       });
-      await this.follower.follow(session);
+      await this.snapshots.during(() => this.follower.follow(session));
       await this.publisher.flush();
       session.sendStatus(this.publisher.acknowledgedLsn);
     } catch (error) {
@@ -256,10 +271,11 @@ export class CaptureRun {
       encoder: this.encoder,
       publisher: this.publisher,
       signal: this.signal,
+      progress: this.stats.snapshots,
     });
     this.snapshotRows += rows;
     if (!complete) {
-      logger.warn(`stopped during the first snapshot after ${rows} rows: the next start takes it again`);
+      logger.warn(`stopped during the first snapshot after ${rows} rows: the next start resumes after its checkpoint`);
       return false;
     }
     await this.database.recordSnapshotDone(consistentPoint);
@@ -280,6 +296,12 @@ export class CaptureRun {
       acknowledgedLsn: formatLsn(this.publisher.acknowledgedLsn),
       retainedWalBytes: stats.retainedWalBytes,
     });
+    for (const f of stats.snapshots.figures().filter((f) => !f.done)) {
+      this.logger.info(`snapshot of ${f.table}: ${f.rows} of about ${f.estimate} rows`, {
+        rowsPerS: Math.round(f.rowsPerS),
+        etaS: f.etaS,
+      });
+    }
     if (stats.isUp("database") && !this.signal.aborted) {
       await this.follower.checkPublication().catch((error) =>
         error instanceof CaptureError && this.follower.fail(error)

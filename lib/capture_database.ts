@@ -15,12 +15,21 @@ import {
   decideStart,
   missingFromPublication,
   prepareDatabase,
+  qualified,
   recordSnapshotDone,
   refuseLostSlot,
   retainedWal,
   slotState,
 } from "./capture_slot.ts";
-import { readSnapshot, type SnapshotOptions } from "./capture_snapshot.ts";
+import { keepSnapshotCheckpoint, readSnapshot, snapshotCheckpoint, type SnapshotOptions } from "./capture_snapshot.ts";
+import {
+  addNewTables,
+  type ChunkDatabase,
+  PostgresChunks,
+  prepareSignalTable,
+  recordStreamedTables,
+  resumeFirstSnapshot,
+} from "./capture_chunk_store.ts";
 import type { FollowerCatalog } from "./capture_stream.ts";
 import type { CaptureConfig, TableName } from "./config.ts";
 import { connectDatabase, type Sql } from "./database.ts";
@@ -46,6 +55,8 @@ export interface CaptureDatabase extends FollowerCatalog {
   readSnapshot(options: Omit<SnapshotOptions, "tables">): Promise<{ rows: number; complete: boolean }>;
   /** Records that the slot's first snapshot, read at `consistentPoint`, reached Kafka. */
   recordSnapshotDone(consistentPoint: Lsn): Promise<void>;
+  /** What the incremental snapshots read and write (lib/capture_chunk_store.ts). */
+  chunks(): ChunkDatabase;
   /** Closes its connections. */
   end(): Promise<void>;
 }
@@ -60,13 +71,23 @@ export class PostgresCapture implements CaptureDatabase {
   }
 
   /** Readies the database (lib/capture_slot.ts' prepareDatabase). */
-  prepare(): Promise<void> {
-    return prepareDatabase(this.sql, this.config, this.ensureContractTables);
+  async prepare(): Promise<void> {
+    // Tables new to --tables join the publication first, and are queued for an incremental snapshot.
+    await addNewTables(this.sql, this.config);
+    await prepareDatabase(this.sql, this.config, this.ensureContractTables);
+    if (this.config.signalTable) await prepareSignalTable(this.sql, this.config.publication, this.config.signalTable);
+  }
+
+  /** The incremental snapshots' statements over the same pool. */
+  chunks(): ChunkDatabase {
+    return new PostgresChunks(this.sql, this.config.slot);
   }
 
   /** How the next replication connection starts (lib/capture_slot.ts' decideStart). */
-  decideStart(newSnapshot: boolean): Promise<StartDecision> {
-    return decideStart(this.sql, this.config.slot, newSnapshot);
+  async decideStart(newSnapshot: boolean): Promise<StartDecision> {
+    // A first snapshot killed midway resumes incrementally after its checkpoint (lib/capture_chunk_store.ts).
+    if (!newSnapshot) await resumeFirstSnapshot(this.sql, this.config);
+    return await decideStart(this.sql, this.config.slot, newSnapshot);
   }
 
   /** Refuses a missing or invalidated slot (lib/capture_slot.ts' refuseLostSlot). */
@@ -91,13 +112,22 @@ export class PostgresCapture implements CaptureDatabase {
   }
 
   /** Reads the first snapshot (lib/capture_snapshot.ts). */
-  readSnapshot(options: Omit<SnapshotOptions, "tables">): Promise<{ rows: number; complete: boolean }> {
-    return readSnapshot(this.sql, { ...options, tables: this.config.tables });
+  async readSnapshot(options: Omit<SnapshotOptions, "tables">): Promise<{ rows: number; complete: boolean }> {
+    const { slot, tables } = this.config;
+    await snapshotCheckpoint(this.sql, slot, true);
+    const at = { consistentPoint: formatLsn(options.consistentPoint), tables: tables.map(qualified) };
+    return await readSnapshot(this.sql, {
+      ...options,
+      tables,
+      checkpoint: (table, lastKey) => keepSnapshotCheckpoint(this.sql, slot, { ...at, table, lastKey }),
+    });
   }
 
   /** Records the first snapshot as done. */
-  recordSnapshotDone(consistentPoint: Lsn): Promise<void> {
-    return recordSnapshotDone(this.sql, this.config.slot, formatLsn(consistentPoint));
+  async recordSnapshotDone(consistentPoint: Lsn): Promise<void> {
+    await recordSnapshotDone(this.sql, this.config.slot, formatLsn(consistentPoint));
+    await recordStreamedTables(this.sql, this.config.slot, this.config.tables);
+    await snapshotCheckpoint(this.sql, this.config.slot, true);
   }
 
   /** The table's spec from the catalog, with the Relation message's columns (lib/capture_catalog.ts). */

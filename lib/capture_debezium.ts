@@ -53,7 +53,13 @@ export interface TableSpec {
 }
 
 /** Debezium's `source.snapshot` values (SnapshotRecord, lower case); absent means "false". */
-export type SnapshotMarker = "true" | "first" | "first_in_data_collection" | "last_in_data_collection" | "last";
+export type SnapshotMarker =
+  | "true"
+  | "first"
+  | "first_in_data_collection"
+  | "last_in_data_collection"
+  | "last"
+  | "incremental";
 
 /** Settings of the encoder, fixed for a run. */
 export interface EncoderSettings {

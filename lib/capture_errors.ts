@@ -51,8 +51,10 @@ export class PublicationGapError extends CaptureError {
   /** Creates the error for `table` (`schema.table`) missing from `publication`. */
   constructor(readonly table: string, readonly publication: string) {
     super(
-      `table ${table} is not in publication ${publication}: its changes since it left were not captured; run with ` +
-        `--new-snapshot to add it back and publish every row anew`,
+      `table ${table} is not in publication ${publication}: its changes since it left were not captured, and its ` +
+        `deletes meanwhile cannot be recovered; run with --new-snapshot to add it back and publish every table's rows ` +
+        `anew, or add it back (ALTER PUBLICATION ${publication} ADD TABLE ${table}) and send an execute-snapshot ` +
+        `signal for it to re-send its current rows`,
     );
   }
 }

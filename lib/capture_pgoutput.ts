@@ -2,7 +2,8 @@
  * PostgreSQL's streaming replication protocol as the capture needs it, pure: the CopyData
  * frames of a logical replication stream (XLogData 'w', primary keepalive 'k'), the pgoutput
  * messages inside XLogData (protocol version 1: Begin, Commit, Relation, Insert, Update, Delete,
- * Truncate; Origin, Type and Message are recognised and skipped), the Standby Status Update the
+ * Truncate, and the logical decoding Message of `pg_logical_emit_message`, which carries the
+ * incremental snapshot's watermarks; Origin and Type are recognised and skipped), the Standby Status Update the
  * client sends back, and LSN text. Column values stay in PostgreSQL's text form.
  * @module
  */
@@ -53,6 +54,7 @@ export type PgOutputMessage =
   | { tag: "update"; relationId: number; before: TupleValues | null; keyOnly: boolean; after: TupleValues }
   | { tag: "delete"; relationId: number; before: TupleValues; keyOnly: boolean }
   | { tag: "truncate"; relationIds: number[] }
+  | { tag: "message"; transactional: boolean; lsn: Lsn; prefix: string; content: Uint8Array }
   | { tag: "skipped"; kind: string };
 
 /** A protocol frame or message that does not parse; names what and where. */
@@ -128,6 +130,12 @@ class Reader {
     const text = decoder.decode(this.bytes.subarray(this.#at, this.#at + length));
     this.#at += length;
     return text;
+  }
+  take(length: number): Uint8Array {
+    this.#need(length);
+    const bytes = this.bytes.subarray(this.#at, this.#at + length);
+    this.#at += length;
+    return bytes;
   }
   rest(): Uint8Array {
     const rest = this.bytes.subarray(this.#at);
@@ -224,9 +232,16 @@ export function decodePgOutput(bytes: Uint8Array): PgOutputMessage {
       for (let i = 0; i < count; i++) relationIds.push(r.uint32());
       return { tag: "truncate", relationIds };
     }
+    case "M": {
+      // Sent with the `messages` option (PostgreSQL 14+); no xid field outside streamed in-progress transactions.
+      const transactional = (r.byte() & 1) === 1;
+      const lsn = r.uint64();
+      const prefix = r.cstring();
+      // The content stays bytes: another application's messages need not be UTF-8.
+      return { tag: "message", transactional, lsn, prefix, content: r.take(r.int32()) };
+    }
     case "O":
     case "Y":
-    case "M":
       return { tag: "skipped", kind: tag };
     default:
       throw new ProtocolError(`pgoutput message has unknown tag ${JSON.stringify(tag)}`);

@@ -58,7 +58,9 @@ export type StreamEvent =
    * changes received so far are acknowledged it may be confirmed (null inside a transaction).
    */
   | { type: "keepalive"; confirmable: Lsn | null; replyRequested: boolean }
-  /** A message the capture has no use for (Origin, Type, logical decoding Message). */
+  /** A logical decoding Message (`pg_logical_emit_message`): the incremental snapshot's watermarks among them. */
+  | { type: "message"; prefix: string; content: Uint8Array; source: ChangeSource }
+  /** A message the capture has no use for (Origin, Type). */
   | { type: "skipped" };
 
 /** Reads a replication stream's frames in order; holds the open transaction's xid and commit time. */
@@ -95,6 +97,8 @@ export class ChangeReader {
         return { type: "truncate", relationIds: message.relationIds, source: this.#source(lsn) };
       case "skipped":
         return { type: "skipped" };
+      case "message":
+        return { type: "message", prefix: message.prefix, content: message.content, source: this.#source(lsn) };
       case "insert":
         return this.#change(message.relationId, "c", null, message.after, lsn);
       case "update":
@@ -114,6 +118,7 @@ export class ChangeReader {
     return { type: "change", relationId, change: { op, before, after, source: this.#source(lsn) }, lsn };
   }
 
+  /** The source of what is at `lsn` in the open transaction. */
   #source(lsn: Lsn): ChangeSource {
     return { tsUs: this.#tx?.commitUs ?? 0n, txId: this.#tx?.xid ?? null, lsn, lastCommitLsn: this.#lastCommitLsn };
   }

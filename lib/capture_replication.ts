@@ -69,10 +69,10 @@ export class ReplicationSession implements ReplicationConnection {
     this.#stream = await this.#connection.unsafe(
       `START_REPLICATION SLOT ${slot} LOGICAL ${
         formatLsn(from)
-      } (proto_version '1', publication_names '${publication}')`,
+      } (proto_version '1', publication_names '${publication}', messages 'true')`,
     ).writable() as unknown as Duplex;
     // postgres.js destroys the stream with CONNECTION_CLOSED when the connection drops; until the first read
-    // listens (the run reads the slot's retained WAL first), that 'error' event would have no listener and end the process.
+    // listens (the run reads its kept state first), that 'error' event would have no listener and end the process.
     this.#stream.on("error", (error) => (this.#broken ??= { error }));
   }
 

@@ -11,6 +11,9 @@ import type { AckingPublisher } from "./capture_publisher.ts";
 import type { TableName } from "./config.ts";
 import type { Lsn } from "./capture_pgoutput.ts";
 import type { Sql } from "./database.ts";
+import type { KeyValues } from "./capture_incremental.ts";
+import type { SnapshotProgress } from "./stats.ts";
+import { qualified } from "./capture_slot.ts";
 
 /** What {@linkcode readSnapshot} needs. */
 export interface SnapshotOptions {
@@ -23,7 +26,18 @@ export interface SnapshotOptions {
   publisher: AckingPublisher;
   /** Aborted on a stop: the snapshot ends after the batch in hand, incomplete. */
   signal: AbortSignal;
+  /**
+   * Keeps where the snapshot stands, about every second: every row up to `lastKey` of the
+   * `table`-th table (and every row of the tables before it) is in Kafka. Rows are read in key
+   * order, so a crash resumes after that key (lib/capture_chunks.ts' resumeFirstSnapshot).
+   */
+  checkpoint?: (table: number, lastKey: KeyValues) => Promise<void>;
+  /** Where each table's snapshot stands (rows of its count, rate): progress lines, `/metrics`, `/health`. */
+  progress?: SnapshotProgress;
 }
+
+/** Seconds between the first snapshot's checkpoints. */
+const CHECKPOINT_EVERY_MS = 1_000;
 
 const utf8 = new TextDecoder();
 
@@ -56,9 +70,11 @@ export async function readSnapshot(sql: Sql, options: SnapshotOptions): Promise<
     }
     const source = { counts, txId: Number(txid), tsUs: BigInt(read_us) };
     for (let i = 0; i < specs.length && complete; i++) {
+      options.progress?.start(qualified(options.tables[i]), counts[i]);
       const read = await readTable(tx as unknown as Sql, specs[i], i, source, reading);
       rows += read.rows;
       complete = read.complete;
+      if (complete) options.progress?.finish(qualified(options.tables[i]));
     }
   }).finally(() => abandoned.abort());
   await options.publisher.flush();
@@ -75,8 +91,13 @@ async function readTable(
 ): Promise<{ rows: number; complete: boolean }> {
   const { encoder, publisher, consistentPoint, abandoned } = options;
   const columns = spec.columns.map((c) => c.name);
+  const keyNames = spec.keyColumns ?? spec.columns.filter((c) => c.key).map((c) => c.name);
+  const key = keyNames.map((n) => columns.indexOf(n));
   let index = 0;
-  const batches = tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}`.raw().cursor(1000)
+  let checkpointAt = performance.now();
+  // In key order, so that a checkpoint's last key says which rows are in Kafka; a table without a key cannot resume.
+  const order = key.length ? tx`order by ${tx(keyNames)}` : tx``;
+  const batches = tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)} ${order}`.raw().cursor(1000)
     [Symbol.asyncIterator]();
   // The next batch is asked for before this one is encoded, so PostgreSQL reads it meanwhile. Until it is
   // awaited, its failure (the connection closed) is marked handled: it is thrown where it is awaited.
@@ -106,9 +127,16 @@ async function readTable(
         publisher.add(encodeOrStop(encoder, spec, change), spec, "r");
         index++;
       }
+      options.progress?.count(qualified(spec), (batch.value as unknown[]).length);
       // A failed send is thrown by below() or the last flush; sends overlap reading within the bound.
       if (publisher.sendable) publisher.flush().catch(() => {});
       if (publisher.full) await publisher.below();
+      if (options.checkpoint && key.length && performance.now() - checkpointAt >= CHECKPOINT_EVERY_MS) {
+        const last = (batch.value as unknown as (Uint8Array | null)[][]).at(-1)!;
+        await publisher.flush();
+        await options.checkpoint(tableIndex, key.map((i) => utf8.decode(last[i]!)));
+        checkpointAt = performance.now();
+      }
       if (options.signal.aborted) return { rows: index, complete: false };
     }
     return { rows: index, complete: !abandoned.aborted };
@@ -136,4 +164,51 @@ export function snapshotMarker(counts: number[], table: number, row: number): Sn
   if (lastInTable) return "last_in_data_collection";
   if (row === 0) return "first_in_data_collection";
   return "true";
+}
+
+/** Where a first snapshot killed midway stood: every row up to `lastKey` of `tables[table]` is in Kafka. */
+export interface SnapshotCheckpoint {
+  /** The slot's consistent point, where its stream starts. */
+  consistentPoint: string;
+  /** The tables the snapshot read, in order (`schema.table`). */
+  tables: string[];
+  /** The index of the table being read. */
+  table: number;
+  /** Its last key in Kafka. */
+  lastKey: KeyValues;
+}
+
+/** The first snapshot's checkpoints: one row per slot while its first snapshot is read. */
+export async function ensureSnapshotCheckpoints(sql: Sql): Promise<void> {
+  await sql`
+    create table if not exists cdc_capture_snapshot_checkpoint (
+      slot_name text primary key,
+      consistent_point pg_lsn not null,
+      tables text[] not null,
+      table_index integer not null,
+      last_key jsonb not null,
+      kept_at timestamptz not null default now()
+    )`;
+}
+
+/** Keeps the first snapshot's checkpoint of `slot`. */
+export async function keepSnapshotCheckpoint(sql: Sql, slot: string, at: SnapshotCheckpoint): Promise<void> {
+  await sql`
+    insert into cdc_capture_snapshot_checkpoint (slot_name, consistent_point, tables, table_index, last_key)
+    values (${slot}, ${at.consistentPoint}, ${at.tables}, ${at.table}, ${sql.json(at.lastKey)})
+    on conflict (slot_name) do update set consistent_point = excluded.consistent_point, tables = excluded.tables,
+      table_index = excluded.table_index, last_key = excluded.last_key, kept_at = now()`;
+}
+
+/** The checkpoint of `slot`'s first snapshot, if one was kept; `forget` deletes it. */
+export async function snapshotCheckpoint(sql: Sql, slot: string, forget = false): Promise<SnapshotCheckpoint | null> {
+  await ensureSnapshotCheckpoints(sql);
+  const [row] = forget
+    ? await sql<SnapshotCheckpoint[]>`
+      delete from cdc_capture_snapshot_checkpoint where slot_name = ${slot}
+      returning consistent_point::text as "consistentPoint", tables, table_index as table, last_key as "lastKey"`
+    : await sql<SnapshotCheckpoint[]>`
+      select consistent_point::text as "consistentPoint", tables, table_index as table, last_key as "lastKey"
+      from cdc_capture_snapshot_checkpoint where slot_name = ${slot}`;
+  return row ?? null;
 }

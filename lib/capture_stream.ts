@@ -14,6 +14,7 @@ import type { TableName } from "./config.ts";
 import { ChangeReader, type StreamEvent } from "./capture_reader.ts";
 import type { Logger } from "./log.ts";
 import type { Lsn, Relation } from "./capture_pgoutput.ts";
+import type { SnapshotObserver } from "./capture_chunks.ts";
 
 /** The replication stream as the follower reads it (lib/capture_replication.ts' ReplicationSession). */
 export interface ReplicationStream {
@@ -46,6 +47,8 @@ export interface FollowerOptions {
   publisher: AckingPublisher;
   /** Aborted on a stop: the stream is asked for a keepalive and reading ends. */
   signal: AbortSignal;
+  /** The incremental snapshots (lib/capture_chunks.ts), told of signals, changes, watermarks and commits. */
+  snapshots?: SnapshotObserver;
 }
 
 /** How long a change waits for more before it is sent anyway: a quiet stream still gets its changes out. */
@@ -130,6 +133,8 @@ class Following {
 export class StreamFollower {
   /** The spec of each relation the stream described; null for a table the capture does not capture. */
   readonly specs = new Map<number, TableSpec | null>();
+  /** The relation id of the signal table, whose inserts are signals. */
+  #signalRelation: number | null = null;
   #following: Following | undefined;
 
   /** Follows with `options`. */
@@ -143,6 +148,7 @@ export class StreamFollower {
     const { publisher, signal } = this.options;
     const following = this.#following = new Following(stream, this.options);
     const reader = new ChangeReader();
+    this.options.snapshots?.streamStarting();
     const onStop = () => following.wake();
     signal.addEventListener("abort", onStop, { once: true });
     try {
@@ -180,12 +186,20 @@ export class StreamFollower {
         if (spec === undefined) {
           throw new CaptureError(`a change refers to relation ${event.relationId}, which the stream never described`);
         }
-        // A change of a skipped operation (skipped.operations) has no records, and is not counted as published.
-        const records = spec ? encodeOrStop(this.options.encoder, spec, event.change) : [];
-        if (spec && records.length) this.options.publisher.add(records, spec, event.change.op);
+        if (spec) {
+          this.options.snapshots?.changed(spec, event.change);
+          // A change of a skipped operation (skipped.operations) has no records, and is not counted as published.
+          const records = encodeOrStop(this.options.encoder, spec, event.change);
+          if (records.length) this.options.publisher.add(records, spec, event.change.op);
+        } else if (event.relationId === this.#signalRelation && event.change.op === "c") {
+          this.options.snapshots?.signal(event.change.after!);
+        }
         return;
       }
+      case "message":
+        return this.options.snapshots?.message(event.prefix, event.content, event.source);
       case "commit":
+        this.options.snapshots?.committed(event.endLsn);
         return this.options.publisher.confirmableAt(event.endLsn);
       case "keepalive":
         if (event.confirmable !== null) this.options.publisher.confirmableAt(event.confirmable);
@@ -218,10 +232,16 @@ export class StreamFollower {
   async #describe(relation: Relation): Promise<void> {
     const { config, catalog, logger } = this.options;
     const own = { schema: relation.schema, table: relation.table };
-    const name = config.tables.some((t) => qualified(t) === qualified(own))
+    const signal = this.options.snapshots?.isSignalTable(own) ?? false;
+    const name = signal
+      ? null
+      : config.tables.some((t) => qualified(t) === qualified(own))
       ? own
       : await catalog.configuredAncestor(relation);
-    if (!name) {
+    if (signal) {
+      this.#signalRelation = relation.relationId;
+      this.specs.set(relation.relationId, null);
+    } else if (!name) {
       if (!this.specs.has(relation.relationId)) {
         logger.warn(`publication ${config.publication} sends ${qualified(own)}, not in --tables: skipped`);
       }

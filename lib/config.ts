@@ -16,6 +16,7 @@ import {
   identityRules,
   integer,
   messageKeyColumns,
+  oneTable,
   optional,
   type Parser,
   present,
@@ -74,6 +75,8 @@ export const DEFAULTS = {
   captureCompression: "gzip",
   captureInFlight: 1,
   captureInFlightBytes: 4 * 1024 * 1024,
+  // Debezium's incremental.snapshot.chunk.size default.
+  captureSnapshotChunkSize: 1024,
   captureTables: "public.users,public.orders",
   // As the topics the capture reads from: orders' 5 partitions, users' 3 for every other table.
   captureTopicPartitions: "3,public.orders:5",
@@ -503,6 +506,25 @@ export const SETTINGS = [
     type: "string",
     default: DEFAULTS.captureInFlightBytes,
     help: "record bytes unacknowledged at most before reading on",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "snapshot-chunk-size",
+    field: "snapshotChunkSize",
+    parse: integer(1, 1_000_000),
+    env: "CAPTURE_SNAPSHOT_CHUNK_SIZE",
+    type: "string",
+    default: DEFAULTS.captureSnapshotChunkSize,
+    help: "rows per chunk of an incremental snapshot (Debezium's incremental.snapshot.chunk.size)",
+    commands: ["produce capture"],
+  },
+  {
+    flag: "signal-table",
+    field: "signalTable",
+    parse: optional(oneTable),
+    env: "CAPTURE_SIGNAL_TABLE",
+    type: "string",
+    help: "signal table in Debezium's format (Debezium's signal.data.collection); execute-snapshot and more",
     commands: ["produce capture"],
   },
   {

@@ -218,6 +218,18 @@ function items(list: string): string[] {
   return (list.match(/(?:"(?:[^"]|"")*"|[^,"])+/g) ?? []).map((item) => item.trim()).filter((item) => item !== "");
 }
 
+/** Parses one `schema.table` (a bare name is in `public`, a quoted part as written). */
+export function oneTable(raw: string | boolean | undefined, from: string): TableName {
+  const value = text(raw, from);
+  const table = tableName(value.trim());
+  if (!table) {
+    throw new ConfigError(
+      `${from} must be a schema.table name, each part a-z A-Z 0-9 _ or double-quoted: got ${JSON.stringify(value)}`,
+    );
+  }
+  return table;
+}
+
 /** Parses `schema.table,...` (a bare name is in `public`, a quoted part as written), each table once. */
 export function tableList(raw: string | boolean | undefined, from: string): TableName[] {
   const list = text(raw, from);

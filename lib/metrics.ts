@@ -225,6 +225,18 @@ export function captureMetrics(stats: CaptureStats): RunMetrics<SendObserver> {
     labelNames: [],
     read: () => (stats.retainedWalBytes === null ? [] : [[{}, stats.retainedWalBytes]]),
   });
+  scraped(Counter, registry, {
+    name: "cdc_snapshot_rows_total",
+    help: "Rows published by the snapshots (first and incremental) of each table in this run.",
+    labelNames: ["table"],
+    read: () => stats.snapshots.figures().map((f) => [{ table: f.table }, f.total]),
+  });
+  scraped(Gauge, registry, {
+    name: "cdc_snapshot_remaining_rows",
+    help: "Rows a table's running snapshot has left against its count or estimate (pg_class.reltuples); 0 once done.",
+    labelNames: ["table"],
+    read: () => stats.snapshots.figures().map((f) => [{ table: f.table }, f.remaining]),
+  });
   return { registry, observer };
 }
 
@@ -238,6 +250,8 @@ export interface MetricsServerOptions {
   registry: Registry;
   /** Whether each dependency is reachable; `/health` is 200 only when all are. */
   health: () => Record<string, boolean>;
+  /** Figures `/health` adds to its body (the capture's snapshots), besides the dependencies. */
+  details?: () => Record<string, unknown>;
   /** Where the listening address is logged. */
   logger: Logger;
 }
@@ -251,12 +265,20 @@ export interface MetricsServer {
 }
 
 /** The `/health` answer: HTTP status and JSON body naming each dependency up or down. */
-export function healthResponse(dependencies: Record<string, boolean>): { status: number; body: string } {
+export function healthResponse(
+  dependencies: Record<string, boolean>,
+  details: Record<string, unknown> = {},
+): { status: number; body: string } {
   const down = Object.keys(dependencies).filter((name) => !dependencies[name]);
   const states = Object.fromEntries(Object.entries(dependencies).map(([name, up]) => [name, up ? "up" : "down"]));
   return {
     status: down.length ? 503 : 200,
-    body: JSON.stringify({ status: down.length ? "unavailable" : "ok", ...(down.length ? { down } : {}), ...states }),
+    body: JSON.stringify({
+      status: down.length ? "unavailable" : "ok",
+      ...(down.length ? { down } : {}),
+      ...states,
+      ...details,
+    }),
   };
 }
 
@@ -277,7 +299,7 @@ export function serveMetrics(options: MetricsServerOptions): Promise<MetricsServ
         (error) => send(500, "text/plain; charset=utf-8", `metrics failed: ${describeError(error)}\n`),
       );
     } else if (path === "/health") {
-      const { status, body } = healthResponse(health());
+      const { status, body } = healthResponse(health(), options.details?.());
       send(status, "application/json", body + "\n");
     } else {
       send(404, "text/plain; charset=utf-8", "not found: try /metrics or /health\n");

@@ -149,9 +149,78 @@ export function newProduceStats(): ProduceStats {
   return new ProduceStats();
 }
 
+/** Where one table's snapshot stands, as progress lines, `/metrics` and `/health` show it. */
+export interface SnapshotFigures {
+  /** `schema.table`. */
+  table: string;
+  /** Rows published by its snapshots in this run, all snapshots together (the metric's counter). */
+  total: number;
+  /** Rows published by its current (or last) snapshot. */
+  rows: number;
+  /** The rows expected: an exact count, or PostgreSQL's estimate (`pg_class.reltuples`). */
+  estimate: number;
+  /** Rows left against the estimate; 0 once done. */
+  remaining: number;
+  /** Rows per second since the snapshot began. */
+  rowsPerS: number;
+  /** Seconds left at that rate; null when unknown (no row yet) or done. */
+  etaS: number | null;
+  /** Whether the snapshot ended. */
+  done: boolean;
+}
+
+/** The snapshots of a capture run (first and incremental), per table: rows against the estimate, rate and ETA. */
+export class SnapshotProgress {
+  readonly #tables = new Map<
+    string,
+    { total: number; rows: number; estimate: number; startedMs: number; done: boolean }
+  >();
+
+  /** Progress read against `now` (milliseconds). */
+  constructor(readonly now: () => number = () => performance.now()) {}
+
+  /** A snapshot of `table` begins, `estimate` rows expected. */
+  start(table: string, estimate: number): void {
+    const total = this.#tables.get(table)?.total ?? 0;
+    this.#tables.set(table, { total, rows: 0, estimate: Math.max(0, estimate), startedMs: this.now(), done: false });
+  }
+
+  /** `n` rows of `table`'s snapshot were published. */
+  count(table: string, n: number): void {
+    if (!this.#tables.has(table)) this.start(table, 0);
+    const figures = this.#tables.get(table)!;
+    figures.rows += n;
+    figures.total += n;
+  }
+
+  /** `table`'s snapshot ended (read to its end, or stopped). */
+  finish(table: string): void {
+    const figures = this.#tables.get(table);
+    if (figures) figures.done = true;
+  }
+
+  /** Whether a snapshot is running. */
+  get running(): boolean {
+    return [...this.#tables.values()].some((f) => !f.done);
+  }
+
+  /** Every table's figures, now. */
+  figures(): SnapshotFigures[] {
+    const now = this.now();
+    return [...this.#tables].map(([table, f]) => {
+      const rowsPerS = f.rows / Math.max((now - f.startedMs) / 1000, 1e-3);
+      const remaining = f.done ? 0 : Math.max(0, f.estimate - f.rows);
+      const etaS = f.done || f.rows === 0 ? null : Math.round(remaining / rowsPerS);
+      return { table, total: f.total, rows: f.rows, estimate: f.estimate, remaining, rowsPerS, etaS, done: f.done };
+    });
+  }
+}
+
 /** Counters of a capture run: a publishing run's, and the changes, slot position and retained WAL. */
 export class CaptureStats extends PublishStats<"kafka" | "database"> {
   readonly #captured: Record<string, number> = {};
+  /** The snapshots' progress: rows against the estimate, rate, ETA. */
+  readonly snapshots = new SnapshotProgress();
   #acknowledgedLsn = 0n;
   #retainedWalBytes: number | null = null;
 

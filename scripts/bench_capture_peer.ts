@@ -71,6 +71,11 @@ export interface PeerReport {
   settings: { debezium: string; capture: string; timing: string };
   debezium: { streaming: PhaseResult; snapshot: PhaseResult };
   capture: { streaming: PhaseResult; snapshot: PhaseResult };
+  /**
+   * An incremental snapshot of the snapshot workload's rows (users and orders), asked for by one
+   * `execute-snapshot` row of a signal table while each connector streams (issue 27).
+   */
+  incremental: { debezium: PhaseResult; capture: PhaseResult };
   /** The capture with `--schemas=false`, or null when its command line has no such flag. */
   captureSchemasFalse: { streaming: PhaseResult; snapshot: PhaseResult } | null;
   /** The load average over 1 minute before and after the section. */
@@ -332,6 +337,7 @@ export async function captureVsDebezium(options: PeerOptions): Promise<PeerRepor
     if (!resolved.success) throw new Error("scripts/debezium/run.sh resolve failed; see the lines above");
     const debezium = await debeziumRuns(bed);
     const capture = await captureRuns(bed, "", []);
+    const incremental = await incrementalRuns(bed);
     const captureSchemasFalse = await hasSchemasFlag(options)
       ? await captureRuns(bed, "_noschema", ["--schemas=false"])
       : null;
@@ -344,6 +350,7 @@ export async function captureVsDebezium(options: PeerOptions): Promise<PeerRepor
       settings: SETTINGS,
       debezium,
       capture,
+      incremental,
       captureSchemasFalse,
       loadAverage1m: { before: round(loadBefore, 2), after: round(os.loadavg()[0], 2) },
       profile,
@@ -362,7 +369,10 @@ const SETTINGS = {
   capture: "deno task capture into Kafka, acks from all in-sync replicas, its own slot and publication",
   timing: "each connector runs alone on one database; streaming: one UPDATE of the orders (REPLICA IDENTITY " +
     "FULL), timed from its commit to the last record out, CPU from just before it; snapshot: a new slot's " +
-    "first snapshot, timed and CPU from the first record to the last; CPU from /proc by pid",
+    "first snapshot, timed and CPU from the first record to the last; incremental: an execute-snapshot signal " +
+    "of users and orders while streaming (chunks of 1024, Debezium's default), timed and CPU from the signal's " +
+    "commit to the last record (Debezium's count also holds its signal table's rows, about 2 a chunk); CPU from " +
+    "/proc by pid",
 };
 
 /** Users (a fifth of the snapshot's rows) and orders, set-based; the tables as the consumer creates them. */
@@ -545,7 +555,12 @@ async function debeziumRuns(bed: Bed): Promise<{ streaming: PhaseResult; snapsho
 }
 
 /** Starts the Debezium Engine writing to a file of the bed's folder; counts that file's lines. */
-async function startDebezium(bed: Bed, names: Names, mode: "initial" | "no_data"): Promise<Connector> {
+async function startDebezium(
+  bed: Bed,
+  names: Names,
+  mode: "initial" | "no_data",
+  extra?: { tables: string[]; properties: Record<string, string> },
+): Promise<Connector> {
   const properties = `${bed.dir}/${names.slot}.properties`;
   const output = `${bed.dir}/${names.slot}.jsonl`;
   await Deno.writeTextFile(
@@ -554,8 +569,9 @@ async function startDebezium(bed: Bed, names: Names, mode: "initial" | "no_data"
       ...names,
       name: `bench-${names.slot}`,
       databaseUrl: bed.databaseUrl,
-      tables: ["public.users", "public.orders"],
+      tables: ["public.users", "public.orders", ...extra?.tables ?? []],
       snapshotMode: mode,
+      extra: extra?.properties,
     }),
   );
   await Deno.writeTextFile(output, "");
@@ -574,6 +590,97 @@ async function startDebezium(bed: Bed, names: Names, mode: "initial" | "no_data"
       }
     },
   };
+}
+
+/** The signal table both connectors read in the incremental phase, in Debezium's format. */
+const SIGNAL_TABLE = "public.bench_signal";
+
+/**
+ * The incremental workload: once the connector streams and wrote `firstRecords` (the capture's
+ * first snapshot of a new slot), one `execute-snapshot` of users and orders, timed and CPU from
+ * the signal's commit to the last of their rows out.
+ */
+async function measureIncremental(
+  bed: Bed,
+  start: () => Promise<Connector>,
+  slot: string,
+  firstRecords: number,
+): Promise<PhaseResult> {
+  const { sql, timeoutS, options: { snapshotRows } } = bed;
+  await sql`checkpoint`;
+  const spawned = performance.now();
+  const connector = await start();
+  const memory = rssSampler(connector.pid);
+  try {
+    await waitUntil(`slot ${slot} streaming`, timeoutS, async () => {
+      checkAlive(connector);
+      const [row] = await sql`select 1 from pg_replication_slots
+        where slot_name = ${slot} and active_pid is not null and confirmed_flush_lsn is not null`;
+      return row !== undefined;
+    });
+    const streamingAt = performance.now();
+    await waitUntil(`the ${firstRecords} records before the signal`, timeoutS, async () => {
+      checkAlive(connector);
+      return (await connector.count()) >= firstRecords;
+    });
+    const before = await connector.count();
+    const cpu = new CpuSpan(partiesOf(bed, connector.pid));
+    await cpu.start();
+    await sql`insert into bench_signal values (${slot}, 'execute-snapshot',
+      '{"data-collections": ["public.users", "public.orders"], "type": "incremental"}')`;
+    const signalledAt = performance.now();
+    await waitUntil(`the incremental snapshot's ${snapshotRows} records`, timeoutS, async () => {
+      checkAlive(connector);
+      return (await connector.count()) >= before + snapshotRows;
+    });
+    const lastAt = performance.now();
+    const used = await cpu.stop();
+    const seconds = (lastAt - signalledAt) / 1000;
+    return {
+      records: snapshotRows,
+      seconds: round(seconds, 3),
+      recordsPerS: Math.round(snapshotRows / seconds),
+      startupS: round((streamingAt - spawned) / 1000, 2),
+      cpuSPer1000: perThousand(bed, used, snapshotRows),
+      peakRssMb: Math.round((await memory.stop()) / 2 ** 20),
+    };
+  } finally {
+    await connector.stop();
+    await memory.stop();
+  }
+}
+
+/** Both connectors' incremental snapshot of the snapshot workload, each on a new slot, through the same signal table. */
+async function incrementalRuns(bed: Bed): Promise<PeerReport["incremental"]> {
+  const { sql, options: { run, snapshotRows, progress } } = bed;
+  await undoUpdate(bed);
+  await sql`create table if not exists bench_signal (
+    id varchar(42) primary key, type varchar(32) not null, data varchar(2048))`;
+  const dbz = { slot: `${run}_dbz_incr`, publication: `${run}_dbz_incr_pub`, prefix: `${run}_dbz_incr` };
+  progress(`Debezium: incremental snapshot of ${snapshotRows} rows`);
+  const debezium = await measureIncremental(
+    bed,
+    () =>
+      startDebezium(bed, dbz, "no_data", {
+        tables: [SIGNAL_TABLE],
+        properties: { "signal.data.collection": SIGNAL_TABLE },
+      }),
+    dbz.slot,
+    0,
+  );
+  await dropSlot(bed, dbz.slot);
+  progress(`Debezium: ${debezium.recordsPerS} rows/s`);
+  const cap = { slot: `${run}_cap_incr`, publication: `${run}_cap_incr_pub`, prefix: `${run}_cap_incr` };
+  progress(`capture: incremental snapshot of ${snapshotRows} rows (after its first snapshot)`);
+  const capture = await measureIncremental(
+    bed,
+    () => startCapture(bed, cap, ["--signal-table", SIGNAL_TABLE]),
+    cap.slot,
+    snapshotRows,
+  );
+  await dropSlot(bed, cap.slot);
+  progress(`capture: ${capture.recordsPerS} rows/s`);
+  return { debezium, capture };
 }
 
 /**
@@ -724,7 +831,17 @@ export function peerRatios(peer: PeerReport): Record<string, number | null> {
     ),
     captureVsDebeziumStreamingPeakRss: round(capture.streaming.peakRssMb / debezium.streaming.peakRssMb, 2),
     captureVsDebeziumSnapshotPeakRss: round(capture.snapshot.peakRssMb / debezium.snapshot.peakRssMb, 2),
+    ...incrementalRatios(peer.incremental),
     ...payloadOnlyRatios(peer),
+  };
+}
+
+/** The incremental snapshot's ratios, capture over Debezium. */
+function incrementalRatios({ capture, debezium }: PeerReport["incremental"]) {
+  return {
+    captureVsDebeziumIncrementalRecordsPerS: round(capture.recordsPerS / debezium.recordsPerS, 2),
+    captureVsDebeziumIncrementalCpuPerChange: round(capture.cpuSPer1000.process / debezium.cpuSPer1000.process, 2),
+    captureVsDebeziumIncrementalPeakRss: round(capture.peakRssMb / debezium.peakRssMb, 2),
   };
 }
 

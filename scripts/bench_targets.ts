@@ -57,6 +57,13 @@ export const TARGETS: readonly Target[] = [
   pipeline("standaloneConsumerPeakRssMb", "figures.standaloneConsumerPeakRssMb", "atMost", 300, "issue 14"),
   capturePeer("captureStreamingVsDebezium", "ratios.captureVsDebeziumStreamingRecordsPerS", "atLeast", 2, "issue 22"),
   capturePeer("captureSnapshotVsDebezium", "ratios.captureVsDebeziumSnapshotRecordsPerS", "atLeast", 2, "issue 22"),
+  capturePeer(
+    "captureIncrementalVsDebezium",
+    "ratios.captureVsDebeziumIncrementalRecordsPerS",
+    "atLeast",
+    2,
+    "issue 27",
+  ),
   capturePeer("captureCpuSPer1000Changes", captureRun("cpuSPer1000.process"), "atMost", 0.05, "issue 22"),
   capturePeer("capturePeakRssMb", captureRun("peakRssMb"), "atMost", 150, "issue 22"),
   jdbcSink("consumerVsJdbcSinkRate", "ratios.consumerVsJdbcSinkRate", "atLeast", 4, "issue 30"),

@@ -8,6 +8,7 @@
 import { buildTableSpec, type CatalogTable, type CatalogType } from "../../lib/capture_catalog.ts";
 import type { ColumnSpec } from "../../lib/capture_debezium.ts";
 import type { CaptureDatabase } from "../../lib/capture_database.ts";
+import type { ChunkDatabase } from "../../lib/capture_chunk_store.ts";
 import type { CaptureSink } from "../../lib/capture_kafka.ts";
 import type { Lsn, Relation } from "../../lib/capture_pgoutput.ts";
 import type { ReplicationConnection } from "../../lib/capture_replication.ts";
@@ -192,6 +193,17 @@ export function sentIds(kafka: HeldKafka): number[] {
   return kafka.sent.flat().flatMap((t) => t.messages).map((m) => JSON.parse(String(m.key)).payload.id);
 }
 
+/** PostgreSQL's side of the incremental snapshots when none was kept or asked for: anything else is a test's bug. */
+const NO_CHUNKS: ChunkDatabase = {
+  tableSpec: () => Promise.reject(new Error("no incremental snapshot in this test")),
+  largestKey: () => Promise.reject(new Error("no incremental snapshot in this test")),
+  readChunk: () => Promise.reject(new Error("no incremental snapshot in this test")),
+  emitWatermark: () => Promise.reject(new Error("no incremental snapshot in this test")),
+  estimateRows: () => Promise.reject(new Error("no incremental snapshot in this test")),
+  loadState: () => Promise.resolve(null),
+  keepState: () => Promise.reject(new Error("no incremental snapshot in this test")),
+};
+
 /** PostgreSQL's side of a run whose slot exists, confirmed at `confirmed`, streaming `stream`. */
 export class ResumingDatabase implements CaptureDatabase {
   ended = false;
@@ -207,6 +219,8 @@ export class ResumingDatabase implements CaptureDatabase {
   replication = () => this.stream;
   readSnapshot = () => Promise.reject(new Error("this test's slot exists: no snapshot"));
   recordSnapshotDone = () => Promise.resolve();
+  /** No incremental snapshot was kept, and none is asked for. */
+  chunks = () => ({ ...NO_CHUNKS });
   tableSpec = usersCatalog.tableSpec;
   missingFromPublication = usersCatalog.missingFromPublication;
   configuredAncestor = usersCatalog.configuredAncestor;

@@ -98,3 +98,8 @@ export function update(id: number, values: (string | null)[], oldKey?: (string |
 export function del(id: number, oldKey: (string | null)[]): Uint8Array {
   return tuple(new Bytes().char("D").int32(id).char("K"), oldKey).done();
 }
+
+/** A logical decoding Message (`pg_logical_emit_message`) with `prefix` and text `content`. */
+export function message(prefix: string, content: string, transactional = true, lsn = 0n): Uint8Array {
+  return new Bytes().char("M").int8(transactional ? 1 : 0).int64(lsn).cstring(prefix).text(content).done();
+}

@@ -96,7 +96,22 @@ Deno.test("Insert, Update (old row) and Delete decode text, NULL and unchanged-T
   assert.deepEqual(keyDelete, { tag: "delete", relationId: 16_390, before: ["a1", null, "f"], keyOnly: true });
 });
 
-Deno.test("Truncate lists its relations; Origin, Type and Message are skipped", () => {
+Deno.test("a logical decoding Message keeps its flag, LSN, prefix and content bytes (not necessarily UTF-8)", () => {
+  const content = [0x7b, 0xff, 0x7d];
+  const frame = new Bytes().char("M").int8(1).int64(0x1_0000_0010n).cstring("cdc-pipeline").int32(3).done();
+  const message = decodePgOutput(new Uint8Array([...frame, ...content]));
+  assert.deepEqual(message, {
+    tag: "message",
+    transactional: true,
+    lsn: 0x1_0000_0010n,
+    prefix: "cdc-pipeline",
+    content: new Uint8Array(content),
+  });
+  const cut = new Bytes().char("M").int8(0).int64(1n).cstring("p").int32(9).char("x").done();
+  assert.throws(() => decodePgOutput(cut), /truncated/);
+});
+
+Deno.test("Truncate lists its relations; Origin and Type are skipped", () => {
   const truncate = decodePgOutput(new Bytes().char("T").int32(2).int8(0).int32(1).int32(2).done());
   assert.deepEqual(truncate, { tag: "truncate", relationIds: [1, 2] });
   assert.deepEqual(decodePgOutput(new Bytes().char("O").int64(1n).cstring("x").done()), { tag: "skipped", kind: "O" });

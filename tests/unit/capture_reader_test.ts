@@ -11,7 +11,7 @@ import { EncodingError, RecordTooLargeError, UnencodableChangeError } from "../.
 import { ChangeReader, type StreamEvent } from "../../lib/capture_reader.ts";
 import { PG_EPOCH_OFFSET_US } from "../../lib/capture_pgoutput.ts";
 import type { TopicMessages } from "../../lib/kafka_producer.ts";
-import { begin, commit, del, insert, keepalive, relation, update, xlog } from "./_frames.ts";
+import { begin, commit, del, insert, keepalive, message, relation, update, xlog } from "./_frames.ts";
 
 const USERS: [string, number, number, boolean][] = [["id", 23, -1, true], ["name", 1043, -1, false]];
 /** The table the publisher is told each change is of. */
@@ -85,6 +85,22 @@ Deno.test("a transaction's changes carry its xid, commit time and LSNs, and its 
     { type: "commit", endLsn: 0x180n },
   ]);
   assert.equal(reader.inTransaction, false);
+});
+
+Deno.test("a transactional logical decoding Message carries its prefix, content and its transaction's source", () => {
+  const reader = new ChangeReader();
+  reader.read(xlog(0x200n, begin(905, 7_000_000n)));
+  const event = reader.read(xlog(0x210n, message("cdc-pipeline", "c1:open")));
+  assert.equal(event.type, "message");
+  if (event.type !== "message") return;
+  assert.equal(event.prefix, "cdc-pipeline");
+  assert.equal(new TextDecoder().decode(event.content), "c1:open");
+  assert.deepEqual(event.source, {
+    tsUs: PG_EPOCH_OFFSET_US + 7_000_000n,
+    txId: 905,
+    lsn: 0x210n,
+    lastCommitLsn: null,
+  });
 });
 
 Deno.test("a commit's end LSN is acknowledged only after Kafka acknowledged every record before it", async () => {

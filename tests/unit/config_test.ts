@@ -581,6 +581,7 @@ Deno.test("the capture's and dlq's help list exactly the flags they read", () =>
       ...["interval-handling-mode", "money-fraction-digits", "include-unknown-datatypes"],
       ...["tombstones-on-delete", "skipped-operations", "column-include-list", "column-exclude-list"],
       ...["message-key-columns", "replica-identity-autoset-values"],
+      ...["snapshot-chunk-size", "signal-table"],
     ].sort(),
   );
   assert.deepEqual(
@@ -694,6 +695,24 @@ Deno.test("capture settings come from CAPTURE_* variables and flags, flags winni
   assert.equal(parsed.config.slot, "flag_slot");
   assert.equal(parsed.config.publication, "env_pub");
   assert.equal(parsed.config.dropSlot, true);
+});
+
+Deno.test("incremental snapshots: chunks of 1024 rows by default as Debezium's, no signal table unless one is named", () => {
+  const parsed = loadCaptureConfig([], {});
+  if (parsed.help) throw new Error("unreachable");
+  assert.equal(parsed.config.snapshotChunkSize, 1024);
+  assert.equal(parsed.config.signalTable, undefined);
+  const set = loadCaptureConfig(["--snapshot-chunk-size", "5000"], { CAPTURE_SIGNAL_TABLE: "ops.dbz_signal" });
+  if (set.help) throw new Error("unreachable");
+  assert.equal(set.config.snapshotChunkSize, 5000);
+  assert.deepEqual(set.config.signalTable, { schema: "ops", table: "dbz_signal" });
+  const bare = loadCaptureConfig(["--signal-table", "signals"], {});
+  assert.deepEqual(!bare.help && bare.config.signalTable, { schema: "public", table: "signals" });
+  assert.throws(() => loadCaptureConfig(["--snapshot-chunk-size", "0"], {}), /--snapshot-chunk-size .*got "0"|0/);
+  assert.throws(
+    () => loadCaptureConfig([], { CAPTURE_SIGNAL_TABLE: "a.b.c" }),
+    (e: Error) => e instanceof ConfigError && /CAPTURE_SIGNAL_TABLE.*schema\.table.*"a\.b\.c"/.test(e.message),
+  );
 });
 
 Deno.test("a slot or publication name a replication command cannot carry is refused, naming the rule", () => {

@@ -70,6 +70,35 @@ Deno.test("health is 200 only when every dependency is up, and 503 names what is
   });
 });
 
+Deno.test("a capture's snapshots show in /metrics (rows published, rows remaining per table) and in /health", async () => {
+  const stats = newCaptureStats();
+  stats.snapshots.start("public.items", 1000);
+  stats.snapshots.count("public.items", 300);
+  stats.markUp("kafka");
+  stats.markUp("database");
+  const port = freePort();
+  await withMetrics(
+    {
+      port,
+      metrics: () => captureMetrics(stats),
+      health: () => stats.health(),
+      details: () => ({ snapshots: stats.snapshots.figures() }),
+      logger: quietLogger,
+    },
+    async () => {
+      const text = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+      assert.match(text, /^cdc_snapshot_rows_total\{table="public\.items"\} 300$/m);
+      assert.match(text, /^cdc_snapshot_remaining_rows\{table="public\.items"\} 700$/m);
+      const health = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.json());
+      assert.equal(health.status, "ok");
+      assert.deepEqual(
+        health.snapshots.map((f: Record<string, unknown>) => [f.table, f.rows, f.estimate, f.remaining, f.done]),
+        [["public.items", 300, 1000, 700, false]],
+      );
+    },
+  );
+});
+
 Deno.test("withMetrics serves a capture's /health and cdc_connected from its stats' health flags only while the work runs", async () => {
   const stats = newCaptureStats();
   const port = freePort();

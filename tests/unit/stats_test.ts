@@ -1,6 +1,6 @@
 /** A run's stats change only through their methods, and what they read back is what was counted. */
 import assert from "node:assert/strict";
-import { newCaptureStats, newConsumeStats, newProduceStats } from "../../lib/stats.ts";
+import { newCaptureStats, newConsumeStats, newProduceStats, SnapshotProgress } from "../../lib/stats.ts";
 
 Deno.test("health starts down, follows markUp and markDown, and is read as a copy", () => {
   const stats = newConsumeStats();
@@ -47,4 +47,32 @@ Deno.test("publishing runs count records per topic and retries; a capture also i
     [capture.published, capture.captured, capture.acknowledgedLsn, capture.retainedWalBytes],
     [{ "cdc.public.users": 1 }, { "users.c": 3 }, 0x150n, 4096],
   );
+});
+
+Deno.test("a snapshot's progress: rows of the estimate, rows/s and ETA; a second snapshot of a table adds to its total", () => {
+  let now = 0;
+  const progress = new SnapshotProgress(() => now);
+  progress.start("public.items", 10_000);
+  assert.equal(progress.running, true);
+  assert.deepEqual(progress.figures()[0].etaS, null, "no ETA before a row");
+  now = 2_000;
+  progress.count("public.items", 4_000);
+  assert.deepEqual(progress.figures(), [{
+    table: "public.items",
+    total: 4_000,
+    rows: 4_000,
+    estimate: 10_000,
+    remaining: 6_000,
+    rowsPerS: 2_000,
+    etaS: 3,
+    done: false,
+  }]);
+  progress.count("public.items", 7_000); // past the estimate: nothing remains, no negative
+  assert.equal(progress.figures()[0].remaining, 0);
+  progress.finish("public.items");
+  assert.equal(progress.running, false);
+  assert.equal(progress.figures()[0].etaS, null);
+  progress.start("public.items", 100);
+  progress.count("public.items", 10);
+  assert.deepEqual([progress.figures()[0].rows, progress.figures()[0].total], [10, 11_010]);
 });
