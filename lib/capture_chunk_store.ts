@@ -7,7 +7,7 @@
  */
 import { readTableSpec } from "./capture_catalog.ts";
 import type { TableSpec } from "./capture_debezium.ts";
-import { type KeyValues, type QueueState, SnapshotQueue } from "./capture_incremental.ts";
+import { type KeyValues, type QueueState, type ReadSnapshot, SnapshotQueue } from "./capture_incremental.ts";
 import type { TupleValues } from "./capture_pgoutput.ts";
 import { ensureStateTable, qualified, recordSnapshotDone, slotState } from "./capture_slot.ts";
 import { snapshotCheckpoint } from "./capture_snapshot.ts";
@@ -24,8 +24,15 @@ export interface ChunkDatabase {
   tableSpec(table: TableName): Promise<TableSpec>;
   /** The table's largest key among the rows `filter` keeps; null when there is none. */
   largestKey(spec: TableSpec, key: string[], filter: string): Promise<KeyValues | null>;
-  /** Up to `limit` rows (values in spec order, text) with keys after `after` up to `until`, in key order. */
-  readChunk(spec: TableSpec, key: string[], range: ChunkRange): Promise<TupleValues[]>;
+  /**
+   * Up to `limit` rows (values in spec order, text) with keys after `after` up to `until`, in key
+   * order, and the snapshot that read them.
+   */
+  readChunk(
+    spec: TableSpec,
+    key: string[],
+    range: ChunkRange,
+  ): Promise<{ rows: TupleValues[]; snapshot: ReadSnapshot }>;
   /** PostgreSQL's estimate of the table's rows (`pg_class.reltuples`; 0 when never analysed). */
   estimateRows(table: TableName): Promise<number>;
   /** Writes a watermark into the WAL, in a transaction of its own. */
@@ -58,6 +65,11 @@ function commas(tx: Sql, fragments: postgres.Fragment[]): postgres.Fragment[] {
 /** Raw rows as text values. */
 function texts(rows: (Uint8Array | null)[][]): TupleValues[] {
   return rows.map((row) => row.map((v) => (v === null ? null : utf8.decode(v))));
+}
+
+/** A 64-bit xid (xid8, as text) cut to the 32 bits pgoutput's messages carry. */
+function streamXid(xid8: string): number {
+  return Number(BigInt(xid8) & 0xffffffffn);
 }
 
 /** The incremental snapshot's columns of the capture's state table: the queue kept, and the tables streamed. */
@@ -192,22 +204,32 @@ export class PostgresChunks implements ChunkDatabase {
     return (texts(rows as unknown as (Uint8Array | null)[][])[0] as KeyValues | undefined) ?? null;
   }
 
-  /** A chunk's rows in key order, values in spec order as text. */
-  async readChunk(spec: TableSpec, key: string[], range: ChunkRange): Promise<TupleValues[]> {
+  /**
+   * A chunk's rows in key order, values in spec order as text, and the transactions the read saw:
+   * the snapshot is taken by the transaction's first statement and the rows read in the same one.
+   */
+  async readChunk(
+    spec: TableSpec,
+    key: string[],
+    range: ChunkRange,
+  ): Promise<{ rows: TupleValues[]; snapshot: ReadSnapshot }> {
     const columns = spec.columns.map((c) => c.name);
     const keyList = (tx: Sql) => commas(tx, key.map((k) => tx`${tx(k)}`));
     const values = (tx: Sql, keyValues: KeyValues) => commas(tx, keyValues.map((v) => tx`${v as string}`));
-    // Without a filter the select is a statement of its own; a filter runs in a read-only transaction (above).
-    const select = (tx: Sql) =>
-      tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}
+    // Read only: the filter is SQL by definition (Debezium's additional-conditions), see largestKey.
+    return await this.sql.begin("isolation level repeatable read read only", async (transaction) => {
+      const tx = transaction as unknown as Sql;
+      const [seen] = await tx<{ xmax: string; running: string[] }[]>`
+        select pg_snapshot_xmax(s)::text as xmax, array(select pg_snapshot_xip(s)::text) as running
+        from pg_current_snapshot() s`;
+      const rows = await tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}
          where ${range.after ? tx`(${keyList(tx)}) > (${values(tx, range.after)}) and` : tx``}
            (${keyList(tx)}) <= (${values(tx, range.until)})
            and ${range.filter ? tx.unsafe(range.filter) : tx`true`}
          order by ${keyList(tx)} limit ${range.limit}`.raw();
-    const rows = range.filter
-      ? await this.sql.begin("read only", (tx) => select(tx as unknown as Sql))
-      : await select(this.sql);
-    return texts(rows as unknown as (Uint8Array | null)[][]);
+      const snapshot = { xmax: streamXid(seen.xmax), running: new Set(seen.running.map(streamXid)) };
+      return { rows: texts(rows as unknown as (Uint8Array | null)[][]), snapshot };
+    });
   }
 
   /** `pg_class.reltuples` of the table; a table never analysed (-1 on PostgreSQL 14+, 0 before) is counted. */

@@ -15,11 +15,19 @@
 import { type ChunkDatabase, WATERMARK_PREFIX } from "./capture_chunk_store.ts";
 import { type DebeziumEncoder, encodeOrStop, type TableSpec } from "./capture_debezium.ts";
 import { isCaptureOutage } from "./capture_errors.ts";
-import { ChunkCheckpoints, ChunkWindow, type QueueState, SnapshotQueue } from "./capture_incremental.ts";
+import {
+  ChunkCheckpoints,
+  ChunkWindow,
+  keyText,
+  type KeyValues,
+  type QueueState,
+  SnapshotQueue,
+  type TablePosition,
+} from "./capture_incremental.ts";
 import type { Lsn, TupleValues } from "./capture_pgoutput.ts";
 import type { AckingPublisher } from "./capture_publisher.ts";
 import type { ChangeSource, RowChange } from "./capture_reader.ts";
-import { readSignal, type SignalRow, type SnapshotRequest } from "./capture_signals.ts";
+import { readSignal, type Signal, type SignalRow } from "./capture_signals.ts";
 import { qualified } from "./capture_slot.ts";
 import type { TableName } from "./config.ts";
 import { describeError } from "./errors.ts";
@@ -70,29 +78,44 @@ const CHUNKS_IN_FLIGHT = 2;
 /** The queue with no table. */
 const NO_SNAPSHOT: QueueState = Object.freeze({ current: null, waiting: [], paused: false });
 
-/** The chunk in flight: its window, its table's spec and key, and the queue as it stands once it is in Kafka. */
+/** A chunk in flight: its window, its table's spec and key, and where it leaves its table once published. */
 interface Chunk {
   window: ChunkWindow<TupleValues>;
   spec: TableSpec;
   key: number[];
-  after: QueueState;
+  /** The table's largest key when its snapshot began. */
+  until: KeyValues | null;
+  /** The key of its last row; null when it read none. */
+  lastKey: KeyValues | null;
+  /** Whether it ends its table. */
+  last: boolean;
+  /** Set when a stop or a new stream drops it: its rows are never published, its position never kept. */
+  dropped: boolean;
   /** Resolved once its high watermark came through the stream, or once it was dropped. */
   done: PromiseWithResolvers<void>;
 }
 
-/** Signals, the queue of tables, the chunk in flight and the positions waiting for Kafka. */
+/**
+ * Signals, the queue of tables, the chunks in flight and the positions waiting for Kafka.
+ *
+ * Two queues are kept. `queue` is the reader's: it moves on as soon as a chunk is read. The
+ * published one moves only with the stream, at a chunk's high watermark or a signal, so it never
+ * stands ahead of what the topics have; it is the one kept in `cdc_capture_state` once Kafka
+ * acknowledged the transaction that moved it, and the one a new stream starts again from.
+ */
 export class IncrementalSnapshots implements SnapshotObserver {
   readonly queue = new SnapshotQueue();
   /** The chunks whose high watermark has not come yet, oldest first, by id. */
   #chunks = new Map<string, Chunk>();
-  /** The chunk whose high watermark came, until its transaction's commit. */
-  #closing: Chunk | null = null;
+  /** The queue as the stream has published it. */
+  #published: QueueState = NO_SNAPSHOT;
+  /** Whether the transaction being streamed moved the published queue (a chunk closed, a signal). */
+  #movedInTransaction = false;
   #checkpoints = new ChunkCheckpoints<QueueState>();
-  /**
-   * The queue as it stood at the acknowledged position: a new stream starts there again, and the
-   * signals after it come again with the stream.
-   */
+  /** The published queue at the acknowledged position: a new stream starts there again. */
   #kept: QueueState = NO_SNAPSHOT;
+  /** An acknowledged queue not yet written to `cdc_capture_state`. */
+  #unsaved: QueueState | null = null;
   #wake = Promise.withResolvers<void>();
   #loaded = false;
 
@@ -105,55 +128,40 @@ export class IncrementalSnapshots implements SnapshotObserver {
     return signalTable !== null && qualified(signalTable) === qualified(table);
   }
 
-  /** Acts on a signal row; one line for a signal ignored. */
+  /** Acts on a signal row, in the reader's queue and the published one; one line for a signal ignored. */
   signal(values: TupleValues): void {
     const row: SignalRow = { id: values[0] ?? "", type: values[1] ?? "", data: values[2] ?? null };
     const signal = readSignal(row, this.options.tables);
-    const { logger } = this.options;
-    switch (signal.type) {
-      case "ignored":
-        if (signal.line) logger.warn(signal.line);
-        return;
-      case "execute-snapshot": {
-        const added = this.queue.add(signal.requests).map((r) => qualified(r.table)).join(",");
-        logger.info(
-          `signal ${signal.id}: ${added ? `incremental snapshot of ${added}` : "its tables are queued already"}`,
-        );
-        break;
-      }
-      case "stop-snapshot": {
-        const stopped = this.queue.stop(signal.tables);
-        for (const t of stopped) this.options.progress.finish(qualified(t));
-        // Debezium clears the window of a table stopped.
-        for (const chunk of this.#chunks.values()) {
-          if (!this.queue.tables.some((t) => qualified(t) === qualified(chunk.window.table))) this.#dropChunk(chunk);
-        }
-        logger.info(`signal ${signal.id}: stopped the snapshot of ${stopped.map(qualified).join(",") || "nothing"}`);
-        break;
-      }
-      case "pause-snapshot":
-        logger.info(`signal ${signal.id}: ${this.queue.pause() ? "paused" : "no snapshot to pause"}`);
-        break;
-      case "resume-snapshot":
-        logger.info(`signal ${signal.id}: ${this.queue.unpause() ? "resumed" : "no paused snapshot"}`);
+    if (signal.type === "ignored") {
+      if (signal.line) this.options.logger.warn(signal.line);
+      return;
     }
+    this.#publish((published) => applySignal(published, signal));
+    const queuedBefore = this.queue.tables;
+    this.options.logger.info(`signal ${signal.id}: ${applySignal(this.queue, signal)}`);
+    const queued = (t: TableName) => this.queue.tables.some((q) => qualified(q) === qualified(t));
+    for (const t of queuedBefore) if (!queued(t)) this.options.progress.finish(qualified(t));
+    // Debezium clears the window of a table stopped.
+    for (const chunk of this.#chunks.values()) if (!queued(chunk.window.table)) this.#dropChunk(chunk);
     this.#wake.resolve();
   }
 
   /** Queues `tables` for a snapshot (a table added to --tables); returns those queued. */
   request(tables: TableName[]): TableName[] {
-    const added = this.queue.add(tables.map((table) => ({ table, filter: "" })));
+    const requests = tables.map((table) => ({ table, filter: "" }));
+    this.#publish((published) => void published.add(requests));
+    const added = this.queue.add(requests);
     this.#wake.resolve();
     return added.map((r) => r.table);
   }
 
-  /** Marks the keys a streamed change touches in every open window of its table. */
+  /** Tells every chunk in flight of its table which key a streamed change touched, and in which transaction. */
   changed(spec: TableSpec, change: RowChange): void {
     const table = { schema: spec.schema, table: spec.table };
+    const xid = change.source.txId;
     for (const chunk of this.#chunks.values()) {
-      if (!chunk.window.open) continue;
-      if (change.before) chunk.window.touched(table, chunk.key.map((i) => change.before![i] ?? null));
-      if (change.after) chunk.window.touched(table, chunk.key.map((i) => change.after![i] ?? null));
+      if (change.before) chunk.window.touched(table, chunk.key.map((i) => change.before![i] ?? null), xid);
+      if (change.after) chunk.window.touched(table, chunk.key.map((i) => change.after![i] ?? null), xid);
     }
   }
 
@@ -165,7 +173,7 @@ export class IncrementalSnapshots implements SnapshotObserver {
     if (!chunk) return;
     if (mark === "open") return chunk.window.openWindow();
     const rows = chunk.window.close();
-    const { encoder, publisher } = this.options;
+    const { encoder, publisher, progress, logger } = this.options;
     const table = { schema: chunk.spec.schema, table: chunk.spec.table };
     for (const after of rows) {
       // Debezium leaves an incremental read's lsn and txId null: the read belongs to no transaction of the WAL.
@@ -173,43 +181,54 @@ export class IncrementalSnapshots implements SnapshotObserver {
       const change: RowChange = { op: "r", before: null, after, source: read };
       publisher.add(encodeOrStop(encoder, chunk.spec, change), table, "r");
     }
+    this.#publish((published) => publishChunk(published, table, chunk));
     const name = qualified(table);
-    const { progress, logger } = this.options;
     progress.count(name, rows.length);
-    if (!chunk.after.current || qualified(chunk.after.current.request.table) !== name) {
+    if (chunk.last) {
       progress.finish(name);
       logger.info(`incremental snapshot of ${name} done`, {
         rows: progress.figures().find((f) => f.table === name)?.rows,
       });
     }
     this.#chunks.delete(id);
-    this.#closing = chunk;
+    chunk.done.resolve();
   }
 
-  /** The commit of a high watermark's transaction: the chunk's position waits for Kafka's acknowledgement. */
+  /** The end of a transaction: when it moved the published queue, that queue is kept once Kafka acknowledged it. */
   committed(endLsn: Lsn): void {
-    if (!this.#closing) return;
-    this.#checkpoints.add(endLsn, this.#closing.after);
-    this.#closing.done.resolve();
-    this.#closing = null;
+    if (!this.#movedInTransaction) return;
+    this.#checkpoints.add(endLsn, this.#published);
+    this.#movedInTransaction = false;
   }
 
-  /** A new stream replays from the acknowledged position: the queue goes back to what Kafka has. */
+  /** A new stream replays from the acknowledged position: both queues go back to what Kafka has. */
   streamStarting(): void {
     this.#drop();
+    const acknowledged = this.#checkpoints.acknowledged(this.options.publisher.acknowledgedLsn);
+    if (acknowledged) this.#kept = this.#unsaved = acknowledged.position;
     this.#checkpoints = new ChunkCheckpoints<QueueState>();
+    this.#published = this.#kept;
+    this.#movedInTransaction = false;
     this.queue.restore(this.#kept);
+  }
+
+  /** Moves the published queue by `move`, in the transaction being streamed. */
+  #publish(move: (published: SnapshotQueue) => unknown): void {
+    const published = new SnapshotQueue();
+    published.restore(this.#published);
+    move(published);
+    this.#published = published.state();
+    this.#movedInTransaction = true;
   }
 
   /** Drops the chunks in flight, unpublished. */
   #drop(): void {
     for (const chunk of this.#chunks.values()) this.#dropChunk(chunk);
-    this.#closing?.done.resolve();
-    this.#closing = null;
   }
 
   /** Drops one chunk in flight, unpublished: its watermarks will change nothing. */
   #dropChunk(chunk: Chunk): void {
+    chunk.dropped = true;
     this.#chunks.delete(chunk.window.id);
     chunk.done.resolve();
   }
@@ -219,19 +238,21 @@ export class IncrementalSnapshots implements SnapshotObserver {
     const state = await this.options.database.loadState();
     if (!state) return;
     this.queue.restore(state);
-    this.#kept = state;
+    this.#kept = this.#published = state;
     this.options.logger.info(`incremental snapshot to read: ${this.queue.tables.map(qualified).join(",")}`, {
       after: JSON.stringify(state.current?.after ?? null),
     });
   }
 
-  /** Keeps the queue as it stands after the last chunk Kafka acknowledged. */
+  /** Keeps the published queue as it stands after the last transaction Kafka acknowledged. */
   async keepAcknowledged(): Promise<void> {
     const acknowledged = this.#checkpoints.acknowledged(this.options.publisher.acknowledgedLsn);
-    if (!acknowledged) return;
-    const state = acknowledged.position;
+    if (acknowledged) this.#unsaved = acknowledged.position;
+    const state = this.#unsaved;
+    if (!state) return;
     const active = state.current !== null || state.waiting.length > 0;
     await this.options.database.keepState(active ? state : null);
+    if (this.#unsaved === state) this.#unsaved = null;
     this.#kept = state;
   }
 
@@ -278,22 +299,26 @@ export class IncrementalSnapshots implements SnapshotObserver {
     }
     const current = this.queue.current ?? (this.queue.startNext(), this.queue.current!);
     if (current.until === null) {
-      return await waitOut(() => this.#bound(current.request), this.#outage("a table", signal));
+      return await waitOut(() => this.#bound(current), this.#outage("a table", signal));
     }
-    await waitOut(() => this.#readChunk(current.request.table), this.#outage("a snapshot chunk", signal));
+    await waitOut(() => this.#readChunk(current), this.#outage("a snapshot chunk", signal));
   }
 
   /** Reads the largest key a table's snapshot reads up to; a table without a key cannot be read in chunks. */
-  async #bound(request: SnapshotRequest): Promise<void> {
+  async #bound(position: TablePosition): Promise<void> {
+    const { request } = position;
     const name = qualified(request.table);
     const spec = await this.options.database.tableSpec(request.table);
     const key = keyColumns(spec);
+    if (this.queue.current !== position) return; // stopped meanwhile
     if (!key.length) {
       this.queue.stop([request.table]);
       return this.options.logger.warn(`incremental snapshot of ${name} skipped: it has no primary key to read it by`);
     }
     const until = await this.options.database.largestKey(spec, key, request.filter);
-    this.options.progress.start(name, await this.options.database.estimateRows(request.table));
+    const estimate = await this.options.database.estimateRows(request.table);
+    if (this.queue.current !== position) return;
+    this.options.progress.start(name, estimate);
     this.queue.bounded(request.table, until);
     if (until === null) this.options.progress.finish(name);
     if (until === null) this.options.logger.info(`incremental snapshot of ${name} done`, { rows: 0 });
@@ -301,13 +326,15 @@ export class IncrementalSnapshots implements SnapshotObserver {
   }
 
   /**
-   * Reads one chunk of `table` between its watermarks. The next chunk is read while this one's high
-   * watermark travels through the stream; at most {@linkcode CHUNKS_IN_FLIGHT} wait for theirs.
+   * Reads the chunk of the table at `position` between its watermarks. The next chunk is read while
+   * this one's high watermark travels through the stream; at most {@linkcode CHUNKS_IN_FLIGHT} wait
+   * for theirs. A stop or a new stream while it is read drops it: nothing of it moves the queue.
    */
-  async #readChunk(table: TableName): Promise<void> {
+  async #readChunk(position: TablePosition): Promise<void> {
     const { database, chunkSize } = this.options;
-    const position = this.queue.current!;
+    const table = position.request.table;
     const spec = await database.tableSpec(table);
+    if (this.queue.current !== position) return; // stopped, or a new stream, meanwhile
     const names = keyColumns(spec);
     const key = names.map((n) => spec.columns.findIndex((c) => c.name === n));
     const id = `${crypto.randomUUID()}`;
@@ -315,32 +342,36 @@ export class IncrementalSnapshots implements SnapshotObserver {
       window: new ChunkWindow(id, table),
       spec,
       key,
-      after: this.queue.state(),
+      until: position.until,
+      lastKey: null,
+      last: false,
+      dropped: false,
       done: Promise.withResolvers<void>(),
     };
+    // Registered before its low watermark is written: the changes streamed from now on are told to its window.
     this.#chunks.set(id, chunk);
     try {
       await database.emitWatermark(`${id}-open`);
+      if (chunk.dropped) return;
       const range = {
         after: position.after,
         until: position.until!,
         filter: position.request.filter,
         limit: chunkSize,
       };
-      const rows = await database.readChunk(spec, names, range);
-      chunk.window.fill(rows, (row) => key.map((i) => row[i] ?? null));
-      const lastKey = rows.length ? key.map((i) => rows.at(-1)![i] ?? null) : null;
-      // The queue moves on once the high watermark is written; a failure before reads the chunk again.
-      const next = new SnapshotQueue();
-      next.restore(this.queue.state());
-      next.chunkRead(table, lastKey);
-      chunk.after = next.state();
+      const { rows, snapshot } = await database.readChunk(spec, names, range);
+      if (chunk.dropped) return;
+      chunk.window.fill(rows, (row) => key.map((i) => row[i] ?? null), snapshot);
+      chunk.lastKey = rows.length ? key.map((i) => rows.at(-1)![i] ?? null) : null;
+      chunk.last = chunk.lastKey === null || keyText(chunk.lastKey) === keyText(position.until!);
       await database.emitWatermark(`${id}-close`);
-      this.queue.chunkRead(table, lastKey);
     } catch (error) {
       this.#dropChunk(chunk);
       throw error;
     }
+    // The reader moves on once the high watermark is written; a failure before reads the chunk again.
+    if (chunk.dropped) return;
+    this.queue.chunkRead(table, chunk.lastKey);
     const oldest = this.#chunks.values().next().value;
     if (this.#chunks.size >= CHUNKS_IN_FLIGHT && oldest) await oldest.done.promise;
   }
@@ -359,6 +390,37 @@ export class IncrementalSnapshots implements SnapshotObserver {
         }),
     };
   }
+}
+
+/** Applies `signal` to `queue`; returns what it did, in words for the signal's log line. */
+function applySignal(queue: SnapshotQueue, signal: Exclude<Signal, { type: "ignored" }>): string {
+  switch (signal.type) {
+    case "execute-snapshot": {
+      const added = queue.add(signal.requests).map((r) => qualified(r.table)).join(",");
+      return added ? `incremental snapshot of ${added}` : "its tables are queued already";
+    }
+    case "stop-snapshot":
+      return `stopped the snapshot of ${queue.stop(signal.tables).map(qualified).join(",") || "nothing"}`;
+    case "pause-snapshot":
+      return queue.pause() ? "paused" : "no snapshot to pause";
+    case "resume-snapshot":
+      return queue.unpause() ? "resumed" : "no paused snapshot";
+  }
+}
+
+/**
+ * Moves the published queue past `chunk` of `table`. The tables before it in the queue ended
+ * without a chunk (empty, without a key): they leave it; the table starts if it had not.
+ */
+function publishChunk(published: SnapshotQueue, table: TableName, chunk: Chunk): void {
+  const isTable = (t: TableName | undefined) => t !== undefined && qualified(t) === qualified(table);
+  while (!isTable(published.current?.request.table) && published.tables.some(isTable)) {
+    if (published.current) published.stop([published.current.request.table]);
+    published.startNext();
+  }
+  if (!isTable(published.current?.request.table)) return;
+  if (published.current!.until === null) published.bounded(table, chunk.until);
+  published.chunkRead(table, chunk.lastKey);
 }
 
 /** The columns a table's chunks are ordered by: its key. */

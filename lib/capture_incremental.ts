@@ -43,15 +43,43 @@ export interface QueueState {
 }
 
 /**
- * One chunk between its watermarks. The follower marks every key the stream touches once the low
- * watermark went by; the reader hands the chunk's rows in (before it writes the high watermark,
- * so they are here when that arrives); at the high watermark the rows whose key was not touched
- * come out. Rows and touched keys are held for one chunk only.
+ * Which transactions a chunk's read saw: PostgreSQL's snapshot of the read (`pg_current_snapshot()`),
+ * its xids cut to the 32 bits the stream carries.
+ */
+export interface ReadSnapshot {
+  /** Every transaction at or after this one was not visible to the read. */
+  xmax: number;
+  /** The transactions running when the read began: not visible to it either. */
+  running: Set<number>;
+}
+
+/** Whether the read of `snapshot` saw transaction `xid`'s effects; a change without an xid counts as unseen. */
+export function readSaw(snapshot: ReadSnapshot, xid: number | null): boolean {
+  if (xid === null) return false;
+  // xids wrap around at 2^32: xid is at or after xmax when it is less than 2^31 ahead of it.
+  const atOrAfterXmax = ((xid - snapshot.xmax) >>> 0) < 0x80000000;
+  return !atOrAfterXmax && !snapshot.running.has(xid);
+}
+
+/**
+ * One chunk between its watermarks. The follower tells the window of every change of its table from
+ * the moment the chunk is registered, before its low watermark is written; the reader hands the
+ * chunk's rows in, with the snapshot that read them, before it writes the high watermark; at the
+ * high watermark the rows come out but those whose key a change newer than the read touched.
+ *
+ * Newer is decided two ways. A change inside the window (after the low watermark) is newer, as in
+ * DBLog. A change before the low watermark is newer when the read did not see its transaction: a
+ * transaction's commit is in the WAL before it becomes visible, so one committing just before the
+ * low watermark can still be invisible to the read that follows it, and its change, streamed before
+ * the window opened, would otherwise be overwritten by the stale row read. Rows and keys are held for
+ * one chunk only.
  */
 export class ChunkWindow<Row> {
   #open = false;
   #touched = new Set<string>();
-  #rows: { rows: Row[]; keyOf: (row: Row) => KeyValues } | null = null;
+  /** Keys touched before the low watermark, with the transactions that touched them. */
+  #early = new Map<string, (number | null)[]>();
+  #rows: { rows: Row[]; keyOf: (row: Row) => KeyValues; snapshot: ReadSnapshot } | null = null;
 
   /** Creates the window of chunk `id` of `table`. */
   constructor(readonly id: string, readonly table: TableName) {}
@@ -66,26 +94,34 @@ export class ChunkWindow<Row> {
     this.#open = true;
   }
 
-  /** A streamed change of `table` touched the key `key`; inside the window, that key leaves the chunk. */
-  touched(table: TableName, key: KeyValues): void {
-    if (this.#open && qualified(table) === qualified(this.table)) this.#touched.add(keyText(key));
+  /** A streamed change of `table` in transaction `xid` touched the key `key`. */
+  touched(table: TableName, key: KeyValues, xid: number | null): void {
+    if (qualified(table) !== qualified(this.table)) return;
+    const text = keyText(key);
+    if (this.#open) return void this.#touched.add(text);
+    const xids = this.#early.get(text);
+    if (xids) xids.push(xid);
+    else this.#early.set(text, [xid]);
   }
 
-  /** The chunk's rows, read after the low watermark was written; `keyOf` gives a row's key. */
-  fill(rows: Row[], keyOf: (row: Row) => KeyValues): void {
-    this.#rows = { rows, keyOf };
+  /** The chunk's rows, read after the low watermark was written in `snapshot`; `keyOf` gives a row's key. */
+  fill(rows: Row[], keyOf: (row: Row) => KeyValues, snapshot: ReadSnapshot): void {
+    this.#rows = { rows, keyOf, snapshot };
   }
 
-  /** The high watermark went by: the rows no streamed change touched, in key order. */
+  /** The high watermark went by: the rows no change newer than the read touched, in key order. */
   close(): Row[] {
     if (!this.#open) throw new Error(`chunk ${this.id}: its high watermark came before its low one`);
     if (!this.#rows) throw new Error(`chunk ${this.id}: its high watermark came before its rows were read`);
-    const { rows, keyOf } = this.#rows;
+    const { rows, keyOf, snapshot } = this.#rows;
+    const newer = new Set(this.#touched);
+    for (const [key, xids] of this.#early) if (xids.some((xid) => !readSaw(snapshot, xid))) newer.add(key);
     // Keys are compared only when the stream touched some: a quiet table's chunk goes out as read.
-    const left = this.#touched.size ? rows.filter((row) => !this.#touched.has(keyText(keyOf(row)))) : rows;
+    const left = newer.size ? rows.filter((row) => !newer.has(keyText(keyOf(row)))) : rows;
     this.#open = false;
     this.#rows = null;
     this.#touched.clear();
+    this.#early.clear();
     return left;
   }
 }

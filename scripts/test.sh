@@ -9,13 +9,14 @@
 # 0.0.0.0, where lib/metrics.ts listens by default) and points KAFKA_BROKERS and DATABASE_URL at
 # a closed port: a unit test that reaches for a service, itself or through a command, fails
 # instead of quietly using the one running.
-# PostgreSQL versions: the whole run is on 15 (Debian's); then, unless TEST_PATHS narrows the run,
-# the capture tests (every tests/capture*_test.ts, the Debezium comparison among them, less the
-# outage and incremental snapshot tests, see below) and the consumer's exactly-once test run again on each other major of
-# PG_VERSIONS (default "15 14 16 17 18"), each against its own server (scripts/services.sh with
-# PG_VERSION) on PG_PORT + major - 11, with the same Kafka. `PG_VERSIONS=15 deno task test` runs 15
-# alone. Each run is labelled (`== PostgreSQL 17 ==`) and ends with a line
-# `== PostgreSQL 17: N passed, N failed ==`; any failed run fails the whole.
+# PostgreSQL versions: the whole run is on 15 (Debian's), the fault suite beside the rest; then,
+# unless TEST_PATHS narrows the run, the capture tests (every tests/capture*_test.ts, the Debezium
+# comparison among them, less the outage and incremental snapshot tests, see below) and the
+# consumer's exactly-once test run again on each other major of PG_VERSIONS (default
+# "15 14 16 17 18"), each against its own server (scripts/services.sh with PG_VERSION) on
+# PG_PORT + major - 11, with the same Kafka. `PG_VERSIONS=15 deno task test` runs 15 alone. Each run
+# is labelled (`== PostgreSQL 17 ==`) and ends with a line `== PostgreSQL 17: N passed, N failed ==`;
+# any failed run fails the whole.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -38,8 +39,9 @@ port_open "$pg_port" || started+=(postgres)
 versions_started=()
 for v in "${others[@]}"; do port_open "$(version_port "$v")" || versions_started+=("$v"); done
 stop_started() {
-  # A server still starting would outlive its `down`.
+  # A server still starting would outlive its `down`; the fault suite stops its own services.
   [[ "${versions_up:-0}" == 0 ]] || wait "$versions_up" 2>/dev/null || true
+  [[ "${faults_run:-0}" == 0 ]] || wait "$faults_run" 2>/dev/null || true
   if [[ ${#started[@]} -gt 0 ]]; then scripts/services.sh down "${started[@]}" || true; fi
   for v in "${versions_started[@]}"; do PG_VERSION="$v" PG_PORT="$(version_port "$v")" scripts/services.sh down postgres || true; done
   # The fault suite's own services (ports as in tests/faults/_faults.ts, FAULTS_* overriding),
@@ -88,9 +90,18 @@ run_labelled() {
 }
 
 args=("$@")
-if [[ " $PG_VERSIONS " == *" 15 "* ]]; then
+runs_dir="$(mktemp -d)"
+faults_run=0
+if [[ " $PG_VERSIONS " == *" 15 "* && -n "${TEST_PATHS:-}" ]]; then
   # shellcheck disable=SC2086 # TEST_PATHS may name several paths
-  run_labelled "15 (${TEST_PATHS:-every test})" ${TEST_PATHS:-tests/} || failed_runs+=(15)
+  run_labelled "15 ($TEST_PATHS)" $TEST_PATHS || failed_runs+=(15)
+elif [[ " $PG_VERSIONS " == *" 15 "* ]]; then
+  # The fault suite starts and breaks services of its own (tests/faults/_faults.ts) and spends its 12
+  # minutes mostly waiting out the outages it makes, so it runs beside the rest rather than after it;
+  # its output is shown whole once it ends.
+  run_labelled "15 (the fault suite)" tests/faults/ >"$runs_dir/faults.log" 2>&1 &
+  faults_run=$!
+  run_labelled "15 (every test but the fault suite)" tests/*_test.ts tests/unit/ || failed_runs+=(15)
 fi
 if [[ "$versions_up" != 0 ]]; then
   wait "$versions_up" || { cat "$versions_log"; echo "test: starting the other PostgreSQL versions failed" >&2; exit 1; }
@@ -107,7 +118,6 @@ done
 # PG_PARALLEL versions run at once (default 2): a version's run waits on Kafka and on its server far
 # more than it computes (about 40 CPU seconds in 160 s), so two at a time halve what they add. Each
 # run's output is shown whole once it ends.
-runs_dir="$(mktemp -d)"
 parallel="${PG_PARALLEL:-2}"
 for ((i = 0; i < ${#others[@]}; i += parallel)); do
   batch=("${others[@]:i:parallel}")
@@ -122,6 +132,10 @@ for ((i = 0; i < ${#others[@]}; i += parallel)); do
     cat "$runs_dir/${batch[j]}.log"
   done
 done
+if [[ "$faults_run" != 0 ]]; then
+  wait "$faults_run" || failed_runs+=("15 (the fault suite)")
+  cat "$runs_dir/faults.log"
+fi
 rm -rf "$runs_dir"
 rm -f "$versions_log"
 if [[ ${#failed_runs[@]} -gt 0 ]]; then

@@ -71,11 +71,21 @@ async function tableState(sql: Awaited<ReturnType<typeof createTestDatabase>>["s
   return new Map(rows.map((r) => [r.id, `${r.name}|${r.n}`]));
 }
 
-/** Keys whose last state on the topic differs from the table's, at most `limit`. */
-function differences(topic: Map<number, string | null>, table: Map<number, string>, limit = 10): string[] {
+/**
+ * Keys whose last state on the topic differs from the table's, at most `limit`, each with its
+ * records on the topic in order (op, `source.snapshot`, row), so that a failure shows the race.
+ */
+function differences(list: Awaited<ReturnType<typeof records>>, table: Map<number, string>, limit = 10): string[] {
+  const topic = finalState(list);
   const out: string[] = [];
   for (const key of new Set([...topic.keys(), ...table.keys()])) {
-    if (topic.get(key) !== table.get(key)) out.push(`${key}: topic ${topic.get(key)} table ${table.get(key)}`);
+    if (topic.get(key) === table.get(key)) continue;
+    const history = list.filter((r) => r.key === key).map((r) =>
+      `${r.op}${r.snapshot && r.snapshot !== "false" ? `(${r.snapshot})` : ""} ${
+        r.after ? `${r.after.name}|${r.after.n}` : "-"
+      }`
+    );
+    out.push(`${key}: topic ${topic.get(key)} table ${table.get(key)}; records: ${history.join(", ")}`);
     if (out.length >= limit) break;
   }
   return out;
@@ -124,7 +134,7 @@ Deno.test("an execute-snapshot of a table under updates, deletes and inserts end
     await waitFor(
       "the topic to end equal to the table",
       async () => {
-        last = differences(finalState(await records(topic)), table);
+        last = differences(await records(topic), table);
         return last.length === 0;
       },
       60_000,
@@ -178,7 +188,7 @@ Deno.test("a table added to --tables later is snapshotted alone, under writes, a
     await waitFor(
       "the topic to end equal to the table",
       async () => {
-        last = differences(finalState(await records(topic)), table);
+        last = differences(await records(topic), table);
         return last.length === 0;
       },
       60_000,

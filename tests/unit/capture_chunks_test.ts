@@ -49,14 +49,18 @@ async function setUp(ids: number[], chunkSize: number) {
     maxRecords: 1000,
   });
   let lsn = 0x1000n;
-  const hooks: { onWatermark: (content: string) => void } = { onWatermark: () => {} };
+  const hooks: { onWatermark: (content: string) => void; beforeSpec: () => Promise<void> } = {
+    onWatermark: () => {},
+    beforeSpec: () => Promise.resolve(),
+  };
   const database: ChunkDatabase = {
-    tableSpec: () => Promise.resolve(spec),
+    tableSpec: () => hooks.beforeSpec().then(() => spec),
     largestKey: () => Promise.resolve(ids.length ? [String(Math.max(...ids))] : null),
     readChunk: (_spec, _key, range) => {
       const after = range.after ? Number(range.after[0]) : -Infinity;
       const rows = ids.filter((id) => id > after && id <= Number(range.until[0])).sort((a, b) => a - b);
-      return Promise.resolve(rows.slice(0, range.limit).map((id) => [String(id), `user ${id}`]));
+      const read = rows.slice(0, range.limit).map((id) => [String(id), `user ${id}`]);
+      return Promise.resolve({ rows: read, snapshot: { xmax: 9, running: new Set<number>() } });
     },
     estimateRows: () => Promise.resolve(ids.length),
     emitWatermark: (content) => Promise.resolve(hooks.onWatermark(content)),
@@ -145,6 +149,40 @@ Deno.test("a stop-snapshot while a chunk's window is open drops that chunk unpub
   await publisher.flush();
   assert.deepEqual(reads(), []);
   assert.ok(!logs.some((l) => /done/.test(l)));
+  stop.abort();
+  await running;
+});
+
+Deno.test("a stop-snapshot while the reader reads the table's spec reads no chunk, publishes nothing and keeps no position of it", async () => {
+  const { snapshots, publisher, hooks, reads, kept, logs } = await setUp([1, 2, 3], 2);
+  const specAsked = Promise.withResolvers<void>();
+  const specGate = Promise.withResolvers<void>();
+  let watermarks = 0;
+  const stream = hooks.onWatermark;
+  hooks.onWatermark = (content) => (watermarks++, stream(content));
+  let specs = 0;
+  // The first spec is the one bounding the table, the second its first chunk's: the stop comes during that one.
+  hooks.beforeSpec = () => ++specs === 2 ? (specAsked.resolve(), specGate.promise) : Promise.resolve();
+  snapshots.request([USERS]);
+  const stop = new AbortController();
+  const running = snapshots.run(stop.signal);
+  await specAsked.promise;
+  const watermarksBefore = watermarks;
+  snapshots.signal(["s1", "stop-snapshot", '{"data-collections": ["public.users"]}']);
+  snapshots.committed(0x5000n);
+  publisher.confirmableAt(0x5000n);
+  specGate.resolve();
+  await waitFor("the queue to empty", () => !snapshots.queue.reading, 5_000, 5);
+  await waitFor(
+    "the stop to be kept",
+    async () => (await snapshots.keepAcknowledged(), kept.at(-1) === null),
+    5_000,
+    5,
+  );
+  await publisher.flush();
+  assert.equal(watermarks, watermarksBefore, "no watermark after the stop");
+  assert.ok(!logs.some((l) => /done/.test(l)), logs.join("\n"));
+  assert.deepEqual(reads(), []);
   stop.abort();
   await running;
 });

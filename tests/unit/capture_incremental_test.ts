@@ -1,10 +1,17 @@
 /**
  * The incremental snapshot's pure parts: a chunk's window between watermarks (rows a streamed
- * change touched inside it are dropped), the queue of tables and its position, stop, pause and
+ * change newer than the read touched are dropped), the queue of tables and its position, stop, pause and
  * resume, and the chunk positions kept only once Kafka acknowledged them.
  */
 import assert from "node:assert/strict";
-import { ChunkCheckpoints, ChunkWindow, type KeyValues, SnapshotQueue } from "../../lib/capture_incremental.ts";
+import {
+  ChunkCheckpoints,
+  ChunkWindow,
+  type KeyValues,
+  readSaw,
+  type ReadSnapshot,
+  SnapshotQueue,
+} from "../../lib/capture_incremental.ts";
 
 const ITEMS = { schema: "public", table: "items" };
 const USERS = { schema: "public", table: "users" };
@@ -13,40 +20,51 @@ type Row = { id: string; name: string };
 const rows = (...ids: number[]): Row[] => ids.map((id) => ({ id: String(id), name: `n${id}` }));
 const keyOf = (row: Row): KeyValues => [row.id];
 
+/** A read that saw every transaction before 100 but 97, which was still running. */
+const READ: ReadSnapshot = { xmax: 100, running: new Set([97]) };
+
 Deno.test("a window publishes the chunk's rows at its high watermark when the stream touched none", () => {
   const window = new ChunkWindow<Row>("c1", ITEMS);
   window.openWindow();
-  window.fill(rows(1, 2, 3), keyOf);
+  window.fill(rows(1, 2, 3), keyOf, READ);
   assert.deepEqual(window.close().map((r) => r.id), ["1", "2", "3"]);
 });
 
 Deno.test("a key a streamed change touches inside the window leaves the chunk, whether before or after the read", () => {
   const window = new ChunkWindow<Row>("c1", ITEMS);
   window.openWindow();
-  window.touched(ITEMS, ["2"]); // committed after the low watermark, before the chunk's select saw it
-  window.fill(rows(1, 2, 3, 4), keyOf);
-  window.touched(ITEMS, ["4"]); // committed after the select, before the high watermark
+  window.touched(ITEMS, ["2"], 96); // committed after the low watermark, before the chunk's select saw it
+  window.fill(rows(1, 2, 3, 4), keyOf, READ);
+  window.touched(ITEMS, ["4"], 101); // committed after the select, before the high watermark
   assert.deepEqual(window.close().map((r) => r.id), ["1", "3"]);
 });
 
-Deno.test("changes before the low watermark, after the high one or of another table leave the chunk whole", () => {
+Deno.test("a change streamed before the low watermark leaves the chunk only when the read did not see its transaction", () => {
   const window = new ChunkWindow<Row>("c1", ITEMS);
-  window.touched(ITEMS, ["1"]); // before the low watermark: the chunk's read is newer
+  window.touched(ITEMS, ["1"], 95); // seen by the read: the read is newer
+  window.touched(ITEMS, ["2"], 97); // committed before the low watermark, still invisible when the read began
+  window.touched(ITEMS, ["3"], 100); // at the read's xmax: not seen
+  window.touched(ITEMS, ["4"], null); // no xid: counted as not seen
   window.openWindow();
-  window.touched(USERS, ["2"]); // another table's key 2
-  window.fill(rows(1, 2), keyOf);
-  assert.deepEqual(window.close().map((r) => r.id), ["1", "2"]);
-  window.touched(ITEMS, ["1"]); // after the high watermark: the window is closed
-  window.openWindow();
-  window.fill(rows(1), keyOf);
-  assert.deepEqual(window.close().map((r) => r.id), ["1"]);
+  window.touched(USERS, ["5"], 101); // another table's key 5
+  window.fill(rows(1, 2, 3, 4, 5), keyOf, READ);
+  assert.deepEqual(window.close().map((r) => r.id), ["1", "5"]);
+});
+
+Deno.test("whether a read saw a transaction holds across the wrap of 32-bit xids", () => {
+  const wrapped: ReadSnapshot = { xmax: 5, running: new Set([0xfffffff0]) };
+  assert.equal(readSaw(wrapped, 0xffffffe0), true, "before the wrap, finished");
+  assert.equal(readSaw(wrapped, 0xfffffff0), false, "before the wrap, running");
+  assert.equal(readSaw(wrapped, 4), true, "after the wrap, before xmax");
+  assert.equal(readSaw(wrapped, 5), false, "xmax itself");
+  assert.equal(readSaw(wrapped, 6), false, "after xmax");
 });
 
 Deno.test("a NULL in a key is told from the text 'null'", () => {
   const window = new ChunkWindow<{ k: KeyValues }>("c1", ITEMS);
   window.openWindow();
-  window.fill([{ k: ["a", null] }, { k: ["a", "null"] }], (r) => r.k);
-  window.touched(ITEMS, ["a", null]);
+  window.fill([{ k: ["a", null] }, { k: ["a", "null"] }], (r) => r.k, READ);
+  window.touched(ITEMS, ["a", null], 101);
   assert.deepEqual(window.close(), [{ k: ["a", "null"] }]);
 });
 
