@@ -26,13 +26,10 @@ export interface ChunkDatabase {
   largestKey(spec: TableSpec, key: string[], filter: string): Promise<KeyValues | null>;
   /**
    * Up to `limit` rows (values in spec order, text) with keys after `after` up to `until`, in key
-   * order, and the snapshot that read them.
+   * order, and the snapshot that read them; null instead when that snapshot missed a transaction
+   * already committed (see {@linkcode PostgresChunks.readChunk}).
    */
-  readChunk(
-    spec: TableSpec,
-    key: string[],
-    range: ChunkRange,
-  ): Promise<{ rows: TupleValues[]; snapshot: ReadSnapshot }>;
+  readChunk(spec: TableSpec, key: string[], range: ChunkRange): Promise<ChunkRead | null>;
   /** PostgreSQL's estimate of the table's rows (`pg_class.reltuples`; 0 when never analysed). */
   estimateRows(table: TableName): Promise<number>;
   /** Writes a watermark into the WAL, in a transaction of its own. */
@@ -53,6 +50,12 @@ export interface ChunkRange {
   filter: string;
   /** Rows at most. */
   limit: number;
+}
+
+/** A chunk's rows and the snapshot that read them. */
+export interface ChunkRead {
+  rows: TupleValues[];
+  snapshot: ReadSnapshot;
 }
 
 const utf8 = new TextDecoder();
@@ -207,21 +210,23 @@ export class PostgresChunks implements ChunkDatabase {
   /**
    * A chunk's rows in key order, values in spec order as text, and the transactions the read saw:
    * the snapshot is taken by the transaction's first statement and the rows read in the same one.
+   * A transaction is marked committed (pg_xact_status) before it becomes visible, and waits between
+   * the two for a synchronous standby's answer; one caught there is in the WAL, so it may have been
+   * streamed before the chunk's window began, and the read does not see it: such a read is given up
+   * (null), to be made again once the transaction is visible.
    */
-  async readChunk(
-    spec: TableSpec,
-    key: string[],
-    range: ChunkRange,
-  ): Promise<{ rows: TupleValues[]; snapshot: ReadSnapshot }> {
+  async readChunk(spec: TableSpec, key: string[], range: ChunkRange): Promise<ChunkRead | null> {
     const columns = spec.columns.map((c) => c.name);
     const keyList = (tx: Sql) => commas(tx, key.map((k) => tx`${tx(k)}`));
     const values = (tx: Sql, keyValues: KeyValues) => commas(tx, keyValues.map((v) => tx`${v as string}`));
     // Read only: the filter is SQL by definition (Debezium's additional-conditions), see largestKey.
     return await this.sql.begin("isolation level repeatable read read only", async (transaction) => {
       const tx = transaction as unknown as Sql;
-      const [seen] = await tx<{ xmax: string; running: string[] }[]>`
-        select pg_snapshot_xmax(s)::text as xmax, array(select pg_snapshot_xip(s)::text) as running
+      const [seen] = await tx<{ xmax: string; running: string[]; committedUnseen: boolean }[]>`
+        select pg_snapshot_xmax(s)::text as xmax, array(select pg_snapshot_xip(s)::text) as running,
+          exists(select from pg_snapshot_xip(s) x where pg_xact_status(x) = 'committed') as "committedUnseen"
         from pg_current_snapshot() s`;
+      if (seen.committedUnseen) return null;
       const rows = await tx`select ${tx(columns)} from ${tx(spec.schema)}.${tx(spec.table)}
          where ${range.after ? tx`(${keyList(tx)}) > (${values(tx, range.after)}) and` : tx``}
            (${keyList(tx)}) <= (${values(tx, range.until)})

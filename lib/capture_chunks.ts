@@ -12,7 +12,7 @@
  * PostgreSQL's side in lib/capture_chunk_store.ts.
  * @module
  */
-import { type ChunkDatabase, WATERMARK_PREFIX } from "./capture_chunk_store.ts";
+import { type ChunkDatabase, type ChunkRange, type ChunkRead, WATERMARK_PREFIX } from "./capture_chunk_store.ts";
 import { type DebeziumEncoder, encodeOrStop, type TableSpec } from "./capture_debezium.ts";
 import { isCaptureOutage } from "./capture_errors.ts";
 import {
@@ -33,7 +33,7 @@ import type { TableName } from "./config.ts";
 import { describeError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import type { SnapshotProgress } from "./stats.ts";
-import { OUTAGE, waitOut } from "./retry.ts";
+import { OUTAGE, sleep, waitOut } from "./retry.ts";
 
 /** What the stream follower tells the incremental snapshot about what it reads. */
 export interface SnapshotObserver {
@@ -74,6 +74,12 @@ export interface IncrementalOptions {
  * it while the next is read hides the stream's latency, and memory holds two chunks.
  */
 const CHUNKS_IN_FLIGHT = 2;
+
+/** How long a chunk's read waits before it tries again to see a transaction committed but not yet visible. */
+const UNSEEN_COMMIT_RETRY_MS = 5;
+
+/** How long such waits go on before each warning line. */
+const UNSEEN_COMMIT_WARN_MS = 10_000;
 
 /** The queue with no table. */
 const NO_SNAPSHOT: QueueState = Object.freeze({ current: null, waiting: [], paused: false });
@@ -295,13 +301,15 @@ export class IncrementalSnapshots implements SnapshotObserver {
     await waitOut(() => this.keepAcknowledged(), this.#outage("keeping the snapshot's position", signal));
     if (!this.queue.reading) {
       this.#wake = Promise.withResolvers<void>();
+      // A stop during the await above resolved the wake this one replaces.
+      if (signal.aborted) return;
       return await this.#wake.promise;
     }
     const current = this.queue.current ?? (this.queue.startNext(), this.queue.current!);
     if (current.until === null) {
       return await waitOut(() => this.#bound(current), this.#outage("a table", signal));
     }
-    await waitOut(() => this.#readChunk(current), this.#outage("a snapshot chunk", signal));
+    await waitOut(() => this.#readChunk(current, signal), this.#outage("a snapshot chunk", signal));
   }
 
   /** Reads the largest key a table's snapshot reads up to; a table without a key cannot be read in chunks. */
@@ -330,11 +338,12 @@ export class IncrementalSnapshots implements SnapshotObserver {
    * this one's high watermark travels through the stream; at most {@linkcode CHUNKS_IN_FLIGHT} wait
    * for theirs. A stop or a new stream while it is read drops it: nothing of it moves the queue.
    */
-  async #readChunk(position: TablePosition): Promise<void> {
+  async #readChunk(position: TablePosition, signal: AbortSignal): Promise<void> {
     const { database, chunkSize } = this.options;
     const table = position.request.table;
     const spec = await database.tableSpec(table);
-    if (this.queue.current !== position) return; // stopped, or a new stream, meanwhile
+    // Stopped, or a new stream, meanwhile; a run stopped has dropped its chunks and would not drop this one.
+    if (this.queue.current !== position || signal.aborted) return;
     const names = keyColumns(spec);
     const key = names.map((n) => spec.columns.findIndex((c) => c.name === n));
     const id = `${crypto.randomUUID()}`;
@@ -359,8 +368,9 @@ export class IncrementalSnapshots implements SnapshotObserver {
         filter: position.request.filter,
         limit: chunkSize,
       };
-      const { rows, snapshot } = await database.readChunk(spec, names, range);
-      if (chunk.dropped) return;
+      const read = await this.#readVisible(spec, names, range, chunk);
+      if (!read) return;
+      const { rows, snapshot } = read;
       chunk.window.fill(rows, (row) => key.map((i) => row[i] ?? null), snapshot);
       chunk.lastKey = rows.length ? key.map((i) => rows.at(-1)![i] ?? null) : null;
       chunk.last = chunk.lastKey === null || keyText(chunk.lastKey) === keyText(position.until!);
@@ -374,6 +384,31 @@ export class IncrementalSnapshots implements SnapshotObserver {
     this.queue.chunkRead(table, chunk.lastKey);
     const oldest = this.#chunks.values().next().value;
     if (this.#chunks.size >= CHUNKS_IN_FLIGHT && oldest) await oldest.done.promise;
+  }
+
+  /**
+   * Reads `chunk`'s rows once its read sees every transaction already committed, waiting a moment
+   * between tries (a commit is visible microseconds after it is marked, or once a synchronous
+   * standby answered); a wait past {@linkcode UNSEEN_COMMIT_WARN_MS} is one line every so often.
+   * Null when the chunk was dropped meanwhile.
+   */
+  async #readVisible(spec: TableSpec, key: string[], range: ChunkRange, chunk: Chunk): Promise<ChunkRead | null> {
+    const started = Date.now();
+    let warned = started;
+    for (;;) {
+      const read = await this.options.database.readChunk(spec, key, range);
+      if (chunk.dropped || read) return chunk.dropped ? null : read;
+      if (Date.now() - warned >= UNSEEN_COMMIT_WARN_MS) {
+        warned = Date.now();
+        this.options.logger.warn(
+          `incremental snapshot of ${
+            qualified(spec)
+          } waits for a transaction committed but not yet visible: is a synchronous standby answering?`,
+          { waitedMs: warned - started },
+        );
+      }
+      await sleep(UNSEEN_COMMIT_RETRY_MS);
+    }
   }
 
   /** Waits out PostgreSQL outages while `what` is read, logging each wait. */

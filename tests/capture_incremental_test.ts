@@ -15,6 +15,7 @@ import {
   type Running,
   startCommand,
   stopProcess,
+  stopWithin,
   waitFor,
 } from "./_helpers.ts";
 import { captureNames, dropCaptureAndDatabase, startCapture } from "./_capture.ts";
@@ -150,7 +151,7 @@ Deno.test("an execute-snapshot of a table under updates, deletes and inserts end
     assert.ok(incremental.length <= rows + made * 2, `${incremental.length} incremental reads`);
     assert.equal(new Set(incremental.map((r) => r.key)).size, incremental.length, "each key read once");
     assert.equal(all.filter((r) => r.op === "r" && r.snapshot !== "incremental").length, rows, "the first snapshot");
-    const stopped = await stopProcess(capture);
+    const stopped = await stopWithin(capture);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
     await killLeftovers(...runs);
@@ -169,7 +170,8 @@ Deno.test("a table added to --tables later is snapshotted alone, under writes, a
     await db.sql`insert into others select i, 'o' from generate_series(1, 50) i`;
     const first = await startCapture(env);
     runs.push(first);
-    assert.equal((await stopProcess(first)).code, 0);
+    const firstStopped = await stopWithin(first);
+    assert.equal(firstStopped.code, 0, firstStopped.stderr.slice(-3000));
     env.CAPTURE_TABLES = "public.others,public.items";
     const second = await startCapture(env, ["--snapshot-chunk-size", "500"]);
     runs.push(second);
@@ -200,7 +202,7 @@ Deno.test("a table added to --tables later is snapshotted alone, under writes, a
     assert.doesNotMatch(second.stderr(), /created slot|first snapshot/, "no new slot, no first snapshot");
     const others = (await readWholeTopic(topic.replace(/items$/, "others"), 30_000, BROKERS)).length;
     assert.equal(others, 50, "the other table is not read again");
-    const stopped = await stopProcess(second);
+    const stopped = await stopWithin(second);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
     await killLeftovers(...runs);
@@ -265,7 +267,7 @@ Deno.test("pause-snapshot holds the chunks until resume-snapshot, stop-snapshot 
     assert.equal(warnings.length, 2, capture.stderr().slice(-3000));
     assert.match(warnings[0], /sig-1 \(execute-snapshot\) has data that is not JSON/);
     assert.match(warnings[1], /sig-2 \(execute-snapshot\) names "public\.ghosts", which matches no table/);
-    const stopped = await stopProcess(capture);
+    const stopped = await stopWithin(capture);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
     await killLeftovers(...runs);
@@ -308,7 +310,7 @@ Deno.test("an incremental snapshot whose replication stream breaks midway goes b
     );
     const keys = new Set((await incremental()).map((r) => r.key));
     assert.equal(keys.size, rows, "every row read");
-    const stopped = await stopProcess(capture);
+    const stopped = await stopWithin(capture);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
     await killLeftovers(...runs);
@@ -359,7 +361,7 @@ Deno.test("an incremental snapshot killed midway (SIGKILL) resumes after the las
     console.log(
       `incremental snapshot killed at ${before} of ${rows} reads: ${duplicates} read again after the restart`,
     );
-    const stopped = await stopProcess(second);
+    const stopped = await stopWithin(second);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
     await killLeftovers(...runs);
@@ -415,7 +417,7 @@ Deno.test("a first snapshot of 300,000 rows killed midway (SIGKILL) resumes afte
     );
     // A restart from zero would publish every row again: `before` duplicates.
     assert.ok(duplicates < before / 4, `${duplicates} duplicates, ${before} rows on the topic at the kill`);
-    const stopped = await stopProcess(second);
+    const stopped = await stopWithin(second);
     assert.equal(stopped.code, 0, stopped.stderr);
   } finally {
     await killLeftovers(...runs);

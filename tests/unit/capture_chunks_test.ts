@@ -49,14 +49,16 @@ async function setUp(ids: number[], chunkSize: number) {
     maxRecords: 1000,
   });
   let lsn = 0x1000n;
-  const hooks: { onWatermark: (content: string) => void; beforeSpec: () => Promise<void> } = {
+  const hooks: { onWatermark: (content: string) => void; beforeSpec: () => Promise<void>; unseenReads: number } = {
     onWatermark: () => {},
     beforeSpec: () => Promise.resolve(),
+    unseenReads: 0,
   };
   const database: ChunkDatabase = {
     tableSpec: () => hooks.beforeSpec().then(() => spec),
     largestKey: () => Promise.resolve(ids.length ? [String(Math.max(...ids))] : null),
     readChunk: (_spec, _key, range) => {
+      if (hooks.unseenReads > 0) return Promise.resolve((hooks.unseenReads--, null));
       const after = range.after ? Number(range.after[0]) : -Infinity;
       const rows = ids.filter((id) => id > after && id <= Number(range.until[0])).sort((a, b) => a - b);
       const read = rows.slice(0, range.limit).map((id) => [String(id), `user ${id}`]);
@@ -185,6 +187,32 @@ Deno.test("a stop-snapshot while the reader reads the table's spec reads no chun
   assert.deepEqual(reads(), []);
   stop.abort();
   await running;
+});
+
+Deno.test("a chunk whose read missed a transaction already committed is read again, and published once", async () => {
+  const { snapshots, publisher, hooks, reads, logs } = await setUp([1, 2, 3], 10);
+  hooks.unseenReads = 3;
+  snapshots.request([USERS]);
+  const stop = new AbortController();
+  const running = snapshots.run(stop.signal);
+  await waitFor("the snapshot to end", () => logs.some((l) => /public\.users done/.test(l)), 5_000, 5);
+  await publisher.flush();
+  assert.equal(hooks.unseenReads, 0, "every read given up was made again");
+  assert.deepEqual(reads(), [1, 2, 3]);
+  stop.abort();
+  await running;
+});
+
+Deno.test("a run stopped at once, with no table queued, ends instead of waiting for work forever", async () => {
+  const { snapshots } = await setUp([1], 10);
+  const stop = new AbortController();
+  const running = snapshots.run(stop.signal);
+  stop.abort(); // while its first step awaits: the capture stopped right after its stream began
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => timer = setTimeout(() => resolve("late"), 5_000));
+  const ended = await Promise.race([running.then(() => "ended" as const), late]);
+  clearTimeout(timer);
+  assert.equal(ended, "ended");
 });
 
 Deno.test("watermarks of another prefix or an unknown chunk change nothing", async () => {
