@@ -445,6 +445,46 @@ function checkAlive(connector: Connector): void {
   if (connector.exited()) throw new Error(`the connector exited: ${connector.log().slice(-2000)}`);
 }
 
+/** Waits until the connector's slot streams: a commit after its consistent point reaches it, whenever it gets to it. */
+async function waitStreaming(bed: Bed, connector: Connector, slot: string): Promise<void> {
+  await waitUntil(`slot ${slot} streaming`, bed.timeoutS, async () => {
+    checkAlive(connector);
+    const [row] = await bed.sql`select 1 from pg_replication_slots
+      where slot_name = ${slot} and active_pid is not null and confirmed_flush_lsn is not null`;
+    return row !== undefined;
+  });
+}
+
+/**
+ * Runs `act` (the workload's statement) and times the span from its end, with the connector's CPU
+ * from just before it, until `records` more records are out: the phase's figures.
+ */
+async function timeRecords(
+  bed: Bed,
+  connector: Connector,
+  records: number,
+  what: string,
+  act: () => Promise<void>,
+): Promise<Omit<PhaseResult, "startupS" | "peakRssMb">> {
+  const before = await connector.count();
+  const cpu = new CpuSpan(partiesOf(bed, connector.pid));
+  await cpu.start();
+  await act();
+  const actedAt = performance.now();
+  await waitUntil(what, bed.timeoutS, async () => {
+    checkAlive(connector);
+    return (await connector.count()) >= before + records;
+  });
+  const seconds = (performance.now() - actedAt) / 1000;
+  const used = await cpu.stop();
+  return {
+    records,
+    seconds: round(seconds, 3),
+    recordsPerS: Math.round(records / seconds),
+    cpuSPer1000: perThousand(bed, used, records),
+  };
+}
+
 /** The snapshot workload: a new slot's first snapshot, timed and CPU from the first record to the last. */
 async function measureSnapshot(bed: Bed, start: () => Promise<Connector>): Promise<PhaseResult> {
   const { sql, timeoutS, options: { snapshotRows } } = bed;
@@ -492,40 +532,19 @@ async function measureStreaming(bed: Bed, start: () => Promise<Connector>, slot:
   const connector = await start();
   const memory = rssSampler(connector.pid);
   try {
-    // A commit after the slot's consistent point is streamed, whenever the connector gets to it.
-    await waitUntil(`slot ${slot} streaming`, timeoutS, async () => {
-      checkAlive(connector);
-      const [row] = await sql`select 1 from pg_replication_slots
-        where slot_name = ${slot} and active_pid is not null and confirmed_flush_lsn is not null`;
-      return row !== undefined;
-    });
+    await waitStreaming(bed, connector, slot);
     await sql`update users set name = name where id = md5('u1')::uuid`;
     await waitUntil("the marker change's record", timeoutS, async () => {
       checkAlive(connector);
       return (await connector.count()) >= 1;
     });
     const streamingAt = performance.now();
-    const before = await connector.count();
-    const cpu = new CpuSpan(partiesOf(bed, connector.pid));
-    await cpu.start();
-    const result = await sql`update orders set status = 'SHIPPED', modified_at = now() where ${changedOrders(bed)}`;
-    const committedAt = performance.now();
-    if (result.count !== updateRows) throw new Error(`the UPDATE changed ${result.count} rows, not ${updateRows}`);
-    await waitUntil(`the UPDATE's ${updateRows} records`, timeoutS, async () => {
-      checkAlive(connector);
-      return (await connector.count()) >= before + updateRows;
+    const timed = await timeRecords(bed, connector, updateRows, `the UPDATE's ${updateRows} records`, async () => {
+      const result = await sql`update orders set status = 'SHIPPED', modified_at = now() where ${changedOrders(bed)}`;
+      if (result.count !== updateRows) throw new Error(`the UPDATE changed ${result.count} rows, not ${updateRows}`);
     });
-    const lastAt = performance.now();
-    const used = await cpu.stop();
-    const seconds = (lastAt - committedAt) / 1000;
-    return {
-      records: updateRows,
-      seconds: round(seconds, 3),
-      recordsPerS: Math.round(updateRows / seconds),
-      startupS: round((streamingAt - spawned) / 1000, 2),
-      cpuSPer1000: perThousand(bed, used, updateRows),
-      peakRssMb: Math.round((await memory.stop()) / 2 ** 20),
-    };
+    const peakRssMb = Math.round((await memory.stop()) / 2 ** 20);
+    return { ...timed, startupS: round((streamingAt - spawned) / 1000, 2), peakRssMb };
   } finally {
     await connector.stop();
     await memory.stop();
@@ -612,38 +631,19 @@ async function measureIncremental(
   const connector = await start();
   const memory = rssSampler(connector.pid);
   try {
-    await waitUntil(`slot ${slot} streaming`, timeoutS, async () => {
-      checkAlive(connector);
-      const [row] = await sql`select 1 from pg_replication_slots
-        where slot_name = ${slot} and active_pid is not null and confirmed_flush_lsn is not null`;
-      return row !== undefined;
-    });
+    await waitStreaming(bed, connector, slot);
     const streamingAt = performance.now();
     await waitUntil(`the ${firstRecords} records before the signal`, timeoutS, async () => {
       checkAlive(connector);
       return (await connector.count()) >= firstRecords;
     });
-    const before = await connector.count();
-    const cpu = new CpuSpan(partiesOf(bed, connector.pid));
-    await cpu.start();
-    await sql`insert into bench_signal values (${slot}, 'execute-snapshot',
-      '{"data-collections": ["public.users", "public.orders"], "type": "incremental"}')`;
-    const signalledAt = performance.now();
-    await waitUntil(`the incremental snapshot's ${snapshotRows} records`, timeoutS, async () => {
-      checkAlive(connector);
-      return (await connector.count()) >= before + snapshotRows;
+    const what = `the incremental snapshot's ${snapshotRows} records`;
+    const timed = await timeRecords(bed, connector, snapshotRows, what, async () => {
+      await sql`insert into bench_signal values (${slot}, 'execute-snapshot',
+        '{"data-collections": ["public.users", "public.orders"], "type": "incremental"}')`;
     });
-    const lastAt = performance.now();
-    const used = await cpu.stop();
-    const seconds = (lastAt - signalledAt) / 1000;
-    return {
-      records: snapshotRows,
-      seconds: round(seconds, 3),
-      recordsPerS: Math.round(snapshotRows / seconds),
-      startupS: round((streamingAt - spawned) / 1000, 2),
-      cpuSPer1000: perThousand(bed, used, snapshotRows),
-      peakRssMb: Math.round((await memory.stop()) / 2 ** 20),
-    };
+    const peakRssMb = Math.round((await memory.stop()) / 2 ** 20);
+    return { ...timed, startupS: round((streamingAt - spawned) / 1000, 2), peakRssMb };
   } finally {
     await connector.stop();
     await memory.stop();

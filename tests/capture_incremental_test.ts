@@ -48,6 +48,69 @@ async function keptAfter(db: { sql: Awaited<ReturnType<typeof createTestDatabase
   return Number(row?.kept?.current?.after?.[0] ?? 0);
 }
 
+/**
+ * Starts a capture reading chunks of 100 rows, signals an incremental snapshot of `items`, and
+ * waits until the position kept in the state row passed a tenth of its `rows`.
+ */
+async function snapshotPastTenth(
+  db: Awaited<ReturnType<typeof itemsWithSignals>>["db"],
+  env: PipelineEnv,
+  signal: Awaited<ReturnType<typeof itemsWithSignals>>["signal"],
+  runs: Running[],
+  rows: number,
+): Promise<Running> {
+  const capture = await startCapture(env, ["--snapshot-chunk-size", "100"]);
+  runs.push(capture);
+  await signal("execute-snapshot", { "data-collections": ["public.items"] });
+  await waitFor(
+    "a kept position past a tenth of the table",
+    async () => (await keptAfter(db, env)) >= rows / 10,
+    120_000,
+    20,
+  )
+    .catch((error) => {
+      throw new Error(`${error.message}\n${capture.stderr().slice(-3000)}`);
+    });
+  return capture;
+}
+
+/**
+ * Waits for `capture`'s incremental snapshot of `items` to end, stops the writer, then waits for
+ * the topic to end equal to the table; a failure names the keys that differ with their records.
+ */
+async function snapshotEndsEqualToTable(
+  capture: Running,
+  db: Awaited<ReturnType<typeof itemsWithSignals>>["db"],
+  topic: string,
+  changes: ReturnType<typeof writer>,
+): Promise<{ made: number; table: Map<number, string> }> {
+  const log = () => capture.stderr().slice(-3000);
+  await waitFor(
+    "the incremental snapshot to end",
+    () => /incremental snapshot of public\.items done/.test(capture.stderr()),
+    120_000,
+    250,
+  )
+    .catch((error) => {
+      throw new Error(`${error.message}\n${log()}`);
+    });
+  const made = await changes.stop();
+  const table = await tableState(db.sql);
+  let last: string[] = [];
+  await waitFor(
+    "the topic to end equal to the table",
+    async () => {
+      last = differences(await records(topic), table);
+      return last.length === 0;
+    },
+    60_000,
+    1_000,
+  ).catch(() => {
+    throw new Error(`keys that differ: ${last.join("; ")}\n${log()}`);
+  });
+  return { made, table };
+}
+
 /** Each record of the topic with a value: its op, `source.snapshot` and row. */
 async function records(topic: string) {
   return (await readWholeTopic(topic, 60_000, BROKERS)).map((r) => {
@@ -120,29 +183,7 @@ Deno.test("an execute-snapshot of a table under updates, deletes and inserts end
     runs.push(capture);
     const changes = writer(db.sql, rows);
     await signal("execute-snapshot", { "data-collections": ["public\\.it.*"], type: "incremental" });
-    await waitFor(
-      "the incremental snapshot to end",
-      () => /incremental snapshot of public\.items done/.test(capture.stderr()),
-      120_000,
-      250,
-    )
-      .catch((error) => {
-        throw new Error(`${error.message}\n${capture.stderr().slice(-3000)}`);
-      });
-    const made = await changes.stop();
-    const table = await tableState(db.sql);
-    let last: string[] = [];
-    await waitFor(
-      "the topic to end equal to the table",
-      async () => {
-        last = differences(await records(topic), table);
-        return last.length === 0;
-      },
-      60_000,
-      1_000,
-    ).catch(() => {
-      throw new Error(`keys that differ: ${last.join("; ")}\n${capture.stderr().slice(-3000)}`);
-    });
+    const { made, table } = await snapshotEndsEqualToTable(capture, db, topic, changes);
     const all = await records(topic);
     const incremental = all.filter((r) => r.op === "r" && r.snapshot === "incremental");
     assert.ok(made > 50, `the writer made ${made} transactions during the snapshot`);
@@ -176,28 +217,7 @@ Deno.test("a table added to --tables later is snapshotted alone, under writes, a
     const second = await startCapture(env, ["--snapshot-chunk-size", "500"]);
     runs.push(second);
     const changes = writer(db.sql, rows);
-    await waitFor(
-      "the incremental snapshot to end",
-      () => /incremental snapshot of public\.items done/.test(second.stderr()),
-      120_000,
-      250,
-    ).catch((error) => {
-      throw new Error(`${error.message}\n${second.stderr().slice(-3000)}`);
-    });
-    const made = await changes.stop();
-    const table = await tableState(db.sql);
-    let last: string[] = [];
-    await waitFor(
-      "the topic to end equal to the table",
-      async () => {
-        last = differences(await records(topic), table);
-        return last.length === 0;
-      },
-      60_000,
-      1_000,
-    ).catch(() => {
-      throw new Error(`keys that differ: ${last.join("; ")}\n${second.stderr().slice(-3000)}`);
-    });
+    const { made } = await snapshotEndsEqualToTable(second, db, topic, changes);
     assert.ok(made > 50, `the writer made ${made} transactions during the snapshot`);
     assert.doesNotMatch(second.stderr(), /created slot|first snapshot/, "no new slot, no first snapshot");
     const others = (await readWholeTopic(topic.replace(/items$/, "others"), 30_000, BROKERS)).length;
@@ -281,15 +301,7 @@ Deno.test("an incremental snapshot whose replication stream breaks midway goes b
   const runs: Running[] = [];
   const incremental = async () => (await records(topic)).filter((r) => r.snapshot === "incremental");
   try {
-    const capture = await startCapture(env, ["--snapshot-chunk-size", "100"]);
-    runs.push(capture);
-    await signal("execute-snapshot", { "data-collections": ["public.items"] });
-    await waitFor(
-      "a kept position past a tenth of the table",
-      async () => (await keptAfter(db, env)) >= rows / 10,
-      120_000,
-      20,
-    );
+    const capture = await snapshotPastTenth(db, env, signal, runs, rows);
     // The walsender ends: the capture waits, reconnects and streams again from the acknowledged position.
     await db.sql`select pg_terminate_backend(active_pid) from pg_replication_slots
       where slot_name = ${env.CAPTURE_SLOT!} and active_pid is not null`;
@@ -324,19 +336,8 @@ Deno.test("an incremental snapshot killed midway (SIGKILL) resumes after the las
   const runs: Running[] = [];
   const incremental = async () => (await records(topic)).filter((r) => r.snapshot === "incremental");
   try {
-    // Chunks of 100; the kill comes once the kept position passed a tenth of the table, read from the state row.
-    const first = await startCapture(env, ["--snapshot-chunk-size", "100"]);
-    runs.push(first);
-    await signal("execute-snapshot", { "data-collections": ["public.items"] });
-    await waitFor(
-      "a kept position past a tenth of the table",
-      async () => (await keptAfter(db, env)) >= rows / 10,
-      120_000,
-      20,
-    )
-      .catch((error) => {
-        throw new Error(`${error.message}\n${first.stderr().slice(-3000)}`);
-      });
+    // The kill comes once the kept position passed a tenth of the table, read from the state row.
+    const first = await snapshotPastTenth(db, env, signal, runs, rows);
     await stopProcess(first, "SIGKILL");
     assert.ok((await keptAfter(db, env)) < rows, "killed midway");
     const before = (await incremental()).length;
