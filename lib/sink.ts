@@ -187,16 +187,28 @@ export function arrayLiteral(values: readonly (string | null | undefined)[]): st
   return literal + "}";
 }
 
-/** OID of text[]. */
-const TEXT_ARRAY_OID = 1009;
+/** OIDs of the array types {@linkcode arrayOf} binds. */
+const ARRAY_OID = { "varchar[]": 1015, "text[]": 1009 } as const;
 
 /**
- * `values` as one text[] parameter, written by {@linkcode arrayLiteral} and cast in SQL, e.g.
- * `${textArray(tx, ids)}::uuid[]`. Bound as text[] like postgres.js' own arrays, so the server
- * plans exactly the statements the bench measured.
+ * `values` as one array parameter of `type`, written by {@linkcode arrayLiteral}: for text that may
+ * hold any character (names). Bound with its own array type, not text[] cast in SQL: the server
+ * parses each element once instead of twice.
  */
-function textArray(tx: Tx, values: readonly (string | null | undefined)[]) {
-  return tx.typed(arrayLiteral(values), TEXT_ARRAY_OID);
+function arrayOf(tx: Tx, values: readonly (string | null | undefined)[], type: keyof typeof ARRAY_OID) {
+  return tx.typed(arrayLiteral(values), ARRAY_OID[type]);
+}
+
+/**
+ * `values` joined by commas, for `string_to_array(${listOf(values)}, ',', '')::<type>[]` in SQL:
+ * null and undefined become empty elements, which that call reads as NULL. Only for values that
+ * validation keeps free of commas (ids, timestamps, dates, numbers, booleans, statuses). The
+ * server splits this for less CPU than it parses an array literal, and the client joins it for
+ * less than {@linkcode arrayLiteral} (docs/PERFORMANCE.md). A list of one NULL comes out empty;
+ * `unnest` pads it back to NULL beside the ids, which are never null.
+ */
+export function listOf(values: readonly (string | number | boolean | null | undefined)[]): string {
+  return values.join(",");
 }
 
 interface UserPatch {
@@ -293,9 +305,9 @@ export function planOrderBatch(
 
 /** The ids among `ids` that are rows of `table`. */
 async function existingIds(tx: Tx, table: "users" | "orders", ids: string[]): Promise<Set<string>> {
-  const rows = await tx<{ id: string }[]>`select id::text as id from ${tx(table)} where id = any(${
-    textArray(tx, ids)
-  }::uuid[])`;
+  const rows = await tx<{ id: string }[]>`select id::text as id from ${tx(table)} where id = any(string_to_array(${
+    listOf(ids)
+  }, ',', '')::uuid[])`;
   return new Set(rows.map((r) => r.id));
 }
 
@@ -323,18 +335,22 @@ async function planUsers(tx: Tx, changes: UserChange[]): Promise<PlannedApply> {
   // holds back the next until it commits: its cascade then sees their orders, and they see the delete.
   // Renames take no such lock, so they never wait on the orders' transactions.
   if (deleting.length) {
-    writes.push(tx`select from users where id = any(${textArray(tx, deleting)}::uuid[]) order by id for update`);
+    writes.push(
+      tx`select from users where id = any(string_to_array(${
+        listOf(deleting)
+      }, ',', '')::uuid[]) order by id for update`,
+    );
   }
   if (creates.length) {
     writes.push(tx`
       insert into users as u (id, name, dob, created_at, modified_at, is_deleted)
       select * from unnest(
-        ${textArray(tx, creates.map((p) => p.id))}::uuid[],
-        ${textArray(tx, creates.map((p) => p.name ?? p.create!.name))}::varchar[],
-        ${textArray(tx, creates.map((p) => p.create!.dob))}::date[],
-        ${textArray(tx, creates.map((p) => p.create!.createdAt))}::timestamptz[],
-        ${textArray(tx, creates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${textArray(tx, creates.map((p) => String(p.deleted)))}::boolean[])
+        string_to_array(${listOf(creates.map((p) => p.id))}, ',', '')::uuid[],
+        ${arrayOf(tx, creates.map((p) => p.name ?? p.create!.name), "varchar[]")},
+        string_to_array(${listOf(creates.map((p) => p.create!.dob))}, ',', '')::date[],
+        string_to_array(${listOf(creates.map((p) => p.create!.createdAt))}, ',', '')::timestamptz[],
+        string_to_array(${listOf(creates.map((p) => p.modifiedAt))}, ',', '')::timestamptz[],
+        string_to_array(${listOf(creates.map((p) => p.deleted))}, ',', '')::boolean[])
       on conflict (id) do update set
         name = excluded.name,
         dob = excluded.dob,
@@ -352,10 +368,12 @@ async function planUsers(tx: Tx, changes: UserChange[]): Promise<PlannedApply> {
         modified_at = coalesce(p.modified_at, u.modified_at),
         is_deleted = u.is_deleted or p.is_deleted
       from unnest(
-        ${textArray(tx, updates.map((p) => p.id))}::uuid[],
-        ${textArray(tx, updates.map((p) => p.name))}::varchar[],
-        ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, name, modified_at, is_deleted)
+        string_to_array(${listOf(updates.map((p) => p.id))}, ',', '')::uuid[],
+        ${arrayOf(tx, updates.map((p) => p.name), "varchar[]")},
+        string_to_array(${listOf(updates.map((p) => p.modifiedAt))}, ',', '')::timestamptz[],
+        string_to_array(${
+      listOf(updates.map((p) => p.deleted))
+    }, ',', '')::boolean[]) as p(id, name, modified_at, is_deleted)
       where u.id = p.id and (u.name, u.modified_at, u.is_deleted) is distinct from
         (coalesce(p.name, u.name), coalesce(p.modified_at, u.modified_at), u.is_deleted or p.is_deleted)`);
   }
@@ -370,9 +388,9 @@ async function planOrders(tx: Tx, changes: OrderChange[]): Promise<PlannedApply>
   const [users, found] = await Promise.all([
     userIds.length
       ? tx<{ id: string; is_deleted: boolean | null }[]>`
-        select id::text as id, is_deleted from users where id = any(${
-        textArray(tx, userIds)
-      }::uuid[]) order by id for key share`
+        select id::text as id, is_deleted from users where id = any(string_to_array(${
+        listOf(userIds)
+      }, ',', '')::uuid[]) order by id for key share`
       : [],
     existingIds(tx, "orders", [...new Set(changes.map((c) => c.id))]),
   ]);
@@ -388,14 +406,14 @@ async function planOrders(tx: Tx, changes: OrderChange[]): Promise<PlannedApply>
     writes.push(tx`
       insert into orders as o (id, status, user_id, quantity, total_amount, placed_at, modified_at, is_deleted)
       select * from unnest(
-        ${textArray(tx, creates.map((p) => p.id))}::uuid[],
-        ${textArray(tx, creates.map((p) => p.status ?? p.create!.status))}::varchar[],
-        ${textArray(tx, creates.map((p) => p.create!.userId))}::uuid[],
-        ${textArray(tx, creates.map((p) => String(p.create!.quantity)))}::integer[],
-        ${textArray(tx, creates.map((p) => p.create!.total))}::numeric[],
-        ${textArray(tx, creates.map((p) => p.create!.placedAt))}::timestamptz[],
-        ${textArray(tx, creates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${textArray(tx, creates.map((p) => String(p.deleted)))}::boolean[])
+        string_to_array(${listOf(creates.map((p) => p.id))}, ',', '')::uuid[],
+        string_to_array(${listOf(creates.map((p) => p.status ?? p.create!.status))}, ',', '')::varchar[],
+        string_to_array(${listOf(creates.map((p) => p.create!.userId))}, ',', '')::uuid[],
+        string_to_array(${listOf(creates.map((p) => p.create!.quantity))}, ',', '')::integer[],
+        string_to_array(${listOf(creates.map((p) => p.create!.total))}, ',', '')::numeric[],
+        string_to_array(${listOf(creates.map((p) => p.create!.placedAt))}, ',', '')::timestamptz[],
+        string_to_array(${listOf(creates.map((p) => p.modifiedAt))}, ',', '')::timestamptz[],
+        string_to_array(${listOf(creates.map((p) => p.deleted))}, ',', '')::boolean[])
       on conflict (id) do update set
         status = excluded.status,
         user_id = excluded.user_id,
@@ -415,10 +433,12 @@ async function planOrders(tx: Tx, changes: OrderChange[]): Promise<PlannedApply>
         modified_at = coalesce(p.modified_at, o.modified_at),
         is_deleted = o.is_deleted or p.is_deleted
       from unnest(
-        ${textArray(tx, updates.map((p) => p.id))}::uuid[],
-        ${textArray(tx, updates.map((p) => p.status))}::varchar[],
-        ${textArray(tx, updates.map((p) => p.modifiedAt))}::timestamptz[],
-        ${textArray(tx, updates.map((p) => String(p.deleted)))}::boolean[]) as p(id, status, modified_at, is_deleted)
+        string_to_array(${listOf(updates.map((p) => p.id))}, ',', '')::uuid[],
+        string_to_array(${listOf(updates.map((p) => p.status))}, ',', '')::varchar[],
+        string_to_array(${listOf(updates.map((p) => p.modifiedAt))}, ',', '')::timestamptz[],
+        string_to_array(${
+      listOf(updates.map((p) => p.deleted))
+    }, ',', '')::boolean[]) as p(id, status, modified_at, is_deleted)
       where o.id = p.id and (o.status, o.modified_at, o.is_deleted) is distinct from
         (coalesce(p.status, o.status), coalesce(p.modified_at, o.modified_at), o.is_deleted or p.is_deleted)`);
   }
@@ -540,8 +560,8 @@ export async function storedOffsetsWithin(
 export async function readStoredOffsets(sql: Sql | Tx, topics: string[]): Promise<Map<PartitionKey, bigint>> {
   const rows = await sql<{ topic: string; partition: number; next_offset: string }[]>`
     select topic, partition, next_offset::text as next_offset from cdc_offsets where topic = any(${
-    textArray(sql as Tx, topics)
-  }::text[])`;
+    arrayOf(sql as Tx, topics, "text[]")
+  })`;
   return new Map(rows.map((r) => [partitionKey(r.topic, r.partition), BigInt(r.next_offset)]));
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import {
   checkRecordKey,
   InvalidEventError,
@@ -520,6 +521,21 @@ Deno.test("multi-byte UTF-8 names decode to the same code points", () => {
   const name = "Zoë Ångström 李小龙 \u{1F600}";
   const change = parseUserEvent(new TextEncoder().encode(userCreate({ name })));
   assert.equal(change.name, name);
+});
+
+Deno.test("values in Buffers, as kafkajs gives them, decode and are refused as the same bytes in a Uint8Array are", () => {
+  const encode = (text: string) => Buffer.from(new TextEncoder().encode(text));
+  const name = "Zoë \uFFFD 李小龙 \u{1F600}"; // a real U+FFFD is text, not an invalid byte
+  assert.equal(parseUserEvent(encode(userCreate({ name }))).name, name);
+  assert.equal(
+    parseUserEvent(Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), encode(userCreate())])).name,
+    "Ada Lovelace",
+  );
+  const record = encode(userCreate({ name: "Ada X" }));
+  record[record.indexOf("X".charCodeAt(0))] = 0xc3;
+  assert.match(rejection(() => parseUserEvent(record)), /^value must be UTF-8/);
+  assert.match(rejection(() => parseOrderEvent(Buffer.from([0xff, 0xfe]))), /^value must be UTF-8/);
+  assert.equal(parseUserEvent(userCreate({ name })).name, name); // text is never decoded
 });
 
 // ---- record keys ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { OrderChange, UserChange } from "../../lib/model.ts";
 import { parseOrderEvent, parseUserEvent } from "../../lib/model.ts";
 import { isClosedConnectionWrite } from "../../lib/database.ts";
-import { arrayLiteral, planOrderBatch, planUserBatch } from "../../lib/sink.ts";
+import { arrayLiteral, listOf, planOrderBatch, planUserBatch } from "../../lib/sink.ts";
 
 const U1 = "11111111-1111-4111-8111-111111111111";
 const U2 = "22222222-2222-4222-8222-222222222222";
@@ -257,6 +257,14 @@ Deno.test("array literals quote what PostgreSQL would otherwise split, trim or r
     arrayLiteral(["Ann Lee", "", "null", "NULL", "a,b", "{x}", 'say "hi"', "back\\slash", " pad", "Zoë"]),
     '{"Ann Lee","","null","NULL","a,b","{x}","say \\"hi\\"","back\\\\slash"," pad",Zoë}',
   );
+});
+
+Deno.test("lists join ids, numbers and booleans by commas and leave missing values empty, which string_to_array reads as NULL", () => {
+  assert.equal(
+    listOf([U1, null, undefined, "2025-07-03T10:11:00.000000Z", 12, true]),
+    `${U1},,,2025-07-03T10:11:00.000000Z,12,true`,
+  );
+  assert.equal(listOf([]), "");
 });
 
 Deno.test("the wire fixtures fold into the patches their README describes", () => {
