@@ -26,7 +26,7 @@ import {
 import type { OrderWaits, WaitDecision } from "./consumer_order_wait.ts";
 import type { ConsumeObserver, ConsumeStats } from "./stats.ts";
 import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
-import { FIRST_ATTEMPT_GRACE_MS, OUTAGE, RetryError, waitOut, type WaitOutOptions } from "./retry.ts";
+import { FIRST_ATTEMPT_GRACE_MS, OUTAGE, RetryError, waitOut, type WaitOutOptions, withinDeadline } from "./retry.ts";
 import type { Sql } from "./database.ts";
 import {
   advanceOffset,
@@ -185,7 +185,10 @@ export class PartitionBatches {
   /** The partition's stored position; reading it waits out an outage of PostgreSQL as a step does. */
   async #position(topic: string, partition: number): Promise<bigint | null> {
     const what = `reading ${partitionKey(topic, partition)}'s stored offset`;
-    return await waitOut(() => this.deps.positions.of(topic, partition), databaseWait(what, this.deps));
+    return await waitOut(
+      () => answered(this.deps.positions.of(topic, partition), what, this.deps.config),
+      databaseWait(what, this.deps),
+    );
   }
 
   /**
@@ -303,7 +306,7 @@ export class PartitionBatches {
   ): Promise<StepResult> {
     const { topic, partition, nextOffset: start } = claimed;
     const changes = valid.map((v) => v.change) as UserChange[] | OrderChange[];
-    return await this.deps.sql.begin(async (tx) => {
+    const transaction = this.deps.sql.begin(async (tx) => {
       const started = performance.now();
       const claim = claimOffset(tx, this.deps.config.consumerGroup, claimed);
       const [, planned] = isolate
@@ -324,7 +327,12 @@ export class PartitionBatches {
       // After the writes: a record they refuse sends the step round again, which would dead-letter these twice.
       await writeDeadLetters(this.deps.publisher, topic, partition, step.deadLettered, new Date());
       return { ...step, applyMs };
-    }) as StepResult;
+    }) as Promise<StepResult>;
+    return await answered(
+      transaction,
+      `the transaction of ${partitionKey(topic, partition)} at offset ${start}`,
+      this.deps.config,
+    );
   }
 
   #count(topic: string, partition: number, step: StepResult): void {
@@ -430,6 +438,34 @@ async function allSettledOrFirstError<T extends readonly unknown[]>(
 }
 
 /** What a failed step waits for before it is tried again; undefined when waiting will not help. */
+/**
+ * `work`, or UnansweredError once it goes without an answer past PostgreSQL's own limits on a batch's
+ * transaction (lock_timeout, idle_in_transaction_session_timeout: the session timeout), with room
+ * for a slow machine: only a query postgres.js lost goes that long.
+ */
+async function answered<T>(work: Promise<T>, what: string, config: Pick<ConsumeConfig, "sessionTimeoutS">): Promise<T> {
+  const ms = Math.max(60_000, 2 * config.sessionTimeoutS * 1000);
+  const result = await withinDeadline(work, ms, () => new UnansweredError(what, ms));
+  if (result instanceof UnansweredError) throw result;
+  return result;
+}
+
+/**
+ * Work PostgreSQL never answered: postgres.js 3.4.9 can lose a query written to a connection that
+ * has just closed (lib/database.ts, isClosedConnectionWrite), and its promise then never settles.
+ * It is waited out as an outage (its code), on another connection of the pool. A transaction given
+ * up on cannot commit later (its connection is gone); if it could, the next attempt's claim would
+ * wait for it and find the offset moved: nothing applies twice.
+ */
+export class UnansweredError extends PipelineError {
+  readonly code = "ETIMEDOUT";
+
+  /** `what` went `ms` without an answer. */
+  constructor(what: string, ms: number) {
+    super(`${what} got no answer from PostgreSQL in ${ms / 1000} s (a query lost on a closed connection); made again`);
+  }
+}
+
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
   if (error instanceof FencedError || error instanceof MembershipLostError) return undefined;
   const kind = classify(error);

@@ -95,6 +95,21 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
   });
 }
 
+/**
+ * `work`'s result, or `late()`'s value once `ms` pass without one. Work given up on is left to
+ * settle unobserved: its later failure is not an unhandled rejection.
+ */
+export async function withinDeadline<T, L>(work: Promise<T>, ms: number, late: () => L): Promise<T | L> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<L>((resolve) => (timer = setTimeout(() => resolve(late()), ms)));
+  work.catch(() => {});
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Runs `fn` until it succeeds, the error is not retriable, or the budget is spent. */
 export async function retry<T>(fn: (attempt: number) => Promise<T>, options: RetryOptions): Promise<T> {
   const {

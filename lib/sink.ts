@@ -8,7 +8,7 @@
 import type { Sql, Tx } from "./database.ts";
 import type { OrderChange, UserChange } from "./model.ts";
 import { classify, describeError, PipelineError } from "./errors.ts";
-import { TRANSIENT, waitOut } from "./retry.ts";
+import { TRANSIENT, waitOut, withinDeadline } from "./retry.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
 /** A change the database or the log refused; `index` is its position in the batch. */
@@ -547,13 +547,7 @@ export async function storedOffsetsWithin(
   topics: string[],
   timeoutMs = 3_000,
 ): Promise<Map<PartitionKey, bigint> | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timedOut = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeoutMs)));
-  try {
-    return await Promise.race([readStoredOffsets(sql, topics).catch(() => undefined), timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return await withinDeadline(readStoredOffsets(sql, topics).catch(() => undefined), timeoutMs, () => undefined);
 }
 
 /** The stored next offsets of every partition of `topics`, keyed `topic:partition`. */

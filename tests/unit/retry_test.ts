@@ -1,6 +1,15 @@
 /** Unit tests of the retry loop (lib/retry.ts). Sleeps are injected, so nothing here waits long. */
 import assert from "node:assert/strict";
-import { backoffDelay, FIRST_ATTEMPT_GRACE_MS, OUTAGE, retry, RetryError, sleep, waitOut } from "../../lib/retry.ts";
+import {
+  backoffDelay,
+  FIRST_ATTEMPT_GRACE_MS,
+  OUTAGE,
+  retry,
+  RetryError,
+  sleep,
+  waitOut,
+  withinDeadline,
+} from "../../lib/retry.ts";
 
 /** A sleep that records the delays asked for and resolves at once. */
 function recordingSleep(): { delays: number[]; sleep: (ms: number) => Promise<void> } {
@@ -281,4 +290,13 @@ Deno.test("a stop lets the first attempt, the work in hand, finish, however long
   stop.abort();
   inHand.resolve("applied");
   assert.equal(await retrying, "applied");
+});
+
+Deno.test("withinDeadline gives the work's result in time, late()'s value after, and a late failure stays unobserved", async () => {
+  assert.equal(await withinDeadline(Promise.resolve("done"), 1_000, () => "late"), "done");
+  let reject: (error: Error) => void = () => {};
+  const lost = new Promise<string>((_, r) => (reject = r));
+  assert.equal(await withinDeadline(lost, 10, () => "late"), "late");
+  reject(new Error("settled after the deadline")); // an unhandled rejection here would fail the test
+  await new Promise((resolve) => setTimeout(resolve, 10));
 });
