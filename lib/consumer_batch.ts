@@ -371,7 +371,11 @@ export class PartitionBatches {
     this.deps.logger.warn(`fenced: ${error.message}; batch dropped`, { topic, partition });
     this.deps.positions.forget(partitionKey(topic, partition));
     const stored = await this.deps.positions.of(topic, partition).catch(() => null);
-    if (stored !== null) this.deps.seek(topic, partition, stored);
+    if (stored === null) return;
+    this.deps.seek(topic, partition, stored);
+    // The tables hold everything below `stored`, whoever applied it (this member too, when a commit's answer was
+    // lost in an outage): Kafka's advisory offset follows, or an idle partition would show that lag for ever.
+    this.deps.positions.advanced(topic, partition, stored);
   }
 }
 
