@@ -387,7 +387,8 @@ export async function publishRaw(
   }
   await admin.disconnect();
   if (messages.length === 0) return;
-  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  // Idempotent: a send kafkajs retries after a timeout on a busy machine would otherwise write its batch twice.
+  const producer = kafka.producer({ allowAutoTopicCreation: false, idempotent: true, maxInFlightRequests: 1 });
   await producer.connect();
   await producer.send({
     topic,
