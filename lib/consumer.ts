@@ -163,6 +163,8 @@ class ConsumerRun {
       logger.info("stopped before the consumer started");
     } finally {
       this.shutdown.abort();
+      // The batches applied behind the fetch finish their transactions first: the batch in hand ends committed or not.
+      await this.group?.batchesSettled();
       await this.group?.consumer.disconnect().catch((e) =>
         logger.warn("consumer disconnect failed", { error: describeError(e) })
       );
@@ -235,6 +237,7 @@ class ConsumerRun {
         signal: this.shutdown.signal,
         seek: (topic, partition, offset) => group.seek(topic, partition, offset),
         beforeApply: this.options.beforeApply,
+        fail: (e) => this.fail(e),
       }),
     );
   }

@@ -25,7 +25,14 @@ import {
 } from "./model.ts";
 import type { OrderWaits, WaitDecision } from "./consumer_order_wait.ts";
 import type { ConsumeObserver, ConsumeStats } from "./stats.ts";
-import { classify, dependencyOf, describeError, isGroupMembershipLost, PipelineError } from "./errors.ts";
+import {
+  classify,
+  dependencyOf,
+  describeError,
+  isGroupMembershipLost,
+  isKafkaJSError,
+  PipelineError,
+} from "./errors.ts";
 import { FIRST_ATTEMPT_GRACE_MS, OUTAGE, RetryError, waitOut, type WaitOutOptions, withinDeadline } from "./retry.ts";
 import type { Sql } from "./database.ts";
 import {
@@ -106,6 +113,8 @@ export interface PartitionBatchDeps {
   seek: (topic: string, partition: number, offset: bigint) => void;
   /** Awaited before each transaction; tests hold a batch with it across a rebalance. */
   beforeApply?: (topic: string, partition: number) => Promise<void>;
+  /** Ends the run on an error of a batch applied behind the fetch that is neither an outage nor a bad record. */
+  fail: (error: unknown) => void;
 }
 
 /** A record and what validation made of it. */
@@ -125,61 +134,153 @@ interface StepResult {
   blocked?: { offset: string; userId: string; retryInMs: number; deadlineCounting: boolean };
 }
 
+/** How a batch applied behind the fetch ended: whole, or short of its end with the first offset it left. */
+type BatchEnd = { complete: true } | { complete: false; resumeAt?: bigint };
+
+const INCOMPLETE: BatchEnd = { complete: false };
+
 /**
  * Runs partition batches for the consumer: `handle` is kafkajs' eachBatch. It throws kafkajs'
- * own errors (a rebalance announced by the heartbeat) for kafkajs to handle, and anything else
- * for the run to end on: outages and bad records never leave it.
+ * own errors (a rebalance announced by the heartbeat) for kafkajs to handle; a batch applied
+ * behind the fetch ends the run through `fail` on anything else: outages and bad records never
+ * leave it.
+ *
+ * Pipelined: kafkajs fetches again only once every batch of its last fetch is handled, so
+ * `handle` parses its batch, waits for the partition's previous batch to commit, starts this
+ * one's transaction and returns without waiting for it. The next fetch, and the parsing of its
+ * batches, overlap the transactions in PostgreSQL. A partition has at most one batch in
+ * PostgreSQL and one waiting; at most `concurrency` batches apply at once. The fetch position
+ * moves to the batch's end at once; a batch that stops short (an order waiting for its user, a
+ * fencing, a stop) sends the fetch back to the stored offset, and the batch fetched ahead of it
+ * is dropped unapplied.
  */
 export class PartitionBatches {
   #gapsSought = new Map<PartitionKey, bigint>();
+  /** Per partition, the batch applied behind the fetch: the partition's next batch waits for its end. */
+  #behind = new Map<PartitionKey, Promise<BatchEnd>>();
+  /** Batches applying now: at most `concurrency` (the pool has a connection for each). */
+  #applying = 0;
+  #waitingForSlot: (() => void)[] = [];
 
   /** Creates the handler over its dependencies. */
   constructor(private readonly deps: PartitionBatchDeps) {}
 
   /**
-   * kafkajs' eachBatch: applies the batch, then heartbeats. kafkajs itself heartbeats only after
-   * an empty fetch, so while fetches keep returning records (a backlog, or an order that waits
-   * and retries) this is how the member learns of a rebalance; the heartbeat throws it.
+   * kafkajs' eachBatch: parses the batch, starts applying it once the partition's previous batch
+   * ended whole, then heartbeats. kafkajs itself heartbeats only after an empty fetch, so while
+   * fetches keep returning records this is how the member learns of a rebalance; the heartbeat
+   * throws it.
    */
   async handle(payload: EachBatchPayload): Promise<void> {
-    try {
-      await this.#apply(payload);
-    } catch (error) {
-      if (error instanceof RetryError && this.deps.signal.aborted) return; // stopped during a wait: nothing applied
-      throw error;
+    const { batch } = payload;
+    const key = partitionKey(batch.topic, batch.partition);
+    const validated = validate(
+      batch.topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent,
+      batch.messages,
+    );
+    const previous = this.#behind.get(key);
+    if (previous !== undefined) {
+      const end = await previous;
+      if (this.#behind.get(key) === previous) this.#behind.delete(key);
+      if (!end.complete) {
+        this.deps.logger.debug("a batch fetched ahead of one that stopped short is dropped", {
+          topic: batch.topic,
+          partition: batch.partition,
+          offset: batch.firstOffset(),
+        });
+        return;
+      }
     }
+    await this.#slot();
+    if (!payload.isRunning() || payload.isStale() || this.deps.signal.aborted) return this.#release();
+    this.#behind.set(key, this.#applyBehind(payload, validated).finally(() => this.#release()));
+    payload.resolveOffset(batch.lastOffset());
     await payload.heartbeat();
   }
 
-  /** Applies the batch step by step until it is done, blocked, stale or stopping. */
-  async #apply(payload: EachBatchPayload): Promise<void> {
-    const { batch, resolveOffset, heartbeat, pause, isRunning, isStale } = payload;
+  /** Waits until fewer than `concurrency` batches apply, and takes a place among them. */
+  async #slot(): Promise<void> {
+    while (this.#applying >= this.deps.config.concurrency) {
+      await new Promise<void>((resolve) => this.#waitingForSlot.push(resolve));
+    }
+    this.#applying++;
+  }
+
+  #release(): void {
+    this.#applying--;
+    this.#waitingForSlot.shift()?.();
+  }
+
+  /** Resolves once every batch applied behind the fetch has ended: before a stop closes the clients, or a rebalance reads the stored offsets. */
+  async settled(): Promise<void> {
+    await Promise.all(this.#behind.values());
+  }
+
+  /**
+   * Applies the batch; its end, never an error: what the run cannot wait out ends it through
+   * `fail`. A batch that stops short sends the fetch back to the stored offset (where it stopped,
+   * when nothing is stored yet): the fetch position already moved past it.
+   */
+  async #applyBehind(payload: EachBatchPayload, validated: Validated): Promise<BatchEnd> {
+    let end: BatchEnd;
+    try {
+      end = await this.#apply(payload, validated);
+    } catch (error) {
+      // A rebalance (kafkajs' error) is learnt by kafkajs from the next heartbeat, and rejoined.
+      if (!isKafkaJSError(error) && !(error instanceof RetryError && this.deps.signal.aborted)) this.deps.fail(error);
+      end = INCOMPLETE;
+    }
+    if (!end.complete) await this.#sendBack(payload.batch.topic, payload.batch.partition, end.resumeAt);
+    return end;
+  }
+
+  /** Moves the partition's fetch back to its stored offset, or to `resumeAt` when none is stored; nothing when stopping. */
+  async #sendBack(topic: string, partition: number, resumeAt: bigint | undefined): Promise<void> {
+    if (this.deps.signal.aborted) return;
+    try {
+      const to = (await this.#position(topic, partition)) ?? resumeAt;
+      if (to !== undefined) this.deps.seek(topic, partition, to);
+    } catch (error) {
+      if (!(error instanceof RetryError && this.deps.signal.aborted)) this.deps.fail(error);
+    }
+  }
+
+  /** Applies the batch step by step until it is done (complete), or blocked, stale or stopping. */
+  async #apply(payload: EachBatchPayload, validated: Validated): Promise<BatchEnd> {
+    const { batch, heartbeat, pause, isRunning, isStale } = payload;
     const { topic, partition } = batch;
     const key = partitionKey(topic, partition);
     const batchEnd = BigInt(batch.lastOffset()) + 1n;
     let messages = await this.#unapplied(topic, partition, batch.messages);
-    if (messages === undefined) return;
-    if (messages.length === 0) {
-      resolveOffset(batch.lastOffset());
-      return;
-    }
-    while (messages.length > 0 && isRunning() && !isStale() && !this.deps.signal.aborted) {
+    if (messages === undefined) return INCOMPLETE;
+    while (messages.length > 0) {
+      if (!isRunning() || isStale() || this.deps.signal.aborted) {
+        return { complete: false, resumeAt: BigInt(messages[0].offset) };
+      }
       const start = (await this.#position(topic, partition)) ?? BigInt(messages[0].offset);
-      const step = await this.#stepWithRetries(topic, partition, start, messages, batchEnd, heartbeat);
-      if (!step) return;
+      const step = await this.#stepWithRetries(
+        topic,
+        partition,
+        start,
+        messages,
+        from(validated, start),
+        batchEnd,
+        heartbeat,
+      );
+      if (!step) return { complete: false, resumeAt: BigInt(messages[0].offset) };
       if (step.next > start) {
         this.deps.positions.advanced(topic, partition, step.next);
-        resolveOffset(String(step.next - 1n));
         this.#count(topic, partition, step);
       }
       if (step.blocked) {
         this.#pauseFor(topic, partition, step.blocked, pause);
-        return;
+        return { complete: false, resumeAt: step.next };
       }
       this.deps.orderWaits.forget(key);
       messages = messages.filter((m) => BigInt(m.offset) >= step.next);
       await heartbeat(); // between the steps of a long batch too
     }
+    return { complete: true };
   }
 
   /** The partition's stored position; reading it waits out an outage of PostgreSQL as a step does. */
@@ -227,10 +328,10 @@ export class PartitionBatches {
     partition: number,
     start: bigint,
     messages: KafkaMessage[],
+    validated: Validated,
     batchEnd: bigint,
     heartbeat: () => Promise<void>,
   ): Promise<StepResult | undefined> {
-    const validated = validate(topic === this.deps.config.usersTopic ? parseUserEvent : parseOrderEvent, messages);
     const { stats, logger, signal } = this.deps;
     try {
       const step = await waitOut(async () => {
@@ -494,6 +595,16 @@ function validate(
     }
   }
   return validated;
+}
+
+/** The records of `validated` at or after `start`: a step's share of its batch, parsed once. */
+function from(validated: Validated, start: bigint): Validated {
+  const atOrAfter = (message: KafkaMessage) => BigInt(message.offset) >= start;
+  const { valid, invalid } = validated;
+  if ((valid.length === 0 || atOrAfter(valid[0].message)) && (invalid.length === 0 || atOrAfter(invalid[0].message))) {
+    return validated;
+  }
+  return { valid: valid.filter((v) => atOrAfter(v.message)), invalid: invalid.filter((d) => atOrAfter(d.message)) };
 }
 
 /**

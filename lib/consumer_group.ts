@@ -41,6 +41,7 @@ export class ConsumerGroup {
   readonly consumer: Consumer;
   /** When the last batch arrived (ms since the epoch): the monitor's idle clock. */
   lastActivity = Date.now();
+  #batches?: PartitionBatches;
 
   /** Creates the member; nothing connects before {@linkcode ConsumerGroup.start}. */
   constructor(private readonly deps: ConsumerGroupDeps) {
@@ -49,6 +50,7 @@ export class ConsumerGroup {
 
   /** Joins the group and hands every fetched batch to `batches`; a failure that is not kafkajs' ends the run. */
   async start(batches: PartitionBatches): Promise<void> {
+    this.#batches = batches;
     await this.consumer.connect();
     await this.consumer.subscribe({ topics: this.deps.topics, fromBeginning: true });
     await this.consumer.run({
@@ -63,6 +65,11 @@ export class ConsumerGroup {
         });
       },
     });
+  }
+
+  /** Resolves once no batch is being applied behind the fetch. */
+  async batchesSettled(): Promise<void> {
+    await this.#batches?.settled();
   }
 
   /**
@@ -137,6 +144,8 @@ export class ConsumerGroup {
   async #startFromStoredOffsets(assigned: [string, number[]][]): Promise<void> {
     const { positions, orderWaits, admin } = this.deps;
     const mine = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => partitionKey(t, p))));
+    // A batch still applied behind the fetch would move a stored offset after it is read here.
+    await this.batchesSettled();
     orderWaits.keepOnly(mine);
     positions.reassigned(mine);
     const stored = await waitOut(

@@ -182,6 +182,52 @@ Deno.test("an order published before its user waits, then applies once the user 
   }
 });
 
+Deno.test("an order that waits for its user while its partition's next batches are already fetched: they are fetched again, and every order applies once, in order", async () => {
+  const db = await createTestDatabase();
+  try {
+    const env = pipelineNames(db.url);
+    const known = "6b3e9c7a-8f0d-4e1b-8c2d-3e4f50617283";
+    const late = "7c4f0d8b-9a1e-4f2c-9d3e-4f5061728394";
+    const orderOf = (i: number, userId: string) =>
+      orderEvent("CREATE", `8d5a1e9c-0b2f-4a3d-8e4f-${String(i).padStart(12, "0")}`, {
+        user_id: userId,
+        quantity: 1,
+        order_total: i,
+        placed_at: "2025-07-03T10:00:00Z",
+      });
+    // One partition: 300 orders, the late user's, then 1,500 more, fetched 4 KiB at a time, so the batches
+    // after the waiting one are in hand before it waits.
+    const orders = [
+      ...Array.from({ length: 300 }, (_, i) => orderOf(i, known)),
+      orderOf(300, late),
+      ...Array.from({ length: 1500 }, (_, i) => orderOf(301 + i, known)),
+    ];
+    const userCreate = (id: string) => userEvent("CREATE", id, { name: "u", created_at: "2025-07-03T09:00:00Z" });
+    await publishRaw(env.USERS_TOPIC, 3, [{ key: known, value: JSON.stringify(userCreate(known)) }]);
+    await publishRaw(env.ORDERS_TOPIC, 1, orders.map((o) => ({ key: o.order_id, value: JSON.stringify(o) })));
+    const consumer = startCommand(
+      "consume",
+      ["--idle-timeout", "2", "--order-wait", "60", "--max-batch-bytes", "4096"],
+      env,
+    );
+    await waitFor("the consumer to report the waiting order", () => /order waits for its user/.test(consumer.stderr()));
+    await publishRaw(env.USERS_TOPIC, 3, [{ key: late, value: JSON.stringify(userCreate(late)) }]);
+    const result = await consumer.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(appliedOf(result.stderr), orders.length + 2, "each record applied once");
+    const rows = await readTables(db.sql);
+    const missing = orders.filter((o) => rows.orders.get(o.order_id)?.user_id !== o.user_id).map((o) => o.order_id);
+    assert.deepEqual(missing, [], "every order is in the table with its user");
+    const [stored] = await db.sql<
+      { next_offset: string }[]
+    >`select next_offset::text from cdc_offsets where topic = ${env.ORDERS_TOPIC}`;
+    assert.equal(stored?.next_offset, String(orders.length));
+    assert.doesNotMatch(result.stderr, /dead-lettered|missing from the log|fenced/);
+  } finally {
+    await db.drop();
+  }
+});
+
 Deno.test("an order whose user never arrives goes to the DLQ after the deadline, and the partition goes on", async () => {
   const db = await createTestDatabase();
   try {
