@@ -243,7 +243,13 @@ export class CaptureRun {
       });
       await this.snapshots.during(() => this.follower.follow(session));
       await this.publisher.flush();
-      session.sendStatus(this.publisher.acknowledgedLsn);
+      // A signal streamed just before the stop is kept before the slot is confirmed past it.
+      await this.snapshots.keepAcknowledged().catch((error) =>
+        this.logger.warn("could not keep the incremental snapshot's queue; the next start streams its signal again", {
+          error: describeError(error),
+        })
+      );
+      session.sendStatus(this.snapshots.confirmable(this.publisher.acknowledgedLsn));
     } catch (error) {
       // PostgreSQL refuses an invalidated slot with 55000 (object_not_in_prerequisite_state), in words that name
       // neither the changes lost nor the way out; the slot's state says both.

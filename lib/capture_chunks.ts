@@ -49,6 +49,12 @@ export interface SnapshotObserver {
   committed(endLsn: Lsn): void;
   /** A stream starts (again) at the acknowledged position: what was not acknowledged comes again. */
   streamStarting(): void;
+  /**
+   * The position the slot may be confirmed at, given Kafka's `acknowledged` one: never past a
+   * transaction whose signal or chunk moved the queue before that queue is kept in
+   * `cdc_capture_state`, or a crash (or a stop) in between would lose the signal for good.
+   */
+  confirmable(acknowledged: Lsn): Lsn;
 }
 
 /** What {@linkcode IncrementalSnapshots} works with. */
@@ -84,6 +90,12 @@ const UNSEEN_COMMIT_WARN_MS = 10_000;
 /** The queue with no table. */
 const NO_SNAPSHOT: QueueState = Object.freeze({ current: null, waiting: [], paused: false });
 
+/** A published queue waiting to be kept, and the position the slot is held at until it is: before the transaction that moved it. */
+interface HeldQueue {
+  queue: QueueState;
+  heldAt: Lsn;
+}
+
 /** A chunk in flight: its window, its table's spec and key, and where it leaves its table once published. */
 interface Chunk {
   window: ChunkWindow<TupleValues>;
@@ -117,11 +129,13 @@ export class IncrementalSnapshots implements SnapshotObserver {
   #published: QueueState = NO_SNAPSHOT;
   /** Whether the transaction being streamed moved the published queue (a chunk closed, a signal). */
   #movedInTransaction = false;
-  #checkpoints = new ChunkCheckpoints<QueueState>();
+  #checkpoints = new ChunkCheckpoints<HeldQueue>();
   /** The published queue at the acknowledged position: a new stream starts there again. */
   #kept: QueueState = NO_SNAPSHOT;
-  /** An acknowledged queue not yet written to `cdc_capture_state`. */
-  #unsaved: QueueState | null = null;
+  /** An acknowledged queue not yet written to `cdc_capture_state`, and the position the slot is held at until it is. */
+  #unsaved: HeldQueue | null = null;
+  /** Where the slot is held while the transaction being streamed has moved the queue (its moves are not kept yet). */
+  #heldInTransaction: Lsn | null = null;
   #wake = Promise.withResolvers<void>();
   #loaded = false;
 
@@ -203,19 +217,26 @@ export class IncrementalSnapshots implements SnapshotObserver {
   /** The end of a transaction: when it moved the published queue, that queue is kept once Kafka acknowledged it. */
   committed(endLsn: Lsn): void {
     if (!this.#movedInTransaction) return;
-    this.#checkpoints.add(endLsn, this.#published);
+    this.#checkpoints.add(endLsn, { queue: this.#published, heldAt: this.#heldInTransaction! });
     this.#movedInTransaction = false;
+    this.#heldInTransaction = null;
   }
 
   /** A new stream replays from the acknowledged position: both queues go back to what Kafka has. */
   streamStarting(): void {
     this.#drop();
-    const acknowledged = this.#checkpoints.acknowledged(this.options.publisher.acknowledgedLsn);
-    if (acknowledged) this.#kept = this.#unsaved = acknowledged.position;
-    this.#checkpoints = new ChunkCheckpoints<QueueState>();
+    this.#takeAcknowledged();
+    this.#checkpoints = new ChunkCheckpoints<HeldQueue>();
     this.#published = this.#kept;
     this.#movedInTransaction = false;
+    this.#heldInTransaction = null;
     this.queue.restore(this.#kept);
+  }
+
+  /** `acknowledged`, or the oldest position held for a queue not kept yet when that is before it. */
+  confirmable(acknowledged: Lsn): Lsn {
+    const held = this.#unsaved?.heldAt ?? this.#checkpoints.first?.heldAt ?? this.#heldInTransaction;
+    return held !== null && held < acknowledged ? held : acknowledged;
   }
 
   /** Moves the published queue by `move`, in the transaction being streamed. */
@@ -224,7 +245,18 @@ export class IncrementalSnapshots implements SnapshotObserver {
     published.restore(this.#published);
     move(published);
     this.#published = published.state();
+    // Nothing of this transaction is acknowledged yet, so the acknowledged position is before its commit.
+    this.#heldInTransaction ??= this.options.publisher.acknowledgedLsn;
     this.#movedInTransaction = true;
+  }
+
+  /** The latest queue Kafka acknowledged becomes the one to keep; the slot stays held where its oldest unkept move was. */
+  #takeAcknowledged(): void {
+    const acknowledged = this.#checkpoints.acknowledged(this.options.publisher.acknowledgedLsn);
+    if (!acknowledged) return;
+    const { queue, heldAt } = acknowledged.position;
+    this.#unsaved = { queue, heldAt: this.#unsaved?.heldAt ?? heldAt };
+    this.#kept = queue;
   }
 
   /** Drops the chunks in flight, unpublished. */
@@ -252,14 +284,13 @@ export class IncrementalSnapshots implements SnapshotObserver {
 
   /** Keeps the published queue as it stands after the last transaction Kafka acknowledged. */
   async keepAcknowledged(): Promise<void> {
-    const acknowledged = this.#checkpoints.acknowledged(this.options.publisher.acknowledgedLsn);
-    if (acknowledged) this.#unsaved = acknowledged.position;
-    const state = this.#unsaved;
-    if (!state) return;
-    const active = state.current !== null || state.waiting.length > 0;
-    await this.options.database.keepState(active ? state : null);
-    if (this.#unsaved === state) this.#unsaved = null;
-    this.#kept = state;
+    this.#takeAcknowledged();
+    const unsaved = this.#unsaved;
+    if (!unsaved) return;
+    const { queue } = unsaved;
+    const active = queue.current !== null || queue.waiting.length > 0;
+    await this.options.database.keepState(active ? queue : null);
+    if (this.#unsaved === unsaved) this.#unsaved = null;
   }
 
   /** Kafka acknowledged everything before `lsn`: a chunk's position waiting for it is kept at the next step. */

@@ -243,6 +243,11 @@ export class ChunkCheckpoints<Position> {
     return this.#pending.length;
   }
 
+  /** The position of the oldest chunk waiting for Kafka, if any. */
+  get first(): Position | undefined {
+    return this.#pending[0]?.position;
+  }
+
   /** The chunk whose records end at `endLsn` leaves the snapshot at `position` once acknowledged. */
   add(endLsn: Lsn, position: Position): void {
     this.#pending.push({ endLsn, position });

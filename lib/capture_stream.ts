@@ -75,9 +75,14 @@ class Following {
     this.#statusTimer = setInterval(() => this.sendStatus(), options.statusEveryS * 1000);
   }
 
-  /** Tells the server the acknowledged position. */
+  /** Tells the server the acknowledged position, held back before a snapshot queue not kept yet. */
   sendStatus(): void {
-    this.stream.sendStatus(this.options.publisher.acknowledgedLsn);
+    this.stream.sendStatus(this.#confirmable());
+  }
+
+  #confirmable(): Lsn {
+    const acknowledged = this.options.publisher.acknowledgedLsn;
+    return this.options.snapshots?.confirmable(acknowledged) ?? acknowledged;
   }
 
   /**
@@ -87,7 +92,7 @@ class Following {
    */
   wake(): void {
     if (this.#closed) return;
-    this.stream.sendStatus(this.options.publisher.acknowledgedLsn, true);
+    this.stream.sendStatus(this.#confirmable(), true);
     this.#wakeTimer ??= setTimeout(() => this.stream.end().catch(() => {}), WAKE_ANSWER_MS);
   }
 

@@ -49,10 +49,16 @@ async function setUp(ids: number[], chunkSize: number) {
     maxRecords: 1000,
   });
   let lsn = 0x1000n;
-  const hooks: { onWatermark: (content: string) => void; beforeSpec: () => Promise<void>; unseenReads: number } = {
+  const hooks: {
+    onWatermark: (content: string) => void;
+    beforeSpec: () => Promise<void>;
+    unseenReads: number;
+    keepFails: boolean;
+  } = {
     onWatermark: () => {},
     beforeSpec: () => Promise.resolve(),
     unseenReads: 0,
+    keepFails: false,
   };
   const database: ChunkDatabase = {
     tableSpec: () => hooks.beforeSpec().then(() => spec),
@@ -67,7 +73,8 @@ async function setUp(ids: number[], chunkSize: number) {
     estimateRows: () => Promise.resolve(ids.length),
     emitWatermark: (content) => Promise.resolve(hooks.onWatermark(content)),
     loadState: () => Promise.resolve(null),
-    keepState: (state) => Promise.resolve(void kept.push(state)),
+    keepState: (state) =>
+      hooks.keepFails ? Promise.reject(new Error("PostgreSQL is away")) : Promise.resolve(void kept.push(state)),
   };
   const snapshots = new IncrementalSnapshots({
     tables: [USERS],
@@ -213,6 +220,24 @@ Deno.test("a run stopped at once, with no table queued, ends instead of waiting 
   const ended = await Promise.race([running.then(() => "ended" as const), late]);
   clearTimeout(timer);
   assert.equal(ended, "ended");
+});
+
+Deno.test("the slot is not confirmed past a signal's transaction until the queue it moved is kept", async () => {
+  const { snapshots, publisher, hooks, kept } = await setUp([1, 2, 3], 10);
+  publisher.confirmableAt(0x500n);
+  snapshots.signal(["s1", "execute-snapshot", '{"data-collections": ["public.users"]}']);
+  assert.equal(snapshots.confirmable(publisher.acknowledgedLsn), 0x500n, "inside the transaction");
+  snapshots.committed(0x600n);
+  publisher.confirmableAt(0x600n);
+  assert.equal(publisher.acknowledgedLsn, 0x600n, "Kafka acknowledged the signal's transaction");
+  assert.equal(snapshots.confirmable(publisher.acknowledgedLsn), 0x500n, "acknowledged, not kept");
+  hooks.keepFails = true;
+  await assert.rejects(snapshots.keepAcknowledged(), /PostgreSQL is away/);
+  assert.equal(snapshots.confirmable(publisher.acknowledgedLsn), 0x500n, "keeping it failed");
+  hooks.keepFails = false;
+  await snapshots.keepAcknowledged();
+  assert.deepEqual(kept.at(-1)?.waiting.map((r) => r.table.table), ["users"]);
+  assert.equal(snapshots.confirmable(publisher.acknowledgedLsn), 0x600n, "kept: the hold is gone");
 });
 
 Deno.test("watermarks of another prefix or an unknown chunk change nothing", async () => {
