@@ -52,6 +52,25 @@ function differingKeys(a: Map<number, string>, b: Map<number, string>): string[]
   return keys.slice(0, 10).map((k) => `${k}: ${a.get(k)} / ${b.get(k)}`);
 }
 
+/**
+ * Keys whose last record on `topic` is an incremental read of a row `table` no longer has, though a
+ * delete of that key came before it: the stale read DBLog's rule lets through (a delete committed
+ * just before a chunk's low watermark but still invisible to the chunk's read; docs/CAPTURE.md,
+ * "Newer than the read, exactly"). Debezium has that hole; the capture closes it.
+ */
+function staleReadsAfterDelete(records: ConnectorRecord[], topic: string, table: Map<number, string>): Set<number> {
+  const deleted = new Set<number>();
+  const stale = new Set<number>();
+  for (const r of records.filter((r) => r.topic === topic && r.value !== null)) {
+    const key = JSON.parse(r.key!).payload.id as number;
+    const { op, source } = JSON.parse(r.value!).payload;
+    if (op === "d") deleted.add(key);
+    if (op === "r" && source.snapshot === "incremental" && deleted.has(key) && !table.has(key)) stale.add(key);
+    else stale.delete(key);
+  }
+  return stale;
+}
+
 /** The capture's records of `topic` as the connector records Debezium's are compared with. */
 async function ours(topic: string): Promise<ConnectorRecord[]> {
   return (await readWholeTopic(topic, 60_000, BROKERS)).map((r) => ({
@@ -152,7 +171,12 @@ Deno.test("an execute-snapshot signal makes the capture write Debezium's increme
       [],
       "the capture's topic and the table",
     );
-    assert.deepEqual(differingKeys(finalState(await debezium.records(), topic), table), [], "Debezium's and the table");
+    // Debezium's own topic may end on a stale read of a deleted key (the race above); nothing else may differ.
+    const debeziumRecords = await debezium.records();
+    const stale = staleReadsAfterDelete(debeziumRecords, topic, table);
+    const debeziumState = new Map([...finalState(debeziumRecords, topic)].filter(([key]) => !stale.has(key)));
+    console.log(`    Debezium's topic ends on ${stale.size} stale reads of deleted keys: ${[...stale].slice(0, 10)}`);
+    assert.deepEqual(differingKeys(debeziumState, table), [], "Debezium's and the table, its stale reads aside");
   } finally {
     await killLeftovers(...runs);
     await debezium?.stop();
