@@ -395,6 +395,19 @@ export async function followTopics(topics: string[], brokers = BROKERS): Promise
   return { records: () => records, stop: () => consumer.disconnect() };
 }
 
+/**
+ * The capture's records of `topic`, read to each partition's end, as the connector records
+ * Debezium's are compared with: unlike a follower's, none of a partition read later is missing.
+ */
+export async function readConnectorTopic(topic: string, brokers = BROKERS): Promise<ConnectorRecord[]> {
+  return (await readWholeTopic(topic, 60_000, brokers)).map((r) => ({
+    topic,
+    key: r.key,
+    value: r.value ? new TextDecoder().decode(r.value) : null,
+    headers: r.headers,
+  }));
+}
+
 /** Whether a record is the one with this key payload field value, e.g. `{id: marker}`. */
 export function hasKey(record: ConnectorRecord, field: string, value: string): boolean {
   if (record.key === null) return false;

@@ -7,11 +7,9 @@
  */
 import assert from "node:assert/strict";
 import {
-  BROKERS,
   createTestDatabase,
   killLeftovers,
   pipelineNames,
-  readWholeTopic,
   ROOT,
   type Running,
   startCommand,
@@ -23,6 +21,7 @@ import {
   type ConnectorRecord,
   groupByPath,
   knownDifferences,
+  readConnectorTopic,
   resolveDebezium,
   type RunningDebezium,
   startDebezium,
@@ -69,16 +68,6 @@ function staleReadsAfterDelete(records: ConnectorRecord[], topic: string, table:
     else stale.delete(key);
   }
   return stale;
-}
-
-/** The capture's records of `topic` as the connector records Debezium's are compared with. */
-async function ours(topic: string): Promise<ConnectorRecord[]> {
-  return (await readWholeTopic(topic, 60_000, BROKERS)).map((r) => ({
-    topic,
-    key: r.key,
-    value: r.value ? new TextDecoder().decode(r.value) : null,
-    headers: r.headers,
-  }));
 }
 
 Deno.test("an execute-snapshot signal makes the capture write Debezium's incremental snapshot records; under writes both end equal to the table", async () => {
@@ -130,11 +119,11 @@ Deno.test("an execute-snapshot signal makes the capture write Debezium's increme
       "both incremental snapshots of the quiet table",
       async () =>
         incremental(await debezium!.records(), topic).length >= ROWS &&
-        incremental(await ours(topic), topic).length >= ROWS,
+        incremental(await readConnectorTopic(topic), topic).length >= ROWS,
     );
     const known = knownDifferences(await Deno.readTextFile(`${ROOT}docs/CAPTURE.md`));
     const differences = compareOutputs(
-      incremental(await ours(topic), topic),
+      incremental(await readConnectorTopic(topic), topic),
       incremental(await debezium.records(), topic),
     ).filter((d) => !known.some((k) => k.matches(d)));
     console.log(`    ${ROWS} incremental reads each, ${differences.length} differences not listed in docs/CAPTURE.md`);
@@ -163,11 +152,14 @@ Deno.test("an execute-snapshot signal makes the capture write Debezium's increme
     await writer;
     await db.sql`insert into items values (${ROWS * 10}, 'marker', 0)`;
     const marked = (records: ConnectorRecord[]) => finalState(records, topic).has(ROWS * 10);
-    await until("the marker on both sides", async () => marked(await debezium!.records()) && marked(await ours(topic)));
+    await until(
+      "the marker on both sides",
+      async () => marked(await debezium!.records()) && marked(await readConnectorTopic(topic)),
+    );
     const rows = await db.sql<{ id: number; name: string; n: number }[]>`select id, name, n from items`;
     const table = new Map(rows.map((r) => [r.id, `${r.name}|${r.n}`]));
     assert.deepEqual(
-      differingKeys(finalState(await ours(topic), topic), table),
+      differingKeys(finalState(await readConnectorTopic(topic), topic), table),
       [],
       "the capture's topic and the table",
     );
