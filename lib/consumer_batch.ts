@@ -542,7 +542,6 @@ async function allSettledOrFirstError<T extends readonly unknown[]>(
   };
 }
 
-/** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 /**
  * `work`, or UnansweredError once it goes without an answer past PostgreSQL's own limits on a batch's
  * transaction (lock_timeout, idle_in_transaction_session_timeout: the session timeout), with room
@@ -571,6 +570,7 @@ export class UnansweredError extends PipelineError {
   }
 }
 
+/** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
   if (error instanceof FencedError || error instanceof MembershipLostError) return undefined;
   const kind = classify(error);

@@ -182,7 +182,7 @@ Deno.test("an order published before its user waits, then applies once the user 
   }
 });
 
-Deno.test("an order that waits for its user while its partition's next batches are already fetched: they are fetched again, and every order applies once, in order", async () => {
+Deno.test("an order that waits for its user amid a partition read in 4 KiB fetches, ahead of the batches applied: every order applies once, in order, and the stored offset ends at the log's end", async () => {
   const db = await createTestDatabase();
   try {
     const env = pipelineNames(db.url);
