@@ -15,8 +15,9 @@
 # consumer's exactly-once test run again on each other major of PG_VERSIONS (default
 # "15 14 16 17 18"), each against its own server (scripts/services.sh with PG_VERSION) on
 # PG_PORT + major - 11, with the same Kafka. `PG_VERSIONS=15 deno task test` runs 15 alone. Each run
-# is labelled (`== PostgreSQL 17 ==`) and ends with a line `== PostgreSQL 17: N passed, N failed ==`;
-# any failed run fails the whole.
+# starts with a line `PostgreSQL 17 run starts` and ends with a line `PostgreSQL 17 run: N passed, N failed`;
+# any failed run fails the whole. No line is framed in `==`: CI's reader takes such a line for pytest's
+# closing line, and one without pytest's counts for a run that executed no test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -74,7 +75,7 @@ run_labelled() {
   local label="$1" out summary status passed failed
   shift
   out="$(mktemp)"
-  echo "== PostgreSQL $label =="
+  echo "PostgreSQL $label run starts"
   set +e
   deno test --allow-net --allow-env --allow-read --allow-write --allow-run --allow-sys ${args[@]+"${args[@]}"} "$@" 2>&1 |
     tee "$out"
@@ -85,7 +86,7 @@ run_labelled() {
   passed="$(sed -n 's/.*| \([0-9]\+\) passed.*/\1/p' <<<"$summary")"
   failed="$(sed -n 's/.*| \([0-9]\+\) failed.*/\1/p' <<<"$summary")"
   [[ -n "$passed" ]] || { passed=0; failed=1; }
-  echo "== PostgreSQL ${label%% *}: $passed passed, ${failed:-0} failed =="
+  echo "PostgreSQL ${label%% *} run: $passed passed, ${failed:-0} failed"
   [[ "$status" == 0 && "${failed:-0}" == 0 ]]
 }
 
