@@ -422,3 +422,55 @@ Deno.test("a user's delete and an order batch of that user, applied at once in e
     await db.drop();
   }
 });
+
+Deno.test("a batch's claim of its offset is inside its transaction: while its read of a user waits on another session's lock, no other session sees the offset's row unlocked", async () => {
+  const db = await createTestDatabase();
+  const blocker = postgres(db.url, { max: 1, onnotice: () => {} });
+  try {
+    const env = pipelineNames(db.url);
+    await ensureSchema(db.sql);
+    const userId = "3e1a9b7c-5d2f-4a6e-8b0c-1d2e3f405162";
+    const orderId = "4f2b0c8d-6e3a-4b7f-9c1d-2e3f40516273";
+    await db.sql`insert into users (id, name, dob, created_at) values (${userId}, 'held', '1990-01-01', now())`;
+    let releaseUser!: () => void;
+    const userReleased = new Promise<void>((resolve) => (releaseUser = resolve));
+    let userHeld!: () => void;
+    const held = new Promise<void>((resolve) => (userHeld = resolve));
+    const holding = blocker.begin(async (tx) => {
+      await tx`select from users where id = ${userId} for update`;
+      userHeld();
+      await userReleased;
+    });
+    await held;
+    await publishRaw(env.USERS_TOPIC, 3, []);
+    const order = orderEvent("CREATE", orderId, { user_id: userId, placed_at: "2025-07-03T10:00:00Z" });
+    await publishRaw(env.ORDERS_TOPIC, 5, [{ key: orderId, value: JSON.stringify(order) }]);
+    const consumer = startCommand("consume", ["--idle-timeout", "2"], env);
+    try {
+      await waitFor("the order batch's read of its user waits on the held lock", async () => {
+        const [{ n }] = await db.sql`
+          select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and wait_event_type = 'Lock' and query ilike '%for key share%'`;
+        return n > 0 || undefined;
+      });
+      // The claim went out before the read: in the batch's transaction its row is uncommitted or locked.
+      const [{ free }] = await db.sql`
+        select count(*)::int as free from (
+          select from cdc_offsets where topic = ${env.ORDERS_TOPIC} for update skip locked) as unlocked`;
+      assert.equal(free, 0, "the claimed offset's row was committed and unlocked before the batch's writes");
+    } finally {
+      releaseUser();
+      await holding;
+    }
+    const result = await consumer.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(
+      (await readTables(db.sql)).orders.get(orderId)?.user_id,
+      userId,
+      "the order applied once the lock went",
+    );
+  } finally {
+    await blocker.end();
+    await db.drop();
+  }
+});
