@@ -423,7 +423,7 @@ Deno.test("a user's delete and an order batch of that user, applied at once in e
   }
 });
 
-Deno.test("a batch's claim of its offset is inside its transaction: while its read of a user waits on another session's lock, no other session sees the offset's row unlocked", async () => {
+Deno.test("a batch's claim of its offset is inside its transaction: while its read of a user waits on another session's lock, no other session sees the offset's row unlocked, and the writes commit with the offset's advance", async () => {
   const db = await createTestDatabase();
   const blocker = postgres(db.url, { max: 1, onnotice: () => {} });
   try {
@@ -469,6 +469,10 @@ Deno.test("a batch's claim of its offset is inside its transaction: while its re
       userId,
       "the order applied once the lock went",
     );
+    const [{ written, advanced }] = await db.sql`
+      select (select xmin::text from orders where id = ${orderId}) as written,
+        (select xmin::text from cdc_offsets where topic = ${env.ORDERS_TOPIC} and next_offset > 0) as advanced`;
+    assert.equal(written, advanced, "the order's insert and its offset's advance committed in one transaction");
   } finally {
     await blocker.end();
     await db.drop();
