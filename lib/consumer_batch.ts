@@ -34,7 +34,7 @@ import {
   PipelineError,
 } from "./errors.ts";
 import { FIRST_ATTEMPT_GRACE_MS, OUTAGE, RetryError, waitOut, type WaitOutOptions, withinDeadline } from "./retry.ts";
-import type { Reserved, Session, Sql, Tx } from "./database.ts";
+import type { Sql } from "./database.ts";
 import {
   advanceOffset,
   applyChanges,
@@ -394,91 +394,46 @@ export class PartitionBatches {
   }
 
   /**
-   * The step's transaction, in two round trips: BEGIN goes out with the claim and the batch's reads,
-   * the writes with the offset's advance and COMMIT, so PostgreSQL never waits on this process
-   * within a transaction (a batch with records for the DLQ commits once Kafka has them: a third).
-   * With `isolate`, postgres.js' own transaction: the savepoints wait for the claim.
+   * The step's transaction. Without `isolate` it takes two round trips between BEGIN and COMMIT,
+   * PostgreSQL never waiting on this process within one: the claim goes out with the batch's reads,
+   * the writes with the offset's advance. With `isolate` the savepoints wait for the claim.
    */
   async #transaction(
-    claimed: PartitionOffset,
-    messages: KafkaMessage[],
-    validated: Validated,
-    batchEnd: bigint,
-    isolate: boolean,
-  ): Promise<StepResult> {
-    const { topic, partition, nextOffset: start } = claimed;
-    const transaction = isolate
-      ? this.deps.sql.begin((tx) => this.#claimAndApply(tx, claimed, messages, validated, batchEnd, true)) as Promise<
-        StepResult
-      >
-      : this.#pipelined(claimed, messages, validated, batchEnd);
-    return await answered(
-      transaction,
-      `the transaction of ${partitionKey(topic, partition)} at offset ${start}`,
-      this.deps.config,
-    );
-  }
-
-  /** The step on a reserved connection, BEGIN and COMMIT sent with its statements. */
-  async #pipelined(
-    claimed: PartitionOffset,
-    messages: KafkaMessage[],
-    validated: Validated,
-    batchEnd: bigint,
-  ): Promise<StepResult> {
-    const session = await this.deps.sql.reserve();
-    try {
-      // postgres.js sends a statement when it is first awaited or executed: BEGIN must go before the claim.
-      const begun = session`begin`.execute();
-      return await this.#claimAndApply(session, claimed, messages, validated, batchEnd, false, begun);
-    } catch (error) {
-      await endAfterFailure(session, error);
-      throw error;
-    }
-  }
-
-  /**
-   * Claims the offset, applies, dead-letters (acked by Kafka), advances the offset; on a reserved
-   * session (`begun` given) it commits too, sending COMMIT with the writes when nothing is dead-lettered.
-   */
-  async #claimAndApply(
-    tx: Session,
     claimed: PartitionOffset,
     messages: KafkaMessage[],
     { valid, invalid }: Validated,
     batchEnd: bigint,
     isolate: boolean,
-    begun?: PromiseLike<unknown>,
   ): Promise<StepResult> {
     const { topic, partition, nextOffset: start } = claimed;
     const changes = valid.map((v) => v.change) as UserChange[] | OrderChange[];
-    const started = performance.now();
-    const claim = claimOffset(tx, this.deps.config.consumerGroup, claimed);
-    const [, , planned] = isolate
-      ? [undefined, await claim, { outcome: await applyChanges(tx as Tx, changes), writes: [] }]
-      : await allSettledOrFirstError([begun, claim, planChanges(tx, changes)] as const);
-    const decide = (offset: string) => this.deps.orderWaits.decide(partitionKey(topic, partition), offset);
-    const step = await settle(
-      messages,
-      { valid, invalid },
-      planned.outcome,
-      batchEnd,
-      decide,
-      this.deps.config.orderWaitS,
+    const transaction = this.deps.sql.begin(async (tx) => {
+      const started = performance.now();
+      const claim = claimOffset(tx, this.deps.config.consumerGroup, claimed);
+      const [, planned] = isolate
+        ? [await claim, { outcome: await applyChanges(tx, changes), writes: [] }]
+        : await allSettledOrFirstError([claim, planChanges(tx, changes)] as const);
+      const decide = (offset: string) => this.deps.orderWaits.decide(partitionKey(topic, partition), offset);
+      const step = await settle(
+        messages,
+        { valid, invalid },
+        planned.outcome,
+        batchEnd,
+        decide,
+        this.deps.config.orderWaitS,
+      );
+      const advance = step.next > start ? advanceOffset(tx, claimed, step.next) : undefined;
+      await allSettledOrFirstError([Promise.all(planned.writes), advance] as const);
+      const applyMs = performance.now() - started;
+      // After the writes: a record they refuse sends the step round again, which would dead-letter these twice.
+      await writeDeadLetters(this.deps.publisher, topic, partition, step.deadLettered, new Date());
+      return { ...step, applyMs };
+    }) as Promise<StepResult>;
+    return await answered(
+      transaction,
+      `the transaction of ${partitionKey(topic, partition)} at offset ${start}`,
+      this.deps.config,
     );
-    // Each statement executed here in the order PostgreSQL must run them: COMMIT last. (Awaiting one, or
-    // Promise.all, sends it a microtask later, behind a COMMIT executed meanwhile: out of the transaction.)
-    const writes = Promise.all(planned.writes.map((write) => write.execute()));
-    // The claim holds the offset's row locked at `start` until the commit, so the advance cannot miss.
-    const advance = step.next > start ? advanceOffset(tx, claimed, step.next) : undefined;
-    const commitNow = begun && step.deadLettered.length === 0 ? tx`commit`.execute() : undefined;
-    await allSettledOrFirstError([writes, advance, commitNow] as const);
-    const applyMs = performance.now() - started;
-    // After the writes: a record they refuse sends the step round again, which would dead-letter these twice.
-    await writeDeadLetters(this.deps.publisher, topic, partition, step.deadLettered, new Date());
-    if (begun && !commitNow) await tx`commit`;
-    if (begun) (tx as Reserved).release();
-    return { ...step, applyMs };
   }
 
   #count(topic: string, partition: number, step: StepResult): void {
@@ -585,31 +540,6 @@ async function allSettledOrFirstError<T extends readonly unknown[]>(
   return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as {
     -readonly [K in keyof T]: Awaited<T[K]>;
   };
-}
-
-/**
- * Ends a reserved session whose transaction failed: rolls it back and gives the connection back
- * to the pool. A connection the failure closed is left alone: postgres.js has put it back among
- * its closed ones, and a statement sent on it would never be answered.
- */
-async function endAfterFailure(session: Reserved, error: unknown): Promise<void> {
-  if (closedItsConnection(error)) return;
-  const rolledBack = await withinDeadline(session`rollback`.then(() => true, () => false), ROLLBACK_MS, () => false);
-  if (rolledBack) session.release();
-}
-
-/** How long a rollback may take before its connection is taken for gone (its server ends the transaction itself). */
-const ROLLBACK_MS = 10_000;
-
-/**
- * Whether a failure ended the session's connection: postgres.js' or the socket's own error, or the
- * server's FATAL. Kafka's (the DLQ's) leave it open, to be rolled back.
- */
-function closedItsConnection(error: unknown): boolean {
-  if (dependencyOf(error) === "kafka") return false;
-  const { code, severity } = (error ?? {}) as { code?: unknown; severity?: unknown };
-  if (severity === "FATAL" || severity === "PANIC") return true;
-  return typeof code === "string" && (code.startsWith("CONNECT") || /^E[A-Z]+$/.test(code));
 }
 
 /**

@@ -12,10 +12,6 @@ import { ConfigError } from "./config.ts";
 export type Sql = postgres.Sql<Record<string, never>>;
 /** A transaction (or savepoint) of a {@linkcode Sql} pool. */
 export type Tx = postgres.TransactionSql<Record<string, never>>;
-/** A connection reserved from a {@linkcode Sql} pool, its transaction begun and ended by the caller. */
-export type Reserved = postgres.ReservedSql<Record<string, never>>;
-/** One connection with a transaction open on it: postgres.js' own, or one the caller began on a reserved connection. */
-export type Session = Tx | Reserved;
 /** libpq's TLS parameters of a URL that postgres.js does not read; sent on, the server refuses them. */
 const TLS_FILE_PARAMETERS = ["sslrootcert", "sslcert", "sslkey"] as const;
 const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];

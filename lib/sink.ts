@@ -5,7 +5,7 @@
  * shared transaction is what makes the effects exactly-once (lib/consumer_batch.ts).
  * @module
  */
-import type { Session, Sql, Tx } from "./database.ts";
+import type { Sql, Tx } from "./database.ts";
 import type { OrderChange, UserChange } from "./model.ts";
 import { classify, describeError, PipelineError } from "./errors.ts";
 import { TRANSIENT, waitOut, withinDeadline } from "./retry.ts";
@@ -195,7 +195,7 @@ const ARRAY_OID = { "varchar[]": 1015, "text[]": 1009 } as const;
  * hold any character (names). Bound with its own array type, not text[] cast in SQL: the server
  * parses each element once instead of twice.
  */
-function arrayOf(tx: Session, values: readonly (string | null | undefined)[], type: keyof typeof ARRAY_OID) {
+function arrayOf(tx: Tx, values: readonly (string | null | undefined)[], type: keyof typeof ARRAY_OID) {
   return tx.typed(arrayLiteral(values), ARRAY_OID[type]);
 }
 
@@ -304,18 +304,15 @@ export function planOrderBatch(
 }
 
 /** The ids among `ids` that are rows of `table`. */
-async function existingIds(tx: Session, table: "users" | "orders", ids: string[]): Promise<Set<string>> {
+async function existingIds(tx: Tx, table: "users" | "orders", ids: string[]): Promise<Set<string>> {
   const rows = await tx<{ id: string }[]>`select id::text as id from ${tx(table)} where id = any(string_to_array(${
     listOf(ids)
   }, ',', '')::uuid[])`;
   return new Set(rows.map((r) => r.id));
 }
 
-/**
- * A statement postgres.js has not sent yet. `execute()` sends it at once; awaiting it, or handing it
- * to `Promise.all`, sends it only a microtask later, after any statement executed meanwhile.
- */
-type Unsent = PromiseLike<unknown> & { execute(): PromiseLike<unknown> };
+/** A statement postgres.js has not sent yet: it goes out when first awaited, in the order awaited. */
+type Unsent = PromiseLike<unknown>;
 
 /** A batch read and planned: what applying it will do, and its writes, not sent yet. */
 export interface PlannedApply {
@@ -327,7 +324,7 @@ export interface PlannedApply {
 
 // Every write below ends in `where (row) is distinct from (new values)`: a re-sent event that
 // changes nothing writes nothing, so it leaves no WAL, no dead tuple and no capture record.
-async function planUsers(tx: Session, changes: UserChange[]): Promise<PlannedApply> {
+async function planUsers(tx: Tx, changes: UserChange[]): Promise<PlannedApply> {
   const ids = [...new Set(changes.map((c) => c.id))];
   const { patches, rejected } = planUserBatch(changes, await existingIds(tx, "users", ids));
   const creates = patches.filter((p) => p.create);
@@ -383,7 +380,7 @@ async function planUsers(tx: Session, changes: UserChange[]): Promise<PlannedApp
   return { outcome: { rejected }, writes };
 }
 
-async function planOrders(tx: Session, changes: OrderChange[]): Promise<PlannedApply> {
+async function planOrders(tx: Tx, changes: OrderChange[]): Promise<PlannedApply> {
   const userIds = [...new Set(changes.filter((c) => c.type === "CREATE").map((c) => c.userId!))].sort();
   // FOR KEY SHARE waits for a concurrent user delete (planUsers locks those FOR UPDATE) to commit, so its cascade
   // cannot miss these orders; the foreign-key checks of the insert find the lock taken.
@@ -454,7 +451,7 @@ async function planOrders(tx: Session, changes: OrderChange[]): Promise<PlannedA
  * caller sends them together with its own statements. A record PostgreSQL refuses fails the
  * whole transaction: {@linkcode applyChanges} isolates it.
  */
-export async function planChanges(tx: Session, changes: UserChange[] | OrderChange[]): Promise<PlannedApply> {
+export async function planChanges(tx: Tx, changes: UserChange[] | OrderChange[]): Promise<PlannedApply> {
   if (changes.length === 0) return { outcome: { rejected: [] }, writes: [] };
   return changes[0].entity === "user"
     ? await planUsers(tx, changes as UserChange[])
@@ -523,23 +520,21 @@ export class FencedError extends PipelineError {
  * absent) and checks that it still holds `expected`; throws FencedError otherwise. The lock makes
  * a second member wait, then fail the same check, instead of applying the same records again.
  */
-export async function claimOffset(tx: Session, group: string, at: PartitionOffset): Promise<void> {
+export async function claimOffset(tx: Tx, group: string, at: PartitionOffset): Promise<void> {
   const [row] = await tx<{ next_offset: string }[]>`
     insert into cdc_offsets as o (topic, partition, next_offset, consumer_group)
     values (${at.topic}, ${at.partition}, ${at.nextOffset.toString()}, ${group})
     on conflict (topic, partition) do update set consumer_group = excluded.consumer_group
-    returning o.next_offset::text as next_offset`.execute();
+    returning o.next_offset::text as next_offset`;
   const stored = BigInt(row.next_offset);
   if (stored !== at.nextOffset) throw new FencedError(at.topic, at.partition, at.nextOffset, stored);
 }
 
 /** Compare-and-set of a claimed partition's next offset from `from.nextOffset` to `to`, in the applying transaction. */
-export async function advanceOffset(tx: Session, from: PartitionOffset, to: bigint): Promise<void> {
-  // Executed at once, not a microtask later: a caller may send COMMIT right behind it.
+export async function advanceOffset(tx: Tx, from: PartitionOffset, to: bigint): Promise<void> {
   const moved = await tx`
     update cdc_offsets set next_offset = ${to.toString()}, updated_at = now()
-    where topic = ${from.topic} and partition = ${from.partition} and next_offset = ${from.nextOffset.toString()}`
-    .execute();
+    where topic = ${from.topic} and partition = ${from.partition} and next_offset = ${from.nextOffset.toString()}`;
   if (moved.count !== 1) throw new FencedError(from.topic, from.partition, from.nextOffset, -1n);
 }
 
