@@ -236,6 +236,7 @@ class ConsumerRun {
         observer: this.options.observer,
         signal: this.shutdown.signal,
         seek: (topic, partition, offset) => group.seek(topic, partition, offset),
+        owns: (topic, partition) => group.owns(topic, partition),
         beforeApply: this.options.beforeApply,
         fail: (e) => this.fail(e),
       }),

@@ -111,6 +111,8 @@ export interface PartitionBatchDeps {
   signal: AbortSignal;
   /** Moves the consumer's fetch position of a partition (after a fencing or a gap). */
   seek: (topic: string, partition: number, offset: bigint) => void;
+  /** Whether the partition is in this member's last assignment (after a rebalance, maybe not). */
+  owns: (topic: string, partition: number) => boolean;
   /** Awaited before each transaction; tests hold a batch with it across a rebalance. */
   beforeApply?: (topic: string, partition: number) => Promise<void>;
   /** Ends the run on an error of a batch applied behind the fetch that is neither an outage nor a bad record. */
@@ -234,9 +236,12 @@ export class PartitionBatches {
     return end;
   }
 
-  /** Moves the partition's fetch back to its stored offset, or to `resumeAt` when none is stored; nothing when stopping. */
+  /**
+   * Moves the partition's fetch back to its stored offset, or to `resumeAt` when none is stored;
+   * nothing when stopping, or when the partition is another member's now.
+   */
   async #sendBack(topic: string, partition: number, resumeAt: bigint | undefined): Promise<void> {
-    if (this.deps.signal.aborted) return;
+    if (this.deps.signal.aborted || !this.deps.owns(topic, partition)) return;
     try {
       const to = (await this.#position(topic, partition)) ?? resumeAt;
       if (to !== undefined) this.deps.seek(topic, partition, to);
@@ -337,6 +342,9 @@ export class PartitionBatches {
       const step = await waitOut(async () => {
         await stillMember(topic, partition, heartbeat);
         await this.deps.beforeApply?.(topic, partition);
+        // A batch fetched, or retried, across a rebalance that gave the partition away: the new owner
+        // applies it from the stored offset. (Its claim would fence one of the two; this spares both.)
+        if (!this.deps.owns(topic, partition)) throw new PartitionMovedError(topic, partition);
         return await this.#step(topic, partition, start, messages, validated, batchEnd);
       }, {
         what: `applying ${partitionKey(topic, partition)}`,
@@ -365,6 +373,10 @@ export class PartitionBatches {
       }
       if (error instanceof FencedError) {
         await this.#fenced(topic, partition, error);
+        return undefined;
+      }
+      if (error instanceof PartitionMovedError) {
+        logger.info(`${error.message}; batch dropped`, { topic, partition });
         return undefined;
       }
       if (error instanceof RetryError && signal.aborted) return undefined;
@@ -480,6 +492,14 @@ export class PartitionBatches {
   }
 }
 
+/** The group's last assignment gave the partition of the batch in hand to another member. */
+export class PartitionMovedError extends PipelineError {
+  /** Names the partition whose batch is dropped. */
+  constructor(readonly topic: string, readonly partition: number) {
+    super(`${partitionKey(topic, partition)} was assigned to another member at the last rebalance`);
+  }
+}
+
 /** The group rebalanced without this member: the batch in hand of the partition belongs to another now. */
 export class MembershipLostError extends PipelineError {
   /** Names the partition whose batch is given up, keeping Kafka's answer as `cause`. */
@@ -572,7 +592,9 @@ export class UnansweredError extends PipelineError {
 
 /** What a failed step waits for before it is tried again; undefined when waiting will not help. */
 function waitedFor(error: unknown): "PostgreSQL" | "Kafka (DLQ)" | undefined {
-  if (error instanceof FencedError || error instanceof MembershipLostError) return undefined;
+  if (error instanceof FencedError || error instanceof MembershipLostError || error instanceof PartitionMovedError) {
+    return undefined;
+  }
   const kind = classify(error);
   if (dependencyOf(error) === "kafka") return kind === "outage" ? "Kafka (DLQ)" : undefined;
   return kind === "outage" || kind === "transient" ? "PostgreSQL" : undefined;

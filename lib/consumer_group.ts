@@ -11,7 +11,7 @@ import { isCoordinatorStarting } from "./kafka_admin.ts";
 import type { Logger } from "./log.ts";
 import type { OrderWaits } from "./consumer_order_wait.ts";
 import { type AppliedPositions, databaseWait, type PartitionBatches } from "./consumer_batch.ts";
-import { parsePartitionKey, partitionKey } from "./partition_key.ts";
+import { parsePartitionKey, type PartitionKey, partitionKey } from "./partition_key.ts";
 import { RetryError, waitOut } from "./retry.ts";
 import type { Sql } from "./database.ts";
 import { readStoredOffsets } from "./sink.ts";
@@ -42,6 +42,8 @@ export class ConsumerGroup {
   /** When the last batch arrived (ms since the epoch): the monitor's idle clock. */
   lastActivity = Date.now();
   #batches?: PartitionBatches;
+  /** The partitions of this member's last assignment (`topic:partition`). */
+  #owned = new Set<PartitionKey>();
 
   /** Creates the member; nothing connects before {@linkcode ConsumerGroup.start}. */
   constructor(private readonly deps: ConsumerGroupDeps) {
@@ -65,6 +67,14 @@ export class ConsumerGroup {
         });
       },
     });
+  }
+
+  /**
+   * Whether the partition is in this member's last assignment: a batch fetched before a rebalance
+   * that gave its partition to another member is dropped, not applied by two members in turn.
+   */
+  owns(topic: string, partition: number): boolean {
+    return this.#owned.has(partitionKey(topic, partition));
   }
 
   /** Resolves once no batch is being applied behind the fetch. */
@@ -117,6 +127,7 @@ export class ConsumerGroup {
       joined = true;
       stats.markUp("kafka");
       const assigned = Object.entries(event.payload.memberAssignment);
+      this.#owned = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => partitionKey(t, p))));
       logger.info("joined group", {
         group: config.consumerGroup,
         assigned: assigned.map(([t, ps]) => `${t}[${ps.join(",")}]`).join(" ") || "nothing",
@@ -143,7 +154,7 @@ export class ConsumerGroup {
    */
   async #startFromStoredOffsets(assigned: [string, number[]][]): Promise<void> {
     const { positions, orderWaits, admin } = this.deps;
-    const mine = new Set(assigned.flatMap(([t, ps]) => ps.map((p) => partitionKey(t, p))));
+    const mine = this.#owned;
     // A batch still applied behind the fetch would move a stored offset after it is read here.
     await this.batchesSettled();
     orderWaits.keepOnly(mine);
