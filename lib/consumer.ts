@@ -133,7 +133,7 @@ class ConsumerRun {
     this.silentCloses = new SilentCloses(config.brokers);
     this.silentCloses.hear(this.admin);
     this.silentCloses.hear(this.publisher);
-    this.positions = new AppliedPositions(options.sql);
+    this.positions = new AppliedPositions((topics) => readStoredOffsets(options.sql, topics));
     this.orderWaits = new OrderWaits({
       waitS: config.orderWaitS,
       usersLogEnds: async () =>

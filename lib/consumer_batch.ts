@@ -43,32 +43,45 @@ import {
   FencedError,
   type PartitionOffset,
   planChanges,
-  readStoredOffsets,
 } from "./sink.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
-/** The next offset to apply per `topic:partition` as this member knows it; null when nothing is stored yet. */
+/**
+ * The next offset to apply per `topic:partition` as this member knows it; null when nothing is
+ * stored yet. A stored offset only moves forward, so a position never goes back: a read of
+ * PostgreSQL that started before one of this member's batches committed, and is answered after
+ * it, would otherwise put the older offset back, and the partition's next claim would fence the
+ * member by its own commit.
+ */
 export class AppliedPositions {
   #known = new Map<PartitionKey, bigint | null>();
   #uncommitted = new Map<PartitionKey, bigint>();
 
-  /** Creates the map over the pool where cdc_offsets lives. */
-  constructor(private readonly sql: Sql) {}
+  /** Creates the map over `readStored`, which reads the stored next offsets of `topics` from cdc_offsets. */
+  constructor(private readonly readStored: (topics: string[]) => Promise<Map<PartitionKey, bigint>>) {}
 
   /** The stored next offset of the partition, read from PostgreSQL the first time it is asked for. */
   async of(topic: string, partition: number): Promise<bigint | null> {
     const key = partitionKey(topic, partition);
     if (!this.#known.has(key)) {
-      const stored = await readStoredOffsets(this.sql, [topic]);
-      this.#known.set(key, stored.get(key) ?? null);
+      const stored = (await this.readStored([topic])).get(key) ?? null;
+      const known = this.#known.get(key);
+      if (known === undefined || known === null || (stored !== null && stored > known)) this.#known.set(key, stored);
     }
     return this.#known.get(key)!;
   }
 
-  /** Records that the tables now hold everything of the partition below `next`. */
+  /**
+   * Records that the tables now hold everything of the partition below `next`; nothing when this
+   * member already knows of a further position (`next` was read before that one was committed).
+   */
   advanced(topic: string, partition: number, next: bigint): void {
-    this.#known.set(partitionKey(topic, partition), next);
-    this.#uncommitted.set(partitionKey(topic, partition), next);
+    const key = partitionKey(topic, partition);
+    const known = this.#known.get(key);
+    if (known !== undefined && known !== null && next < known) return;
+    this.#known.set(key, next);
+    const pending = this.#uncommitted.get(key);
+    if (pending === undefined || next >= pending) this.#uncommitted.set(key, next);
   }
 
   /** Forgets what is known of partition `key` (after a fencing): its next batch reads PostgreSQL again. */
