@@ -40,9 +40,11 @@ import {
   applyChanges,
   type ApplyOutcome,
   claimOffset,
+  endSession,
   FencedError,
   type PartitionOffset,
   planChanges,
+  stuckClaimHolders,
 } from "./sink.ts";
 import { type PartitionKey, partitionKey } from "./partition_key.ts";
 
@@ -131,6 +133,9 @@ export interface PartitionBatchDeps {
   /** Ends the run on an error of a batch applied behind the fetch that is neither an outage nor a bad record. */
   fail: (error: unknown) => void;
 }
+
+/** SQLSTATE of a lock wait that outlasted lock_timeout. */
+const LOCK_TIMEOUT = "55P03";
 
 /** A record and what validation made of it. */
 interface Validated {
@@ -358,7 +363,10 @@ export class PartitionBatches {
         // A batch fetched, or retried, across a rebalance that gave the partition away: the new owner
         // applies it from the stored offset. (Its claim would fence one of the two; this spares both.)
         if (!this.deps.owns(topic, partition)) throw new PartitionMovedError(topic, partition);
-        return await this.#step(topic, partition, start, messages, validated, batchEnd);
+        return await this.#step(topic, partition, start, messages, validated, batchEnd).catch(async (error) => {
+          if ((error as { code?: unknown }).code === LOCK_TIMEOUT) await this.#endStuckClaimHolders();
+          throw error;
+        });
       }, {
         what: `applying ${partitionKey(topic, partition)}`,
         policy: OUTAGE,
@@ -459,6 +467,31 @@ export class PartitionBatches {
       `the transaction of ${partitionKey(topic, partition)} at offset ${start}`,
       this.deps.config,
     );
+  }
+
+  /**
+   * After a lock wait past lock_timeout: ends the sessions of members frozen mid-statement for longer
+   * than the session timeout, which PostgreSQL leaves holding their claims (lib/sink.ts,
+   * stuckClaimHolders). The group gave their partitions away by then, as PostgreSQL ends the
+   * transaction of a member frozen between statements. A lookup that fails is the retry's to wait out.
+   */
+  async #endStuckClaimHolders(): Promise<void> {
+    const { sql, config, logger } = this.deps;
+    const holders = await stuckClaimHolders(sql, config.sessionTimeoutS).catch(() => []);
+    for (const { pid, silentS, application, client } of holders) {
+      const fields = { pid, silentS, application, client: client ?? "local" };
+      const what = "a PostgreSQL session holding claimed offsets, its client silent mid-statement past the session " +
+        "timeout (a frozen member)";
+      try {
+        await endSession(sql, pid);
+        logger.warn(`ended ${what}`, fields);
+      } catch (error) {
+        logger.warn(
+          `cannot end ${what}: ${describeError(error)}; end it with select pg_terminate_backend(${pid})`,
+          fields,
+        );
+      }
+    }
   }
 
   #count(topic: string, partition: number, step: StepResult): void {

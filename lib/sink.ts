@@ -538,6 +538,40 @@ export async function advanceOffset(tx: Tx, from: PartitionOffset, to: bigint): 
   if (moved.count !== 1) throw new FencedError(from.topic, from.partition, from.nextOffset, -1n);
 }
 
+/** A session holding claimed rows of cdc_offsets while PostgreSQL waits on its client mid-statement. */
+export interface StuckClaimHolder {
+  pid: number;
+  /** Seconds since its client last sent anything. */
+  silentS: number;
+  /** Its application_name and client address, for the log. */
+  application: string;
+  client: string | null;
+}
+
+/**
+ * The sessions that hold a lock on cdc_offsets in an open transaction while PostgreSQL has waited
+ * more than `silentS` seconds on their client in the middle of a statement (state active, wait
+ * ClientRead). idle_in_transaction_session_timeout does not end them: PostgreSQL arms it only
+ * between statements. postgres.js leaves such a gap on a statement's first use on a connection
+ * (Parse and Describe, then Bind once the description is back), so a member frozen there (SIGSTOP,
+ * a VM pause) keeps its claims for as long as it stays frozen.
+ */
+export async function stuckClaimHolders(sql: Sql, silentS: number): Promise<StuckClaimHolder[]> {
+  return await sql<StuckClaimHolder[]>`
+    select a.pid, extract(epoch from now() - a.state_change)::int as "silentS",
+      a.application_name as application, host(a.client_addr) as client
+    from pg_stat_activity a
+    where a.datname = current_database() and a.pid <> pg_backend_pid() and a.xact_start is not null
+      and a.state = 'active' and a.wait_event = 'ClientRead'
+      and a.state_change < now() - make_interval(secs => ${silentS})
+      and exists (select from pg_locks l where l.pid = a.pid and l.relation = 'cdc_offsets'::regclass and l.granted)`;
+}
+
+/** Ends session `pid` (pg_terminate_backend): its open transaction rolls back and its locks go. Throws 42501 when this role may not. */
+export async function endSession(sql: Sql, pid: number): Promise<void> {
+  await sql`select pg_terminate_backend(${pid})`;
+}
+
 /**
  * The stored offsets of `topics`, or undefined when the database fails or does not answer within
  * `timeoutMs`: the consumer's once-a-second read of its lag doubles as its health check.

@@ -478,3 +478,52 @@ Deno.test("a batch's claim of its offset is inside its transaction: while its re
     await db.drop();
   }
 });
+
+Deno.test("a session frozen mid-statement while holding claims, silent past the session timeout, is ended by the member its claims block, which then applies the partition and names the session it ended", async () => {
+  const db = await createTestDatabase();
+  const frozen = postgres(db.url, { max: 1, onnotice: () => {} });
+  try {
+    const env = pipelineNames(db.url);
+    await ensureSchema(db.sql);
+    const userId = "5a3c1d9e-7f4b-4c8a-9d2e-3f4051627384";
+    await publishRaw(env.ORDERS_TOPIC, 5, []);
+    await publishRaw(env.USERS_TOPIC, 3, [{ key: userId, value: JSON.stringify(userEvent("CREATE", userId)) }]);
+    // Claims every users partition, then waits in a COPY for data never sent. PostgreSQL then waits
+    // on the client mid-statement, as it does on a member frozen between a statement's Parse and its
+    // Bind, and neither idle_in_transaction_session_timeout nor any other server timeout ends it.
+    let frozenPid!: number;
+    let claimed!: () => void;
+    const held = new Promise<void>((resolve) => (claimed = resolve));
+    let ended!: (error: Error) => void;
+    const frozenEnded = new Promise<Error>((resolve) => (ended = resolve));
+    // The callback never returns: a COMMIT or ROLLBACK written after the session is gone would throw
+    // from postgres.js' write timer (lib/database.ts, isClosedConnectionWrite).
+    frozen.begin(async (tx) => {
+      [{ pid: frozenPid }] = await tx<{ pid: number }[]>`select pg_backend_pid() as pid`;
+      await tx`
+        insert into cdc_offsets (topic, partition, next_offset, consumer_group)
+        select ${env.USERS_TOPIC}, p, 0, ${env.CONSUMER_GROUP} from generate_series(0, 2) as p`;
+      await tx`create temporary table never_sent (x int)`;
+      const copy = await tx`copy never_sent from stdin`.writable();
+      copy.on("error", ended);
+      claimed();
+      await new Promise(() => {});
+    }).catch(ended);
+    await held;
+    const consumer = startCommand("consume", ["--session-timeout", "6", "--idle-timeout", "2"], env);
+    await waitFor("the user to apply once the frozen session is ended", async () => {
+      return (await readTables(db.sql)).users.has(userId) || undefined;
+    }, 90_000).catch((error) => {
+      throw new Error(`${error.message}\nconsumer log:\n${consumer.stderr().slice(-3000)}`);
+    });
+    const result = await consumer.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, new RegExp(`ended a PostgreSQL session holding claimed offsets.* pid=${frozenPid}\\b`));
+    const [{ alive }] = await db.sql`select count(*)::int as alive from pg_stat_activity where pid = ${frozenPid}`;
+    assert.equal(alive, 0, "the frozen session is gone");
+    assert.match(String(await frozenEnded), /CONNECTION_CLOSED|terminat/, "the frozen session's connection was ended");
+  } finally {
+    await frozen.end({ timeout: 1 });
+    await db.drop();
+  }
+});
