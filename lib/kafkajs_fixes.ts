@@ -361,8 +361,50 @@ function followMovedCoordinator(): void {
   }, { [KAFKAJS_FIX]: "moved group coordinator" });
 }
 
+/** The parts of kafkajs' ConsumerGroup that the rejoin fix uses. */
+interface Membership {
+  memberId: string | null;
+  /** One per kafkajs consumer, kept across its restarts. */
+  cluster: object;
+}
+
+type MembershipMethod = ((this: Membership, ...args: unknown[]) => Promise<unknown>) & { [KAFKAJS_FIX]?: string };
+
+/** Per kafkajs consumer (its cluster), the member id it holds in its group: set by a join, cleared by a leave. */
+const heldMemberIds = new WeakMap<object, string>();
+/** The ConsumerGroups that have joined once: a later join without a member id is kafkajs' own fresh start. */
+const joinedGroups = new WeakSet<object>();
+
+/**
+ * kafkajs 2.2.4 restarts a crashed consumer with a new ConsumerGroup, which joins as a new member.
+ * Its LeaveGroup on the way down goes to the coordinator it knew; when that broker is the one
+ * that died (the crash's cause, often), the leave fails and the group keeps the old member: the
+ * new coordinator then holds the rebalance until that member's session expires (the session
+ * timeout, 30 s by default) before it assigns anything. The fix makes a restarted consumer's first
+ * join use the member id it still holds, as Kafka's own client does; a coordinator that no longer
+ * knows it answers UNKNOWN_MEMBER_ID, and kafkajs then joins afresh.
+ */
+function rejoinAsHeldMember(): void {
+  const group = ConsumerGroup.prototype as unknown as Record<string, MembershipMethod>;
+  if (group.joinAndSync[KAFKAJS_FIX]) return;
+  const joinAndSync = group.joinAndSync;
+  group.joinAndSync = Object.assign(async function (this: Membership) {
+    if (!joinedGroups.has(this)) this.memberId ??= heldMemberIds.get(this.cluster) ?? null;
+    const joined = await joinAndSync.call(this);
+    joinedGroups.add(this);
+    if (this.memberId) heldMemberIds.set(this.cluster, this.memberId);
+    return joined;
+  }, { [KAFKAJS_FIX]: "member id kept across a restart" });
+  const leave = group.leave;
+  group.leave = Object.assign(async function (this: Membership) {
+    await leave.call(this);
+    heldMemberIds.delete(this.cluster);
+  }, { [KAFKAJS_FIX]: "member id kept across a restart" });
+}
+
 skipIdlePendingCheck();
 sweepRequestTimeoutsLessOften();
 encodeWithoutBuffers();
 refreshMetadataOnRefusedFetch();
 followMovedCoordinator();
+rejoinAsHeldMember();

@@ -108,6 +108,9 @@ Deno.test("a broker of a 3-broker cluster SIGKILLed and restarted mid-run loses 
           events: USERS + ORDERS,
           faults: `SIGKILL broker ${node} (pid ${pid}) at ${atKill} committed, restarted at ${whileDown}`,
           secondsToCommit2000More: onwardS,
+          // A kafkajs restart (a crash on the dead coordinator) rejoins as the member it was (lib/kafkajs_fixes.ts).
+          consumerRestarts: consumed.stderr.match(/Restarting the consumer/g)?.length ?? 0,
+          groupJoins: consumed.stderr.match(/joined group/g)?.length ?? 0,
           recordsInLog: census.records,
           lost: census.lost,
           doubled: census.doubled,

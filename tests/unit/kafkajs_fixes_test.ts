@@ -1,9 +1,11 @@
 /**
  * The kafkajs fixes do what they say: RequestQueue's timers, a fetch from a dead leader that asks
- * for fresh metadata, and records encoded without a Buffer per varint under Deno and in a
- * Bun-built binary.
+ * for fresh metadata, requests that follow a moved group coordinator, a restarted consumer that
+ * rejoins as the member it was, and records encoded without a Buffer per varint under Deno and in
+ * a Bun-built binary.
  */
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import OffsetManager from "kafkajs/src/consumer/offsetManager/index.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
@@ -54,6 +56,19 @@ Deno.test("a fetch refused by a dead leader asks for fresh metadata after a paus
   assert.equal(ConsumerGroup.prototype.recoverFromFetch[KAFKAJS_FIX], "tulios/kafkajs#132");
 });
 
+/** A kafkajs ConsumerGroup of group "g" over `cluster`, subscribed to nothing, logging nothing. */
+function consumerGroupOf(cluster: object) {
+  const logger = { ...quiet, namespace: () => quiet };
+  return new ConsumerGroup({
+    cluster,
+    groupId: "g",
+    topics: [],
+    assigners: [],
+    logger,
+    instrumentationEmitter: { emit() {} },
+  });
+}
+
 Deno.test("a heartbeat and an offset request that find the group's coordinator dead go to the coordinator the cluster names now", async () => {
   const gone = () =>
     Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:9196"), { name: "KafkaJSConnectionError" });
@@ -68,8 +83,7 @@ Deno.test("a heartbeat and an offset request that find the group's coordinator d
     findBroker: () => Promise.reject(gone()),
   };
   const offsets = Object.assign(Object.create(OffsetManager.prototype), { cluster, groupId: "g", coordinator: dead });
-  const logger = { ...quiet, namespace: () => quiet };
-  const group = new ConsumerGroup({ cluster, groupId: "g", topics: [], logger, instrumentationEmitter: { emit() {} } });
+  const group = consumerGroupOf(cluster);
   Object.assign(group, { coordinator: dead, offsetManager: offsets, memberId: "m", generationId: 1, lastRequest: 0 });
   await group.heartbeat({ interval: 0 });
   assert.equal(group.coordinator, live, "the heartbeat went to the coordinator found again");
@@ -77,6 +91,44 @@ Deno.test("a heartbeat and an offset request that find the group's coordinator d
   offsets.coordinator = dead;
   assert.equal(await offsets.getCoordinator(), live);
   assert.deepEqual(asked, ["metadata", "coordinator of g", "metadata", "coordinator of g"]);
+});
+
+/** A coordinator that records the member id of each JoinGroup and fails LeaveGroup while `leaveFails`. */
+function recordingCoordinator() {
+  const joinedAs: string[] = [];
+  const state = { leaveFails: true };
+  const coordinator = {
+    joinGroup: ({ memberId }: { memberId: string }) => {
+      joinedAs.push(memberId);
+      const id = memberId || `member-${joinedAs.length}`;
+      return Promise.resolve({ generationId: 1, leaderId: "another", memberId: id, members: [], groupProtocol: "x" });
+    },
+    syncGroup: () => Promise.resolve({ memberAssignment: Buffer.alloc(0) }),
+    leaveGroup: () =>
+      state.leaveFails
+        ? Promise.reject(Object.assign(new Error("connect ECONNREFUSED"), { name: "KafkaJSConnectionError" }))
+        : Promise.resolve(),
+  };
+  return { coordinator, joinedAs, state };
+}
+
+Deno.test("a consumer restarted after a crash whose LeaveGroup failed rejoins as the member it was, where kafkajs 2.2.4 joins anew and the group waits a session timeout for the old member", async () => {
+  const { coordinator, joinedAs, state } = recordingCoordinator();
+  const cluster = {
+    findGroupCoordinator: () => Promise.resolve(coordinator),
+    committedOffsets: () => ({}),
+  };
+  const newGroup = () => consumerGroupOf(cluster);
+  const crashed = newGroup();
+  await crashed.joinAndSync();
+  await assert.rejects(crashed.leave());
+  const restarted = newGroup();
+  await restarted.joinAndSync();
+  assert.deepEqual(joinedAs, ["", "member-1"], "the restarted consumer's join names the member id it held");
+  state.leaveFails = false;
+  await restarted.leave();
+  await newGroup().joinAndSync();
+  assert.deepEqual(joinedAs, ["", "member-1", ""], "after a leave that went through, a new consumer joins anew");
 });
 
 Deno.test("an idle RequestQueue arms no timer after a response, where kafkajs 2.2.4 re-arms one every millisecond", () => {
