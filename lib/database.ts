@@ -109,11 +109,15 @@ export function connectDatabase(
 
 /**
  * Whether `error` is postgres.js 3.4.9's write to a connection that has just closed
- * (porsager/postgres#1154, #1208; denoland/deno#34667): thrown from a timer outside any query,
- * after the query it carried was rejected with CONNECTION_CLOSED, which the sink retries as an
- * outage. There is no error code to go by, so its signature is matched.
+ * (porsager/postgres#1154, #1208; denoland/deno#34667), uncaught outside any query after the
+ * query it carried was rejected, which the sink retries as an outage. Two forms: a write to the
+ * socket it has already dropped (a TypeError from its write timer; no error code to go by, so its
+ * signature is matched), and a write after the server's FIN, whose EPIPE node:net emits as an
+ * error event after postgres.js has removed its listeners on the socket's close.
  */
 export function isClosedConnectionWrite(error: unknown): boolean {
-  return error instanceof TypeError && /\bwrite\b/.test(error.message) && /\bnextWrite\b/.test(error.stack ?? "") &&
-    /postgres/.test(error.stack ?? "");
+  if (!(error instanceof Error) || !/postgres/.test(error.stack ?? "")) return false;
+  const droppedSocket = error instanceof TypeError && /\bwrite\b/.test(error.message) &&
+    /\bnextWrite\b/.test(error.stack ?? "");
+  return droppedSocket || (error as { code?: unknown }).code === "EPIPE";
 }

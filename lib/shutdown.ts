@@ -25,7 +25,7 @@ export function stopSignal(logger: Logger, next: string): AbortSignal {
 }
 
 /**
- * Survives postgres.js' write to a connection that has just closed (lib/sink.ts,
+ * Survives postgres.js' write to a connection that has just closed (lib/database.ts,
  * isClosedConnectionWrite), logging `survived`; any other uncaught error ends the run with exit 1.
  */
 export function exitOnUncaught(logger: Logger, survived: string): void {

@@ -292,7 +292,7 @@ Deno.test("the wire fixtures fold into the patches their README describes", () =
   assert.equal(placed.deleted, false);
 });
 
-Deno.test("postgres.js' write to a just-closed connection is recognised by its signature, and nothing else is", () => {
+Deno.test("postgres.js' write to a just-closed connection (a dropped socket, or EPIPE after the server's FIN) is recognised by its signature, and nothing else is", () => {
   const bug = new TypeError("Cannot read properties of null (reading 'write')");
   bug.stack = `${bug.message}\n    at nextWrite (file:///x/node_modules/postgres/src/connection.js:255:22)`;
   assert.ok(isClosedConnectionWrite(bug));
@@ -302,6 +302,14 @@ Deno.test("postgres.js' write to a just-closed connection is recognised by its s
   const elsewhere = new TypeError("Cannot read properties of null (reading 'write')");
   elsewhere.stack = `${elsewhere.message}\n    at flush (file:///app/lib/producer.ts:10:1)`;
   assert.equal(isClosedConnectionWrite(elsewhere), false);
+  const afterFin = Object.assign(new Error("This socket has been ended by the other party"), { code: "EPIPE" });
+  afterFin.stack = `Error: ${afterFin.message}\n    at writeAfterFIN (ext:deno_node/net.ts:1:1)\n` +
+    `    at nextWrite (file:///x/node_modules/postgres/src/connection.js:255:22)`;
+  assert.ok(isClosedConnectionWrite(afterFin));
+  const kafkaAfterFin = Object.assign(new Error(afterFin.message), { code: "EPIPE" });
+  kafkaAfterFin.stack =
+    `Error: ${afterFin.message}\n    at sendRequest (file:///x/node_modules/kafkajs/src/network/connection.js:1:1)`;
+  assert.equal(isClosedConnectionWrite(kafkaAfterFin), false);
   assert.equal(isClosedConnectionWrite(new Error("write failed")), false);
   assert.equal(isClosedConnectionWrite("nextWrite postgres write"), false);
 });
