@@ -6,7 +6,9 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import Broker from "kafkajs/src/broker/index.js";
 import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
+import { KafkaJSConnectionError } from "kafkajs/src/errors.js";
 import OffsetManager from "kafkajs/src/consumer/offsetManager/index.js";
 import Encoder from "kafkajs/src/protocol/encoder.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
@@ -402,9 +404,43 @@ function rejoinAsHeldMember(): void {
   }, { [KAFKAJS_FIX]: "member id kept across a restart" });
 }
 
+type Lookup = (...args: unknown[]) => unknown;
+
+/**
+ * kafkajs 2.2.4's Broker answers a request made before its first connection succeeded with a plain
+ * `Error("Broker not connected")` (its request lookup is not set up yet), not a connection error:
+ * nothing retries it, and the consumer took it for a bug and ended the run, once in the
+ * single-broker outage fault test right after Kafka came back. The fix makes it the retriable
+ * KafkaJSConnectionError it is; the lookup is wrapped as the constructor and `connect` set it.
+ */
+function notConnectedIsConnectionError(): void {
+  const proto = Broker.prototype as object;
+  if (Object.getOwnPropertyDescriptor(proto, "lookupRequest")) return;
+  const lookups = new WeakMap<object, Lookup>();
+  Object.defineProperty(proto, "lookupRequest", {
+    configurable: true,
+    get(this: object) {
+      return lookups.get(this);
+    },
+    set(this: { brokerAddress?: string }, lookup: Lookup) {
+      lookups.set(this, (...args: unknown[]) => {
+        try {
+          return lookup(...args);
+        } catch (error) {
+          if ((error as Error).name !== "Error" || (error as Error).message !== "Broker not connected") throw error;
+          throw new KafkaJSConnectionError(`Broker not connected: ${this.brokerAddress}`, {
+            broker: this.brokerAddress,
+          });
+        }
+      });
+    },
+  });
+}
+
 skipIdlePendingCheck();
 sweepRequestTimeoutsLessOften();
 encodeWithoutBuffers();
 refreshMetadataOnRefusedFetch();
 followMovedCoordinator();
 rejoinAsHeldMember();
+notConnectedIsConnectionError();

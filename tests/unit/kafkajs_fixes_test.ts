@@ -1,11 +1,12 @@
 /**
  * The kafkajs fixes do what they say: RequestQueue's timers, a fetch from a dead leader that asks
  * for fresh metadata, requests that follow a moved group coordinator, a restarted consumer that
- * rejoins as the member it was, and records encoded without a Buffer per varint under Deno and in
+ * rejoins as the member it was, a request to an unconnected broker failing as a connection error, and records encoded without a Buffer per varint under Deno and in
  * a Bun-built binary.
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import Broker from "kafkajs/src/broker/index.js";
 import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import OffsetManager from "kafkajs/src/consumer/offsetManager/index.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
@@ -129,6 +130,22 @@ Deno.test("a consumer restarted after a crash whose LeaveGroup failed rejoins as
   await restarted.leave();
   await newGroup().joinAndSync();
   assert.deepEqual(joinedAs, ["", "member-1", ""], "after a leave that went through, a new consumer joins anew");
+});
+
+Deno.test("a request to a broker that has never connected fails with a retriable KafkaJSConnectionError, where kafkajs 2.2.4 throws a plain Error the consumer takes for a bug", async () => {
+  const connectionPool = {
+    connectionTimeout: 1_000,
+    host: "localhost",
+    port: 9192,
+    sasl: null,
+    isConnected: () => false,
+  };
+  const broker = new Broker({ connectionPool, logger: { ...quiet, namespace: () => quiet } });
+  await assert.rejects(
+    broker.heartbeat({ groupId: "g", groupGenerationId: 1, memberId: "m" }),
+    (error: Error & { retriable?: boolean }) =>
+      error.name === "KafkaJSConnectionError" && error.retriable === true && /localhost:9192/.test(error.message),
+  );
 });
 
 Deno.test("an idle RequestQueue arms no timer after a response, where kafkajs 2.2.4 re-arms one every millisecond", () => {
