@@ -83,12 +83,18 @@ export class ConsumerGroup {
   }
 
   /**
-   * Moves the fetch position of a partition; nothing once the run is stopping: the consumer may have stopped already
-   * (kafkajs then throws "Consumer group was not initialized"), and the next start seeks to the stored offsets anyway.
+   * Moves the fetch position of a partition; nothing while kafkajs has no consumer group to move: once the run is
+   * stopping, or between a crash of kafkajs' consumer and its restart (kafkajs then throws "Consumer group was not
+   * initialized"). The restarted member's join seeks every partition to its stored offset anyway.
    */
   seek(topic: string, partition: number, offset: bigint): void {
     if (this.deps.signal.aborted) return;
-    this.consumer.seek({ topic, partition, offset: offset.toString() });
+    try {
+      this.consumer.seek({ topic, partition, offset: offset.toString() });
+    } catch (error) {
+      if (!/Consumer group was not initialized/.test((error as Error).message)) throw error;
+      this.deps.logger.debug("seek skipped: the Kafka consumer is restarting", { topic, partition });
+    }
   }
 
   /** Commits the positions applied since the last call to Kafka: advisory, for lag tools; a failure is retried next time. */
